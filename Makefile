@@ -1,0 +1,49 @@
+# vmqos: the two set-up commands of the quick start.
+#   make demo   install everything, then run the demo
+#   make test   install everything, then run the whole test suite
+# Both are idempotent: a second run installs nothing new.
+
+PYTHON   ?= python3
+VENV     := .venv
+VPY      := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+APT_STAMP := /var/lib/vmqos-apt.stamp
+# Debian packages the project uses: iproute2 (tc, ip), nftables (nft) and iperf3 for the
+# kernel and traffic tiers, procps for the demo's checks.
+APT_PACKAGES := iproute2 nftables iperf3 procps
+
+.PHONY: demo test test-core deps apt venv clean
+
+demo: deps
+	$(VENV)/bin/vmqos demo
+
+test: deps
+	$(VPY) -m pytest
+
+test-core: deps
+	$(VPY) -m pytest tests/core
+
+deps: apt venv
+
+apt: $(APT_STAMP)
+$(APT_STAMP): Makefile
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(dir $(APT_STAMP)) && touch $(APT_STAMP)
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "vmqos needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,49 @@
+"""One exception hierarchy for everything vmqos refuses or fails to do.
+
+Every message names the field, the value and what the operator should change, so that the
+CLI can print it as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class VmqosError(Exception):
+    """Root of all vmqos errors; the CLI prints its message and exits non-zero."""
+
+    exit_code = 2
+
+
+class InvalidValue(VmqosError):
+    """A value is malformed or out of range (a negative rate, DSCP 42, `10,abc`)."""
+
+    def __init__(self, field: str, value: object, fix: str) -> None:
+        self.field = field
+        self.value = value
+        self.fix = fix
+        super().__init__(f"{field}: {value!r} is not valid: {fix}")
+
+
+class UnitError(InvalidValue):
+    """A quantity could not be parsed with iproute2's unit rules."""
+
+
+class ConflictError(VmqosError):
+    """Values that are valid alone but not together (two rules of one type, total with read)."""
+
+
+class FormatError(VmqosError):
+    """An input document cannot be read: bad XML, JSON or YAML, or not of the named format."""
+
+    def __init__(self, fmt: str, message: str, line: int | None = None) -> None:
+        self.fmt = fmt
+        self.line = line
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(f"{fmt}{where}: {message}")
+
+
+class UnsupportedError(VmqosError):
+    """The target format or mechanism cannot express what was asked."""
+
+
+class KernelLimitError(InvalidValue):
+    """A value that would overflow or underflow a field of the kernel's tc/nft structures."""
