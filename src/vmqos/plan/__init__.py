@@ -1,0 +1,1 @@
+"""From effective QoS to kernel objects (planner), and from observed objects to operations (diff)."""

@@ -1,0 +1,34 @@
+"""Stable names derived from the port, so that a later run recognises and adopts what exists."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_NFT_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _digest(port: str) -> str:
+    return hashlib.sha256(port.encode()).hexdigest()
+
+
+def ifb_name(port: str) -> str:
+    """The IFB device for a port: `vqi` + 12 hex digits of its name's hash (15 bytes, IFNAMSIZ-safe)."""
+    return "vqi" + _digest(port)[:12]
+
+
+def nft_ident(port: str) -> str:
+    """The port's name as an nft identifier; a hash suffix keeps `tap-a` and `tap_a` apart."""
+    if _NFT_IDENT.match(port):
+        return port
+    return re.sub(r"[^A-Za-z0-9_]", "_", port) + "_" + _digest(port)[:6]
+
+
+def chain_to(port: str) -> str:
+    """The chain on the port's egress hook: traffic towards the instance."""
+    return "to_" + nft_ident(port)
+
+
+def chain_from(port: str) -> str:
+    """The chain on the port's ingress hook: traffic sent by the instance."""
+    return "from_" + nft_ident(port)

@@ -1,0 +1,246 @@
+"""Kernel objects that enforce QoS, as plain values: what the planner emits and drivers read back.
+
+Each object has a `key` (its identity on the host: device and handle, chain name, ...) and
+compares equal to an observed object when the kernel would behave the same. Rates are bit/s and
+sizes bytes here as everywhere; the renderers turn them into tc/nft syntax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+NFT_FAMILY = "netdev"
+NFT_TABLE = "vmqos"
+
+
+def _near(planned: int, observed: int, tolerance: int) -> bool:
+    return abs(planned - observed) <= tolerance
+
+
+@dataclass(frozen=True)
+class KernelObject:
+    kind: ClassVar[str] = "object"
+    # Deletion order: higher rank goes first (filters before classes before qdiscs before links).
+    delete_rank: ClassVar[int] = 0
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> str | None:
+        return None
+
+    def matches(self, observed: "KernelObject") -> bool:
+        """Whether `observed` already does what this planned object asks."""
+        return self == observed
+
+    def describe(self) -> str:
+        return " ".join(str(part) for part in self.key)
+
+
+@dataclass(frozen=True)
+class IfbLink(KernelObject):
+    """The IFB device that traffic from the instance is redirected to, so that it can be queued."""
+
+    kind: ClassVar[str] = "link"
+    delete_rank: ClassVar[int] = 0
+    name: str
+    mtu: int = 1500
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("link", self.name)
+
+    @property
+    def device(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Qdisc(KernelObject):
+    kind: ClassVar[str] = "qdisc"
+    delete_rank: ClassVar[int] = 1
+    dev: str
+    parent: str  # "root", "ingress" or a classid "1:10"
+    handle: str  # "1:", "ffff:", "10:"
+    qdisc_kind: str  # "htb", "ingress", "bfifo"
+    default_minor: int | None = None  # htb
+    limit_bytes: int | None = None  # bfifo
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("qdisc", self.dev, self.parent)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    def replace_in_place(self, observed: "Qdisc") -> bool:
+        """Whether `tc qdisc replace` can turn `observed` into this without a gap.
+
+        The kernel cannot change an HTB root in place (`Change operation not supported`), and a
+        different handle is a different qdisc; any other kind can be grafted over atomically.
+        """
+        if observed.qdisc_kind == self.qdisc_kind == "htb":
+            return False
+        return observed.handle == self.handle or observed.qdisc_kind != self.qdisc_kind
+
+
+@dataclass(frozen=True)
+class HtbClass(KernelObject):
+    kind: ClassVar[str] = "class"
+    delete_rank: ClassVar[int] = 2
+    dev: str
+    classid: str
+    parent: str
+    rate_bps: int
+    ceil_bps: int
+    burst_bytes: int
+    cburst_bytes: int
+    quantum: int
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("class", self.dev, self.classid)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    @property
+    def depth(self) -> int:
+        return 0 if self.parent.endswith(":") else 1
+
+    def matches(self, observed: KernelObject) -> bool:
+        if not isinstance(observed, HtbClass):
+            return False
+        # The kernel keeps buckets in 64 ns ticks and rates in bytes/s: allow their rounding.
+        return (
+            (self.dev, self.classid, self.parent, self.quantum)
+            == (observed.dev, observed.classid, observed.parent, observed.quantum)
+            and _near(self.rate_bps, observed.rate_bps, 8)
+            and _near(self.ceil_bps, observed.ceil_bps, 8)
+            and _near(self.burst_bytes, observed.burst_bytes, max(64, self.burst_bytes // 1000))
+            and _near(self.cburst_bytes, observed.cburst_bytes, max(64, self.cburst_bytes // 1000))
+        )
+
+
+@dataclass(frozen=True)
+class U32Filter(KernelObject):
+    """A u32 filter: classification into an HTB class, or a redirect of everything to an IFB."""
+
+    kind: ClassVar[str] = "filter"
+    delete_rank: ClassVar[int] = 3
+    dev: str
+    parent: str  # "1:" or "ffff:"
+    prio: int
+    protocol: str  # "all", "ip", "ipv6"
+    matches_: tuple[str, ...]  # u32 selectors, e.g. ("ip dport 80 0xffff",)
+    flowid: str | None = None
+    redirect_to: str | None = None
+    handle: str | None = field(default=None, compare=False)  # the kernel's, known once read back
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("filter", self.dev, self.parent, self.prio)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+
+@dataclass(frozen=True)
+class NftCounter(KernelObject):
+    """A named counter: it survives rule replacement, so accounting does not reset on a live change."""
+
+    kind: ClassVar[str] = "counter"
+    delete_rank: ClassVar[int] = 4
+    name: str
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("nft-counter", NFT_TABLE, self.name)
+
+
+@dataclass(frozen=True)
+class NftRule:
+    """One statement of a vmqos chain; `text()` for nft scripts, `expr()` for nft's JSON API."""
+
+    counter: str
+    limit_pps: int | None = None
+    limit_pps_burst: int | None = None
+    limit_bytes_per_s: int | None = None
+    limit_bytes_burst: int | None = None
+    max_length: int | None = None  # apply only to packets of at most this skb length
+    dscp: int | None = None
+    ip_family: str | None = None  # "ip" / "ip6": the rule applies to that family only
+    verdict: str | None = None  # "drop" or None (continue)
+
+    def text(self) -> str:
+        parts: list[str] = []
+        if self.ip_family is not None:
+            parts.append(f"meta protocol {self.ip_family}")
+        if self.max_length is not None:
+            parts.append(f"meta length <= {self.max_length}")
+        if self.limit_pps is not None:
+            parts.append(f"limit rate over {self.limit_pps}/second burst {self.limit_pps_burst} packets")
+        if self.limit_bytes_per_s is not None:
+            parts.append(
+                f"limit rate over {self.limit_bytes_per_s} bytes/second burst {self.limit_bytes_burst} bytes")
+        parts.append(f'counter name "{self.counter}"')
+        if self.dscp is not None:
+            parts.append(f"{self.ip_family} dscp set {self.dscp}")
+        if self.verdict:
+            parts.append(self.verdict)
+        return " ".join(parts)
+
+    def expr(self) -> list[dict[str, Any]]:
+        expr: list[dict[str, Any]] = []
+        if self.ip_family is not None:
+            expr.append(_match({"meta": {"key": "protocol"}}, "==", self.ip_family))
+        if self.max_length is not None:
+            expr.append(_match({"meta": {"key": "length"}}, "<=", self.max_length))
+        if self.limit_pps is not None:
+            expr.append({"limit": {"rate": self.limit_pps, "per": "second", "burst": self.limit_pps_burst,
+                                   "inv": True}})
+        if self.limit_bytes_per_s is not None:
+            expr.append({"limit": {"rate": self.limit_bytes_per_s, "rate_unit": "bytes", "per": "second",
+                                   "burst": self.limit_bytes_burst, "burst_unit": "bytes", "inv": True}})
+        expr.append({"counter": self.counter})
+        if self.dscp is not None:
+            expr.append({"mangle": {"key": {"payload": {"protocol": self.ip_family, "field": "dscp"}},
+                                    "value": self.dscp}})
+        if self.verdict:
+            expr.append({self.verdict: None})
+        return expr
+
+
+def _match(left: dict[str, Any], op: str, right: Any) -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+@dataclass(frozen=True)
+class NftChain(KernelObject):
+    """A base chain of vmqos's netdev table bound to one port; replaced whole, atomically."""
+
+    kind: ClassVar[str] = "chain"
+    delete_rank: ClassVar[int] = 5
+    name: str
+    hook: str  # "ingress" (from the instance) or "egress" (towards it)
+    dev: str
+    priority: int
+    rules: tuple[NftRule, ...] = ()
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("nft-chain", NFT_TABLE, self.name)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    def counters(self) -> tuple[str, ...]:
+        return tuple(rule.counter for rule in self.rules)
+
