@@ -1,0 +1,60 @@
+"""Entry point: the command group, and the one place errors become a line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vmqos import __version__
+from vmqos.cli.convert import convert
+from vmqos.cli.demo import demo
+from vmqos.cli.plan import plan
+from vmqos.cli.schema import schema
+from vmqos.errors import VmqosError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="vmqos")
+def cli() -> None:
+    """Give every VM or container on a Linux host the network, CPU and disk it paid for.
+
+    Units: rates are bit/s and sizes bytes inside vmqos; on input, tc's units are accepted with
+    iproute2's exact meanings (100mbit, 12500kbps = 100 Mbit/s, 64kb = 65536 bytes).
+    Directions are the instance's: ingress = towards it (libvirt inbound), egress = sent by it.
+    """
+
+
+cli.add_command(convert)
+cli.add_command(plan)
+cli.add_command(schema)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="vmqos", standalone_mode=False)
+    except VmqosError as exc:
+        click.echo(f"vmqos: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("vmqos: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except OSError as exc:
+        click.echo(f"vmqos: error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        return 1
+    except Exception as exc:  # a bug: one line unless asked for the traceback
+        if os.environ.get("VMQOS_DEBUG"):
+            raise
+        click.echo(f"vmqos: internal error: {type(exc).__name__}: {exc} (set VMQOS_DEBUG=1 for a traceback)",
+                   err=True)
+        return 70
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""`vmqos schema`: the JSON Schema of vmqos's own host file."""
+
+from __future__ import annotations
+
+import click
+
+from vmqos.cli.output import print_json
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of the vmqos host file (YAML or JSON).
+
+    \b
+    Example:
+      vmqos schema > vmqos-host.schema.json
+    """
+    from vmqos.formats.hostfile import schema as host_schema
+
+    print_json(host_schema())
