@@ -1,0 +1,133 @@
+"""The diff: empty when nothing changed, replace-only, and never an unlimited moment in between."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vmqos.effective import QosSource, combine
+from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
+from vmqos.model.host import EgressMode
+from vmqos.plan.diff import diff, replay
+from vmqos.plan.names import chain_from, ifb_name
+from vmqos.plan.objects import HtbClass, NftChain, Qdisc, U32Filter
+from vmqos.plan.planner import plan_port
+from vmqos.plan.render import render
+
+PORT = "tap-q"
+
+rates = st.integers(min_value=100_000, max_value=10**10)
+
+
+@st.composite
+def bandwidths(draw):
+    rate = draw(rates)
+    peak = draw(st.none() | st.integers(min_value=rate, max_value=rate * 4))
+    burst = draw(st.none() | st.integers(min_value=3028, max_value=max(3028, rate // 8)))
+    return BandwidthLimit(rate, peak, burst)
+
+
+@st.composite
+def classes(draw):
+    if not draw(st.booleans()):
+        return ()
+    web = draw(st.integers(min_value=1, max_value=60))
+    match = draw(st.sampled_from([TrafficMatch("tcp", (80, 443)), TrafficMatch("udp"), TrafficMatch(dscp=46)]))
+    return (TrafficClass("a", web, match), TrafficClass("rest", 100 - web) if web < 100 else ())
+
+
+@st.composite
+def directions(draw, egress=False):
+    bw = draw(st.none() | bandwidths())
+    cls = draw(classes()) if bw is not None else ()
+    cls = tuple(c for c in cls if c)
+    pps = draw(st.none() | st.builds(PacketRateLimit, st.integers(1, 10**6)))
+    dscp = draw(st.none() | st.sampled_from([10, 26, 46])) if egress else None
+    return DirectionQos(bandwidth=bw, packet_rate=pps, dscp=dscp, classes=cls)
+
+
+@st.composite
+def plans(draw):
+    qos = NetworkQos(ingress=draw(directions()), egress=draw(directions(egress=True)))
+    mode = draw(st.sampled_from(list(EgressMode)))
+    if mode is EgressMode.POLICE and qos.egress.classes:
+        mode = EgressMode.SHAPE
+    return plan_port(PORT, combine([QosSource("t", qos)]), egress_mode=mode), qos
+
+
+def limited(objects, qos):
+    """Per direction that has a byte limit: is something enforcing it right now?"""
+    keys = {o.key: o for o in objects}
+    out = {}
+    if qos.ingress.bandwidth is not None:
+        root = keys.get(("qdisc", PORT, "root"))
+        out["ingress"] = isinstance(root, Qdisc) and ("class", PORT, "1:1") in keys and ("class", PORT, "1:10") in keys
+    if qos.egress.bandwidth is not None:
+        ifb = ifb_name(PORT)
+        redirect = keys.get(("filter", PORT, "ffff:", 1))
+        shaped = (isinstance(redirect, U32Filter) and ("qdisc", ifb, "root") in keys
+                  and ("class", ifb, "1:10") in keys and ("qdisc", PORT, "ingress") in keys)
+        chain = keys.get(("nft-chain", "vmqos", chain_from(PORT)))
+        policed = isinstance(chain, NftChain) and any(r.limit_bytes_per_s for r in chain.rules)
+        out["egress"] = shaped or policed
+    return out
+
+
+@given(plans())
+def test_applying_a_plan_then_planning_again_does_nothing(plan_qos):
+    plan, _ = plan_qos
+    ops = diff(plan.objects, [])
+    assert all(op.action == "create" for op in ops)
+    observed = replay([], ops)
+    assert diff(plan.objects, observed) == []
+    assert render(diff(plan.objects, observed)) == []
+
+
+@given(plans(), plans())
+def test_any_change_is_replace_only_and_never_unlimited(before, after):
+    (old, old_qos), (new, new_qos) = before, after
+    ops = diff(new.objects, old.objects)
+    assert not any(op.disruptive for op in ops)  # our own objects are always changed in place
+    state = list(old.objects)
+    both = {d for d in ("ingress", "egress")
+            if limited(old.objects, old_qos).get(d) and limited(new.objects, new_qos).get(d)}
+    for op in ops:
+        state = replay(state, [op])
+        for direction in both:
+            assert limited(state, new_qos).get(direction) or limited(state, old_qos).get(direction), (
+                f"{direction} unlimited after {op.describe()}")
+    final = {o.key: o for o in state}
+    assert final.keys() == {o.key for o in new.objects}
+    assert all(o.matches(final[o.key]) for o in new.objects)  # equal as the kernel stores them
+    assert diff(new.objects, state) == []
+
+
+def test_a_live_rate_change_is_two_class_replaces():
+    def plan(rate):
+        qos = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(rate)))
+        return plan_port(PORT, combine([QosSource("t", qos)]))
+    ops = diff(plan(102_400_000).objects, plan(10**9).objects)
+    # the port's bucket, the leaf, and the leaf's queue (sized by time at the rate), all in place
+    assert [op.action for op in ops] == ["replace"] * 3
+    assert [type(op.obj) for op in ops] == [HtbClass, HtbClass, Qdisc]
+    assert [cmd.split()[:3] for cmd in render(ops)] == [["tc", "class", "replace"]] * 2 + [["tc", "qdisc", "replace"]]
+
+
+def test_a_foreign_htb_root_needs_a_recreate_which_is_flagged():
+    plan = plan_port(PORT, combine([QosSource("t", NetworkQos(ingress=DirectionQos(
+        bandwidth=BandwidthLimit(10**8))))]))
+    foreign = Qdisc(PORT, "root", "5:", "htb", default_minor=0)
+    ops = diff(plan.objects, [foreign])
+    assert ops[0].action == "recreate" and ops[0].disruptive
+    assert render(ops)[:2] == [f"tc qdisc del dev {PORT} root", f"tc qdisc add dev {PORT} root handle 1: htb default 10"]
+    tbf = Qdisc(PORT, "root", "8001:", "tbf")
+    assert diff(plan.objects, [tbf])[0].action == "replace"  # another kind is grafted over atomically
+
+
+def test_clearing_deletes_containers_only():
+    qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8)),
+                     egress=DirectionQos(bandwidth=BandwidthLimit(10**8), dscp=26))
+    plan = plan_port(PORT, combine([QosSource("t", qos)]))
+    commands = render(diff([], plan.objects))
+    assert f"tc qdisc del dev {PORT} root" in commands
+    assert f"ip link del {ifb_name(PORT)}" in commands
+    assert not any(c.startswith("tc class del") for c in commands)
+    assert replay(plan.objects, diff([], plan.objects)) == []

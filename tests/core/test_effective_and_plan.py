@@ -1,0 +1,160 @@
+"""Effective QoS (precedence, most restrictive wins, sources) and the port planner's output."""
+
+import pytest
+
+from vmqos.effective import QosSource, combine
+from vmqos.errors import UnsupportedError
+from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
+from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
+from vmqos.model.document import QosDocument
+from vmqos.effective import effective_for_port
+from vmqos.plan.diff import diff
+from vmqos.plan.names import chain_from, ifb_name, nft_ident
+from vmqos.plan.objects import HtbClass, IfbLink, NftChain, Qdisc, U32Filter
+from vmqos.plan.planner import KernelProfile, min_burst, plan_port, queue_limit, quantum
+from vmqos.plan.render import render
+
+RESQUOTA = BandwidthLimit(262_144_000, 524_288_000, 134_217_728)
+
+
+def egress(**kw):
+    return NetworkQos(egress=DirectionQos(**kw))
+
+
+def test_most_restrictive_wins_per_field_with_its_source():
+    flavor = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8, 2 * 10**8, 10**6)))
+    policy = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(5 * 10**7, None, 2 * 10**6)),
+                        egress=DirectionQos(dscp=26))
+    eff = combine([QosSource("port policy gold", policy), QosSource("flavor m1", flavor)])
+    assert eff.ingress.rate_bps.value == 5 * 10**7 and eff.ingress.rate_bps.source == "port policy gold"
+    # the policy has no peak: it caps the port at its rate, so no peak survives
+    assert eff.ingress.peak_bps is None
+    assert eff.ingress.burst_bytes.value == 10**6 and eff.ingress.burst_bytes.source == "flavor m1"
+    assert eff.egress.dscp.value == 26 and eff.egress.rate_bps is None
+
+
+def test_peak_survives_when_every_source_allows_it():
+    a = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(100, 400)))
+    b = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(200, 300)))
+    eff = combine([QosSource("a", a), QosSource("b", b)])
+    assert (eff.ingress.rate_bps.value, eff.ingress.peak_bps.value, eff.ingress.peak_bps.source) == (100, 300, "b")
+
+
+def _state(port_policy=None, net_policy="net-pol"):
+    pols = {"port-pol": Policy("port-pol", egress(bandwidth=BandwidthLimit(3_000_000))),
+            "net-pol": Policy("net-pol", egress(bandwidth=BandwidthLimit(1_000_000), dscp=10))}
+    port = PortSpec("tap-a", network="priv", policy=port_policy)
+    inst = InstanceSpec("vm", flavor="f", ports=(port,))
+    flavor = Flavor("f", QosDocument(network=egress(bandwidth=BandwidthLimit(2_000_000))))
+    return HostState(policies=pols, flavors={"f": flavor}, networks={"priv": NetworkSpec("priv", net_policy)},
+                     instances={"vm": inst}), inst, port
+
+
+def test_port_policy_replaces_the_network_policy_as_in_neutron():
+    state, inst, port = _state(port_policy="port-pol")
+    eff = effective_for_port(state, inst, port)
+    assert eff.egress.rate_bps.value == 2_000_000 and eff.egress.rate_bps.source == "flavor f"
+    assert eff.egress.dscp is None  # the network policy does not apply at all
+    state, inst, port = _state()
+    eff = effective_for_port(state, inst, port)
+    assert eff.egress.rate_bps.source == "network priv policy net-pol" and eff.egress.dscp.value == 10
+
+
+def _plan(qos, **kw):
+    return plan_port("tap-vm1", combine([QosSource("flavor m1.resquota", qos)]), **kw)
+
+
+def _find(objs, cls, **attrs):
+    return [o for o in objs if isinstance(o, cls) and all(getattr(o, k) == v for k, v in attrs.items())]
+
+
+def test_seed_resquota_towards_the_instance():
+    p = _plan(NetworkQos(ingress=DirectionQos(bandwidth=RESQUOTA)))
+    (parent,) = _find(p.objects, HtbClass, dev="tap-vm1", classid="1:1")
+    assert (parent.rate_bps, parent.ceil_bps, parent.burst_bytes) == (262_144_000, 524_288_000, 128 * 2**20)
+    (root,) = _find(p.objects, Qdisc, dev="tap-vm1", parent="root")
+    assert root.qdisc_kind == "htb" and root.default_minor == 0x10
+    (leaf,) = _find(p.objects, HtbClass, classid="1:10")
+    assert leaf.parent == "1:1" and leaf.ceil_bps == 524_288_000
+    assert any("4.1 s" in n.message for n in p.notes)
+    commands = render(diff(p.objects, []))
+    assert ("tc class replace dev tap-vm1 parent 1: classid 1:1 htb rate 262144kbit ceil 524288kbit burst 128mb "
+            "cburst 256kb quantum 60000") in commands
+    assert p.ingress.as_json()["burst_bytes"] == 134_217_728
+
+
+def test_seed_bw_limiter_and_dscp():
+    p = _plan(egress(bandwidth=BandwidthLimit(3_000_000, None, 37_500), dscp=26))
+    ifb = ifb_name("tap-vm1")
+    assert p.ifb == ifb and _find(p.objects, IfbLink, name=ifb)
+    (parent,) = _find(p.objects, HtbClass, dev=ifb, classid="1:1")
+    assert (parent.rate_bps, parent.burst_bytes) == (3_000_000, 37_500)
+    (redirect,) = _find(p.objects, U32Filter, dev="tap-vm1", parent="ffff:")
+    assert redirect.redirect_to == ifb
+    # the redirect comes last: the IFB's queues exist before anything is sent to them
+    assert p.objects.index(redirect) > p.objects.index(parent)
+    (chain,) = _find(p.objects, NftChain, name=chain_from("tap-vm1"))
+    assert chain.hook == "ingress" and {r.dscp for r in chain.rules} == {None, 26}
+    assert "ip dscp set 26" in " ".join(r.text() for r in chain.rules)
+
+
+def test_police_mode_compensates_for_the_missing_l2_header():
+    p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
+    assert not _find(p.objects, IfbLink) and not _find(p.objects, Qdisc)
+    (chain,) = _find(p.objects, NftChain)
+    (police,) = [r for r in chain.rules if r.limit_bytes_per_s]
+    assert police.limit_bytes_per_s == 100_000_000 * 1500 // (8 * 1514) and police.verdict == "drop"
+    assert any("one second" in n.message for n in p.notes)
+    with pytest.raises(UnsupportedError, match="shape"):
+        _plan(egress(bandwidth=BandwidthLimit(10**8), classes=(TrafficClass("web", 50, TrafficMatch("tcp", (80,))),
+                                                               TrafficClass("rest", 50))),
+              egress_mode=EgressMode.POLICE)
+
+
+def test_bursts_floors_quanta_and_queues():
+    prof = KernelProfile()
+    assert min_burst(1_000_000, 1500, prof) == 3028  # two frames beat one 4 ms tick at 1 Mbit/s
+    assert min_burst(10**9, 1500, prof) == 500_000  # one tick at 1 Gbit/s
+    assert quantum(100_000, 1500, prof) == 1514 and quantum(1_000_000, 1500, prof) == 12_500 and quantum(10**10, 1500, prof) == 60_000
+    assert queue_limit(10**6, prof) == 131_072 and queue_limit(10**9, prof) == 2_500_000
+    p = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8, None, 2000))))
+    (parent,) = _find(p.objects, HtbClass, classid="1:1")
+    assert parent.burst_bytes == min_burst(10**8, 1500, prof)
+    assert any("raised" in n.message for n in p.notes)
+    p = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8))))
+    (parent,) = _find(p.objects, HtbClass, classid="1:1")
+    assert parent.burst_bytes == 125_000 and "default" in p.ingress.source["burst_bytes"]
+
+
+def test_traffic_classes_become_leaves_and_u32_filters():
+    classes = (TrafficClass("web", 50, TrafficMatch("tcp", (80, 443))), TrafficClass("mail", 30,
+               TrafficMatch("tcp", (25,))), TrafficClass("rest", 20))
+    p = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8), classes=classes)))
+    rates = {c.classid: c.rate_bps for c in _find(p.objects, HtbClass) if c.classid != "1:1"}
+    assert rates == {"1:10": 20_000_000, "1:11": 50_000_000, "1:12": 30_000_000}
+    filters = _find(p.objects, U32Filter)
+    assert len(filters) == 2 * 2 * 2 + 1 * 2 * 2  # ports x (sport, dport) x (IPv4, IPv6)
+    assert len({f.prio for f in filters}) == len(filters)
+    assert {f.flowid for f in filters} == {"1:11", "1:12"}
+
+
+def test_pps_limits_spare_gso_aggregates():
+    p = _plan(NetworkQos(ingress=DirectionQos(packet_rate=PacketRateLimit(1000)),
+                         egress=DirectionQos(packet_rate=PacketRateLimit(5000, 500))))
+    chains = {c.hook: c for c in _find(p.objects, NftChain)}
+    (to_pps,) = [r for r in chains["egress"].rules if r.limit_pps]
+    (from_pps,) = [r for r in chains["ingress"].rules if r.limit_pps]
+    assert (to_pps.limit_pps, to_pps.limit_pps_burst, to_pps.max_length) == (1000, 100, 1514)
+    assert (from_pps.limit_pps, from_pps.limit_pps_burst, from_pps.max_length) == (5000, 500, 1500)
+    assert not _find(p.objects, Qdisc)
+
+
+def test_names_are_stable_short_and_valid():
+    assert ifb_name("tap6ffab502-4a") == ifb_name("tap6ffab502-4a") and len(ifb_name("tap6ffab502-4a")) == 15
+    assert nft_ident("tap_a") == "tap_a" and nft_ident("tap-a") != nft_ident("tap_a")
+    assert nft_ident("tap-a").replace("_", "").isalnum()
+
+
+def test_no_limit_plans_nothing():
+    p = plan_port("tap-x", combine([]))
+    assert p.objects == () and render(diff(p.objects, [])) == []
