@@ -148,7 +148,8 @@ def test_egress_default_burst_uses_integer_arithmetic() -> None:
     # 0.8 * 1,000,003 in floating point is 800002.4000000001; Neutron's int() and ours give 800002.
     limit = neutron.read(policy(bw(1_000_003))).network.egress.bandwidth
     assert limit.burst_bytes == 800_002 * 125
-    assert neutron.read(policy(bw(7))).network.egress.bandwidth.burst_bytes == 5 * 125
+    assert neutron.read(policy(bw(107))).network.egress.bandwidth.burst_bytes == 85 * 125
+    assert neutron.read(policy(bw(7))).network.egress.bandwidth.burst_bytes is None  # 625 B: below two frames
 
 
 def test_egress_default_of_zero_kbit_leaves_burst_unset() -> None:
@@ -454,3 +455,13 @@ def test_roundtrip_model_exact(qos: NetworkQos) -> None:
     assert back.network == qos
     assert back.name == "m"
     assert not [n for n in back.notes if n.level == "warning"]
+
+
+def test_a_defaulted_egress_burst_below_two_frames_falls_back_to_vmqos_default():
+    from vmqos.model.checks import check_network
+
+    text = '{"policy": {"name": "tiny", "rules": [{"type": "bandwidth_limit", "max_kbps": 10}]}}'
+    doc = neutron.read(text)
+    assert doc.network.egress.bandwidth.burst_bytes is None
+    assert any("LP#2153122" in n.message for n in doc.notes)
+    check_network(doc.network)  # no longer refused: the operator stated no burst at all

@@ -52,6 +52,8 @@ RULE_TYPES: tuple[str, ...] = (BANDWIDTH_LIMIT, DSCP_MARKING, MINIMUM_BANDWIDTH,
 MAX_INT = 2**31 - 1
 # neutron-lib DEFAULT_BURST_RATE: the egress policer's burst when max_burst_kbps is 0, as 8/10 exactly.
 DEFAULT_BURST_NUM, DEFAULT_BURST_DEN = 8, 10
+# Below two 1500-byte Ethernet frames a defaulted bucket is the OVN LP#2153122 failure.
+MIN_FRAME_BYTES = 1514
 
 _DIRECTIONS = ("ingress", "egress")
 _FIELDS: dict[str, tuple[str, ...]] = {
@@ -270,6 +272,15 @@ def _bandwidth(direction: str, rule: dict[str, Any], notes: list[Note]) -> Bandw
             "egress.burst",
             f"max_burst_kbps is 0 and Neutron's 80 % default of {max_kbps} kbit is 0, so OVS falls back to its own "
             "8000 kbit policer burst; vmqos applies its time-based default instead - set max_burst_kbps explicitly",
+        ))
+        return BandwidthLimit(rate_bps=rate)
+    if kbit_to_bytes(default_kbit) < 2 * MIN_FRAME_BYTES:
+        notes.append(Note(
+            "egress.burst",
+            f"max_burst_kbps is 0 and Neutron's 80 % default ({default_kbit} kbit = "
+            f"{kbit_to_bytes(default_kbit)} bytes) is smaller than two full-size frames: a policer with it drops "
+            "nearly every full-size packet (LP#2153122); vmqos applies its time-based default instead - "
+            "set max_burst_kbps to at least 24 kbit",
         ))
         return BandwidthLimit(rate_bps=rate)
     burst = kbit_to_bytes(default_kbit)

@@ -1,0 +1,40 @@
+"""Kernel tier: a throwaway network namespace per test, removed in a finalizer even on failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "tc", "nft"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}: run `make test`, which installs it"
+    return None
+
+
+@pytest.fixture
+def netns():
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"kernel tier cannot run in CI: {reason}")
+        pytest.skip(reason)
+    name = f"vqk{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def sh(ns: str, command: str) -> subprocess.CompletedProcess[str]:
+    """Run a rendered command inside the namespace, as an operator would paste it."""
+    return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", command], capture_output=True, text=True,
+                          timeout=30)

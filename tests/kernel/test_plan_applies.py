@@ -1,0 +1,125 @@
+"""The commands `vmqos plan` prints are accepted by this kernel and build exactly the planned objects.
+
+Every transition between plans (shape, police, classes, cleared) is applied for real in a vq*
+namespace and read back with tc and nft themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from vmqos.cli.main import main
+from vmqos.effective import QosSource, combine
+from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
+from vmqos.model.host import EgressMode
+from vmqos.plan.diff import diff
+from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.planner import plan_port
+from vmqos.plan.render import render
+
+from .conftest import sh
+
+pytestmark = pytest.mark.kernel
+PORT = "tap-vq1"
+
+CLASSES = (TrafficClass("web", 50, TrafficMatch("tcp", (80, 443))), TrafficClass("ef", 10, TrafficMatch(dscp=46)),
+           TrafficClass("rest", 40))
+FULL = NetworkQos(
+    ingress=DirectionQos(bandwidth=BandwidthLimit(262_144_000, 524_288_000, 134_217_728), classes=CLASSES,
+                         packet_rate=PacketRateLimit(20_000)),
+    egress=DirectionQos(bandwidth=BandwidthLimit(3_000_000, None, 37_500), dscp=26,
+                        packet_rate=PacketRateLimit(1000)),
+)
+
+
+def _port(ns: str) -> None:
+    assert sh(ns, f"ip link add {PORT} type veth peer name vqpeer && ip link set {PORT} up").returncode == 0
+
+
+def _apply(ns: str, ops) -> None:
+    for command in render(ops):
+        result = sh(ns, command)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+
+
+def _plan(qos: NetworkQos, mode: EgressMode = EgressMode.SHAPE):
+    return plan_port(PORT, combine([QosSource("test", qos)]), egress_mode=mode)
+
+
+def _classes(ns: str, dev: str) -> dict[str, str]:
+    out = sh(ns, f"tc class show dev {dev}").stdout  # iproute2 6.1 prints classes as text even with -j
+    return {m.group(1): line for line in out.splitlines() if (m := re.search(r"class htb (\S+)", line))}
+
+
+def test_full_plan_builds_what_was_planned(netns):
+    _port(netns)
+    plan = _plan(FULL)
+    _apply(netns, diff(plan.objects, []))
+    classes = _classes(netns, PORT)
+    assert set(classes) == {"1:1", "1:10", "1:11", "1:12"}
+    assert "rate 262144Kbit ceil 524288Kbit burst 128Mb" in classes["1:1"]
+    assert "rate 104857600bit" in classes["1:10"] or "rate 104857Kbit" in classes["1:10"]
+    qdiscs = json.loads(sh(netns, f"tc -j qdisc show dev {PORT}").stdout)
+    kinds = {(q["kind"], q["handle"]) for q in qdiscs}
+    assert {("htb", "1:"), ("bfifo", "10:"), ("bfifo", "11:"), ("bfifo", "12:"), ("ingress", "ffff:")} <= kinds
+    ifb = ifb_name(PORT)
+    assert "rate 3Mbit ceil 3Mbit burst 37500b" in _classes(netns, ifb)["1:1"]
+    filters = sh(netns, f"tc filter show dev {PORT} ingress").stdout
+    assert f"Redirect to device {ifb}" in filters
+    ruleset = json.loads(sh(netns, "nft -j list table netdev vmqos").stdout)["nftables"]
+    chains = {item["chain"]["name"]: item["chain"] for item in ruleset if "chain" in item}
+    assert chains[chain_to(PORT)]["hook"] == "egress" and chains[chain_from(PORT)]["hook"] == "ingress"
+    text = sh(netns, "nft list table netdev vmqos").stdout
+    assert "ip dscp set af31" in text  # 26 = AF31 = TOS 0x68
+    assert "limit rate over 1000/second burst 100 packets" in text
+
+
+def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
+    _port(netns)
+    shaped = _plan(FULL)
+    policed = _plan(NetworkQos(ingress=FULL.ingress, egress=DirectionQos(
+        bandwidth=BandwidthLimit(3_000_000, None, 37_500), dscp=26)), EgressMode.POLICE)
+    slower = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10_000_000)),
+                              egress=DirectionQos(bandwidth=BandwidthLimit(102_400_000))))
+    _apply(netns, diff(shaped.objects, []))
+    _apply(netns, diff(policed.objects, shaped.objects))
+    assert ifb_name(PORT) not in sh(netns, "ip -o link show").stdout
+    assert "limit rate over 371532 bytes/second" in sh(netns, "nft list table netdev vmqos").stdout
+    _apply(netns, diff(slower.objects, policed.objects))
+    assert set(_classes(netns, PORT)) == {"1:1", "1:10"}  # the class leaves and their filters are gone
+    assert "rate 10Mbit" in _classes(netns, PORT)["1:1"]
+    assert "rate 102400Kbit" in _classes(netns, ifb_name(PORT))["1:1"]
+    assert "bytes/second" not in sh(netns, "nft list table netdev vmqos").stdout
+    _apply(netns, diff(shaped.objects, slower.objects))
+    assert set(_classes(netns, PORT)) == {"1:1", "1:10", "1:11", "1:12"}
+    _apply(netns, diff([], shaped.objects))
+    links = sh(netns, "ip -o link show").stdout
+    assert ifb_name(PORT) not in links
+    assert "htb" not in sh(netns, f"tc qdisc show dev {PORT}").stdout
+    assert "ingress" not in sh(netns, f"tc qdisc show dev {PORT}").stdout
+    ruleset = json.loads(sh(netns, "nft -j list table netdev vmqos").stdout)["nftables"]
+    assert [k for item in ruleset for k in item if k not in ("metainfo", "table")] == []
+
+
+def test_police_mode_rule_is_what_nft_reads_back(netns):
+    _port(netns)
+    plan = _plan(NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(100_000_000, None, 125_000))),
+                 EgressMode.POLICE)
+    _apply(netns, diff(plan.objects, []))
+    ruleset = json.loads(sh(netns, "nft -j list chain netdev vmqos " + chain_from(PORT)).stdout)["nftables"]
+    limits = [e["limit"] for item in ruleset if "rule" in item for e in item["rule"]["expr"] if "limit" in e]
+    assert limits and limits[0]["rate"] == 100_000_000 * 1500 // (8 * 1514) and limits[0]["inv"] is True
+
+
+def test_plan_cli_commands_apply(netns, capsys):
+    _port(netns)
+    assert main(["plan", "--port", PORT, "--outbound", "12800,0,0", "--inbound", "1000,2000,100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["egress"]["rate_bps"] == 102_400_000 and out["ingress"]["peak_bps"] == 16_000_000
+    for command in out["commands"]:
+        result = sh(netns, command)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+    assert "rate 102400Kbit" in _classes(netns, ifb_name(PORT))["1:1"]
