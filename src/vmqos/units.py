@@ -99,50 +99,36 @@ def _rate_suffix(suffix: str) -> str:
     return suffix
 
 
-def parse_rate(value: str | int) -> int:
-    """Parse a rate as tc does (`100mbit`, `12500kbps`, `1gibit`, bare bit/s) into bit/s."""
+def _parse(kind: str, value: str | int, table: dict[str, int], bare: str) -> int:
+    """One quantity: integers are already canonical; text is a number and a unit from `table`."""
     if isinstance(value, bool):
-        raise UnitError("rate", value, _hint("rate"))
+        raise UnitError(kind, value, _hint(kind))
     if isinstance(value, int):
         if value < 0:
-            raise UnitError("rate", value, "a rate cannot be negative; use 0 or omit it for no limit")
+            raise UnitError(kind, value, f"a {kind} cannot be negative; use 0 or leave it out")
         return value
-    number, suffix = _split("rate", str(value))
-    suffix = _rate_suffix(suffix) if suffix else "bit"
-    scale = RATE_SUFFIXES.get(suffix)
+    number, suffix = _split(kind, str(value))
+    if kind == "rate" and suffix:
+        suffix = _rate_suffix(suffix)
+    scale = table.get(suffix or bare)
     if scale is None:
-        raise UnitError("rate", value, f"unknown rate unit {suffix!r}; " + _hint("rate"))
+        raise UnitError(kind, value, f"unknown {kind} unit {suffix!r}; " + _hint(kind))
     return int((number * scale).to_integral_value(ROUND_FLOOR))
+
+
+def parse_rate(value: str | int) -> int:
+    """Parse a rate as tc does (`100mbit`, `12500kbps`, `1gibit`, bare bit/s) into bit/s."""
+    return _parse("rate", value, RATE_SUFFIXES, "bit")
 
 
 def parse_size(value: str | int) -> int:
     """Parse a size as tc does (`64kb` = 65536, `1.5mb`, `300kbit` = 38400, bare bytes) into bytes."""
-    if isinstance(value, bool):
-        raise UnitError("size", value, _hint("size"))
-    if isinstance(value, int):
-        if value < 0:
-            raise UnitError("size", value, "a size cannot be negative")
-        return value
-    number, suffix = _split("size", str(value))
-    scale = SIZE_SUFFIXES.get(suffix or "b")
-    if scale is None:
-        raise UnitError("size", value, f"unknown size unit {suffix!r}; " + _hint("size"))
-    return int((number * scale).to_integral_value(ROUND_FLOOR))
+    return _parse("size", value, SIZE_SUFFIXES, "b")
 
 
 def parse_time(value: str | int) -> int:
     """Parse a time as tc does (`20ms`, `1s`, bare microseconds) into microseconds."""
-    if isinstance(value, bool):
-        raise UnitError("time", value, _hint("time"))
-    if isinstance(value, int):
-        if value < 0:
-            raise UnitError("time", value, "a time cannot be negative")
-        return value
-    number, suffix = _split("time", str(value))
-    scale = TIME_SUFFIXES.get(suffix or "us")
-    if scale is None:
-        raise UnitError("time", value, f"unknown time unit {suffix!r}; " + _hint("time"))
-    return int((number * scale).to_integral_value(ROUND_FLOOR))
+    return _parse("time", value, TIME_SUFFIXES, "us")
 
 
 def format_rate(bps: int) -> str:

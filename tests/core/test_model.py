@@ -119,3 +119,13 @@ def test_bursts_of_seconds_warn_and_beyond_the_tick_field_fail():
 def test_every_error_is_a_vmqos_error():
     for exc in (InvalidValue, ConflictError, KernelLimitError):
         assert issubclass(exc, VmqosError)
+
+
+def test_port_spec_checks_its_name_mtu_and_egress_mode():
+    from vmqos.model.host import EgressMode, PortSpec
+
+    assert PortSpec("tap-a", egress_mode="police").egress_mode is EgressMode.POLICE
+    for bad in ({"device": "a/b"}, {"device": "x" * 16}, {"device": "tap-a", "mtu": 40},
+                {"device": "tap-a", "egress_mode": "drop"}):
+        with pytest.raises(InvalidValue):
+            PortSpec(**bad)

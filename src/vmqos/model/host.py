@@ -61,6 +61,10 @@ class PortSpec:
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
+        try:
+            object.__setattr__(self, "egress_mode", EgressMode(self.egress_mode))
+        except ValueError:
+            raise InvalidValue(f"port {self.device}.egress_mode", self.egress_mode, "use shape or police") from None
         if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 68 <= self.mtu <= 65535:
             raise InvalidValue(f"port {self.device}.mtu", self.mtu, "an MTU is from 68 to 65535 bytes")
 
