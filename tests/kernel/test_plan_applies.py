@@ -123,3 +123,35 @@ def test_plan_cli_commands_apply(netns, capsys):
         result = sh(netns, command)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert "rate 102400Kbit" in _classes(netns, ifb_name(PORT))["1:1"]
+
+
+def test_nft_json_form_of_each_rule_loads_and_equals_the_text_form(netns):
+    """`NftRule.expr()` is what the nft driver will send; nft must read it back as the text form."""
+    _port(netns)
+    plan = _plan(FULL)
+    chains = [o for o in plan.objects if o.kind == "chain"]
+    counters = {name for c in chains for name in c.counters()}
+
+    def load(use_json: bool) -> str:
+        sh(netns, "nft delete table netdev vmqos")
+        cmds: list[dict] = [{"add": {"table": {"family": "netdev", "name": "vmqos"}}}]
+        cmds += [{"add": {"counter": {"family": "netdev", "table": "vmqos", "name": n}}} for n in sorted(counters)]
+        for c in chains:
+            cmds.append({"add": {"chain": {"family": "netdev", "table": "vmqos", "name": c.name, "type": "filter",
+                                           "hook": c.hook, "dev": c.dev, "prio": c.priority, "policy": "accept"}}})
+            for rule in c.rules:
+                if use_json:
+                    cmds.append({"add": {"rule": {"family": "netdev", "table": "vmqos", "chain": c.name,
+                                                  "expr": rule.expr()}}})
+        script = json.dumps({"nftables": cmds})
+        result = sh(netns, f"nft -j -f - <<'EOF'\n{script}\nEOF")
+        assert result.returncode == 0, result.stderr
+        if not use_json:
+            text = "\n".join(f"add rule netdev vmqos {c.name} {r.text()}" for c in chains for r in c.rules)
+            result = sh(netns, f"nft -f - <<'EOF'\n{text}\nEOF")
+            assert result.returncode == 0, result.stderr
+        return sh(netns, "nft list table netdev vmqos").stdout
+
+    from_json, from_text = load(True), load(False)
+    assert "limit rate over 1000/second burst 100 packets" in from_json
+    assert from_json == from_text
