@@ -9,8 +9,9 @@ VPY      := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 APT_STAMP := /var/lib/vmqos-apt.stamp
 # Debian packages the project uses: iproute2 (tc, ip), nftables (nft) and iperf3 for the
-# kernel and traffic tiers, procps for the demo's checks.
-APT_PACKAGES := iproute2 nftables iperf3 procps
+# kernel and traffic tiers, tcpdump to see DSCP marks on the wire, ping for latency under load,
+# procps for the demo's checks.
+APT_PACKAGES := iproute2 nftables iperf3 tcpdump iputils-ping procps
 
 .PHONY: demo test test-core deps apt venv clean
 

@@ -47,3 +47,19 @@ class UnsupportedError(VmqosError):
 
 class KernelLimitError(InvalidValue):
     """A value that would overflow or underflow a field of the kernel's tc/nft structures."""
+
+
+class KernelError(VmqosError):
+    """The kernel or a tool refused an operation; `errno` is set when the kernel gave one."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        self.errno = errno
+        super().__init__(message)
+
+
+class NotFound(VmqosError):
+    """A device, namespace, port or policy that the operator named does not exist."""
+
+    exit_code = 1

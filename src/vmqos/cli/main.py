@@ -10,7 +10,9 @@ import click
 from vmqos import __version__
 from vmqos.cli.convert import convert
 from vmqos.cli.demo import demo
+from vmqos.cli.lab import lab
 from vmqos.cli.plan import plan
+from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
 from vmqos.errors import VmqosError
 
@@ -30,6 +32,10 @@ cli.add_command(convert)
 cli.add_command(plan)
 cli.add_command(schema)
 cli.add_command(demo)
+cli.add_command(port)
+cli.add_command(apply)
+cli.add_command(check)
+cli.add_command(lab)
 
 
 def main(argv: list[str] | None = None) -> int:

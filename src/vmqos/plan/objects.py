@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vmqos.plan.u32 import selector_keys
+
 NFT_FAMILY = "netdev"
 NFT_TABLE = "vmqos"
 
@@ -83,8 +85,8 @@ class Qdisc(KernelObject):
         The kernel cannot change an HTB root in place (`Change operation not supported`), and a
         different handle is a different qdisc; any other kind can be grafted over atomically.
         """
-        if observed.qdisc_kind == self.qdisc_kind == "htb":
-            return False
+        if observed.qdisc_kind == self.qdisc_kind == "htb" or self.parent == "ingress":
+            return False  # an ingress qdisc cannot be grafted over a clsact either
         return observed.handle == self.handle or observed.qdisc_kind != self.qdisc_kind
 
 
@@ -149,6 +151,50 @@ class U32Filter(KernelObject):
     @property
     def device(self) -> str:
         return self.dev
+
+    def matches(self, observed: KernelObject) -> bool:
+        # Compared in the kernel's own form (aligned words), whatever spelling created the filter.
+        return (isinstance(observed, U32Filter)
+                and (self.dev, self.parent, self.prio, self.protocol, self.flowid, self.redirect_to)
+                == (observed.dev, observed.parent, observed.prio, observed.protocol, observed.flowid,
+                    observed.redirect_to)
+                and selector_keys(self.matches_) == selector_keys(observed.matches_))
+
+
+@dataclass(frozen=True)
+class ForeignFilter(KernelObject):
+    """A filter vmqos did not make (another classifier, or a u32 it cannot read): drift, never adopted."""
+
+    kind: ClassVar[str] = "filter"
+    delete_rank: ClassVar[int] = 3
+    dev: str
+    parent: str
+    prio: int
+    protocol: str
+    classifier: str
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("filter", self.dev, self.parent, self.prio)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    def matches(self, observed: KernelObject) -> bool:
+        return False
+
+
+OWN_QDISC_KINDS = ("htb", "bfifo", "ingress")
+
+
+def is_foreign(obj: KernelObject) -> bool:
+    """Whether an observed object was made by someone else: replacing it needs the operator's --force."""
+    if isinstance(obj, ForeignFilter):
+        return True
+    if isinstance(obj, Qdisc):
+        return obj.qdisc_kind not in OWN_QDISC_KINDS or (obj.parent == "root" and obj.handle != "1:")
+    return False
 
 
 @dataclass(frozen=True)
@@ -215,6 +261,44 @@ class NftRule:
         if self.verdict:
             expr.append({self.verdict: None})
         return expr
+
+
+_BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024}
+# nft lists well-known DSCP values by name.
+_DSCP_NAMES = {**{f"cs{n}": 8 * n for n in range(8)},
+               **{f"af{x}{y}": 8 * x + 2 * y for x in range(1, 5) for y in range(1, 4)},
+               "ef": 46, "va": 44, "le": 1}
+FOREIGN_COUNTER = "<not a vmqos rule>"
+
+
+def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
+    """The inverse of `NftRule.expr` on what nft lists back; a rule vmqos did not write never matches."""
+    fields: dict[str, Any] = {}
+    try:
+        for item in expr:
+            (name, value), = item.items()
+            if name == "match" and value["left"] == {"meta": {"key": "protocol"}} and value["op"] == "==":
+                fields["ip_family"] = value["right"]
+            elif name == "match" and value["left"] == {"meta": {"key": "length"}} and value["op"] == "<=":
+                fields["max_length"] = value["right"]
+            elif name == "limit" and value.get("inv") and value.get("per") == "second":
+                if "rate_unit" in value:
+                    fields["limit_bytes_per_s"] = value["rate"] * _BYTE_UNITS[value["rate_unit"]]
+                    fields["limit_bytes_burst"] = value.get("burst", 0) * _BYTE_UNITS[value.get("burst_unit", "bytes")]
+                else:
+                    fields["limit_pps"], fields["limit_pps_burst"] = value["rate"], value.get("burst", 0)
+            elif name == "counter" and isinstance(value, str):
+                fields["counter"] = value
+            elif name == "mangle" and value["key"]["payload"]["field"] == "dscp":
+                mark = value["value"]
+                fields["dscp"] = _DSCP_NAMES[mark] if isinstance(mark, str) else mark
+            elif name in ("drop", "accept") and value is None:
+                fields["verdict"] = name
+            else:
+                return NftRule(FOREIGN_COUNTER)
+        return NftRule(**fields)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return NftRule(FOREIGN_COUNTER)
 
 
 def _match(left: dict[str, Any], op: str, right: Any) -> dict[str, Any]:

@@ -72,7 +72,8 @@ def _nft(op: Operation) -> list[str]:
     return lines
 
 
-def _tc(op: Operation) -> list[str]:
+def tc_commands(op: Operation) -> list[str]:
+    """The `ip`/`tc` commands of one operation on a device or its queues."""
     obj = op.obj
     if isinstance(obj, IfbLink):
         if op.action == "delete":
@@ -119,5 +120,5 @@ def render(ops: Sequence[Operation]) -> list[str]:
             commands.append(f"nft -f - <<'EOF'\n{nft_script(batch)}EOF")
             batch = []
         if op is not None:
-            commands += _tc(op)
+            commands += tc_commands(op)
     return commands

@@ -1,0 +1,130 @@
+"""`vmqos lab`: build, show, enter and remove a hypervisor made of network namespaces."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vmqos.cli.output import print_json, stderr, stdout
+from vmqos.errors import NotFound
+from vmqos.lab import DEFAULT_INSTANCES, DEFAULT_NAME, LabStatus, lab_down, lab_exec, lab_status, lab_up
+from vmqos.lab.topology import BRIDGE, GATEWAY, INSTANCE_PREFIX, LAB_NETWORK, instance_index
+
+_name_option = click.option("--name", default=DEFAULT_NAME, show_default=True,
+                            help="The lab: 1 to 8 of a-z, 0-9, '-'; its namespaces are NAME-host, NAME-vmN, NAME-wan.")
+
+
+def print_status(status: LabStatus) -> None:
+    from rich.table import Table
+
+    host_ns = f"{status.name}-host"
+    table = Table(title=f"lab {status.name}: {LAB_NETWORK}, instances' gateway {GATEWAY} ({BRIDGE} in {host_ns})",
+                  title_justify="left", show_edge=False)
+    for column in ("instance", "namespace", "port", "port MAC", "eth0 MAC", "address"):
+        table.add_column(column)
+    if host_ns in status.namespaces:
+        table.add_row("host", host_ns, BRIDGE, status.bridge_mac or "missing", "",
+                      f"{status.gateway}/{INSTANCE_PREFIX}" if status.gateway else "missing")
+    for inst in (*status.instances, *([status.wan] if status.wan else [])):
+        table.add_row(inst.name, inst.netns, inst.port or "missing", inst.port_mac or "-", inst.mac or "missing",
+                      inst.cidr if inst.address else "missing")
+    stdout.print(table)
+
+
+def _print_problems(status: LabStatus) -> None:
+    for problem in status.problems:
+        stderr.print(f"[yellow]warning[/]: lab {status.name}: {problem}", markup=True)
+
+
+@click.group()
+def lab() -> None:
+    """A hypervisor made of network namespaces, to try vmqos on without VMs (needs root).
+
+    Its instances' ports are the host ends of veths in NAME-host, as a VM's taps are, so vmqos
+    limits them as it would limit a real hypervisor's ports.
+    """
+
+
+@lab.command()
+@_name_option
+@click.option("--instances", type=int, default=DEFAULT_INSTANCES, show_default=True,
+              help="How many instances vm1..vmN (1 to 100); existing extra ones are kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print the lab's status as JSON for scripts.")
+def up(name: str, instances: int, as_json: bool) -> None:
+    """Build the lab, or finish it: only what is missing is created, the rest is kept.
+
+    \b
+    NAME-host  the hypervisor: bridge br-int = 10.247.0.1/25, the instances' gateway;
+               one port tap-vmN per instance (the host end of a veth, like a VM's tap);
+               uplink wan0 = 10.247.0.129/30; IPv4 forwarding on
+    NAME-vmN   instance N: eth0 = 10.247.0.(10+N)/25, default route via 10.247.0.1
+    NAME-wan   the internet: eth0 = 10.247.0.130/30, default route via 10.247.0.129
+
+    All addresses are in 10.247.0.0/24 and exist only inside the lab's namespaces: the root
+    namespace is not touched. MACs are fixed per lab: 02:76:71:00:xx:N is vmN's eth0,
+    02:76:71:01:xx:N its tap.
+
+    \b
+    Examples:
+      vmqos lab up
+      vmqos lab up --name lab2 --instances 5 --json
+    """
+    status = lab_up(name, instances)
+    extra = [i.name for i in status.instances if instance_index(i.name) > instances]
+    if extra:
+        stderr.print(f"[cyan]note[/]: lab {name} keeps {', '.join(extra)} beyond --instances {instances} "
+                     f"(`vmqos lab down --name {name}` then `up` to shrink it)", markup=True)
+    _print_problems(status)
+    if as_json:
+        print_json(status.as_json())
+    else:
+        print_status(status)
+
+
+@lab.command("list")
+@_name_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def list_(name: str, as_json: bool) -> None:
+    """Show the lab's instances, namespaces, ports, MACs and addresses, as the kernel has them."""
+    status = lab_status(name)
+    if status is None:
+        raise NotFound(f"no lab {name!r} is up: `vmqos lab up --name {name}` builds it")
+    _print_problems(status)
+    if as_json:
+        print_json(status.as_json())
+    else:
+        print_status(status)
+
+
+@lab.command("exec", context_settings={"allow_interspersed_args": False})
+@_name_option
+@click.argument("inst", metavar="INST")
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
+def exec_(name: str, inst: str, command: tuple[str, ...]) -> None:
+    """Run CMD inside the namespace of INST (vm1.., wan or host); exit with CMD's exit code.
+
+    CMD uses this terminal's stdin and stdout. Options of `lab exec` go before INST.
+
+    \b
+    Examples:
+      vmqos lab exec vm1 -- ping -c 1 10.247.0.130
+      vmqos lab exec host -- bridge link
+    """
+    if command[:1] == ("--",):
+        command = command[1:]
+    sys.exit(lab_exec(name, inst, command))
+
+
+@lab.command()
+@_name_option
+def down(name: str) -> None:
+    """Remove the lab: kill the processes left in its namespaces, then delete them (and their devices).
+
+    Nothing else is touched; removing a lab that is not up is not an error.
+    """
+    removed = lab_down(name)
+    if removed:
+        stdout.print(f"lab {name}: removed namespaces {', '.join(removed)}")
+    else:
+        stdout.print(f"lab {name}: nothing to remove")

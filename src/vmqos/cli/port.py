@@ -1,0 +1,215 @@
+"""`vmqos port set|show|clear`, `vmqos apply` and `vmqos check`: the commands that touch the kernel."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+
+from vmqos.cli.convert import read_input
+from vmqos.cli.output import print_json, print_notes, stderr, stdout
+from vmqos.model.host import EgressMode
+from vmqos.operations import (ApplyReport, PortChange, apply_host, check_host, clear_port, open_store, set_port,
+                              show_port)
+from vmqos.units import human_pps, human_rate, human_size
+
+NETNS_HELP = "network namespace that owns the ports (default: this one; a lab's is LAB-host)"
+DB_HELP = "desired-state database URL (default: $VMQOS_DB or sqlite:////var/lib/vmqos/vmqos.db)"
+
+
+def kernel_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--db", metavar="URL", help=DB_HELP)(func)
+    return click.option("--netns", "netns", metavar="NS", help=NETNS_HELP)(func)
+
+
+def _policy(value: str | None) -> tuple[Any, str | None]:
+    """A policy file (Neutron JSON, vmqos YAML) is read; anything else names a stored policy."""
+    if value is None:
+        return None, None
+    if value == "-" or "/" in value or value.endswith((".json", ".yaml", ".yml")):
+        from vmqos.formats import neutron
+
+        policy, notes = neutron.read_policy(read_input(value))
+        print_notes(notes)
+        return policy, None
+    return None, value
+
+
+def report_apply(report: ApplyReport | None, as_json: bool) -> int:
+    if report is None:
+        if as_json:
+            print_json({"ok": True, "writes": 0, "ports": [], "stored_only": True})
+        else:
+            stdout.print("stored; the kernel was not touched (--config)")
+        return 0
+    if as_json:
+        print_json(report.as_json())
+    else:
+        print_notes(report.notes)
+        for r in report.results:
+            if r.error:
+                rolled = " (rolled back to its previous state)" if r.rolled_back else ""
+                stderr.print(f"[red]{r.port}[/]: {r.error}{rolled}", markup=True)
+            elif r.skipped or not r.ops:
+                stdout.print(f"{r.port}: in place, nothing to change")
+            else:
+                stdout.print(f"{r.port}: {len(r.ops)} change(s): " + ", ".join(op.describe() for op in r.ops))
+    return 0 if report.ok else 1
+
+
+@click.group()
+def port() -> None:
+    """Limit, inspect and release one port (a VM's tap, a veth) now.
+
+    \b
+    Examples:
+      vmqos port set tap-vm1 --outbound 12800,0,0 --netns lab-host   # 100 Mbit/s, as virsh domiftune
+      vmqos port set tap-vm2 --policy bw-limiter.json --netns lab-host
+      vmqos port show tap-vm1 --netns lab-host --json
+      vmqos port clear tap-vm1 --netns lab-host
+    """
+
+
+@port.command("set")
+@click.argument("device")
+@click.option("--inbound", metavar="A,P,B[,F]", help="towards the instance: average,peak,burst[,floor] in "
+              "libvirt's units (KiB/s... i.e. kilobytes/s and KiB); 0 clears")
+@click.option("--outbound", metavar="A,P,B", help="sent by the instance, same units; 0 clears")
+@click.option("--policy", metavar="NAME|FILE", help="a Neutron QoS policy file (bandwidth_limit, "
+              "packet_rate_limit, dscp_marking rules) or the name of a stored policy")
+@click.option("--egress-mode", type=click.Choice([m.value for m in EgressMode]),
+              help="shape (IFB queue, the default: exact, TCP-friendly) or police (nft drops, bucket >= 1 s)")
+@click.option("--live", is_flag=True, help="change the kernel now (with neither flag: both)")
+@click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")
+@click.option("--force", is_flag=True, help="replace qdiscs or filters on the port that vmqos did not make")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@kernel_options
+def port_set(device: str, inbound: str | None, outbound: str | None, policy: str | None, egress_mode: str | None,
+             live: bool, config: bool, force: bool, as_json: bool, netns: str | None, db: str | None) -> None:
+    """Set a port's limits, with virsh domiftune's syntax and meaning.
+
+    The limits add to the port's policy and its instance's flavor; the lowest value of each
+    field wins. Every change is made in place: the port is never unlimited in between.
+    """
+    pol, name = _policy(policy)
+    change = PortChange(inbound=inbound, outbound=outbound, policy=pol, policy_name=name,
+                        egress_mode=EgressMode(egress_mode) if egress_mode else None)
+    if not live and not config:
+        live = config = True
+    with open_store(db) as store:
+        report = set_port(store, netns, device, change, live=live, config=config, force=force)
+    sys.exit(report_apply(report, as_json))
+
+
+@port.command("clear")
+@click.argument("device")
+@click.option("--force", is_flag=True, help="also remove qdiscs or filters vmqos did not make")
+@click.option("--json", "as_json", is_flag=True)
+@kernel_options
+def port_clear(device: str, force: bool, as_json: bool, netns: str | None, db: str | None) -> None:
+    """Remove every limit vmqos set on a port, and forget it."""
+    with open_store(db) as store:
+        report = clear_port(store, netns, device, force=force)
+    sys.exit(report_apply(report, as_json))
+
+
+@port.command("show")
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True, help="print everything as JSON")
+@kernel_options
+def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> None:
+    """Desired limits with their sources, the kernel's state, and offered/delivered/dropped counters.
+
+    Offered is what reached the limiter, delivered what passed it, dropped what it refused. The
+    device's own rx/tx counters count before any limiter: never read them as "what got through".
+    """
+    with open_store(db) as store:
+        data = show_port(store, netns, device)
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"port {device}" + (f" (netns {netns})" if netns else ""), title_justify="left",
+                  show_edge=False)
+    for col in ("direction", "limit", "mechanism", "offered", "delivered", "dropped", "backlog"):
+        table.add_column(col)
+    for direction, label in (("ingress", "to instance"), ("egress", "from instance")):
+        want = data["desired"][direction]
+        limit = []
+        if want["rate_bps"]:
+            limit.append(human_rate(want["rate_bps"]))
+        if want["pps"]:
+            limit.append(human_pps(want["pps"]))
+        if want["dscp"] is not None:
+            limit.append(f"dscp {want['dscp']}")
+        flow = data["counters"].get(direction)
+        cells = ["-"] * 4 if flow is None else [
+            f"{flow['offered_packets']:,} pkt / {human_size(flow['offered_bytes'])}",
+            f"{flow['delivered_packets']:,} pkt / {human_size(flow['delivered_bytes'])}",
+            f"{flow['dropped_packets']:,} pkt", human_size(flow["backlog_bytes"])]
+        table.add_row(f"{direction} ({label})", ", ".join(limit) or "none", want["mechanism"] or "-", *cells)
+    stdout.print(table)
+    kernel = data["kernel"]
+    state = "in sync with the desired state" if kernel["in_sync"] else (
+        "device missing" if kernel["missing_device"] else "DRIFT: " + ", ".join(kernel["operations_needed"]))
+    stdout.print(f"kernel: {state}")
+    dev = data["device_counters"]
+    if dev:
+        stdout.print(f"device counters (before any limiter): rx {dev['rx_packets']:,} pkt, "
+                     f"tx {dev['tx_packets']:,} pkt")
+    print_notes_json(data["notes"])
+
+
+def print_notes_json(notes: list[dict[str, str]]) -> None:
+    for n in notes:
+        stderr.print(f"{n['level']}: {n['field']}: {n['message']}")
+
+
+@click.command("apply")
+@click.option("-f", "--file", "path", required=True, metavar="HOST.yaml",
+              help="the host's desired state in vmqos's host file format (`vmqos schema host`)")
+@click.option("--prune", is_flag=True, help="also clear ports that vmqos manages but the file no longer names")
+@click.option("--force", is_flag=True, help="replace qdiscs, filters on managed ports that vmqos did not make")
+@click.option("--dry-run", is_flag=True, help="show what would change; write nothing")
+@click.option("--json", "as_json", is_flag=True)
+@kernel_options
+def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, netns: str | None,
+          db: str | None) -> None:
+    """Make the kernel match a host file, and store it as the desired state.
+
+    Re-applying an unchanged file performs no writes; after a restart, what is right is adopted.
+
+    \b
+    Example: vmqos apply -f host.yaml --netns lab-host --prune
+    """
+    from vmqos.formats.hostfile import read_host_with_notes
+
+    state, notes = read_host_with_notes(read_input(path))
+    print_notes(notes)
+    with open_store(db) as store:
+        report = apply_host(store, netns, state, prune=prune, force=force, dry_run=dry_run)
+    sys.exit(report_apply(report, as_json))
+
+
+@click.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@kernel_options
+def check(as_json: bool, netns: str | None, db: str | None) -> None:
+    """Compare the kernel with the desired state: exit 0 when they match, 1 with a per-port report."""
+    with open_store(db) as store:
+        drift = check_host(store, netns)
+    ok = all(d.ok for d in drift)
+    if as_json:
+        print_json({"ok": ok, "ports": [d.as_json() for d in drift]})
+    else:
+        for d in drift:
+            if d.ok:
+                stdout.print(f"{d.port}: ok")
+                continue
+            problems = (["device missing"] if d.missing_device else []) + d.operations + \
+                [f"foreign nft chain {h.table}/{h.chain} on {h.hook}" for h in d.foreign_hooks]
+            stdout.print(f"[red]{d.port}[/]: " + "; ".join(problems), markup=True)
+        stdout.print("in sync" if ok else "drift found: `vmqos apply` (with --force for foreign objects) fixes it")
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,1 @@
+"""The I/O shell: everything that reads or changes the kernel lives under this package."""

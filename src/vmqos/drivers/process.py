@@ -1,0 +1,43 @@
+"""Running `ip`, `tc` and `nft` inside a network namespace, with failures as `KernelError`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Sequence
+
+from vmqos.errors import KernelError, NotFound
+
+NETNS_DIR = "/run/netns"
+
+
+def netns_exists(netns: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, netns))
+
+
+def check_netns(netns: str | None) -> None:
+    if netns is not None and not netns_exists(netns):
+        raise NotFound(f"network namespace {netns!r} does not exist (`ip netns list` shows the existing ones)")
+
+
+def in_netns(argv: Sequence[str], netns: str | None) -> list[str]:
+    """The command line that runs `argv` in `netns` (the caller's namespace when None)."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+
+
+def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = None, timeout: float = 120,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a tool; a missing tool or a non-zero exit becomes a one-line `KernelError`."""
+    if shutil.which(argv[0]) is None:
+        raise KernelError(f"{argv[0]} is not installed: run `make deps` (Debian: apt-get install "
+                          f"{'nftables' if argv[0] == 'nft' else 'iproute2'})")
+    try:
+        done = subprocess.run(in_netns(argv, netns), input=input, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"{' '.join(argv[:3])} did not finish within {timeout:g} s") from None
+    if check and done.returncode != 0:
+        where = f" in netns {netns}" if netns else ""
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise KernelError(f"{' '.join(argv[:3])}{where} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
+    return done

@@ -1,0 +1,330 @@
+"""What the port, apply and check commands do, as functions the CLI, the demo and the tests share.
+
+The desired state lives in the store per network namespace (the scope); every change goes
+through the reconciler, so the CLI never writes to the kernel by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vmqos.drivers.nft import CounterValue, ForeignHook
+from vmqos.drivers.tc_netlink import TcStats
+from vmqos.effective import effective_for_port
+from vmqos.errors import InvalidValue, NotFound
+from vmqos.formats.domiftune import CLEAR, parse_direction
+from vmqos.model.checks import ETH_HLEN
+from vmqos.model.document import Note
+from vmqos.model.host import EgressMode, HostState, InstanceSpec, Policy, PortSpec, check_device_name
+from vmqos.model.network import DirectionQos, NetworkQos
+from vmqos.plan.diff import diff
+from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.objects import Qdisc
+from vmqos.plan.planner import Enforced, PortPlan
+from vmqos.reconcile import PortResult, Reconciler, plan_host
+from vmqos.store import Store
+
+
+def scope_of(netns: str | None) -> str:
+    return netns or ""
+
+
+def empty_plan(port: str) -> PortPlan:
+    return PortPlan(port, (), Enforced(), Enforced())
+
+
+# -- desired state edits (pure) ------------------------------------------------------------------
+
+def _find_port(state: HostState, device: str) -> tuple[InstanceSpec, PortSpec] | None:
+    for inst, port in state.ports():
+        if port.device == device:
+            return inst, port
+    return None
+
+
+def with_port(state: HostState, port: PortSpec) -> HostState:
+    """`state` with `port` replaced, or added as an instance of its own when the host does not know it."""
+    found = _find_port(state, port.device)
+    instances = dict(state.instances)
+    if found is None:
+        name = port.device
+        while name in instances:
+            name += "_"
+        instances[name] = InstanceSpec(name, ports=(port,))
+    else:
+        inst = found[0]
+        instances[inst.name] = replace(inst, ports=tuple(port if p.device == port.device else p for p in inst.ports))
+    return replace(state, instances=instances)
+
+
+def without_port(state: HostState, device: str) -> HostState:
+    """`state` without the port; an instance that `with_port` made for it alone goes too."""
+    instances = {}
+    for name, inst in state.instances.items():
+        ports = tuple(p for p in inst.ports if p.device != device)
+        if not ports and inst.ports and name.rstrip("_") == device and not (inst.flavor or inst.cpu or inst.disks):
+            continue
+        instances[name] = replace(inst, ports=ports)
+    return replace(state, instances=instances)
+
+
+def _direction(option: str, text: str | None, current: DirectionQos) -> DirectionQos:
+    """domiftune semantics: absent keeps, `0` clears the bandwidth, a value replaces it."""
+    if text is None:
+        return current
+    parsed = parse_direction(option, text)
+    if parsed is CLEAR:
+        return replace(current, bandwidth=None, min_bps=None)
+    limit, floor = parsed
+    return replace(current, bandwidth=limit, min_bps=floor if floor is not None else current.min_bps)
+
+
+@dataclass(frozen=True)
+class PortChange:
+    inbound: str | None = None
+    outbound: str | None = None
+    policy: Policy | None = None  # a policy read from a file, stored under its name
+    policy_name: str | None = None  # a policy the store already has
+    egress_mode: EgressMode | None = None
+
+
+def changed_port(state: HostState, device: str, change: PortChange) -> tuple[HostState, PortSpec]:
+    check_device_name(device)
+    found = _find_port(state, device)
+    port = found[1] if found else PortSpec(device)
+    limits = port.limits or NetworkQos()
+    limits = replace(limits, ingress=_direction("--inbound", change.inbound, limits.ingress),
+                     egress=_direction("--outbound", change.outbound, limits.egress))
+    policies = dict(state.policies)
+    policy = port.policy
+    if change.policy is not None:
+        policies[change.policy.name] = change.policy
+        policy = change.policy.name
+    elif change.policy_name is not None:
+        if change.policy_name not in policies:
+            known = ", ".join(sorted(policies)) or "none"
+            raise NotFound(f"policy {change.policy_name!r} is not stored (known: {known}); give a policy file "
+                           "(Neutron JSON or vmqos YAML) instead")
+        policy = change.policy_name
+    port = replace(port, limits=None if limits.is_empty else limits, policy=policy,
+                   egress_mode=change.egress_mode or port.egress_mode)
+    state = replace(state, policies=policies)
+    return with_port(state, port), port
+
+
+# -- kernel work ---------------------------------------------------------------------------------
+
+@dataclass
+class ApplyReport:
+    results: list[PortResult]
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.error is None for r in self.results)
+
+    @property
+    def writes(self) -> int:
+        return sum(r.writes for r in self.results)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "writes": self.writes, "ports": [r.as_json() for r in self.results],
+                "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
+
+
+def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
+                    clear: list[str] = (), force: bool = False, verify: bool = True,  # type: ignore[assignment]
+                    dry_run: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    plans = plan_host(state, ports)
+    for port in clear:
+        plans[port] = empty_plan(port)
+    notes = [n for plan in plans.values() for n in plan.notes]
+    with Reconciler(netns) as rec:
+        results, record = rec.reconcile(plans, applied=store.applied(scope), force=force, verify=verify,
+                                        dry_run=dry_run)
+    if record:
+        store.record_applied_many(scope, record)
+    return ApplyReport(results, notes)
+
+
+def set_port(store: Store, netns: str | None, device: str, change: PortChange, *, live: bool = True,
+             config: bool = True, force: bool = False) -> ApplyReport | None:
+    if not live and not config:
+        raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
+    scope = scope_of(netns)
+    state = store.load(scope)
+    new_state, _ = changed_port(state, device, change)
+    report = None
+    if live:
+        report = reconcile_ports(store, netns, new_state, [device], force=force)
+        if not report.ok:
+            return report  # the port was rolled back; the stored state stays as it was
+    if config:
+        store.save(scope, new_state, actor="port set", summary=f"port {device}")
+    return report
+
+
+def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    state = store.load(scope)
+    report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
+    if report.ok:
+        store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+    return report
+
+
+def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool = False, force: bool = False,
+               dry_run: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    wanted = {port.device for _, port in state.ports()}
+    stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
+    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
+    if not dry_run:
+        store.save(scope, state, actor="apply", summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
+    return report
+
+
+@dataclass
+class PortDrift:
+    port: str
+    operations: list[str]
+    foreign_hooks: list[ForeignHook]
+    missing_device: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.operations and not self.foreign_hooks and not self.missing_device
+
+    def as_json(self) -> dict[str, Any]:
+        return {"port": self.port, "ok": self.ok, "missing_device": self.missing_device,
+                "operations_needed": self.operations,
+                "foreign_nft_hooks": [f"{h.family} {h.table} {h.chain} ({h.hook})" for h in self.foreign_hooks]}
+
+
+def check_host(store: Store, netns: str | None) -> list[PortDrift]:
+    """Compare the kernel with the desired state; nothing is written."""
+    scope = scope_of(netns)
+    state = store.load(scope)
+    plans = plan_host(state)
+    for port in store.applied(scope):
+        plans.setdefault(port, empty_plan(port))  # applied before, no longer desired: must be clean
+    out: list[PortDrift] = []
+    with Reconciler(netns) as rec:
+        seen = rec.observe(sorted(plans))
+        for port in sorted(plans):
+            ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
+            hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
+            out.append(PortDrift(port, [op.describe() for op in ops], hooks,
+                                 missing_device=port in seen.missing and bool(plans[port].objects)))
+    return out
+
+
+# -- port show -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flow:
+    """One direction's traffic: offered to the limiter, delivered past it, dropped by it."""
+
+    offered_bytes: int = 0
+    offered_packets: int = 0
+    delivered_bytes: int = 0
+    delivered_packets: int = 0
+    dropped_packets: int = 0
+    backlog_bytes: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _nft(counters: dict[str, CounterValue], name: str) -> CounterValue | None:
+    return counters.get(name)
+
+
+def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, CounterValue]) -> dict[str, Flow]:
+    """Offered / delivered / dropped per direction, in frame bytes (with the 14-byte Ethernet header).
+
+    Towards the instance: nft's egress hook sees every frame before the queue; the HTB root
+    counts what it sent and dropped. From the instance: the tc ingress qdisc (shape) or nft's
+    ingress hook (police) sees every frame first; the IFB's HTB or nft's policer drops. The
+    device's own counters are shown apart: they count before any limiter.
+    """
+    out: dict[str, Flow] = {}
+    to, frm = chain_to(port), chain_from(port)
+    root = tc.get(("qdisc", port, "root"))
+    offered = _nft(counters, f"{to}_offered")
+    pps_drop = _nft(counters, f"{to}_pps_dropped")
+    passed = _nft(counters, f"{to}_passed")
+    drops = (pps_drop.packets if pps_drop else 0) + (root.drops if root else 0)
+    if offered is not None or root is not None:
+        out["ingress"] = Flow(
+            offered_bytes=offered.bytes if offered else (root.bytes if root else 0),
+            offered_packets=offered.packets if offered else ((root.packets + root.drops) if root else 0),
+            delivered_bytes=root.bytes if root else (passed.bytes if passed else 0),
+            delivered_packets=root.packets if root else (passed.packets if passed else 0),
+            dropped_packets=drops, backlog_bytes=root.backlog_bytes if root else 0)
+    ingress_q = tc.get(("qdisc", port, "ingress"))
+    ifb_root = tc.get(("qdisc", ifb_name(port), "root"))
+    f_off = _nft(counters, f"{frm}_offered")
+    f_pass = _nft(counters, f"{frm}_passed")
+    f_pps = _nft(counters, f"{frm}_pps_dropped")
+    f_pol = _nft(counters, f"{frm}_dropped")
+    nft_drops = (f_pps.packets if f_pps else 0) + (f_pol.packets if f_pol else 0)
+
+    def l2(c: CounterValue | None) -> tuple[int, int]:  # nft's ingress hook counts IP bytes
+        return (c.bytes + ETH_HLEN * c.packets, c.packets) if c else (0, 0)
+
+    if ingress_q is not None and ifb_root is not None:
+        delivered = l2(f_pass) if f_pass else (ifb_root.bytes, ifb_root.packets)
+        out["egress"] = Flow(offered_bytes=ingress_q.bytes, offered_packets=ingress_q.packets,
+                             delivered_bytes=delivered[0], delivered_packets=delivered[1],
+                             dropped_packets=ifb_root.drops + nft_drops, backlog_bytes=ifb_root.backlog_bytes)
+    elif f_off is not None:
+        o, d = l2(f_off), l2(f_pass)
+        out["egress"] = Flow(offered_bytes=o[0], offered_packets=o[1], delivered_bytes=d[0], delivered_packets=d[1],
+                             dropped_packets=nft_drops)
+    return out
+
+
+def show_port(store: Store, netns: str | None, device: str) -> dict[str, Any]:
+    scope = scope_of(netns)
+    state = store.load(scope)
+    found = _find_port(state, device)
+    applied = store.applied(scope)
+    if found is None and device not in applied:
+        raise NotFound(f"port {device} is not managed in {'netns ' + netns if netns else 'this namespace'} "
+                       f"(`vmqos port set {device} ...` manages it)")
+    plan = plan_host(state, [device]).get(device, empty_plan(device))
+    with Reconciler(netns) as rec:
+        seen = rec.observe([device])
+        link = rec.tc.link_stats(device) if device not in seen.missing else {}
+    ops = [] if device in seen.missing else diff(plan.objects, seen.objects[device])
+    counters = seen.nft.counters if seen.nft else {}
+    return {
+        "port": device, "netns": netns, "instance": found[0].name if found else None,
+        "egress_mode": found[1].egress_mode.value if found else None,
+        "desired": {"ingress": plan.ingress.as_json(), "egress": plan.egress.as_json()},
+        "kernel": {"in_sync": not ops and device not in seen.missing, "missing_device": device in seen.missing,
+                   "operations_needed": [op.describe() for op in ops],
+                   "objects": [_object_json(o) for o in seen.objects[device]]},
+        "counters": {d: f.as_json() for d, f in flows(device, seen.tc_stats[device], counters).items()},
+        "device_counters": link,
+        "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in plan.notes],
+    }
+
+
+def _object_json(obj: Any) -> dict[str, Any]:
+    data = {"kind": obj.kind, "key": [str(k) for k in obj.key]}
+    for name in ("rate_bps", "ceil_bps", "burst_bytes", "cburst_bytes", "quantum", "limit_bytes", "qdisc_kind",
+                 "redirect_to", "flowid"):
+        if getattr(obj, name, None) is not None:
+            data[name] = getattr(obj, name)
+    if isinstance(obj, Qdisc) and obj.default_minor is not None:
+        data["default_minor"] = obj.default_minor
+    return data
+
+
+def open_store(db: str | None) -> Store:
+    return Store(db or os.environ.get("VMQOS_DB") or None)

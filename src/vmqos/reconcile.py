@@ -1,0 +1,284 @@
+"""Desired state -> plan -> observed state -> diff -> apply, per port, atomically and idempotently.
+
+Ports are worked on together so that a change of thousands of ports costs one `ip -batch`, one
+`tc -batch` and one nft transaction, in the order that never leaves a port unlimited: devices
+first, then queues and classes (created or replaced in place), then the nft transaction, then
+deletions, children before parents. A port whose operation fails is restored to what was read
+back before the change; the others keep their new state. Nothing to change -> nothing written.
+
+Each applied port's plan is fingerprinted in the store (tc part and nft part): with
+`verify=False` a port whose plan did not change is trusted and not even read back, which is what
+makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) reads everything back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+from vmqos.drivers.batch import run_batch
+from vmqos.drivers.nft import Nft, NftState
+from vmqos.drivers.tc_netlink import TcNetlink, TcStats
+from vmqos.effective import effective_for_port
+from vmqos.errors import KernelError, VmqosError
+from vmqos.model.host import HostState
+from vmqos.plan.diff import Operation, diff
+from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, NftCounter, is_foreign
+from vmqos.plan.planner import PortPlan, plan_port
+from vmqos.plan.render import tc_commands
+
+LIVE_CLASS_LIMIT = 64  # up to this many class changes go over netlink, one request each
+
+
+def plan_host(state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
+    wanted = set(ports) if ports is not None else None
+    plans: dict[str, PortPlan] = {}
+    for inst, port in state.ports():
+        if wanted is None or port.device in wanted:
+            eff = effective_for_port(state, inst, port)
+            plans[port.device] = plan_port(port.device, eff, egress_mode=port.egress_mode, mtu=port.mtu)
+    return plans
+
+
+def is_nft(obj: KernelObject) -> bool:
+    return isinstance(obj, (NftChain, NftCounter))
+
+
+def _digest(objects: Iterable[KernelObject]) -> str:
+    text = "\n".join(sorted(repr(o) for o in objects))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(objects: Sequence[KernelObject]) -> str:
+    """`tc:<hash>;nft:<hash>`: which half of a port's plan changed since it was applied."""
+    return f"tc:{_digest(o for o in objects if not is_nft(o))};nft:{_digest(o for o in objects if is_nft(o))}"
+
+
+def _halves(fp: str | None) -> tuple[str | None, str | None]:
+    if not fp or ";" not in fp:
+        return None, None
+    tc, nft = fp.split(";", 1)
+    return tc, nft
+
+
+def owns_counter(port: str, name: str) -> bool:
+    return any(name.startswith(chain + "_") for chain in (chain_to(port), chain_from(port)))
+
+
+@dataclass
+class PortResult:
+    port: str
+    ops: list[Operation] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False  # trusted: plan unchanged since it was applied
+    rolled_back: bool = False
+
+    @property
+    def writes(self) -> int:
+        return 0 if self.error else len(self.ops)
+
+    def as_json(self) -> dict[str, object]:
+        return {"port": self.port, "operations": [op.describe() for op in self.ops], "writes": self.writes,
+                "error": self.error, "rolled_back": self.rolled_back, "skipped": self.skipped}
+
+
+@dataclass
+class Observed:
+    """What the kernel holds for some ports, with the counters read on the way."""
+
+    objects: dict[str, list[KernelObject]]
+    tc_stats: dict[str, dict[tuple[object, ...], TcStats]]
+    nft: NftState | None
+    missing: set[str]  # ports whose device does not exist
+
+
+class Reconciler:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.tc = TcNetlink(netns)
+        self.nft = Nft(netns)
+
+    def close(self) -> None:
+        self.tc.close()
+
+    def __enter__(self) -> "Reconciler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def observe(self, ports: Sequence[str], *, tc: bool = True, nft: bool = True) -> Observed:
+        devices = [d for p in ports for d in (p, ifb_name(p))] if tc else []
+        read = self.tc.read(devices)
+        state = self.nft.read(ports) if nft else None
+        objects: dict[str, list[KernelObject]] = {}
+        stats: dict[str, dict[tuple[object, ...], TcStats]] = {}
+        missing: set[str] = set()
+        for port in ports:
+            objs: list[KernelObject] = []
+            st: dict[tuple[object, ...], TcStats] = {}
+            if tc:
+                if not read[port].exists:
+                    missing.add(port)
+                for dev in (port, ifb_name(port)):
+                    objs += read[dev].objects or []
+                    st.update(read[dev].stats or {})
+            if state is not None:
+                objs += [NftCounter(n) for n in state.counters if owns_counter(port, n)]
+                objs += [c if c.dev else replace(c, dev=port)
+                         for name, c in state.chains.items() if name in (chain_to(port), chain_from(port))]
+            objects[port] = objs
+            stats[port] = st
+        return Observed(objects, stats, state, missing)
+
+    # -- the reconcile loop --------------------------------------------------------------------
+
+    def reconcile(self, plans: dict[str, PortPlan], *, applied: dict[str, str] | None = None, force: bool = False,
+                  verify: bool = True, dry_run: bool = False) -> tuple[list[PortResult], dict[str, str | None]]:
+        """Bring each port of `plans` to its plan (an empty plan clears the port).
+
+        Returns the per-port results and the fingerprints to record (None: forget the port).
+        """
+        applied = applied or {}
+        results: dict[str, PortResult] = {}
+        planned: dict[str, tuple[KernelObject, ...]] = {}
+        need_tc: list[str] = []
+        need_nft: list[str] = []
+        for port, plan in plans.items():
+            fp_tc, fp_nft = _halves(fingerprint(plan.objects))
+            old_tc, old_nft = _halves(applied.get(port))
+            results[port] = PortResult(port)
+            planned[port] = plan.objects
+            if verify or fp_tc != old_tc:
+                need_tc.append(port)
+            if verify or fp_nft != old_nft:
+                need_nft.append(port)
+            if port not in need_tc and port not in need_nft:
+                results[port].skipped = True
+        if not need_tc and not need_nft:
+            return list(results.values()), {}
+
+        seen_tc = self.observe(need_tc, nft=False) if need_tc else Observed({}, {}, None, set())
+        seen_nft = self.observe(need_nft, tc=False) if need_nft else Observed({}, {}, None, set())
+        before: dict[str, list[KernelObject]] = {}
+        for port in plans:
+            if port in seen_tc.missing:
+                results[port].error = f"device {port} does not exist" + (f" in netns {self.netns}" if self.netns else "")
+                continue
+            objs_tc = seen_tc.objects.get(port)
+            objs_nft = seen_nft.objects.get(port)
+            # A half that was not read is trusted to be as planned.
+            obs = (objs_tc if objs_tc is not None else [o for o in planned[port] if not is_nft(o)]) + \
+                  (objs_nft if objs_nft is not None else [o for o in planned[port] if is_nft(o)])
+            before[port] = obs
+            ops = diff(planned[port], obs)
+            blocked = [op for op in ops if op.disruptive or is_foreign(op.old or op.obj)]
+            if blocked and not force:
+                results[port].error = ("drift: " + "; ".join(f"{op.describe()} replaces {(op.old or op.obj).describe()}"
+                                                             f" that vmqos did not make" for op in blocked)
+                                       + " (run `vmqos check`; `--force` replaces it)")
+                results[port].ops = ops
+                continue
+            results[port].ops = ops
+
+        todo = {p: r for p, r in results.items() if r.ops and not r.error}
+        if not dry_run and todo:
+            failed = self._apply({p: r.ops for p, r in todo.items()})
+            for port, message in failed.items():
+                results[port].error = message
+                results[port].rolled_back = self._rollback(port, before[port])
+            if any(isinstance(op.obj, (NftChain, NftCounter)) and op.action == "delete"
+                   for r in todo.values() for op in r.ops):
+                self.nft.remove_table_if_empty()
+
+        record: dict[str, str | None] = {}
+        for port, result in results.items():
+            if result.error or result.skipped or dry_run:
+                continue
+            record[port] = fingerprint(planned[port]) if planned[port] else None
+        return list(results.values()), record
+
+    # -- applying ------------------------------------------------------------------------------
+
+    def _apply(self, ops_by_port: dict[str, list[Operation]]) -> dict[str, str]:
+        """Run the operations phase by phase across ports; return the ports that failed, with why."""
+        failed: dict[str, str] = {}
+
+        def phase(pick) -> dict[str, list[Operation]]:  # type: ignore[no-untyped-def]
+            return {p: [op for op in ops if pick(op)] for p, ops in ops_by_port.items() if p not in failed}
+
+        link_up = phase(lambda op: isinstance(op.obj, IfbLink) and op.action != "delete")
+        tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
+        self._run_tc("ip", link_up, failed)
+        self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
+        self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
+        self._run_nft(phase(lambda op: is_nft(op.obj)), failed)
+        self._run_tc("tc", phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink)
+                                 and op.action == "delete"), failed)
+        link_down = phase(lambda op: isinstance(op.obj, IfbLink) and op.action == "delete")
+        self._run_tc("ip", link_down, failed)
+        self.tc.forget(op.obj.name for ops in link_down.values() for op in ops)  # type: ignore[attr-defined]
+        return failed
+
+    def _run_tc(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
+        ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
+        if not ops_by_port:
+            return
+        all_ops = [op for ops in ops_by_port.values() for op in ops]
+        if tool == "tc" and len(all_ops) <= LIVE_CLASS_LIMIT and all(
+                op.action == "replace" and isinstance(op.obj, HtbClass) for op in all_ops):
+            for port, ops in ops_by_port.items():
+                try:
+                    for op in ops:
+                        assert isinstance(op.obj, HtbClass)
+                        self.tc.replace_class(op.obj)
+                except VmqosError as exc:
+                    failed[port] = str(exc)
+            return
+        lines: list[str] = []
+        owner: list[str] = []
+        for port, ops in ops_by_port.items():
+            for op in ops:
+                for command in tc_commands(op):
+                    lines.append(command.split(" ", 1)[1])
+                    owner.append(port)
+        for failure in run_batch(tool, lines, self.netns):
+            port = owner[failure.index]
+            failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
+
+    def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
+        ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
+        if not ops_by_port:
+            return
+        try:
+            self.nft.apply([op for ops in ops_by_port.values() for op in ops])
+            return
+        except KernelError:
+            if len(ops_by_port) == 1:
+                port = next(iter(ops_by_port))
+                try:
+                    self.nft.apply(ops_by_port[port])
+                except KernelError as exc:
+                    failed[port] = str(exc)
+                return
+        for port, ops in ops_by_port.items():  # find the culprits: one transaction per port
+            try:
+                self.nft.apply(ops)
+            except KernelError as exc:
+                failed[port] = str(exc)
+
+    def _rollback(self, port: str, before: list[KernelObject]) -> bool:
+        """Put back what the port held before the change (foreign objects excepted)."""
+        try:
+            now = self.observe([port])
+            ops = diff([o for o in before if not is_foreign(o)], now.objects[port])
+            ops = [op for op in ops if not is_foreign(op.obj)]
+            failed = self._apply({port: ops}) if ops else {}
+            return not failed
+        except VmqosError:
+            return False
+

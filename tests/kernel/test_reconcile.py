@@ -1,0 +1,193 @@
+"""Kernel tier: the reconciler and the port commands on real devices in a throwaway namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from tests.kernel.conftest import sh
+from vmqos.cli.main import main
+from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
+from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
+from vmqos.operations import check_host, show_port
+from vmqos.plan.diff import diff
+from vmqos.plan.objects import HtbClass, Qdisc
+from vmqos.reconcile import Reconciler, plan_host
+from vmqos.store import Store
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def ports(netns):
+    for a, b in (("vqa0", "vqb0"), ("vqa1", "vqb1")):
+        subprocess.run(["ip", "-n", netns, "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", a, "up"], check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", b, "up"], check=True)
+    return netns
+
+
+def state(rate: int, mode: EgressMode = EgressMode.SHAPE, devices=("vqa0", "vqa1"), pps: int | None = 2000) -> HostState:
+    qos = NetworkQos(
+        ingress=DirectionQos(bandwidth=BandwidthLimit(rate), packet_rate=PacketRateLimit(pps) if pps else None),
+        egress=DirectionQos(bandwidth=BandwidthLimit(rate // 2), dscp=18))
+    return HostState(instances={d: InstanceSpec(d, ports=(PortSpec(d, limits=qos, egress_mode=mode),))
+                                for d in devices})
+
+
+def settle(rec: Reconciler, st: HostState, **kw):
+    results, record = rec.reconcile(plan_host(st), **kw)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    return results, record
+
+
+def in_sync(rec: Reconciler, st: HostState) -> bool:
+    plans = plan_host(st)
+    seen = rec.observe(sorted(plans))
+    return all(not diff(plans[p].objects, seen.objects[p]) for p in plans)
+
+
+def test_apply_reads_back_exactly_and_reapply_writes_nothing(ports):
+    with Reconciler(ports) as rec:
+        results, record = settle(rec, state(50_000_000))
+        assert all(r.writes > 5 for r in results)
+        assert in_sync(rec, state(50_000_000))
+        again, _ = settle(rec, state(50_000_000), applied=record)
+        assert [r.writes for r in again] == [0, 0]
+    # A restart: a new reconciler adopts what is there, by its handles, and writes nothing.
+    with Reconciler(ports) as rec:
+        again, _ = settle(rec, state(50_000_000))
+        assert sum(r.writes for r in again) == 0
+    shown = sh(ports, "tc class show dev vqa0").stdout
+    assert "rate 50Mbit" in shown and "ceil 50Mbit" in shown
+
+
+def test_trusted_pass_skips_unchanged_ports_without_reading(ports):
+    with Reconciler(ports) as rec:
+        _, record = settle(rec, state(20_000_000))
+        results, _ = settle(rec, state(20_000_000), applied=record, verify=False)
+        assert all(r.skipped for r in results)
+
+
+def test_live_rate_change_replaces_classes_in_place(ports):
+    with Reconciler(ports) as rec:
+        _, record = settle(rec, state(20_000_000))
+        before = sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0]
+        results, _ = settle(rec, state(40_000_000), applied=record, verify=False)
+        for r in results:
+            assert r.ops and all(op.action == "replace" and isinstance(op.obj, HtbClass) for op in r.ops)
+        assert in_sync(rec, state(40_000_000))
+        assert sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0] == before  # same root qdisc
+
+
+@pytest.mark.parametrize("first,second", [(EgressMode.SHAPE, EgressMode.POLICE), (EgressMode.POLICE, EgressMode.SHAPE)])
+def test_egress_mode_switch_and_clear_leave_nothing_behind(ports, first, second):
+    with Reconciler(ports) as rec:
+        settle(rec, state(30_000_000, first))
+        settle(rec, state(30_000_000, second))
+        assert in_sync(rec, state(30_000_000, second))
+        empty = plan_host(state(30_000_000))
+        cleared = {p: replace(plan, objects=()) for p, plan in empty.items()}
+        results, record = rec.reconcile(cleared)
+        assert all(r.error is None for r in results) and record == {"vqa0": None, "vqa1": None}
+    assert "htb" not in sh(ports, "tc qdisc show").stdout
+    assert "vqi" not in sh(ports, "ip -br link").stdout
+    assert sh(ports, "nft list tables").stdout.strip() == ""  # the emptied table goes too
+
+
+def test_failed_port_is_rolled_back_and_the_other_port_is_changed(ports):
+    with Reconciler(ports) as rec:
+        settle(rec, state(10_000_000))
+        plans = plan_host(state(60_000_000))
+        # A queue under a class that does not exist: the kernel refuses it (ENOENT).
+        bad = Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000)
+        plans["vqa1"] = replace(plans["vqa1"], objects=plans["vqa1"].objects + (bad,))
+        results, record = rec.reconcile(plans)
+        by_port = {r.port: r for r in results}
+        assert by_port["vqa0"].error is None
+        assert by_port["vqa1"].error and "1:99" in by_port["vqa1"].error and by_port["vqa1"].rolled_back
+        assert "vqa1" not in record
+        assert in_sync(rec, state(10_000_000, devices=("vqa1",)))  # back to its previous state
+        assert in_sync(rec, state(60_000_000, devices=("vqa0",)))
+
+
+def test_foreign_root_qdisc_is_drift_until_forced(ports):
+    sh(ports, "tc qdisc add dev vqa0 root handle 5: tbf rate 1mbit burst 10k latency 50ms")
+    with Reconciler(ports) as rec:
+        results, _ = rec.reconcile(plan_host(state(10_000_000, devices=("vqa0",))))
+        assert results[0].error and "drift" in results[0].error and "--force" in results[0].error
+        assert "tbf" in sh(ports, "tc qdisc show dev vqa0").stdout  # untouched
+        settle(rec, state(10_000_000, devices=("vqa0",)), force=True)
+        assert in_sync(rec, state(10_000_000, devices=("vqa0",)))
+
+
+def test_missing_device_is_reported_not_raised(ports):
+    with Reconciler(ports) as rec:
+        results, record = rec.reconcile(plan_host(state(10_000_000, devices=("vqnone",))))
+        assert "does not exist" in (results[0].error or "") and record == {}
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue()
+
+
+def test_port_commands_end_to_end(ports, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path}/vq.db"
+    common = ["--netns", ports, "--db", db]
+    code, _ = _cli("port", "set", "vqa0", "--outbound", "12800,0,0", "--inbound", "1250,2500,64", *common)
+    assert code == 0
+    code, out = _cli("port", "show", "vqa0", "--json", *common)
+    data = json.loads(out)
+    assert code == 0 and data["kernel"]["in_sync"]
+    assert data["desired"]["egress"]["rate_bps"] == 102_400_000
+    assert data["desired"]["ingress"]["rate_bps"] == 10_000_000 and data["desired"]["ingress"]["peak_bps"] == 20_000_000
+    assert set(data["counters"]) == {"ingress", "egress"}
+    assert _cli("check", *common)[0] == 0
+    # --live only: the kernel changes, the stored state does not -> check reports drift.
+    assert _cli("port", "set", "vqa0", "--outbound", "6400,0,0", "--live", *common)[0] == 0
+    code, out = _cli("check", "--json", *common)
+    assert code == 1 and not json.loads(out)["ok"]
+    assert _cli("port", "set", "vqa0", "--outbound", "0", *common)[0] == 0  # 0 clears, as domiftune
+    with Store(db) as store:
+        assert show_port(store, ports, "vqa0")["desired"]["egress"]["rate_bps"] is None
+        assert all(d.ok for d in check_host(store, ports))
+    assert _cli("port", "clear", "vqa0", *common)[0] == 0
+    assert "htb" not in sh(ports, "tc qdisc show dev vqa0").stdout
+    assert _cli("check", *common)[0] == 0
+    code, _ = _cli("port", "show", "vqa0", *common)
+    assert code == 1 and "not managed" in capsys.readouterr().err
+
+
+def test_apply_host_file_prune_and_bad_input(ports, tmp_path, capsys):
+    db = f"sqlite:///{tmp_path}/vq.db"
+    common = ["--netns", ports, "--db", db]
+    two = tmp_path / "two.yaml"
+    two.write_text("version: 1\ninstances:\n  a:\n    ports:\n      - device: vqa0\n        limits: {ingress: {rate: 20mbit}}\n"
+                   "  b:\n    ports:\n      - device: vqa1\n        limits: {egress: {rate: 5mbit}}\n")
+    one = tmp_path / "one.yaml"
+    one.write_text("version: 1\ninstances:\n  a:\n    ports:\n      - device: vqa0\n        limits: {ingress: {rate: 20mbit}}\n")
+    assert _cli("apply", "-f", str(two), *common)[0] == 0
+    code, out = _cli("apply", "-f", str(two), "--json", *common)
+    assert code == 0 and json.loads(out)["writes"] == 0
+    assert _cli("apply", "-f", str(one), *common)[0] == 0
+    assert "vqi" in sh(ports, "ip -br link").stdout  # without --prune vqa1 keeps its limits
+    assert _cli("apply", "-f", str(one), "--prune", *common)[0] == 0
+    assert "vqi" not in sh(ports, "ip -br link").stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ninstances:\n  a:\n    ports:\n      - device: vqa0\n        limits: {ingress: {rate: fast}}\n")
+    assert _cli("apply", "-f", str(bad), *common)[0] == 2
+    err = capsys.readouterr().err
+    assert "fast" in err and "Traceback" not in err
+    assert _cli("check", *common)[0] == 0  # the bad file changed nothing
