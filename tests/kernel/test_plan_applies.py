@@ -60,7 +60,7 @@ def test_full_plan_builds_what_was_planned(netns):
     _apply(netns, diff(plan.objects, []))
     classes = _classes(netns, PORT)
     assert set(classes) == {"1:1", "1:10", "1:11", "1:12"}
-    assert "rate 262144Kbit ceil 524288Kbit burst 128Mb" in classes["1:1"]
+    assert "rate 262144Kbit ceil 262144Kbit burst 128Mb cburst 128Mb" in classes["1:1"]
     assert "rate 104857600bit" in classes["1:10"] or "rate 104857Kbit" in classes["1:10"]
     qdiscs = json.loads(sh(netns, f"tc -j qdisc show dev {PORT}").stdout)
     kinds = {(q["kind"], q["handle"]) for q in qdiscs}

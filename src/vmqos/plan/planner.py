@@ -8,8 +8,9 @@ packet-rate limits, marks DSCP and keeps the counters that tell offered from dro
 
 The HTB tree, for the kernel facts of ARCHITECTURE.md:
   1:   root, `default 10`: unclassified traffic (ARP too) always has a class, never the direct queue
-  1:1  the port's token bucket: rate = average, ceil = peak, burst = the operator's burst; it is
-       the parent every leaf borrows from, so peak is reachable for the burst, as libvirt defines
+  1:1  the port's token bucket: rate = ceil = average, burst = cburst = the operator's burst; it
+       is the parent every leaf borrows from (a top-level class would send at its ceil forever)
+  leaves  ceil = peak: they drain the parent's burst at up to the peak, then run at the average
   1:10 the default leaf; 1:11... one leaf per traffic class, rate = its share of the average
   10:  a bfifo under each leaf, sized by time (20 ms at the ceiling, at least 128 KiB so that a
        64 KiB GSO aggregate always fits) instead of a 1000-packet FIFO that queues for seconds
@@ -137,9 +138,12 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     rate = eff.rate_bps.value
     ceil = eff.peak_bps.value if eff.peak_bps is not None else rate
     cburst = min_burst(ceil, mtu, profile)
+    # The port's bucket holds the average: a top-level HTB class sends at its ceil for as long as
+    # it likes (it has no parent to borrow from), so its ceil must be the average too. The peak is
+    # the leaves' ceil: they borrow the bucket's burst at up to the peak, then fall to the average.
     objects: list[KernelObject] = [
         Qdisc(dev, "root", "1:", "htb", default_minor=DEFAULT_MINOR),
-        HtbClass(dev, PARENT_CLASSID, "1:", rate, ceil, burst, cburst, quantum(rate, mtu, profile)),
+        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile)),
     ]
     classes = eff.classes.value if eff.classes is not None else ()
     matched = [c for c in classes if c.match is not None]
