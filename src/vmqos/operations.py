@@ -226,7 +226,12 @@ def check_host(store: Store, netns: str | None) -> list[PortDrift]:
 
 @dataclass(frozen=True)
 class Flow:
-    """One direction's traffic: offered to the limiter, delivered past it, dropped by it."""
+    """One direction's traffic: offered to the limiter, delivered past it, dropped by it.
+
+    Packets are counted as the qdiscs count them (a GSO aggregate as its segments). A queue
+    counts what it dropped in packets only, and a dropped aggregate as one: where it dropped,
+    offered bytes are estimated from the mean size of what it sent (`offered_bytes_estimated`).
+    """
 
     offered_bytes: int = 0
     offered_packets: int = 0
@@ -234,57 +239,64 @@ class Flow:
     delivered_packets: int = 0
     dropped_packets: int = 0
     backlog_bytes: int = 0
+    offered_bytes_estimated: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _nft(counters: dict[str, CounterValue], name: str) -> CounterValue | None:
-    return counters.get(name)
+_NONE = CounterValue(0, 0)
+
+
+def _l2(c: CounterValue) -> CounterValue:
+    """nft's ingress hook counts IP bytes: add the Ethernet header so that all figures are frames."""
+    return CounterValue(c.packets, c.bytes + ETH_HLEN * c.packets)
+
+
+def _queued(q: TcStats, before: CounterValue, after: CounterValue) -> Flow:
+    """A queue's view: `before` was dropped ahead of it (nft pps), `after` behind it (nft pps after IFB)."""
+    mean = q.bytes // q.packets if q.packets else 0
+    sent = CounterValue(q.packets - after.packets, q.bytes - after.bytes)
+    return Flow(offered_bytes=q.bytes + q.backlog_bytes + q.drops * mean + before.bytes,
+                offered_packets=q.packets + q.drops + q.qlen + before.packets,
+                delivered_bytes=sent.bytes, delivered_packets=sent.packets,
+                dropped_packets=q.drops + before.packets + after.packets, backlog_bytes=q.backlog_bytes,
+                offered_bytes_estimated=q.drops > 0)
 
 
 def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, CounterValue]) -> dict[str, Flow]:
-    """Offered / delivered / dropped per direction, in frame bytes (with the 14-byte Ethernet header).
+    """Offered / delivered / dropped per direction, in frames (bytes with the Ethernet header).
 
-    Towards the instance: nft's egress hook sees every frame before the queue; the HTB root
-    counts what it sent and dropped. From the instance: the tc ingress qdisc (shape) or nft's
-    ingress hook (police) sees every frame first; the IFB's HTB or nft's policer drops. The
-    device's own counters are shown apart: they count before any limiter.
+    Towards the instance: nft's egress hook drops small-packet floods ahead of the HTB on the
+    port's root, which queues and drops the rest. From the instance, shape mode: the tc ingress
+    qdisc sees every frame, the IFB's HTB queues and drops, nft's ingress hook (which sees what
+    the IFB re-injects) drops floods. Police mode: nft's ingress hook sees, polices and passes.
+    The device's own counters count before any of this and are shown apart.
     """
     out: dict[str, Flow] = {}
     to, frm = chain_to(port), chain_from(port)
     root = tc.get(("qdisc", port, "root"))
-    offered = _nft(counters, f"{to}_offered")
-    pps_drop = _nft(counters, f"{to}_pps_dropped")
-    passed = _nft(counters, f"{to}_passed")
-    drops = (pps_drop.packets if pps_drop else 0) + (root.drops if root else 0)
-    if offered is not None or root is not None:
-        out["ingress"] = Flow(
-            offered_bytes=offered.bytes if offered else (root.bytes if root else 0),
-            offered_packets=offered.packets if offered else ((root.packets + root.drops) if root else 0),
-            delivered_bytes=root.bytes if root else (passed.bytes if passed else 0),
-            delivered_packets=root.packets if root else (passed.packets if passed else 0),
-            dropped_packets=drops, backlog_bytes=root.backlog_bytes if root else 0)
+    if root is not None:
+        out["ingress"] = _queued(root, counters.get(f"{to}_pps_dropped", _NONE), _NONE)
+    elif f"{to}_offered" in counters:
+        pps = counters.get(f"{to}_pps_dropped", _NONE)
+        off, passed = counters[f"{to}_offered"], counters.get(f"{to}_passed", _NONE)
+        out["ingress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, pps.packets)
     ingress_q = tc.get(("qdisc", port, "ingress"))
     ifb_root = tc.get(("qdisc", ifb_name(port), "root"))
-    f_off = _nft(counters, f"{frm}_offered")
-    f_pass = _nft(counters, f"{frm}_passed")
-    f_pps = _nft(counters, f"{frm}_pps_dropped")
-    f_pol = _nft(counters, f"{frm}_dropped")
-    nft_drops = (f_pps.packets if f_pps else 0) + (f_pol.packets if f_pol else 0)
-
-    def l2(c: CounterValue | None) -> tuple[int, int]:  # nft's ingress hook counts IP bytes
-        return (c.bytes + ETH_HLEN * c.packets, c.packets) if c else (0, 0)
-
+    f_pps = _l2(counters.get(f"{frm}_pps_dropped", _NONE))
     if ingress_q is not None and ifb_root is not None:
-        delivered = l2(f_pass) if f_pass else (ifb_root.bytes, ifb_root.packets)
-        out["egress"] = Flow(offered_bytes=ingress_q.bytes, offered_packets=ingress_q.packets,
-                             delivered_bytes=delivered[0], delivered_packets=delivered[1],
-                             dropped_packets=ifb_root.drops + nft_drops, backlog_bytes=ifb_root.backlog_bytes)
-    elif f_off is not None:
-        o, d = l2(f_off), l2(f_pass)
-        out["egress"] = Flow(offered_bytes=o[0], offered_packets=o[1], delivered_bytes=d[0], delivered_packets=d[1],
-                             dropped_packets=nft_drops)
+        flow = _queued(ifb_root, _NONE, f_pps)
+        # A queue counts a dropped GSO aggregate as one drop but sent ones as their segments; with
+        # the ingress qdisc counting every segment offered, the difference is the exact drop count.
+        unaccounted = ingress_q.packets - flow.delivered_packets - ifb_root.qlen
+        out["egress"] = replace(flow, offered_bytes=ingress_q.bytes, offered_packets=ingress_q.packets,
+                                dropped_packets=max(flow.dropped_packets, unaccounted),
+                                offered_bytes_estimated=False)
+    elif f"{frm}_offered" in counters:
+        off, passed = _l2(counters[f"{frm}_offered"]), _l2(counters.get(f"{frm}_passed", _NONE))
+        policed = counters.get(f"{frm}_dropped", _NONE)
+        out["egress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, f_pps.packets + policed.packets)
     return out
 
 

@@ -1,4 +1,4 @@
-"""`vmqos demo`: conversions and plans on the seed examples (the lab replaces this later)."""
+"""`vmqos demo`: the seed examples enforced on a lab of namespaces, with real traffic through them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from importlib import resources
 
 import click
 
-from vmqos.cli.output import stdout
+from vmqos.cli.output import print_notes, stderr, stdout
 
 
 def demo_dir() -> str:
@@ -24,29 +24,89 @@ def _run(args: list[str]) -> None:
         raise click.ClickException(f"demo step failed with exit code {code}: vmqos {' '.join(args)}")
 
 
+def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from vmqos.lab import Lab
+    from vmqos.lab.traffic import iperf3
+    from vmqos.operations import show_port
+    from vmqos.units import human_rate, human_size
+
+    lab = Lab(lab_name)
+    table = Table(title="real traffic through the demo ports (iperf3, 3 s each)", title_justify="left",
+                  show_edge=False)
+    for col in ("port", "direction", "traffic", "limit", "goodput", "offered", "delivered", "dropped"):
+        table.add_column(col)
+    runs = []
+    for inst in lab.instances(3):
+        runs.append((inst, "ingress", "tcp", lambda i=inst: iperf3(i.netns, i.address, lab.wan_ns)))
+        runs.append((inst, "egress", "tcp", lambda i=inst: iperf3(lab.wan_ns, lab.wan_address, i.netns)))
+    vm2 = lab.instance(2)
+    runs.append((vm2, "egress", "udp 10M", lambda: iperf3(lab.wan_ns, lab.wan_address, vm2.netns, udp_bps=10_000_000)))
+    for inst, direction, kind, go in runs:
+        before = show_port(store, netns, inst.port)["counters"].get(direction, {})
+        stderr.print(f"  {inst.name} {direction} {kind} ...")
+        result = go()
+        data = show_port(store, netns, inst.port)
+        after = data["counters"].get(direction, {})
+        want = data["desired"][direction]
+        limit = human_rate(want["rate_bps"]) if want["rate_bps"] else "none"
+        if want["peak_bps"]:
+            limit += f", peak {human_rate(want['peak_bps'])} for {human_size(want['burst_bytes'])}"
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        table.add_row(inst.port, direction, kind, limit, human_rate(int(result.received_bps)),
+                      f"{delta.get('offered_packets', 0):,} pkt", f"{delta.get('delivered_packets', 0):,} pkt",
+                      f"{delta.get('dropped_packets', 0):,} pkt")
+    stdout.print(table)
+    stdout.print("A port with a peak runs at the peak while its burst lasts, then at its average; offered "
+                 "counts what reached the limiter, delivered what passed it (a tap's own rx counter is offered).")
+
+
 @click.command()
 def demo() -> None:
-    """Run the demo: the seed examples converted and planned.
+    """Run the demo: a lab of namespaces, the seed examples applied to it, and real traffic.
 
     \b
-    The m1.resquota flavor (seed 003) as libvirt XML and as a plan for port tap-vm1; the
-    bw-limiter and dscp-marking Neutron policies as canonical values and plans for tap-vm2 and
-    tap-vm3; the seed 000 throttle (domiftune --outbound 12800,0,0); the demo host file.
+    Brings up the lab `lab` (3 instances), applies the demo host file: the m1.resquota flavor
+    (seed 003) on vm1, the bw-limiter and dscp-marking Neutron policies on vm2 and vm3; drives
+    TCP both ways through every port and a UDP flood from vm2, and prints offered / delivered /
+    dropped per port. The lab is torn down at the end unless KEEP=1 is set.
     """
+    import os
+
+    from vmqos.lab import Lab, lab_down, lab_up
+    from vmqos.operations import apply_host, open_store
+    from vmqos.formats.hostfile import read_host_with_notes
+
     d = demo_dir()
-    steps = [
-        ["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],
-        ["convert", "--from", "nova", "--to", "effective", f"{d}/m1.resquota.specs"],
-        ["plan", "--port", "tap-vm1", "--flavor", f"{d}/m1.resquota.specs"],
-        ["convert", "--from", "neutron", "--to", "effective", f"{d}/bw-limiter.json"],
-        ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json"],
-        ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json", "--egress-mode", "police"],
-        ["convert", "--from", "neutron", "--to", "effective", f"{d}/dscp-marking.json"],
-        ["plan", "--port", "tap-vm3", "--policy", f"{d}/dscp-marking.json"],
-        ["plan", "--port", "tap6ffab502-4a", "--outbound", "12800,0,0"],
-        ["convert", "--from", "vmqos", "--to", "effective", "--instance", "vm1", f"{d}/host.yaml"],
-    ]
-    for args in steps:
+    for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],
+                 ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json"]):
         _run(args)
+    lab = Lab("lab")
     stdout.print()
-    stdout.print("[bold green]demo finished:[/] every step above ran the real vmqos commands on the seed examples.")
+    stdout.rule("[bold]$ vmqos lab up && vmqos apply -f host.yaml --netns lab-host", align="left")
+    lab_up(lab.name, 3)
+    try:
+        with open(f"{d}/host.yaml") as f:
+            state, notes = read_host_with_notes(f.read())
+        print_notes(notes)
+        with open_store(None) as store:
+            report = apply_host(store, lab.host_ns, state, prune=True)
+            for r in report.results:
+                stdout.print(f"{r.port}: {r.error or f'{r.writes} kernel objects written'}")
+            if not report.ok:
+                raise click.ClickException("applying the demo host file failed")
+            for port in ("tap-vm1", "tap-vm2", "tap-vm3"):
+                _run(["port", "show", port, "--netns", lab.host_ns])
+            stdout.print()
+            stdout.rule("[bold]traffic", align="left")
+            _traffic_table(lab.name, lab.host_ns, store)
+    finally:
+        if os.environ.get("KEEP") == "1":
+            stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "
+                         "`vmqos lab down` when done")
+        else:
+            lab_down(lab.name)
+            stdout.print("lab torn down (KEEP=1 keeps it)")
+    stdout.print()
+    stdout.print("[bold green]demo finished:[/] every step above ran the real vmqos commands on this host's kernel.")
