@@ -16,7 +16,7 @@ APT_PACKAGES := iproute2 nftables iperf3 tcpdump iputils-ping procps
 .PHONY: demo test test-core deps apt venv clean
 
 demo: deps
-	$(VENV)/bin/vmqos demo
+	KEEP=$(KEEP) $(VENV)/bin/vmqos demo
 
 test: deps
 	$(VPY) -m pytest

@@ -78,7 +78,7 @@ class Store:
             rows = _Decoder.read(conn, scope)
         try:
             return _Decoder().state(rows)
-        except VmqosError as exc:
+        except (VmqosError, ValueError, TypeError, AttributeError) as exc:  # not what `save` wrote
             raise VmqosError(f"the database {self._shown} holds an invalid scope {scope!r}: {exc}; "
                              "save the scope again to replace it") from None
 
@@ -225,8 +225,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 def _reason(exc: SQLAlchemyError) -> str:
-    text = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
-    return (text.strip().splitlines() or [type(exc).__name__])[0]
+    message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+    return (message.strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check_scope(scope: str) -> None:
