@@ -72,9 +72,11 @@ def transaction(ops: Sequence[Operation]) -> list[dict[str, Any]]:
     for op in ops:
         obj = op.obj
         if isinstance(obj, NftCounter):
-            ref = {"family": NFT_FAMILY, "table": NFT_TABLE, "name": obj.name}
-            (deletes if op.action == "delete" else cmds).append({op.action == "delete" and "delete" or "add":
-                                                                 {"counter": ref}})
+            ref = {"counter": {"family": NFT_FAMILY, "table": NFT_TABLE, "name": obj.name}}
+            if op.action == "delete":
+                deletes.append({"delete": ref})
+            else:
+                cmds.append({"add": ref})
             continue
         assert isinstance(obj, NftChain)
         if op.action == "delete":
@@ -152,7 +154,8 @@ class Nft:
         if state.chains or state.counters:
             return False
         done = run(["nft", "-j", "list", "tables", NFT_FAMILY], self.netns, check=False)
-        if f'"name": "{NFT_TABLE}"' in done.stdout.replace('":"', '": "'):
+        listed = json.loads(done.stdout or '{"nftables": []}')["nftables"]
+        if any(item.get("table", {}).get("name") == NFT_TABLE for item in listed):
             self.run_commands([{"delete": {"table": _table()}}])
             return True
         return False
