@@ -290,7 +290,9 @@ def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, 
         # A queue counts a dropped GSO aggregate as one drop but sent ones as their segments; with
         # the ingress qdisc counting every segment offered, the difference is the exact drop count.
         unaccounted = ingress_q.packets - flow.delivered_packets - ifb_root.qlen
-        out["egress"] = replace(flow, offered_bytes=ingress_q.bytes, offered_packets=ingress_q.packets,
+        # The tc ingress qdisc counts IP bytes, as nft's ingress hook does.
+        out["egress"] = replace(flow, offered_bytes=ingress_q.bytes + ETH_HLEN * ingress_q.packets,
+                                offered_packets=ingress_q.packets,
                                 dropped_packets=max(flow.dropped_packets, unaccounted),
                                 offered_bytes_estimated=False)
     elif f"{frm}_offered" in counters:

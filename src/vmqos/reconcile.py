@@ -166,7 +166,7 @@ class Reconciler:
         seen_nft = self.observe(need_nft, tc=False) if need_nft else Observed({}, {}, None, set())
         before: dict[str, list[KernelObject]] = {}
         for port in plans:
-            if port in seen_tc.missing:
+            if port in seen_tc.missing and planned[port]:  # clearing a port whose device is gone is fine
                 results[port].error = f"device {port} does not exist" + (f" in netns {self.netns}" if self.netns else "")
                 continue
             objs_tc = seen_tc.objects.get(port)

@@ -19,13 +19,17 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def netns():
-    reason = _missing()
+def require(tier: str, reason: str | None) -> None:
+    """Skip a test that cannot run here, but fail it in CI, where a missing tool is a bug of `make`."""
     if reason:
         if os.environ.get("CI"):
-            pytest.fail(f"kernel tier cannot run in CI: {reason}")
+            pytest.fail(f"{tier} tier cannot run in CI: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def netns():
+    require("kernel", _missing())
     name = f"vqk{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from vmqos.lab import Lab, lab_down, lab_exec, lab_status, lab_up
 
-from .conftest import _missing
+from .conftest import _missing, require
 
 pytestmark = pytest.mark.kernel
 
@@ -39,11 +39,7 @@ def _remove_leftovers(name: str) -> None:
 
 @pytest.fixture
 def lab_name():
-    reason = _missing() or (None if shutil.which("ping") else "needs ping (apt-get install iputils-ping)")
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"kernel tier cannot run in CI: {reason}")
-        pytest.skip(reason)
+    require("kernel", _missing() or (None if shutil.which("ping") else "needs ping (apt-get install iputils-ping)"))
     name = f"vq{uuid.uuid4().hex[:6]}"
     try:
         yield name

@@ -191,3 +191,14 @@ def test_apply_host_file_prune_and_bad_input(ports, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fast" in err and "Traceback" not in err
     assert _cli("check", *common)[0] == 0  # the bad file changed nothing
+
+
+def test_clearing_a_port_whose_device_is_gone_removes_its_ifb_and_chains(ports):
+    with Reconciler(ports) as rec:
+        settle(rec, state(10_000_000, devices=("vqa0",)))
+    subprocess.run(["ip", "-n", ports, "link", "del", "vqa0"], check=True)  # as libvirt removes a tap
+    with Reconciler(ports) as rec:
+        results, record = rec.reconcile({"vqa0": replace(plan_host(state(10_000_000, devices=("vqa0",)))["vqa0"], objects=())})
+        assert results[0].error is None and record == {"vqa0": None}
+    assert "vqi" not in sh(ports, "ip -br link").stdout
+    assert sh(ports, "nft list tables").stdout.strip() == ""
