@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 from vmqos.drivers.nft import CounterValue, ForeignHook
 from vmqos.drivers.tc_netlink import TcStats
@@ -135,7 +135,7 @@ class ApplyReport:
 
 
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
-                    clear: list[str] = (), force: bool = False, verify: bool = True,  # type: ignore[assignment]
+                    clear: Sequence[str] = (), force: bool = False, verify: bool = True,
                     dry_run: bool = False) -> ApplyReport:
     scope = scope_of(netns)
     plans = plan_host(state, ports)

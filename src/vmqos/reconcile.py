@@ -25,11 +25,11 @@ from vmqos.errors import KernelError, VmqosError
 from vmqos.model.host import HostState
 from vmqos.plan.diff import Operation, diff
 from vmqos.plan.names import chain_from, chain_to, ifb_name
-from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, NftCounter, is_foreign
+from vmqos.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, is_foreign
 from vmqos.plan.planner import PortPlan, plan_port
 from vmqos.plan.render import tc_commands
 
-LIVE_CLASS_LIMIT = 64  # up to this many class changes go over netlink, one request each
+LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 
 
 def plan_host(state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
@@ -229,13 +229,12 @@ class Reconciler:
         if not ops_by_port:
             return
         all_ops = [op for ops in ops_by_port.values() for op in ops]
-        if tool == "tc" and len(all_ops) <= LIVE_CLASS_LIMIT and all(
-                op.action == "replace" and isinstance(op.obj, HtbClass) for op in all_ops):
+        if tool == "tc" and len(all_ops) <= LIVE_REPLACE_LIMIT and all(
+                op.action == "replace" and self.tc.can_replace(op.obj) for op in all_ops):
             for port, ops in ops_by_port.items():
                 try:
                     for op in ops:
-                        assert isinstance(op.obj, HtbClass)
-                        self.tc.replace_class(op.obj)
+                        self.tc.replace(op.obj)
                 except VmqosError as exc:
                     failed[port] = str(exc)
             return

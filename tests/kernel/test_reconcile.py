@@ -202,3 +202,35 @@ def test_clearing_a_port_whose_device_is_gone_removes_its_ifb_and_chains(ports):
         assert results[0].error is None and record == {"vqa0": None}
     assert "vqi" not in sh(ports, "ip -br link").stdout
     assert sh(ports, "nft list tables").stdout.strip() == ""
+
+
+def test_live_change_of_rate_and_leaf_queue_goes_over_netlink(ports, monkeypatch):
+    with Reconciler(ports) as rec:
+        _, record = settle(rec, state(100_000_000))
+
+        def no_process(*args, **kwargs):
+            raise AssertionError("a live rate change must not start a tc or ip process")
+
+        monkeypatch.setattr("vmqos.reconcile.run_batch", no_process)
+        results, _ = settle(rec, state(200_000_000), applied=record, verify=False)
+        kinds = {type(op.obj).__name__ for r in results for op in r.ops}
+        assert kinds == {"HtbClass", "Qdisc"}  # the bfifo grows with the rate: 20 ms of traffic
+        assert in_sync(rec, state(200_000_000))
+    assert "limit 500000b" in sh(ports, "tc qdisc show dev vqa0").stdout
+
+
+def test_foreign_filter_on_a_managed_port_is_drift_until_forced(ports, tmp_path):
+    with Reconciler(ports) as rec:
+        settle(rec, state(10_000_000, devices=("vqa0",)))
+    sh(ports, 'tc filter add dev vqa0 parent ffff: protocol all prio 5 bpf bytecode "1,6 0 0 4294967295," flowid 1:1')
+    with Store(f"sqlite:///{tmp_path}/vq.db") as store:
+        store.save(ports, state(10_000_000, devices=("vqa0",)))
+        (drift,) = check_host(store, ports)
+        assert not drift.ok and drift.operations == ["delete filter vqa0 ffff: 5"]
+    with Reconciler(ports) as rec:
+        results, _ = rec.reconcile(plan_host(state(10_000_000, devices=("vqa0",))))
+        assert results[0].error and "drift" in results[0].error
+        assert "bpf" in sh(ports, "tc filter show dev vqa0 ingress").stdout
+        settle(rec, state(10_000_000, devices=("vqa0",)), force=True)
+        assert in_sync(rec, state(10_000_000, devices=("vqa0",)))
+    assert "bpf" not in sh(ports, "tc filter show dev vqa0 ingress").stdout

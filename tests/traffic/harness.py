@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from vmqos.drivers.process import in_netns
+
 # TCP goodput per L2 frame byte: 1448 bytes of payload (MSS with timestamps) per 1514-byte frame.
 TCP_GOODPUT_PER_FRAME = 0.956
 ETH_HLEN = 14
@@ -25,12 +27,8 @@ IPERF_PORT = 5201
 WRITER = Path(__file__).with_name("tap_writer.py")
 
 
-def netns_argv(ns: str, argv: Sequence[str]) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
 def sh(ns: str, *argv: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(netns_argv(ns, argv), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(in_netns(argv, ns), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} in {ns} failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -68,8 +66,8 @@ class IperfServer:
         self.output: dict[str, Any] | None = None
 
     def start(self) -> "IperfServer":
-        self.proc = subprocess.Popen(netns_argv(self.ns, ["iperf3", "-s", "-1", "-J", "-p", str(self.port),
-                                                                *self.extra]),
+        self.proc = subprocess.Popen(in_netns(["iperf3", "-s", "-1", "-J", "-p", str(self.port),
+                                                      *self.extra], self.ns),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 5
         while not _listening(self.ns, self.port):
@@ -112,7 +110,7 @@ def client_argv(address: str, seconds: float, *extra: str, port: int = IPERF_POR
 
 
 def start_client(ns: str, address: str, seconds: float, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(netns_argv(ns, client_argv(address, seconds, *extra)), stdout=subprocess.PIPE,
+    return subprocess.Popen(in_netns(client_argv(address, seconds, *extra), ns), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -164,8 +162,8 @@ def udp_received(server: dict[str, Any]) -> tuple[int, int, float]:
 # -- ping, tcpdump -------------------------------------------------------------------------------
 
 def start_ping(ns: str, address: str, count: int = 15, interval: float = 0.2) -> subprocess.Popen[str]:
-    return subprocess.Popen(netns_argv(ns, ["ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "2",
-                                            address]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(in_netns(["ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "2",
+                                      address], ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def ping_rtts(proc: subprocess.Popen[str], timeout: float = 15) -> list[float]:
@@ -184,7 +182,7 @@ class Capture:
     """tcpdump in a namespace, started and *ready* (it said "listening on") before traffic is sent."""
 
     def __init__(self, ns: str, args: Sequence[str]) -> None:
-        self.proc = subprocess.Popen(netns_argv(ns, ["tcpdump", "-l", *args]), stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(in_netns(["tcpdump", "-l", *args], ns), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.stderr = ""
         deadline = time.monotonic() + 10
@@ -269,7 +267,7 @@ class SourceCounter:
         script = (f"table netdev {self.TABLE} {{\n counter seen {{ }}\n"
                   f" chain c {{ type filter hook ingress device \"{device}\" priority 0; policy accept;\n"
                   f"  meta protocol ip ip saddr {source} counter name \"seen\"\n }}\n}}\n")
-        done = subprocess.run(netns_argv(ns, ["nft", "-f", "-"]), input=script, capture_output=True, text=True,
+        done = subprocess.run(in_netns(["nft", "-f", "-"], ns), input=script, capture_output=True, text=True,
                               timeout=10)
         assert done.returncode == 0, done.stderr
 
@@ -289,7 +287,7 @@ def start_writer(host_ns: str, device: str, dst_mac: str, src_mac: str, src_ip: 
                  seconds: float) -> subprocess.Popen[str]:
     argv = [sys.executable, str(WRITER), "--device", device, "--dst-mac", dst_mac, "--src-mac", src_mac,
             "--src-ip", src_ip, "--dst-ip", dst_ip, "--payload", str(payload), "--seconds", f"{seconds:g}"]
-    return subprocess.Popen(netns_argv(host_ns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(in_netns(argv, host_ns), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def writer_started(proc: subprocess.Popen[str]) -> None:

@@ -9,6 +9,7 @@ import click
 
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
+from vmqos.model.document import Note
 from vmqos.model.host import EgressMode
 from vmqos.operations import (ApplyReport, PortChange, apply_host, check_host, clear_port, open_store, set_port,
                               show_port)
@@ -159,12 +160,7 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     if dev:
         stdout.print(f"device counters (before any limiter): rx {dev['rx_packets']:,} pkt, "
                      f"tx {dev['tx_packets']:,} pkt")
-    print_notes_json(data["notes"])
-
-
-def print_notes_json(notes: list[dict[str, str]]) -> None:
-    for n in notes:
-        stderr.print(f"{n['level']}: {n['field']}: {n['message']}")
+    print_notes(Note(n["field"], n["message"], n["level"]) for n in data["notes"])
 
 
 @click.command("apply")

@@ -164,9 +164,18 @@ class TcNetlink:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, devices: Iterable[str]) -> dict[str, DeviceTc]:
+        devices = list(devices)
+        indexes = {device: self.index(device) for device in devices}
+        # The kernel dumps the qdiscs of every device in the namespace whatever index is asked
+        # for: one dump for all devices, grouped here, keeps the read linear in the port count.
+        qdiscs: dict[int, list[Any]] = {}
+        if any(idx is not None for idx in indexes.values()):
+            wanted = set(indexes.values())
+            for msg in self._ipr.get_qdiscs():
+                if msg["index"] in wanted:
+                    qdiscs.setdefault(msg["index"], []).append(msg)
         out: dict[str, DeviceTc] = {}
-        for device in devices:
-            idx = self.index(device)
+        for device, idx in indexes.items():
             if idx is None:
                 out[device] = DeviceTc(device, exists=False, objects=[], stats={})
                 continue
@@ -175,7 +184,7 @@ class TcNetlink:
             if device.startswith("vqi"):
                 objects.append(IfbLink(device, self._mtu(idx)))
             try:
-                self._read_device(device, idx, objects, stats)
+                self._read_device(device, idx, qdiscs.get(idx, []), objects, stats)
             except NetlinkError as exc:
                 if exc.code in (errnos.ENODEV, errnos.ENOENT):  # removed while we read
                     out[device] = DeviceTc(device, exists=False, objects=[], stats={})
@@ -187,10 +196,10 @@ class TcNetlink:
     def _mtu(self, idx: int) -> int:
         return self._ipr.get_links(idx)[0].get_attr("IFLA_MTU")
 
-    def _read_device(self, dev: str, idx: int, objects: list[KernelObject],
+    def _read_device(self, dev: str, idx: int, qdiscs: list[Any], objects: list[KernelObject],
                      stats: dict[tuple[Any, ...], TcStats]) -> None:
         filter_parents: list[int] = []
-        for msg in self._ipr.get_qdiscs(index=idx):
+        for msg in qdiscs:
             qdisc = self._qdisc(dev, msg)
             if qdisc is None:
                 continue
@@ -198,6 +207,8 @@ class TcNetlink:
             stats[qdisc.key] = _stats(msg)
             if qdisc.qdisc_kind in ("htb", "ingress", "clsact") or qdisc.parent == "root":
                 filter_parents.append(msg["handle"])
+        if not filter_parents:
+            return  # only the kernel's default qdisc: no classes, no filters to read
         for msg in self._ipr.get_classes(index=idx):
             cls = self._class(dev, msg)
             if cls is not None:
@@ -286,14 +297,26 @@ class TcNetlink:
 
     # -- the live-change fast path -------------------------------------------------------------
 
-    def replace_class(self, cls: HtbClass) -> None:
-        idx = self._require(cls.dev)
+    @staticmethod
+    def can_replace(obj: KernelObject) -> bool:
+        """What a live rate change touches: HTB classes and the leaves' bfifo limits."""
+        return isinstance(obj, HtbClass) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
+
+    def replace(self, obj: KernelObject) -> None:
+        """Change one class or leaf queue in place: one netlink request, no `tc` process."""
+        assert self.can_replace(obj)
+        idx = self._require(obj.device or "")
         try:
-            self._ipr.tc("replace-class", "htb", idx, handle_int(cls.classid), parent=handle_int(cls.parent),
-                         rate=cls.rate_bps // 8, ceil=cls.ceil_bps // 8, burst=cls.burst_bytes,
-                         cburst=cls.cburst_bytes, quantum=cls.quantum)
+            if isinstance(obj, HtbClass):
+                self._ipr.tc("replace-class", "htb", idx, handle_int(obj.classid), parent=handle_int(obj.parent),
+                             rate=obj.rate_bps // 8, ceil=obj.ceil_bps // 8, burst=obj.burst_bytes,
+                             cburst=obj.cburst_bytes, quantum=obj.quantum)
+            else:
+                assert isinstance(obj, Qdisc)
+                self._ipr.tc("replace", "bfifo", idx, handle_int(obj.handle), parent=handle_int(obj.parent),
+                             limit=obj.limit_bytes)
         except NetlinkError as exc:
-            raise kernel_error(f"replace class {cls.classid} on {cls.dev}", exc.code) from None
+            raise kernel_error(f"replace {obj.describe()}", exc.code) from None
 
 
 def _u32_keys(sel: Any) -> list[tuple[int, int, int]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, Qdisc, U32Filter
+from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, Qdisc, TcFilter
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ def contains(container: KernelObject, obj: KernelObject) -> bool:
         return True
     if isinstance(container, Qdisc):
         if container.parent == "ingress":
-            return isinstance(obj, U32Filter) and obj.parent == container.handle
+            return isinstance(obj, TcFilter) and obj.parent == container.handle
         if container.parent == "root":
             return (isinstance(obj, HtbClass)
-                    or (isinstance(obj, U32Filter) and obj.parent != "ffff:")
+                    or (isinstance(obj, TcFilter) and obj.parent != "ffff:")
                     or (isinstance(obj, Qdisc) and obj.parent not in ("root", "ingress")))
         return False
     if isinstance(container, HtbClass):

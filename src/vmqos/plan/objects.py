@@ -130,8 +130,8 @@ class HtbClass(KernelObject):
 
 
 @dataclass(frozen=True)
-class U32Filter(KernelObject):
-    """A u32 filter: classification into an HTB class, or a redirect of everything to an IFB."""
+class TcFilter(KernelObject):
+    """A filter is known by its device, parent qdisc and priority, whoever made it."""
 
     kind: ClassVar[str] = "filter"
     delete_rank: ClassVar[int] = 3
@@ -139,10 +139,6 @@ class U32Filter(KernelObject):
     parent: str  # "1:" or "ffff:"
     prio: int
     protocol: str  # "all", "ip", "ipv6"
-    matches_: tuple[str, ...]  # u32 selectors, e.g. ("ip dport 80 0xffff",)
-    flowid: str | None = None
-    redirect_to: str | None = None
-    handle: str | None = field(default=None, compare=False)  # the kernel's, known once read back
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -151,6 +147,16 @@ class U32Filter(KernelObject):
     @property
     def device(self) -> str:
         return self.dev
+
+
+@dataclass(frozen=True)
+class U32Filter(TcFilter):
+    """A u32 filter: classification into an HTB class, or a redirect of everything to an IFB."""
+
+    matches_: tuple[str, ...] = ()  # u32 selectors, e.g. ("ip dport 80 0xffff",)
+    flowid: str | None = None
+    redirect_to: str | None = None
+    handle: str | None = field(default=None, compare=False)  # the kernel's, known once read back
 
     def matches(self, observed: KernelObject) -> bool:
         # Compared in the kernel's own form (aligned words), whatever spelling created the filter.
@@ -162,24 +168,10 @@ class U32Filter(KernelObject):
 
 
 @dataclass(frozen=True)
-class ForeignFilter(KernelObject):
+class ForeignFilter(TcFilter):
     """A filter vmqos did not make (another classifier, or a u32 it cannot read): drift, never adopted."""
 
-    kind: ClassVar[str] = "filter"
-    delete_rank: ClassVar[int] = 3
-    dev: str
-    parent: str
-    prio: int
-    protocol: str
-    classifier: str
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        return ("filter", self.dev, self.parent, self.prio)
-
-    @property
-    def device(self) -> str:
-        return self.dev
+    classifier: str = "?"
 
     def matches(self, observed: KernelObject) -> bool:
         return False

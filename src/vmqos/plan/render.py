@@ -12,7 +12,7 @@ from typing import Sequence
 
 from vmqos.plan.diff import Operation
 from vmqos.plan.objects import (NFT_FAMILY, NFT_TABLE, HtbClass, IfbLink, KernelObject, NftChain, NftCounter,
-                                Qdisc, U32Filter)
+                                Qdisc, TcFilter, U32Filter)
 from vmqos.units import format_rate, format_size
 
 _T = f"{NFT_FAMILY} {NFT_TABLE}"
@@ -38,11 +38,12 @@ def _class(c: HtbClass) -> str:
             f"burst {format_size(c.burst_bytes)} cburst {format_size(c.cburst_bytes)} quantum {c.quantum}")
 
 
-def _filter(op: str, f: U32Filter) -> str:
+def _filter(op: str, f: TcFilter) -> str:
     head = f"tc filter {op} dev {_q(f.dev)} parent {f.parent} protocol {f.protocol} prio {f.prio}"
     if op == "del":
         return head
     handle = f" handle {f.handle}" if op == "replace" and f.handle else ""
+    assert isinstance(f, U32Filter)
     body = " ".join(f"match {m}" for m in f.matches_)
     action = f"flowid {f.flowid}" if f.flowid else f"action mirred egress redirect dev {_q(f.redirect_to or '')}"
     return f"{head}{handle} u32 {body} {action}"
@@ -88,7 +89,7 @@ def tc_commands(op: Operation) -> list[str]:
         return [_qdisc("add" if obj.parent == "ingress" else "replace", obj)]
     if isinstance(obj, HtbClass):
         return [f"tc class del dev {_q(obj.dev)} classid {obj.classid}"] if op.action == "delete" else [_class(obj)]
-    if isinstance(obj, U32Filter):
+    if isinstance(obj, TcFilter):
         if op.action == "delete":
             return [_filter("del", obj)]
         if op.action == "replace" and isinstance(op.old, U32Filter) and op.old.handle:
