@@ -180,7 +180,7 @@ class Phases:
 def instrumented(rec: Reconciler, phases: Phases) -> None:
     rec.observe = phases.wrap("read-back", rec.observe)  # type: ignore[method-assign]
     rec.nft.run_commands = phases.wrap("nft -j -f", rec.nft.run_commands)  # type: ignore[method-assign]
-    rec.tc.replace_class = phases.wrap("netlink class replace", rec.tc.replace_class)  # type: ignore[method-assign]
+    rec.tc.replace = phases.wrap("netlink replace", rec.tc.replace)  # type: ignore[method-assign]
 
 
 _real_run_batch = reconcile_mod.run_batch
