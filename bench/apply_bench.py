@@ -77,6 +77,9 @@ def settle(max_wait: float = 90.0, idle_wanted: float = 0.85) -> float:
     return time.monotonic() - start
 
 
+IPV6 = False  # --ipv6: keep IPv6 on the namespace's devices (see --help)
+
+
 class Namespace:
     def __init__(self, ports: int) -> None:
         self.name = "vqbench" + secrets.token_hex(3)
@@ -85,6 +88,9 @@ class Namespace:
     def __enter__(self) -> "Namespace":
         sh(["ip", "netns", "add", self.name])
         try:
+            if not IPV6:
+                sh(["ip", "netns", "exec", self.name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1"])
             lines = ["link set lo up"]
             lines += [f"link add vqp{i} type veth peer name vqq{i}" for i in range(self.ports)]
             lines += [f"link set vqp{i} up" for i in range(self.ports)]
@@ -100,7 +106,9 @@ class Namespace:
 
     def __exit__(self, *exc: object) -> None:
         self.delete()
-        settle()
+        # The kernel frees a deleted namespace's devices in a worker that holds rtnl, the lock
+        # every ip/tc/netlink request needs: measuring before it is done measures the cleanup.
+        settle(max_wait=60 + self.ports * 0.1)
 
 
 # -- the desired state -----------------------------------------------------------------------------
@@ -359,7 +367,7 @@ def machine() -> dict[str, Any]:
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "python": platform.python_version(), "tc": first_line(["tc", "-V"]), "nft": first_line(["nft", "-v"]),
-            "pyroute2": getattr(pyroute2, "__version__", "?")}
+            "pyroute2": getattr(pyroute2, "__version__", "?"), "ipv6_in_namespace": IPV6}
 
 
 def fmt(x: float | None) -> str:
@@ -420,8 +428,14 @@ def main() -> int:
     ap.add_argument("--skip-vmqos-from-empty", action="store_true",
                     help="skip (a); (d) and (e) then start from the baseline's objects with computed fingerprints")
     ap.add_argument("--profile", action="store_true", help="cProfile the first from-empty reconcile")
+    ap.add_argument("--ipv6", action="store_true",
+                    help="leave IPv6 on in the bench namespace; off by default, because with thousands of "
+                         "veth pairs the kernel's IPv6 autoconfiguration between them (DAD, MLD, the shared "
+                         "fe80::/64 route list) holds rtnl and dominates every measurement")
     ap.add_argument("--json", help="also write the JSON here")
     args = ap.parse_args()
+    global IPV6
+    IPV6 = args.ipv6
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from vmqos.drivers.nft import CounterValue, ForeignHook
 from vmqos.drivers.tc_netlink import TcStats
-from vmqos.effective import effective_for_port
 from vmqos.errors import InvalidValue, NotFound
 from vmqos.formats.domiftune import CLEAR, parse_direction
 from vmqos.model.checks import ETH_HLEN

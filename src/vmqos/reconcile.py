@@ -13,23 +13,31 @@ makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) read
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from vmqos.drivers.batch import run_batch
 from vmqos.drivers.nft import Nft, NftState
 from vmqos.drivers.tc_netlink import TcNetlink, TcStats
-from vmqos.effective import effective_for_port
+from vmqos.effective import QosSource, combine, port_sources
 from vmqos.errors import KernelError, VmqosError
-from vmqos.model.host import HostState
+from vmqos.model.host import EgressMode, HostState
 from vmqos.plan.diff import Operation, diff
 from vmqos.plan.names import chain_from, chain_to, ifb_name
-from vmqos.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, is_foreign
-from vmqos.plan.planner import PortPlan, plan_port
+from vmqos.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, is_foreign, is_nft
+from vmqos.plan.planner import PortPlan, fingerprint, plan_port
+
+__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port", "plan_host"]
 from vmqos.plan.render import tc_commands
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
+
+
+@lru_cache(maxsize=1 << 16)
+def _plan(device: str, sources: tuple[QosSource, ...], mode: EgressMode, mtu: int) -> PortPlan:
+    """plan_port is pure: a long-lived reconciler plans each distinct port once, not on every pass."""
+    return plan_port(device, combine(sources, mtu=mtu), egress_mode=mode, mtu=mtu)
 
 
 def plan_host(state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
@@ -37,23 +45,9 @@ def plan_host(state: HostState, ports: Iterable[str] | None = None) -> dict[str,
     plans: dict[str, PortPlan] = {}
     for inst, port in state.ports():
         if wanted is None or port.device in wanted:
-            eff = effective_for_port(state, inst, port)
-            plans[port.device] = plan_port(port.device, eff, egress_mode=port.egress_mode, mtu=port.mtu)
+            sources = tuple(port_sources(state, inst, port))
+            plans[port.device] = _plan(port.device, sources, port.egress_mode, port.mtu)
     return plans
-
-
-def is_nft(obj: KernelObject) -> bool:
-    return isinstance(obj, (NftChain, NftCounter))
-
-
-def _digest(objects: Iterable[KernelObject]) -> str:
-    text = "\n".join(sorted(repr(o) for o in objects))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def fingerprint(objects: Sequence[KernelObject]) -> str:
-    """`tc:<hash>;nft:<hash>`: which half of a port's plan changed since it was applied."""
-    return f"tc:{_digest(o for o in objects if not is_nft(o))};nft:{_digest(o for o in objects if is_nft(o))}"
 
 
 def _halves(fp: str | None) -> tuple[str | None, str | None]:
@@ -63,8 +57,27 @@ def _halves(fp: str | None) -> tuple[str | None, str | None]:
     return tc, nft
 
 
-def owns_counter(port: str, name: str) -> bool:
-    return any(name.startswith(chain + "_") for chain in (chain_to(port), chain_from(port)))
+def nft_by_port(ports: Iterable[str], state: NftState) -> dict[str, list[KernelObject]]:
+    """vmqos's chains and counters grouped by the port they belong to, in one pass over each.
+
+    A counter belongs to the chain whose name is followed by `_` in its own (`to_tap1_offered`);
+    port identifiers may hold `_` themselves, so each `_` is tried as the split, longest chain first.
+    """
+    owner = {chain: port for port in ports for chain in (chain_to(port), chain_from(port))}
+    out: dict[str, list[KernelObject]] = {port: [] for port in ports}
+    for name in state.counters:
+        cut = name.rfind("_")
+        while cut > 0:
+            port = owner.get(name[:cut])
+            if port is not None:
+                out[port].append(NftCounter(name))
+                break
+            cut = name.rfind("_", 0, cut)
+    for name, chain in state.chains.items():
+        port = owner.get(name)
+        if port is not None:
+            out[port].append(chain if chain.dev else replace(chain, dev=port))
+    return out
 
 
 @dataclass
@@ -118,6 +131,7 @@ class Reconciler:
         objects: dict[str, list[KernelObject]] = {}
         stats: dict[str, dict[tuple[object, ...], TcStats]] = {}
         missing: set[str] = set()
+        nft_objects = nft_by_port(ports, state) if state is not None else {}
         for port in ports:
             objs: list[KernelObject] = []
             st: dict[tuple[object, ...], TcStats] = {}
@@ -127,10 +141,7 @@ class Reconciler:
                 for dev in (port, ifb_name(port)):
                     objs += read[dev].objects or []
                     st.update(read[dev].stats or {})
-            if state is not None:
-                objs += [NftCounter(n) for n in state.counters if owns_counter(port, n)]
-                objs += [c if c.dev else replace(c, dev=port)
-                         for name, c in state.chains.items() if name in (chain_to(port), chain_from(port))]
+            objs += nft_objects.get(port, [])
             objects[port] = objs
             stats[port] = st
         return Observed(objects, stats, state, missing)
@@ -149,7 +160,7 @@ class Reconciler:
         need_tc: list[str] = []
         need_nft: list[str] = []
         for port, plan in plans.items():
-            fp_tc, fp_nft = _halves(fingerprint(plan.objects))
+            fp_tc, fp_nft = _halves(plan.fingerprint)
             old_tc, old_nft = _halves(applied.get(port))
             results[port] = PortResult(port)
             planned[port] = plan.objects
@@ -199,7 +210,7 @@ class Reconciler:
         for port, result in results.items():
             if result.error or result.skipped or dry_run:
                 continue
-            record[port] = fingerprint(planned[port]) if planned[port] else None
+            record[port] = plans[port].fingerprint if planned[port] else None
         return list(results.values()), record
 
     # -- applying ------------------------------------------------------------------------------

@@ -131,3 +131,21 @@ def test_clearing_deletes_containers_only():
     assert f"ip link del {ifb_name(PORT)}" in commands
     assert not any(c.startswith("tc class del") for c in commands)
     assert replay(plan.objects, diff([], plan.objects)) == []
+
+
+def test_nft_objects_go_to_their_port_even_when_port_names_hold_underscores():
+    from vmqos.drivers.nft import CounterValue, NftState
+    from vmqos.plan.names import chain_to
+    from vmqos.plan.objects import NftCounter
+    from vmqos.reconcile import nft_by_port
+
+    ports = ["tap_a", "tap_a_b", "tap-a"]  # tap-a's identifier is tap_a_<hash>
+    state = NftState(
+        chains={chain_to(p): NftChain(chain_to(p), "egress", "", 0) for p in ports},
+        counters={f"{chain_to(p)}_{suffix}": CounterValue(0, 0) for p in ports for suffix in ("offered", "pps_dropped")}
+        | {"to_other_offered": CounterValue(0, 0)})
+    grouped = nft_by_port(ports, state)
+    for port in ports:
+        names = sorted(o.name for o in grouped[port] if isinstance(o, NftCounter))
+        assert names == sorted(f"{chain_to(port)}_{s}" for s in ("offered", "pps_dropped"))
+        assert [o.dev for o in grouped[port] if isinstance(o, NftChain)] == [port]  # nft 1.0.6 omits the device

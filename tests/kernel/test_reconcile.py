@@ -14,6 +14,7 @@ from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
 from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
 from vmqos.operations import check_host, show_port
 from vmqos.plan.diff import diff
+from vmqos.plan.names import ifb_name
 from vmqos.plan.objects import HtbClass, Qdisc
 from vmqos.reconcile import Reconciler, plan_host
 from vmqos.store import Store
@@ -234,3 +235,34 @@ def test_foreign_filter_on_a_managed_port_is_drift_until_forced(ports, tmp_path)
         settle(rec, state(10_000_000, devices=("vqa0",)), force=True)
         assert in_sync(rec, state(10_000_000, devices=("vqa0",)))
     assert "bpf" not in sh(ports, "tc filter show dev vqa0 ingress").stdout
+
+
+def _read(rec: Reconciler, devices, monkeypatch, bulk: bool):
+    monkeypatch.setattr("vmqos.drivers.tc_netlink.BULK_READ_MIN", 1 if bulk else 10**9)
+    read = rec.tc.read(devices)
+    return {d: (read[d].exists, sorted(map(repr, read[d].objects or [])), read[d].stats or {}) for d in devices}
+
+
+def test_namespace_wide_and_per_device_reads_agree(ports, monkeypatch):
+    """The bulk read (ip -j / tc -j) and the per-device netlink read see the same objects and counters."""
+    with Reconciler(ports) as rec:
+        settle(rec, state(30_000_000, devices=("vqa0",)))
+        settle(rec, state(30_000_000, mode=EgressMode.POLICE, devices=("vqa1",)))
+    sh(ports, "tc qdisc add dev vqb0 root handle 5: tbf rate 1mbit burst 10k latency 50ms")  # foreign
+    sh(ports, "tc qdisc add dev vqb1 root handle 7: htb default 1 && tc class add dev vqb1 parent 7: classid 7:1 htb "
+              "rate 1mbit")  # a foreign HTB; its leaf's default queue is invisible to both reads
+    sh(ports, "ping -c 2 -i 0.2 -W 1 -I vqa0 10.0.0.9 || true")  # a few frames through vqa0's HTB
+    with Reconciler(ports) as rec:
+        devices = ["vqa0", "vqa1", "vqb0", "vqb1", ifb_name("vqa0"), ifb_name("vqa1"), "vqnothere"]
+        per_device = _read(rec, devices, monkeypatch, bulk=False)
+        bulk = _read(rec, devices, monkeypatch, bulk=True)
+    assert {d: v[:2] for d, v in bulk.items()} == {d: v[:2] for d, v in per_device.items()}
+    for dev, (_, _, stats) in per_device.items():  # the same counters; traffic may go on between the reads
+        assert stats.keys() == bulk[dev][2].keys()
+        assert all(bulk[dev][2][k].packets >= v.packets and bulk[dev][2][k].bytes >= v.bytes for k, v in stats.items())
+    assert per_device["vqnothere"][0] is False and per_device[ifb_name("vqa1")][0] is False
+    assert any("tbf" in o for o in per_device["vqb0"][1])
+    assert any("'7:1'" in o and "HtbClass" in o for o in per_device["vqb1"][1])
+    assert not any("pfifo" in o for o in per_device["vqb1"][1])
+    assert any("IfbLink" in o for o in per_device[ifb_name("vqa0")][1])
+    assert per_device["vqa0"][2][("qdisc", "vqa0", "root")].packets > 0  # the pings went through the HTB

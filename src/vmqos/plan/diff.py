@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, Qdisc, TcFilter
+from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, Qdisc, TcFilter
 
 
 @dataclass(frozen=True)

@@ -320,3 +320,8 @@ class NftChain(KernelObject):
     def counters(self) -> tuple[str, ...]:
         return tuple(rule.counter for rule in self.rules)
 
+
+
+def is_nft(obj: KernelObject) -> bool:
+    """Whether the object lives in nftables (the rest is tc and links)."""
+    return isinstance(obj, (NftChain, NftCounter))

@@ -20,7 +20,10 @@ Bursts are time-based with floors (2 frames, one timer tick at the rate); quanta
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Sequence
 
 from vmqos.effective import EffectiveDirection, EffectiveNetwork
 from vmqos.errors import UnsupportedError
@@ -29,7 +32,8 @@ from vmqos.model.document import Note
 from vmqos.model.host import EgressMode
 from vmqos.model.network import PROTOCOLS, Direction, TrafficMatch
 from vmqos.plan.names import chain_from, chain_to, ifb_name
-from vmqos.plan.objects import HtbClass, IfbLink, KernelObject, NftChain, NftCounter, NftRule, Qdisc, U32Filter
+from vmqos.plan.objects import (HtbClass, IfbLink, KernelObject, NftChain, NftCounter, NftRule, Qdisc, U32Filter,
+                                is_nft)
 from vmqos.units import human_rate, human_size
 
 DEFAULT_MINOR = 0x10
@@ -71,6 +75,16 @@ class Enforced:
         }
 
 
+def _digest(objects: Iterable[KernelObject]) -> str:
+    text = "\n".join(sorted(repr(o) for o in objects))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(objects: Sequence[KernelObject]) -> str:
+    """`tc:<hash>;nft:<hash>`: which half of a port's plan changed since it was applied."""
+    return f"tc:{_digest(o for o in objects if not is_nft(o))};nft:{_digest(o for o in objects if is_nft(o))}"
+
+
 @dataclass(frozen=True)
 class PortPlan:
     port: str
@@ -79,6 +93,11 @@ class PortPlan:
     egress: Enforced
     notes: tuple[Note, ...] = ()
     ifb: str | None = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Computed once per plan: a no-op pass over thousands of ports compares these and nothing else."""
+        return fingerprint(self.objects)
 
 
 def _ceil_div(a: int, b: int) -> int:

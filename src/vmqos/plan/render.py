@@ -11,8 +11,8 @@ import shlex
 from typing import Sequence
 
 from vmqos.plan.diff import Operation
-from vmqos.plan.objects import (NFT_FAMILY, NFT_TABLE, HtbClass, IfbLink, KernelObject, NftChain, NftCounter,
-                                Qdisc, TcFilter, U32Filter)
+from vmqos.plan.objects import (NFT_FAMILY, NFT_TABLE, HtbClass, IfbLink, NftChain, NftCounter,
+                                Qdisc, TcFilter, U32Filter, is_nft)
 from vmqos.units import format_rate, format_size
 
 _T = f"{NFT_FAMILY} {NFT_TABLE}"
@@ -79,7 +79,11 @@ def tc_commands(op: Operation) -> list[str]:
     if isinstance(obj, IfbLink):
         if op.action == "delete":
             return [f"ip link del {_q(obj.name)}"]
-        return [f"ip link add {_q(obj.name)} mtu {obj.mtu} type ifb", f"ip link set {_q(obj.name)} up"]
+        # No IPv6 on an IFB (it only re-queues what it is given): each IPv6 device adds itself to
+        # the host's shared fe80::/64 route list, which makes bringing up the next one and every
+        # link-local lookup slower as ports grow (kernel-lab notes in docs/benchmarks.md).
+        return [f"ip link add {_q(obj.name)} mtu {obj.mtu} type ifb", f"ip link set {_q(obj.name)} addrgenmode none",
+                f"ip link set {_q(obj.name)} up"]
     if isinstance(obj, Qdisc):
         if op.action == "delete":
             return [_qdisc("del", obj)]
@@ -98,10 +102,6 @@ def tc_commands(op: Operation) -> list[str]:
             return [_filter("del", obj), _filter("add", obj)]
         return [_filter("add", obj)]
     raise TypeError(f"cannot render {obj!r}")
-
-
-def is_nft(obj: KernelObject) -> bool:
-    return isinstance(obj, (NftChain, NftCounter))
 
 
 def nft_script(ops: Sequence[Operation]) -> str:
