@@ -77,6 +77,9 @@ def nft_by_port(ports: Iterable[str], state: NftState) -> dict[str, list[KernelO
         port = owner.get(name)
         if port is not None:
             out[port].append(chain if chain.dev else replace(chain, dev=port))
+    for shared in state.sets.values():  # every port's chains may feed the table's sets
+        for objs in out.values():
+            objs.append(shared)
     return out
 
 

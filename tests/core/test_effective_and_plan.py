@@ -10,7 +10,7 @@ from vmqos.model.document import QosDocument
 from vmqos.effective import effective_for_port
 from vmqos.plan.diff import diff
 from vmqos.plan.names import chain_from, ifb_name, nft_ident
-from vmqos.plan.objects import HtbClass, IfbLink, NftChain, Qdisc, U32Filter
+from vmqos.plan.objects import HtbClass, IfbLink, NftChain, Qdisc, U32Filter, rule_from_expr
 from vmqos.plan.planner import KernelProfile, min_burst, plan_port, queue_limit, quantum
 from vmqos.plan.render import render
 
@@ -104,7 +104,7 @@ def test_seed_bw_limiter_and_dscp():
 def test_police_mode_compensates_for_the_missing_l2_header():
     p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
     assert not _find(p.objects, IfbLink) and not _find(p.objects, Qdisc)
-    (chain,) = _find(p.objects, NftChain)
+    (chain,) = [c for c in _find(p.objects, NftChain) if c.hook == "ingress"]
     (police,) = [r for r in chain.rules if r.limit_bytes_per_s]
     assert police.limit_bytes_per_s == 100_000_000 * 1500 // (8 * 1514) and police.verdict == "drop"
     assert any("one second" in n.message for n in p.notes)
@@ -158,6 +158,23 @@ def test_names_are_stable_short_and_valid():
     assert nft_ident("tap-a").replace("_", "").isalnum()
 
 
-def test_no_limit_plans_nothing():
-    p = plan_port("tap-x", combine([]))
+def test_no_limit_plans_nothing_but_accounting():
+    p = plan_port("tap-x", combine([]), accounting=False)
     assert p.objects == () and render(diff(p.objects, [])) == []
+    counted = plan_port("tap-x", combine([]))
+    assert {type(o).__name__ for o in counted.objects} == {"NftSet", "NftCounter", "NftChain"}
+    assert not any(r.verdict or r.limit_pps or r.dscp for c in _find(counted.objects, NftChain) for r in c.rules)
+    assert counted.ingress.mechanism is None and counted.egress.mechanism is None
+
+
+def test_accounting_counts_syns_and_per_ip_after_the_limits():
+    p = plan_port("tap-x", combine([QosSource("t", NetworkQos(egress=DirectionQos(packet_rate=PacketRateLimit(1000))))]))
+    (frm,) = [c for c in _find(p.objects, NftChain) if c.hook == "ingress"]
+    names = [r.counter or f"acct:{r.account_set}" for r in frm.rules]
+    assert names[:2] == [f"{frm.name}_offered", f"{frm.name}_syn"] and names[-1] == f"{frm.name}_passed"
+    assert names.index(f"{frm.name}_pps_dropped") < names.index("acct:acct_from4_v1")
+    (acct4,) = [r for r in frm.rules if r.account_set == "acct_from4_v1"]
+    assert acct4.text() == 'meta protocol ip update @acct_from4_v1 { "tap-x" . ip saddr . ip daddr }'
+    assert rule_from_expr(acct4.expr()) == acct4
+    syn = frm.rules[1]
+    assert rule_from_expr(syn.expr()) == syn and "tcp flags & (fin|syn|rst|ack) == syn" in syn.text()

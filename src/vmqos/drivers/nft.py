@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 from vmqos.drivers.process import check_netns, run
 from vmqos.errors import KernelError
 from vmqos.plan.diff import Operation
-from vmqos.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftCounter, rule_from_expr
+from vmqos.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftCounter, NftSet, rule_from_expr
 
 
 _HOOK = re.compile(r'chain (\S+) \{\s*type \w+ hook (\w+) (?:device|devices =) ("[^"]+"|\S+|\{[^}]*\})')
@@ -42,9 +42,10 @@ class NftState:
     chains: dict[str, NftChain] = field(default_factory=dict)
     counters: dict[str, CounterValue] = field(default_factory=dict)
     foreign: list[ForeignHook] = field(default_factory=list)
+    sets: dict[str, NftSet] = field(default_factory=dict)  # without their elements
 
     def objects(self) -> list[Any]:
-        return [NftCounter(name) for name in self.counters] + list(self.chains.values())
+        return [NftCounter(name) for name in self.counters] + list(self.chains.values()) + list(self.sets.values())
 
 
 def _table() -> dict[str, str]:
@@ -60,6 +61,12 @@ def _chain_decl(chain: NftChain) -> dict[str, Any]:
             "prio": chain.priority, "policy": "accept"}
 
 
+def _set_decl(st: NftSet) -> dict[str, Any]:
+    # nft 1.0.6's JSON has no "dynamic" flag: the update rules of the same transaction add it.
+    return {"family": NFT_FAMILY, "table": NFT_TABLE, "name": st.name, "type": list(st.key_types),
+            "flags": ["timeout"], "timeout": st.timeout_s, "size": st.size, "stmt": [{"counter": None}]}
+
+
 def _rules(chain: NftChain) -> list[dict[str, Any]]:
     return [{"add": {"rule": {"family": NFT_FAMILY, "table": NFT_TABLE, "chain": chain.name, "expr": rule.expr()}}}
             for rule in chain.rules]
@@ -69,8 +76,16 @@ def transaction(ops: Sequence[Operation]) -> list[dict[str, Any]]:
     """The JSON commands of one transaction; creates and replaces before deletes."""
     cmds: list[dict[str, Any]] = [{"add": {"table": _table()}}]
     deletes: list[dict[str, Any]] = []
+    sets: set[str] = set()
     for op in ops:
         obj = op.obj
+        if isinstance(obj, NftSet):
+            if op.action == "delete":
+                deletes.append({"delete": {"set": {"family": NFT_FAMILY, "table": NFT_TABLE, "name": obj.name}}})
+            elif obj.name not in sets:  # every port's plan lists the shared sets
+                sets.add(obj.name)
+                cmds.insert(1, {"add": {"set": _set_decl(obj)}})  # before any rule that feeds it
+            continue
         if isinstance(obj, NftCounter):
             ref = {"counter": {"family": NFT_FAMILY, "table": NFT_TABLE, "name": obj.name}}
             if op.action == "delete":
@@ -111,8 +126,9 @@ class Nft:
                               f"{lines[0] if lines else done.stderr.strip()}")
 
     def read(self, devices: Iterable[str] | None = None) -> NftState:
-        """vmqos's table (chains, rules, counters) and other tables' base chains on `devices`."""
-        done = run(["nft", "-j", "list", "ruleset", NFT_FAMILY], self.netns, check=False)
+        """vmqos's table (chains, rules, counters, sets without their elements) and other tables' base
+        chains on `devices`."""
+        done = run(["nft", "-j", "-t", "list", "ruleset", NFT_FAMILY], self.netns, check=False)
         if done.returncode != 0:
             raise KernelError(f"nft list ruleset failed: {done.stderr.strip()}")
         state = NftState()
@@ -127,6 +143,10 @@ class Nft:
                 state.counters[body["name"]] = CounterValue(body.get("packets", 0), body.get("bytes", 0))
             elif kind == "chain" and ours:
                 decls[body["name"]] = body
+            elif kind == "set" and ours:
+                kinds = body.get("type", ())
+                state.sets[body["name"]] = NftSet(body["name"], tuple([kinds] if isinstance(kinds, str) else kinds),
+                                                  body.get("size", 0), body.get("timeout", 0))
             elif kind == "chain" and "hook" in body:
                 foreign_tables.add(body["table"])
             elif kind == "rule" and ours:
@@ -149,10 +169,43 @@ class Nft:
                 hooks.append(ForeignHook(NFT_FAMILY, table, match.group(1), match.group(2), dev))
         return hooks
 
+    def set_elements(self, name: str) -> list[tuple[tuple[str, ...], CounterValue]]:
+        """A set's elements (their key parts) with their counters; empty when there is no such set."""
+        done = run(["nft", "-j", "list", "set", NFT_FAMILY, NFT_TABLE, name], self.netns, check=False)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return []
+            raise KernelError(f"nft list set {name} failed: {done.stderr.strip()}")
+        out: list[tuple[tuple[str, ...], CounterValue]] = []
+        for item in json.loads(done.stdout or '{"nftables": []}')["nftables"]:
+            for elem in item.get("set", {}).get("elem", ()):
+                body = elem.get("elem", elem) if isinstance(elem, dict) else {}
+                value = body.get("val") if isinstance(body, dict) else None
+                parts = value.get("concat") if isinstance(value, dict) else None
+                counter = body.get("counter") or {}
+                if parts:
+                    out.append((tuple(str(p) for p in parts),
+                                CounterValue(counter.get("packets", 0), counter.get("bytes", 0))))
+        return out
+
+    def counters(self) -> dict[str, CounterValue]:
+        """Every named counter of vmqos's table in one listing (empty when there is no table)."""
+        done = run(["nft", "-j", "list", "counters", "table", NFT_FAMILY, NFT_TABLE], self.netns, check=False)
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return {}
+            raise KernelError(f"nft list counters failed: {done.stderr.strip()}")
+        out: dict[str, CounterValue] = {}
+        for item in json.loads(done.stdout or '{"nftables": []}')["nftables"]:
+            body = item.get("counter")
+            if body is not None and body.get("table") == NFT_TABLE:
+                out[body["name"]] = CounterValue(body.get("packets", 0), body.get("bytes", 0))
+        return out
+
     def remove_table_if_empty(self) -> bool:
         state = self.read()
         if state.chains or state.counters:
-            return False
+            return False  # the sets are shared: they stay as long as a port's chain may feed them
         done = run(["nft", "-j", "list", "tables", NFT_FAMILY], self.netns, check=False)
         listed = json.loads(done.stdout or '{"nftables": []}')["nftables"]
         if any(item.get("table", {}).get("name") == NFT_TABLE for item in listed):

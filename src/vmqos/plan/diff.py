@@ -73,7 +73,8 @@ def diff(planned: Sequence[KernelObject], observed: Iterable[KernelObject]) -> l
                 recreated.append(old)
             else:
                 ops.append(Operation("replace", obj, old))
-    stale = [o for o in seen.values() if o.key not in wanted]
+    # Shared objects (the accounting sets) are used by other ports: never a port's to delete.
+    stale = [o for o in seen.values() if o.key not in wanted and not getattr(o, "shared", False)]
     stale = [o for o in stale if not any(contains(c, o) for c in stale + recreated)]
     ops += [Operation("delete", o) for o in sorted(stale, key=_delete_order)]
     return ops

@@ -203,8 +203,39 @@ class NftCounter(KernelObject):
 
 
 @dataclass(frozen=True)
+class NftSet(KernelObject):
+    """A table-wide set that every port's chain feeds (per-IP accounting).
+
+    Shared by all ports: a port's plan lists it so that it exists before the port's rules refer
+    to it, but a port's diff never deletes it; it goes with the table when the last port does.
+    Its definition is versioned by its name, so an existing set of that name is the right one.
+    """
+
+    kind: ClassVar[str] = "set"
+    delete_rank: ClassVar[int] = 6
+    shared: ClassVar[bool] = True
+    name: str
+    key_types: tuple[str, ...] = ()
+    size: int = 0
+    timeout_s: int = 0
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("nft-set", NFT_TABLE, self.name)
+
+    def matches(self, observed: KernelObject) -> bool:
+        return isinstance(observed, NftSet) and observed.name == self.name
+
+
+TCP_FLAGS_MASK = ("fin", "syn", "rst", "ack")
+
+
+@dataclass(frozen=True)
 class NftRule:
-    """One statement of a vmqos chain; `text()` for nft scripts, `expr()` for nft's JSON API."""
+    """One statement of a vmqos chain; `text()` for nft scripts, `expr()` for nft's JSON API.
+
+    `counter` names the rule's named counter ("" for a rule without one, an accounting update).
+    """
 
     counter: str
     limit_pps: int | None = None
@@ -215,11 +246,24 @@ class NftRule:
     dscp: int | None = None
     ip_family: str | None = None  # "ip" / "ip6": the rule applies to that family only
     verdict: str | None = None  # "drop" or None (continue)
+    tcp_syn: bool = False  # only TCP segments that open a connection (SYN without ACK)
+    account_set: str | None = None  # update this set's element (port . local IP . remote IP)
+    account_port: str | None = None
+    account_local: str | None = None  # "saddr" or "daddr": which address is the instance's
+
+    def _remote(self) -> str:
+        return "daddr" if self.account_local == "saddr" else "saddr"
 
     def text(self) -> str:
         parts: list[str] = []
         if self.ip_family is not None:
             parts.append(f"meta protocol {self.ip_family}")
+        if self.tcp_syn:
+            parts.append(f"tcp flags & ({'|'.join(TCP_FLAGS_MASK)}) == syn")
+        if self.account_set is not None:
+            fam = self.ip_family
+            parts.append(f'update @{self.account_set} {{ "{self.account_port}" . {fam} {self.account_local} . '
+                         f"{fam} {self._remote()} }}")
         if self.max_length is not None:
             parts.append(f"meta length <= {self.max_length}")
         if self.limit_pps is not None:
@@ -227,7 +271,8 @@ class NftRule:
         if self.limit_bytes_per_s is not None:
             parts.append(
                 f"limit rate over {self.limit_bytes_per_s} bytes/second burst {self.limit_bytes_burst} bytes")
-        parts.append(f'counter name "{self.counter}"')
+        if self.counter:
+            parts.append(f'counter name "{self.counter}"')
         if self.dscp is not None:
             parts.append(f"{self.ip_family} dscp set {self.dscp}")
         if self.verdict:
@@ -238,6 +283,14 @@ class NftRule:
         expr: list[dict[str, Any]] = []
         if self.ip_family is not None:
             expr.append(_match({"meta": {"key": "protocol"}}, "==", self.ip_family))
+        if self.tcp_syn:
+            expr.append(_match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, list(TCP_FLAGS_MASK)]},
+                               "==", "syn"))
+        if self.account_set is not None:
+            fam = self.ip_family
+            expr.append({"set": {"op": "update", "set": f"@{self.account_set}", "elem": {"concat": [
+                self.account_port, {"payload": {"protocol": fam, "field": self.account_local}},
+                {"payload": {"protocol": fam, "field": self._remote()}}]}}})
         if self.max_length is not None:
             expr.append(_match({"meta": {"key": "length"}}, "<=", self.max_length))
         if self.limit_pps is not None:
@@ -246,7 +299,8 @@ class NftRule:
         if self.limit_bytes_per_s is not None:
             expr.append({"limit": {"rate": self.limit_bytes_per_s, "rate_unit": "bytes", "per": "second",
                                    "burst": self.limit_bytes_burst, "burst_unit": "bytes", "inv": True}})
-        expr.append({"counter": self.counter})
+        if self.counter:
+            expr.append({"counter": self.counter})
         if self.dscp is not None:
             expr.append({"mangle": {"key": {"payload": {"protocol": self.ip_family, "field": "dscp"}},
                                     "value": self.dscp}})
@@ -273,6 +327,20 @@ def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
                 fields["ip_family"] = value["right"]
             elif name == "match" and value["left"] == {"meta": {"key": "length"}} and value["op"] == "<=":
                 fields["max_length"] = value["right"]
+            elif (name == "match" and value["op"] == "==" and value["right"] == "syn"
+                  and value["left"] == {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
+                                              list(TCP_FLAGS_MASK)]}):
+                fields["tcp_syn"] = True
+            elif name == "set" and value.get("op") == "update":
+                port, local, remote = value["elem"]["concat"]
+                fields["account_set"] = value["set"].removeprefix("@")
+                fields["account_port"] = port
+                fields["account_local"] = local["payload"]["field"]
+                # nft lists `meta protocol ip` away: an `ip daddr` key implies it.
+                family = fields.setdefault("ip_family", local["payload"]["protocol"])
+                if remote["payload"]["field"] == local["payload"]["field"] or \
+                        {local["payload"]["protocol"], remote["payload"]["protocol"]} != {family}:
+                    return NftRule(FOREIGN_COUNTER)
             elif name == "limit" and value.get("inv") and value.get("per") == "second":
                 if "rate_unit" in value:
                     fields["limit_bytes_per_s"] = value["rate"] * _BYTE_UNITS[value["rate_unit"]]
@@ -288,7 +356,7 @@ def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
                 fields["verdict"] = name
             else:
                 return NftRule(FOREIGN_COUNTER)
-        return NftRule(**fields)
+        return NftRule(**{"counter": "", **fields})
     except (KeyError, TypeError, ValueError, AttributeError):
         return NftRule(FOREIGN_COUNTER)
 
@@ -318,10 +386,13 @@ class NftChain(KernelObject):
         return self.dev
 
     def counters(self) -> tuple[str, ...]:
-        return tuple(rule.counter for rule in self.rules)
+        return tuple(rule.counter for rule in self.rules if rule.counter)
+
+    def sets(self) -> tuple[str, ...]:
+        return tuple(rule.account_set for rule in self.rules if rule.account_set)
 
 
 
 def is_nft(obj: KernelObject) -> bool:
     """Whether the object lives in nftables (the rest is tc and links)."""
-    return isinstance(obj, (NftChain, NftCounter))
+    return isinstance(obj, (NftChain, NftCounter, NftSet))

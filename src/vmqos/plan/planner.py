@@ -32,12 +32,24 @@ from vmqos.model.document import Note
 from vmqos.model.host import EgressMode
 from vmqos.model.network import PROTOCOLS, Direction, TrafficMatch
 from vmqos.plan.names import chain_from, chain_to, ifb_name
-from vmqos.plan.objects import (HtbClass, IfbLink, KernelObject, NftChain, NftCounter, NftRule, Qdisc, U32Filter,
-                                is_nft)
+from vmqos.plan.objects import (HtbClass, IfbLink, KernelObject, NftChain, NftCounter, NftRule, NftSet, Qdisc,
+                                U32Filter, is_nft)
 from vmqos.units import human_rate, human_size
 
 DEFAULT_MINOR = 0x10
 PARENT_CLASSID = "1:1"
+
+# Per-IP accounting: one set per direction and address family for the whole host, keyed by
+# port . the instance's address . the remote address, each element with its own counter. Idle
+# pairs expire after an hour; the monitor reads the sets far more often than that.
+ACCOUNT_SIZE = 1 << 18
+ACCOUNT_TIMEOUT_S = 3600
+ACCOUNT_SETS = {
+    (direction, fam): NftSet(f"acct_{direction}{4 if fam == 'ip' else 6}_v1",
+                             ("ifname", "ipv4_addr" if fam == "ip" else "ipv6_addr",
+                              "ipv4_addr" if fam == "ip" else "ipv6_addr"), ACCOUNT_SIZE, ACCOUNT_TIMEOUT_S)
+    for direction in ("to", "from") for fam in ("ip", "ip6")
+}
 
 
 @dataclass(frozen=True)
@@ -214,8 +226,18 @@ def _pps_rule(chain: str, eff: EffectiveDirection, max_length: int) -> tuple[Nft
                    max_length=max_length, verdict="drop"), burst
 
 
+def _accounting(device: str, direction: str) -> list[NftRule]:
+    """Per-IP counts of what passed the port's nft limits (`to`: towards the instance, whose address is the
+    destination; `from`: sent by it)."""
+    local = "daddr" if direction == "to" else "saddr"
+    return [NftRule("", ip_family=fam, account_set=ACCOUNT_SETS[(direction, fam)].name, account_port=device,
+                    account_local=local) for fam in ("ip", "ip6")]
+
+
 def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
-              mtu: int = 1500, profile: KernelProfile = KernelProfile()) -> PortPlan:
+              mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True) -> PortPlan:
+    """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
+    both directions, SYNs from the instance and traffic per IP, whether or not the port is limited."""
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
     ifb: str | None = None
@@ -230,10 +252,11 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         in_mech = f"htb on {device}"
     to_chain = chain_to(device)
     pps_in, pps_in_burst = _pps_rule(to_chain, eff_in, frame_bytes(mtu))
-    if eff_in.rate_bps is not None or pps_in is not None:
-        rules = [NftRule(f"{to_chain}_offered")] + ([pps_in] if pps_in else []) + [NftRule(f"{to_chain}_passed")]
+    if accounting or eff_in.rate_bps is not None or pps_in is not None:
+        rules = [NftRule(f"{to_chain}_offered")] + ([pps_in] if pps_in else [])
+        rules += (_accounting(device, "to") if accounting else []) + [NftRule(f"{to_chain}_passed")]
         chains.append(NftChain(to_chain, "egress", device, 0, tuple(rules)))
-        if in_mech is None:
+        if in_mech is None and pps_in is not None:
             in_mech = "nftables"
 
     # From the instance: IFB + HTB (shape) or an nft byte policer (police) at the port's ingress hook.
@@ -241,6 +264,8 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     out_burst = out_burst_src = out_mech = None
     from_chain = chain_from(device)
     rules_out: list[NftRule] = [NftRule(f"{from_chain}_offered")]
+    if accounting:
+        rules_out.append(NftRule(f"{from_chain}_syn", tcp_syn=True))
     pps_out, pps_out_burst = _pps_rule(from_chain, eff_out, mtu)  # skb->len at ingress has no L2 header
     if pps_out is not None:
         rules_out.append(pps_out)
@@ -259,10 +284,12 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     if eff_out.dscp is not None:
         for fam in ("ip", "ip6"):
             rules_out.append(NftRule(f"{from_chain}_marked", dscp=eff_out.dscp.value, ip_family=fam))
-    if len(rules_out) > 1:
-        rules_out.append(NftRule(f"{from_chain}_passed"))
+    if accounting or len(rules_out) > 1:
+        limiting = len(rules_out) > (2 if accounting else 1)
+        rules_out += (_accounting(device, "from") if accounting else []) + [NftRule(f"{from_chain}_passed")]
         chains.append(NftChain(from_chain, "ingress", device, -500, tuple(rules_out)))
-        out_mech = out_mech or "nftables"
+        if limiting:
+            out_mech = out_mech or "nftables"
 
     for direction, eff in ((Direction.INGRESS, eff_in), (Direction.EGRESS, eff_out)):
         if eff.min_bps is not None:
@@ -271,6 +298,8 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
 
     if chains:
         counters = sorted({name for chain in chains for name in chain.counters()})
+        used = {name for chain in chains for name in chain.sets()}
+        objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
         objects += [NftCounter(name) for name in counters] + chains
 
     return PortPlan(

@@ -11,7 +11,7 @@ import shlex
 from typing import Sequence
 
 from vmqos.plan.diff import Operation
-from vmqos.plan.objects import (NFT_FAMILY, NFT_TABLE, HtbClass, IfbLink, NftChain, NftCounter,
+from vmqos.plan.objects import (NFT_FAMILY, NFT_TABLE, HtbClass, IfbLink, NftChain, NftCounter, NftSet,
                                 Qdisc, TcFilter, U32Filter, is_nft)
 from vmqos.units import format_rate, format_size
 
@@ -56,6 +56,11 @@ def _chain_decl(c: NftChain) -> str:
 
 def _nft(op: Operation) -> list[str]:
     obj = op.obj
+    if isinstance(obj, NftSet):
+        if op.action == "delete":
+            return [f"delete set {_T} {obj.name}"]
+        return [f"add set {_T} {obj.name} {{ type {' . '.join(obj.key_types)}; flags dynamic,timeout; "
+                f"timeout {obj.timeout_s}s; size {obj.size}; counter; }}"]
     if isinstance(obj, NftCounter):
         return [f"delete counter {_T} {obj.name}"] if op.action == "delete" else [f"add counter {_T} {obj.name}"]
     assert isinstance(obj, NftChain)
@@ -106,7 +111,12 @@ def tc_commands(op: Operation) -> list[str]:
 
 def nft_script(ops: Sequence[Operation]) -> str:
     """One nft transaction for consecutive nft operations."""
-    lines = [f"add table {_T}"] + [line for op in ops for line in _nft(op)]
+    lines = [f"add table {_T}"]
+    for op in ops:
+        for line in _nft(op):
+            if line.startswith("add set ") and line in lines:
+                continue  # a shared set, listed by every port's plan
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,1 @@
+"""Sampling, rates, accounting and detection: what the limits do to real traffic."""

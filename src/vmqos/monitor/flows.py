@@ -1,0 +1,99 @@
+"""Offered, delivered and dropped traffic of a port, per direction, from its limiters' counters (pure).
+
+An operator must never mistake a tap's raw counters for what got through (seed 001): the device
+counts every frame the VM wrote, before any limiter. These figures come from the limiters
+themselves (the HTB on the port, the IFB's HTB and the tc ingress qdisc in front of it, vmqos's
+named nft counters), all in frames: bytes with the Ethernet header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vmqos.drivers.nft import CounterValue
+from vmqos.drivers.tc_netlink import TcStats
+from vmqos.model.checks import ETH_HLEN
+from vmqos.plan.names import chain_from, chain_to, ifb_name
+
+DIRECTIONS = ("ingress", "egress")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One direction's traffic: offered to the limiter, delivered past it, dropped by it.
+
+    Packets are counted as the qdiscs count them (a GSO aggregate as its segments). A queue
+    counts what it dropped in packets only, and a dropped aggregate as one: where it dropped,
+    offered bytes are estimated from the mean size of what it sent (`offered_bytes_estimated`).
+    """
+
+    offered_bytes: int = 0
+    offered_packets: int = 0
+    delivered_bytes: int = 0
+    delivered_packets: int = 0
+    dropped_packets: int = 0
+    backlog_bytes: int = 0
+    offered_bytes_estimated: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+_NONE = CounterValue(0, 0)
+
+
+def _l2(c: CounterValue) -> CounterValue:
+    """nft's ingress hook counts IP bytes: add the Ethernet header so that all figures are frames."""
+    return CounterValue(c.packets, c.bytes + ETH_HLEN * c.packets)
+
+
+def _queued(q: TcStats, before: CounterValue, after: CounterValue) -> Flow:
+    """A queue's view: `before` was dropped ahead of it (nft pps), `after` behind it (nft pps after IFB)."""
+    mean = q.bytes // q.packets if q.packets else 0
+    sent = CounterValue(q.packets - after.packets, q.bytes - after.bytes)
+    return Flow(offered_bytes=q.bytes + q.backlog_bytes + q.drops * mean + before.bytes,
+                offered_packets=q.packets + q.drops + q.qlen + before.packets,
+                delivered_bytes=sent.bytes, delivered_packets=sent.packets,
+                dropped_packets=q.drops + before.packets + after.packets, backlog_bytes=q.backlog_bytes,
+                offered_bytes_estimated=q.drops > 0)
+
+
+def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, CounterValue]) -> dict[str, Flow]:
+    """Offered / delivered / dropped per direction, in frames (bytes with the Ethernet header).
+
+    Towards the instance: nft's egress hook drops small-packet floods ahead of the HTB on the
+    port's root, which queues and drops the rest. From the instance, shape mode: the tc ingress
+    qdisc sees every frame, the IFB's HTB queues and drops, nft's ingress hook (which sees what
+    the IFB re-injects) drops floods. Police mode: nft's ingress hook sees, polices and passes.
+    The device's own counters count before any of this and are shown apart.
+    """
+    out: dict[str, Flow] = {}
+    to, frm = chain_to(port), chain_from(port)
+    root = tc.get(("qdisc", port, "root"))
+    if root is not None:
+        out["ingress"] = _queued(root, counters.get(f"{to}_pps_dropped", _NONE), _NONE)
+    elif f"{to}_offered" in counters:
+        pps = counters.get(f"{to}_pps_dropped", _NONE)
+        off, passed = counters[f"{to}_offered"], counters.get(f"{to}_passed", _NONE)
+        out["ingress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, pps.packets)
+    ingress_q = tc.get(("qdisc", port, "ingress"))
+    ifb_root = tc.get(("qdisc", ifb_name(port), "root"))
+    f_pps = _l2(counters.get(f"{frm}_pps_dropped", _NONE))
+    if ingress_q is not None and ifb_root is not None:
+        flow = _queued(ifb_root, _NONE, f_pps)
+        # A queue counts a dropped GSO aggregate as one drop but sent ones as their segments; with
+        # the ingress qdisc counting every segment offered, the difference is the exact drop count.
+        unaccounted = ingress_q.packets - flow.delivered_packets - ifb_root.qlen
+        # The tc ingress qdisc counts IP bytes, as nft's ingress hook does.
+        out["egress"] = replace(flow, offered_bytes=ingress_q.bytes + ETH_HLEN * ingress_q.packets,
+                                offered_packets=ingress_q.packets,
+                                dropped_packets=max(flow.dropped_packets, unaccounted),
+                                offered_bytes_estimated=False)
+    elif f"{frm}_offered" in counters:
+        off, passed = _l2(counters[f"{frm}_offered"]), _l2(counters.get(f"{frm}_passed", _NONE))
+        policed = counters.get(f"{frm}_dropped", _NONE)
+        out["egress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, f_pps.packets + policed.packets)
+    return out
+
+

@@ -1,0 +1,150 @@
+"""One pass over every managed port of a namespace: three reads, whatever the number of ports.
+
+A pass is one netlink dump of the root and ingress qdiscs, one of the links' counters, and one
+listing of vmqos's nft counters; nothing is read per port. `rates` turns two passes into
+per-port, per-direction rates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Mapping
+
+from vmqos.drivers.counters import CounterReader, LinkCounters
+from vmqos.drivers.nft import CounterValue, Nft
+from vmqos.drivers.process import run
+from vmqos.drivers.tc_netlink import TcStats
+from vmqos.errors import KernelError
+from vmqos.monitor.flows import DIRECTIONS, Flow, flows
+from vmqos.monitor.rates import FlowRate, flow_rate
+from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.planner import PortPlan
+
+
+@dataclass(frozen=True)
+class PortLimits:
+    """What a port is limited to, per direction (None: not limited)."""
+
+    ingress_bps: int | None = None
+    egress_bps: int | None = None
+    ingress_pps: int | None = None
+    egress_pps: int | None = None
+
+    @classmethod
+    def of(cls, plan: PortPlan) -> "PortLimits":
+        return cls(plan.ingress.rate_bps, plan.egress.rate_bps, plan.ingress.pps, plan.egress.pps)
+
+    def bps(self, direction: str) -> int | None:
+        return self.ingress_bps if direction == "ingress" else self.egress_bps
+
+    def pps(self, direction: str) -> int | None:
+        return self.ingress_pps if direction == "ingress" else self.egress_pps
+
+
+@dataclass(frozen=True)
+class PortSample:
+    port: str
+    flows: dict[str, Flow]
+    link: LinkCounters | None  # None: the device is gone
+    counters: dict[str, CounterValue]  # vmqos's nft counters of this port
+    limits: PortLimits = PortLimits()
+    instance: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    monotonic: float
+    at: datetime
+    ports: dict[str, PortSample] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PortRates:
+    port: str
+    instance: str | None
+    rates: dict[str, FlowRate]  # per direction
+    link: LinkCounters | None
+    syn_pps: float | None = None  # TCP SYNs sent by the instance, when its chain counts them
+
+    def as_json(self) -> dict[str, Any]:
+        return {"port": self.port, "instance": self.instance,
+                "directions": {d: r.as_json() for d, r in self.rates.items()}, "syn_pps": self.syn_pps}
+
+
+class Sampler:
+    """Samples the ports it is given, in one network namespace; use as a context manager."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self._reader = CounterReader(netns)
+        self._nft = Nft(netns)
+        self._names: dict[int, str] = {}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _refresh_names(self) -> None:
+        argv = ["ip", *(("-n", self.netns) if self.netns else ()), "-j", "link", "show"]
+        done = run(argv, None, check=False)
+        if done.returncode != 0:
+            raise KernelError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+        self._names = {link["ifindex"]: link["ifname"] for link in json.loads(done.stdout or "[]")}
+
+    def sample(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None = None) -> Sample:
+        """Counters of every port of `plans` (port -> plan), read in one pass."""
+        at, mono = datetime.now(UTC), time.monotonic()
+        qdiscs = self._reader.qdiscs(top_only=True)
+        links = self._reader.links()
+        counters = self._nft.counters()
+        wanted = {d for port in plans for d in (port, ifb_name(port))}
+        if any(q.ifindex not in self._names for q in qdiscs) or any(i not in self._names for i in links) \
+                or not wanted <= set(self._names.values()):
+            self._refresh_names()  # a device came or went (an index is reused only after a new name)
+        tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
+        for q in qdiscs:
+            name = self._names.get(q.ifindex)
+            if name in wanted:
+                tc.setdefault(name, {})[("qdisc", name, q.where)] = q.stats
+        index = {name: idx for idx, name in self._names.items()}
+        ports: dict[str, PortSample] = {}
+        for port, plan in plans.items():
+            stats = {**tc.get(port, {}), **tc.get(ifb_name(port), {})}
+            prefixes = (chain_to(port) + "_", chain_from(port) + "_")
+            own = {name: value for name, value in counters.items() if name.startswith(prefixes)}
+            link = links.get(index[port]) if port in index else None
+            ports[port] = PortSample(port, flows(port, stats, own), link, own, PortLimits.of(plan),
+                                     (instances or {}).get(port))
+        return Sample(mono, at, ports)
+
+
+def rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
+    """Per-port rates between two samples; ports present in both."""
+    seconds = current.monotonic - previous.monotonic
+    out: dict[str, PortRates] = {}
+    for port, now in current.ports.items():
+        before = previous.ports.get(port)
+        if before is None or seconds <= 0:
+            continue
+        per_dir = {}
+        for direction in DIRECTIONS:
+            if direction in now.flows:
+                per_dir[direction] = flow_rate(before.flows.get(direction, Flow()), now.flows[direction], seconds,
+                                               limit_bps=now.limits.bps(direction),
+                                               limit_pps=now.limits.pps(direction))
+        syn_name = f"{chain_from(port)}_syn"
+        syn = None
+        if syn_name in now.counters:
+            from vmqos.monitor.rates import counter_delta
+            old = before.counters.get(syn_name, CounterValue(0, 0))
+            syn = counter_delta(old.packets, now.counters[syn_name].packets) / seconds
+        out[port] = PortRates(port, now.instance, per_dir, now.link, syn)
+    return out
