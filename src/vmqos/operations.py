@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from vmqos.drivers.nft import ForeignHook
+from vmqos.effective import QosSource
 from vmqos.errors import InvalidValue, NotFound
 from vmqos.formats.domiftune import CLEAR, parse_direction
 from vmqos.model.document import Note
 from vmqos.model.host import EgressMode, HostState, InstanceSpec, Policy, PortSpec, check_device_name
 from vmqos.model.network import DirectionQos, NetworkQos
+from vmqos.monitor.flows import flows
 from vmqos.plan.diff import diff
 from vmqos.plan.objects import Qdisc
 from vmqos.plan.planner import Enforced, PortPlan
-from vmqos.monitor.flows import flows
 from vmqos.reconcile import PortResult, Reconciler, plan_host
 from vmqos.store import Store
+from vmqos.store.monitor import quarantines
 
 
 def scope_of(netns: str | None) -> str:
@@ -131,11 +133,20 @@ class ApplyReport:
                 "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
 
 
+def overlays(store: Store, scope: str) -> dict[str, QosSource]:
+    """Sources every plan of the scope must also obey: the quarantines in force."""
+    return {dev: QosSource(f"quarantine ({q.reason})", q.qos) for dev, q in quarantines(store, scope).items()}
+
+
+def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
+    return plan_host(state, ports, overlays(store, scope))
+
+
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
                     dry_run: bool = False) -> ApplyReport:
     scope = scope_of(netns)
-    plans = plan_host(state, ports)
+    plans = desired_plans(store, scope, state, ports)
     for port in clear:
         plans[port] = empty_plan(port)
     notes = [n for plan in plans.values() for n in plan.notes]
@@ -205,7 +216,7 @@ def check_host(store: Store, netns: str | None) -> list[PortDrift]:
     """Compare the kernel with the desired state; nothing is written."""
     scope = scope_of(netns)
     state = store.load(scope)
-    plans = plan_host(state)
+    plans = desired_plans(store, scope, state)
     for port in store.applied(scope):
         plans.setdefault(port, empty_plan(port))  # applied before, no longer desired: must be clean
     out: list[PortDrift] = []
@@ -229,7 +240,7 @@ def show_port(store: Store, netns: str | None, device: str) -> dict[str, Any]:
     if found is None and device not in applied:
         raise NotFound(f"port {device} is not managed in {'netns ' + netns if netns else 'this namespace'} "
                        f"(`vmqos port set {device} ...` manages it)")
-    plan = plan_host(state, [device]).get(device, empty_plan(device))
+    plan = desired_plans(store, scope, state, [device]).get(device, empty_plan(device))
     with Reconciler(netns) as rec:
         seen = rec.observe([device])
         link = rec.tc.link_stats(device) if device not in seen.missing else {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from vmqos.drivers.batch import run_batch
 from vmqos.drivers.nft import Nft, NftState
@@ -40,12 +40,17 @@ def _plan(device: str, sources: tuple[QosSource, ...], mode: EgressMode, mtu: in
     return plan_port(device, combine(sources, mtu=mtu), egress_mode=mode, mtu=mtu)
 
 
-def plan_host(state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
+def plan_host(state: HostState, ports: Iterable[str] | None = None,
+              overlays: Mapping[str, QosSource] | None = None) -> dict[str, PortPlan]:
+    """Plans of the state's ports; `overlays` (port -> source) adds a source a port must also obey,
+    such as a quarantine, on top of its own (the most restrictive value wins, as for any source)."""
     wanted = set(ports) if ports is not None else None
     plans: dict[str, PortPlan] = {}
     for inst, port in state.ports():
         if wanted is None or port.device in wanted:
             sources = tuple(port_sources(state, inst, port))
+            if overlays and port.device in overlays:
+                sources = (overlays[port.device], *sources)
             plans[port.device] = _plan(port.device, sources, port.egress_mode, port.mtu)
     return plans
 

@@ -14,6 +14,7 @@ from vmqos.cli.lab import lab
 from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
+from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
 from vmqos.errors import VmqosError
 
 
@@ -36,6 +37,8 @@ cli.add_command(port)
 cli.add_command(apply)
 cli.add_command(check)
 cli.add_command(lab)
+for _command in WATCH_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,12 +84,16 @@ def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, 
         flow = _queued(ifb_root, _NONE, f_pps)
         # A queue counts a dropped GSO aggregate as one drop but sent ones as their segments; with
         # the ingress qdisc counting every segment offered, the difference is the exact drop count.
-        unaccounted = ingress_q.packets - flow.delivered_packets - ifb_root.qlen
-        # The tc ingress qdisc counts IP bytes, as nft's ingress hook does.
-        out["egress"] = replace(flow, offered_bytes=ingress_q.bytes + ETH_HLEN * ingress_q.packets,
-                                offered_packets=ingress_q.packets,
-                                dropped_packets=max(flow.dropped_packets, unaccounted),
-                                offered_bytes_estimated=False)
+        dropped = max(flow.dropped_packets, ingress_q.packets - flow.delivered_packets - ifb_root.qlen)
+        # The ingress qdisc's bytes are each aggregate's length with its headers once, the IFB's are
+        # frames of every segment: offered bytes are what the IFB sent and holds, plus the drops at
+        # the mean size of what it sent, so that offered and delivered are the same kind of bytes.
+        mean = flow.delivered_bytes // flow.delivered_packets if flow.delivered_packets else 0
+        if not mean and ingress_q.packets:
+            mean = ingress_q.bytes // ingress_q.packets + ETH_HLEN
+        out["egress"] = replace(flow, offered_bytes=flow.delivered_bytes + ifb_root.backlog_bytes + dropped * mean
+                                + f_pps.bytes, offered_packets=ingress_q.packets, dropped_packets=dropped,
+                                offered_bytes_estimated=dropped > 0)
     elif f"{frm}_offered" in counters:
         off, passed = _l2(counters[f"{frm}_offered"]), _l2(counters.get(f"{frm}_passed", _NONE))
         policed = counters.get(f"{frm}_dropped", _NONE)

@@ -17,13 +17,20 @@ from vmqos.monitor.flows import Flow
 WIDTH = 64
 
 
-def counter_delta(previous: int, current: int, width: int = WIDTH) -> int:
-    """How much a cumulative counter counted between two reads."""
+def counter_delta(previous: int, current: int, width: int = WIDTH, *, derived: bool = False) -> int:
+    """How much a cumulative counter counted between two reads.
+
+    `derived`: the value is computed from several counters (a drop count from what one queue saw
+    and another sent, with what is still queued), so it may step back by a little between two
+    reads without any counter restarting; a step back of less than 1/64 of it reads as no change.
+    """
     if current >= previous:
         return current - previous
     span = 1 << width
     if previous - current > span // 2:  # wrapped past 2**width
         return current + span - previous
+    if derived and previous - current <= max(64, previous >> 6):
+        return 0
     return current  # reset (recreated): counted since it restarted
 
 
@@ -73,7 +80,7 @@ def flow_rate(previous: Flow, current: Flow, seconds: float, *, limit_bps: int |
         raise ValueError("two samples of a rate must be apart in time")
 
     def per_second(field: str) -> float:
-        return counter_delta(getattr(previous, field), getattr(current, field)) / seconds
+        return counter_delta(getattr(previous, field), getattr(current, field), derived=True) / seconds
 
     return FlowRate(seconds=seconds, offered_bps=8 * per_second("offered_bytes"),
                     delivered_bps=8 * per_second("delivered_bytes"), offered_pps=per_second("offered_packets"),

@@ -19,7 +19,7 @@ from vmqos.drivers.process import run
 from vmqos.drivers.tc_netlink import TcStats
 from vmqos.errors import KernelError
 from vmqos.monitor.flows import DIRECTIONS, Flow, flows
-from vmqos.monitor.rates import FlowRate, flow_rate
+from vmqos.monitor.rates import FlowRate, counter_delta, flow_rate
 from vmqos.plan.names import chain_from, chain_to, ifb_name
 from vmqos.plan.planner import PortPlan
 
@@ -143,7 +143,6 @@ def rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
         syn_name = f"{chain_from(port)}_syn"
         syn = None
         if syn_name in now.counters:
-            from vmqos.monitor.rates import counter_delta
             old = before.counters.get(syn_name, CounterValue(0, 0))
             syn = counter_delta(old.packets, now.counters[syn_name].packets) / seconds
         out[port] = PortRates(port, now.instance, per_dir, now.link, syn)

@@ -29,6 +29,7 @@ from vmqos.model.cpu import CpuQos
 from vmqos.model.disk import DiskQos
 from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
 from vmqos.model.network import NetworkQos
+from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, created with the rest)
 from vmqos.store import schema as t
 
 ENV = "VMQOS_DB"
