@@ -105,7 +105,8 @@ def test_libvirt_parameter_mapping():
     assert cpu_params(CpuQos()) == {"vcpu_quota": -1}
     params = iotune_params(DiskQos(read_bytes_sec=100, read_bytes_sec_max=200, read_bytes_sec_max_length=5))
     assert params["read_bytes_sec"] == 100 and params["total_bytes_sec"] == 0
-    assert params["read_bytes_sec_max_length"] == 5 and params["write_iops_sec_max_length"] == 1
+    assert params["read_bytes_sec_max_length"] == 5 and "write_iops_sec_max_length" not in params
+    assert iotune_params(DiskQos(), {"write_iops_sec_max_length": 9})["write_iops_sec_max_length"] == 1
     assert disk_from_params(params) == DiskQos(read_bytes_sec=100, read_bytes_sec_max=200,
                                                read_bytes_sec_max_length=5)
     net = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(8_000_000, 16_000_000, 102400)))
