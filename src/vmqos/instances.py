@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmqos.cgroupvalues import CGROUP_DISK_KEYS, check_cgroup_disk, devno_text, unsupported_keys
-from vmqos.errors import InvalidValue, NotFound, UnsupportedError
+from vmqos.errors import InvalidValue, NotFound
 from vmqos.model.cpu import CpuQos
 from vmqos.model.disk import DISK_KEYS, DiskQos
 from vmqos.model.document import Note
@@ -465,9 +465,3 @@ def volume_detach(store: Any, scope: str, name: str, *, lab: str | None = None,
         raise
     return new, writes
 
-
-__all__ = [
-    "EffectiveInstance", "InstanceChange", "InstanceReport", "UnsupportedError", "changed_instance",
-    "effective_instance", "instance_apply", "instance_set", "instance_show", "parse_disk_option",
-    "volume_attach", "volume_create", "volume_detach", "volume_extend",
-]

@@ -111,7 +111,7 @@ def vm_set(store: Any, connect: str | None, domain: str, change: InstanceChange,
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     with Libvirt(connect) as lv:
         info = lv.info(domain)
-        flags = check_flags(info, live, config)
+        check_flags(info, live, config)
         state = with_domain(store.load(SCOPE), info)
         for dev in change.disks:
             if dev not in state.instances[domain].disks:
@@ -203,7 +203,7 @@ def vm_list(connect: str | None) -> list[dict[str, Any]]:
 
 def vm_show(store: Any, connect: str | None, domain: str) -> dict[str, Any]:
     """Desired values, what libvirt reports (live and in the definition), the cgroups and the taps."""
-    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, cgroup_of, disk_from_params
+    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, disk_from_params
     from vmqos.operations import show_port
 
     with Libvirt(connect) as lv:
