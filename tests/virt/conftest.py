@@ -76,16 +76,21 @@ def _alive(pidfile: str) -> int | None:
 
 
 @pytest.fixture(scope="session")
-def libvirtd():
-    """qemu:///system served by a libvirtd this session started (or one that already runs)."""
+def libvirtd(tmp_path_factory):
+    """qemu:///system served by a libvirtd this session started (or one that already runs).
+
+    Daemons started here log into the session's tmp directory, not /var/log/libvirt.
+    """
     require("libvirt", _missing_qemu())
+    logs = tmp_path_factory.mktemp("libvirt-logs")
     started: list[tuple[str, int]] = []
     machine_before = {h: os.path.isdir(f"/sys/fs/cgroup/{h}/machine")
                       for h in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{h}")}
     try:
         for daemon in ("virtlogd", "libvirtd"):
             if _alive(PIDFILES[daemon]) is None:
-                subprocess.run([daemon, "-d"], check=True, timeout=30)
+                env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{logs}/{daemon}.log")
+                subprocess.run([daemon, "-d"], check=True, timeout=30, env=env)
                 deadline = time.monotonic() + 20
                 while _alive(PIDFILES[daemon]) is None and time.monotonic() < deadline:
                     time.sleep(0.1)
@@ -227,3 +232,7 @@ def qemu_domain(libvirtd, tmp_path):
         finally:
             dom.undefine()
             conn.close()
+            try:
+                os.unlink(f"/var/log/libvirt/qemu/{name}.log")  # libvirt's per-domain log of this test's domain
+            except FileNotFoundError:
+                pass
