@@ -62,6 +62,67 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no
                  "counts what reached the limiter, delivered what passed it (a tap's own rx counter is offered).")
 
 
+def _cpu_disk_table(lab_name: str, store) -> None:  # type: ignore[no-untyped-def]
+    """A 20 % CPU quota on vm1 and a 1 MiB/s disk limit on vm2 (a loop device), measured."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from rich.table import Table
+
+    from vmqos.drivers.cgroup import block_device
+    from vmqos.instances import instance_apply, lab_group
+    from vmqos.lab import lab_spawn
+
+    report = instance_apply(store, lab_name, "vm1")  # vm1's flavor: cpu_shares 512 (seed 003)
+    stdout.print(f"vm1: flavor m1.resquota's CPU values in its cgroups ({report.writes} file(s) written)")
+    _run(["instance", "set", "vm1", "--lab", lab_name, "--cpu-quota", "20000", "--cpu-period", "100000"])
+    tmp = tempfile.mkdtemp(prefix="vmqos-demo-")
+    image = os.path.join(tmp, "vm2-disk.img")
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    loop = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True, check=True).stdout.strip()
+    procs = []
+    try:
+        _run(["instance", "set", "vm2", "--lab", lab_name, "--disk", f"{loop}:write_bytes_sec=1mb"])
+        devnull = open(os.devnull, "w")
+        procs.append(lab_spawn(lab_name, "vm1", [sys.executable, "-c", "while True: pass"]))
+        procs.append(lab_spawn(lab_name, "vm2", ["dd", "if=/dev/zero", f"of={loop}", "bs=64k", "count=1000",
+                                                 "oflag=direct"], stdout=devnull, stderr=devnull))
+        vm1, vm2, devno = lab_group(lab_name, "vm1"), lab_group(lab_name, "vm2"), block_device(loop)
+        stderr.print("  vm1 busy loop, vm2 direct writes to its loop device, 4 s ...")
+        time.sleep(1.0)
+        t0, cpu0 = time.monotonic(), vm1.usage().cpu_ns or 0
+        io0 = vm2.usage().io.get(devno, {}).get("write_bytes", 0)
+        time.sleep(3.0)
+        elapsed = time.monotonic() - t0
+        cpu = ((vm1.usage().cpu_ns or 0) - cpu0) / 1e9 / elapsed
+        rate = (vm2.usage().io.get(devno, {}).get("write_bytes", 0) - io0) / elapsed
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        subprocess.run(["losetup", "-d", loop], check=False)
+        os.unlink(image)
+        os.rmdir(tmp)
+    table = Table(title="CPU and disk limits on the lab instances (measured from their cgroups' counters, 3 s)",
+                  title_justify="left", show_edge=False)
+    for col in ("instance", "cgroup", "limit", "load", "measured"):
+        table.add_column(col)
+    held = vm1.read_cpu()
+    weight = f"shares {held.shares}" if held.shares is not None else f"weight {held.weight}"
+    table.add_row("vm1", vm1.path, f"cpu quota {held.quota_us}/{held.period_us} us "
+                  f"({(held.cpus or 0) * 100:g} % of a CPU), {weight}", "busy loop",
+                  f"{cpu * 100:.1f} % of a CPU")
+    table.add_row("vm2", vm2.path, f"write_bytes_sec 1 MiB/s on {os.path.basename(loop)}", "dd bs=64k oflag=direct",
+                  f"{rate / 1048576:.3f} MiB/s")
+    stdout.print(table)
+    stdout.print("Buffered writes are throttled too, but per 4 KiB page as the page cache writes them back: an "
+                 "IOPS limit then caps buffered throughput at IOPS x 4 KiB.")
+
+
 @click.command()
 def demo() -> None:
     """Run the demo: a lab of namespaces, the seed examples applied to it, and real traffic.
@@ -70,7 +131,9 @@ def demo() -> None:
     Brings up the lab `lab` (3 instances), applies the demo host file: the m1.resquota flavor
     (seed 003) on vm1, the bw-limiter and dscp-marking Neutron policies on vm2 and vm3; drives
     TCP both ways through every port and a UDP flood from vm2, and prints offered / delivered /
-    dropped per port. The lab is torn down at the end unless KEEP=1 is set.
+    dropped per port. Then CPU and disk: vm1 gets its flavor's shares and a 20 % quota, vm2 a
+    1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold. The lab
+    (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os
 
@@ -101,6 +164,10 @@ def demo() -> None:
             stdout.print()
             stdout.rule("[bold]traffic", align="left")
             _traffic_table(lab.name, lab.host_ns, store)
+            stdout.print()
+            stdout.rule("[bold]CPU and disk", align="left")
+            _cpu_disk_table(lab.name, store)
+            _run(["instance", "show", "vm1", "--lab", lab.name])
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "

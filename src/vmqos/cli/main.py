@@ -10,10 +10,13 @@ import click
 from vmqos import __version__
 from vmqos.cli.convert import convert
 from vmqos.cli.demo import demo
+from vmqos.cli.instance import instance
 from vmqos.cli.lab import lab
 from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
+from vmqos.cli.vm import vm
+from vmqos.cli.volume import volume, volume_type
 from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
 from vmqos.errors import VmqosError
 
@@ -37,6 +40,10 @@ cli.add_command(port)
 cli.add_command(apply)
 cli.add_command(check)
 cli.add_command(lab)
+cli.add_command(instance)
+cli.add_command(volume_type)
+cli.add_command(volume)
+cli.add_command(vm)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)
 

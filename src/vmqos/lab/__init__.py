@@ -4,7 +4,7 @@
 enters and removes it.
 """
 
-from vmqos.lab.netns_lab import lab_down, lab_exec, lab_status, lab_up
+from vmqos.lab.netns_lab import lab_down, lab_exec, lab_spawn, lab_status, lab_up
 from vmqos.lab.topology import (
     BRIDGE,
     DEFAULT_INSTANCES,
@@ -31,6 +31,7 @@ __all__ = [
     "LabStatus",
     "lab_down",
     "lab_exec",
+    "lab_spawn",
     "lab_status",
     "lab_up",
 ]

@@ -4,6 +4,11 @@ Every device is created from inside the lab (`ip -n LAB-host link add tap-vm1 ty
 name eth0 netns LAB-vm1`), so the root namespace never holds a lab device, not even for a moment.
 Each namespace is read with one `ip -j -batch` and changed with one `ip -batch`, and only what is
 missing is created, so `up` is idempotent, finishes a half-built lab and takes about a second.
+
+Each instance also gets its own cgroup, `vmqos/LAB-vmN`, in every hierarchy that holds CPU
+limits, CPU usage or disk limits (on cgroup v1: cpu, cpuacct and blkio, three hierarchies).
+`lab exec` places the command in it before it starts; `lab down` kills what runs there and
+removes it. Only these groups are ever created or removed.
 """
 
 from __future__ import annotations
@@ -124,6 +129,27 @@ def _guest_commands(guest: LabInstance, state: _Netns) -> list[str]:
     return lines
 
 
+def instance_groups(lab: Lab, indexes: Sequence[int]) -> list:  # type: ignore[type-arg]
+    from vmqos.drivers.cgroup import PARENT, Group, host_layout
+
+    layout = host_layout()
+    return [Group(layout, f"{PARENT}/{lab.instance(i).netns}") for i in indexes]
+
+
+def _existing_groups(lab: Lab) -> list:  # type: ignore[type-arg]
+    """This lab's instance groups that exist in any hierarchy (vm1.. beyond the current count too)."""
+    from vmqos.drivers.cgroup import PARENT, host_layout
+
+    indexes: set[int] = set()
+    for h in host_layout().mounts():
+        try:
+            names = os.listdir(os.path.join(h.mount, PARENT))
+        except OSError:
+            continue
+        indexes.update(i for i in (lab.index_of(n) for n in names) if i is not None)
+    return instance_groups(lab, sorted(indexes))
+
+
 def lab_up(name: str, instances: int) -> LabStatus:
     """Create what the lab `name` with vm1..vm<instances> lacks; existing parts are kept as they are.
 
@@ -137,6 +163,8 @@ def lab_up(name: str, instances: int) -> LabStatus:
     for guest in guests:
         _batch(guest.netns, _guest_commands(guest, _read(guest.netns)))
     run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=lab.host_ns)
+    for group in instance_groups(lab, [lab.index_of(g.netns) for g in guests if g.name != "wan"]):
+        group.create()
     status = lab_status(name)
     assert status is not None
     return status
@@ -206,18 +234,50 @@ def lab_down(name: str) -> list[str]:
                 except ProcessLookupError:
                     pass
     _batch(None, [f"netns del {ns}" for ns in present])
+    groups = _existing_groups(lab)
+    for group in groups:
+        group.remove(kill=True)
+    if groups:
+        from vmqos.drivers.cgroup import remove_parent_if_empty
+
+        remove_parent_if_empty(groups[0].layout)
     return present
+
+
+def _entry(name: str, inst: str):  # type: ignore[no-untyped-def]
+    """The namespace of `inst` and the function that moves a child into its cgroups (None: host, wan)."""
+    lab = Lab(name)
+    netns = lab.ns(inst)
+    if not netns_exists(netns):
+        raise NotFound(f"lab {name!r} has no {inst} (no namespace {netns}): `vmqos lab list --name {name}` shows it")
+    index = lab.index_of(netns)
+    group = instance_groups(lab, [index])[0] if index is not None else None
+    if group is not None and not group.exists():
+        raise NotFound(f"lab {name!r}: {inst} has no cgroup {group.path}: `vmqos lab up --name {name}` creates it")
+
+    def enter() -> None:  # in the child, before exec: the command starts inside the instance's cgroups
+        if group is not None:
+            group.add(os.getpid())
+
+    return netns, enter
 
 
 def lab_exec(name: str, inst: str, argv: Sequence[str]) -> int:
     """Run `argv` in the namespace of `inst` (vmN, wan or host) on the caller's terminal; its exit code.
 
+    An instance's command runs in its cgroups too, so its CPU and disk limits apply to it.
     A command killed by signal S returns 128+S, as a shell would.
     """
     if not argv:
         raise InvalidValue("command", "", "name the command to run after `--`, e.g. -- ping -c 1 10.247.0.130")
-    netns = Lab(name).ns(inst)
-    if not netns_exists(netns):
-        raise NotFound(f"lab {name!r} has no {inst} (no namespace {netns}): `vmqos lab list --name {name}` shows it")
-    code = subprocess.run(in_netns(list(argv), netns)).returncode
+    netns, enter = _entry(name, inst)
+    code = subprocess.run(in_netns(list(argv), netns), preexec_fn=enter).returncode
     return 128 - code if code < 0 else code
+
+
+def lab_spawn(name: str, inst: str, argv: Sequence[str], **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Start `argv` inside `inst` (namespace and cgroups) in the background, as `lab exec` runs it."""
+    if not argv:
+        raise InvalidValue("command", "", "name the command to run")
+    netns, enter = _entry(name, inst)
+    return subprocess.Popen(in_netns(list(argv), netns), preexec_fn=enter, **popen)  # type: ignore[call-overload]

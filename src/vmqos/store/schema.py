@@ -129,6 +129,36 @@ class RevisionRow(Base):
     summary: Mapped[str] = mapped_column(Text)
 
 
+class VolumeTypeRow(Base):
+    """A Cinder-style volume type with its QoS spec; its own object, outside the host's desired state."""
+
+    __tablename__ = "volume_types"
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    consumer: Mapped[str] = mapped_column(String)
+    specs: Mapped[str] = mapped_column(Text)  # JSON object of the specs as given (strings)
+    qos_name: Mapped[str | None] = mapped_column(String)
+
+
+class VolumeRow(Base):
+    """A volume: its type, its size and where it is attached (instance and device; NULL: detached).
+
+    The instance is a name, not a foreign key: `vmqos apply` replaces the host's desired state
+    as a whole, and a host file knows nothing of volumes, which must survive it.
+    """
+
+    __tablename__ = "volumes"
+    __table_args__ = (ForeignKeyConstraint(["scope", "type"], ["volume_types.scope", "volume_types.name"]),)
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    type: Mapped[str | None] = mapped_column(String)
+    size_gb: Mapped[int] = mapped_column(Integer)
+    instance: Mapped[str | None] = mapped_column(String)
+    device: Mapped[str | None] = mapped_column(String)
+
+
 metadata = Base.metadata
 policies = PolicyRow.__table__
 flavors = FlavorRow.__table__
@@ -137,6 +167,8 @@ instances = InstanceRow.__table__
 ports = PortRow.__table__
 applied = AppliedRow.__table__
 revisions = RevisionRow.__table__
+volume_types = VolumeTypeRow.__table__
+volumes = VolumeRow.__table__
 
 # Parents first: the order to insert in, reversed the order to delete in.
 STATE_TABLES = (policies, flavors, networks, instances, ports)

@@ -23,12 +23,13 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, eve
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from vmqos.errors import ConflictError, InvalidValue, VmqosError
+from vmqos.errors import ConflictError, InvalidValue, NotFound as NotFoundError, VmqosError
 from vmqos.formats.hostfile import from_data, to_data
 from vmqos.model.cpu import CpuQos
 from vmqos.model.disk import DiskQos
 from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
 from vmqos.model.network import NetworkQos
+from vmqos.model.volume import Volume, VolumeType
 from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, created with the rest)
 from vmqos.store import schema as t
 
@@ -111,6 +112,85 @@ class Store:
         with self._tx(f"reading the history of scope {scope!r}") as conn:
             rows = conn.execute(query.order_by(r.id.desc()).limit(limit)).all()
         return [Revision(*row) for row in rows]
+
+    # volume types and volumes: objects of their own, each change one transaction ------------------
+
+    def volume_types(self, scope: str) -> dict[str, VolumeType]:
+        _check_scope(scope)
+        v = t.volume_types.c
+        query = select(v.name, v.consumer, v.specs, v.qos_name).where(v.scope == scope).order_by(v.name)
+        with self._tx(f"reading the volume types of scope {scope!r}") as conn:
+            rows = conn.execute(query).tuples().all()
+        return {name: VolumeType(name, consumer, json.loads(specs), qos_name) for name, consumer, specs, qos_name in rows}
+
+    def save_volume_type(self, scope: str, vtype: VolumeType, *, actor: str = "cli") -> int:
+        """Create or replace a volume type (the volumes of that type keep it)."""
+        _check_scope(scope)
+        v = t.volume_types.c
+        row = {"scope": scope, "name": vtype.name, "consumer": vtype.consumer,
+               "specs": json.dumps(vtype.specs, sort_keys=True), "qos_name": vtype.qos_name}
+        with self._tx(f"saving volume type {vtype.name!r}", write=scope) as conn:
+            found = conn.execute(select(v.name).where(v.scope == scope, v.name == vtype.name)).first()
+            if found:
+                conn.execute(t.volume_types.update().where(v.scope == scope, v.name == vtype.name).values(**row))
+            else:
+                conn.execute(insert(t.volume_types), [row])
+            return self._revision(conn, scope, actor, f"volume type {vtype.name}")
+
+    def delete_volume_type(self, scope: str, name: str, *, actor: str = "cli") -> int:
+        _check_scope(scope)
+        v, o = t.volume_types.c, t.volumes.c
+        with self._tx(f"deleting volume type {name!r}", write=scope) as conn:
+            users = conn.execute(select(o.name).where(o.scope == scope, o.type == name)).scalars().all()
+            if users:
+                raise ConflictError(f"volume type {name!r} is used by the volumes {', '.join(sorted(users))}; "
+                                    "delete them or give them another type first")
+            if not conn.execute(delete(t.volume_types).where(v.scope == scope, v.name == name)).rowcount:
+                raise NotFoundError(f"no volume type {name!r} (`vmqos volume-type list` shows them)")
+            return self._revision(conn, scope, actor, f"deleted volume type {name}")
+
+    def volumes(self, scope: str) -> dict[str, Volume]:
+        _check_scope(scope)
+        o = t.volumes.c
+        query = select(o.name, o.type, o.size_gb, o.instance, o.device).where(o.scope == scope).order_by(o.name)
+        with self._tx(f"reading the volumes of scope {scope!r}") as conn:
+            rows = conn.execute(query).tuples().all()
+        return {row[0]: Volume(*row) for row in rows}
+
+    def save_volume(self, scope: str, volume: Volume, *, actor: str = "cli", summary: str = "") -> int:
+        """Create or replace a volume; its type must exist in the scope."""
+        _check_scope(scope)
+        o, v = t.volumes.c, t.volume_types.c
+        row = {"scope": scope, "name": volume.name, "type": volume.type, "size_gb": volume.size_gb,
+               "instance": volume.instance, "device": volume.device}
+        with self._tx(f"saving volume {volume.name!r}", write=scope) as conn:
+            if volume.type is not None and not conn.execute(
+                    select(v.name).where(v.scope == scope, v.name == volume.type)).first():
+                raise NotFoundError(f"no volume type {volume.type!r} (`vmqos volume-type create` makes one)")
+            if volume.instance is not None:
+                taken = conn.execute(select(o.name).where(
+                    o.scope == scope, o.instance == volume.instance, o.device == volume.device,
+                    o.name != volume.name)).scalars().first()
+                if taken:
+                    raise ConflictError(f"device {volume.device} of instance {volume.instance} already holds volume "
+                                        f"{taken!r}; detach it first")
+            conn.execute(delete(t.volumes).where(o.scope == scope, o.name == volume.name))
+            conn.execute(insert(t.volumes), [row])
+            return self._revision(conn, scope, actor, summary or f"volume {volume.name}")
+
+    def delete_volume(self, scope: str, name: str, *, actor: str = "cli") -> int:
+        _check_scope(scope)
+        o = t.volumes.c
+        with self._tx(f"deleting volume {name!r}", write=scope) as conn:
+            if not conn.execute(delete(t.volumes).where(o.scope == scope, o.name == name)).rowcount:
+                raise NotFoundError(f"no volume {name!r} (`vmqos volume list` shows them)")
+            return self._revision(conn, scope, actor, f"deleted volume {name}")
+
+    @staticmethod
+    def _revision(conn: Connection, scope: str, actor: str, summary: str) -> int:
+        result = conn.execute(insert(t.revisions).values(scope=scope, at=datetime.now(UTC), actor=actor,
+                                                         summary=summary))
+        return int(result.inserted_primary_key[0])
 
     # what the reconciler applied ------------------------------------------------------------------
 
