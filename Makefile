@@ -9,13 +9,14 @@ VPY      := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 APT_STAMP := /var/lib/vmqos-apt.stamp
 # Debian packages the project uses: iproute2 (tc, ip), nftables (nft) and iperf3 for the
-# kernel and traffic tiers, tcpdump to see DSCP marks on the wire, ping for latency under load,
+# kernel and traffic tiers, hping3 for the SYN flood of the flood-response test, tcpdump to see
+# DSCP marks on the wire, ping for latency under load,
 # procps for the demo's checks; util-linux (losetup) for the disk tier's loop devices.
 # libvirt and QEMU for real VMs (`vmqos vm`, the libvirt tier): libvirt-dev and pkg-config let pip
 # build libvirt-python against Debian's libvirt (Debian's python3-libvirt only works with
 # /usr/bin/python3); linux-image-amd64, busybox-static and cpio give the tests a tiny guest that
 # boots under TCG in seconds (KVM here is nested and too slow, kernel-lab-facts.md §6).
-APT_PACKAGES := iproute2 nftables iperf3 tcpdump iputils-ping procps util-linux \
+APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util-linux \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc \
 	linux-image-amd64 busybox-static cpio
 

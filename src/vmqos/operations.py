@@ -133,13 +133,15 @@ class ApplyReport:
                 "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
 
 
-def overlays(store: Store, scope: str) -> dict[str, QosSource]:
-    """Sources every plan of the scope must also obey: the quarantines in force."""
-    return {dev: QosSource(f"quarantine ({q.reason})", q.qos) for dev, q in quarantines(store, scope).items()}
-
-
 def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
-    return plan_host(state, ports, overlays(store, scope))
+    """The plans the kernel must hold: the desired state, and the quarantines in force.
+
+    A quarantined port is policed (dropped at its ingress hook, before any queue) whatever its own
+    egress mode: a flood costs the least CPU there, and in a namespace lab a queue would push back
+    on the flooding socket and hide the flood from the detectors (kernel-lab-facts §1)."""
+    found = quarantines(store, scope)
+    sources = {dev: QosSource(f"quarantine ({q.reason})", q.qos) for dev, q in found.items()}
+    return plan_host(state, ports, sources, {dev: EgressMode.POLICE for dev in found})
 
 
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,

@@ -41,9 +41,11 @@ def _plan(device: str, sources: tuple[QosSource, ...], mode: EgressMode, mtu: in
 
 
 def plan_host(state: HostState, ports: Iterable[str] | None = None,
-              overlays: Mapping[str, QosSource] | None = None) -> dict[str, PortPlan]:
+              overlays: Mapping[str, QosSource] | None = None,
+              egress_modes: Mapping[str, EgressMode] | None = None) -> dict[str, PortPlan]:
     """Plans of the state's ports; `overlays` (port -> source) adds a source a port must also obey,
-    such as a quarantine, on top of its own (the most restrictive value wins, as for any source)."""
+    such as a quarantine, on top of its own (the most restrictive value wins, as for any source);
+    `egress_modes` overrides a port's egress mode while it lasts."""
     wanted = set(ports) if ports is not None else None
     plans: dict[str, PortPlan] = {}
     for inst, port in state.ports():
@@ -51,7 +53,8 @@ def plan_host(state: HostState, ports: Iterable[str] | None = None,
             sources = tuple(port_sources(state, inst, port))
             if overlays and port.device in overlays:
                 sources = (overlays[port.device], *sources)
-            plans[port.device] = _plan(port.device, sources, port.egress_mode, port.mtu)
+            mode = (egress_modes or {}).get(port.device, port.egress_mode)
+            plans[port.device] = _plan(port.device, sources, mode, port.mtu)
     return plans
 
 

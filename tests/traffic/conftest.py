@@ -19,7 +19,7 @@ from vmqos.lab import Lab, lab_down, lab_up
 from vmqos.operations import ApplyReport, PortChange, clear_port, set_port
 from vmqos.store import Store
 
-TOOLS = ("ip", "tc", "nft", "iperf3", "tcpdump", "ping", "ss")
+TOOLS = ("ip", "tc", "nft", "iperf3", "hping3", "tcpdump", "ping", "ss")
 
 
 def _missing() -> str | None:

@@ -73,7 +73,7 @@ detectors:
   for_seconds: 2             # a flood condition must hold this long
 response:
   enabled: true
-  on: [packet_rate, small_packets, syn_flood]
+  triggers: [packet_rate, small_packets, syn_flood]   # detectors that quarantine
   quarantine: {egress: {rate: 1mbit, pps: 1000}}   # the host file's QoS shape
   cooldown: 30               # seconds without flood before the quarantine is lifted
 usage:
@@ -109,12 +109,12 @@ def load_config(text: str | None) -> MonitorConfig:
                            f"known detector settings: {', '.join(sorted(known))}")
     thresholds = Thresholds(**det)
     resp = data.get("response") or {}
-    if not isinstance(resp, dict) or set(resp) - {"enabled", "on", "quarantine", "cooldown"}:
-        raise InvalidValue("response", resp, "keys: enabled, on, quarantine, cooldown")
-    triggers = tuple(resp.get("on", MonitorConfig.triggers))
+    if not isinstance(resp, dict) or set(resp) - {"enabled", "triggers", "quarantine", "cooldown"}:
+        raise InvalidValue("response", resp, "keys: enabled, triggers, quarantine, cooldown")
+    triggers = tuple(resp.get("triggers", MonitorConfig.triggers))
     bad = [t for t in triggers if t not in DETECTORS]
     if bad:
-        raise InvalidValue("response.on", ", ".join(map(str, bad)), f"detectors are {', '.join(DETECTORS)}")
+        raise InvalidValue("response.triggers", ", ".join(map(str, bad)), f"detectors are {', '.join(DETECTORS)}")
     quarantine = DEFAULT_QUARANTINE
     if "quarantine" in resp:
         try:
