@@ -24,7 +24,7 @@ from vmqos.effective import QosSource, combine, port_sources
 from vmqos.errors import KernelError, VmqosError
 from vmqos.model.host import EgressMode, HostState
 from vmqos.plan.diff import Operation, diff
-from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.names import chain_owners, counter_port, ifb_name
 from vmqos.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, is_foreign, is_nft
 from vmqos.plan.planner import PortPlan, fingerprint, plan_port
 
@@ -66,21 +66,13 @@ def _halves(fp: str | None) -> tuple[str | None, str | None]:
 
 
 def nft_by_port(ports: Iterable[str], state: NftState) -> dict[str, list[KernelObject]]:
-    """vmqos's chains and counters grouped by the port they belong to, in one pass over each.
-
-    A counter belongs to the chain whose name is followed by `_` in its own (`to_tap1_offered`);
-    port identifiers may hold `_` themselves, so each `_` is tried as the split, longest chain first.
-    """
-    owner = {chain: port for port in ports for chain in (chain_to(port), chain_from(port))}
+    """vmqos's chains and counters grouped by the port they belong to, in one pass over each."""
+    owner = chain_owners(ports)
     out: dict[str, list[KernelObject]] = {port: [] for port in ports}
     for name in state.counters:
-        cut = name.rfind("_")
-        while cut > 0:
-            port = owner.get(name[:cut])
-            if port is not None:
-                out[port].append(NftCounter(name))
-                break
-            cut = name.rfind("_", 0, cut)
+        port = counter_port(name, owner)
+        if port is not None:
+            out[port].append(NftCounter(name))
     for name, chain in state.chains.items():
         port = owner.get(name)
         if port is not None:

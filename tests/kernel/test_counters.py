@@ -59,3 +59,26 @@ def test_reader_refuses_a_missing_namespace():
 
     with pytest.raises(NotFound):
         CounterReader("vq-no-such-namespace")
+
+
+def test_nft_counters_over_netlink_match_nft_json(netns):
+    from vmqos.drivers.nft import Nft
+
+    _ip(netns, "link", "add", "vqa0", "type", "veth", "peer", "name", "vqb0")
+    _ip(netns, "addr", "add", "10.99.0.1/24", "dev", "vqa0")
+    for dev in ("lo", "vqa0", "vqb0"):
+        _ip(netns, "link", "set", dev, "up")
+    _ip(netns, "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:02", "dev", "vqa0")
+    with CounterReader(netns) as reader:
+        assert reader.nft_counters() == {}  # no table yet
+        sh(netns, "nft add table netdev vmqos && nft add counter netdev vmqos to_vqa0_offered && "
+                  "nft add counter netdev vmqos other_passed && nft add table netdev foreign && "
+                  "nft add counter netdev foreign to_vqa0_offered && "
+                  "nft 'add chain netdev vmqos to_vqa0 { type filter hook egress device \"vqa0\" priority 0; }' && "
+                  "nft add rule netdev vmqos to_vqa0 counter name to_vqa0_offered")
+        sh(netns, "ping -c 5 -i 0.2 -W 0.1 10.99.0.2 >/dev/null 2>&1; true")
+        mine = reader.nft_counters()
+    theirs = Nft(netns).counters()
+    assert set(mine) == set(theirs) == {"to_vqa0_offered", "other_passed"}  # only vmqos's table
+    assert mine["to_vqa0_offered"] == (theirs["to_vqa0_offered"].packets, theirs["to_vqa0_offered"].bytes)
+    assert mine["to_vqa0_offered"][0] >= 5 and mine["other_passed"] == (0, 0)

@@ -1,7 +1,7 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
-A pass is one netlink dump of the root and ingress qdiscs, one of the links' counters, and one
-listing of vmqos's nft counters; nothing is read per port. `rates` turns two passes into
+A pass is three netlink dumps: the root and ingress qdiscs, the links' counters, and vmqos's named
+nft counters; nothing is read per port. `rates` turns two passes into
 per-port, per-direction rates.
 """
 
@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Mapping
 
 from vmqos.drivers.counters import CounterReader, LinkCounters
-from vmqos.drivers.nft import CounterValue, Nft
+from vmqos.drivers.nft import CounterValue
 from vmqos.drivers.process import run
 from vmqos.drivers.tc_netlink import TcStats
 from vmqos.errors import KernelError
 from vmqos.monitor.flows import DIRECTIONS, Flow, flows
 from vmqos.monitor.rates import FlowRate, counter_delta, flow_rate
-from vmqos.plan.names import chain_from, chain_to, ifb_name
+from vmqos.plan.names import chain_from, chain_owners, counter_port, ifb_name
 from vmqos.plan.planner import PortPlan
 
 
@@ -80,7 +80,6 @@ class Sampler:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._reader = CounterReader(netns)
-        self._nft = Nft(netns)
         self._names: dict[int, str] = {}
 
     def close(self) -> None:
@@ -104,7 +103,7 @@ class Sampler:
         at, mono = datetime.now(UTC), time.monotonic()
         qdiscs = self._reader.qdiscs(top_only=True)
         links = self._reader.links()
-        counters = self._nft.counters()
+        counters = {name: CounterValue(p, b) for name, (p, b) in self._reader.nft_counters().items()}
         wanted = {d for port in plans for d in (port, ifb_name(port))}
         if any(q.ifindex not in self._names for q in qdiscs) or any(i not in self._names for i in links) \
                 or not wanted <= set(self._names.values()):
@@ -115,11 +114,16 @@ class Sampler:
             if name in wanted:
                 tc.setdefault(name, {})[("qdisc", name, q.where)] = q.stats
         index = {name: idx for idx, name in self._names.items()}
+        owners = chain_owners(plans)
+        by_port: dict[str, dict[str, CounterValue]] = {}
+        for name, value in counters.items():
+            owner = counter_port(name, owners)
+            if owner is not None:
+                by_port.setdefault(owner, {})[name] = value
         ports: dict[str, PortSample] = {}
         for port, plan in plans.items():
             stats = {**tc.get(port, {}), **tc.get(ifb_name(port), {})}
-            prefixes = (chain_to(port) + "_", chain_from(port) + "_")
-            own = {name: value for name, value in counters.items() if name.startswith(prefixes)}
+            own = by_port.get(port, {})
             link = links.get(index[port]) if port in index else None
             ports[port] = PortSample(port, flows(port, stats, own), link, own, PortLimits.of(plan),
                                      (instances or {}).get(port))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Iterable, Mapping
 
 _NFT_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -32,3 +33,21 @@ def chain_to(port: str) -> str:
 def chain_from(port: str) -> str:
     """The chain on the port's ingress hook: traffic sent by the instance."""
     return "from_" + nft_ident(port)
+
+
+def chain_owners(ports: Iterable[str]) -> dict[str, str]:
+    """Chain name -> the port it belongs to, for `counter_port`."""
+    return {chain: port for port in ports for chain in (chain_to(port), chain_from(port))}
+
+
+def counter_port(name: str, owners: Mapping[str, str]) -> str | None:
+    """The port a named counter belongs to: the counter is its chain's name, `_`, and what it counts
+    (`to_tap1_offered`). Port identifiers may hold `_` themselves, so each `_` is tried as the
+    split, longest chain first; one dictionary lookup per `_`, whatever the number of ports."""
+    cut = name.rfind("_")
+    while cut > 0:
+        port = owners.get(name[:cut])
+        if port is not None:
+            return port
+        cut = name.rfind("_", 0, cut)
+    return None
