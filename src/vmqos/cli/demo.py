@@ -123,6 +123,70 @@ def _cpu_disk_table(lab_name: str, store) -> None:  # type: ignore[no-untyped-de
                  "IOPS limit then caps buffered throughput at IOPS x 4 KiB.")
 
 
+DEMO_MONITOR = """\
+interval: 0.5
+detectors: {packet_rate_pps: 20000, syn_min_pps: 1000, for_seconds: 1}
+response: {cooldown: 3, quarantine: {egress: {rate: 1mbit, pps: 1000}}}
+"""
+
+
+def _watch_section(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
+    """`vmqos top` under traffic, then a SYN flood from vm3 answered by the monitor, then per-IP usage."""
+    import subprocess
+    import time
+
+    from vmqos.drivers.process import in_netns
+    from vmqos.lab import Lab
+    from vmqos.monitor.daemon import Monitor, load_config
+    from vmqos.store.monitor import events
+
+    lab = Lab(lab_name)
+    vm1, vm3 = lab.instance(1), lab.instance(3)
+    server = subprocess.Popen(in_netns(["iperf3", "-s", "-1", "-p", "5210"], vm1.netns), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        time.sleep(0.3)
+        client = subprocess.Popen(in_netns(["iperf3", "-c", vm1.address, "-p", "5210", "-t", "3"], lab.wan_ns),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.8)
+        _run(["top", "--netns", netns, "--once", "--interval", "1"])
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    stdout.print()
+    stdout.rule(f"[bold]a SYN flood from vm3 (hping3 --flood -S, 6 s) and `vmqos monitor --netns {netns}`",
+                align="left")
+    scope = netns
+    last = events(store, scope, limit=1)
+    seen = last[-1].id if last else 0
+    flood = subprocess.Popen(in_netns(["timeout", "6", "hping3", "--flood", "-S", "-q", "-p", "80",
+                                       lab.wan_address], vm3.netns), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    start = time.monotonic()
+    try:
+        with Monitor(store, netns, load_config(DEMO_MONITOR)) as mon:
+            while time.monotonic() - start < 16:
+                step = mon.step()
+                for ev in events(store, scope, after_id=seen):
+                    seen = ev.id
+                    where = ev.port + (f" {ev.direction}" if ev.direction else "")
+                    stdout.print(f"  +{time.monotonic() - start:4.1f} s  {ev.kind:<11} {where}: {ev.message}")
+                held = step.rates.get(vm3.port)
+                if held and "egress" in held.rates and any(a.kind == "quarantine" for a in step.actions):
+                    stdout.print(f"           (vm3 offered {held.rates['egress'].offered_pps:,.0f} packets/s)")
+                if any(a.kind == "lift" for a in step.actions):
+                    break
+                time.sleep(0.5)
+    finally:
+        flood.kill()
+        flood.wait()
+    _run(["events", "--netns", netns, "--since", "10m", "--limit", "12"])
+    _run(["usage", "--netns", netns, "--by", "day", "--min-bytes", "1kb"])
+
+
 @click.command()
 def demo() -> None:
     """Run the demo: a lab of namespaces, the seed examples applied to it, and real traffic.
@@ -132,8 +196,10 @@ def demo() -> None:
     (seed 003) on vm1, the bw-limiter and dscp-marking Neutron policies on vm2 and vm3; drives
     TCP both ways through every port and a UDP flood from vm2, and prints offered / delivered /
     dropped per port. Then CPU and disk: vm1 gets its flavor's shares and a 20 % quota, vm2 a
-    1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold. The lab
-    (and the loop device) are removed at the end unless KEEP=1 is set.
+    1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold. Then
+    `vmqos top` under traffic, a SYN flood from vm3 that the monitor detects, quarantines and
+    lifts, the events and the per-IP usage. The lab (and the loop device) are removed at the end
+    unless KEEP=1 is set.
     """
     import os
 
@@ -168,6 +234,9 @@ def demo() -> None:
             stdout.rule("[bold]CPU and disk", align="left")
             _cpu_disk_table(lab.name, store)
             _run(["instance", "show", "vm1", "--lab", lab.name])
+            stdout.print()
+            stdout.rule("[bold]watching: top, a flood and its answer, usage per IP", align="left")
+            _watch_section(lab.name, lab.host_ns, store)
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "

@@ -212,7 +212,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
 
 
 def _event_line(ev: Any) -> str:
-    where = f"{ev.port}" + (f" ({ev.instance})" if ev.instance else "") + (f" {ev.direction}" if ev.direction else "")
+    where = ev.port + (f" ({ev.instance})" if ev.instance else "") + (f" {ev.direction}" if ev.direction else "")
     return f"{ev.at:%Y-%m-%d %H:%M:%S} {ev.kind:<11} {where}: {ev.message}"
 
 
@@ -335,11 +335,14 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
 @click.option("--port", metavar="DEV", help="Only this port.")
 @click.option("--since", metavar="WHEN", help="Periods since WHEN: 30m, 2h, 7d or an ISO time (default: all).")
 @click.option("--by", "granularity", type=click.Choice(["hour", "day"]), default="hour", show_default=True)
+@click.option("--min-bytes", metavar="SIZE", default="0", show_default=True,
+              help="Leave out pairs that moved less (tc sizes: 1kb = 1,024 bytes): neighbour discovery and "
+                   "IGMP show up as tiny multicast pairs.")
 @click.option("--collect/--no-collect", default=True, show_default=True,
               help="Fold what the kernel counted since the last fold into the store first.")
 @click.option("--json", "as_json", is_flag=True, help="The totals as JSON.")
-def usage(netns: str | None, db: str | None, port: str | None, since: str | None, granularity: str, collect: bool,
-          as_json: bool) -> None:
+def usage(netns: str | None, db: str | None, port: str | None, since: str | None, granularity: str, min_bytes: str,
+          collect: bool, as_json: bool) -> None:
     """Bytes and packets per instance address and remote address, per hour or per day.
 
     Counted by IP on the port itself (no SPAN port, immune to a poisoned ARP cache): towards
@@ -354,14 +357,16 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
     from vmqos.monitor.daemon import Monitor
     from vmqos.operations import open_store, scope_of
     from vmqos.store.monitor import usage as read
-    from vmqos.units import human_size
+    from vmqos.units import human_size, parse_size
 
+    smallest = parse_size(min_bytes)
     scope = scope_of(netns)
     with open_store(db) as store:
         if collect:
             with Monitor(store, netns) as mon:
                 mon.fold_usage()
-        totals = read(store, scope, granularity=granularity, since=parse_since(since), port=port)
+        totals = [t for t in read(store, scope, granularity=granularity, since=parse_since(since), port=port)
+                  if t.bytes >= smallest]
     if as_json:
         print_json([t.as_json() for t in totals])
         return
