@@ -2,9 +2,10 @@
 
 Ports are worked on together so that a change of thousands of ports costs one `ip -batch`, one
 `tc -batch` and one nft transaction, in the order that never leaves a port unlimited: devices
-first, then queues and classes (created or replaced in place), then the nft transaction, then
-deletions, children before parents. A port whose operation fails is restored to what was read
-back before the change; the others keep their new state. Nothing to change -> nothing written.
+first, then queues and classes (created or replaced in place), then the nft transaction (in
+bulk, its pure additions run beside ip and tc), then deletions, children before parents. A port
+whose operation fails is restored to what was read back before the change; the others keep
+their new state. Nothing to change -> nothing written.
 
 Each applied port's plan is fingerprinted in the store (tc part and nft part): with
 `verify=False` a port whose plan did not change is trusted and not even read back, which is what
@@ -13,6 +14,7 @@ makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) read
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
@@ -32,6 +34,7 @@ __all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port",
 from vmqos.plan.render import tc_commands
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
+CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc
 
 
 @lru_cache(maxsize=1 << 16)
@@ -227,10 +230,23 @@ class Reconciler:
 
         link_up = phase(lambda op: isinstance(op.obj, IfbLink) and op.action != "delete")
         tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
-        self._run_tc("ip", link_up, failed)
-        self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
-        self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
-        self._run_nft(phase(lambda op: is_nft(op.obj)), failed)
+        nft_up = {p: o for p, o in phase(lambda op: is_nft(op.obj)).items() if o}
+        # Bulk work: nft objects that are only created (a port's first rules, its counters) take
+        # nothing away and hook on the port, not on its IFB, so they go in while ip and tc work on
+        # the devices and queues; tc and nftables are separate kernel subsystems. A change that
+        # replaces or removes rules (a limiter moving from nft to tc) waits for tc, as below.
+        early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
+            if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            early_done = pool.submit(self._run_nft, early, failed) if early else None
+            try:
+                self._run_tc("ip", link_up, failed)
+                self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
+                self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
+            finally:
+                if early_done is not None:
+                    early_done.result()
+        self._run_nft({p: o for p, o in nft_up.items() if p not in early and p not in failed}, failed)
         self._run_tc("tc", phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink)
                                  and op.action == "delete"), failed)
         link_down = phase(lambda op: isinstance(op.obj, IfbLink) and op.action == "delete")

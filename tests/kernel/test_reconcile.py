@@ -15,7 +15,7 @@ from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, Packet
 from vmqos.operations import check_host, show_port
 from vmqos.plan.diff import diff
 from vmqos.plan.names import ifb_name
-from vmqos.plan.objects import HtbClass, Qdisc
+from vmqos.plan.objects import HtbClass, NftSet, Qdisc
 from vmqos.reconcile import Reconciler, plan_host
 from vmqos.store import Store
 
@@ -113,6 +113,35 @@ def test_failed_port_is_rolled_back_and_the_other_port_is_changed(ports):
         assert "vqa1" not in record
         assert in_sync(rec, state(10_000_000, devices=("vqa1",)))  # back to its previous state
         assert in_sync(rec, state(60_000_000, devices=("vqa0",)))
+
+
+def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(ports, monkeypatch):
+    """In bulk, a port's new nft objects go in while tc works; if its tc part fails, they go again."""
+    import threading
+
+    monkeypatch.setattr("vmqos.reconcile.CONCURRENT_MIN_PORTS", 1)
+    with Reconciler(ports) as rec:
+        threads: list[str] = []
+        run_nft = rec._run_nft
+        monkeypatch.setattr(rec, "_run_nft", lambda ops, failed: (threads.append(threading.current_thread().name),
+                                                                 run_nft(ops, failed))[1])
+        plans = plan_host(state(20_000_000))
+        bad = Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000)
+        plans["vqa1"] = replace(plans["vqa1"], objects=plans["vqa1"].objects + (bad,))
+        results, record = rec.reconcile(plans)
+        by_port = {r.port: r for r in results}
+        assert threads and threads[0] != threading.main_thread().name  # the early nft ran beside tc
+        assert by_port["vqa0"].error is None and "vqa0" in record
+        assert by_port["vqa1"].error and by_port["vqa1"].rolled_back and "vqa1" not in record
+        assert in_sync(rec, state(20_000_000, devices=("vqa0",)))
+        left = [o for o in rec.observe(["vqa1"]).objects["vqa1"] if not isinstance(o, NftSet)]  # sets are shared
+        assert left == []  # nothing of the failed port is left
+        assert writes_none(rec, state(20_000_000, devices=("vqa0",)))
+
+
+def writes_none(rec: Reconciler, st: HostState) -> bool:
+    results, _ = rec.reconcile(plan_host(st))
+    return all(not r.ops and r.error is None for r in results)
 
 
 def test_foreign_root_qdisc_is_drift_until_forced(ports):

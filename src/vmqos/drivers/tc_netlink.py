@@ -241,8 +241,12 @@ class TcNetlink:
             try:
                 if device.startswith("vqi"):
                     objects.append(IfbLink(device, self._mtu(device, idx)))
-                raw = qdiscs.get(device, []) if bulk else self._device_qdiscs(idx)
-                self._read_device(device, idx, raw, objects, stats)
+                classes: list[Any] | None = None
+                if bulk:
+                    raw = qdiscs.get(device, [])
+                else:
+                    raw, classes = self._device_qdiscs(idx)
+                self._read_device(device, idx, raw, objects, stats, classes)
             except NetlinkError as exc:
                 if exc.code in (errnos.ENODEV, errnos.ENOENT):  # removed while we read
                     out[device] = DeviceTc(device, exists=False, objects=[], stats={})
@@ -307,16 +311,19 @@ class TcNetlink:
             queue.get_nowait()
             queue.task_done()
 
-    def _device_qdiscs(self, idx: int) -> list[RawQdisc]:
-        """The root and ingress qdiscs, and the queue of every leaf class below the root."""
+    def _device_qdiscs(self, idx: int) -> tuple[list[RawQdisc], list[Any] | None]:
+        """The root and ingress qdiscs, the queue of every leaf class below the root, and the classes
+        (None: not read, there is no HTB root)."""
         found = [q for q in (self._get_qdisc(idx, TC_H_ROOT), self._get_qdisc(idx, TC_H_INGRESS)) if q is not None]
+        classes = None
         if any(q.parent == TC_H_ROOT and q.handle and q.kind == "htb" for q in found):
-            for msg in self._ipr.get_classes(index=idx):
+            classes = list(self._ipr.get_classes(index=idx))
+            for msg in classes:
                 if msg["info"]:  # a leaf: the kernel names its queue's handle here
                     leaf = self._get_qdisc(idx, msg["handle"])
                     if leaf is not None:
                         found.append(leaf)
-        return found
+        return found, classes
 
     def _mtu(self, device: str, idx: int) -> int:
         if device not in self._mtus:
@@ -324,7 +331,7 @@ class TcNetlink:
         return self._mtus[device]
 
     def _read_device(self, dev: str, idx: int, qdiscs: list[RawQdisc], objects: list[KernelObject],
-                     stats: dict[tuple[Any, ...], TcStats]) -> None:
+                     stats: dict[tuple[Any, ...], TcStats], classes: list[Any] | None = None) -> None:
         filter_parents: list[int] = []
         for raw in qdiscs:
             qdisc = self._qdisc(dev, raw)
@@ -336,7 +343,7 @@ class TcNetlink:
                 filter_parents.append(raw.handle)
         if not filter_parents:
             return  # only the kernel's default qdisc: no classes, no filters to read
-        for msg in self._ipr.get_classes(index=idx):
+        for msg in classes if classes is not None else self._ipr.get_classes(index=idx):
             cls = self._class(dev, msg)
             if cls is not None:
                 objects.append(cls)
