@@ -10,7 +10,8 @@ Usage (as root, from the repository root):
 Every measurement runs in a throw-away network namespace `vqbench<hex>` holding N veth pairs
 (`vqp<i>`/`vqq<i>`); creating them is not timed, and the namespace is deleted in `finally`.
 Each port is limited in both directions in shape mode, so it gets an HTB tree on the port, an
-IFB with its own HTB tree, an ingress qdisc with a redirect filter, and nft counters and a chain.
+IFB with its own HTB tree, and two nft chains with their counters (the one on the port's
+ingress hook counts, accounts per IP and forwards to the IFB).
 
 Measured (median of --runs runs; the namespace is re-created between from-empty runs):
   plan          plan_host(state) for all N ports (pure Python)

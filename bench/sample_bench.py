@@ -7,7 +7,7 @@ Usage (as root, from the repository root):
     .venv/bin/python bench/sample_bench.py --ports 1000 --samples 20 --runs 3
 
 A throw-away namespace `vqbench<hex>` gets N veth pairs with vmqos's full plan on each (an HTB
-tree on the port, an IFB with its own, the redirect, the accounting chains), applied with the
+tree on the port, an IFB with its own, the accounting chains that forward to it), applied with the
 `ip -batch` / `tc -batch` / `nft -f` baseline of `apply_bench.py` (not timed), and is deleted in
 `finally`. Then, for each reader, --samples passes back to back, and the CPU time they used
 (this process, user + system, which includes the kernel's work for its netlink dumps, plus the

@@ -3,7 +3,7 @@
 Ports are worked on together so that a change of thousands of ports costs one `ip -batch`, one
 `tc -batch` and one nft transaction, in the order that never leaves a port unlimited: devices
 first, then queues and classes (created or replaced in place), then the nft transaction (in
-bulk, its pure additions run beside ip and tc), then deletions, children before parents. A port
+bulk, its pure additions run beside tc), then deletions, children before parents. A port
 whose operation fails is restored to what was read back before the change; the others keep
 their new state. Nothing to change -> nothing written.
 
@@ -231,17 +231,17 @@ class Reconciler:
         link_up = phase(lambda op: isinstance(op.obj, IfbLink) and op.action != "delete")
         tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
         nft_up = {p: o for p, o in phase(lambda op: is_nft(op.obj)).items() if o}
-        # Bulk work: nft objects that are only created (a port's first rules, its counters) take
-        # nothing away and hook on the port, not on its IFB, so they go in while ip and tc work on
-        # the devices and queues; tc and nftables are separate kernel subsystems. A change that
+        self._run_tc("ip", link_up, failed)
+        self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
+        # Bulk work: nft objects that are only created (a port's first chains, its counters) take
+        # nothing away, so they go in while tc builds the queues: tc and nftables are separate
+        # kernel subsystems. They wait for the IFBs, which a chain forwards to. A change that
         # replaces or removes rules (a limiter moving from nft to tc) waits for tc, as below.
-        early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
+        early = {p: o for p, o in nft_up.items() if p not in failed and all(op.action == "create" for op in o)} \
             if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
         with ThreadPoolExecutor(max_workers=1) as pool:
             early_done = pool.submit(self._run_nft, early, failed) if early else None
             try:
-                self._run_tc("ip", link_up, failed)
-                self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
                 self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
             finally:
                 if early_done is not None:

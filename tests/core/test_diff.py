@@ -8,7 +8,7 @@ from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimi
 from vmqos.model.host import EgressMode
 from vmqos.plan.diff import diff, replay
 from vmqos.plan.names import chain_from, ifb_name
-from vmqos.plan.objects import HtbClass, NftChain, Qdisc, U32Filter
+from vmqos.plan.objects import HtbClass, NftChain, Qdisc
 from vmqos.plan.planner import plan_port
 from vmqos.plan.render import render
 
@@ -62,10 +62,9 @@ def limited(objects, qos):
         out["ingress"] = isinstance(root, Qdisc) and ("class", PORT, "1:1") in keys and ("class", PORT, "1:10") in keys
     if qos.egress.bandwidth is not None:
         ifb = ifb_name(PORT)
-        redirect = keys.get(("filter", PORT, "ffff:", 1))
-        shaped = (isinstance(redirect, U32Filter) and ("qdisc", ifb, "root") in keys
-                  and ("class", ifb, "1:10") in keys and ("qdisc", PORT, "ingress") in keys)
         chain = keys.get(("nft-chain", "vmqos", chain_from(PORT)))
+        shaped = (isinstance(chain, NftChain) and ifb in chain.forwards_to() and ("qdisc", ifb, "root") in keys
+                  and ("class", ifb, "1:10") in keys)
         policed = isinstance(chain, NftChain) and any(r.limit_bytes_per_s for r in chain.rules)
         out["egress"] = shaped or policed
     return out

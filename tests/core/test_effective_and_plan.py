@@ -92,13 +92,17 @@ def test_seed_bw_limiter_and_dscp():
     assert p.ifb == ifb and _find(p.objects, IfbLink, name=ifb)
     (parent,) = _find(p.objects, HtbClass, dev=ifb, classid="1:1")
     assert (parent.rate_bps, parent.burst_bytes) == (3_000_000, 37_500)
-    (redirect,) = _find(p.objects, U32Filter, dev="tap-vm1", parent="ffff:")
-    assert redirect.redirect_to == ifb
-    # the redirect comes last: the IFB's queues exist before anything is sent to them
-    assert p.objects.index(redirect) > p.objects.index(parent)
+    # No tc redirect: nft's ingress hook feeds the IFB, after counting, limiting and marking, because
+    # tc's ingress runs first and what the IFB re-injects skips nft's hook.
+    assert not _find(p.objects, U32Filter, dev="tap-vm1") and not _find(p.objects, Qdisc, dev="tap-vm1")
     (chain,) = _find(p.objects, NftChain, name=chain_from("tap-vm1"))
     assert chain.hook == "ingress" and {r.dscp for r in chain.rules} == {None, 26}
+    assert chain.rules[-1].fwd_to == ifb and chain.forwards_to() == (ifb,)
     assert "ip dscp set 26" in " ".join(r.text() for r in chain.rules)
+    assert chain.rules[-1].text() == f'fwd to "{ifb}"' and chain.rules[-1].expr() == [{"fwd": {"dev": ifb}}]
+    assert rule_from_expr(chain.rules[-1].expr()) == chain.rules[-1]
+    # the IFB's queues come first in the plan: they exist before anything is sent to them
+    assert p.objects.index(chain) > p.objects.index(parent)
 
 
 def test_police_mode_compensates_for_the_missing_l2_header():

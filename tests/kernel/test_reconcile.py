@@ -252,18 +252,18 @@ def test_live_change_of_rate_and_leaf_queue_goes_over_netlink(ports, monkeypatch
 def test_foreign_filter_on_a_managed_port_is_drift_until_forced(ports, tmp_path):
     with Reconciler(ports) as rec:
         settle(rec, state(10_000_000, devices=("vqa0",)))
-    sh(ports, 'tc filter add dev vqa0 parent ffff: protocol all prio 5 bpf bytecode "1,6 0 0 4294967295," flowid 1:1')
+    sh(ports, 'tc filter add dev vqa0 parent 1: protocol all prio 5 bpf bytecode "1,6 0 0 4294967295," flowid 1:1')
     with Store(f"sqlite:///{tmp_path}/vq.db") as store:
         store.save(ports, state(10_000_000, devices=("vqa0",)))
         (drift,) = check_host(store, ports)
-        assert not drift.ok and drift.operations == ["delete filter vqa0 ffff: 5"]
+        assert not drift.ok and drift.operations == ["delete filter vqa0 1: 5"]
     with Reconciler(ports) as rec:
         results, _ = rec.reconcile(plan_host(state(10_000_000, devices=("vqa0",))))
         assert results[0].error and "drift" in results[0].error
-        assert "bpf" in sh(ports, "tc filter show dev vqa0 ingress").stdout
+        assert "bpf" in sh(ports, "tc filter show dev vqa0").stdout
         settle(rec, state(10_000_000, devices=("vqa0",)), force=True)
         assert in_sync(rec, state(10_000_000, devices=("vqa0",)))
-    assert "bpf" not in sh(ports, "tc filter show dev vqa0 ingress").stdout
+    assert "bpf" not in sh(ports, "tc filter show dev vqa0").stdout
 
 
 def _read(rec: Reconciler, devices, monkeypatch, bulk: bool):

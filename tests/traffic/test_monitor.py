@@ -79,8 +79,8 @@ def test_top_once_json_and_its_keys_on_a_terminal(lab, ports):
     ports.set(vm1.port, PortChange(inbound="2500,0,0"))  # 20 Mbit/s towards vm1
     ports.set(vm2.port, PortChange(outbound="0"))  # managed, not limited: counted all the same
     with iperf_server(vm1.netns) as server:
-        client = start_client(lab.wan_ns, vm1.address, 4)
-        time.sleep(1)
+        client = start_client(lab.wan_ns, vm1.address, 6)
+        time.sleep(1.5)  # past TCP's slow start: the sample below is the steady state
         done = _vmqos("top", "--netns", ports.netns, "--once", "--json", "--interval", "1", db=_db(ports))
         assert done.returncode == 0, done.stderr
         sample = json.loads(done.stdout)
@@ -92,12 +92,16 @@ def test_top_once_json_and_its_keys_on_a_terminal(lab, ports):
                                       "--interval", "0.5"])
         screen = b""
         try:
-            deadline = time.monotonic() + 8
-            for keys in (b"p", b"/vm1\r", b"q"):
-                time.sleep(1.2)
-                os.write(fd, keys)
+            deadline = time.monotonic() + 12
+            keys = [b"p", b"/vm1\r", b"q"]
+            next_key = None  # the first key goes once the first screen is drawn (the terminal is raw then)
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], 0.2)
+                if next_key is None and b"vmqos top:" in screen:
+                    next_key = time.monotonic() + 0.5
+                if keys and next_key is not None and time.monotonic() >= next_key:
+                    os.write(fd, keys.pop(0))
+                    next_key = time.monotonic() + 1.2
+                ready, _, _ = select.select([fd], [], [], 0.1)
                 if ready:
                     try:
                         chunk = os.read(fd, 65536)
@@ -115,7 +119,7 @@ def test_top_once_json_and_its_keys_on_a_terminal(lab, ports):
                 pytest.fail("top did not quit on 'q'")
         finally:
             os.close(fd)
-        finish_client(client, 4)
+        finish_client(client, 6)
         server.result()
     rows = {(r["port"], r["direction"]): r for r in sample["ports"]}
     down = rows[(vm1.port, "ingress")]

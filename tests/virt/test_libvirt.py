@@ -17,6 +17,7 @@ from vmqos.drivers.libvirt_driver import CONFIG, LIVE, disk_from_params
 from vmqos.errors import InvalidValue, KernelError, NotFound
 from vmqos.instances import InstanceChange
 from vmqos.model import BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos
+from vmqos.plan.names import chain_from, ifb_name
 from vmqos.store import Store
 
 pytestmark = pytest.mark.libvirt
@@ -104,7 +105,11 @@ def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the
             assert port["desired"]["egress"]["rate_bps"] == 102_400_000
             assert port["desired"]["ingress"]["rate_bps"] == 8_000_000
             assert "rate 8Mbit ceil 16Mbit" in tc(tap, "class")
-            assert "ingress" in tc(tap, "qdisc")  # the redirect to the IFB that shapes what the VM sends
+            ifb = ifb_name(tap)  # what the VM sends: nft's ingress hook on the tap forwards it to the IFB's HTB
+            assert f'fwd to "{ifb}"' in subprocess.run(["nft", "list", "chain", "netdev", "vmqos", chain_from(tap)],
+                                                        capture_output=True, text=True).stdout
+            assert "htb 1: root" in subprocess.run(["tc", "qdisc", "show", "dev", ifb], capture_output=True,
+                                                   text=True).stdout
             # libvirt's own bandwidth is untouched: vmqos never asked it to run tc
             assert lv.interface(name, tap, LIVE).get("inbound.average", 0) == 0
             # a failing step restores what was changed before it (the disk does not exist)

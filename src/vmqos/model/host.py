@@ -25,7 +25,7 @@ def check_device_name(name: str, field_name: str = "port") -> str:
 class EgressMode(str, Enum):
     """How traffic sent by the instance is limited on the host."""
 
-    SHAPE = "shape"  # redirected through an IFB device and queued by HTB: exact, TCP-friendly
+    SHAPE = "shape"  # forwarded by nft to an IFB device and queued by HTB: exact, TCP-friendly
     POLICE = "police"  # dropped above the rate by nftables at the port's ingress hook: cheap, bursty
 
 

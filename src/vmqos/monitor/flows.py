@@ -2,13 +2,13 @@
 
 An operator must never mistake a tap's raw counters for what got through (seed 001): the device
 counts every frame the VM wrote, before any limiter. These figures come from the limiters
-themselves (the HTB on the port, the IFB's HTB and the tc ingress qdisc in front of it, vmqos's
-named nft counters), all in frames: bytes with the Ethernet header.
+themselves (the HTB on the port, the IFB's HTB, vmqos's named nft counters), all in frames:
+bytes with the Ethernet header.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from vmqos.drivers.nft import CounterValue
@@ -48,14 +48,13 @@ def _l2(c: CounterValue) -> CounterValue:
     return CounterValue(c.packets, c.bytes + ETH_HLEN * c.packets)
 
 
-def _queued(q: TcStats, before: CounterValue, after: CounterValue) -> Flow:
-    """A queue's view: `before` was dropped ahead of it (nft pps), `after` behind it (nft pps after IFB)."""
+def _queued(q: TcStats, before: CounterValue) -> Flow:
+    """A queue's view, with `before` dropped ahead of it (nft's packet-rate limit)."""
     mean = q.bytes // q.packets if q.packets else 0
-    sent = CounterValue(q.packets - after.packets, q.bytes - after.bytes)
     return Flow(offered_bytes=q.bytes + q.backlog_bytes + q.drops * mean + before.bytes,
                 offered_packets=q.packets + q.drops + q.qlen + before.packets,
-                delivered_bytes=sent.bytes, delivered_packets=sent.packets,
-                dropped_packets=q.drops + before.packets + after.packets, backlog_bytes=q.backlog_bytes,
+                delivered_bytes=q.bytes, delivered_packets=q.packets,
+                dropped_packets=q.drops + before.packets, backlog_bytes=q.backlog_bytes,
                 offered_bytes_estimated=q.drops > 0)
 
 
@@ -63,37 +62,24 @@ def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, 
     """Offered / delivered / dropped per direction, in frames (bytes with the Ethernet header).
 
     Towards the instance: nft's egress hook drops small-packet floods ahead of the HTB on the
-    port's root, which queues and drops the rest. From the instance, shape mode: the tc ingress
-    qdisc sees every frame, the IFB's HTB queues and drops, nft's ingress hook (which sees what
-    the IFB re-injects) drops floods. Police mode: nft's ingress hook sees, polices and passes.
+    port's root, which queues and drops the rest. From the instance, shape mode: nft's ingress
+    hook drops floods and forwards the rest to the IFB, whose HTB queues and drops. Police mode:
+    nft's ingress hook sees, polices and passes.
     The device's own counters count before any of this and are shown apart.
     """
     out: dict[str, Flow] = {}
     to, frm = chain_to(port), chain_from(port)
     root = tc.get(("qdisc", port, "root"))
     if root is not None:
-        out["ingress"] = _queued(root, counters.get(f"{to}_pps_dropped", _NONE), _NONE)
+        out["ingress"] = _queued(root, counters.get(f"{to}_pps_dropped", _NONE))
     elif f"{to}_offered" in counters:
         pps = counters.get(f"{to}_pps_dropped", _NONE)
         off, passed = counters[f"{to}_offered"], counters.get(f"{to}_passed", _NONE)
         out["ingress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, pps.packets)
-    ingress_q = tc.get(("qdisc", port, "ingress"))
     ifb_root = tc.get(("qdisc", ifb_name(port), "root"))
     f_pps = _l2(counters.get(f"{frm}_pps_dropped", _NONE))
-    if ingress_q is not None and ifb_root is not None:
-        flow = _queued(ifb_root, _NONE, f_pps)
-        # A queue counts a dropped GSO aggregate as one drop but sent ones as their segments; with
-        # the ingress qdisc counting every segment offered, the difference is the exact drop count.
-        dropped = max(flow.dropped_packets, ingress_q.packets - flow.delivered_packets - ifb_root.qlen)
-        # The ingress qdisc's bytes are each aggregate's length with its headers once, the IFB's are
-        # frames of every segment: offered bytes are what the IFB sent and holds, plus the drops at
-        # the mean size of what it sent, so that offered and delivered are the same kind of bytes.
-        mean = flow.delivered_bytes // flow.delivered_packets if flow.delivered_packets else 0
-        if not mean and ingress_q.packets:
-            mean = ingress_q.bytes // ingress_q.packets + ETH_HLEN
-        out["egress"] = replace(flow, offered_bytes=flow.delivered_bytes + ifb_root.backlog_bytes + dropped * mean
-                                + f_pps.bytes, offered_packets=ingress_q.packets, dropped_packets=dropped,
-                                offered_bytes_estimated=dropped > 0)
+    if ifb_root is not None:  # shape mode: nft drops floods ahead of the IFB's HTB, which queues and drops
+        out["egress"] = _queued(ifb_root, f_pps)
     elif f"{frm}_offered" in counters:
         off, passed = _l2(counters[f"{frm}_offered"]), _l2(counters.get(f"{frm}_passed", _NONE))
         policed = counters.get(f"{frm}_dropped", _NONE)

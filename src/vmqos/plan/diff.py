@@ -3,7 +3,7 @@
 Replace-only: an object that exists is changed in place (`tc class replace`, a chain's rules
 swapped in one nft transaction), never deleted and re-added, so a live change never passes
 through an unlimited or everything-dropped state. New objects are created in plan order
-(the IFB and its queues before the redirect that feeds them), stale ones are deleted last,
+(the IFB and its queues before the nft chain that forwards to them), stale ones are deleted last,
 children before parents. Nothing changed -> no operations.
 """
 

@@ -250,6 +250,7 @@ class NftRule:
     account_set: str | None = None  # update this set's element (port . local IP . remote IP)
     account_port: str | None = None
     account_local: str | None = None  # "saddr" or "daddr": which address is the instance's
+    fwd_to: str | None = None  # hand the packet to this device's egress (the port's IFB): the last rule
 
     def _remote(self) -> str:
         return "daddr" if self.account_local == "saddr" else "saddr"
@@ -277,6 +278,8 @@ class NftRule:
             parts.append(f"{self.ip_family} dscp set {self.dscp}")
         if self.verdict:
             parts.append(self.verdict)
+        if self.fwd_to is not None:
+            parts.append(f'fwd to "{self.fwd_to}"')
         return " ".join(parts)
 
     def expr(self) -> list[dict[str, Any]]:
@@ -306,6 +309,8 @@ class NftRule:
                                     "value": self.dscp}})
         if self.verdict:
             expr.append({self.verdict: None})
+        if self.fwd_to is not None:
+            expr.append({"fwd": {"dev": self.fwd_to}})
         return expr
 
 
@@ -354,6 +359,8 @@ def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
                 fields["dscp"] = _DSCP_NAMES[mark] if isinstance(mark, str) else mark
             elif name in ("drop", "accept") and value is None:
                 fields["verdict"] = name
+            elif name == "fwd" and isinstance(value, dict) and set(value) == {"dev"} and isinstance(value["dev"], str):
+                fields["fwd_to"] = value["dev"]
             else:
                 return NftRule(FOREIGN_COUNTER)
         return NftRule(**{"counter": "", **fields})
@@ -390,6 +397,10 @@ class NftChain(KernelObject):
 
     def sets(self) -> tuple[str, ...]:
         return tuple(rule.account_set for rule in self.rules if rule.account_set)
+
+    def forwards_to(self) -> tuple[str, ...]:
+        """The devices the chain hands packets to: they must exist before it is loaded."""
+        return tuple(rule.fwd_to for rule in self.rules if rule.fwd_to)
 
 
 

@@ -2,8 +2,8 @@
 
 Towards the instance (ingress) traffic leaves the host through the port device, so it is shaped
 by an HTB tree on the port's root. From the instance (egress) it enters the host through the
-port: it is either redirected to an IFB device and shaped by the same HTB tree (`shape`, the
-default), or policed by nftables at the port's ingress hook (`police`). nftables also enforces
+port: nftables' ingress hook on the port either forwards it to an IFB device shaped by the same
+HTB tree (`shape`, the default), or polices it (`police`). nftables also enforces
 packet-rate limits, marks DSCP and keeps the counters that tell offered from dropped traffic.
 
 The HTB tree, for the kernel facts of ARCHITECTURE.md:
@@ -240,7 +240,6 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     both directions, SYNs from the instance and traffic per IP, whether or not the port is limited."""
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
-    ifb: str | None = None
     chains: list[NftChain] = []
 
     # Towards the instance: HTB on the port's root; nft on its egress hook counts and limits pps first.
@@ -269,24 +268,28 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     pps_out, pps_out_burst = _pps_rule(from_chain, eff_out, mtu)  # skb->len at ingress has no L2 header
     if pps_out is not None:
         rules_out.append(pps_out)
+    shaper: str | None = None
     if eff_out.rate_bps is not None:
         out_burst, out_burst_src = _burst("egress", eff_out, mtu, profile, notes)
         if egress_mode is EgressMode.SHAPE:
-            ifb = ifb_name(device)
-            objects.append(IfbLink(ifb, mtu))
-            objects += htb_tree(ifb, eff_out, out_burst, mtu, profile)
-            objects.append(Qdisc(device, "ingress", "ffff:", "ingress"))
-            objects.append(U32Filter(device, "ffff:", 1, "all", ("u32 0 0",), redirect_to=ifb))
-            out_mech = f"htb on ifb {ifb}"
+            shaper = ifb_name(device)
+            objects.append(IfbLink(shaper, mtu))
+            objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
+            out_mech = f"htb on ifb {shaper}"
         else:
             rules_out.append(_police_rule(from_chain, eff_out, out_burst, mtu, notes))
             out_mech = "nftables police"
     if eff_out.dscp is not None:
         for fam in ("ip", "ip6"):
             rules_out.append(NftRule(f"{from_chain}_marked", dscp=eff_out.dscp.value, ip_family=fam))
-    if accounting or len(rules_out) > 1:
+    if accounting or len(rules_out) > 1 or shaper:
         limiting = len(rules_out) > (2 if accounting else 1)
         rules_out += (_accounting(device, "from") if accounting else []) + [NftRule(f"{from_chain}_passed")]
+        # The shaper is fed from this chain, not by a tc ingress redirect: tc's ingress runs before
+        # nft's, and a packet the IFB re-injects skips both, so behind a tc redirect this chain would
+        # never see the instance's packets (no packet-rate limit, DSCP mark, SYN count or accounting).
+        if shaper:
+            rules_out.append(NftRule("", fwd_to=shaper))
         chains.append(NftChain(from_chain, "ingress", device, -500, tuple(rules_out)))
         if limiting:
             out_mech = out_mech or "nftables"
@@ -303,7 +306,7 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         objects += [NftCounter(name) for name in counters] + chains
 
     return PortPlan(
-        port=device, objects=tuple(objects), ifb=ifb, notes=tuple(notes),
+        port=device, objects=tuple(objects), ifb=shaper, notes=tuple(notes),
         ingress=_enforced(eff_in, in_mech, in_burst, in_burst_src, pps_in_burst),
         egress=_enforced(eff_out, out_mech, out_burst, out_burst_src, pps_out_burst),
     )
