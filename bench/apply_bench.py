@@ -188,7 +188,7 @@ class Phases:
 
 def instrumented(rec: Reconciler, phases: Phases) -> None:
     rec.observe = phases.wrap("read-back", rec.observe)  # type: ignore[method-assign]
-    rec.nft.run_commands = phases.wrap("nft -j -f", rec.nft.run_commands)  # type: ignore[method-assign]
+    rec.nft.run_encoded = phases.wrap("nft -j -f", rec.nft.run_encoded)  # type: ignore[method-assign]
     rec.tc.replace = phases.wrap("netlink replace", rec.tc.replace)  # type: ignore[method-assign]
 
 
@@ -323,7 +323,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     res, rec_fps = rec.reconcile(one, applied=fps, verify=False)
                     live.append(time.perf_counter() - t0)
-                    kernel.append(ph.t.get("netlink class replace", 0.0) + ph.t.get("tc -batch", 0.0))
+                    kernel.append(ph.t.get("netlink replace", 0.0) + ph.t.get("tc -batch", 0.0))
                     assert not errors(res), errors(res)
                     assert 0 < writes(res) <= 3, [op.describe() for r in res for op in r.ops]
                     checks["live_change_ops"] = [op.describe() for r in res for op in r.ops]

@@ -14,13 +14,14 @@ makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) read
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from vmqos.drivers.batch import run_batch
-from vmqos.drivers.nft import Nft, NftState
+from vmqos.drivers.nft import Nft, NftState, encode, transaction
 from vmqos.drivers.tc_netlink import TcNetlink, TcStats
 from vmqos.effective import QosSource, combine, port_sources
 from vmqos.errors import KernelError, VmqosError
@@ -166,21 +167,32 @@ class Reconciler:
         need_tc: list[str] = []
         need_nft: list[str] = []
         for port, plan in plans.items():
-            fp_tc, fp_nft = _halves(plan.fingerprint)
-            old_tc, old_nft = _halves(applied.get(port))
             results[port] = PortResult(port)
             planned[port] = plan.objects
-            if verify or fp_tc != old_tc:
+            if verify:  # everything is read back: the fingerprints are needed only to record
                 need_tc.append(port)
-            if verify or fp_nft != old_nft:
+                need_nft.append(port)
+                continue
+            fp_tc, fp_nft = _halves(plan.fingerprint)
+            old_tc, old_nft = _halves(applied.get(port))
+            if fp_tc != old_tc:
+                need_tc.append(port)
+            if fp_nft != old_nft:
                 need_nft.append(port)
             if port not in need_tc and port not in need_nft:
                 results[port].skipped = True
         if not need_tc and not need_nft:
             return list(results.values()), {}
 
-        seen_tc = self.observe(need_tc, nft=False) if need_tc else Observed({}, {}, None, set())
-        seen_nft = self.observe(need_nft, tc=False) if need_nft else Observed({}, {}, None, set())
+        nothing = Observed({}, {}, None, set())
+        if need_tc and len(need_nft) >= CONCURRENT_MIN_PORTS:  # two reads of separate subsystems, at once
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                nft_read = pool.submit(self.observe, need_nft, tc=False)
+                seen_tc = self.observe(need_tc, nft=False)
+                seen_nft = nft_read.result()
+        else:
+            seen_tc = self.observe(need_tc, nft=False) if need_tc else nothing
+            seen_nft = self.observe(need_nft, tc=False) if need_nft else nothing
         before: dict[str, list[KernelObject]] = {}
         for port in plans:
             if port in seen_tc.missing and planned[port]:  # clearing a port whose device is gone is fine
@@ -204,7 +216,9 @@ class Reconciler:
 
         todo = {p: r for p, r in results.items() if r.ops and not r.error}
         if not dry_run and todo:
-            failed = self._apply({p: r.ops for p, r in todo.items()})
+            # Fingerprinting thousands of plans takes a while: done while nft applies in bulk.
+            failed = self._apply({p: r.ops for p, r in todo.items()},
+                                 meanwhile=lambda: [plans[p].fingerprint for p in todo])
             for port, message in failed.items():
                 results[port].error = message
                 results[port].rolled_back = self._rollback(port, before[port])
@@ -221,8 +235,11 @@ class Reconciler:
 
     # -- applying ------------------------------------------------------------------------------
 
-    def _apply(self, ops_by_port: dict[str, list[Operation]]) -> dict[str, str]:
-        """Run the operations phase by phase across ports; return the ports that failed, with why."""
+    def _apply(self, ops_by_port: dict[str, list[Operation]],
+               meanwhile: Callable[[], object] | None = None) -> dict[str, str]:
+        """Run the operations phase by phase across ports; return the ports that failed, with why.
+
+        `meanwhile` is work of the caller's that runs while a bulk nft transaction is in the kernel."""
         failed: dict[str, str] = {}
 
         def phase(pick) -> dict[str, list[Operation]]:  # type: ignore[no-untyped-def]
@@ -231,18 +248,34 @@ class Reconciler:
         link_up = phase(lambda op: isinstance(op.obj, IfbLink) and op.action != "delete")
         tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
         nft_up = {p: o for p, o in phase(lambda op: is_nft(op.obj)).items() if o}
-        self._run_tc("ip", link_up, failed)
-        self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
         # Bulk work: nft objects that are only created (a port's first chains, its counters) take
         # nothing away, so they go in while tc builds the queues: tc and nftables are separate
-        # kernel subsystems. They wait for the IFBs, which a chain forwards to. A change that
-        # replaces or removes rules (a limiter moving from nft to tc) waits for tc, as below.
-        early = {p: o for p, o in nft_up.items() if p not in failed and all(op.action == "create" for op in o)} \
+        # kernel subsystems. Their transaction is encoded while ip creates the IFBs, which the
+        # chains forward to, and sent once the IFBs exist. A change that replaces or removes
+        # rules (a limiter moving from nft to tc) waits for tc, as below.
+        early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
             if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
+        links_done = threading.Event()
+
+        def run_early() -> None:
+            payload = encode(transaction([op for ops in early.values() for op in ops]))
+            links_done.wait()
+            if any(p in failed for p in early):  # an IFB failed: that port is out, the payload is stale
+                self._run_nft({p: o for p, o in early.items() if p not in failed}, failed)
+            else:
+                self._run_nft(early, failed, payload)
+
         with ThreadPoolExecutor(max_workers=1) as pool:
-            early_done = pool.submit(self._run_nft, early, failed) if early else None
+            early_done = pool.submit(run_early) if early else None
             try:
+                try:
+                    self._run_tc("ip", link_up, failed)
+                    self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
+                finally:
+                    links_done.set()
                 self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
+                if early_done is not None and meanwhile is not None:
+                    meanwhile()
             finally:
                 if early_done is not None:
                     early_done.result()
@@ -279,12 +312,18 @@ class Reconciler:
             port = owner[failure.index]
             failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
 
-    def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
+    def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str],
+                 encoded: tuple[str, int] | None = None) -> None:
+        """One transaction for all ports (`encoded`: already built from exactly these operations);
+        if it fails, one per port, to find the culprits."""
         ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
         if not ops_by_port:
             return
         try:
-            self.nft.apply([op for ops in ops_by_port.values() for op in ops])
+            if encoded is not None:
+                self.nft.run_encoded(*encoded)
+            else:
+                self.nft.apply([op for ops in ops_by_port.values() for op in ops])
             return
         except KernelError:
             if len(ops_by_port) == 1:

@@ -15,7 +15,7 @@ from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, Packet
 from vmqos.operations import check_host, show_port
 from vmqos.plan.diff import diff
 from vmqos.plan.names import ifb_name
-from vmqos.plan.objects import HtbClass, NftSet, Qdisc
+from vmqos.plan.objects import HtbClass, IfbLink, NftSet, Qdisc
 from vmqos.reconcile import Reconciler, plan_host
 from vmqos.store import Store
 
@@ -115,24 +115,29 @@ def test_failed_port_is_rolled_back_and_the_other_port_is_changed(ports):
         assert in_sync(rec, state(60_000_000, devices=("vqa0",)))
 
 
-def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(ports, monkeypatch):
-    """In bulk, a port's new nft objects go in while tc works; if its tc part fails, they go again."""
+@pytest.mark.parametrize("failing", ["tc", "ip"])
+def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(ports, monkeypatch, failing):
+    """In bulk, a port's new nft objects go in while tc works; if its tc part fails, they go again.
+    If its IFB cannot be made, its nft objects are left out of the transaction built meanwhile."""
     import threading
 
     monkeypatch.setattr("vmqos.reconcile.CONCURRENT_MIN_PORTS", 1)
     with Reconciler(ports) as rec:
         threads: list[str] = []
         run_nft = rec._run_nft
-        monkeypatch.setattr(rec, "_run_nft", lambda ops, failed: (threads.append(threading.current_thread().name),
-                                                                 run_nft(ops, failed))[1])
+        monkeypatch.setattr(rec, "_run_nft", lambda ops, failed, *encoded: (
+            threads.append(threading.current_thread().name), run_nft(ops, failed, *encoded))[1])
         plans = plan_host(state(20_000_000))
-        bad = Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000)
+        # tc: a queue under a class that does not exist (ENOENT); ip: an IFB name longer than IFNAMSIZ
+        bad = Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000) if failing == "tc" else \
+            IfbLink("vqi-name-too-long-for-linux")
         plans["vqa1"] = replace(plans["vqa1"], objects=plans["vqa1"].objects + (bad,))
         results, record = rec.reconcile(plans)
         by_port = {r.port: r for r in results}
         assert threads and threads[0] != threading.main_thread().name  # the early nft ran beside tc
         assert by_port["vqa0"].error is None and "vqa0" in record
         assert by_port["vqa1"].error and by_port["vqa1"].rolled_back and "vqa1" not in record
+        assert ("1:99" if failing == "tc" else "vqi-name-too-long") in by_port["vqa1"].error
         assert in_sync(rec, state(20_000_000, devices=("vqa0",)))
         left = [o for o in rec.observe(["vqa1"]).objects["vqa1"] if not isinstance(o, NftSet)]  # sets are shared
         assert left == []  # nothing of the failed port is left

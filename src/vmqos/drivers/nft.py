@@ -108,6 +108,11 @@ def transaction(ops: Sequence[Operation]) -> list[dict[str, Any]]:
     return cmds + deletes
 
 
+def encode(cmds: list[dict[str, Any]]) -> tuple[str, int]:
+    """The JSON text of one transaction, and its number of commands (for the error message)."""
+    return json.dumps({"nftables": cmds}, separators=(",", ":")), len(cmds)
+
+
 class Nft:
     def __init__(self, netns: str | None = None) -> None:
         check_netns(netns)
@@ -116,13 +121,17 @@ class Nft:
     def apply(self, ops: Sequence[Operation]) -> None:
         if not ops:
             return
-        self.run_commands(transaction(ops))
+        self.run_encoded(*encode(transaction(ops)))
 
     def run_commands(self, cmds: list[dict[str, Any]]) -> None:
-        done = run(["nft", "-j", "-f", "-"], self.netns, input=json.dumps({"nftables": cmds}), check=False)
+        self.run_encoded(*encode(cmds))
+
+    def run_encoded(self, payload: str, commands: int) -> None:
+        """Run a transaction `encode` made (a caller may build it while the devices are created)."""
+        done = run(["nft", "-j", "-f", "-"], self.netns, input=payload, check=False)
         if done.returncode != 0:
             lines = [line for line in (done.stderr or done.stdout).splitlines() if line.startswith("Error")]
-            raise KernelError(f"nftables transaction ({len(cmds)} commands) failed, nothing applied: "
+            raise KernelError(f"nftables transaction ({commands} commands) failed, nothing applied: "
                               f"{lines[0] if lines else done.stderr.strip()}")
 
     def read(self, devices: Iterable[str] | None = None) -> NftState:
