@@ -59,6 +59,10 @@ class KernelError(VmqosError):
         super().__init__(message)
 
 
+class ToolTimeout(KernelError):
+    """A tool did not finish in time: the kernel is slow, no single request is to blame."""
+
+
 class NotFound(VmqosError):
     """A device, namespace, port or policy that the operator named does not exist."""
 

@@ -24,7 +24,7 @@ from vmqos.drivers.batch import run_batch
 from vmqos.drivers.nft import Nft, NftState, encode, transaction
 from vmqos.drivers.tc_netlink import TcNetlink, TcStats
 from vmqos.effective import QosSource, combine, port_sources
-from vmqos.errors import KernelError, VmqosError
+from vmqos.errors import KernelError, ToolTimeout, VmqosError
 from vmqos.model.host import EgressMode, HostState
 from vmqos.plan.diff import Operation, diff
 from vmqos.plan.names import chain_owners, counter_port, ifb_name
@@ -324,6 +324,10 @@ class Reconciler:
                 self.nft.run_encoded(*encoded)
             else:
                 self.nft.apply([op for ops in ops_by_port.values() for op in ops])
+            return
+        except ToolTimeout as exc:  # nothing was applied, and retrying port by port would take longer still
+            for port in ops_by_port:
+                failed.setdefault(port, str(exc))
             return
         except KernelError:
             if len(ops_by_port) == 1:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.kernel.conftest import sh
 from vmqos.cli.main import main
+from vmqos.errors import ToolTimeout
 from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
 from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
 from vmqos.operations import check_host, show_port
@@ -142,6 +143,23 @@ def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(p
         left = [o for o in rec.observe(["vqa1"]).objects["vqa1"] if not isinstance(o, NftSet)]  # sets are shared
         assert left == []  # nothing of the failed port is left
         assert writes_none(rec, state(20_000_000, devices=("vqa0",)))
+
+
+def test_an_nft_timeout_fails_every_port_of_the_transaction_without_retrying_each(ports, monkeypatch):
+    calls = []
+
+    def slow(ops):
+        calls.append(len(ops))
+        raise ToolTimeout("nft -j -f did not finish within 1800 s")
+
+    with Reconciler(ports) as rec:
+        monkeypatch.setattr(rec.nft, "apply", slow)
+        results, record = rec.reconcile(plan_host(state(20_000_000)))
+        assert len(calls) == 1 and not record  # one transaction tried, not one more per port
+        assert all("did not finish" in r.error and r.rolled_back for r in results)
+        monkeypatch.undo()
+        assert all(not [o for o in objs if not isinstance(o, NftSet)]
+                   for objs in rec.observe(["vqa0", "vqa1"]).objects.values())  # rolled back to empty
 
 
 def writes_none(rec: Reconciler, st: HostState) -> bool:

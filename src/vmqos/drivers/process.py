@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from typing import Sequence
 
-from vmqos.errors import KernelError, NotFound
+from vmqos.errors import KernelError, NotFound, ToolTimeout
 
 NETNS_DIR = "/run/netns"
 
@@ -35,7 +35,7 @@ def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = No
     try:
         done = subprocess.run(in_netns(argv, netns), input=input, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise KernelError(f"{' '.join(argv[:3])} did not finish within {timeout:g} s") from None
+        raise ToolTimeout(f"{' '.join(argv[:3])} did not finish within {timeout:g} s") from None
     if check and done.returncode != 0:
         where = f" in netns {netns}" if netns else ""
         detail = (done.stderr or done.stdout).strip().splitlines()
