@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from defusedxml import ElementTree
 from hypothesis import given
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from vmqos.cli.main import main
 from vmqos.lab.traffic import TrafficResult
 from vmqos.verify.judge import (MIN_OVERLOAD, STEADY_AFTER_S, TOLERANCE, Limit, Metric, RateSample, Rtt, Traffic,
-                                Verdict, choose_metric, judge, percentile)
+                                Verdict, choose_metric, judge, percentile, resolution_note)
 from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted
 from vmqos.verify.plot import base_of, default_base, plot
 from vmqos.verify.run import Run, sender_options
@@ -19,11 +21,13 @@ MBIT = 1_000_000
 FRAME = 1514  # a full-size TCP frame
 
 
-def series(rates_bps, *, offered=None, frame: int = FRAME, step: float = 0.1) -> list[RateSample]:
-    """Samples every `step` seconds from 0: delivered as given, offered as given (or the same)."""
+def series(rates_bps, *, offered=None, frame: int = FRAME, step: float = 0.1, backlog=None) -> list[RateSample]:
+    """Samples every `step` seconds from 0: delivered as given, offered as given (or the same), the
+    queue's backlog at each sample's end as given (or none: a limiter without a queue)."""
     offered = offered or rates_bps
-    return [RateSample(i * step, (i + 1) * step, o, d, o / 8 / frame, d / 8 / frame)
-            for i, (d, o) in enumerate(zip(rates_bps, offered))]
+    backlog = backlog or [0] * len(rates_bps)
+    return [RateSample(i * step, (i + 1) * step, o, d, o / 8 / frame, d / 8 / frame, backlog[i - 1] if i else b, b)
+            for i, (d, o, b) in enumerate(zip(rates_bps, offered, backlog))]
 
 
 def steady_run(value: float, *, seconds: float = 3, first=None, offered: float | None = None,
@@ -67,15 +71,53 @@ def test_tcp_passes_within_the_tolerance_and_fails_outside_it(error):
 @given(st.lists(st.floats(0, 200 * MBIT), min_size=10, max_size=10))
 def test_the_first_second_is_the_burst_and_not_the_steady_state(first):
     j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), steady_run(20 * MBIT, first=first))
-    assert j.achieved == 20 * MBIT and j.verdict is Verdict.PASS and j.window[0] >= STEADY_AFTER_S
+    assert j.achieved == pytest.approx(20 * MBIT) and j.verdict is Verdict.PASS and j.window[0] >= STEADY_AFTER_S
     assert j.first_second_peak == max(first)
     assert j.overshoot == pytest.approx(max(first) / (20 * MBIT) - 1)
 
 
-def test_achieved_is_the_median_of_the_steady_state():
-    samples = series([30 * MBIT] * 10 + [19 * MBIT, 21 * MBIT, 20 * MBIT, 80 * MBIT, 0.0, 20.5 * MBIT, 19.5 * MBIT])
+def test_achieved_is_what_passed_in_the_steady_state_divided_by_its_length():
+    samples = series([30 * MBIT] * 10 + [19 * MBIT, 21 * MBIT, 20 * MBIT, 40 * MBIT, 0.0, 20.5 * MBIT, 19.5 * MBIT])
     j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), samples)
-    assert j.achieved == 20 * MBIT and j.verdict is Verdict.PASS
+    assert j.achieved == pytest.approx(20 * MBIT) and j.achieved_median == 20 * MBIT and j.verdict is Verdict.PASS
+    uneven = [RateSample(1.0, 1.1, 0, 10 * MBIT, 0, 0), RateSample(1.1, 1.4, 0, 30 * MBIT, 0, 0)]
+    assert judge(Traffic.TCP, Limit(rate_bps=25 * MBIT), series([0.0] * 10) + uneven).achieved == \
+        pytest.approx(25 * MBIT)  # weighted by each sample's length
+
+
+def test_samples_in_steps_of_whole_gso_aggregates_are_judged_by_their_mean():
+    """At 3 Mbit/s a 64 KB aggregate leaves the queue every 175 ms: a 100 ms sample sees 0, 1 or 2 of them."""
+    limit, aggregate = 3 * MBIT, 65_536 * 8
+    every = aggregate / limit
+    counts = [math.floor((i + 1) * 0.1 / every) - math.floor(i * 0.1 / every) for i in range(60)]
+    samples = series([c * aggregate / 0.1 for c in counts])
+    j = judge(Traffic.TCP, Limit(rate_bps=limit), samples)
+    assert abs(j.achieved - limit) <= aggregate / (j.window[1] - j.window[0])  # within one aggregate
+    assert j.verdict is Verdict.PASS and j.achieved_median in (0.0, aggregate / 0.1)  # the median is a step
+    assert "--duration" not in j.reason  # 5 s judged: one aggregate is 3.5 %
+    short = judge(Traffic.TCP, Limit(rate_bps=limit), samples[:30])
+    assert "one 64 KB GSO aggregate is 9% of the 2.0 s judged: --duration 5 or more" in short.reason
+    assert resolution_note(20 * MBIT, 2.0) == ""
+
+
+def test_samples_where_the_sender_let_the_queue_run_dry_are_not_the_limiters():
+    """A TCP sender recovering from a loss lets the queue empty: those samples say nothing of the limit."""
+    rates = [20 * MBIT] * 10 + [20 * MBIT] * 6 + [2 * MBIT, 0.0, 5 * MBIT] + [20 * MBIT] * 11
+    backlog = [30_000] * 16 + [0, 0, 0] + [30_000] * 11
+    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates, backlog=backlog))
+    assert j.verdict is Verdict.PASS and j.achieved == pytest.approx(20 * MBIT)
+    assert (j.measured_samples, j.window_samples) == (16, 20)  # the sample after the dip starts empty
+    unqueued = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates))  # nft: every sample counts
+    assert unqueued.measured_samples == 20 and unqueued.verdict is Verdict.UNDER
+    assert unqueued.achieved == pytest.approx((17 * 20 + 7) / 20 * MBIT)
+
+
+def test_a_queue_rarely_busy_means_the_sender_did_not_load_the_port():
+    rates = [10 * MBIT] * 30
+    backlog = [0] * 10 + [1500 if i % 5 == 0 else 0 for i in range(20)]
+    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates, backlog=backlog))
+    assert j.measured_samples == j.window_samples == 20 and j.verdict is Verdict.UNDER
+    assert "busy in only 0 of 20 samples" in j.reason
 
 
 # -- floods: not over the limit, and enough offered ------------------------------------------------
@@ -110,7 +152,7 @@ def test_small_packets_are_judged_by_the_limit_that_binds_first():
 def test_a_direction_without_a_limit_reports_what_it_carried():
     j = judge(Traffic.TCP, Limit(), steady_run(9_000 * MBIT))
     assert j.verdict is Verdict.NO_LIMIT and not j.verdict.ok and j.error is None and j.overshoot is None
-    assert j.achieved == 9_000 * MBIT
+    assert j.achieved == pytest.approx(9_000 * MBIT)
     pps_only = judge(Traffic.TCP, Limit(pps=1_000), steady_run(900 * MBIT))
     assert pps_only.verdict is Verdict.NO_LIMIT and "small-packets" in pps_only.reason
 

@@ -92,9 +92,11 @@ def _table(target: Any, runs: list[Any]) -> Any:
         replies = f"{lat.loaded_replies}/{lat.loaded_sent}" if lat.loaded_sent else str(lat.loaded_replies)
         cells = {
             "traffic": f"{run.traffic.value} for {run.duration_s:g} s: {run.sender}",
-            "limit": run.limit.describe() + (" (the peak is judged)" if j.phase == "burst" else ""),
+            "limit": run.limit.describe() + (" (peak judged)" if j.phase == "burst" else ""),
             "offered": _cell(j.offered, j.metric),
-            "achieved": _cell(j.achieved, j.metric) + f" (median after {j.window[0]:.1f} s)",
+            "achieved": _cell(j.achieved, j.metric) + (
+                f" ({j.measured_samples} busy of {j.window_samples} samples after {j.window[0]:.1f} s)"
+                if j.measured_samples < j.window_samples else f" (after {j.window[0]:.1f} s)"),
             "iperf3 goodput": _cell(run.iperf.received_bps, Metric.BPS),
             "error": "-" if j.error is None else f"{j.error:+.1%}",
             "1st-second peak": _cell(j.first_second_peak, j.metric) +
@@ -153,7 +155,10 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
 
     \b
     Judged on the samples after the first second (after a peak's burst, when it has one):
-      achieved           the median delivered rate; error = (achieved - limit) / limit
+      achieved           what passed divided by the time, over the samples in which the
+                         limiter's queue had a backlog (the limiter set the rate there, not
+                         a sender recovering from a loss; every sample for nft limits);
+                         error = (achieved - limit) / limit
       tcp                passes when |error| <= 5 %
       udp, small-packets pass when delivered <= limit + 5 %, with offered >= 1.25 x limit
                          (else: "not enough load offered"); small packets are judged in

@@ -3,9 +3,16 @@
 Rates are of frames (bytes with the Ethernet header) as the limiters count them, so a TCP run is
 compared by its frame rate, not by iperf3's goodput (0.956 of it, kernel-lab-facts §1). The first
 second is the burst: an nft bucket holds at least one second of traffic and TCP ramps up; what
-comes after is the steady state. A port with a peak runs at the peak while its burst bucket lasts
-(burst / (peak - average) seconds from full), so its steady state starts only then; a run that
-ends before is judged against the peak. Every threshold is a constant of this module.
+comes after is the steady state. Its achieved rate is measured over the samples in which the
+limiter was busy (its queue held a backlog at both ends, so the limiter set the rate, not a TCP
+sender recovering from a loss), or over every steady sample for a limiter without a queue (nft):
+what passed in them divided by their length. Not a median of the 100 ms samples (it is kept
+beside, in the JSON): a queue sends a TCP GSO aggregate of up to 64 KB whole, one per 175 ms at
+3 Mbit/s, so at low rates the samples come in steps of an aggregate and their median is off by
+up to a step, while their sum is exact to one aggregate. A port with a peak runs at
+the peak while its burst bucket lasts (burst / (peak - average) seconds from full), so its steady
+state starts only then; a run that ends before is judged against the peak. Every threshold is a
+constant of this module.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ MIN_OVERLOAD = 1.25  # udp / small-packets: offered must be at least this times 
 UDP_OFFER_FACTOR = 2  # what a udp run offers, times the limit it is judged against
 UNLIMITED_UDP_OFFER_BPS = 1_000_000_000  # what a udp run offers where there is no limit
 SMALL_PACKET_PAYLOAD = 22  # UDP payload bytes of the small-packet flood: 64-byte frames
+GSO_MAX_BYTES = 65_536  # a queue sends a TCP GSO aggregate whole: the resolution of its counters
 
 
 class Traffic(str, Enum):
@@ -71,7 +79,7 @@ class Limit:
         if self.rate_bps:
             parts.append(human_rate(self.rate_bps))
             if self.peak_bps and self.peak_bps > self.rate_bps:
-                parts[-1] += f" (peak {human_rate(self.peak_bps)} for {self.burst_seconds:.1f} s)"
+                parts.append(f"peak {human_rate(self.peak_bps)} for {self.burst_seconds:.1f} s")
         if self.pps:
             parts.append(human_pps(self.pps))
         return ", ".join(parts) or "none"
@@ -87,6 +95,13 @@ class RateSample:
     delivered_bps: float
     offered_pps: float
     delivered_pps: float
+    backlog_start_bytes: int = 0  # the limiter's queue at the start and the end of the interval
+    backlog_end_bytes: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the queue held a backlog throughout (at both ends): the limiter set the rate."""
+        return self.backlog_start_bytes > 0 and self.backlog_end_bytes > 0
 
     def delivered(self, metric: Metric) -> float:
         return self.delivered_bps if metric is Metric.BPS else self.delivered_pps
@@ -126,8 +141,11 @@ class Judgement:
     average: int | None  # the average limit in this metric: the first-second overshoot is relative to it
     phase: str  # "steady" or "burst"
     window: tuple[float, float]  # the judged samples, seconds since the load started
-    offered: float  # medians over the window
-    achieved: float
+    offered: float  # over the window
+    achieved: float  # over its busy samples (all of them for a limiter without a queue)
+    achieved_median: float  # of the window's 100 ms samples, for comparison
+    measured_samples: int  # how many samples `achieved` is measured over
+    window_samples: int
     error: float | None
     first_second_peak: float
     overshoot: float | None
@@ -164,6 +182,13 @@ def choose_metric(traffic: Traffic, limit: Limit, frame_bytes: float | None) -> 
     return Metric.PPS, limit.pps
 
 
+def _mean(samples: Sequence[RateSample], rate: str, metric: Metric) -> float:
+    """What passed over the samples' span divided by its length (their mean weighted by length)."""
+    span = sum(s.end_s - s.start_s for s in samples)
+    value = getattr(RateSample, rate)
+    return sum(value(s, metric) * (s.end_s - s.start_s) for s in samples) / span if span > 0 else 0.0
+
+
 def _frame_bytes(samples: Sequence[RateSample]) -> float | None:
     octets = sum(s.offered_bps / 8 * (s.end_s - s.start_s) for s in samples)
     packets = sum(s.offered_pps * (s.end_s - s.start_s) for s in samples)
@@ -193,6 +218,16 @@ def _show(value: float, metric: Metric) -> str:
     return human_rate(round(value)) if metric is Metric.BPS else f"{value:,.0f} packets/s"
 
 
+def resolution_note(limit_bps: int, window_s: float) -> str:
+    """A warning when one GSO aggregate, counted whole, is more than the tolerance of the window's bytes."""
+    share = GSO_MAX_BYTES * 8 / (limit_bps * window_s) if window_s > 0 else math.inf
+    if share <= TOLERANCE:
+        return ""
+    needed = math.ceil(STEADY_AFTER_S + GSO_MAX_BYTES * 8 / (TOLERANCE * limit_bps))
+    return (f"; at this rate one 64 KB GSO aggregate is {share:.0%} of the {window_s:.1f} s judged: "
+            f"--duration {needed} or more measures to {TOLERANCE:.0%}")
+
+
 def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: Sequence[Rtt] = (),
           loaded: Sequence[Rtt] = (), loaded_sent: int | None = None) -> Judgement:
     """The verdict of one run: `samples` of the port's counters while the load ran, pings before and during."""
@@ -204,8 +239,13 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
     if phase == "burst":
         judged = limit.peak_bps
     span = (window[0].start_s, window[-1].end_s)
-    offered = statistics.median(s.offered(metric) for s in window)
-    achieved = statistics.median(s.delivered(metric) for s in window)
+    busy = [s for s in window if s.busy]
+    queued = any(s.backlog_end_bytes for s in samples)
+    measured = busy if queued and len(busy) >= MIN_STEADY_SAMPLES else window
+    offered = _mean(window, "offered", metric)
+    achieved = _mean(measured, "delivered", metric)
+    median = statistics.median(s.delivered(metric) for s in window)
+    seconds = sum(s.end_s - s.start_s for s in measured)
     first = [s.delivered(metric) for s in samples if s.start_s < STEADY_AFTER_S] or [samples[0].delivered(metric)]
     peak = max(first)
     latency = _latency(idle, loaded, span, loaded_sent)
@@ -213,8 +253,8 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
     overshoot = peak / average - 1 if average else None
 
     def done(verdict: Verdict, reason: str) -> Judgement:
-        return Judgement(traffic, metric, judged, average, phase, span, offered, achieved, error, peak, overshoot,
-                         latency, verdict, reason)
+        return Judgement(traffic, metric, judged, average, phase, span, offered, achieved, median, len(measured),
+                         len(window), error, peak, overshoot, latency, verdict, reason)
 
     if judged is None:
         why = "no limit in this direction: the achieved rate is what the path carries"
@@ -226,11 +266,15 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
     against = f"the peak {_show(judged, metric)} (the burst lasts {limit.burst_seconds:.1f} s, longer than " \
               f"the run)" if phase == "burst" else _show(judged, metric)
     if traffic is Traffic.TCP:
+        note = resolution_note(judged, seconds)
+        if queued and measured is window:
+            note += (f"; the limiter's queue was busy in only {len(busy)} of {len(window)} samples: the sender did "
+                     "not keep the port loaded")
         if abs(error) <= TOLERANCE:
-            return done(Verdict.PASS, f"achieved {_show(achieved, metric)}, within {TOLERANCE:.0%} of {against}")
+            return done(Verdict.PASS, f"achieved {_show(achieved, metric)}, within {TOLERANCE:.0%} of {against}{note}")
         verdict = Verdict.OVER if error > 0 else Verdict.UNDER
         return done(verdict, f"achieved {_show(achieved, metric)}, {abs(error):.1%} {'over' if error > 0 else 'under'}"
-                             f" {against} (tolerance {TOLERANCE:.0%})")
+                             f" {against} (tolerance {TOLERANCE:.0%}){note}")
     if offered < MIN_OVERLOAD * judged:
         return done(Verdict.NO_LOAD, f"offered only {_show(offered, metric)}, {offered / judged:.2f}x {against}; "
                                      f"a flood must offer at least {MIN_OVERLOAD:g}x to test the limit "

@@ -40,7 +40,7 @@ def first_ipv4(ip_json: str) -> str | None:
     return None
 
 
-def rate_sample(rate: FlowRate, start_s: float) -> RateSample:
+def rate_sample(rate: FlowRate, start_s: float, backlog_start_bytes: int) -> RateSample:
     """One sampler interval as the judge reads it, `start_s` seconds after the load started."""
     return RateSample(start_s, start_s + rate.seconds, rate.offered_bps, rate.delivered_bps, rate.offered_pps,
-                      rate.delivered_pps)
+                      rate.delivered_pps, backlog_start_bytes, rate.backlog_bytes)

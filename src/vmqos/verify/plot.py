@@ -54,17 +54,22 @@ def plot(run: Run, port: str, base: str) -> tuple[str, str]:
     if j.average and j.average != j.limit:
         rate_ax.axhline(j.average / scale, color=_COLOURS["limit"], ls=":", lw=1.2,
                         label=f"average {j.average / scale:,.3g} {unit}")
-    rate_ax.axvline(j.window[0], color="#888888", lw=0.8, ls=":")
-    rate_ax.set_ylabel(f"rate ({unit})")
+    busy = [(s.start_s, s.end_s - s.start_s) for s in run.samples if s.busy]
     top = max([*(s.offered(j.metric) for s in run.samples), *(s.delivered(j.metric) for s in run.samples),
                j.limit or 0, j.average or 0]) / scale
+    if busy:
+        rate_ax.broken_barh(busy, (0, (top or 1) * 0.03), color=_COLOURS["delivered"], alpha=0.35, lw=0,
+                            label="limiter's queue busy")
+    rate_ax.axvline(j.window[0], color="#888888", lw=0.8, ls=":")
+    rate_ax.set_ylabel(f"rate ({unit})")
     rate_ax.set_ylim(0, (top or 1) * 1.45)  # room for the legend above the data
     rate_ax.grid(alpha=0.3)
     rate_ax.legend(loc="upper center", ncol=3, fontsize=8, framealpha=0.9)
     error = "" if j.error is None else f", error {j.error:+.1%}"
     colour = "#1e7d32" if j.verdict is Verdict.PASS else "#b03a2e"
     rate_ax.set_title(f"vmqos verify {port} {run.direction} {run.traffic.value}: {j.verdict.value}\n"
-                      f"achieved {j.achieved / scale:,.4g} {unit} (median after {j.window[0]:.1f} s){error}",
+                      f"achieved {j.achieved / scale:,.4g} {unit} ({j.measured_samples} of {j.window_samples} "
+                      f"samples after {j.window[0]:.1f} s){error}",
                       fontsize=11, color=colour)
 
     loaded = [(r.at_s, r.rtt_us / 1000) for r in run.loaded]

@@ -87,6 +87,8 @@ class Run:
             "metric": j.metric.value, "judged_limit": j.limit, "average_limit": j.average, "phase": j.phase,
             "window_s": [round(j.window[0], 3), round(j.window[1], 3)],
             "offered": round(j.offered, 1), "achieved": round(j.achieved, 1),
+            "achieved_median": round(j.achieved_median, 1), "measured_samples": j.measured_samples,
+            "window_samples": j.window_samples,
             "error": None if j.error is None else round(j.error, 5),
             "first_second_peak": round(j.first_second_peak, 1),
             "first_second_overshoot": None if j.overshoot is None else round(j.overshoot, 5),
@@ -99,7 +101,8 @@ class Run:
                        "lost_percent": self.iperf.lost_percent, "retransmits": self.iperf.retransmits},
             "samples": [{"start_s": round(s.start_s, 4), "end_s": round(s.end_s, 4),
                          "offered_bps": round(s.offered_bps), "delivered_bps": round(s.delivered_bps),
-                         "offered_pps": round(s.offered_pps, 1), "delivered_pps": round(s.delivered_pps, 1)}
+                         "offered_pps": round(s.offered_pps, 1), "delivered_pps": round(s.delivered_pps, 1),
+                         "backlog_bytes": s.backlog_end_bytes, "busy": s.busy}
                         for s in self.samples],
             "idle_rtts": [{"at_s": round(r.at_s, 4), "rtt_us": r.rtt_us} for r in self.idle],
             "loaded_rtts": [{"at_s": round(r.at_s, 4), "rtt_us": r.rtt_us} for r in self.loaded],
@@ -287,7 +290,9 @@ def _sample(sampler: Sampler, plans: dict[str, PortPlan], port: str, direction: 
         if rate is None or direction not in rate.rates:
             raise KernelError(f"port {port} has no {direction} counters: `vmqos check` shows whether the kernel "
                               "holds its plan")
-        samples.append(rate_sample(rate.rates[direction], previous.monotonic - t0))
+        before = previous.ports[port].flows.get(direction)
+        samples.append(rate_sample(rate.rates[direction], previous.monotonic - t0,
+                                   before.backlog_bytes if before else 0))
         previous = current
         next_at = max(next_at + SAMPLE_INTERVAL_S, time.monotonic())
         if client.poll() is not None:
