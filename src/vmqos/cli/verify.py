@@ -55,7 +55,7 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
 def _rate(bps: float) -> str:
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bps >= scale:
-            return f"{bps / scale:.4g} {unit}"
+            return f"{bps / scale:#.4g}".rstrip(".") + f" {unit}"
     return f"{bps:.0f} bit/s"
 
 
