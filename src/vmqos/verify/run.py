@@ -305,6 +305,8 @@ def _iperf_result(out: str, err: str, traffic: Traffic, sender: Endpoint, receiv
         data = json.loads(out or "{}")
     except json.JSONDecodeError:
         data = {}
+    if "interrupt" in str(data.get("error", "")):
+        raise KeyboardInterrupt  # Ctrl-C reached iperf3 first: the run was interrupted, not failed
     if not data or "error" in data:
         raise KernelError(f"iperf3 {sender.netns} -> {receiver.address} failed: "
                           f"{data.get('error') or err.strip() or 'no output'}")
