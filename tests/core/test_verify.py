@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from vmqos.cli.main import main
 from vmqos.lab.traffic import TrafficResult
 from vmqos.verify.judge import (MIN_OVERLOAD, STEADY_AFTER_S, TOLERANCE, Limit, Metric, RateSample, Rtt, Traffic,
-                                Verdict, choose_metric, judge, percentile, resolution_note)
+                                Verdict, bin_samples, choose_metric, judge, loaded_samples, percentile,
+                                resolution_note)
 from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted
 from vmqos.verify.plot import base_of, default_base, plot
 from vmqos.verify.run import Run, sender_options
@@ -77,7 +78,8 @@ def test_the_first_second_is_the_burst_and_not_the_steady_state(first):
 
 
 def test_achieved_is_what_passed_in_the_steady_state_divided_by_its_length():
-    samples = series([30 * MBIT] * 10 + [19 * MBIT, 21 * MBIT, 20 * MBIT, 40 * MBIT, 0.0, 20.5 * MBIT, 19.5 * MBIT])
+    samples = series([30 * MBIT] * 10 + [19 * MBIT, 21 * MBIT, 20 * MBIT, 40 * MBIT, 0.0, 20.5 * MBIT, 19.5 * MBIT],
+                     offered=[40 * MBIT] * 17)
     j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), samples)
     assert j.achieved == pytest.approx(20 * MBIT) and j.achieved_median == 20 * MBIT and j.verdict is Verdict.PASS
     uneven = [RateSample(1.0, 1.1, 0, 10 * MBIT, 0, 0), RateSample(1.1, 1.4, 0, 30 * MBIT, 0, 0)]
@@ -86,11 +88,14 @@ def test_achieved_is_what_passed_in_the_steady_state_divided_by_its_length():
 
 
 def test_samples_in_steps_of_whole_gso_aggregates_are_judged_by_their_mean():
-    """At 3 Mbit/s a 64 KB aggregate leaves the queue every 175 ms: a 100 ms sample sees 0, 1 or 2 of them."""
+    """At 3 Mbit/s a 64 KB aggregate leaves the queue every 175 ms: a 100 ms sample sees 0, 1 or 2 of them.
+
+    The queue stays full meanwhile (a TCP sender fills its 128 KiB, as measured on a lab port).
+    """
     limit, aggregate = 3 * MBIT, 65_536 * 8
     every = aggregate / limit
     counts = [math.floor((i + 1) * 0.1 / every) - math.floor(i * 0.1 / every) for i in range(60)]
-    samples = series([c * aggregate / 0.1 for c in counts])
+    samples = series([c * aggregate / 0.1 for c in counts], backlog=[100_000] * 60)
     j = judge(Traffic.TCP, Limit(rate_bps=limit), samples)
     assert abs(j.achieved - limit) <= aggregate / (j.window[1] - j.window[0])  # within one aggregate
     assert j.verdict is Verdict.PASS and j.achieved_median in (0.0, aggregate / 0.1)  # the median is a step
@@ -100,24 +105,45 @@ def test_samples_in_steps_of_whole_gso_aggregates_are_judged_by_their_mean():
     assert resolution_note(20 * MBIT, 2.0) == ""
 
 
-def test_samples_where_the_sender_let_the_queue_run_dry_are_not_the_limiters():
-    """A TCP sender recovering from a loss lets the queue empty: those samples say nothing of the limit."""
-    rates = [20 * MBIT] * 10 + [20 * MBIT] * 6 + [2 * MBIT, 0.0, 5 * MBIT] + [20 * MBIT] * 11
-    backlog = [30_000] * 16 + [0, 0, 0] + [30_000] * 11
-    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates, backlog=backlog))
-    assert j.verdict is Verdict.PASS and j.achieved == pytest.approx(20 * MBIT)
-    assert (j.measured_samples, j.window_samples) == (16, 20)  # the sample after the dip starts empty
-    unqueued = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates))  # nft: every sample counts
-    assert unqueued.measured_samples == 20 and unqueued.verdict is Verdict.UNDER
-    assert unqueued.achieved == pytest.approx((17 * 20 + 7) / 20 * MBIT)
+def test_samples_where_the_sender_did_not_offer_the_limit_are_not_the_limiters():
+    """A TCP sender recovering from a loss offers less than the limit: that time says nothing of it."""
+    limit = 200 * MBIT  # one 64 KB aggregate is 2.6 % of 100 ms: the samples are judged one by one
+    delivered = [limit] * 16 + [0.1 * limit, 0.0, 0.25 * limit] + [limit] * 11
+    offered = [limit] * 16 + [0.1 * limit, 0.0, 0.2 * limit] + [1.02 * limit] * 11
+    backlog = [0] * 17 + [0, 1500] + [0] * 11  # a queue almost empty, as BBR keeps it
+    j = judge(Traffic.TCP, Limit(rate_bps=limit), series(delivered, offered=offered, backlog=backlog))
+    assert j.verdict is Verdict.PASS and j.achieved == pytest.approx(limit)
+    assert (j.measured_samples, j.window_samples) == (17, 20) and len(j.measured) == 17
 
 
-def test_a_queue_rarely_busy_means_the_sender_did_not_load_the_port():
-    rates = [10 * MBIT] * 30
-    backlog = [0] * 10 + [1500 if i % 5 == 0 else 0 for i in range(20)]
-    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), series(rates, backlog=backlog))
+def test_loaded_time_is_chosen_in_bins_as_long_as_the_resolution_needs():
+    assert bin_samples(Metric.BPS, 200 * MBIT, 0.1) == 1
+    assert bin_samples(Metric.BPS, 20 * MBIT, 0.1) == 6  # 0.52 s for one aggregate to be 5 %
+    assert bin_samples(Metric.BPS, 3 * MBIT, 0.1) == 35
+    assert bin_samples(Metric.PPS, 10_000, 0.1) == 1
+    # A sporadic sender at 3 Mbit/s: an aggregate now and then, sent at once from an empty queue.
+    # Chosen sample by sample, the ones with an aggregate would read 5.2 Mbit/s; the window holds 1.
+    delivered = [65_536 * 8 / 0.1 if i % 3 == 0 else 0.0 for i in range(30)]
+    j = judge(Traffic.TCP, Limit(rate_bps=3 * MBIT), series(delivered))
+    assert j.measured_samples == j.window_samples and j.verdict is Verdict.UNDER
+    assert j.achieved == pytest.approx(sum(delivered[10:]) / 20)
+    queued = [RateSample(0, 0.1, 0, 0, 0, 0, 3_000_000, 3_000_000)]  # 24 Mbit held: 100 ms at 240 Mbit/s
+    assert len(loaded_samples(queued, Metric.BPS, 200 * MBIT)) == 1
+    assert len(loaded_samples(queued, Metric.BPS, 300 * MBIT)) == 0
+    assert len(loaded_samples([RateSample(0, 0.1, 0, 0, 12_000, 9_000)], Metric.PPS, 10_000)) == 1
+
+
+def test_a_limiter_that_lets_too_much_through_is_over_in_its_loaded_samples():
+    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), steady_run(30 * MBIT, offered=30 * MBIT))
+    assert j.measured_samples == 20 and j.verdict is Verdict.OVER
+    low = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), steady_run(15 * MBIT, offered=25 * MBIT))
+    assert low.measured_samples == 20 and low.verdict is Verdict.UNDER  # loaded, and still too little
+
+
+def test_a_limiter_rarely_loaded_means_the_sender_did_not_offer_the_limit():
+    j = judge(Traffic.TCP, Limit(rate_bps=20 * MBIT), steady_run(10 * MBIT))
     assert j.measured_samples == j.window_samples == 20 and j.verdict is Verdict.UNDER
-    assert "busy in only 0 of 20 samples" in j.reason
+    assert "loaded in only 0 of 20 samples" in j.reason
 
 
 # -- floods: not over the limit, and enough offered ------------------------------------------------

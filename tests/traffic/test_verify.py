@@ -93,8 +93,8 @@ def test_cli_json_a_limited_and_an_unlimited_direction_and_the_plots(lab, ports,
     ports.set(vm3.port, PortChange(inbound=libvirt_rate(20)))  # managed both ways, limited towards vm3 only
     base = tmp_path / "plots" / "vm3.png"
     done = subprocess.run([sys.executable, "-m", "vmqos.cli.main", "verify", "vm3", "--lab", lab.name, "--duration",
-                           "2", "--json", "--plot", str(base)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VMQOS_DB": ports.store.url})
+                           "3", "--json", "--plot", str(base)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VMQOS_DB": ports.store.url})  # 3 s: a 1 s window is one bin at 20 Mbit/s
     assert done.returncode == 1, done.stderr  # "no limit" is not a pass
     data = json.loads(done.stdout)
     runs = {r["direction"]: r for r in data["runs"]}
@@ -105,7 +105,7 @@ def test_cli_json_a_limited_and_an_unlimited_direction_and_the_plots(lab, ports,
     assert abs(runs["ingress"]["achieved"] / (20 * MBIT) - 1) <= TOLERANCE
     assert runs["egress"]["verdict"] == "no limit" and runs["egress"]["error"] is None
     assert runs["egress"]["achieved"] > 100 * MBIT  # nothing limits what vm3 sends
-    assert len(runs["ingress"]["samples"]) >= 15 and runs["ingress"]["loaded_rtts"]
+    assert len(runs["ingress"]["samples"]) >= 25 and runs["ingress"]["loaded_rtts"]
     for direction, r in runs.items():
         assert r["plots"] == [str(tmp_path / "plots" / f"vm3-{direction}.png"),
                               str(tmp_path / "plots" / f"vm3-{direction}.svg")]
@@ -121,12 +121,13 @@ def test_a_run_judged_against_a_limit_the_kernel_does_not_hold_fails(lab, ports)
     target = lab_target(lab.name, "vm2")
     state = port_state(ports.store, ports.netns, target.port)
     assert not state.in_sync and state.limits["ingress"].rate_bps == 40 * MBIT
-    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=2)
+    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=3)
     j = run.judgement
     log(f"drift: judged against {j.limit / MBIT:g} Mbit/s, achieved {j.achieved / MBIT:.3f} Mbit/s, "
         f"error {j.error:+.1%}: {j.verdict.value}")
     assert j.verdict is Verdict.UNDER and not j.verdict.ok
-    assert abs(j.achieved / (20 * MBIT) - 1) <= TOLERANCE  # what the kernel really holds
+    # what the kernel holds; judged against 40 Mbit/s, no sample is "loaded", so a TCP dip counts
+    assert 0.85 * 20 * MBIT <= j.achieved <= (1 + TOLERANCE) * 20 * MBIT
 
 
 @pytest.mark.xfail(strict=True, reason="a known gap: in shape mode the instance's traffic is redirected to the IFB "

@@ -95,7 +95,7 @@ def _table(target: Any, runs: list[Any]) -> Any:
             "limit": run.limit.describe() + (" (peak judged)" if j.phase == "burst" else ""),
             "offered": _cell(j.offered, j.metric),
             "achieved": _cell(j.achieved, j.metric) + (
-                f" ({j.measured_samples} busy of {j.window_samples} samples after {j.window[0]:.1f} s)"
+                f" ({j.measured_samples} loaded of {j.window_samples} samples after {j.window[0]:.1f} s)"
                 if j.measured_samples < j.window_samples else f" (after {j.window[0]:.1f} s)"),
             "iperf3 goodput": _cell(run.iperf.received_bps, Metric.BPS),
             "error": "-" if j.error is None else f"{j.error:+.1%}",
@@ -129,7 +129,8 @@ def _table(target: Any, runs: list[Any]) -> Any:
               help="tcp: one iperf3 stream; udp: 1,400-byte datagrams at twice the limit; small-packets: a flood "
                    "of 64-byte frames (iperf3 UDP, 22-byte payload) for packet-rate limits.")
 @click.option("--duration", type=float, default=5.0, show_default=True,
-              help=f"Seconds of load per direction ({MIN_DURATION_S:g} to {MAX_DURATION_S:g}); the first is the burst.")
+              help=f"Seconds of load per direction ({MIN_DURATION_S:g} to {MAX_DURATION_S:g}); the first is the burst. "
+                   "Low rates need longer runs: a note says when (3 Mbit/s: 5 s).")
 @click.option("--offer", metavar="RATE", help="What udp or small-packets offers (tc units, e.g. 50mbit); default: "
               "twice the limit for udp (1 Gbit/s without one), as fast as it goes for small-packets.")
 @click.option("--iperf-port", type=click.IntRange(1, 65535), default=5201, show_default=True,
@@ -155,10 +156,11 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
 
     \b
     Judged on the samples after the first second (after a peak's burst, when it has one):
-      achieved           what passed divided by the time, over the samples in which the
-                         limiter's queue had a backlog (the limiter set the rate there, not
-                         a sender recovering from a loss; every sample for nft limits);
-                         error = (achieved - limit) / limit
+      achieved           what passed divided by the time, over the time in which the limiter
+                         was loaded: its queue and what reached it held at least the limit
+                         (there the limiter set the rate, not a sender recovering from a
+                         loss), in bins as long as one 64 KB GSO aggregate needs to be 5 %
+                         of the bytes (0.5 s at 20 Mbit/s); error = (achieved - limit) / limit
       tcp                passes when |error| <= 5 %
       udp, small-packets pass when delivered <= limit + 5 %, with offered >= 1.25 x limit
                          (else: "not enough load offered"); small packets are judged in

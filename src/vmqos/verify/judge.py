@@ -3,13 +3,14 @@
 Rates are of frames (bytes with the Ethernet header) as the limiters count them, so a TCP run is
 compared by its frame rate, not by iperf3's goodput (0.956 of it, kernel-lab-facts §1). The first
 second is the burst: an nft bucket holds at least one second of traffic and TCP ramps up; what
-comes after is the steady state. Its achieved rate is measured over the samples in which the
-limiter was busy (its queue held a backlog at both ends, so the limiter set the rate, not a TCP
-sender recovering from a loss), or over every steady sample for a limiter without a queue (nft):
-what passed in them divided by their length. Not a median of the 100 ms samples (it is kept
-beside, in the JSON): a queue sends a TCP GSO aggregate of up to 64 KB whole, one per 175 ms at
-3 Mbit/s, so at low rates the samples come in steps of an aggregate and their median is off by
-up to a step, while their sum is exact to one aggregate. A port with a peak runs at
+comes after is the steady state. Its achieved rate is what passed while the limiter was loaded
+(it held, or was offered, at least the limit's worth: there the limiter set the rate, not a TCP
+sender recovering from a loss) divided by that time. A queue sends a TCP GSO aggregate of up to
+64 KB whole, one per 175 ms at 3 Mbit/s, so the 100 ms samples come in steps of an aggregate: a
+median of them is off by up to a step, and so is any choice of single samples. Loaded time is
+therefore chosen in bins long enough that one aggregate is at most 5 % of the limit's bytes
+(0.5 s at 20 Mbit/s, one sample from 105 Mbit/s, the whole window at 3 Mbit/s, where a note says
+the run is too short to measure to 5 %). The samples' median is kept beside, in the JSON. A port with a peak runs at
 the peak while its burst bucket lasts (burst / (peak - average) seconds from full), so its steady
 state starts only then; a run that ends before is judged against the peak. Every threshold is a
 constant of this module.
@@ -98,10 +99,6 @@ class RateSample:
     backlog_start_bytes: int = 0  # the limiter's queue at the start and the end of the interval
     backlog_end_bytes: int = 0
 
-    @property
-    def busy(self) -> bool:
-        """Whether the queue held a backlog throughout (at both ends): the limiter set the rate."""
-        return self.backlog_start_bytes > 0 and self.backlog_end_bytes > 0
 
     def delivered(self, metric: Metric) -> float:
         return self.delivered_bps if metric is Metric.BPS else self.delivered_pps
@@ -142,10 +139,11 @@ class Judgement:
     phase: str  # "steady" or "burst"
     window: tuple[float, float]  # the judged samples, seconds since the load started
     offered: float  # over the window
-    achieved: float  # over its busy samples (all of them for a limiter without a queue)
+    achieved: float  # over its loaded samples (all of them when fewer than MIN_STEADY_SAMPLES were)
     achieved_median: float  # of the window's 100 ms samples, for comparison
     measured_samples: int  # how many samples `achieved` is measured over
     window_samples: int
+    measured: tuple[tuple[float, float], ...]  # (start, length) of each sample `achieved` is measured over
     error: float | None
     first_second_peak: float
     overshoot: float | None
@@ -187,6 +185,40 @@ def _mean(samples: Sequence[RateSample], rate: str, metric: Metric) -> float:
     span = sum(s.end_s - s.start_s for s in samples)
     value = getattr(RateSample, rate)
     return sum(value(s, metric) * (s.end_s - s.start_s) for s in samples) / span if span > 0 else 0.0
+
+
+def bin_samples(metric: Metric, limit: int, sample_s: float) -> int:
+    """How many samples make a bin in which one GSO aggregate is at most TOLERANCE of the limit's bytes."""
+    if metric is Metric.PPS:  # packets are counted one by one
+        return 1
+    return max(1, math.ceil(GSO_MAX_BYTES * 8 / (TOLERANCE * limit) / sample_s - 1e-9))
+
+
+def loaded_samples(window: Sequence[RateSample], metric: Metric, limit: int) -> list[RateSample]:
+    """The samples of the bins in which the limiter had at least the limit's worth to send.
+
+    A bin is loaded when what its queue held at the start and what reached it fill the limit
+    over its length. Chosen by what was offered, never by what was delivered: in a loaded bin a
+    limiter that lets too much or too little through still shows it.
+    """
+    if not window:
+        return []
+    size = bin_samples(metric, limit, statistics.median(s.end_s - s.start_s for s in window))
+    count = max(1, len(window) // size)  # equal bins, none shorter than `size`
+    edges = [round(i * len(window) / count) for i in range(count + 1)]
+    out: list[RateSample] = []
+    for a, b in zip(edges, edges[1:]):
+        part = window[a:b]
+        seconds = sum(s.end_s - s.start_s for s in part)
+        if metric is Metric.PPS:  # a packet-rate limit is nft's, which holds no queue
+            offered = sum(s.offered_pps * (s.end_s - s.start_s) for s in part)
+            full = offered >= limit * seconds
+        else:
+            offered = sum(s.offered_bps * (s.end_s - s.start_s) for s in part)
+            full = part[0].backlog_start_bytes * 8 + offered >= limit * seconds
+        if full:
+            out.extend(part)
+    return out
 
 
 def _frame_bytes(samples: Sequence[RateSample]) -> float | None:
@@ -239,9 +271,8 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
     if phase == "burst":
         judged = limit.peak_bps
     span = (window[0].start_s, window[-1].end_s)
-    busy = [s for s in window if s.busy]
-    queued = any(s.backlog_end_bytes for s in samples)
-    measured = busy if queued and len(busy) >= MIN_STEADY_SAMPLES else window
+    full = loaded_samples(window, metric, judged) if judged else []
+    measured = full if len(full) >= MIN_STEADY_SAMPLES else window
     offered = _mean(window, "offered", metric)
     achieved = _mean(measured, "delivered", metric)
     median = statistics.median(s.delivered(metric) for s in window)
@@ -254,7 +285,8 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
 
     def done(verdict: Verdict, reason: str) -> Judgement:
         return Judgement(traffic, metric, judged, average, phase, span, offered, achieved, median, len(measured),
-                         len(window), error, peak, overshoot, latency, verdict, reason)
+                         len(window), tuple((s.start_s, s.end_s - s.start_s) for s in measured), error, peak,
+                         overshoot, latency, verdict, reason)
 
     if judged is None:
         why = "no limit in this direction: the achieved rate is what the path carries"
@@ -267,9 +299,9 @@ def judge(traffic: Traffic, limit: Limit, samples: Sequence[RateSample], idle: S
               f"the run)" if phase == "burst" else _show(judged, metric)
     if traffic is Traffic.TCP:
         note = resolution_note(judged, seconds)
-        if queued and measured is window:
-            note += (f"; the limiter's queue was busy in only {len(busy)} of {len(window)} samples: the sender did "
-                     "not keep the port loaded")
+        if measured is window:
+            note += (f"; the limiter was loaded in only {len(full)} of {len(window)} samples: the sender did "
+                     "not offer the limit")
         if abs(error) <= TOLERANCE:
             return done(Verdict.PASS, f"achieved {_show(achieved, metric)}, within {TOLERANCE:.0%} of {against}{note}")
         verdict = Verdict.OVER if error > 0 else Verdict.UNDER

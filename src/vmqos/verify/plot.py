@@ -54,12 +54,12 @@ def plot(run: Run, port: str, base: str) -> tuple[str, str]:
     if j.average and j.average != j.limit:
         rate_ax.axhline(j.average / scale, color=_COLOURS["limit"], ls=":", lw=1.2,
                         label=f"average {j.average / scale:,.3g} {unit}")
-    busy = [(s.start_s, s.end_s - s.start_s) for s in run.samples if s.busy]
+    busy = list(j.measured)
     top = max([*(s.offered(j.metric) for s in run.samples), *(s.delivered(j.metric) for s in run.samples),
                j.limit or 0, j.average or 0]) / scale
     if busy:
         rate_ax.broken_barh(busy, (0, (top or 1) * 0.03), color=_COLOURS["delivered"], alpha=0.35, lw=0,
-                            label="limiter's queue busy")
+                            label="the samples judged")
     rate_ax.axvline(j.window[0], color="#888888", lw=0.8, ls=":")
     rate_ax.set_ylabel(f"rate ({unit})")
     rate_ax.set_ylim(0, (top or 1) * 1.45)  # room for the legend above the data

@@ -102,7 +102,7 @@ class Run:
             "samples": [{"start_s": round(s.start_s, 4), "end_s": round(s.end_s, 4),
                          "offered_bps": round(s.offered_bps), "delivered_bps": round(s.delivered_bps),
                          "offered_pps": round(s.offered_pps, 1), "delivered_pps": round(s.delivered_pps, 1),
-                         "backlog_bytes": s.backlog_end_bytes, "busy": s.busy}
+                         "backlog_bytes": s.backlog_end_bytes}
                         for s in self.samples],
             "idle_rtts": [{"at_s": round(r.at_s, 4), "rtt_us": r.rtt_us} for r in self.idle],
             "loaded_rtts": [{"at_s": round(r.at_s, 4), "rtt_us": r.rtt_us} for r in self.loaded],
