@@ -208,6 +208,5 @@ def test_only_the_qdiscs_a_plan_makes_are_read_as_limiters():
     state = HostState(instances={"vm1": InstanceSpec("vm1", ports=(PortSpec("tap1", limits=shaped),)),
                                  "vm2": InstanceSpec("vm2", ports=(PortSpec("tap2", limits=pps_only),))})
     planned = planned_qdiscs(plan_host(state))
-    assert planned[("qdisc", "tap1", "root")] == "htb" and planned[("qdisc", "tap1", "ingress")] == "ingress"
-    assert planned[("qdisc", ifb_name("tap1"), "root")] == "htb"
+    assert planned[("qdisc", "tap1", "root")] == "htb" and planned[("qdisc", ifb_name("tap1"), "root")] == "htb"
     assert not any(key[1] == "tap2" for key in planned)

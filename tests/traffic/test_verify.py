@@ -121,7 +121,7 @@ def test_a_run_judged_against_a_limit_the_kernel_does_not_hold_fails(lab, ports)
     target = lab_target(lab.name, "vm2")
     state = port_state(ports.store, ports.netns, target.port)
     assert not state.in_sync and state.limits["ingress"].rate_bps == 40 * MBIT
-    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=3)
+    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=2)
     j = run.judgement
     log(f"drift: judged against {j.limit / MBIT:g} Mbit/s, achieved {j.achieved / MBIT:.3f} Mbit/s, "
         f"error {j.error:+.1%}: {j.verdict.value}")
@@ -130,13 +130,17 @@ def test_a_run_judged_against_a_limit_the_kernel_does_not_hold_fails(lab, ports)
     assert 0.85 * 20 * MBIT <= j.achieved <= (1 + TOLERANCE) * 20 * MBIT
 
 
-@pytest.mark.xfail(strict=True, reason="a known gap: in shape mode the instance's traffic is redirected to the IFB "
-                   "at tc ingress, and the kernel skips the nft ingress hook for what the IFB re-injects "
-                   "(tc_skip_classify), so an egress packet-rate limit behind a byte limit is not enforced")
 def test_small_packets_from_the_instance_behind_a_byte_limit_are_held_at_the_packet_rate(lab, ports, tmp_path):
+    """Shape mode forwards to the IFB from the nft chain, so its packet-rate limit sees the instance's packets.
+
+    Behind a tc redirect it did not (what an IFB re-injects skips nft): verify read 36,821 packets/s
+    delivered against 10,000 until the forward moved into the chain.
+    """
     vm2 = lab.instance(2)
     policy = policy_file(tmp_path, "pps-10k", {"type": "packet_rate_limit", "max_kpps": 10, "direction": "egress"})
     ports.set(vm2.port, PortChange(outbound=libvirt_rate(20), policy=policy, egress_mode=EgressMode.SHAPE))
-    run = verify(lab, ports, "vm2", "egress", Traffic.SMALL_PACKETS, seconds=2)
-    assert run.judgement.metric is Metric.PPS
-    assert run.judgement.verdict is Verdict.PASS, run.judgement.reason
+    run = verify(lab, ports, "vm2", "egress", Traffic.SMALL_PACKETS, seconds=2)  # nft counts packets one by one
+    j = run.judgement
+    assert j.metric is Metric.PPS and j.limit == 10_000
+    assert j.verdict is Verdict.PASS, j.reason
+    assert abs(j.achieved / 10_000 - 1) <= TOLERANCE
