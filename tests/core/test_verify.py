@@ -293,3 +293,15 @@ def test_verify_refuses_contradicting_options(capsys):
     assert main(["verify", "vm1", "--lab", "vqx", "--traffic", "udp", "--offer", "0"]) == 2
     assert main(["verify", "--help"]) == 0
     assert "Exit status" in capsys.readouterr().out
+
+
+def test_only_samples_within_the_load_are_kept_and_too_few_is_an_error():
+    from vmqos.errors import KernelError
+    from vmqos.verify.run import Endpoint, Target, _within_load
+
+    target = Target("tap-vm1", "vq-host", Endpoint("vm1", "vq-vm1", "10.0.0.1"), Endpoint("wan", "vq-wan", "10.0.0.2"))
+    samples = series([20 * MBIT] * 30)
+    stuck = samples[:-1] + [RateSample(2.9, 190.0, 0, 0, 0, 0)]  # one pass blocked for three minutes
+    assert _within_load(stuck, target, 3.0) == samples[:-1]
+    with pytest.raises(KernelError, match=r"read only 3 times .*one pass took 188\.7 s"):
+        _within_load(samples[:13] + [RateSample(1.3, 190.0, 0, 0, 0, 0)], target, 3.0)

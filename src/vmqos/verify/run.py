@@ -23,8 +23,8 @@ from vmqos.lab.traffic import TrafficResult, result_of
 from vmqos.monitor.sampler import PortLimits, Sampler, rates
 from vmqos.plan.planner import PortPlan
 from vmqos.store import Store
-from vmqos.verify.judge import (SMALL_PACKET_PAYLOAD, UDP_OFFER_FACTOR, UNLIMITED_UDP_OFFER_BPS, Judgement, Limit,
-                                RateSample, Rtt, Traffic, judge)
+from vmqos.verify.judge import (MIN_STEADY_SAMPLES, SMALL_PACKET_PAYLOAD, STEADY_AFTER_S, UDP_OFFER_FACTOR,
+                                UNLIMITED_UDP_OFFER_BPS, Judgement, Limit, RateSample, Rtt, Traffic, judge)
 from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted, rate_sample
 
 SAMPLE_INTERVAL_S = 0.1
@@ -261,7 +261,8 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
         client = procs.start(["iperf3", "-c", receiver.address, "-p", str(iperf_port), "-t",
                               f"{duration_s + IPERF_TAIL_S:g}", "-J", *options], sender.netns)
         t0, epoch0 = time.monotonic(), time.time()
-        samples = _sample(sampler, plans, target.port, direction, t0, duration_s, client)
+        samples = _within_load(_sample(sampler, plans, target.port, direction, t0, duration_s, client), target,
+                               duration_s)
         pinger.send_signal(signal.SIGINT)  # ping prints what it buffered when interrupted, not when killed
         try:
             ping_out, _ = pinger.communicate(timeout=3)
@@ -289,7 +290,8 @@ def _read(sampler: Sampler, plans: dict[str, PortPlan]) -> Any:
     for _ in range(READ_ATTEMPTS):
         started = time.monotonic()
         current = sampler.sample(plans)
-        if time.monotonic() - started <= MAX_READ_S:
+        took = time.monotonic() - started
+        if took <= MAX_READ_S or took > SAMPLE_INTERVAL_S:  # on time, or the kernel is slow to answer at all
             break
     return current
 
@@ -314,6 +316,23 @@ def _sample(sampler: Sampler, plans: dict[str, PortPlan], port: str, direction: 
         if client.poll() is not None:
             break  # the load ended early: what it says comes with its output
     return samples
+
+
+def _within_load(samples: list[RateSample], target: Target, duration_s: float) -> list[RateSample]:
+    """The samples that end while the load still ran; too few of them means the host was not read on time.
+
+    A pass waits for the kernel to answer its netlink dumps: while another tool applied 1,000
+    ports on the same host, one pass took three minutes, and a sample that long is mostly no load.
+    """
+    longest = max((s.end_s - s.start_s for s in samples), default=0.0)
+    within = [s for s in samples if s.end_s <= duration_s + IPERF_TAIL_S]
+    steady = [s for s in within if s.start_s >= STEADY_AFTER_S]
+    if len(steady) < MIN_STEADY_SAMPLES:
+        raise KernelError(f"the counters of {target.port} could be read only {len(steady)} times after the first "
+                          f"second of load (one pass took {longest:.1f} s, for {SAMPLE_INTERVAL_S * 1000:.0f} ms "
+                          "planned): the kernel answers netlink too slowly on this busy host (another tool's bulk "
+                          "change?); run it again when it is quieter, or with a longer --duration")
+    return within
 
 
 def _iperf_result(out: str, err: str, traffic: Traffic, sender: Endpoint, receiver: Endpoint) -> TrafficResult:
