@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -167,9 +168,8 @@ class _Processes:
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[str]] = []
 
-    def start(self, argv: Sequence[str], netns: str, *, capture: bool = True) -> subprocess.Popen[str]:
-        out = subprocess.PIPE if capture else subprocess.DEVNULL
-        proc = subprocess.Popen(in_netns(list(argv), netns), stdout=out, stderr=out, text=True)
+    def start(self, argv: Sequence[str], netns: str, *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(in_netns(list(argv), netns), stdout=stdout, stderr=subprocess.PIPE, text=True)
         self.started.append(proc)
         return proc
 
@@ -257,7 +257,10 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
                  f" ms; {duration_s:g} s of load {sender.name} -> {receiver.name} ...")
         _server(procs, receiver.netns, receiver.address, iperf_port)
         plans = {target.port: state.plan}
-        pinger = procs.start(_ping(target), target.instance.netns)
+        # ping prints 10 lines a second for as long as the run lasts: into an unnamed file, since a
+        # pipe nobody reads until the end would fill and stop it
+        ping_file = tempfile.TemporaryFile("w+")
+        pinger = procs.start(_ping(target), target.instance.netns, stdout=ping_file)
         client = procs.start(["iperf3", "-c", receiver.address, "-p", str(iperf_port), "-t",
                               f"{duration_s + IPERF_TAIL_S:g}", "-J", *options], sender.netns)
         t0, epoch0 = time.monotonic(), time.time()
@@ -265,10 +268,13 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
                                duration_s)
         pinger.send_signal(signal.SIGINT)  # ping prints what it buffered when interrupted, not when killed
         try:
-            ping_out, _ = pinger.communicate(timeout=3)
+            pinger.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pinger.kill()
-            ping_out, _ = pinger.communicate()
+            pinger.wait()
+        with ping_file:
+            ping_file.seek(0)
+            ping_out = ping_file.read()
         try:
             out, err = client.communicate(timeout=IPERF_TAIL_S + 15)
         except subprocess.TimeoutExpired:
