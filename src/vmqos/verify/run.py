@@ -29,8 +29,7 @@ from vmqos.verify.judge import (MIN_STEADY_SAMPLES, SMALL_PACKET_PAYLOAD, STEADY
 from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted, rate_sample
 
 SAMPLE_INTERVAL_S = 0.1
-MAX_READ_S = 0.02  # a pass that took longer is read again: its time stamp is taken before its reads
-READ_ATTEMPTS = 3
+MAX_READ_S = 0.02  # a pass that took longer ends no interval: its time stamp is taken before its reads
 PING_INTERVAL_S = 0.1  # root may ping this fast
 IDLE_PINGS = 10
 IPERF_TAIL_S = 0.5  # the sender runs this much longer than the sampled window: the window is all load
@@ -287,29 +286,32 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
                judge(traffic, limit, samples, idle, loaded, ping_transmitted(ping_out)))
 
 
-def _read(sampler: Sampler, plans: dict[str, PortPlan]) -> Any:
-    """One pass whose counters were read within MAX_READ_S of its time stamp.
+def _fast_pass(sampler: Sampler, plans: dict[str, PortPlan]) -> tuple[Any, bool]:
+    """One pass, and whether its counters were read within MAX_READ_S of its time stamp.
 
-    On two busy cores a pass can be preempted between its time stamp and its dumps; 100 ms later
-    the counters hold what the next interval sent (a 125 ms delay reads 6 % over a 2 s window).
+    A pass stamps its time before its dumps; on two busy cores it can be preempted in between, and
+    counters read 400 ms late make a 4 s window at 3 Mbit/s read 10 % over. A slow pass therefore
+    never ends an interval: the next fast one does, and its interval is simply longer.
     """
-    for _ in range(READ_ATTEMPTS):
-        started = time.monotonic()
-        current = sampler.sample(plans)
-        took = time.monotonic() - started
-        if took <= MAX_READ_S or took > SAMPLE_INTERVAL_S:  # on time, or the kernel is slow to answer at all
-            break
-    return current
+    started = time.monotonic()
+    current = sampler.sample(plans)
+    return current, time.monotonic() - started <= MAX_READ_S
 
 
 def _sample(sampler: Sampler, plans: dict[str, PortPlan], port: str, direction: str, t0: float, duration_s: float,
             client: subprocess.Popen[str]) -> list[RateSample]:
-    previous = _read(sampler, plans)
+    deadline = t0 + duration_s + IPERF_TAIL_S
+    previous, fast = _fast_pass(sampler, plans)
+    while not fast and time.monotonic() < deadline:
+        previous, fast = _fast_pass(sampler, plans)
     samples: list[RateSample] = []
     next_at = previous.monotonic + SAMPLE_INTERVAL_S
-    while previous.monotonic - t0 < duration_s - SAMPLE_INTERVAL_S / 2:
+    while previous.monotonic - t0 < duration_s - SAMPLE_INTERVAL_S / 2 and time.monotonic() < deadline:
         time.sleep(max(0.0, next_at - time.monotonic()))
-        current = _read(sampler, plans)
+        current, fast = _fast_pass(sampler, plans)
+        next_at = max(next_at + SAMPLE_INTERVAL_S, time.monotonic())
+        if not fast:
+            continue
         rate = rates(previous, current).get(port)
         if rate is None or direction not in rate.rates:
             raise KernelError(f"port {port} has no {direction} counters: `vmqos check` shows whether the kernel "
@@ -318,7 +320,6 @@ def _sample(sampler: Sampler, plans: dict[str, PortPlan], port: str, direction: 
         samples.append(rate_sample(rate.rates[direction], previous.monotonic - t0,
                                    before.backlog_bytes if before else 0))
         previous = current
-        next_at = max(next_at + SAMPLE_INTERVAL_S, time.monotonic())
         if client.poll() is not None:
             break  # the load ended early: what it says comes with its output
     return samples
@@ -328,16 +329,17 @@ def _within_load(samples: list[RateSample], target: Target, duration_s: float) -
     """The samples that end while the load still ran; too few of them means the host was not read on time.
 
     A pass waits for the kernel to answer its netlink dumps: while another tool applied 1,000
-    ports on the same host, one pass took three minutes, and a sample that long is mostly no load.
+    ports on the same host, one pass took three minutes, and an interval that long is mostly no load.
     """
     longest = max((s.end_s - s.start_s for s in samples), default=0.0)
     within = [s for s in samples if s.end_s <= duration_s + IPERF_TAIL_S]
     steady = [s for s in within if s.start_s >= STEADY_AFTER_S]
     if len(steady) < MIN_STEADY_SAMPLES:
-        raise KernelError(f"the counters of {target.port} could be read only {len(steady)} times after the first "
-                          f"second of load (one pass took {longest:.1f} s, for {SAMPLE_INTERVAL_S * 1000:.0f} ms "
-                          "planned): the kernel answers netlink too slowly on this busy host (another tool's bulk "
-                          "change?); run it again when it is quieter, or with a longer --duration")
+        raise KernelError(f"the counters of {target.port} could be read on time only {len(steady)} times after the "
+                          f"first second of load (the longest interval was {longest:.1f} s, for "
+                          f"{SAMPLE_INTERVAL_S * 1000:.0f} ms planned): the kernel answers netlink too slowly on this "
+                          "busy host (another tool's bulk change?); run it again when it is quieter, or with a "
+                          "longer --duration")
     return within
 
 
