@@ -1,6 +1,26 @@
-"""Shared test settings: hypothesis profiles sized for CI on two cores."""
+"""Shared test settings: hypothesis profiles sized for CI on two cores; matplotlib's cache kept in tmp."""
 
+import os
+import shutil
+import tempfile
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def matplotlib_cache():
+    """Plots (vmqos verify) build a font cache on first use: in a directory of the session, not in ~."""
+    if "MPLCONFIGDIR" in os.environ:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="vq-mpl-")
+    os.environ["MPLCONFIGDIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["MPLCONFIGDIR"]
+        shutil.rmtree(path, ignore_errors=True)

@@ -27,6 +27,10 @@ class UnitError(InvalidValue):
     """A quantity could not be parsed with iproute2's unit rules."""
 
 
+class MissingValue(VmqosError):
+    """A value the command cannot guess was not given (the namespace of a verification's endpoint)."""
+
+
 class ConflictError(VmqosError):
     """Values that are valid alone but not together (two rules of one type, total with read)."""
 

@@ -193,3 +193,20 @@ def test_a_quarantined_port_is_planned_policed_under_the_strictest_limits(tmp_pa
     assert after.egress.rate_bps == 1_000_000 and after.egress.pps == 1000
     assert after.egress.mechanism == "nftables police" and after.ifb is None
     assert after.egress.source["rate_bps"].startswith("quarantine (flood)")
+
+
+def test_only_the_qdiscs_a_plan_makes_are_read_as_limiters():
+    """A port limited by nft alone keeps the kernel's default root qdisc: it must not be read as an HTB."""
+    from vmqos.model.host import HostState, InstanceSpec, PortSpec
+    from vmqos.monitor.sampler import planned_qdiscs
+    from vmqos.plan.names import ifb_name
+    from vmqos.reconcile import plan_host
+
+    shaped = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(20_000_000)),
+                        egress=DirectionQos(bandwidth=BandwidthLimit(20_000_000)))
+    pps_only = NetworkQos(ingress=DirectionQos(packet_rate=PacketRateLimit(10_000)))
+    state = HostState(instances={"vm1": InstanceSpec("vm1", ports=(PortSpec("tap1", limits=shaped),)),
+                                 "vm2": InstanceSpec("vm2", ports=(PortSpec("tap2", limits=pps_only),))})
+    planned = planned_qdiscs(plan_host(state))
+    assert planned[("qdisc", "tap1", "root")] == "htb" and planned[("qdisc", ifb_name("tap1"), "root")] == "htb"
+    assert not any(key[1] == "tap2" for key in planned)

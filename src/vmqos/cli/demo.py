@@ -14,13 +14,16 @@ def demo_dir() -> str:
     return str(resources.files("vmqos") / "demo")
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
     from vmqos.cli.main import main
 
     stdout.print()
     stdout.rule(f"[bold]$ vmqos {' '.join(shlex.quote(a) for a in args)}", align="left")
-    code = main(args)
-    if code != 0:
+    try:
+        code = main(args)
+    except SystemExit as exc:  # commands that end with an exit status of their own (port set, check, verify)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if code not in ok:
         raise click.ClickException(f"demo step failed with exit code {code}: vmqos {' '.join(args)}")
 
 
@@ -187,19 +190,49 @@ def _watch_section(lab_name: str, netns: str, store) -> None:  # type: ignore[no
     _run(["usage", "--netns", netns, "--by", "day", "--min-bytes", "1kb"])
 
 
+DEMO_PLOTS = "vmqos-demo-out"  # relative to where the demo runs; `make demo` runs it in the checkout
+
+
+def _verify_section(lab_name: str) -> None:
+    """`vmqos verify` of every demo port, TCP both ways for 3 s each (vm2: 5 s), plots in ./vmqos-demo-out/."""
+    import os
+
+    from vmqos.lab import Lab
+    from vmqos.verify.plot import default_base
+
+    out = os.path.abspath(DEMO_PLOTS)
+    stdout.print(f"verify writes its plots (PNG and SVG) to {out}/")
+    lab = Lab(lab_name)
+    for inst in lab.instances(3):
+        # vm2's 3 Mbit/s needs 5 s: a queue sends 64 KB GSO aggregates whole, one is 9 % of 2 s judged at 3 Mbit/s.
+        seconds = "5" if inst.name == "vm2" else "3"
+        # A direction without a limit is reported as "no limit" and makes verify exit 1: not a demo failure.
+        _run(["verify", inst.name, "--lab", lab_name, "--traffic", "tcp", "--duration", seconds, "--plot-dir", out],
+             ok=(0, 1))
+    stdout.print()
+    stdout.print(f"plots written to {out}/:")
+    for inst in lab.instances(3):
+        for direction in ("ingress", "egress"):
+            base = default_base(inst.port, direction, "tcp", out)
+            stdout.print(f"  {base}.png  {base}.svg")
+
+
 @click.command()
-def demo() -> None:
+@click.option("--lab", "lab_name", default="lab", show_default=True, metavar="NAME",
+              help="The lab to build and remove (1 to 8 of a-z, 0-9, '-').")
+def demo(lab_name: str) -> None:
     """Run the demo: a lab of namespaces, the seed examples applied to it, and real traffic.
 
     \b
-    Brings up the lab `lab` (3 instances), applies the demo host file: the m1.resquota flavor
+    Brings up the lab `lab` (--lab NAME: another; 3 instances), applies the demo host file: the m1.resquota flavor
     (seed 003) on vm1, the bw-limiter and dscp-marking Neutron policies on vm2 and vm3; drives
     TCP both ways through every port and a UDP flood from vm2, and prints offered / delivered /
     dropped per port. Then CPU and disk: vm1 gets its flavor's shares and a 20 % quota, vm2 a
     1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold. Then
     `vmqos top` under traffic, a SYN flood from vm3 that the monitor detects, quarantines and
-    lifts, the events and the per-IP usage. The lab (and the loop device) are removed at the end
-    unless KEEP=1 is set.
+    lifts, the events and the per-IP usage. Last, `vmqos verify` of each port (TCP, 3 s each way;
+    5 s for vm2's 3 Mbit/s) judges it against its limits and writes its plots to ./vmqos-demo-out/.
+    The lab (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os
 
@@ -211,9 +244,10 @@ def demo() -> None:
     for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],
                  ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json"]):
         _run(args)
-    lab = Lab("lab")
+    lab = Lab(lab_name)
     stdout.print()
-    stdout.rule("[bold]$ vmqos lab up && vmqos apply -f host.yaml --netns lab-host", align="left")
+    stdout.rule(f"[bold]$ vmqos lab up --name {lab.name} && vmqos apply -f host.yaml --netns {lab.host_ns}",
+                align="left")
     lab_up(lab.name, 3)
     try:
         with open(f"{d}/host.yaml") as f:
@@ -237,12 +271,15 @@ def demo() -> None:
             stdout.print()
             stdout.rule("[bold]watching: top, a flood and its answer, usage per IP", align="left")
             _watch_section(lab.name, lab.host_ns, store)
+        stdout.print()
+        stdout.rule("[bold]verification: real traffic through every port, judged against its limits", align="left")
+        _verify_section(lab.name)
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "
-                         "`vmqos lab down` when done")
+                         f"`vmqos lab down --name {lab.name}` when done")
         else:
             lab_down(lab.name)
-            stdout.print("lab torn down (KEEP=1 keeps it)")
+            stdout.print(f"lab {lab.name} torn down (KEEP=1 keeps it)")
     stdout.print()
     stdout.print("[bold green]demo finished:[/] every step above ran the real vmqos commands on this host's kernel.")

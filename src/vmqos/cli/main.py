@@ -15,6 +15,7 @@ from vmqos.cli.lab import lab
 from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
+from vmqos.cli.verify import verify
 from vmqos.cli.vm import vm
 from vmqos.cli.volume import volume, volume_type
 from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
@@ -44,6 +45,7 @@ cli.add_command(instance)
 cli.add_command(volume_type)
 cli.add_command(volume)
 cli.add_command(vm)
+cli.add_command(verify)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)
 

@@ -21,6 +21,20 @@ class TrafficResult:
     retransmits: int | None = None
 
 
+def result_of(data: dict, *, udp: bool) -> TrafficResult:
+    """What a finished iperf3 client's JSON (`-J`) says: sent and received rates, loss or retransmits."""
+    end = data["end"]
+    if udp:
+        summary = end["sum"]
+        received = end.get("sum_received", {}).get("bits_per_second")
+        lost = summary.get("lost_percent", 0.0)
+        sent = summary["bits_per_second"]
+        return TrafficResult("udp", summary["seconds"], sent,
+                             received if received is not None else sent * (1 - lost / 100), lost)
+    return TrafficResult("tcp", end["sum_received"]["seconds"], end["sum_sent"]["bits_per_second"],
+                         end["sum_received"]["bits_per_second"], retransmits=end["sum_sent"].get("retransmits"))
+
+
 def iperf3(server_ns: str, server_addr: str, client_ns: str, *, seconds: float = 3, udp_bps: int | None = None,
            udp_len: int | None = None, port: int = 5201, extra: tuple[str, ...] = ()) -> TrafficResult:
     """One iperf3 run from `client_ns` to a one-off server in `server_ns`.
@@ -43,16 +57,7 @@ def iperf3(server_ns: str, server_addr: str, client_ns: str, *, seconds: float =
             time.sleep(0.05)
         if "error" in data or not data:
             raise KernelError(f"iperf3 {client_ns} -> {server_addr} failed: {data.get('error', done.stderr.strip())}")
-        end = data["end"]
-        if udp_bps is not None:
-            summary = end["sum"]
-            received = end.get("sum_received", {}).get("bits_per_second")
-            lost = summary.get("lost_percent", 0.0)
-            sent = summary["bits_per_second"]
-            return TrafficResult("udp", summary["seconds"], sent,
-                                 received if received is not None else sent * (1 - lost / 100), lost)
-        return TrafficResult("tcp", end["sum_received"]["seconds"], end["sum_sent"]["bits_per_second"],
-                             end["sum_received"]["bits_per_second"], retransmits=end["sum_sent"].get("retransmits"))
+        return result_of(data, udp=udp_bps is not None)
     finally:
         server.kill()
         server.wait()

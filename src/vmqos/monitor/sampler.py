@@ -21,6 +21,7 @@ from vmqos.errors import KernelError
 from vmqos.monitor.flows import DIRECTIONS, Flow, flows
 from vmqos.monitor.rates import FlowRate, counter_delta, flow_rate
 from vmqos.plan.names import chain_from, chain_owners, counter_port, ifb_name
+from vmqos.plan.objects import Qdisc
 from vmqos.plan.planner import PortPlan
 
 
@@ -74,6 +75,17 @@ class PortRates:
                 "directions": {d: r.as_json() for d, r in self.rates.items()}, "syn_pps": self.syn_pps}
 
 
+def planned_qdiscs(plans: Mapping[str, PortPlan]) -> dict[tuple[object, ...], str]:
+    """Key -> kind of the root and ingress qdiscs the plans put on their ports and IFBs.
+
+    Only these are the limiters' counters: a port limited by nft alone still has the kernel's
+    default root qdisc (a veth's `noqueue`, which counts nothing), and reading it as the port's
+    HTB would report that nothing was delivered.
+    """
+    return {o.key: o.qdisc_kind for plan in plans.values() for o in plan.objects
+            if isinstance(o, Qdisc) and o.parent in ("root", "ingress")}
+
+
 class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
@@ -108,11 +120,13 @@ class Sampler:
         if any(q.ifindex not in self._names for q in qdiscs) or any(i not in self._names for i in links) \
                 or not wanted <= set(self._names.values()):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
+        planned = planned_qdiscs(plans)
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
         for q in qdiscs:
             name = self._names.get(q.ifindex)
-            if name in wanted:
-                tc.setdefault(name, {})[("qdisc", name, q.where)] = q.stats
+            key = ("qdisc", name, q.where)
+            if name in wanted and planned.get(key) == q.kind:
+                tc.setdefault(name, {})[key] = q.stats
         index = {name: idx for idx, name in self._names.items()}
         owners = chain_owners(plans)
         by_port: dict[str, dict[str, CounterValue]] = {}
