@@ -232,7 +232,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     profile_text = None
 
     state = host_state(n)
-    tmp = tempfile.mkdtemp(prefix="vqbench")
+    scratch = tempfile.TemporaryDirectory(prefix="vqbench")  # removed when done, even on an exception
+    tmp = scratch.name
     for run in range(args.runs):
         reconcile_mod._plan.cache_clear()  # time planning from cold, not the memo of the previous run
         t0 = time.perf_counter()

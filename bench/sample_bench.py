@@ -122,7 +122,8 @@ def main() -> int:
         return 2
     import tempfile
 
-    args.tmp = tempfile.mkdtemp(prefix="vqbench")
+    scratch = tempfile.TemporaryDirectory(prefix="vqbench")  # removed when done, even on an exception
+    args.tmp = scratch.name
     info = ab.machine()
     ab.settle()
     result = bench(args)
