@@ -16,7 +16,7 @@ from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, Packet
 from vmqos.operations import check_host, show_port
 from vmqos.plan.diff import diff
 from vmqos.plan.names import ifb_name
-from vmqos.plan.objects import HtbClass, IfbLink, NftSet, Qdisc
+from vmqos.plan.objects import HtbClass, IfbLink, NftChain, NftSet, Qdisc, U32Filter
 from vmqos.reconcile import Reconciler, plan_host
 from vmqos.store import Store
 
@@ -160,6 +160,29 @@ def test_an_nft_timeout_fails_every_port_of_the_transaction_without_retrying_eac
         monkeypatch.undo()
         assert all(not [o for o in objs if not isinstance(o, NftSet)]
                    for objs in rec.observe(["vqa0", "vqa1"]).objects.values())  # rolled back to empty
+
+
+def test_a_port_fed_by_the_old_tc_redirect_is_converted_without_force(ports):
+    """What an earlier vmqos applied (a tc ingress redirect to the IFB, a chain without the forward)
+    is vmqos's own: re-applying converts it in place, the nft forward in before the redirect goes."""
+    st = state(20_000_000, devices=("vqa0",))
+    plan = plan_host(st)["vqa0"]
+    ifb = ifb_name("vqa0")
+    old = [replace(o, rules=tuple(r for r in o.rules if not r.fwd_to)) if isinstance(o, NftChain) else o
+           for o in plan.objects]
+    old += [Qdisc("vqa0", "ingress", "ffff:", "ingress"),
+            U32Filter("vqa0", "ffff:", 1, "all", ("u32 0 0",), redirect_to=ifb)]
+    with Reconciler(ports) as rec:
+        results, _ = rec.reconcile({"vqa0": replace(plan, objects=tuple(old))})
+        assert results[0].error is None
+        results, _ = rec.reconcile(plan_host(st))
+        (result,) = results
+        assert result.error is None, result.error
+        # the filter goes with its qdisc; the chain is swapped (forward in) before tc deletes anything
+        assert {op.describe() for op in result.ops} == {"delete qdisc vqa0 ingress", "replace nft-chain vmqos from_vqa0"}
+        assert in_sync(rec, st)
+    assert "ingress" not in sh(ports, "tc qdisc show dev vqa0").stdout
+    assert f'fwd to "{ifb}"' in sh(ports, "nft list table netdev vmqos").stdout
 
 
 def writes_none(rec: Reconciler, st: HostState) -> bool:
