@@ -379,6 +379,15 @@ def machine() -> dict[str, Any]:
             "pyroute2": getattr(pyroute2, "__version__", "?"), "ipv6_in_namespace": IPV6}
 
 
+def emit_json(doc: dict[str, Any], path: str | None) -> None:
+    """Print the run's JSON document, and write it to `path` too when given (--json)."""
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+
+
 def fmt(x: float | None) -> str:
     if x is None:
         return "–"
@@ -473,11 +482,7 @@ def main() -> int:
     if result["profile"]:
         print("cProfile of (a), first run:")
         print(result["profile"])
-    text = json.dumps({k: v for k, v in result.items() if k != "profile"}, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit_json({k: v for k, v in result.items() if k != "profile"}, args.json)
     return 0
 
 

@@ -144,11 +144,7 @@ def main() -> int:
         print(f"| {label} | {cpu * 1000:.1f} ms | {cpu:.1%} | {wall * 1000:.1f} ms | {cpu / base:.2f}× |")
     print()
     print(f"read per pass: {result['counts']}")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    ab.emit_json(result, args.json)
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Iterator
 from pyroute2.netns import create_socket
 
 from vmqos.drivers.process import check_netns
-from vmqos.drivers.tc_netlink import TC_H_INGRESS, TC_H_ROOT, TcStats, kernel_error
+from vmqos.drivers.tc_netlink import TC_H_INGRESS, TC_H_ROOT, TcStats, handle_str, kernel_error
 from vmqos.errors import KernelError
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -55,7 +55,7 @@ class QdiscCounters:
             return "root"
         if self.parent == TC_H_INGRESS:
             return "ingress"
-        return f"{self.parent >> 16:x}:{self.parent & 0xFFFF:x}"
+        return handle_str(self.parent)
 
 
 @dataclass(frozen=True)
