@@ -74,6 +74,20 @@ def test_a_flood_is_an_event_only_once_it_held_and_ends_once_it_cleared():
     assert {d.detector for d in ended} == {PACKET_RATE, SMALL_PACKETS, SYN_FLOOD} and det.active() == []
 
 
+def test_an_active_flood_ends_when_its_port_goes_and_a_quiet_port_leaves_nothing_tracked():
+    det = Detectors(Thresholds(for_seconds=1))
+    flood = _pr("tap1", _rate(80_000, mean=64))
+    det.update(0.0, flood)
+    started, _ = det.update(1.0, {**flood, **_pr("tap2", _rate(100))})
+    assert {d.port for d in started} == {"tap1"}
+    _, ended = det.update(2.0, _pr("tap2", _rate(100)))  # tap1 was removed
+    assert {(d.port, d.detector) for d in ended} == {("tap1", PACKET_RATE), ("tap1", SMALL_PACKETS)}
+    assert det.active() == [] and det._tracks == {}
+    det.update(3.0, _pr("tap2", _rate(80_000, mean=64)))  # held once, then calm: forgotten
+    det.update(4.0, _pr("tap2", _rate(100)))
+    assert det._tracks == {}
+
+
 def test_syn_share_needs_both_the_share_and_the_rate_and_only_from_the_instance():
     det = Detectors(Thresholds(for_seconds=0))
     few = det.update(0.0, _pr("a", _rate(3_000, mean=60), syn=1_000))[0]  # 33 % SYNs

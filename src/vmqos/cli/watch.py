@@ -130,7 +130,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
       vmqos top --netns lab-host --once --json | jq '.ports[] | select(.dropped_pps > 0)'
     """
     from vmqos.monitor.sampler import Sampler, rates
-    from vmqos.operations import desired_plans, open_store, scope_of
+    from vmqos.operations import WatchedPlans, open_store, scope_of
 
     if interval <= 0:
         raise InvalidValue("--interval", interval, "a number of seconds above 0")
@@ -138,10 +138,10 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
         raise click.UsageError("--json prints one sample: add --once")
     scope = scope_of(netns)
     with open_store(db) as store, Sampler(netns) as sampler:
+        watched = WatchedPlans(store, scope)
+
         def sample() -> Any:
-            state = store.load(scope)
-            instances = {p.device: i.name for i, p in state.ports()}
-            return sampler.sample(desired_plans(store, scope, state), instances)
+            return sampler.sample(*watched.current())
 
         def visible(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not filter_text:

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from pyroute2.netns import create_socket
 
+from vmqos.drivers.nft import CounterValue
 from vmqos.drivers.process import check_netns
 from vmqos.drivers.tc_netlink import TC_H_INGRESS, TC_H_ROOT, TcStats, handle_str, kernel_error
 from vmqos.errors import KernelError
@@ -31,6 +32,7 @@ _NLA = struct.Struct("=HH")
 _BASIC = struct.Struct("=QI")  # gnet_stats_basic: bytes, packets (u32: see TCA_STATS_PKT64)
 _QUEUE = struct.Struct("=IIIII")  # gnet_stats_queue: qlen, backlog, drops, requeues, overlimits
 _U64 = struct.Struct("=Q")
+_U32 = struct.Struct("=I")
 _STATS64 = struct.Struct("=8Q")  # rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped
 _IFSTATSMSG = 12  # family, pad1, pad2, ifindex, filter_mask
 
@@ -91,59 +93,97 @@ def _nla(kind: int, payload: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
 
-def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    while start + 4 <= end:
-        length, kind = _NLA.unpack_from(data, start)
-        if length < 4:
-            return
-        yield kind & NLA_TYPE_MASK, start + 4, start + length
-        start += (length + 3) & ~3
+# The three decoders below walk their attributes inline: they run once per message, 13,000 times
+# a pass at 1,000 ports, where a generator of attributes per message doubled their cost.
+
+_KINDS: dict[bytes, str] = {}
+
+
+def _kind(raw: bytes) -> str:
+    kind = _KINDS.get(raw)
+    if kind is None:
+        kind = _KINDS[raw] = raw.rstrip(b"\0").decode(errors="replace")
+    return kind
+
+
+_NO_QUEUE = (0, 0, 0, 0, 0)
 
 
 def _qdisc(data: bytes, offset: int, end: int, top_only: bool) -> QdiscCounters | None:
     _, ifindex, handle, parent, _ = _TCMSG.unpack_from(data, offset + 16)
-    if top_only and parent not in (TC_H_ROOT, TC_H_INGRESS):
+    if top_only and parent != TC_H_ROOT and parent != TC_H_INGRESS:
         return None
-    kind, nbytes, packets, queue = "?", 0, 0, (0, 0, 0, 0, 0)
-    for atype, start, stop in _attrs(data, offset + 16 + _TCMSG.size, end):
+    nla = _NLA.unpack_from
+    kind, nbytes, packets, queue = "?", 0, 0, _NO_QUEUE
+    pos = offset + 16 + _TCMSG.size
+    while pos + 4 <= end:
+        length, atype = nla(data, pos)
+        if length < 4:
+            break
+        atype &= NLA_TYPE_MASK
         if atype == TCA_KIND:
-            kind = data[start:stop].rstrip(b"\0").decode()
+            kind = _kind(data[pos + 4:pos + length])
         elif atype == TCA_STATS2:
-            for stype, s0, _s1 in _attrs(data, start, stop):
+            sub, stop = pos + 4, pos + length
+            while sub + 4 <= stop:
+                slen, stype = nla(data, sub)
+                if slen < 4:
+                    break
+                stype &= NLA_TYPE_MASK
                 if stype == TCA_STATS_BASIC:
-                    nbytes, packets32 = _BASIC.unpack_from(data, s0)
+                    nbytes, packets32 = _BASIC.unpack_from(data, sub + 4)
                     packets = max(packets, packets32)
                 elif stype == TCA_STATS_PKT64:  # sent when the packet count does not fit in 32 bits
-                    packets = _U64.unpack_from(data, s0)[0]
+                    packets = _U64.unpack_from(data, sub + 4)[0]
                 elif stype == TCA_STATS_QUEUE:
-                    queue = _QUEUE.unpack_from(data, s0)
+                    queue = _QUEUE.unpack_from(data, sub + 4)
+                sub += (slen + 3) & ~3
+        pos += (length + 3) & ~3
     qlen, backlog, drops, _requeues, overlimits = queue
     return QdiscCounters(ifindex, handle, parent, kind, TcStats(nbytes, packets, drops, overlimits, backlog, qlen))
 
 
 def _link(data: bytes, offset: int, end: int) -> tuple[int, LinkCounters]:
-    (ifindex,) = struct.unpack_from("=I", data, offset + 16 + 4)
-    for atype, start, _stop in _attrs(data, offset + 16 + _IFSTATSMSG, end):
-        if atype == IFLA_STATS_LINK_64:
-            rxp, txp, rxb, txb, _rxe, _txe, rxd, txd = _STATS64.unpack_from(data, start)
+    (ifindex,) = _U32.unpack_from(data, offset + 16 + 4)
+    pos = offset + 16 + _IFSTATSMSG
+    while pos + 4 <= end:
+        length, atype = _NLA.unpack_from(data, pos)
+        if length < 4:
+            break
+        if atype & NLA_TYPE_MASK == IFLA_STATS_LINK_64:
+            rxp, txp, rxb, txb, _rxe, _txe, rxd, txd = _STATS64.unpack_from(data, pos + 4)
             return ifindex, LinkCounters(rxp, txp, rxb, txb, rxd, txd)
+        pos += (length + 3) & ~3
     return ifindex, LinkCounters()
 
 
-def _nft_counter(data: bytes, offset: int, end: int, table: bytes) -> tuple[str, int, int] | None:
+def _nft_counter(data: bytes, offset: int, end: int, table: bytes) -> tuple[str, CounterValue] | None:
+    nla = _NLA.unpack_from
     name, nbytes, packets, ok = "", 0, 0, False
-    for atype, start, stop in _attrs(data, offset + 16 + _NFGEN.size, end):
+    pos = offset + 16 + _NFGEN.size
+    while pos + 4 <= end:
+        length, atype = nla(data, pos)
+        if length < 4:
+            break
+        atype &= NLA_TYPE_MASK
         if atype == NFTA_OBJ_TABLE:
-            ok = data[start:stop].rstrip(b"\0") == table
+            ok = data[pos + 4:pos + length].rstrip(b"\0") == table
         elif atype == NFTA_OBJ_NAME:
-            name = data[start:stop].rstrip(b"\0").decode()
+            name = data[pos + 4:pos + length].rstrip(b"\0").decode(errors="replace")
         elif atype == NFTA_OBJ_DATA:
-            for ctype, c0, _c1 in _attrs(data, start, stop):
+            sub, stop = pos + 4, pos + length
+            while sub + 4 <= stop:
+                clen, ctype = nla(data, sub)
+                if clen < 4:
+                    break
+                ctype &= NLA_TYPE_MASK
                 if ctype == NFTA_COUNTER_BYTES:
-                    nbytes = _BE64.unpack_from(data, c0)[0]
+                    nbytes = _BE64.unpack_from(data, sub + 4)[0]
                 elif ctype == NFTA_COUNTER_PACKETS:
-                    packets = _BE64.unpack_from(data, c0)[0]
-    return (name, packets, nbytes) if ok and name else None
+                    packets = _BE64.unpack_from(data, sub + 4)[0]
+                sub += (clen + 3) & ~3
+        pos += (length + 3) & ~3
+    return (name, CounterValue(packets, nbytes)) if ok and name else None
 
 
 class CounterReader:
@@ -205,8 +245,8 @@ class CounterReader:
         return dict(_link(data, off, end) for rtype, data, off, end in self._dump("link counters", RTM_GETSTATS, body)
                     if rtype == RTM_NEWSTATS)
 
-    def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, tuple[int, int]]:
-        """Named counter -> (packets, bytes) of one nft table (empty when the table does not exist)."""
+    def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
+        """Named counter -> its value, of one nft table (empty when the table does not exist)."""
         if self._nfsock is None:
             self._nfsock = create_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._nfsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -215,15 +255,13 @@ class CounterReader:
         body = _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, name) + _nla(NFTA_OBJ_TYPE,
                                                                             _BE32.pack(NFT_OBJECT_COUNTER))
         mtype = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
-        out: dict[str, tuple[int, int]] = {}
+        newobj = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ
+        raw = table.encode()
         try:
-            for rtype, data, off, end in self._dump("nft counters", mtype, body, self._nfsock):
-                if rtype == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ:
-                    found = _nft_counter(data, off, end, table.encode())
-                    if found is not None:
-                        out[found[0]] = found[1:]
+            found = (_nft_counter(data, off, end, raw) for rtype, data, off, end in
+                     self._dump("nft counters", mtype, body, self._nfsock) if rtype == newobj)
+            return dict(f for f in found if f is not None)
         except KernelError as exc:
             if exc.errno == errnos.ENOENT:  # no such table yet
                 return {}
             raise
-        return out

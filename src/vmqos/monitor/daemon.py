@@ -142,7 +142,7 @@ class Monitor:
     """The monitor of one network namespace; `step()` once per interval, or `run()` until stopped."""
 
     def __init__(self, store: Store, netns: str | None, config: MonitorConfig = MonitorConfig()) -> None:
-        from vmqos.operations import scope_of
+        from vmqos.operations import WatchedPlans, scope_of
 
         self.store, self.netns, self.config = store, netns, config
         self.scope = scope_of(netns)
@@ -153,6 +153,7 @@ class Monitor:
         self._last_flood: dict[str, float] = {}
         self._quarantined_at: dict[str, float] = {}
         self._next_usage = 0.0
+        self._plans = WatchedPlans(store, self.scope)
 
     def close(self) -> None:
         self.sampler.close()
@@ -170,11 +171,7 @@ class Monitor:
                          detector=det.detector if det else None)
 
     def plans(self) -> tuple[dict[str, Any], dict[str, str]]:
-        from vmqos.operations import desired_plans
-
-        state = self.store.load(self.scope)
-        instances = {port.device: inst.name for inst, port in state.ports()}
-        return desired_plans(self.store, self.scope, state), instances
+        return self._plans.current()
 
     def step(self, now: float | None = None) -> StepReport:
         plans, instances = self.plans()

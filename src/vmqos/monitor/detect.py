@@ -52,9 +52,9 @@ class Detection:
     message: str
 
 
-def _conditions(th: Thresholds, direction: str, rate: FlowRate, syn_pps: float | None) -> dict[str, Detection | None]:
-    """Which detectors' conditions hold on this sample (the Detection they would report)."""
-    out: dict[str, Detection | None] = {d: None for d in DETECTORS}
+def _conditions(th: Thresholds, direction: str, rate: FlowRate, syn_pps: float | None) -> dict[str, Detection]:
+    """The detectors whose conditions hold on this sample, with the Detection they would report."""
+    out: dict[str, Detection] = {}
 
     def hit(name: str, value: float, threshold: float, message: str) -> None:
         out[name] = Detection("", None, direction, name, value, threshold, message)
@@ -98,17 +98,22 @@ class Detectors:
         return self.thresholds.pinned_seconds if detector == PINNED else self.thresholds.for_seconds
 
     def update(self, now: float, rates: dict[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
-        """(started, ended) detections for this sample."""
+        """(started, ended) detections for this sample.
+
+        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track."""
         started: list[Detection] = []
         ended: list[Detection] = []
-        seen: set[tuple[str, str, str]] = set()
+        tracks = self._tracks
         for port, pr in rates.items():
             for direction, rate in pr.rates.items():
-                for detector, found in _conditions(self.thresholds, direction, rate, pr.syn_pps).items():
+                hits = _conditions(self.thresholds, direction, rate, pr.syn_pps)
+                for detector in DETECTORS:
                     key = (port, direction, detector)
-                    seen.add(key)
-                    track = self._tracks.setdefault(key, _Track())
+                    found = hits.get(detector)
+                    track = tracks.get(key)
                     if found is not None:
+                        if track is None:
+                            track = tracks[key] = _Track()
                         found = Detection(port, pr.instance, direction, detector, found.value, found.threshold,
                                           found.message)
                         track.clear_since = None
@@ -118,15 +123,17 @@ class Detectors:
                             started.append(found)
                         elif track.active is not None:
                             track.active = found  # keep the latest figures
-                    else:
+                    elif track is not None:
                         track.since = None
                         if track.active is not None:
                             track.clear_since = now if track.clear_since is None else track.clear_since
                             if now - track.clear_since >= self._hold(detector):
                                 ended.append(track.active)
                                 track.active, track.clear_since = None, None
-        for key in [k for k in self._tracks if k not in seen]:  # the port is gone
-            track = self._tracks.pop(key)
+                        if track.active is None:
+                            del tracks[key]
+        for key in [k for k in tracks if k[0] not in rates or k[1] not in rates[k[0]].rates]:  # the port is gone
+            track = tracks.pop(key)
             if track.active is not None:
                 ended.append(track.active)
         return started, ended

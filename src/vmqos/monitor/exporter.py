@@ -29,23 +29,20 @@ class PortCollector:
     """Collects vmqos_port_* for one network namespace from the desired state in `store`."""
 
     def __init__(self, store: Store, netns: str | None) -> None:
-        from vmqos.operations import scope_of
+        from vmqos.operations import WatchedPlans, scope_of
 
         self.store, self.netns, self.scope = store, netns, scope_of(netns)
         self.sampler = Sampler(netns)
+        self._plans = WatchedPlans(store, self.scope)
         self._lock = threading.Lock()  # one scrape at a time on the sampler's socket
 
     def close(self) -> None:
         self.sampler.close()
 
     def collect(self) -> Iterator[Any]:
-        from vmqos.operations import desired_plans
-
         start = time.monotonic()
         with self._lock:
-            state = self.store.load(self.scope)
-            instances = {port.device: inst.name for inst, port in state.ports()}
-            sample = self.sampler.sample(desired_plans(self.store, self.scope, state), instances)
+            sample = self.sampler.sample(*self._plans.current())
             quarantined = set(mstore.quarantines(self.store, self.scope))
 
         def counter(name: str, doc: str) -> CounterMetricFamily:

@@ -79,10 +79,11 @@ def flow_rate(previous: Flow, current: Flow, seconds: float, *, limit_bps: int |
     if seconds <= 0:
         raise ValueError("two samples of a rate must be apart in time")
 
-    def per_second(field: str) -> float:
-        return counter_delta(getattr(previous, field), getattr(current, field), derived=True) / seconds
-
-    return FlowRate(seconds=seconds, offered_bps=8 * per_second("offered_bytes"),
-                    delivered_bps=8 * per_second("delivered_bytes"), offered_pps=per_second("offered_packets"),
-                    delivered_pps=per_second("delivered_packets"), dropped_pps=per_second("dropped_packets"),
+    b, c = previous, current
+    return FlowRate(seconds=seconds,
+                    offered_bps=8 * counter_delta(b.offered_bytes, c.offered_bytes, derived=True) / seconds,
+                    delivered_bps=8 * counter_delta(b.delivered_bytes, c.delivered_bytes, derived=True) / seconds,
+                    offered_pps=counter_delta(b.offered_packets, c.offered_packets, derived=True) / seconds,
+                    delivered_pps=counter_delta(b.delivered_packets, c.delivered_packets, derived=True) / seconds,
+                    dropped_pps=counter_delta(b.dropped_packets, c.dropped_packets, derived=True) / seconds,
                     backlog_bytes=current.backlog_bytes, limit_bps=limit_bps, limit_pps=limit_pps)

@@ -86,6 +86,25 @@ def planned_qdiscs(plans: Mapping[str, PortPlan]) -> dict[tuple[object, ...], st
             if isinstance(o, Qdisc) and o.parent in ("root", "ingress")}
 
 
+@dataclass(frozen=True)
+class _Watched:
+    """What a pass needs from the plans, derived once per set of plans rather than once per pass."""
+
+    plans: Mapping[str, PortPlan]
+    wanted: frozenset[str]  # the ports and their IFBs
+    planned: dict[tuple[object, ...], str]
+    owners: dict[str, str]
+    limits: dict[str, PortLimits]
+
+    @classmethod
+    def of(cls, plans: Mapping[str, PortPlan]) -> "_Watched":
+        return cls(plans, frozenset(d for port in plans for d in (port, ifb_name(port))), planned_qdiscs(plans),
+                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()})
+
+    def holds(self, plans: Mapping[str, PortPlan]) -> bool:
+        return plans is self.plans
+
+
 class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
@@ -93,6 +112,7 @@ class Sampler:
         self.netns = netns
         self._reader = CounterReader(netns)
         self._names: dict[int, str] = {}
+        self._watched: _Watched | None = None
 
     def close(self) -> None:
         self._reader.close()
@@ -110,37 +130,52 @@ class Sampler:
             raise KernelError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
         self._names = {link["ifindex"]: link["ifname"] for link in json.loads(done.stdout or "[]")}
 
+    def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
+        if self._watched is None or not self._watched.holds(plans):
+            self._watched = _Watched.of(plans)
+        return self._watched
+
     def sample(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None = None) -> Sample:
-        """Counters of every port of `plans` (port -> plan), read in one pass."""
+        """Counters of every port of `plans` (port -> plan), read in one pass.
+
+        What is derived from the plans is kept while the same mapping comes back: pass a new one
+        when they change, never the same one changed in place."""
         at, mono = datetime.now(UTC), time.monotonic()
         qdiscs = self._reader.qdiscs(top_only=True)
         links = self._reader.links()
-        counters = {name: CounterValue(p, b) for name, (p, b) in self._reader.nft_counters().items()}
-        wanted = {d for port in plans for d in (port, ifb_name(port))}
-        if any(q.ifindex not in self._names for q in qdiscs) or any(i not in self._names for i in links) \
-                or not wanted <= set(self._names.values()):
+        counters = self._reader.nft_counters()
+        watched = self._watch(plans)
+        names = self._names
+        if any(q.ifindex not in names for q in qdiscs) or any(i not in names for i in links) \
+                or not watched.wanted <= set(names.values()):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
-        planned = planned_qdiscs(plans)
+            names = self._names
+        wanted, planned = watched.wanted, watched.planned
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
         for q in qdiscs:
-            name = self._names.get(q.ifindex)
-            key = ("qdisc", name, q.where)
-            if name in wanted and planned.get(key) == q.kind:
-                tc.setdefault(name, {})[key] = q.stats
-        index = {name: idx for idx, name in self._names.items()}
-        owners = chain_owners(plans)
+            name = names.get(q.ifindex)
+            if name in wanted:
+                key = ("qdisc", name, q.where)
+                if planned.get(key) == q.kind:
+                    tc.setdefault(name, {})[key] = q.stats
+        index = {name: idx for idx, name in names.items()}
+        owners = watched.owners
         by_port: dict[str, dict[str, CounterValue]] = {}
         for name, value in counters.items():
             owner = counter_port(name, owners)
             if owner is not None:
                 by_port.setdefault(owner, {})[name] = value
+        instances = instances or {}
         ports: dict[str, PortSample] = {}
-        for port, plan in plans.items():
-            stats = {**tc.get(port, {}), **tc.get(ifb_name(port), {})}
+        for port, limits in watched.limits.items():
+            stats = tc.get(port, {})
+            ifb = tc.get(ifb_name(port))
+            if ifb:
+                stats = {**stats, **ifb}
             own = by_port.get(port, {})
-            link = links.get(index[port]) if port in index else None
-            ports[port] = PortSample(port, flows(port, stats, own), link, own, PortLimits.of(plan),
-                                     (instances or {}).get(port))
+            idx = index.get(port)
+            ports[port] = PortSample(port, flows(port, stats, own), links.get(idx) if idx is not None else None,
+                                     own, limits, instances.get(port))
         return Sample(mono, at, ports)
 
 

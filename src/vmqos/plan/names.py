@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Iterable, Mapping
@@ -9,6 +10,7 @@ from typing import Iterable, Mapping
 _NFT_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every pass of the monitor names every port's IFB and chains
 def _digest(port: str) -> str:
     return hashlib.sha256(port.encode()).hexdigest()
 
@@ -18,6 +20,7 @@ def ifb_name(port: str) -> str:
     return "vqi" + _digest(port)[:12]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def nft_ident(port: str) -> str:
     """The port's name as an nft identifier; a hash suffix keeps `tap-a` and `tap_a` apart."""
     if _NFT_IDENT.match(port):
