@@ -48,7 +48,7 @@ from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
 from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos
 from vmqos.plan.diff import diff
 from vmqos.plan.render import is_nft, nft_script, tc_commands
-from vmqos.reconcile import Reconciler, fingerprint, plan_host
+from vmqos.reconcile import Reconciler, plan_host
 
 MBIT = 1_000_000
 
@@ -262,7 +262,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             with Reconciler(ns.name) as rec:
                 if args.skip_vmqos_from_empty:  # too slow at this size: the same objects via the batch
                     run_batch_baseline(ns.name, ip_lines, tc_lines, nft, tmp)
-                    res, fps = [], {p: fingerprint(plan.objects) for p, plan in plans.items()}
+                    res, fps = [], {p: plan.fingerprint for p, plan in plans.items()}
                 else:
                     instrumented(rec, phases)
                     t0 = time.perf_counter()

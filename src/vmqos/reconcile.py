@@ -62,11 +62,13 @@ def plan_host(state: HostState, ports: Iterable[str] | None = None,
     return plans
 
 
-def _halves(fp: str | None) -> tuple[str | None, str | None]:
+def _parts(fp: str | None) -> tuple[str | None, str | None, str | None]:
+    """(the port's queues, its IFB's, its nft chains) of a fingerprint; None: unknown, read it back."""
     if not fp or ";" not in fp:
-        return None, None
+        return None, None, None
     tc, nft = fp.split(";", 1)
-    return tc, nft
+    own, comma, ifb = tc.partition(",")
+    return (own, ifb, nft) if comma else (None, None, nft)  # recorded before the tc part was split
 
 
 def nft_by_port(ports: Iterable[str], state: NftState) -> dict[str, list[KernelObject]]:
@@ -131,9 +133,13 @@ class Reconciler:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def observe(self, ports: Sequence[str], *, tc: bool = True, nft: bool = True) -> Observed:
-        devices = [d for p in ports for d in (p, ifb_name(p))] if tc else []
-        read = self.tc.read(devices)
+    def observe(self, ports: Sequence[str], *, tc: bool = True, nft: bool = True,
+                only: Mapping[str, Sequence[str]] | None = None) -> Observed:
+        """What the kernel holds for `ports`; `only`: port -> the devices of it to read (the port,
+        its IFB), when the others are known to be as planned. A port not read is still looked up."""
+        only = only or {}
+        per_port = {p: only.get(p) or (p, ifb_name(p)) for p in ports} if tc else {}
+        read = self.tc.read([d for devs in per_port.values() for d in devs])
         state = self.nft.read(ports) if nft else None
         objects: dict[str, list[KernelObject]] = {}
         stats: dict[str, dict[tuple[object, ...], TcStats]] = {}
@@ -143,9 +149,9 @@ class Reconciler:
             objs: list[KernelObject] = []
             st: dict[tuple[object, ...], TcStats] = {}
             if tc:
-                if not read[port].exists:
+                if not (read[port].exists if port in read else self.tc.exists(port)):
                     missing.add(port)
-                for dev in (port, ifb_name(port)):
+                for dev in per_port[port]:
                     objs += read[dev].objects or []
                     st.update(read[dev].stats or {})
             objs += nft_objects.get(port, [])
@@ -164,22 +170,23 @@ class Reconciler:
         applied = applied or {}
         results: dict[str, PortResult] = {}
         planned: dict[str, tuple[KernelObject, ...]] = {}
-        need_tc: list[str] = []
+        need_tc: dict[str, tuple[str, ...]] = {}  # port -> its devices to read back
         need_nft: list[str] = []
         for port, plan in plans.items():
             results[port] = PortResult(port)
             planned[port] = plan.objects
             if verify:  # everything is read back: the fingerprints are needed only to record
-                need_tc.append(port)
+                need_tc[port] = (port, ifb_name(port))
                 need_nft.append(port)
                 continue
-            fp_tc, fp_nft = _halves(plan.fingerprint)
-            old_tc, old_nft = _halves(applied.get(port))
-            if fp_tc != old_tc:
-                need_tc.append(port)
-            if fp_nft != old_nft:
+            new, old = _parts(plan.fingerprint), _parts(applied.get(port))
+            devices = tuple(dev for dev, a, b in ((port, new[0], old[0]), (ifb_name(port), new[1], old[1]))
+                            if a is None or a != b)
+            if devices:
+                need_tc[port] = devices
+            if new[2] is None or new[2] != old[2]:
                 need_nft.append(port)
-            if port not in need_tc and port not in need_nft:
+            if not devices and port not in need_nft:
                 results[port].skipped = True
         if not need_tc and not need_nft:
             return list(results.values()), {}
@@ -188,10 +195,10 @@ class Reconciler:
         if need_tc and len(need_nft) >= CONCURRENT_MIN_PORTS:  # two reads of separate subsystems, at once
             with ThreadPoolExecutor(max_workers=1) as pool:
                 nft_read = pool.submit(self.observe, need_nft, tc=False)
-                seen_tc = self.observe(need_tc, nft=False)
+                seen_tc = self.observe(list(need_tc), nft=False, only=need_tc)
                 seen_nft = nft_read.result()
         else:
-            seen_tc = self.observe(need_tc, nft=False) if need_tc else nothing
+            seen_tc = self.observe(list(need_tc), nft=False, only=need_tc) if need_tc else nothing
             seen_nft = self.observe(need_nft, tc=False) if need_nft else nothing
         before: dict[str, list[KernelObject]] = {}
         for port in plans:
@@ -200,8 +207,12 @@ class Reconciler:
                 continue
             objs_tc = seen_tc.objects.get(port)
             objs_nft = seen_nft.objects.get(port)
-            # A half that was not read is trusted to be as planned.
-            obs = (objs_tc if objs_tc is not None else [o for o in planned[port] if not is_nft(o)]) + \
+            # A part that was not read is trusted to be as planned: it is as it was applied (the
+            # fingerprint's IFB part holds whatever is not on the port).
+            read = need_tc.get(port, ())
+            trusted_tc = [o for o in planned[port] if not is_nft(o)
+                          and (port not in read if o.device == port else ifb_name(port) not in read)]
+            obs = (objs_tc or []) + trusted_tc + \
                   (objs_nft if objs_nft is not None else [o for o in planned[port] if is_nft(o)])
             before[port] = obs
             ops = diff(planned[port], obs)

@@ -85,6 +85,44 @@ def test_live_rate_change_replaces_classes_in_place(ports):
         assert sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0] == before  # same root qdisc
 
 
+def test_a_trusted_live_change_reads_back_only_the_device_it_changes(ports):
+    """Towards the instance is the port's HTB, from it the IFB's: the other device is not read, the
+    port is still looked up, and a fingerprint recorded before the split reads both."""
+    def only_ingress(rate: int) -> HostState:
+        st = state(20_000_000, devices=("vqa0",))
+        inst = st.instances["vqa0"]
+        qos = replace(inst.ports[0].limits, ingress=DirectionQos(bandwidth=BandwidthLimit(rate)))
+        return HostState(instances={"vqa0": replace(inst, ports=(replace(inst.ports[0], limits=qos),))})
+
+    with Reconciler(ports) as rec:
+        _, record = settle(rec, only_ingress(20_000_000))
+        reads: list[list[str]] = []
+        real_read = rec.tc.read
+        rec.tc.read = lambda devices: (reads.append(list(devices)), real_read(devices))[1]  # type: ignore[method-assign]
+        results, record = settle(rec, only_ingress(40_000_000), applied=record, verify=False)
+        assert reads == [["vqa0"]] and results[0].ops and in_sync(rec, only_ingress(40_000_000))
+
+        reads.clear()
+        egress = state(20_000_000, devices=("vqa0",))  # from the instance: 10 Mbit/s, now 7
+        inst = egress.instances["vqa0"]
+        qos = replace(only_ingress(40_000_000).instances["vqa0"].ports[0].limits,
+                      egress=DirectionQos(bandwidth=BandwidthLimit(7_000_000), dscp=18))
+        egress = HostState(instances={"vqa0": replace(inst, ports=(replace(inst.ports[0], limits=qos),))})
+        results, record = settle(rec, egress, applied=record, verify=False)
+        assert reads == [[ifb_name("vqa0")]] and results[0].ops and in_sync(rec, egress)
+
+        reads.clear()
+        old_style = {"vqa0": "tc:0123456789abcdef;" + record["vqa0"].split(";", 1)[1]}
+        results, _ = settle(rec, egress, applied=old_style, verify=False)
+        assert reads == [["vqa0", ifb_name("vqa0")]] and results[0].writes == 0
+
+        subprocess.run(["ip", "-n", ports, "link", "del", "vqa0"], check=True)  # the port is gone
+        qos = replace(qos, egress=DirectionQos(bandwidth=BandwidthLimit(5_000_000), dscp=18))
+        gone = HostState(instances={"vqa0": replace(inst, ports=(replace(inst.ports[0], limits=qos),))})
+        results, _ = rec.reconcile(plan_host(gone), applied=record, verify=False)
+        assert results[0].error and "does not exist" in results[0].error
+
+
 @pytest.mark.parametrize("first,second", [(EgressMode.SHAPE, EgressMode.POLICE), (EgressMode.POLICE, EgressMode.SHAPE)])
 def test_egress_mode_switch_and_clear_leave_nothing_behind(ports, first, second):
     with Reconciler(ports) as rec:

@@ -200,6 +200,11 @@ class TcNetlink:
                 self._names[found[0]] = device
         return self._index[device]
 
+    def exists(self, device: str) -> bool:
+        """Whether the device exists now (one RTM_GETLINK, not the cache)."""
+        self.forget([device])
+        return self.index(device) is not None
+
     def name(self, index: int) -> str:
         if index not in self._names:
             try:

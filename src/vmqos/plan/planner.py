@@ -92,9 +92,12 @@ def _digest(objects: Iterable[KernelObject]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint(objects: Sequence[KernelObject]) -> str:
-    """`tc:<hash>;nft:<hash>`: which half of a port's plan changed since it was applied."""
-    return f"tc:{_digest(o for o in objects if not is_nft(o))};nft:{_digest(o for o in objects if is_nft(o))}"
+def fingerprint(objects: Sequence[KernelObject], port: str) -> str:
+    """`tc:<port>,<ifb>;nft:<chains>`: which part of a port's plan changed since it was applied (the
+    queues on the port, those on its IFB, its nft chains), so that a live change reads back only that."""
+    tc = [o for o in objects if not is_nft(o)]
+    own, ifb = _digest(o for o in tc if o.device == port), _digest(o for o in tc if o.device != port)
+    return f"tc:{own},{ifb};nft:{_digest(o for o in objects if is_nft(o))}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class PortPlan:
     @cached_property
     def fingerprint(self) -> str:
         """Computed once per plan: a no-op pass over thousands of ports compares these and nothing else."""
-        return fingerprint(self.objects)
+        return fingerprint(self.objects, self.port)
 
 
 def _ceil_div(a: int, b: int) -> int:
