@@ -260,23 +260,32 @@ class Reconciler:
         tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
         nft_up = {p: o for p, o in phase(lambda op: is_nft(op.obj)).items() if o}
         # Bulk work: nft objects that are only created (a port's first chains, its counters) take
-        # nothing away, so they go in while tc builds the queues: tc and nftables are separate
-        # kernel subsystems. Their transaction is encoded while ip creates the IFBs, which the
-        # chains forward to, and sent once the IFBs exist. A change that replaces or removes
-        # rules (a limiter moving from nft to tc) waits for tc, as below.
+        # nothing away, so they go in while ip and tc build the IFBs and queues: tc and nftables
+        # are separate kernel subsystems. Two transactions: what needs no new device (counters,
+        # sets, the chains towards the instances) at once, while ip creates the IFBs; the chains
+        # that forward to an IFB once it exists. A change that replaces or removes rules (a
+        # limiter moving from nft to tc) waits for tc, as below.
         early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
             if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
         links_done = threading.Event()
 
         def run_early() -> None:
-            payload = encode(transaction([op for ops in early.values() for op in ops]))
+            first: dict[str, list[Operation]] = {}
+            then: dict[str, list[Operation]] = {}
+            for port, ops in early.items():
+                for op in ops:
+                    forwards = isinstance(op.obj, NftChain) and op.obj.forwards_to()
+                    (then if forwards else first).setdefault(port, []).append(op)
+            encoding = pool.submit(lambda: encode(transaction([op for ops in then.values() for op in ops])))
+            self._run_nft(first, failed, encode(transaction([op for ops in first.values() for op in ops])))
+            payload = encoding.result()  # encoded while the first transaction ran
             links_done.wait()
-            if any(p in failed for p in early):  # an IFB failed: that port is out, the payload is stale
-                self._run_nft({p: o for p, o in early.items() if p not in failed}, failed)
+            if any(p in failed for p in then):  # that port is out: the payload is stale
+                self._run_nft({p: o for p, o in then.items() if p not in failed}, failed)
             else:
-                self._run_nft(early, failed, payload)
+                self._run_nft(then, failed, payload)
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool:
             early_done = pool.submit(run_early) if early else None
             try:
                 try:

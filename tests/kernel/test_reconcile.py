@@ -16,7 +16,7 @@ from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, Packet
 from vmqos.operations import check_host, show_port
 from vmqos.plan.diff import diff
 from vmqos.plan.names import ifb_name
-from vmqos.plan.objects import HtbClass, IfbLink, NftChain, NftSet, Qdisc, U32Filter
+from vmqos.plan.objects import HtbClass, IfbLink, NftChain, NftRule, NftSet, Qdisc, U32Filter
 from vmqos.reconcile import Reconciler, plan_host
 from vmqos.store import Store
 
@@ -154,10 +154,11 @@ def test_failed_port_is_rolled_back_and_the_other_port_is_changed(ports):
         assert in_sync(rec, state(60_000_000, devices=("vqa0",)))
 
 
-@pytest.mark.parametrize("failing", ["tc", "ip"])
+@pytest.mark.parametrize("failing", ["tc", "ip", "nft"])
 def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(ports, monkeypatch, failing):
-    """In bulk, a port's new nft objects go in while tc works; if its tc part fails, they go again.
-    If its IFB cannot be made, its nft objects are left out of the transaction built meanwhile."""
+    """In bulk, a port's new nft objects go in while ip and tc work (what forwards to an IFB once
+    it exists); if its tc part fails, they go again. If its IFB cannot be made, or its first nft
+    part fails, its forwarding chain is left out of the transaction built meanwhile."""
     import threading
 
     monkeypatch.setattr("vmqos.reconcile.CONCURRENT_MIN_PORTS", 1)
@@ -167,16 +168,19 @@ def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(p
         monkeypatch.setattr(rec, "_run_nft", lambda ops, failed, *encoded: (
             threads.append(threading.current_thread().name), run_nft(ops, failed, *encoded))[1])
         plans = plan_host(state(20_000_000))
-        # tc: a queue under a class that does not exist (ENOENT); ip: an IFB name longer than IFNAMSIZ
-        bad = Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000) if failing == "tc" else \
-            IfbLink("vqi-name-too-long-for-linux")
+        # tc: a queue under a class that does not exist (ENOENT); ip: an IFB name longer than
+        # IFNAMSIZ; nft: a rule that counts in a counter that does not exist
+        bad = {"tc": Qdisc("vqa1", "1:99", "99:", "bfifo", limit_bytes=100_000),
+               "ip": IfbLink("vqi-name-too-long-for-linux"),
+               "nft": NftChain("to_vqa1_bad", "egress", "vqa1", 0, (NftRule("vq_no_such_counter"),))}[failing]
         plans["vqa1"] = replace(plans["vqa1"], objects=plans["vqa1"].objects + (bad,))
         results, record = rec.reconcile(plans)
         by_port = {r.port: r for r in results}
         assert threads and threads[0] != threading.main_thread().name  # the early nft ran beside tc
         assert by_port["vqa0"].error is None and "vqa0" in record
         assert by_port["vqa1"].error and by_port["vqa1"].rolled_back and "vqa1" not in record
-        assert ("1:99" if failing == "tc" else "vqi-name-too-long") in by_port["vqa1"].error
+        assert {"tc": "1:99", "ip": "vqi-name-too-long", "nft": "nftables transaction"}[failing] in \
+            by_port["vqa1"].error
         assert in_sync(rec, state(20_000_000, devices=("vqa0",)))
         left = [o for o in rec.observe(["vqa1"]).objects["vqa1"] if not isinstance(o, NftSet)]  # sets are shared
         assert left == []  # nothing of the failed port is left

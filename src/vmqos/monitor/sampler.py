@@ -101,9 +101,6 @@ class _Watched:
         return cls(plans, frozenset(d for port in plans for d in (port, ifb_name(port))), planned_qdiscs(plans),
                    chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()})
 
-    def holds(self, plans: Mapping[str, PortPlan]) -> bool:
-        return plans is self.plans
-
 
 class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
@@ -131,7 +128,7 @@ class Sampler:
         self._names = {link["ifindex"]: link["ifname"] for link in json.loads(done.stdout or "[]")}
 
     def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
-        if self._watched is None or not self._watched.holds(plans):
+        if self._watched is None or self._watched.plans is not plans:
             self._watched = _Watched.of(plans)
         return self._watched
 
