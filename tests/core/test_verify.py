@@ -14,7 +14,7 @@ from vmqos.lab.traffic import TrafficResult
 from vmqos.verify.judge import (MIN_OVERLOAD, STEADY_AFTER_S, TOLERANCE, Limit, Metric, RateSample, Rtt, Traffic,
                                 Verdict, bin_samples, choose_metric, judge, loaded_samples, percentile,
                                 resolution_note)
-from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted
+from vmqos.verify.parse import first_address, ping_replies, ping_transmitted
 from vmqos.verify.plot import base_of, default_base, plot
 from vmqos.verify.run import Run, sender_options
 
@@ -236,11 +236,26 @@ def test_ping_replies_with_their_times_and_what_was_sent():
     assert ping_transmitted(PING) == 5 and ping_transmitted("interrupted early") is None
 
 
-def test_the_first_global_ipv4_of_a_namespace():
-    text = ('[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","scope":"host"}]},'
-            '{"ifname":"eth0","addr_info":[{"family":"inet","local":"10.247.0.11","prefixlen":25,"scope":"global"}]}]')
-    assert first_ipv4(text) == "10.247.0.11"
-    assert first_ipv4("[]") is None and first_ipv4("") is None
+def test_the_first_global_address_of_a_namespace_ipv4_first():
+    text = ('[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","scope":"host"},'
+            '{"family":"inet6","local":"::1","scope":"host"}]},'
+            '{"ifname":"eth0","addr_info":[{"family":"inet6","local":"fd00:1::11","scope":"global"},'
+            '{"family":"inet","local":"10.247.0.11","prefixlen":25,"scope":"global"},'
+            '{"family":"inet6","local":"fe80::1","scope":"link"}]}]')
+    assert first_address(text) == "10.247.0.11"
+    v6 = ('[{"ifname":"eth0","addr_info":[{"family":"inet6","local":"fd00:1::12","scope":"global","tentative":true},'
+          '{"family":"inet6","local":"fd00:1::11","scope":"global"},{"family":"inet6","local":"fe80::1","scope":"link"}]}]')
+    assert first_address(v6) == "fd00:1::11"  # not one still in duplicate address detection
+    assert first_address("[]") is None and first_address("") is None
+
+
+def test_an_endpoint_address_is_checked_and_both_ends_share_a_family():
+    from vmqos.errors import InvalidValue
+    from vmqos.verify.run import Endpoint, Target
+
+    with pytest.raises(InvalidValue, match="one family"):
+        Target("tap1", None, Endpoint("vm1", "ns1", "fd00::1"), Endpoint("wan", "ns2", "10.0.0.2"))
+    assert Target("tap1", None, Endpoint("vm1", "ns1", "fd00::1"), Endpoint("wan", "ns2", "fd00::2")).peer.address
 
 
 def test_what_each_kind_of_traffic_tells_iperf3():

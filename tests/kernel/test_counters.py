@@ -34,6 +34,9 @@ def test_qdisc_and_link_counters_match_iproute2(netns):
         qdiscs = reader.qdiscs()
         top = reader.qdiscs(top_only=True)
         links = reader.links()
+        vqa0 = json.loads(subprocess.run(["ip", "-n", netns, "-j", "link", "show", "vqa0"], capture_output=True,
+                                         text=True, check=True).stdout)[0]["ifindex"]
+        only_vqa0 = reader.qdiscs(devices={vqa0})
     listed = json.loads(subprocess.run(["tc", "-n", netns, "-s", "-j", "qdisc", "show"], capture_output=True,
                                        text=True, check=True).stdout)
     names = {link["ifname"]: link["ifindex"] for link in json.loads(subprocess.run(
@@ -50,6 +53,8 @@ def test_qdisc_and_link_counters_match_iproute2(netns):
     leaf = by_key[(names["vqa0"], "1:10")]
     assert root.stats.packets > 0 and leaf.stats.drops > 0 and root.stats.drops == leaf.stats.drops
     assert {(q.ifindex, q.where) for q in top} == {k for k in by_key if k[1] in ("root", "ingress")}
+    assert sorted(q.kind for q in only_vqa0) == ["bfifo", "htb", "ingress"]  # not vqb0's, not lo's
+    assert {q.ifindex for q in only_vqa0} == {vqa0}
     assert links[names["vqa0"]].tx_packets >= root.stats.packets  # the device counts what the qdisc sent
     assert links[names["vqb0"]].rx_packets == links[names["vqa0"]].tx_packets
 

@@ -23,14 +23,13 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
 
     if lab_name is not None:
         target = lab_target(lab_name, what)
+        instance, peer = target.instance, target.peer
         if instance_netns or instance_address:
-            target = replace(target, instance=endpoint("instance", instance_netns or target.instance.netns,
-                                                       instance_address or (None if instance_netns
-                                                                            else target.instance.address)))
+            instance = endpoint("instance", instance_netns or instance.netns,
+                                instance_address or (None if instance_netns else instance.address))
         if peer_netns or peer_address:
-            target = replace(target, peer=endpoint("peer", peer_netns or target.peer.netns,
-                                                   peer_address or (None if peer_netns else target.peer.address)))
-        return target
+            peer = endpoint("peer", peer_netns or peer.netns, peer_address or (None if peer_netns else peer.address))
+        return replace(target, instance=instance, peer=peer)  # both at once: the two ends share a family
     state = store.load(scope_of(netns))
     pairs = list(state.ports())
     port, instance = what, None
@@ -120,9 +119,10 @@ def _table(target: Any, runs: list[Any]) -> Any:
 @click.option("--netns", metavar="NS", help=NETNS_HELP + "; not with --lab")
 @click.option("--db", metavar="URL", help=DB_HELP)
 @click.option("--instance-netns", metavar="NS", help="Namespace of the instance end (behind the port).")
-@click.option("--instance-address", metavar="ADDR", help="Its address (default: its first global IPv4).")
+@click.option("--instance-address", metavar="ADDR",
+              help="Its IPv4 or IPv6 address (default: its first global IPv4, else IPv6).")
 @click.option("--peer-netns", metavar="NS", help="Namespace of the other end, reached through the port.")
-@click.option("--peer-address", metavar="ADDR", help="Its address (default: its first global IPv4).")
+@click.option("--peer-address", metavar="ADDR", help="Its IPv4 or IPv6 address (default: as --instance-address).")
 @click.option("--direction", type=click.Choice(["ingress", "egress", "both"]), default="both", show_default=True,
               help="ingress: the peer sends to the instance; egress: the instance sends; both: one after the other.")
 @click.option("--traffic", type=click.Choice(["tcp", "udp", "small-packets"]), default="tcp", show_default=True,
@@ -180,6 +180,8 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
       vmqos verify vm3 --lab lab --traffic small-packets --plot-dir /tmp/plots --json
       vmqos verify tap-a --netns hv --instance-netns guest-a --peer-netns outside \\
           --peer-address 192.0.2.10 --direction ingress --no-plot
+      vmqos verify vm1 --lab lab --instance-address fd00::1 --peer-netns lab-vm2 \\
+          --peer-address fd00::2                            # IPv6, both ends given
     """
     from vmqos.operations import open_store
     from vmqos.units import parse_rate

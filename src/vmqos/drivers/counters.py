@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import AbstractSet, Iterator
 
 from pyroute2.netns import create_socket
 
@@ -109,9 +109,9 @@ def _kind(raw: bytes) -> str:
 _NO_QUEUE = (0, 0, 0, 0, 0)
 
 
-def _qdisc(data: bytes, offset: int, end: int, top_only: bool) -> QdiscCounters | None:
+def _qdisc(data: bytes, offset: int, end: int, top_only: bool, devices: AbstractSet[int] | None) -> QdiscCounters | None:
     _, ifindex, handle, parent, _ = _TCMSG.unpack_from(data, offset + 16)
-    if top_only and parent != TC_H_ROOT and parent != TC_H_INGRESS:
+    if top_only and parent != TC_H_ROOT and parent != TC_H_INGRESS or devices is not None and ifindex not in devices:
         return None
     nla = _NLA.unpack_from
     kind, nbytes, packets, queue = "?", 0, 0, _NO_QUEUE
@@ -233,10 +233,11 @@ class CounterReader:
                     yield rtype, data, offset, offset + length
                 offset += (length + 3) & ~3
 
-    def qdiscs(self, *, top_only: bool = False) -> list[QdiscCounters]:
-        """Every qdisc of the namespace; `top_only`: only root and ingress ones (what a port's flow needs)."""
+    def qdiscs(self, *, top_only: bool = False, devices: AbstractSet[int] | None = None) -> list[QdiscCounters]:
+        """Every qdisc of the namespace; `top_only`: only root and ingress ones (what a port's flow
+        needs); `devices`: only those of these ifindexes (the kernel dumps them all, they are not decoded)."""
         body = _TCMSG.pack(0, 0, 0, 0, 0)
-        found = (_qdisc(data, off, end, top_only) for rtype, data, off, end in
+        found = (_qdisc(data, off, end, top_only, devices) for rtype, data, off, end in
                  self._dump("qdisc counters", RTM_GETQDISC, body) if rtype == RTM_NEWQDISC)
         return [q for q in found if q is not None]
 

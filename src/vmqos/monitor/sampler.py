@@ -95,6 +95,7 @@ class _Watched:
     planned: dict[tuple[object, ...], str]
     owners: dict[str, str]
     limits: dict[str, PortLimits]
+    counter_owners: dict[str, str | None] = field(default_factory=dict)  # filled as counters are seen
 
     @classmethod
     def of(cls, plans: Mapping[str, PortPlan]) -> "_Watched":
@@ -138,28 +139,27 @@ class Sampler:
         What is derived from the plans is kept while the same mapping comes back: pass a new one
         when they change, never the same one changed in place."""
         at, mono = datetime.now(UTC), time.monotonic()
-        qdiscs = self._reader.qdiscs(top_only=True)
         links = self._reader.links()
-        counters = self._reader.nft_counters()
         watched = self._watch(plans)
-        names = self._names
-        if any(q.ifindex not in names for q in qdiscs) or any(i not in names for i in links) \
-                or not watched.wanted <= set(names.values()):
+        if any(i not in self._names for i in links) or not watched.wanted <= set(self._names.values()):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
-            names = self._names
-        wanted, planned = watched.wanted, watched.planned
+        names = self._names
+        index = {name: idx for idx, name in names.items()}
+        planned = watched.planned
+        qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index})
+        counters = self._reader.nft_counters()
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
         for q in qdiscs:
-            name = names.get(q.ifindex)
-            if name in wanted:
-                key = ("qdisc", name, q.where)
-                if planned.get(key) == q.kind:
-                    tc.setdefault(name, {})[key] = q.stats
-        index = {name: idx for idx, name in names.items()}
-        owners = watched.owners
+            name = names[q.ifindex]
+            key = ("qdisc", name, q.where)
+            if planned.get(key) == q.kind:
+                tc.setdefault(name, {})[key] = q.stats
+        owner_of = watched.counter_owners
         by_port: dict[str, dict[str, CounterValue]] = {}
         for name, value in counters.items():
-            owner = counter_port(name, owners)
+            if name not in owner_of:
+                owner_of[name] = counter_port(name, watched.owners)
+            owner = owner_of[name]
             if owner is not None:
                 by_port.setdefault(owner, {})[name] = value
         instances = instances or {}

@@ -31,13 +31,16 @@ def ping_transmitted(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def first_ipv4(ip_json: str) -> str | None:
-    """The first global IPv4 address in `ip -j -4 addr show` output (None when there is none)."""
+def first_address(ip_json: str) -> str | None:
+    """The first global IPv4 address in `ip -j addr show` output, else the first global IPv6 one
+    (None when there is neither); link-local and host addresses do not reach a peer."""
+    found: dict[str, str] = {}
     for link in json.loads(ip_json or "[]"):
         for info in link.get("addr_info", ()):
-            if info.get("family") == "inet" and info.get("scope", "global") == "global":
-                return str(info["local"])
-    return None
+            family = info.get("family")
+            if family in ("inet", "inet6") and info.get("scope", "global") == "global" and not info.get("tentative"):
+                found.setdefault(family, str(info["local"]))
+    return found.get("inet") or found.get("inet6")
 
 
 def rate_sample(rate: FlowRate, start_s: float, backlog_start_bytes: int) -> RateSample:

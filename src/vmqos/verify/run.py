@@ -10,6 +10,7 @@ Every process is started here and killed by its pid when the run ends, even on C
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from vmqos.plan.planner import PortPlan
 from vmqos.store import Store
 from vmqos.verify.judge import (MIN_STEADY_SAMPLES, SMALL_PACKET_PAYLOAD, STEADY_AFTER_S, UDP_OFFER_FACTOR,
                                 UNLIMITED_UDP_OFFER_BPS, Judgement, Limit, RateSample, Rtt, Traffic, judge)
-from vmqos.verify.parse import first_ipv4, ping_replies, ping_transmitted, rate_sample
+from vmqos.verify.parse import first_address, ping_replies, ping_transmitted, rate_sample
 
 SAMPLE_INTERVAL_S = 0.1
 MAX_READ_S = 0.02  # a pass that took longer ends no interval: its time stamp is taken before its reads
@@ -55,6 +56,13 @@ class Target:
     peer: Endpoint
     instance_name: str | None = None
     lab: str | None = None
+
+    def __post_init__(self) -> None:
+        versions = {ipaddress.ip_address(e.address).version for e in (self.instance, self.peer)}
+        if len(versions) > 1:
+            raise InvalidValue("--peer-address", self.peer.address,
+                               f"the instance end is {self.instance.address} and the peer end {self.peer.address}: "
+                               "give both ends addresses of one family (--instance-address, --peer-address)")
 
 
 @dataclass(frozen=True)
@@ -134,15 +142,20 @@ def lab_target(lab_name: str, what: str) -> Target:
 
 
 def endpoint(role: str, netns: str | None, address: str | None) -> Endpoint:
-    """An endpoint in a namespace of this host; its address defaults to the namespace's first global IPv4."""
+    """An endpoint in a namespace of this host, IPv4 or IPv6; its address defaults to the
+    namespace's first global IPv4 address, or IPv6 when it has none."""
     if netns is None:
         raise MissingValue(f"--{role}-netns NS is needed without --lab: the namespace of the {role} end, where its "
                             "traffic runs (a lab instance: --lab LAB)")
     check_netns(netns)
     if address is None:
-        address = first_ipv4(run(["ip", "-j", "-4", "addr", "show"], netns).stdout)
+        address = first_address(run(["ip", "-j", "addr", "show"], netns).stdout)
         if address is None:
-            raise NotFound(f"namespace {netns} has no global IPv4 address: give --{role}-address")
+            raise NotFound(f"namespace {netns} has no global IPv4 or IPv6 address: give --{role}-address")
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        raise InvalidValue(f"--{role}-address", address, "an IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2") from None
     return Endpoint(netns, netns, address)
 
 
