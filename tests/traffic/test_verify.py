@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from defusedxml import ElementTree
@@ -170,3 +171,37 @@ def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports):
     finally:
         for ns, address in added:
             subprocess.run(["ip", "-n", ns, "addr", "del", f"{address}/64", "dev", "eth0"], check=False)
+
+
+def test_a_remote_peer_with_its_own_iperf3_server_both_ways(lab, ports):
+    """The peer as a host vmqos cannot reach into: only its address and a server already listening
+    (here in the lab's wan, a namespace of this test's). Towards the instance is iperf3 -R."""
+    vm1, wan = lab.instance(1), lab.wan
+    ports.set(vm1.port, PortChange(inbound=libvirt_rate(20), outbound=libvirt_rate(10)))
+    server = subprocess.Popen(["ip", "netns", "exec", wan.netns, "iperf3", "-s", "-B", wan.address, "-p", "5307"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {**os.environ, "VMQOS_DB": ports.store.url}
+        argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--duration", "2",
+                "--json", "--no-plot", "--iperf-port", "5307", "--peer-remote", wan.address]
+        for _ in range(50):  # until the server listens
+            if "5307" in subprocess.run(["ip", "netns", "exec", wan.netns, "ss", "-Hltn"], capture_output=True,
+                                        text=True).stdout:
+                break
+            time.sleep(0.05)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        runs = {r["direction"]: r for r in data["runs"]}
+        log(f"verify with a remote peer: ingress {runs['ingress']['achieved'] / MBIT:.3f} Mbit/s against 20, egress "
+            f"{runs['egress']['achieved'] / MBIT:.3f} against 10")
+        assert data["endpoints"]["peer"] == {"name": wan.address, "netns": None, "address": wan.address}
+        assert abs(runs["ingress"]["achieved"] / (20 * MBIT) - 1) <= TOLERANCE
+        assert abs(runs["egress"]["achieved"] / (10 * MBIT) - 1) <= TOLERANCE
+        assert "-R" in runs["ingress"]["iperf3"]["options"] and "-R" not in runs["egress"]["iperf3"]["options"]
+        refused = subprocess.run([*argv[:-2], "--peer-remote", wan.address, "--peer-netns", wan.netns],
+                                 capture_output=True, text=True, timeout=30, env=env)
+        assert refused.returncode == 2 and "not with --peer-netns" in refused.stderr
+    finally:
+        server.kill()
+        server.wait()

@@ -16,18 +16,24 @@ MIN_DURATION_S, MAX_DURATION_S = 2.0, 300.0
 
 
 def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, instance_netns: str | None,
-             instance_address: str | None, peer_netns: str | None, peer_address: str | None) -> Any:
+             instance_address: str | None, peer_netns: str | None, peer_address: str | None,
+             peer_remote: str | None) -> Any:
     """The port, its namespace and the two ends: a lab's by its layout, any other's from the options."""
     from vmqos.operations import scope_of
-    from vmqos.verify.run import Endpoint, Target, endpoint, lab_target
+    from vmqos.verify.run import Endpoint, Target, endpoint, lab_target, remote_endpoint
 
+    if peer_remote is not None and (peer_netns or peer_address):
+        raise InvalidValue("--peer-remote", peer_remote, "a remote peer is its address alone: not with --peer-netns "
+                                                         "or --peer-address")
     if lab_name is not None:
         target = lab_target(lab_name, what)
         instance, peer = target.instance, target.peer
         if instance_netns or instance_address:
             instance = endpoint("instance", instance_netns or instance.netns,
                                 instance_address or (None if instance_netns else instance.address))
-        if peer_netns or peer_address:
+        if peer_remote is not None:
+            peer = remote_endpoint(peer_remote)
+        elif peer_netns or peer_address:
             peer = endpoint("peer", peer_netns or peer.netns, peer_address or (None if peer_netns else peer.address))
         return replace(target, instance=instance, peer=peer)  # both at once: the two ends share a family
     state = store.load(scope_of(netns))
@@ -47,7 +53,7 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
     else:
         instance = next(i.name for i, p in pairs if p.device == what)
     inst = endpoint("instance", instance_netns, instance_address)
-    peer = endpoint("peer", peer_netns, peer_address)
+    peer = remote_endpoint(peer_remote) if peer_remote is not None else endpoint("peer", peer_netns, peer_address)
     return Target(port, netns, Endpoint(instance or inst.name, inst.netns, inst.address), peer, instance)
 
 
@@ -123,6 +129,9 @@ def _table(target: Any, runs: list[Any]) -> Any:
               help="Its IPv4 or IPv6 address (default: its first global IPv4, else IPv6).")
 @click.option("--peer-netns", metavar="NS", help="Namespace of the other end, reached through the port.")
 @click.option("--peer-address", metavar="ADDR", help="Its IPv4 or IPv6 address (default: as --instance-address).")
+@click.option("--peer-remote", metavar="ADDR", help="The other end is outside this host, at ADDR, where an iperf3 "
+              "server already listens (`iperf3 -s`, --iperf-port): the instance's end runs the client both ways "
+              "(-R when the peer sends). Not with --peer-netns/--peer-address.")
 @click.option("--direction", type=click.Choice(["ingress", "egress", "both"]), default="both", show_default=True,
               help="ingress: the peer sends to the instance; egress: the instance sends; both: one after the other.")
 @click.option("--traffic", type=click.Choice(["tcp", "udp", "small-packets"]), default="tcp", show_default=True,
@@ -134,7 +143,8 @@ def _table(target: Any, runs: list[Any]) -> Any:
 @click.option("--offer", metavar="RATE", help="What udp or small-packets offers (tc units, e.g. 50mbit); default: "
               "twice the limit for udp (1 Gbit/s without one), as fast as it goes for small-packets.")
 @click.option("--iperf-port", type=click.IntRange(1, 65535), default=5201, show_default=True,
-              help="TCP/UDP port of the one-off iperf3 server on the receiving end.")
+              help="TCP/UDP port of the one-off iperf3 server on the receiving end (of the remote one "
+                   "with --peer-remote).")
 @click.option("--plot", "plot_path", metavar="PATH", help="Write the plot to PATH.png and PATH.svg (with "
               "--direction both: PATH-ingress.*, PATH-egress.*).")
 @click.option("--plot-dir", metavar="DIR", help="Write plots as DIR/vmqos-verify-PORT-DIRECTION-TRAFFIC.png and "
@@ -142,9 +152,9 @@ def _table(target: Any, runs: list[Any]) -> Any:
 @click.option("--no-plot", is_flag=True, help="Write no plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts, with every sample, as JSON.")
 def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, instance_netns: str | None,
-           instance_address: str | None, peer_netns: str | None, peer_address: str | None, direction: str,
-           traffic: str, duration: float, offer: str | None, iperf_port: int, plot_path: str | None,
-           plot_dir: str | None, no_plot: bool, as_json: bool) -> None:
+           instance_address: str | None, peer_netns: str | None, peer_address: str | None, peer_remote: str | None,
+           direction: str, traffic: str, duration: float, offer: str | None, iperf_port: int,
+           plot_path: str | None, plot_dir: str | None, no_plot: bool, as_json: bool) -> None:
     """Drive real traffic through a port and judge it against the port's limits.
 
     For each direction: the idle RTT (ping from the instance to the peer), then DURATION seconds
@@ -182,6 +192,7 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
           --peer-address 192.0.2.10 --direction ingress --no-plot
       vmqos verify vm1 --lab lab --instance-address fd00::1 --peer-netns lab-vm2 \\
           --peer-address fd00::2                            # IPv6, both ends given
+      vmqos verify tap-a --netns hv --instance-netns guest-a --peer-remote 198.51.100.7  # iperf3 -s there
     """
     from vmqos.operations import open_store
     from vmqos.units import parse_rate
@@ -202,7 +213,7 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
     kind = Traffic(traffic)
     with open_store(db) as store:
         target = _resolve(what, lab_name, netns if lab_name is None else None, store, instance_netns,
-                          instance_address, peer_netns, peer_address)
+                          instance_address, peer_netns, peer_address, peer_remote)
         state = port_state(store, target.netns, target.port)
     if target.instance_name is None and state.instance:
         target = replace(target, instance_name=state.instance)

@@ -41,9 +41,13 @@ DIRECTIONS = ("ingress", "egress")
 
 @dataclass(frozen=True)
 class Endpoint:
-    name: str  # vm1, wan, or the namespace
-    netns: str
+    name: str  # vm1, wan, the namespace, or the remote address
+    netns: str | None  # None: outside this host (a remote peer, where an iperf3 server listens)
     address: str
+
+    @property
+    def where(self) -> str:
+        return self.netns or f"remote {self.address}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,17 @@ def endpoint(role: str, netns: str | None, address: str | None) -> Endpoint:
     return Endpoint(netns, netns, address)
 
 
+def remote_endpoint(address: str) -> Endpoint:
+    """A peer outside this host: vmqos cannot start processes there, so an iperf3 server must
+    already listen on it (`iperf3 -s`); the instance's end runs the client both ways (-R towards
+    the instance)."""
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        raise InvalidValue("--peer-remote", address, "an IPv4 or IPv6 address, e.g. 192.0.2.10") from None
+    return Endpoint(address, None, address)
+
+
 def port_state(store: Store, netns: str | None, port: str) -> PortState:
     """The port's effective limits, read as `vmqos port show` and the sampler read them."""
     from vmqos.operations import desired_plans, empty_plan, scope_of, show_port
@@ -211,7 +226,7 @@ def idle_rtts(procs: _Processes, target: Target) -> list[Rtt]:
         raise KernelError(f"ping from {target.instance.netns} to {target.peer.address} did not finish") from None
     replies = ping_replies(out, start)
     if not replies:
-        raise KernelError(f"{target.instance.netns} gets no ping reply from {target.peer.address} ({target.peer.netns})"
+        raise KernelError(f"{target.instance.netns} gets no ping reply from {target.peer.address} ({target.peer.where})"
                           f": {(err or out).strip().splitlines()[-1] if (err or out).strip() else 'no output'}; "
                           "check the addresses (--instance-address, --peer-address) and their routes")
     return [Rtt(r.at_s - (time.time() - start), r.rtt_us) for r in replies]  # negative: before the load
@@ -263,18 +278,26 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
     limit = state.limits[direction]
     sender, receiver = (target.peer, target.instance) if direction == "ingress" else (target.instance, target.peer)
     options = sender_options(traffic, limit, offer_bps)
+    # A remote peer's server is already there: the client runs at the instance's end, and asks the
+    # server to send (-R) when the peer is the sender.
+    remote = target.peer.netns is None
+    client_end, server_end = (target.instance, target.peer) if remote else (sender, receiver)
+    reverse = ["-R"] if remote and direction == "ingress" else []
     with _Processes() as procs, Sampler(target.netns) as sampler:
         idle = idle_rtts(procs, target)
         progress(f"{direction} {traffic.value}: idle RTT {sorted(r.rtt_us for r in idle)[len(idle) // 2] / 1000:.3f}"
                  f" ms; {duration_s:g} s of load {sender.name} -> {receiver.name} ...")
-        _server(procs, receiver.netns, receiver.address, iperf_port)
+        if not remote:
+            assert server_end.netns is not None
+            _server(procs, server_end.netns, server_end.address, iperf_port)
         plans = {target.port: state.plan}
         # ping prints 10 lines a second for as long as the run lasts: into an unnamed file, since a
         # pipe nobody reads until the end would fill and stop it
         ping_file = tempfile.TemporaryFile("w+")
         pinger = procs.start(_ping(target), target.instance.netns, stdout=ping_file)
-        client = procs.start(["iperf3", "-c", receiver.address, "-p", str(iperf_port), "-t",
-                              f"{duration_s + IPERF_TAIL_S:g}", "-J", *options], sender.netns)
+        assert client_end.netns is not None
+        client = procs.start(["iperf3", "-c", server_end.address, "-p", str(iperf_port), "-t",
+                              f"{duration_s + IPERF_TAIL_S:g}", "-J", *reverse, *options], client_end.netns)
         t0, epoch0 = time.monotonic(), time.time()
         samples = _within_load(_sample(sampler, plans, target.port, direction, t0, duration_s, client), target,
                                duration_s)
@@ -290,11 +313,11 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
         try:
             out, err = client.communicate(timeout=IPERF_TAIL_S + 15)
         except subprocess.TimeoutExpired:
-            raise KernelError(f"iperf3 {sender.netns} -> {receiver.address} did not finish") from None
+            raise KernelError(f"iperf3 {sender.where} -> {receiver.address} did not finish") from None
     iperf = _iperf_result(out, err, traffic, sender, receiver)
     loaded = ping_replies(ping_out, epoch0)
     _check_crossed(samples, iperf, target, sender, receiver)
-    how = " ".join(["iperf3", *options]) if options else "iperf3, one TCP stream"
+    how = " ".join(["iperf3", *reverse, *options]) if reverse or options else "iperf3, one TCP stream"
     return Run(direction, traffic, limit, duration_s, how, tuple(samples), tuple(idle), tuple(loaded), iperf,
                judge(traffic, limit, samples, idle, loaded, ping_transmitted(ping_out)))
 
@@ -364,8 +387,10 @@ def _iperf_result(out: str, err: str, traffic: Traffic, sender: Endpoint, receiv
     if "interrupt" in str(data.get("error", "")):
         raise KeyboardInterrupt  # Ctrl-C reached iperf3 first: the run was interrupted, not failed
     if not data or "error" in data:
-        raise KernelError(f"iperf3 {sender.netns} -> {receiver.address} failed: "
-                          f"{data.get('error') or err.strip() or 'no output'}")
+        hint = " (is an iperf3 server listening there? `iperf3 -s`, and --iperf-port)" \
+            if sender.netns is None or receiver.netns is None else ""
+        raise KernelError(f"iperf3 {sender.where} -> {receiver.address} failed: "
+                          f"{data.get('error') or err.strip() or 'no output'}{hint}")
     return result_of(data, udp=traffic is not Traffic.TCP)
 
 
