@@ -24,3 +24,15 @@ def matplotlib_cache():
     finally:
         del os.environ["MPLCONFIGDIR"]
         shutil.rmtree(path, ignore_errors=True)
+
+
+_CACHES = {".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_the_working_directory():
+    """A test writes into its tmp_path, never where it was started (a plot, a database...)."""
+    before = set(os.listdir("."))
+    yield
+    left = set(os.listdir(".")) - before - _CACHES
+    assert not left, f"the test left {sorted(left)} in {os.getcwd()}"

@@ -147,7 +147,7 @@ def test_small_packets_from_the_instance_behind_a_byte_limit_are_held_at_the_pac
     assert abs(j.achieved / 10_000 - 1) <= TOLERANCE
 
 
-def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports):
+def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports, tmp_path):
     """Two lab instances on the bridge with ULA addresses of this test's: vm2 sends to vm1 over IPv6."""
     vm1, vm2 = lab.instance(1), lab.instance(2)
     added = [(vm1.netns, "fd00:7671::1"), (vm2.netns, "fd00:7671::2")]
@@ -156,7 +156,8 @@ def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports):
             subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/64", "dev", "eth0", "nodad"], check=True)
         ports.set(vm1.port, PortChange(inbound=libvirt_rate(20)))
         argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--direction", "ingress",
-                "--duration", "2", "--json", "--instance-address", "fd00:7671::1", "--peer-netns", vm2.netns]
+                "--duration", "2", "--json", "--plot-dir", str(tmp_path), "--instance-address", "fd00:7671::1",
+                "--peer-netns", vm2.netns]
         env = {**os.environ, "VMQOS_DB": ports.store.url}
         done = subprocess.run([*argv, "--peer-address", "fd00:7671::2"], capture_output=True, text=True, timeout=60,
                               env=env)
@@ -165,6 +166,7 @@ def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports):
         log(f"verify over IPv6: {run['achieved'] / MBIT:.3f} Mbit/s against 20 ({run['verdict']})")
         assert run["verdict"] == "pass" and abs(run["achieved"] / (20 * MBIT) - 1) <= TOLERANCE
         assert run["loaded_rtts"]  # ping6 under load
+        assert run["plots"] == [str(tmp_path / f"vmqos-verify-{vm1.port}-ingress-tcp.{ext}") for ext in ("png", "svg")]
         for bad, says in (("fd00:7671::zz", "an IPv4 or IPv6 address"), ("10.99.0.2", "one family")):
             done = subprocess.run([*argv, "--peer-address", bad], capture_output=True, text=True, timeout=30, env=env)
             assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
