@@ -122,7 +122,9 @@ def test_a_run_judged_against_a_limit_the_kernel_does_not_hold_fails(lab, ports)
     target = lab_target(lab.name, "vm2")
     state = port_state(ports.store, ports.netns, target.port)
     assert not state.in_sync and state.limits["ingress"].rate_bps == 40 * MBIT
-    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=2)
+    # 3 s: a 2 s window, so that one TCP dip does not decide the figure below (a 1 s window once
+    # read 14.9 Mbit/s, in one run of many)
+    run = run_direction(target, state, "ingress", Traffic.TCP, duration_s=3)
     j = run.judgement
     log(f"drift: judged against {j.limit / MBIT:g} Mbit/s, achieved {j.achieved / MBIT:.3f} Mbit/s, "
         f"error {j.error:+.1%}: {j.verdict.value}")
