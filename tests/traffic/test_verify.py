@@ -158,7 +158,7 @@ def test_ipv6_ends_given_by_address_and_a_bad_address_refused(lab, ports, tmp_pa
             subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/64", "dev", "eth0", "nodad"], check=True)
         ports.set(vm1.port, PortChange(inbound=libvirt_rate(20)))
         argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--direction", "ingress",
-                "--duration", "2", "--json", "--plot-dir", str(tmp_path), "--instance-address", "fd00:7671::1",
+                "--duration", "3", "--json", "--plot-dir", str(tmp_path), "--instance-address", "fd00:7671::1",
                 "--peer-netns", vm2.netns]
         env = {**os.environ, "VMQOS_DB": ports.store.url}
         done = subprocess.run([*argv, "--peer-address", "fd00:7671::2"], capture_output=True, text=True, timeout=60,
@@ -186,7 +186,7 @@ def test_a_remote_peer_with_its_own_iperf3_server_both_ways(lab, ports):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         env = {**os.environ, "VMQOS_DB": ports.store.url}
-        argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--duration", "2",
+        argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--duration", "3",
                 "--json", "--no-plot", "--iperf-port", "5307", "--peer-remote", wan.address]
         for _ in range(50):  # until the server listens
             if "5307" in subprocess.run(["ip", "netns", "exec", wan.netns, "ss", "-Hltn"], capture_output=True,
