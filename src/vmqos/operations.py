@@ -147,7 +147,7 @@ def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[st
 class WatchedPlans:
     """A scope's plans for the readers that ask every second (the monitor, top, the exporter).
 
-    They are planned again only when the desired state (its revision) or the quarantines changed:
+    They are planned again only when the desired state (its last revision) or the quarantines changed:
     loading and planning 1,000 ports costs more than sampling them. The same mapping comes back
     while nothing changed, which lets the sampler keep what it derived from it."""
 
@@ -157,7 +157,8 @@ class WatchedPlans:
 
     def current(self) -> tuple[dict[str, PortPlan], dict[str, str]]:
         """(port -> plan, port -> instance)."""
-        key = (self.store.revision(self.scope), quarantines(self.store, self.scope))
+        last = self.store.revisions(self.scope, limit=1)  # every change of the desired state makes one
+        key = (last[0].id if last else 0, quarantines(self.store, self.scope))
         if self._cached is None or self._cached[0] != key:
             state = self.store.load(self.scope)
             instances = {port.device: inst.name for inst, port in state.ports()}

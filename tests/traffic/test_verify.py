@@ -206,6 +206,13 @@ def test_a_remote_peer_with_its_own_iperf3_server_both_ways(lab, ports):
         refused = subprocess.run([*argv[:-2], "--peer-remote", wan.address, "--peer-netns", wan.netns],
                                  capture_output=True, text=True, timeout=30, env=env)
         assert refused.returncode == 2 and "not with --peer-netns" in refused.stderr
+        refused = subprocess.run([*argv[:-2], "--peer-remote", "198.51.100.300"], capture_output=True, text=True,
+                                 timeout=30, env=env)
+        assert refused.returncode == 2 and "an IPv4 or IPv6 address" in refused.stderr
+        nobody = subprocess.run([*argv, "--direction", "egress", "--iperf-port", "5308"], capture_output=True,
+                                text=True, timeout=30, env=env)  # no server listens there
+        assert nobody.returncode == 1 and "is an iperf3 server listening there?" in nobody.stderr, nobody.stderr
+        assert "Traceback" not in refused.stderr + nobody.stderr
     finally:
         server.kill()
         server.wait()

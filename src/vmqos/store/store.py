@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, insert, select, text, union
+from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, insert, select, text, union
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -103,14 +103,6 @@ class Store:
         query = union(*(select(table.c.scope) for table in (*t.STATE_TABLES[:-1], t.applied)))
         with self._tx("listing scopes") as conn:
             return sorted(conn.execute(query).scalars())
-
-    def revision(self, scope: str) -> int:
-        """The id of the scope's last change (0: never changed); it grows with every change, so a
-        reader can keep what it derived from the state until it moves."""
-        _check_scope(scope)
-        r = t.revisions.c
-        with self._tx(f"reading the revision of scope {scope!r}") as conn:
-            return int(conn.execute(select(func.max(r.id)).where(r.scope == scope)).scalar() or 0)
 
     def revisions(self, scope: str, limit: int = 20) -> list[Revision]:
         """The scope's last `limit` changes, newest first."""

@@ -156,21 +156,21 @@ def endpoint(role: str, netns: str | None, address: str | None) -> Endpoint:
         address = first_address(run(["ip", "-j", "addr", "show"], netns).stdout)
         if address is None:
             raise NotFound(f"namespace {netns} has no global IPv4 or IPv6 address: give --{role}-address")
+    return Endpoint(netns, netns, _address(f"--{role}-address", address))
+
+
+def _address(option: str, text: str) -> str:
     try:
-        address = str(ipaddress.ip_address(address))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise InvalidValue(f"--{role}-address", address, "an IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2") from None
-    return Endpoint(netns, netns, address)
+        raise InvalidValue(option, text, "an IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2") from None
 
 
 def remote_endpoint(address: str) -> Endpoint:
     """A peer outside this host: vmqos cannot start processes there, so an iperf3 server must
     already listen on it (`iperf3 -s`); the instance's end runs the client both ways (-R towards
     the instance)."""
-    try:
-        address = str(ipaddress.ip_address(address))
-    except ValueError:
-        raise InvalidValue("--peer-remote", address, "an IPv4 or IPv6 address, e.g. 192.0.2.10") from None
+    address = _address("--peer-remote", address)
     return Endpoint(address, None, address)
 
 
@@ -299,8 +299,7 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
         client = procs.start(["iperf3", "-c", server_end.address, "-p", str(iperf_port), "-t",
                               f"{duration_s + IPERF_TAIL_S:g}", "-J", *reverse, *options], client_end.netns)
         t0, epoch0 = time.monotonic(), time.time()
-        samples = _within_load(_sample(sampler, plans, target.port, direction, t0, duration_s, client), target,
-                               duration_s)
+        sampled = _sample(sampler, plans, target.port, direction, t0, duration_s, client)
         pinger.send_signal(signal.SIGINT)  # ping prints what it buffered when interrupted, not when killed
         try:
             pinger.wait(timeout=3)
@@ -314,7 +313,8 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
             out, err = client.communicate(timeout=IPERF_TAIL_S + 15)
         except subprocess.TimeoutExpired:
             raise KernelError(f"iperf3 {sender.where} -> {receiver.address} did not finish") from None
-    iperf = _iperf_result(out, err, traffic, sender, receiver)
+    iperf = _iperf_result(out, err, traffic, sender, receiver)  # a load that failed is the cause: said first
+    samples = _within_load(sampled, target, duration_s)
     loaded = ping_replies(ping_out, epoch0)
     _check_crossed(samples, iperf, target, sender, receiver)
     how = " ".join(["iperf3", *reverse, *options]) if reverse or options else "iperf3, one TCP stream"
