@@ -43,12 +43,15 @@ import tempfile
 import time
 from typing import Any, Callable
 
-import vmqos.reconcile as reconcile_mod
-from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
-from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos
-from vmqos.plan.diff import diff
-from vmqos.plan.render import is_nft, nft_script, tc_commands
-from vmqos.reconcile import Reconciler, plan_host
+from vmqos.reconcile.execute import Reconciler
+
+import vmqos.core.plan.host as host_plans
+import vmqos.reconcile.execute as reconcile_mod
+from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
+from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
+from vmqos.core.plan.diff import diff
+from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.render import is_nft, nft_script, tc_commands
 
 MBIT = 1_000_000
 
@@ -235,7 +238,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     scratch = tempfile.TemporaryDirectory(prefix="vqbench")  # removed when done, even on an exception
     tmp = scratch.name
     for run in range(args.runs):
-        reconcile_mod._plan.cache_clear()  # time planning from cold, not the memo of the previous run
+        host_plans._plan.cache_clear()  # time planning from cold, not the memo of the previous run
         t0 = time.perf_counter()
         plans = plan_host(state)
         t["plan"].append(time.perf_counter() - t0)

@@ -41,11 +41,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import apply_bench as ab  # noqa: E402
 
+from vmqos.core.desired.ports import scope_of  # noqa: E402
+from vmqos.core.plan.host import plan_host  # noqa: E402
 from vmqos.drivers.nft import Nft  # noqa: E402
 from vmqos.monitor.daemon import Monitor, MonitorConfig  # noqa: E402
 from vmqos.monitor.sampler import Sampler, rates  # noqa: E402
-from vmqos.operations import scope_of  # noqa: E402
-from vmqos.reconcile import plan_host  # noqa: E402
 from vmqos.store import Store  # noqa: E402
 
 

@@ -6,13 +6,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.cgroupvalues import (
-    CPU, CPUACCT, IO, V1, V2, CpuReadback, cpu_files, detect_layout, disk_files, disks_from_files, parse_cpu,
-    parse_io_max, unsupported_keys, usage_v1, usage_v2, check_cgroup_disk,
+from vmqos.core.errors import UnsupportedError
+from vmqos.core.model.cpu import (
+    SHARES_MAX,
+    SHARES_MIN,
+    CpuQos,
+    shares_to_weight,
+    weight_to_shares,
 )
-from vmqos.errors import UnsupportedError
-from vmqos.model.cpu import SHARES_MAX, SHARES_MIN, CpuQos, shares_to_weight, weight_to_shares
-from vmqos.model.disk import DiskQos
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.plan.cgroup_values import (
+    CPU,
+    CPUACCT,
+    IO,
+    V1,
+    V2,
+    CpuReadback,
+    check_cgroup_disk,
+    cpu_files,
+    detect_layout,
+    disk_files,
+    disks_from_files,
+    parse_cpu,
+    parse_io_max,
+    unsupported_keys,
+    usage_v1,
+    usage_v2,
+)
 
 # /proc/mounts of our machines (hybrid: v1 holds cpu, cpuacct and blkio; v2 only hugetlb)
 HYBRID = """tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0

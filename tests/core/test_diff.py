@@ -3,14 +3,21 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.effective import QosSource, combine
-from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
-from vmqos.model.host import EgressMode
-from vmqos.plan.diff import diff, replay
-from vmqos.plan.names import chain_from, ifb_name
-from vmqos.plan.objects import HtbClass, NftChain, Qdisc
-from vmqos.plan.planner import plan_port
-from vmqos.plan.render import render
+from vmqos.core.desired.effective import QosSource, combine
+from vmqos.core.model import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+    TrafficClass,
+    TrafficMatch,
+)
+from vmqos.core.model.host import EgressMode
+from vmqos.core.plan.diff import diff, replay
+from vmqos.core.plan.names import chain_from, ifb_name
+from vmqos.core.plan.objects import HtbClass, NftChain, Qdisc
+from vmqos.core.plan.planner import plan_port
+from vmqos.core.plan.render import render
 
 PORT = "tap-q"
 
@@ -134,10 +141,11 @@ def test_clearing_deletes_containers_only():
 
 
 def test_nft_objects_go_to_their_port_even_when_port_names_hold_underscores():
-    from vmqos.drivers.nft import CounterValue, NftState
-    from vmqos.plan.names import chain_to
-    from vmqos.plan.objects import NftCounter
-    from vmqos.reconcile import nft_by_port
+    from vmqos.reconcile.decide import nft_by_port
+
+    from vmqos.core.observed import CounterValue, NftState
+    from vmqos.core.plan.names import chain_to
+    from vmqos.core.plan.objects import NftCounter
 
     ports = ["tap_a", "tap_a_b", "tap-a"]  # tap-a's identifier is tap_a_<hash>
     state = NftState(

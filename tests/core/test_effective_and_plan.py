@@ -2,17 +2,44 @@
 
 import pytest
 
-from vmqos.effective import QosSource, combine
-from vmqos.errors import UnsupportedError
-from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
-from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
-from vmqos.model.document import QosDocument
-from vmqos.effective import effective_for_port
-from vmqos.plan.diff import diff
-from vmqos.plan.names import chain_from, ifb_name, nft_ident
-from vmqos.plan.objects import HtbClass, IfbLink, NftChain, Qdisc, U32Filter, rule_from_expr
-from vmqos.plan.planner import KernelProfile, min_burst, plan_port, queue_limit, quantum
-from vmqos.plan.render import render
+from vmqos.core.desired.effective import QosSource, combine, effective_for_port
+from vmqos.core.errors import UnsupportedError
+from vmqos.core.model import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+    TrafficClass,
+    TrafficMatch,
+)
+from vmqos.core.model.document import QosDocument
+from vmqos.core.model.host import (
+    EgressMode,
+    Flavor,
+    HostState,
+    InstanceSpec,
+    NetworkSpec,
+    Policy,
+    PortSpec,
+)
+from vmqos.core.plan.diff import diff
+from vmqos.core.plan.names import chain_from, ifb_name, nft_ident
+from vmqos.core.plan.objects import (
+    HtbClass,
+    IfbLink,
+    NftChain,
+    Qdisc,
+    U32Filter,
+    rule_from_expr,
+)
+from vmqos.core.plan.planner import (
+    KernelProfile,
+    min_burst,
+    plan_port,
+    quantum,
+    queue_limit,
+)
+from vmqos.core.plan.render import render
 
 RESQUOTA = BandwidthLimit(262_144_000, 524_288_000, 134_217_728)
 

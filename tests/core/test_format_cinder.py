@@ -8,9 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmqos.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
-from vmqos.formats import cinder, get_format
-from vmqos.model import DISK_FRONTEND_KEYS, BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos, QosDocument
+from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
+from vmqos.core.formats import cinder, get_format
+from vmqos.core.model import (
+    DISK_FRONTEND_KEYS,
+    BandwidthLimit,
+    CpuQos,
+    DirectionQos,
+    DiskQos,
+    NetworkQos,
+    QosDocument,
+)
 
 
 def spec(specs: dict, consumer: str | None = "front-end", size: int | None = None, name: str = "gold",

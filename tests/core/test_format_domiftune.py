@@ -8,10 +8,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.errors import FormatError, InvalidValue, UnsupportedError
-from vmqos.formats import domiftune, get_format
-from vmqos.formats.domiftune import CLEAR, DomiftuneArgs, parse_args, parse_direction, parse_direction_arg
-from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, QosDocument, TrafficClass
+from vmqos.core.errors import FormatError, InvalidValue, UnsupportedError
+from vmqos.core.formats import domiftune, get_format
+from vmqos.core.formats.domiftune import (
+    CLEAR,
+    DomiftuneArgs,
+    parse_args,
+    parse_direction,
+    parse_direction_arg,
+)
+from vmqos.core.model import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+    QosDocument,
+    TrafficClass,
+)
 
 U32 = 2**32 - 1
 SEED_LIMIT = BandwidthLimit(rate_bps=262_144_000, peak_bps=524_288_000, burst_bytes=134_217_728)

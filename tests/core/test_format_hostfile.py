@@ -1,7 +1,7 @@
 """vmqos's own host file: reading, every error with its line, JSON, the schema, round trips.
 
 Tests marked `needs_nova` / `needs_neutron` read Nova extra specs or Neutron rules, which the
-host file delegates to `vmqos.formats.nova` and `vmqos.formats.neutron`.
+host file delegates to `vmqos.core.formats.nova` and `vmqos.core.formats.neutron`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vmqos
-from vmqos.errors import FormatError, UnsupportedError, VmqosError
-from vmqos.formats import get_format, hostfile
-from vmqos.model import (
+from vmqos.core.errors import FormatError, UnsupportedError, VmqosError
+from vmqos.core.formats import get_format, hostfile
+from vmqos.core.model import (
     VALID_DSCP_MARKS,
     BandwidthLimit,
     CpuQos,
@@ -33,13 +33,21 @@ from vmqos.model import (
     TrafficClass,
     TrafficMatch,
 )
-from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
+from vmqos.core.model.host import (
+    EgressMode,
+    Flavor,
+    HostState,
+    InstanceSpec,
+    NetworkSpec,
+    Policy,
+    PortSpec,
+)
 
 DEMO = Path(vmqos.__file__).parent / "demo" / "host.yaml"
 
-needs_nova = pytest.mark.skipif(find_spec("vmqos.formats.nova") is None, reason="vmqos.formats.nova not written yet")
-needs_neutron = pytest.mark.skipif(find_spec("vmqos.formats.neutron") is None,
-                                   reason="vmqos.formats.neutron not written yet")
+needs_nova = pytest.mark.skipif(find_spec("vmqos.core.formats.nova") is None, reason="vmqos.core.formats.nova not written yet")
+needs_neutron = pytest.mark.skipif(find_spec("vmqos.core.formats.neutron") is None,
+                                   reason="vmqos.core.formats.neutron not written yet")
 
 
 def y(text: str) -> str:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmqos.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
-from vmqos.formats import get_format, neutron
-from vmqos.model import (
+from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
+from vmqos.core.formats import get_format, neutron
+from vmqos.core.model import (
     VALID_DSCP_MARKS,
     BandwidthLimit,
     CpuQos,
@@ -21,7 +21,7 @@ from vmqos.model import (
     QosDocument,
     TrafficClass,
 )
-from vmqos.model.host import Policy
+from vmqos.core.model.host import Policy
 
 MAX_INT = 2**31 - 1
 
@@ -458,7 +458,7 @@ def test_roundtrip_model_exact(qos: NetworkQos) -> None:
 
 
 def test_a_defaulted_egress_burst_below_two_frames_falls_back_to_vmqos_default():
-    from vmqos.model.checks import check_network
+    from vmqos.core.model.checks import check_network
 
     text = '{"policy": {"name": "tiny", "rules": [{"type": "bandwidth_limit", "max_kbps": 10}]}}'
     doc = neutron.read(text)

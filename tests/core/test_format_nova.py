@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
-from vmqos.formats import get_format, nova
-from vmqos.model import (
+from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
+from vmqos.core.formats import get_format, nova
+from vmqos.core.model import (
     BandwidthLimit,
     CpuQos,
     DirectionQos,

@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import pytest
 
-from vmqos.drivers.libvirt_driver import cpu_params, disk_from_params, interface_params, iotune_params, \
-    parse_domain_xml
-from vmqos.errors import ConflictError, InvalidValue, NotFound, UnsupportedError
-from vmqos.formats.cinder import compute_frontend
-from vmqos.instances import (
-    InstanceChange, changed_instance, check_cgroup_instance, effective_instance, parse_disk_option, volume_qos,
+from vmqos.core.desired.instances import (
+    InstanceChange,
+    changed_instance,
+    check_cgroup_instance,
+    effective_instance,
+    parse_disk_option,
+    volume_qos,
 )
-from vmqos.model import BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos, QosDocument
-from vmqos.model.host import Flavor, HostState, InstanceSpec
-from vmqos.model.volume import Volume, VolumeType
+from vmqos.core.errors import ConflictError, InvalidValue, NotFound, UnsupportedError
+from vmqos.core.formats.cinder import compute_frontend
+from vmqos.core.model import (
+    BandwidthLimit,
+    CpuQos,
+    DirectionQos,
+    DiskQos,
+    NetworkQos,
+    QosDocument,
+)
+from vmqos.core.model.host import Flavor, HostState, InstanceSpec
+from vmqos.core.model.volume import Volume, VolumeType
+from vmqos.drivers.libvirt_driver import (
+    cpu_params,
+    disk_from_params,
+    interface_params,
+    iotune_params,
+    parse_domain_xml,
+)
 from vmqos.store import Store
 
 FLAVOR = Flavor("m1", QosDocument(cpu=CpuQos(shares=512, quota_us=50000),

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from vmqos.errors import InvalidValue
+from vmqos.core.errors import InvalidValue
 from vmqos.lab import Lab, LabInstance, lab_up
 from vmqos.lab.topology import differences, instance_index
 

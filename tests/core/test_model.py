@@ -4,12 +4,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.errors import ConflictError, InvalidValue, KernelLimitError, VmqosError
-from vmqos.model import (
-    BandwidthLimit, CpuQos, Direction, DirectionQos, DiskQos, NetworkQos, TrafficClass, TrafficMatch,
-    shares_to_weight, weight_to_shares,
+from vmqos.core.errors import ConflictError, InvalidValue, KernelLimitError, VmqosError
+from vmqos.core.model import (
+    BandwidthLimit,
+    CpuQos,
+    Direction,
+    DirectionQos,
+    DiskQos,
+    NetworkQos,
+    TrafficClass,
+    TrafficMatch,
+    shares_to_weight,
+    weight_to_shares,
 )
-from vmqos.model.checks import check_network
+from vmqos.core.model.checks import check_network
 
 
 def test_direction_aliases():
@@ -122,7 +130,7 @@ def test_every_error_is_a_vmqos_error():
 
 
 def test_port_spec_checks_its_name_mtu_and_egress_mode():
-    from vmqos.model.host import EgressMode, PortSpec
+    from vmqos.core.model.host import EgressMode, PortSpec
 
     assert PortSpec("tap-a", egress_mode="police").egress_mode is EgressMode.POLICE
     for bad in ({"device": "a/b"}, {"device": "x" * 16}, {"device": "tap-a", "mtu": 40},

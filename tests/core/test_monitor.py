@@ -9,15 +9,28 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmqos.cli.watch import parse_since, sparkline
-from vmqos.drivers.nft import CounterValue
-from vmqos.errors import InvalidValue
-from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
+from vmqos.core.analysis.detect import (
+    PACKET_RATE,
+    PINNED,
+    SMALL_PACKETS,
+    SYN_FLOOD,
+    Detectors,
+    Thresholds,
+    decide,
+)
+from vmqos.core.analysis.flows import Flow
+from vmqos.core.analysis.rates import FlowRate, counter_delta, flow_rate
+from vmqos.core.analysis.samples import PortRates
+from vmqos.core.analysis.usage import Counted, UsageKey, counts, deltas, period_start
+from vmqos.core.errors import InvalidValue
+from vmqos.core.model.network import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+)
+from vmqos.core.observed import CounterValue
 from vmqos.monitor.daemon import EXAMPLE_CONFIG, MonitorConfig, load_config
-from vmqos.monitor.detect import PACKET_RATE, PINNED, SMALL_PACKETS, SYN_FLOOD, Detectors, Thresholds, decide
-from vmqos.monitor.flows import Flow
-from vmqos.monitor.rates import FlowRate, counter_delta, flow_rate
-from vmqos.monitor.sampler import PortRates
-from vmqos.monitor.usage import Counted, UsageKey, counts, deltas, period_start
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -193,8 +206,8 @@ def test_since_and_sparklines():
 
 
 def test_a_quarantined_port_is_planned_policed_under_the_strictest_limits(tmp_path):
-    from vmqos.model.host import HostState, InstanceSpec, PortSpec
-    from vmqos.operations import desired_plans
+    from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
+    from vmqos.services.ports import desired_plans
 
     own = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(50_000_000)))
     state = HostState(instances={"vm1": InstanceSpec("vm1", ports=(PortSpec("tap1", limits=own),))})
@@ -211,10 +224,10 @@ def test_a_quarantined_port_is_planned_policed_under_the_strictest_limits(tmp_pa
 
 def test_only_the_qdiscs_a_plan_makes_are_read_as_limiters():
     """A port limited by nft alone keeps the kernel's default root qdisc: it must not be read as an HTB."""
-    from vmqos.model.host import HostState, InstanceSpec, PortSpec
-    from vmqos.monitor.sampler import planned_qdiscs
-    from vmqos.plan.names import ifb_name
-    from vmqos.reconcile import plan_host
+    from vmqos.core.analysis.samples import planned_qdiscs
+    from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
+    from vmqos.core.plan.host import plan_host
+    from vmqos.core.plan.names import ifb_name
 
     shaped = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(20_000_000)),
                         egress=DirectionQos(bandwidth=BandwidthLimit(20_000_000)))

@@ -14,10 +14,26 @@ from hypothesis import HealthCheck, given, settings
 from test_format_hostfile import hosts, networks  # the host file's own strategies
 
 import vmqos
-from vmqos.errors import ConflictError, FormatError, VmqosError
-from vmqos.formats.hostfile import from_data, read_host, to_data
-from vmqos.model import BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos, PacketRateLimit, QosDocument
-from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
+from vmqos.core.errors import ConflictError, FormatError, VmqosError
+from vmqos.core.formats.hostfile import from_data, read_host, to_data
+from vmqos.core.model import (
+    BandwidthLimit,
+    CpuQos,
+    DirectionQos,
+    DiskQos,
+    NetworkQos,
+    PacketRateLimit,
+    QosDocument,
+)
+from vmqos.core.model.host import (
+    EgressMode,
+    Flavor,
+    HostState,
+    InstanceSpec,
+    NetworkSpec,
+    Policy,
+    PortSpec,
+)
 from vmqos.store import Revision, Store, default_url
 
 DEMO = Path(vmqos.__file__).parent / "demo" / "host.yaml"

@@ -6,10 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.errors import UnitError
-from vmqos.units import (
-    RATE_SUFFIXES, SIZE_SUFFIXES, bytes_to_kbit, format_rate, format_size, human_rate, human_size, kbit_to_bytes,
-    parse_rate, parse_size, parse_time, to_unit,
+from vmqos.core.errors import UnitError
+from vmqos.core.units import (
+    RATE_SUFFIXES,
+    SIZE_SUFFIXES,
+    bytes_to_kbit,
+    format_rate,
+    format_size,
+    human_rate,
+    human_size,
+    kbit_to_bytes,
+    parse_rate,
+    parse_size,
+    parse_time,
+    to_unit,
 )
 
 # iproute2's `suffixes[]` verbatim: name and scale in bit/s (matched case-insensitively).

@@ -10,11 +10,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmqos.cli.main import main
+from vmqos.core.analysis.iperf import first_address, ping_replies, ping_transmitted
+from vmqos.core.analysis.judge import (
+    MIN_OVERLOAD,
+    STEADY_AFTER_S,
+    TOLERANCE,
+    Limit,
+    Metric,
+    RateSample,
+    Rtt,
+    Traffic,
+    Verdict,
+    bin_samples,
+    choose_metric,
+    judge,
+    loaded_samples,
+    percentile,
+    resolution_note,
+)
 from vmqos.lab.traffic import TrafficResult
-from vmqos.verify.judge import (MIN_OVERLOAD, STEADY_AFTER_S, TOLERANCE, Limit, Metric, RateSample, Rtt, Traffic,
-                                Verdict, bin_samples, choose_metric, judge, loaded_samples, percentile,
-                                resolution_note)
-from vmqos.verify.parse import first_address, ping_replies, ping_transmitted
 from vmqos.verify.plot import base_of, default_base, plot
 from vmqos.verify.run import Run, sender_options
 
@@ -250,7 +264,7 @@ def test_the_first_global_address_of_a_namespace_ipv4_first():
 
 
 def test_an_endpoint_address_is_checked_and_both_ends_share_a_family():
-    from vmqos.errors import InvalidValue
+    from vmqos.core.errors import InvalidValue
     from vmqos.verify.run import Endpoint, Target
 
     with pytest.raises(InvalidValue, match="one family"):
@@ -311,7 +325,7 @@ def test_verify_refuses_contradicting_options(capsys):
 
 
 def test_only_samples_within_the_load_are_kept_and_too_few_is_an_error():
-    from vmqos.errors import KernelError
+    from vmqos.core.errors import KernelError
     from vmqos.verify.run import Endpoint, Target, _within_load
 
     target = Target("tap-vm1", "vq-host", Endpoint("vm1", "vq-vm1", "10.0.0.1"), Endpoint("wan", "vq-wan", "10.0.0.2"))

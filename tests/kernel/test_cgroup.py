@@ -11,12 +11,13 @@ import time
 import pytest
 
 from tests.kernel.cgroup_fixtures import group, lab5, loop_device  # noqa: F401  (fixtures)
-from vmqos.cgroupvalues import detect_layout
+from vmqos.core.desired.instances import InstanceChange
+from vmqos.core.errors import KernelError, UnsupportedError
+from vmqos.core.model.cpu import CpuQos, shares_to_weight
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.plan.cgroup_values import detect_layout
 from vmqos.drivers.cgroup import Group, block_device
-from vmqos.errors import KernelError, UnsupportedError
-from vmqos.instances import InstanceChange, instance_set, instance_show, lab_group
-from vmqos.model.cpu import CpuQos, shares_to_weight
-from vmqos.model.disk import DiskQos
+from vmqos.services.instances import instance_set, instance_show, lab_group
 
 pytestmark = pytest.mark.kernel
 
@@ -170,8 +171,13 @@ def test_cli_instance_show_json(lab5, loop_device, capsys):
 
 
 def test_volume_attach_extend_detach_live(lab5, loop_device):
-    from vmqos.instances import volume_attach, volume_create, volume_detach, volume_extend
-    from vmqos.model.volume import VolumeType
+    from vmqos.core.model.volume import VolumeType
+    from vmqos.services.volumes import (
+        volume_attach,
+        volume_create,
+        volume_detach,
+        volume_extend,
+    )
 
     name, store = lab5
     scope = f"{name}-host"

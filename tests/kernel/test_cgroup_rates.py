@@ -15,8 +15,9 @@ import time
 import pytest
 
 from tests.kernel.cgroup_fixtures import lab5, loop_device  # noqa: F401  (fixtures)
+from vmqos.core.desired.instances import InstanceChange
 from vmqos.drivers.cgroup import block_device
-from vmqos.instances import InstanceChange, instance_set, lab_group
+from vmqos.services.instances import instance_set, lab_group
 
 pytestmark = [pytest.mark.kernel, pytest.mark.rates]
 

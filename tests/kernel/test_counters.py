@@ -60,14 +60,15 @@ def test_qdisc_and_link_counters_match_iproute2(netns):
 
 
 def test_reader_refuses_a_missing_namespace():
-    from vmqos.errors import NotFound
+    from vmqos.core.errors import NotFound
 
     with pytest.raises(NotFound):
         CounterReader("vq-no-such-namespace")
 
 
 def test_nft_counters_over_netlink_match_nft_json(netns):
-    from vmqos.drivers.nft import CounterValue, Nft
+    from vmqos.core.observed import CounterValue
+    from vmqos.drivers.nft import Nft
 
     _ip(netns, "link", "add", "vqa0", "type", "veth", "peer", "name", "vqb0")
     _ip(netns, "addr", "add", "10.99.0.1/24", "dev", "vqa0")
@@ -92,8 +93,8 @@ def test_nft_counters_over_netlink_match_nft_json(netns):
 def test_the_monitor_plans_again_only_when_the_desired_state_or_a_quarantine_changes(netns, tmp_path):
     from datetime import UTC, datetime
 
-    from vmqos.model.host import HostState, InstanceSpec, PortSpec
-    from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos
+    from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
+    from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
     from vmqos.monitor.daemon import Monitor, MonitorConfig
     from vmqos.store import monitor as mstore
     from vmqos.store.store import Store

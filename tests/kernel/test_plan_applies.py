@@ -12,14 +12,21 @@ import re
 import pytest
 
 from vmqos.cli.main import main
+from vmqos.core.desired.effective import QosSource, combine
+from vmqos.core.model import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+    TrafficClass,
+    TrafficMatch,
+)
+from vmqos.core.model.host import EgressMode
+from vmqos.core.plan.diff import Operation, diff
+from vmqos.core.plan.names import chain_from, chain_to, ifb_name
+from vmqos.core.plan.planner import plan_port
+from vmqos.core.plan.render import render
 from vmqos.drivers.nft import _set_decl
-from vmqos.effective import QosSource, combine
-from vmqos.model import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit, TrafficClass, TrafficMatch
-from vmqos.model.host import EgressMode
-from vmqos.plan.diff import Operation, diff
-from vmqos.plan.names import chain_from, chain_to, ifb_name
-from vmqos.plan.planner import plan_port
-from vmqos.plan.render import render
 
 from .conftest import sh
 

@@ -7,17 +7,31 @@ import subprocess
 from dataclasses import replace
 
 import pytest
+from vmqos.reconcile.execute import Reconciler
 
 from tests.kernel.conftest import sh
 from vmqos.cli.main import main
-from vmqos.errors import ToolTimeout
-from vmqos.model.host import EgressMode, HostState, InstanceSpec, PortSpec
-from vmqos.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
-from vmqos.operations import check_host, show_port
-from vmqos.plan.diff import diff
-from vmqos.plan.names import ifb_name
-from vmqos.plan.objects import HtbClass, IfbLink, NftChain, NftRule, NftSet, Qdisc, U32Filter
-from vmqos.reconcile import Reconciler, plan_host
+from vmqos.core.errors import ToolTimeout
+from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
+from vmqos.core.model.network import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+)
+from vmqos.core.plan.diff import diff
+from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.names import ifb_name
+from vmqos.core.plan.objects import (
+    HtbClass,
+    IfbLink,
+    NftChain,
+    NftRule,
+    NftSet,
+    Qdisc,
+    U32Filter,
+)
+from vmqos.services.ports import check_host, show_port
 from vmqos.store import Store
 
 pytestmark = pytest.mark.kernel
@@ -161,7 +175,7 @@ def test_bulk_from_empty_runs_nft_beside_tc_and_still_rolls_a_failed_port_back(p
     part fails, its forwarding chain is left out of the transaction built meanwhile."""
     import threading
 
-    monkeypatch.setattr("vmqos.reconcile.CONCURRENT_MIN_PORTS", 1)
+    monkeypatch.setattr("vmqos.reconcile.execute.CONCURRENT_MIN_PORTS", 1)
     with Reconciler(ports) as rec:
         threads: list[str] = []
         run_nft = rec._run_nft
@@ -329,7 +343,7 @@ def test_live_change_of_rate_and_leaf_queue_goes_over_netlink(ports, monkeypatch
         def no_process(*args, **kwargs):
             raise AssertionError("a live rate change must not start a tc or ip process")
 
-        monkeypatch.setattr("vmqos.reconcile.run_batch", no_process)
+        monkeypatch.setattr("vmqos.reconcile.execute.run_batch", no_process)
         results, _ = settle(rec, state(200_000_000), applied=record, verify=False)
         kinds = {type(op.obj).__name__ for r in results for op in r.ops}
         assert kinds == {"HtbClass", "Qdisc"}  # the bfifo grows with the rate: 20 ms of traffic

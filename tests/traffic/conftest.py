@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.kernel.conftest import require
+from vmqos.core.desired.ports import PortChange
 from vmqos.lab import Lab, lab_down, lab_up
-from vmqos.operations import ApplyReport, PortChange, clear_port, set_port
+from vmqos.services.ports import ApplyReport, clear_port, set_port
 from vmqos.store import Store
 
 TOOLS = ("ip", "tc", "nft", "iperf3", "hping3", "tcpdump", "ping", "ss")

@@ -14,11 +14,12 @@ import uuid
 
 import pytest
 
-from vmqos.formats import neutron
+from vmqos.core.desired.ports import PortChange, scope_of
+from vmqos.core.formats import neutron
+from vmqos.core.model.host import EgressMode, Policy
+from vmqos.core.plan.planner import KernelProfile, queue_limit
 from vmqos.lab import BRIDGE
-from vmqos.model.host import EgressMode, Policy
-from vmqos.operations import PortChange, reconcile_ports, scope_of, show_port
-from vmqos.plan.planner import KernelProfile, queue_limit
+from vmqos.services.ports import reconcile_ports, show_port
 
 from .harness import (
     ETH_HLEN,

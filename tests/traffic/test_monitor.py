@@ -18,15 +18,24 @@ from ipaddress import ip_address
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vmqos.core.desired.ports import PortChange, scope_of
+from vmqos.core.model.host import EgressMode
 from vmqos.drivers.process import in_netns
-from vmqos.model.host import EgressMode
 from vmqos.monitor.daemon import Monitor, load_config
 from vmqos.monitor.exporter import Exporter
 from vmqos.monitor.sampler import Sampler, rates
-from vmqos.operations import PortChange, desired_plans, scope_of
+from vmqos.services.ports import desired_plans
 from vmqos.store import monitor as mstore
 
-from .harness import ETH_HLEN, iperf_server, kill, log, run_client, start_client, finish_client
+from .harness import (
+    ETH_HLEN,
+    finish_client,
+    iperf_server,
+    kill,
+    log,
+    run_client,
+    start_client,
+)
 
 pytestmark = [pytest.mark.traffic, pytest.mark.kernel]
 

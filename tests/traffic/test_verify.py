@@ -17,9 +17,10 @@ import time
 import pytest
 from defusedxml import ElementTree
 
-from vmqos.model.host import EgressMode
-from vmqos.operations import PortChange, set_port
-from vmqos.verify.judge import Metric, Traffic, Verdict
+from vmqos.core.analysis.judge import Metric, Traffic, Verdict
+from vmqos.core.desired.ports import PortChange
+from vmqos.core.model.host import EgressMode
+from vmqos.services.ports import set_port
 from vmqos.verify.plot import plot
 from vmqos.verify.run import lab_target, port_state, run_direction
 

@@ -13,11 +13,11 @@ import subprocess
 
 import pytest
 
+from vmqos.core.desired.instances import InstanceChange
+from vmqos.core.errors import InvalidValue, KernelError, NotFound
+from vmqos.core.model import BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos
+from vmqos.core.plan.names import chain_from, ifb_name
 from vmqos.drivers.libvirt_driver import CONFIG, LIVE, disk_from_params
-from vmqos.errors import InvalidValue, KernelError, NotFound
-from vmqos.instances import InstanceChange
-from vmqos.model import BandwidthLimit, CpuQos, DirectionQos, DiskQos, NetworkQos
-from vmqos.plan.names import chain_from, ifb_name
 from vmqos.store import Store
 
 pytestmark = pytest.mark.libvirt
@@ -56,7 +56,7 @@ def test_test_driver_scheduler_is_a_stub_and_says_so(test_driver):
 
 
 def test_vm_commands_against_the_test_driver(tmp_path, test_driver):
-    from vmqos.vms import vm_list, vm_set
+    from vmqos.services.vms import vm_list, vm_set
 
     assert [d["name"] for d in vm_list("test:///default")] == ["test"]
     with Store(f"sqlite:///{tmp_path}/s.db") as store:
@@ -76,8 +76,8 @@ def tc(tap: str, what: str) -> str:
 
 
 def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the_kernel(qemu_domain, tmp_path):
-    from vmqos.operations import clear_port
-    from vmqos.vms import vm_set, vm_show
+    from vmqos.services.ports import clear_port
+    from vmqos.services.vms import vm_set, vm_show
 
     d = qemu_domain
     name, tap, uri, lv = d["name"], d["tap"], d["uri"], d["lv"]
@@ -122,8 +122,8 @@ def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the
 
 
 def test_real_domain_config_goes_into_the_definition(qemu_domain, tmp_path):
-    from vmqos.formats import libvirt as libvirt_format
-    from vmqos.vms import vm_set
+    from vmqos.core.formats import libvirt as libvirt_format
+    from vmqos.services.vms import vm_set
 
     d = qemu_domain
     name, tap, uri, lv = d["name"], d["tap"], d["uri"], d["lv"]

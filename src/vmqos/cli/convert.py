@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from vmqos.cli.output import print_json, print_notes, print_text
-from vmqos.formats import FORMATS, get_format
-from vmqos.model.checks import check_network
-from vmqos.model.document import QosDocument
-from vmqos.model.network import DirectionQos, NetworkQos
-from vmqos.units import human_pps, human_rate, human_size
+from vmqos.core.formats import FORMATS, get_format
+from vmqos.core.model.checks import check_network
+from vmqos.core.model.document import QosDocument
+from vmqos.core.model.network import DirectionQos, NetworkQos
+from vmqos.core.units import human_pps, human_rate, human_size
 
 
 def read_input(path: str | None) -> str:

@@ -30,10 +30,10 @@ def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
 def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
+    from vmqos.core.units import human_rate, human_size
     from vmqos.lab import Lab
     from vmqos.lab.traffic import iperf3
-    from vmqos.operations import show_port
-    from vmqos.units import human_rate, human_size
+    from vmqos.services.ports import show_port
 
     lab = Lab(lab_name)
     table = Table(title="real traffic through the demo ports (iperf3, 3 s each)", title_justify="left",
@@ -76,8 +76,8 @@ def _cpu_disk_table(lab_name: str, store) -> None:  # type: ignore[no-untyped-de
     from rich.table import Table
 
     from vmqos.drivers.cgroup import block_device
-    from vmqos.instances import instance_apply, lab_group
     from vmqos.lab import lab_spawn
+    from vmqos.services.instances import instance_apply, lab_group
 
     report = instance_apply(store, lab_name, "vm1")  # vm1's flavor: cpu_shares 512 (seed 003)
     stdout.print(f"vm1: flavor m1.resquota's CPU values in its cgroups ({report.writes} file(s) written)")
@@ -236,9 +236,9 @@ def demo(lab_name: str) -> None:
     """
     import os
 
+    from vmqos.core.formats.hostfile import read_host_with_notes
     from vmqos.lab import Lab, lab_down, lab_up
-    from vmqos.operations import apply_host, open_store
-    from vmqos.formats.hostfile import read_host_with_notes
+    from vmqos.services.ports import apply_host, open_store
 
     d = demo_dir()
     for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],

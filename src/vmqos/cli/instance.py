@@ -8,8 +8,8 @@ import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
+from vmqos.core.model.document import Note
 from vmqos.lab import DEFAULT_NAME
-from vmqos.model.document import Note
 
 
 def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,8 +37,8 @@ def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_change(cpu_shares: int | None, cpu_quota: int | None, cpu_period: int | None, disks: tuple[str, ...],
                 remove_disks: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    from vmqos.errors import InvalidValue
-    from vmqos.instances import InstanceChange, parse_disk_option
+    from vmqos.core.desired.instances import InstanceChange, parse_disk_option
+    from vmqos.core.errors import InvalidValue
 
     parsed: dict[str, dict[str, int | str]] = {}
     for text in disks:
@@ -111,8 +111,8 @@ def instance_set_cmd(inst: str, lab: str, cpu_shares: int | None, cpu_quota: int
       vmqos instance set vm1 --cpu-shares 512 --disk /dev/loop0:read_bytes_sec=10mb,read_iops_sec=200
       vmqos instance set vm1 --cpu-quota 0 --live      # lift the cap now, keep the stored value
     """
-    from vmqos.instances import instance_set
-    from vmqos.operations import open_store
+    from vmqos.services.instances import instance_set
+    from vmqos.services.ports import open_store
 
     change = make_change(cpu_shares, cpu_quota, cpu_period, disks, remove_disks)
     if not live and not config:
@@ -141,8 +141,8 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
       vmqos instance show vm1
       vmqos instance show vm2 --lab lab2 --json | jq .usage.cpu_seconds
     """
-    from vmqos.instances import instance_show
-    from vmqos.operations import open_store
+    from vmqos.services.instances import instance_show
+    from vmqos.services.ports import open_store
 
     with open_store(db) as store:
         data = instance_show(store, lab, inst)

@@ -7,9 +7,23 @@ import sys
 import click
 
 from vmqos.cli.output import print_json, stderr, stdout
-from vmqos.errors import NotFound
-from vmqos.lab import DEFAULT_INSTANCES, DEFAULT_NAME, LabStatus, lab_down, lab_exec, lab_status, lab_up
-from vmqos.lab.topology import BRIDGE, GATEWAY, INSTANCE_PREFIX, LAB_NETWORK, instance_index
+from vmqos.core.errors import NotFound
+from vmqos.lab import (
+    DEFAULT_INSTANCES,
+    DEFAULT_NAME,
+    LabStatus,
+    lab_down,
+    lab_exec,
+    lab_status,
+    lab_up,
+)
+from vmqos.lab.topology import (
+    BRIDGE,
+    GATEWAY,
+    INSTANCE_PREFIX,
+    LAB_NETWORK,
+    instance_index,
+)
 
 _name_option = click.option("--name", default=DEFAULT_NAME, show_default=True,
                             help="The lab: 1 to 8 of a-z, 0-9, '-'; its namespaces are NAME-host, NAME-vmN, NAME-wan.")

@@ -19,7 +19,7 @@ from vmqos.cli.verify import verify
 from vmqos.cli.vm import vm
 from vmqos.cli.volume import volume, volume_type
 from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
-from vmqos.errors import VmqosError
+from vmqos.core.errors import VmqosError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

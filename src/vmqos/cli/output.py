@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from rich.console import Console
 
-from vmqos.model.document import Note
+from vmqos.core.model.document import Note
 
 # Piped output keeps whole lines: tables are read by people in logs and by grep, not at 80 columns.
 _WIDTH = None if sys.stdout.isatty() else 160

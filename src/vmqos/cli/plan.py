@@ -9,17 +9,17 @@ import click
 
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stdout
-from vmqos.effective import QosSource, combine
-from vmqos.model.host import EgressMode, check_device_name
-from vmqos.model.network import DirectionQos, NetworkQos
-from vmqos.plan.diff import diff
-from vmqos.plan.planner import Enforced, PortPlan, plan_port
-from vmqos.plan.render import render
-from vmqos.units import human_pps, human_rate, human_size
+from vmqos.core.desired.effective import QosSource, combine
+from vmqos.core.model.host import EgressMode, check_device_name
+from vmqos.core.model.network import DirectionQos, NetworkQos
+from vmqos.core.plan.diff import diff
+from vmqos.core.plan.planner import Enforced, PortPlan, plan_port
+from vmqos.core.plan.render import render
+from vmqos.core.units import human_pps, human_rate, human_size
 
 
 def _direction_arg(option: str, text: str | None) -> DirectionQos:
-    from vmqos.formats.domiftune import CLEAR, parse_direction
+    from vmqos.core.formats.domiftune import CLEAR, parse_direction
 
     if text is None:
         return DirectionQos()
@@ -45,13 +45,13 @@ def build_sources(inbound: str | None, outbound: str | None, policy: str | None,
     if not own.is_empty:
         sources.append(QosSource("command line --inbound/--outbound", own))
     if policy is not None:
-        from vmqos.formats import neutron
+        from vmqos.core.formats import neutron
 
         pol, pol_notes = neutron.read_policy(read_input(policy))
         notes += pol_notes
         sources.append(QosSource(f"port policy {pol.name or policy}", pol.qos))
     if flavor is not None:
-        from vmqos.formats import nova
+        from vmqos.core.formats import nova
 
         doc = nova.read(read_input(flavor))
         notes += doc.notes

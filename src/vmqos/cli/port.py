@@ -9,11 +9,19 @@ import click
 
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
-from vmqos.model.document import Note
-from vmqos.model.host import EgressMode
-from vmqos.operations import (ApplyReport, PortChange, apply_host, check_host, clear_port, open_store, set_port,
-                              show_port)
-from vmqos.units import human_pps, human_rate, human_size
+from vmqos.core.desired.ports import PortChange
+from vmqos.core.model.document import Note
+from vmqos.core.model.host import EgressMode
+from vmqos.core.units import human_pps, human_rate, human_size
+from vmqos.services.ports import (
+    ApplyReport,
+    apply_host,
+    check_host,
+    clear_port,
+    open_store,
+    set_port,
+    show_port,
+)
 
 NETNS_HELP = "network namespace that owns the ports (default: this one; a lab's is LAB-host)"
 DB_HELP = "desired-state database URL (default: $VMQOS_DB or sqlite:////var/lib/vmqos/vmqos.db)"
@@ -29,7 +37,7 @@ def _policy(value: str | None) -> tuple[Any, str | None]:
     if value is None:
         return None, None
     if value == "-" or "/" in value or value.endswith((".json", ".yaml", ".yml")):
-        from vmqos.formats import neutron
+        from vmqos.core.formats import neutron
 
         policy, notes = neutron.read_policy(read_input(value))
         print_notes(notes)
@@ -180,7 +188,7 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
     \b
     Example: vmqos apply -f host.yaml --netns lab-host --prune
     """
-    from vmqos.formats.hostfile import read_host_with_notes
+    from vmqos.core.formats.hostfile import read_host_with_notes
 
     state, notes = read_host_with_notes(read_input(path))
     print_notes(notes)

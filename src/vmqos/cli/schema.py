@@ -15,6 +15,6 @@ def schema() -> None:
     Example:
       vmqos schema > vmqos-host.schema.json
     """
-    from vmqos.formats.hostfile import schema as host_schema
+    from vmqos.core.formats.hostfile import schema as host_schema
 
     print_json(host_schema())

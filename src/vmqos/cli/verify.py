@@ -10,7 +10,7 @@ import click
 
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import DB_HELP, NETNS_HELP
-from vmqos.errors import InvalidValue, NotFound
+from vmqos.core.errors import InvalidValue, NotFound
 
 MIN_DURATION_S, MAX_DURATION_S = 2.0, 300.0
 
@@ -19,7 +19,7 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
              instance_address: str | None, peer_netns: str | None, peer_address: str | None,
              peer_remote: str | None) -> Any:
     """The port, its namespace and the two ends: a lab's by its layout, any other's from the options."""
-    from vmqos.operations import scope_of
+    from vmqos.core.desired.ports import scope_of
     from vmqos.verify.run import Endpoint, Target, endpoint, lab_target, remote_endpoint
 
     if peer_remote is not None and (peer_netns or peer_address):
@@ -65,7 +65,7 @@ def _rate(bps: float) -> str:
 
 
 def _cell(value: float | None, metric: Any) -> str:
-    from vmqos.verify.judge import Metric
+    from vmqos.core.analysis.judge import Metric
 
     if value is None:
         return "-"
@@ -80,7 +80,7 @@ def _table(target: Any, runs: list[Any]) -> Any:
     """One column per run, one row per measure: two directions side by side fit any terminal."""
     from rich.table import Table
 
-    from vmqos.verify.judge import Metric
+    from vmqos.core.analysis.judge import Metric
 
     title = (f"vmqos verify {target.port}" + (f" ({target.instance_name})" if target.instance_name else "") +
              f": {target.peer.name} {target.peer.address} <-> {target.instance.name} {target.instance.address}, "
@@ -194,9 +194,9 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
           --peer-address fd00::2                            # IPv6, both ends given
       vmqos verify tap-a --netns hv --instance-netns guest-a --peer-remote 198.51.100.7  # iperf3 -s there
     """
-    from vmqos.operations import open_store
-    from vmqos.units import parse_rate
-    from vmqos.verify.judge import Traffic
+    from vmqos.core.analysis.judge import Traffic
+    from vmqos.core.units import parse_rate
+    from vmqos.services.ports import open_store
     from vmqos.verify.run import DIRECTIONS, port_state, run_direction
 
     if lab_name is not None and netns is not None:

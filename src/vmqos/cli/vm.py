@@ -36,7 +36,7 @@ def vm() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 def vm_list_cmd(connect: str | None, as_json: bool) -> None:
     """The domains with their state, taps and disks."""
-    from vmqos.vms import vm_list
+    from vmqos.services.vms import vm_list
 
     data = vm_list(connect)
     if as_json:
@@ -65,8 +65,8 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     \b
     Example: vmqos vm show web1 --json | jq .libvirt.live.cpu
     """
-    from vmqos.operations import open_store
-    from vmqos.vms import vm_show
+    from vmqos.services.ports import open_store
+    from vmqos.services.vms import vm_show
 
     with open_store(db) as store:
         data = vm_show(store, connect, domain)
@@ -129,8 +129,8 @@ def vm_set_cmd(domain: str, connect: str | None, inbound: str | None, outbound: 
       vmqos vm set web1 --disk vda:read_iops_sec=200,read_iops_sec_max=1000,read_iops_sec_max_length=10
       vmqos vm set web1 --inbound 1000,2000,100 --interface vnet0
     """
-    from vmqos.operations import open_store
-    from vmqos.vms import vm_set
+    from vmqos.services.ports import open_store
+    from vmqos.services.vms import vm_set
 
     change = make_change(cpu_shares, cpu_quota, cpu_period, disks, remove_disks)
     if not live and not config:

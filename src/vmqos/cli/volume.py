@@ -22,8 +22,8 @@ def where_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str | None]:
-    from vmqos.errors import InvalidValue
-    from vmqos.instances import volume_scope
+    from vmqos.core.errors import InvalidValue
+    from vmqos.services.volumes import volume_scope
 
     if lab and connect:
         raise InvalidValue("--lab/--connect", f"{lab} and {connect}", "volumes belong to a lab or to libvirt "
@@ -35,7 +35,7 @@ def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str |
 
 
 def _store(db: str | None):  # type: ignore[no-untyped-def]
-    from vmqos.operations import open_store
+    from vmqos.services.ports import open_store
 
     return open_store(db)
 
@@ -73,9 +73,13 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
     """Create or replace a volume type; attached volumes of that type get the new limits only when
     they are applied again (`vmqos volume extend`, attach, or `instance set`)."""
     from vmqos.cli.convert import read_input
-    from vmqos.errors import InvalidValue
-    from vmqos.instances import check_volume_type, describe_volume_type, volume_type_from_cinder, \
-        volume_type_from_specs
+    from vmqos.core.desired.instances import (
+        check_volume_type,
+        describe_volume_type,
+        volume_type_from_cinder,
+    )
+    from vmqos.core.errors import InvalidValue
+    from vmqos.core.desired.instances import volume_type_from_specs
 
     if path:
         if specs:
@@ -111,7 +115,7 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
 @where_options
 def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volume types and their specs."""
-    from vmqos.instances import describe_volume_type
+    from vmqos.core.desired.instances import describe_volume_type
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
@@ -136,8 +140,8 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
 @where_options
 def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume type, with what Cinder would do with its specs."""
-    from vmqos.errors import NotFound
-    from vmqos.instances import describe_volume_type
+    from vmqos.core.desired.instances import describe_volume_type
+    from vmqos.core.errors import NotFound
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
@@ -189,7 +193,7 @@ def volume() -> None:
 
 
 def _report(volume_obj: Any, store: Any, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
-    from vmqos.instances import describe_volume
+    from vmqos.core.desired.instances import describe_volume
 
     vtype = store.volume_types(scope).get(volume_obj.type) if volume_obj.type else None
     data = describe_volume(volume_obj, vtype) | ({"writes": writes} if writes is not None else {})
@@ -212,7 +216,7 @@ def _report(volume_obj: Any, store: Any, scope: str, writes: int | None, as_json
 def vol_create(name: str, vtype: str | None, size: int, as_json: bool, lab: str | None, connect: str | None,
                db: str | None) -> None:
     """Create a volume (detached)."""
-    from vmqos.instances import volume_create
+    from vmqos.services.volumes import volume_create
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
@@ -226,7 +230,7 @@ def vol_create(name: str, vtype: str | None, size: int, as_json: bool, lab: str 
 @where_options
 def vol_extend(name: str, size: int, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """Grow a volume; if attached, its per-GB limits are recomputed and applied now."""
-    from vmqos.instances import volume_extend
+    from vmqos.services.volumes import volume_extend
 
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
@@ -244,7 +248,7 @@ def vol_extend(name: str, size: int, as_json: bool, lab: str | None, connect: st
 def vol_attach(name: str, inst: str, device: str, as_json: bool, lab: str | None, connect: str | None,
                db: str | None) -> None:
     """Attach a volume to INST and apply its limits now."""
-    from vmqos.instances import volume_attach
+    from vmqos.services.volumes import volume_attach
 
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
@@ -258,7 +262,7 @@ def vol_attach(name: str, inst: str, device: str, as_json: bool, lab: str | None
 @where_options
 def vol_detach(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """Detach a volume; its limits are removed from the instance now."""
-    from vmqos.instances import volume_detach
+    from vmqos.services.volumes import volume_detach
 
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
@@ -271,7 +275,7 @@ def vol_detach(name: str, as_json: bool, lab: str | None, connect: str | None, d
 @where_options
 def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) -> None:
     """Delete a detached volume."""
-    from vmqos.errors import InvalidValue
+    from vmqos.core.errors import InvalidValue
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
@@ -287,7 +291,7 @@ def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) 
 @where_options
 def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volumes, their size, attachment and the limits they put on the host."""
-    from vmqos.instances import describe_volume
+    from vmqos.core.desired.instances import describe_volume
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
@@ -314,7 +318,7 @@ def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None
 @where_options
 def vol_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume: its type's specs and the limits computed for its size."""
-    from vmqos.errors import NotFound
+    from vmqos.core.errors import NotFound
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:

@@ -16,8 +16,8 @@ import click
 
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import kernel_options
-from vmqos.errors import InvalidValue, NotFound
-from vmqos.units import human_rate
+from vmqos.core.errors import InvalidValue, NotFound
+from vmqos.core.units import human_rate
 
 SORT_KEYS = {"o": "offered", "d": "delivered", "x": "dropped", "p": "pps", "u": "util", "n": "port"}
 SPARK = "▁▂▃▄▅▆▇█"
@@ -129,8 +129,9 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
       vmqos top --netns lab-host
       vmqos top --netns lab-host --once --json | jq '.ports[] | select(.dropped_pps > 0)'
     """
+    from vmqos.core.desired.ports import scope_of
     from vmqos.monitor.sampler import Sampler, rates
-    from vmqos.operations import WatchedPlans, open_store, scope_of
+    from vmqos.services.ports import WatchedPlans, open_store
 
     if interval <= 0:
         raise InvalidValue("--interval", interval, "a number of seconds above 0")
@@ -240,7 +241,7 @@ def monitor(netns: str | None, db: str | None, config_file: str | None, listen: 
       vmqos monitor --example-config > monitor.yaml
     """
     from vmqos.monitor.daemon import EXAMPLE_CONFIG, Monitor, load_config
-    from vmqos.operations import open_store
+    from vmqos.services.ports import open_store
 
     if example_config:
         sys.stdout.write(EXAMPLE_CONFIG)
@@ -307,7 +308,8 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
     """
     import json
 
-    from vmqos.operations import open_store, scope_of
+    from vmqos.core.desired.ports import scope_of
+    from vmqos.services.ports import open_store
     from vmqos.store.monitor import events as read
 
     scope = scope_of(netns)
@@ -354,10 +356,11 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
       vmqos usage --netns lab-host --since 1d --by hour
       vmqos usage --netns lab-host --port tap-vm1 --json
     """
+    from vmqos.core.desired.ports import scope_of
+    from vmqos.core.units import human_size, parse_size
     from vmqos.monitor.daemon import Monitor
-    from vmqos.operations import open_store, scope_of
+    from vmqos.services.ports import open_store
     from vmqos.store.monitor import usage as read
-    from vmqos.units import human_size, parse_size
 
     smallest = parse_size(min_bytes)
     scope = scope_of(netns)
@@ -395,7 +398,7 @@ def exporter(netns: str | None, db: str | None, listen: str) -> None:
       curl -s 127.0.0.1:9478/metrics | grep vmqos_port_dropped_packets_total
     """
     from vmqos.monitor.exporter import Exporter
-    from vmqos.operations import open_store
+    from vmqos.services.ports import open_store
 
     with open_store(db) as store:
         server = Exporter(store, netns, listen).start()
@@ -428,9 +431,15 @@ def quarantine() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Take the quarantine policy from "
               "this monitor configuration (default: egress 1 Mbit/s and 1,000 packets/s).")
 def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, config_file: str | None) -> None:
+    from vmqos.core.desired.ports import scope_of
     from vmqos.monitor.daemon import load_config
-    from vmqos.operations import open_store, reconcile_ports, scope_of
-    from vmqos.store.monitor import Quarantine, add_event, lift_quarantine, put_quarantine
+    from vmqos.services.ports import open_store, reconcile_ports
+    from vmqos.store.monitor import (
+        Quarantine,
+        add_event,
+        lift_quarantine,
+        put_quarantine,
+    )
 
     config = load_config(open(config_file).read() if config_file else None)
     scope = scope_of(netns)
@@ -452,7 +461,8 @@ def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, 
 @click.argument("device")
 @kernel_options
 def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
-    from vmqos.operations import open_store, reconcile_ports, scope_of
+    from vmqos.core.desired.ports import scope_of
+    from vmqos.services.ports import open_store, reconcile_ports
     from vmqos.store.monitor import add_event, lift_quarantine
 
     scope = scope_of(netns)
@@ -470,8 +480,9 @@ def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
 @kernel_options
 @click.option("--json", "as_json", is_flag=True)
 def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
-    from vmqos.formats.hostfile import to_data
-    from vmqos.operations import open_store, scope_of
+    from vmqos.core.desired.ports import scope_of
+    from vmqos.core.formats.hostfile import to_data
+    from vmqos.services.ports import open_store
     from vmqos.store.monitor import quarantines
 
     with open_store(db) as store:

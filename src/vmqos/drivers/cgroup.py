@@ -1,7 +1,7 @@
 """cgroup v1 and v2 file systems: create and remove groups, place tasks, write limits, read them back.
 
 Which hierarchy holds each role (cpu limits, cpu usage, disk limits) is detected per host
-(`vmqos.cgroupvalues.detect_layout`); a group is the same relative path in each hierarchy it
+(`vmqos.core.plan.cgroup_values.detect_layout`); a group is the same relative path in each hierarchy it
 needs (on cgroup v1, cpu and cpuacct are often separate hierarchies: a task is placed in both).
 
 Every change of a group's limits is all or nothing: the old value of each file is read before it
@@ -20,14 +20,35 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from vmqos.cgroupvalues import (
-    CPU, CPU_V1_FILES, CPU_V2_FILES, CPUACCT, IO, ROLES, V1, CgroupLayout, CpuReadback, DevNo, Hierarchy, Usage,
-    detect_layout, devno_text, disk_clear_files, disk_files, disks_from_files, parse_blkio_device_file, parse_cpu,
-    parse_devno, parse_io_max, same_value, usage_v1, usage_v2,
+from vmqos.core.errors import InvalidValue, KernelError, NotFound, UnsupportedError
+from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.plan.cgroup_values import (
+    CPU,
+    CPU_V1_FILES,
+    CPU_V2_FILES,
+    CPUACCT,
+    IO,
+    ROLES,
+    V1,
+    CgroupLayout,
+    CpuReadback,
+    DevNo,
+    Hierarchy,
+    Usage,
+    detect_layout,
+    devno_text,
+    disk_clear_files,
+    disk_files,
+    disks_from_files,
+    parse_blkio_device_file,
+    parse_cpu,
+    parse_devno,
+    parse_io_max,
+    same_value,
+    usage_v1,
+    usage_v2,
 )
-from vmqos.errors import InvalidValue, KernelError, NotFound, UnsupportedError
-from vmqos.model.cpu import CpuQos
-from vmqos.model.disk import DiskQos
 
 PARENT = "vmqos"  # every group vmqos creates itself lives under this parent
 
@@ -268,7 +289,7 @@ class Group:
         return parse_cpu({n: _read(self.file(CPU, n)) for n in names}, h.version)
 
     def _cpu_writes(self, cpu: CpuQos, tx: _Writes) -> None:
-        from vmqos.cgroupvalues import cpu_files
+        from vmqos.core.plan.cgroup_values import cpu_files
 
         h = self.hierarchy(CPU)
         wanted = cpu_files(cpu, h.version)
@@ -290,7 +311,7 @@ class Group:
 
     def read_disks(self) -> dict[DevNo, DiskQos]:
         h = self.hierarchy(IO)
-        from vmqos.cgroupvalues import BLKIO_FILES
+        from vmqos.core.plan.cgroup_values import BLKIO_FILES
 
         names = BLKIO_FILES.values() if h.version == V1 else ["io.max"]
         return disks_from_files(self._disk_file_text(names), h.version)

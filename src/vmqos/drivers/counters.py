@@ -16,15 +16,15 @@ import itertools
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from typing import AbstractSet, Iterator
 
 from pyroute2.netns import create_socket
 
-from vmqos.drivers.nft import CounterValue
+from vmqos.core.errors import KernelError
+from vmqos.core.observed import CounterValue, LinkCounters, QdiscCounters, TcStats
 from vmqos.drivers.process import check_netns
-from vmqos.drivers.tc_netlink import TC_H_INGRESS, TC_H_ROOT, TcStats, handle_str, kernel_error
-from vmqos.errors import KernelError
+from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT
+from vmqos.drivers.tc_netlink import kernel_error
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
@@ -42,34 +42,8 @@ IFLA_STATS_LINK_64 = 1
 NLA_TYPE_MASK = 0x3FFF
 
 
-@dataclass(frozen=True)
-class QdiscCounters:
-    ifindex: int
-    handle: int
-    parent: int
-    kind: str
-    stats: TcStats
-
-    @property
-    def where(self) -> str:
-        """'root', 'ingress' or the parent class, as the plan's Qdisc keys say."""
-        if self.parent == TC_H_ROOT:
-            return "root"
-        if self.parent == TC_H_INGRESS:
-            return "ingress"
-        return handle_str(self.parent)
 
 
-@dataclass(frozen=True)
-class LinkCounters:
-    """A device's own counters (rtnl_link_stats64): what it saw, before any tc or nft drop."""
-
-    rx_packets: int = 0
-    tx_packets: int = 0
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-    rx_dropped: int = 0
-    tx_dropped: int = 0
 
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3

@@ -18,10 +18,10 @@ from typing import Any
 
 import defusedxml.ElementTree as SafeET
 
-from vmqos.errors import InvalidValue, KernelError, NotFound, UnsupportedError
-from vmqos.model.cpu import CpuQos
-from vmqos.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, DiskQos
-from vmqos.model.network import NetworkQos
+from vmqos.core.errors import InvalidValue, KernelError, NotFound, UnsupportedError
+from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, DiskQos
+from vmqos.core.model.network import NetworkQos
 
 DEFAULT_URI = "qemu:///system"
 LIVE, CONFIG = 1, 2  # VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG
@@ -145,7 +145,7 @@ def disk_from_params(params: dict[str, Any]) -> DiskQos:
 
 def interface_params(qos: NetworkQos) -> dict[str, int]:
     """setInterfaceParameters' fields (libvirt units: kB/s and KiB; 0 clears) for `<bandwidth>`."""
-    from vmqos.formats.libvirt import network_to_units
+    from vmqos.core.formats.libvirt import network_to_units
 
     inbound, outbound = network_to_units("libvirt", qos, inbound_floor_ok=True)
     out = {}
@@ -219,7 +219,7 @@ class Libvirt:
                              "this driver cannot report them") from None
 
     def set_cpu(self, name: str, cpu: CpuQos, flags: int) -> dict[str, int]:
-        from vmqos.cgroupvalues import CPU
+        from vmqos.core.plan.cgroup_values import CPU
         from vmqos.drivers.cgroup import host_layout
 
         if self.uri.startswith("qemu") or self.uri.startswith("lxc"):

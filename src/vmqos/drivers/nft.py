@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from vmqos.core.errors import KernelError
+from vmqos.core.observed import CounterValue, ForeignHook, NftState
+from vmqos.core.plan.diff import Operation
+from vmqos.core.plan.objects import (
+    NFT_FAMILY,
+    NFT_TABLE,
+    NftChain,
+    NftCounter,
+    NftSet,
+    rule_from_expr,
+)
 from vmqos.drivers.process import check_netns, run
-from vmqos.errors import KernelError
-from vmqos.plan.diff import Operation
-from vmqos.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftCounter, NftSet, rule_from_expr
-
 
 # Registering a netdev base chain costs time in proportion to the namespace's devices (kernel
 # 6.18), so a transaction of 20,000 base chains (10,000 ports) runs for minutes.
@@ -24,32 +30,10 @@ TRANSACTION_TIMEOUT_S = 1800
 _HOOK = re.compile(r'chain (\S+) \{\s*type \w+ hook (\w+) (?:device|devices =) ("[^"]+"|\S+|\{[^}]*\})')
 
 
-@dataclass(frozen=True)
-class CounterValue:
-    packets: int
-    bytes: int
 
 
-@dataclass(frozen=True)
-class ForeignHook:
-    """A base chain of another table on a device vmqos manages: drift, not ours to change silently."""
-
-    family: str
-    table: str
-    chain: str
-    hook: str
-    device: str
 
 
-@dataclass
-class NftState:
-    chains: dict[str, NftChain] = field(default_factory=dict)
-    counters: dict[str, CounterValue] = field(default_factory=dict)
-    foreign: list[ForeignHook] = field(default_factory=list)
-    sets: dict[str, NftSet] = field(default_factory=dict)  # without their elements
-
-    def objects(self) -> list[Any]:
-        return [NftCounter(name) for name in self.counters] + list(self.chains.values()) + list(self.sets.values())
 
 
 def _table() -> dict[str, str]:

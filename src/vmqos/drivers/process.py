@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from typing import Sequence
 
-from vmqos.errors import KernelError, NotFound, ToolTimeout
+from vmqos.core.errors import KernelError, NotFound, ToolTimeout
 
 NETNS_DIR = "/run/netns"
 

@@ -32,16 +32,23 @@ from pyroute2.netlink.rtnl import RTM_GETQDISC
 from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins
 from pyroute2.netlink.rtnl.tcmsg import sched_pfifo, tcmsg
 
-from vmqos.errors import KernelError, NotFound
+from vmqos.core.errors import KernelError, NotFound
+from vmqos.core.observed import TcStats
+from vmqos.core.plan.objects import (
+    ForeignFilter,
+    HtbClass,
+    IfbLink,
+    KernelObject,
+    Qdisc,
+    U32Filter,
+)
+from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
+from vmqos.core.plan.u32 import key_selector
 from vmqos.drivers.process import check_netns, run
-from vmqos.plan.objects import ForeignFilter, HtbClass, IfbLink, KernelObject, Qdisc, U32Filter
-from vmqos.plan.u32 import key_selector
 
 # bfifo's options are pfifo's struct (tc_fifo_qopt); pyroute2 only registers the latter.
 _tc_plugins.setdefault("bfifo", sched_pfifo)
 
-TC_H_ROOT = 0xFFFFFFFF
-TC_H_INGRESS = 0xFFFFFFF1
 ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
 _PSCHED = "/proc/net/psched"
 # From this many devices on, one namespace-wide `ip -j link` + `tc -j qdisc` costs less than
@@ -68,26 +75,10 @@ def kernel_error(what: str, code: int, detail: str = "") -> KernelError:
     return KernelError(f"{what}: {reason}" + (f": {hint}" if hint else ""), errno=code)
 
 
-def handle_str(handle: int) -> str:
-    major, minor = handle >> 16, handle & 0xFFFF
-    return f"{major:x}:" if minor == 0 else f"{major:x}:{minor:x}"
 
 
-def handle_int(text: str) -> int:
-    major, _, minor = text.partition(":")
-    return (int(major or "0", 16) << 16) | int(minor or "0", 16)
 
 
-@dataclass(frozen=True)
-class TcStats:
-    """Counters of one qdisc or class: bytes and packets it sent, what it dropped, what it holds."""
-
-    bytes: int = 0
-    packets: int = 0
-    drops: int = 0
-    overlimits: int = 0
-    backlog_bytes: int = 0
-    qlen: int = 0
 
 
 def _stats(msg: Any) -> TcStats:

@@ -21,9 +21,17 @@ import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
+from vmqos.core.errors import InvalidValue, KernelError, NotFound
 from vmqos.drivers.process import NETNS_DIR, in_netns, netns_exists, run
-from vmqos.errors import InvalidValue, KernelError, NotFound
-from vmqos.lab.topology import BRIDGE, GUEST_DEVICE, UPLINK, Lab, LabInstance, LabStatus, differences
+from vmqos.lab.topology import (
+    BRIDGE,
+    GUEST_DEVICE,
+    UPLINK,
+    Lab,
+    LabInstance,
+    LabStatus,
+    differences,
+)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vmqos.errors import InvalidValue
+from vmqos.core.errors import InvalidValue
 
 DEFAULT_NAME = "lab"
 DEFAULT_INSTANCES = 3

@@ -7,8 +7,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from vmqos.core.errors import KernelError
 from vmqos.drivers.process import in_netns
-from vmqos.errors import KernelError
 
 
 @dataclass(frozen=True)

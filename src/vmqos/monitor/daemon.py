@@ -18,16 +18,7 @@ from typing import Any, Callable
 
 import yaml
 
-from vmqos.drivers.nft import Nft
-from vmqos.errors import InvalidValue, VmqosError
-from vmqos.formats.hostfile import from_data
-from vmqos.model.network import (
-    BandwidthLimit,
-    DirectionQos,
-    NetworkQos,
-    PacketRateLimit,
-)
-from vmqos.monitor.detect import (
+from vmqos.core.analysis.detect import (
     DETECTORS,
     PACKET_RATE,
     SMALL_PACKETS,
@@ -38,8 +29,18 @@ from vmqos.monitor.detect import (
     Thresholds,
     decide,
 )
-from vmqos.monitor.sampler import PortRates, Sample, Sampler, rates
-from vmqos.monitor.usage import account_sets, counts, deltas
+from vmqos.core.analysis.samples import PortRates, Sample
+from vmqos.core.analysis.usage import account_sets, counts, deltas
+from vmqos.core.errors import InvalidValue, VmqosError
+from vmqos.core.formats.hostfile import from_data
+from vmqos.core.model.network import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+)
+from vmqos.drivers.nft import Nft
+from vmqos.monitor.sampler import Sampler, rates
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -142,7 +143,8 @@ class Monitor:
     """The monitor of one network namespace; `step()` once per interval, or `run()` until stopped."""
 
     def __init__(self, store: Store, netns: str | None, config: MonitorConfig = MonitorConfig()) -> None:
-        from vmqos.operations import WatchedPlans, scope_of
+        from vmqos.core.desired.ports import scope_of
+        from vmqos.services.ports import WatchedPlans
 
         self.store, self.netns, self.config = store, netns, config
         self.scope = scope_of(netns)
@@ -210,7 +212,7 @@ class Monitor:
         return StepReport(sample, port_rates, started, ended, actions, errors)
 
     def _act(self, action: Action, at: datetime, now: float, instance: str | None) -> str | None:
-        from vmqos.operations import reconcile_ports
+        from vmqos.services.ports import reconcile_ports
 
         state = self.store.load(self.scope)
         if action.kind == "quarantine":

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import threading
 import time
+from socketserver import ThreadingMixIn
 from typing import Any, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from vmqos.errors import InvalidValue, VmqosError
-from vmqos.monitor.flows import DIRECTIONS
+from vmqos.core.analysis.flows import DIRECTIONS
+from vmqos.core.errors import InvalidValue, VmqosError
+from vmqos.core.plan.names import chain_from
 from vmqos.monitor.sampler import Sampler
-from vmqos.plan.names import chain_from
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -29,7 +29,8 @@ class PortCollector:
     """Collects vmqos_port_* for one network namespace from the desired state in `store`."""
 
     def __init__(self, store: Store, netns: str | None) -> None:
-        from vmqos.operations import WatchedPlans, scope_of
+        from vmqos.core.desired.ports import scope_of
+        from vmqos.services.ports import WatchedPlans
 
         self.store, self.netns, self.scope = store, netns, scope_of(netns)
         self.sampler = Sampler(netns)

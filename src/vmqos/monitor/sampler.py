@@ -11,79 +11,23 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Mapping
+from typing import Mapping
 
-from vmqos.drivers.counters import CounterReader, LinkCounters
-from vmqos.drivers.nft import CounterValue
+from vmqos.core.analysis.flows import DIRECTIONS, Flow, flows
+from vmqos.core.analysis.rates import counter_delta, flow_rate
+from vmqos.core.analysis.samples import (
+    PortLimits,
+    PortRates,
+    PortSample,
+    Sample,
+    planned_qdiscs,
+)
+from vmqos.core.errors import KernelError
+from vmqos.core.observed import CounterValue, TcStats
+from vmqos.core.plan.names import chain_from, chain_owners, counter_port, ifb_name
+from vmqos.core.plan.planner import PortPlan
+from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
-from vmqos.drivers.tc_netlink import TcStats
-from vmqos.errors import KernelError
-from vmqos.monitor.flows import DIRECTIONS, Flow, flows
-from vmqos.monitor.rates import FlowRate, counter_delta, flow_rate
-from vmqos.plan.names import chain_from, chain_owners, counter_port, ifb_name
-from vmqos.plan.objects import Qdisc
-from vmqos.plan.planner import PortPlan
-
-
-@dataclass(frozen=True)
-class PortLimits:
-    """What a port is limited to, per direction (None: not limited)."""
-
-    ingress_bps: int | None = None
-    egress_bps: int | None = None
-    ingress_pps: int | None = None
-    egress_pps: int | None = None
-
-    @classmethod
-    def of(cls, plan: PortPlan) -> "PortLimits":
-        return cls(plan.ingress.rate_bps, plan.egress.rate_bps, plan.ingress.pps, plan.egress.pps)
-
-    def bps(self, direction: str) -> int | None:
-        return self.ingress_bps if direction == "ingress" else self.egress_bps
-
-    def pps(self, direction: str) -> int | None:
-        return self.ingress_pps if direction == "ingress" else self.egress_pps
-
-
-@dataclass(frozen=True)
-class PortSample:
-    port: str
-    flows: dict[str, Flow]
-    link: LinkCounters | None  # None: the device is gone
-    counters: dict[str, CounterValue]  # vmqos's nft counters of this port
-    limits: PortLimits = PortLimits()
-    instance: str | None = None
-
-
-@dataclass(frozen=True)
-class Sample:
-    monotonic: float
-    at: datetime
-    ports: dict[str, PortSample] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PortRates:
-    port: str
-    instance: str | None
-    rates: dict[str, FlowRate]  # per direction
-    link: LinkCounters | None
-    syn_pps: float | None = None  # TCP SYNs sent by the instance, when its chain counts them
-
-    def as_json(self) -> dict[str, Any]:
-        return {"port": self.port, "instance": self.instance,
-                "directions": {d: r.as_json() for d, r in self.rates.items()}, "syn_pps": self.syn_pps}
-
-
-def planned_qdiscs(plans: Mapping[str, PortPlan]) -> dict[tuple[object, ...], str]:
-    """Key -> kind of the root and ingress qdiscs the plans put on their ports and IFBs.
-
-    Only these are the limiters' counters: a port limited by nft alone still has the kernel's
-    default root qdisc (a veth's `noqueue`, which counts nothing), and reading it as the port's
-    HTB would report that nothing was delivered.
-    """
-    return {o.key: o.qdisc_kind for plan in plans.values() for o in plan.objects
-            if isinstance(o, Qdisc) and o.parent in ("root", "ingress")}
 
 
 @dataclass(frozen=True)

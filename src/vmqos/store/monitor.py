@@ -10,15 +10,15 @@ from typing import Any, Iterable
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from vmqos.formats.hostfile import from_data, to_data
-from vmqos.model.network import NetworkQos
-from vmqos.monitor.usage import (
+from vmqos.core.analysis.usage import (
     GRANULARITIES,
     Counted,
     UsageKey,
     UsageTotal,
     period_start,
 )
+from vmqos.core.formats.hostfile import from_data, to_data
+from vmqos.core.model.network import NetworkQos
 from vmqos.store import monitor_tables as m
 from vmqos.store.store import Store, _check_scope
 

@@ -3,7 +3,7 @@
 Every row belongs to a *scope*: the network namespace that owns the ports ("" for the host's
 own). Each object is a row of its own, not one blob per host, so that a control plane sharing
 the database can query and change single objects. QoS values are JSON text of exactly the shape
-the host file has for that object (`vmqos.formats.hostfile.to_data`), so there is one
+the host file has for that object (`vmqos.core.formats.hostfile.to_data`), so there is one
 serialisation to keep compatible, not two. Foreign keys keep references whole: a port cannot
 name a policy, network or instance that its scope does not have.
 """

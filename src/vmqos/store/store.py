@@ -19,17 +19,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, insert, select, text, union
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    union,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-from vmqos.errors import ConflictError, InvalidValue, NotFound as NotFoundError, VmqosError
-from vmqos.formats.hostfile import from_data, to_data
-from vmqos.model.cpu import CpuQos
-from vmqos.model.disk import DiskQos
-from vmqos.model.host import EgressMode, Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
-from vmqos.model.network import NetworkQos
-from vmqos.model.volume import Volume, VolumeType
+from vmqos.core.errors import ConflictError, InvalidValue, VmqosError
+from vmqos.core.errors import NotFound as NotFoundError
+from vmqos.core.formats.hostfile import from_data, to_data
+from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.model.host import (
+    EgressMode,
+    Flavor,
+    HostState,
+    InstanceSpec,
+    NetworkSpec,
+    Policy,
+    PortSpec,
+)
+from vmqos.core.model.network import NetworkQos
+from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, created with the rest)
 from vmqos.store import schema as t
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from vmqos.verify.judge import STEADY_AFTER_S, TOLERANCE, Metric, Verdict
+from vmqos.core.analysis.judge import STEADY_AFTER_S, TOLERANCE, Metric, Verdict
 from vmqos.verify.run import Run
 
 _COLOURS = {"delivered": "#1f5fa8", "offered": "#9aa5b1", "limit": "#c0392b", "rtt": "#7b3fa0", "idle": "#555555"}

@@ -19,15 +19,32 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from vmqos.core.analysis.iperf import (
+    first_address,
+    ping_replies,
+    ping_transmitted,
+    rate_sample,
+)
+from vmqos.core.analysis.judge import (
+    MIN_STEADY_SAMPLES,
+    SMALL_PACKET_PAYLOAD,
+    STEADY_AFTER_S,
+    UDP_OFFER_FACTOR,
+    UNLIMITED_UDP_OFFER_BPS,
+    Judgement,
+    Limit,
+    RateSample,
+    Rtt,
+    Traffic,
+    judge,
+)
+from vmqos.core.analysis.samples import PortLimits
+from vmqos.core.errors import InvalidValue, KernelError, MissingValue, NotFound
+from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers.process import check_netns, in_netns, netns_exists, run
-from vmqos.errors import InvalidValue, KernelError, MissingValue, NotFound
 from vmqos.lab.traffic import TrafficResult, result_of
-from vmqos.monitor.sampler import PortLimits, Sampler, rates
-from vmqos.plan.planner import PortPlan
+from vmqos.monitor.sampler import Sampler, rates
 from vmqos.store import Store
-from vmqos.verify.judge import (MIN_STEADY_SAMPLES, SMALL_PACKET_PAYLOAD, STEADY_AFTER_S, UDP_OFFER_FACTOR,
-                                UNLIMITED_UDP_OFFER_BPS, Judgement, Limit, RateSample, Rtt, Traffic, judge)
-from vmqos.verify.parse import first_address, ping_replies, ping_transmitted, rate_sample
 
 SAMPLE_INTERVAL_S = 0.1
 MAX_READ_S = 0.02  # a pass that took longer ends no interval: its time stamp is taken before its reads
@@ -176,7 +193,8 @@ def remote_endpoint(address: str) -> Endpoint:
 
 def port_state(store: Store, netns: str | None, port: str) -> PortState:
     """The port's effective limits, read as `vmqos port show` and the sampler read them."""
-    from vmqos.operations import desired_plans, empty_plan, scope_of, show_port
+    from vmqos.core.desired.ports import empty_plan, scope_of
+    from vmqos.services.ports import desired_plans, show_port
 
     shown = show_port(store, netns, port)  # NotFound when vmqos does not manage it
     scope = scope_of(netns)

@@ -1,0 +1,170 @@
+"""Flood detectors and the quarantine decision, on sampled rates (pure: time comes in as an argument).
+
+Detectors look at what a port is *offered* (before any limiter), so a flood that a quarantine
+holds is still seen as a flood, and a quarantine is lifted only once the instance itself has
+calmed down. A condition must hold for `for_seconds` before it is an event, and an event ends
+when the condition has been false for as long, so one noisy sample neither raises nor ends one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from vmqos.core.analysis.rates import FlowRate
+from vmqos.core.analysis.samples import PortRates
+from vmqos.core.errors import InvalidValue
+
+PACKET_RATE, SMALL_PACKETS, SYN_FLOOD, PINNED = "packet_rate", "small_packets", "syn_flood", "pinned"
+DETECTORS = (PACKET_RATE, SMALL_PACKETS, SYN_FLOOD, PINNED)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When traffic is a flood; the defaults suit a VM host where normal guests stay far below them."""
+
+    packet_rate_pps: float = 50_000  # offered packets/s in one direction
+    small_packet_bytes: float = 200  # a mean frame this small...
+    small_packet_min_pps: float = 10_000  # ...at this packet rate or more
+    syn_share: float = 0.5  # TCP SYNs among the packets the instance sends...
+    syn_min_pps: float = 2_000  # ...at this SYN rate or more
+    pinned_utilisation: float = 0.98  # delivered / limit...
+    pinned_drop_pps: float = 1.0  # ...while the limiter drops...
+    pinned_seconds: float = 30.0  # ...for this long
+    for_seconds: float = 2.0  # how long a flood condition must hold to be an event
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InvalidValue(f"detectors.{name}", value, "a threshold is a number >= 0")
+        if not 0 < self.syn_share <= 1:
+            raise InvalidValue("detectors.syn_share", self.syn_share, "a share is above 0 and at most 1")
+
+
+@dataclass(frozen=True)
+class Detection:
+    port: str
+    instance: str | None
+    direction: str
+    detector: str
+    value: float
+    threshold: float
+    message: str
+
+
+def _conditions(th: Thresholds, direction: str, rate: FlowRate, syn_pps: float | None) -> dict[str, Detection]:
+    """The detectors whose conditions hold on this sample, with the Detection they would report."""
+    out: dict[str, Detection] = {}
+
+    def hit(name: str, value: float, threshold: float, message: str) -> None:
+        out[name] = Detection("", None, direction, name, value, threshold, message)
+
+    pps = rate.offered_pps
+    if pps >= th.packet_rate_pps:
+        hit(PACKET_RATE, pps, th.packet_rate_pps, f"{pps:,.0f} packets/s offered (threshold {th.packet_rate_pps:,.0f})")
+    mean = rate.mean_packet_bytes
+    if mean is not None and pps >= th.small_packet_min_pps and mean <= th.small_packet_bytes:
+        hit(SMALL_PACKETS, mean, th.small_packet_bytes,
+            f"{pps:,.0f} packets/s of {mean:.0f} bytes on average (small-packet flood: at most "
+            f"{th.small_packet_bytes:.0f} bytes at {th.small_packet_min_pps:,.0f} packets/s or more)")
+    if direction == "egress" and syn_pps is not None and pps > 0:
+        share = syn_pps / pps
+        if syn_pps >= th.syn_min_pps and share >= th.syn_share:
+            hit(SYN_FLOOD, share, th.syn_share,
+                f"{syn_pps:,.0f} TCP SYNs/s, {share:.0%} of what the instance sends (SYN flood: "
+                f"{th.syn_share:.0%} or more at {th.syn_min_pps:,.0f}/s or more)")
+    util = rate.utilisation
+    if util is not None and util >= th.pinned_utilisation and rate.dropped_pps >= th.pinned_drop_pps:
+        hit(PINNED, util, th.pinned_utilisation,
+            f"at {util:.0%} of its limit with {rate.dropped_pps:,.0f} drops/s")
+    return out
+
+
+@dataclass
+class _Track:
+    since: float | None = None  # when the condition became true (None: false)
+    clear_since: float | None = None  # when it became false again while active
+    active: Detection | None = None
+
+
+@dataclass
+class Detectors:
+    """Per port, direction and detector: raise an event once a condition held, end it once it cleared."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    _tracks: dict[tuple[str, str, str], _Track] = field(default_factory=dict)
+
+    def _hold(self, detector: str) -> float:
+        return self.thresholds.pinned_seconds if detector == PINNED else self.thresholds.for_seconds
+
+    def update(self, now: float, rates: dict[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
+        """(started, ended) detections for this sample.
+
+        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track."""
+        started: list[Detection] = []
+        ended: list[Detection] = []
+        tracks = self._tracks
+        for port, pr in rates.items():
+            for direction, rate in pr.rates.items():
+                hits = _conditions(self.thresholds, direction, rate, pr.syn_pps)
+                for detector in DETECTORS:
+                    key = (port, direction, detector)
+                    found = hits.get(detector)
+                    track = tracks.get(key)
+                    if found is not None:
+                        if track is None:
+                            track = tracks[key] = _Track()
+                        found = Detection(port, pr.instance, direction, detector, found.value, found.threshold,
+                                          found.message)
+                        track.clear_since = None
+                        track.since = now if track.since is None else track.since
+                        if track.active is None and now - track.since >= self._hold(detector):
+                            track.active = found
+                            started.append(found)
+                        elif track.active is not None:
+                            track.active = found  # keep the latest figures
+                    elif track is not None:
+                        track.since = None
+                        if track.active is not None:
+                            track.clear_since = now if track.clear_since is None else track.clear_since
+                            if now - track.clear_since >= self._hold(detector):
+                                ended.append(track.active)
+                                track.active, track.clear_since = None, None
+                        if track.active is None:
+                            del tracks[key]
+        for key in [k for k in tracks if k[0] not in rates or k[1] not in rates[k[0]].rates]:  # the port is gone
+            track = tracks.pop(key)
+            if track.active is not None:
+                ended.append(track.active)
+        return started, ended
+
+    def active(self) -> list[Detection]:
+        return [t.active for t in self._tracks.values() if t.active is not None]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "quarantine" or "lift"
+    port: str
+    reason: str
+
+
+def decide(now: float, active: Iterable[Detection], quarantined: dict[str, float], last_flood: dict[str, float],
+           triggers: tuple[str, ...], cooldown_s: float) -> list[Action]:
+    """Quarantine ports with an active triggering detection from the instance; lift a quarantine
+    once no trigger has held on the port for `cooldown_s` (`last_flood`: when one last did)."""
+    actions: list[Action] = []
+    flooding = {}
+    for det in active:
+        if det.detector in triggers and det.direction == "egress":
+            flooding.setdefault(det.port, det)
+    for port, det in sorted(flooding.items()):
+        if port not in quarantined:
+            actions.append(Action("quarantine", port, f"{det.detector}: {det.message}"))
+    for port, since in sorted(quarantined.items()):
+        if port in flooding:
+            continue
+        calm_since = max(since, last_flood.get(port, since))
+        if now - calm_since >= cooldown_s:
+            actions.append(Action("lift", port, f"no flood for {now - calm_since:.0f} s (cool-down {cooldown_s:g} s)"))
+    return actions

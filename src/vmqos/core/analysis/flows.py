@@ -1,0 +1,88 @@
+"""Offered, delivered and dropped traffic of a port, per direction, from its limiters' counters (pure).
+
+An operator must never mistake a tap's raw counters for what got through (seed 001): the device
+counts every frame the VM wrote, before any limiter. These figures come from the limiters
+themselves (the HTB on the port, the IFB's HTB, vmqos's named nft counters), all in frames:
+bytes with the Ethernet header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vmqos.core.model.checks import ETH_HLEN
+from vmqos.core.observed import CounterValue, TcStats
+from vmqos.core.plan.names import chain_from, chain_to, ifb_name
+
+DIRECTIONS = ("ingress", "egress")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One direction's traffic: offered to the limiter, delivered past it, dropped by it.
+
+    Packets are counted as the qdiscs count them (a GSO aggregate as its segments). A queue
+    counts what it dropped in packets only, and a dropped aggregate as one: where it dropped,
+    offered bytes are estimated from the mean size of what it sent (`offered_bytes_estimated`).
+    """
+
+    offered_bytes: int = 0
+    offered_packets: int = 0
+    delivered_bytes: int = 0
+    delivered_packets: int = 0
+    dropped_packets: int = 0
+    backlog_bytes: int = 0
+    offered_bytes_estimated: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+_NONE = CounterValue(0, 0)
+
+
+def _l2(c: CounterValue) -> CounterValue:
+    """nft's ingress hook counts IP bytes: add the Ethernet header so that all figures are frames."""
+    return CounterValue(c.packets, c.bytes + ETH_HLEN * c.packets)
+
+
+def _queued(q: TcStats, before: CounterValue) -> Flow:
+    """A queue's view, with `before` dropped ahead of it (nft's packet-rate limit)."""
+    mean = q.bytes // q.packets if q.packets else 0
+    return Flow(offered_bytes=q.bytes + q.backlog_bytes + q.drops * mean + before.bytes,
+                offered_packets=q.packets + q.drops + q.qlen + before.packets,
+                delivered_bytes=q.bytes, delivered_packets=q.packets,
+                dropped_packets=q.drops + before.packets, backlog_bytes=q.backlog_bytes,
+                offered_bytes_estimated=q.drops > 0)
+
+
+def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, CounterValue]) -> dict[str, Flow]:
+    """Offered / delivered / dropped per direction, in frames (bytes with the Ethernet header).
+
+    Towards the instance: nft's egress hook drops small-packet floods ahead of the HTB on the
+    port's root, which queues and drops the rest. From the instance, shape mode: nft's ingress
+    hook drops floods and forwards the rest to the IFB, whose HTB queues and drops. Police mode:
+    nft's ingress hook sees, polices and passes.
+    The device's own counters count before any of this and are shown apart.
+    """
+    out: dict[str, Flow] = {}
+    to, frm = chain_to(port), chain_from(port)
+    root = tc.get(("qdisc", port, "root"))
+    if root is not None:
+        out["ingress"] = _queued(root, counters.get(f"{to}_pps_dropped", _NONE))
+    elif f"{to}_offered" in counters:
+        pps = counters.get(f"{to}_pps_dropped", _NONE)
+        off, passed = counters[f"{to}_offered"], counters.get(f"{to}_passed", _NONE)
+        out["ingress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, pps.packets)
+    ifb_root = tc.get(("qdisc", ifb_name(port), "root"))
+    f_pps = _l2(counters.get(f"{frm}_pps_dropped", _NONE))
+    if ifb_root is not None:  # shape mode: nft drops floods ahead of the IFB's HTB, which queues and drops
+        out["egress"] = _queued(ifb_root, f_pps)
+    elif f"{frm}_offered" in counters:
+        off, passed = _l2(counters[f"{frm}_offered"]), _l2(counters.get(f"{frm}_passed", _NONE))
+        policed = counters.get(f"{frm}_dropped", _NONE)
+        out["egress"] = Flow(off.bytes, off.packets, passed.bytes, passed.packets, f_pps.packets + policed.packets)
+    return out
+
+

@@ -1,0 +1,99 @@
+"""CPU QoS: relative shares (cgroup v1 `cpu.shares`, v2 `cpu.weight`) and a CFS quota/period.
+
+cgroup v1 takes shares in [2, 262144] (1024 is the default); cgroup v2 takes weights in
+[1, 10000] (100 is the default). vmqos converts with the OCI (runc) formula, which maps
+2 -> 1, 1024 -> 100 and 262144 -> 10000. libvirt on cgroup v2 does not convert: it writes
+`<shares>` raw into `cpu.weight`, which is why Nova's old default 1024 x vCPUs broke guests
+with 10 or more vCPUs (LP#1978489). `check_host` refuses that case before it reaches a host.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vmqos.core.errors import InvalidValue
+
+SHARES_MIN, SHARES_MAX, SHARES_DEFAULT = 2, 262144, 1024
+WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10000, 100
+PERIOD_MIN_US, PERIOD_MAX_US = 1000, 1_000_000
+QUOTA_MIN_US = 1000
+QUOTA_MAX_US = 2**63 // 1000  # the kernel keeps the quota in ns in a signed 64-bit field
+
+
+def shares_to_weight(shares: int) -> int:
+    """OCI's log-quadratic conversion from cgroup v1 shares to a cgroup v2 weight."""
+    if shares <= SHARES_MIN:
+        return WEIGHT_MIN
+    if shares >= SHARES_MAX:
+        return WEIGHT_MAX
+    log = math.log2(shares)
+    exponent = (log * log + 125 * log) / 612.0 - 7.0 / 34.0
+    return int(math.ceil(10**exponent))
+
+
+def weight_to_shares(weight: int) -> int:
+    """The smallest v1 share count that converts to `weight` (the inverse used on read-back)."""
+    if not WEIGHT_MIN <= weight <= WEIGHT_MAX:
+        raise InvalidValue("cpu.weight", weight, f"a cgroup v2 weight is from {WEIGHT_MIN} to {WEIGHT_MAX}")
+    low, high = SHARES_MIN, SHARES_MAX
+    while low < high:  # shares_to_weight is monotonic
+        mid = (low + high) // 2
+        if shares_to_weight(mid) < weight:
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+@dataclass(frozen=True)
+class CpuQos:
+    shares: int | None = None
+    period_us: int | None = None
+    quota_us: int | None = None  # None: no cap; the kernel's -1 is read as None
+
+    def __post_init__(self) -> None:
+        if self.shares is not None and not _int_in(self.shares, SHARES_MIN, SHARES_MAX):
+            raise InvalidValue(
+                "cpu_shares", self.shares,
+                f"shares are from {SHARES_MIN} to {SHARES_MAX} (1024 is the default weight of a cgroup v1 group)",
+            )
+        if self.period_us is not None and not _int_in(self.period_us, PERIOD_MIN_US, PERIOD_MAX_US):
+            raise InvalidValue(
+                "cpu_period", self.period_us,
+                f"the CFS period is from {PERIOD_MIN_US} to {PERIOD_MAX_US} microseconds (100000 is the default)",
+            )
+        if self.quota_us is not None and not _int_in(self.quota_us, QUOTA_MIN_US, QUOTA_MAX_US):
+            raise InvalidValue(
+                "cpu_quota", self.quota_us,
+                f"the CFS quota is at least {QUOTA_MIN_US} microseconds per period; leave it out for no cap",
+            )
+
+    @property
+    def weight(self) -> int | None:
+        return None if self.shares is None else shares_to_weight(self.shares)
+
+    @property
+    def cpus(self) -> float | None:
+        """The cap in CPUs that quota/period amounts to (0.2 = 20 % of one CPU)."""
+        if self.quota_us is None:
+            return None
+        return self.quota_us / (self.period_us or 100_000)
+
+    def check_host(self, *, cgroup_v2: bool, raw_shares_to_weight: bool) -> None:
+        """Refuse what a host cannot take: libvirt on cgroup v2 writes shares raw into cpu.weight."""
+        if self.shares is not None and cgroup_v2 and raw_shares_to_weight and self.shares > WEIGHT_MAX:
+            raise InvalidValue(
+                "cpu_shares", self.shares,
+                f"this host uses cgroup v2 and libvirt writes shares unconverted into cpu.weight "
+                f"({WEIGHT_MIN}..{WEIGHT_MAX}); use at most {WEIGHT_MAX}, e.g. {shares_to_weight(self.shares)} "
+                f"for the same relative weight (Nova LP#1978489)",
+            )
+
+    @property
+    def is_empty(self) -> bool:
+        return self == CpuQos()
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

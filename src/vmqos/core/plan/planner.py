@@ -1,0 +1,343 @@
+"""Turn the effective QoS of one port into the kernel objects that enforce it (pure).
+
+Towards the instance (ingress) traffic leaves the host through the port device, so it is shaped
+by an HTB tree on the port's root. From the instance (egress) it enters the host through the
+port: nftables' ingress hook on the port either forwards it to an IFB device shaped by the same
+HTB tree (`shape`, the default), or polices it (`police`). nftables also enforces
+packet-rate limits, marks DSCP and keeps the counters that tell offered from dropped traffic.
+
+The HTB tree, for the kernel facts of ARCHITECTURE.md:
+  1:   root, `default 10`: unclassified traffic (ARP too) always has a class, never the direct queue
+  1:1  the port's token bucket: rate = ceil = average, burst = cburst = the operator's burst; it
+       is the parent every leaf borrows from (a top-level class would send at its ceil forever)
+  leaves  ceil = peak: they drain the parent's burst at up to the peak, then run at the average
+  1:10 the default leaf; 1:11... one leaf per traffic class, rate = its share of the average
+  10:  a bfifo under each leaf, sized by time (20 ms at the ceiling, at least 128 KiB so that a
+       64 KiB GSO aggregate always fits) instead of a 1000-packet FIFO that queues for seconds
+Bursts are time-based with floors (2 frames, one timer tick at the rate); quanta are clamped to
+[one frame, 60000]; rates are plain integers, which tc and netlink carry as 64-bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Sequence
+
+from vmqos.core.desired.effective import EffectiveDirection, EffectiveNetwork
+from vmqos.core.errors import UnsupportedError
+from vmqos.core.model.checks import ETH_HLEN, frame_bytes
+from vmqos.core.model.document import Note
+from vmqos.core.model.host import EgressMode
+from vmqos.core.model.network import PROTOCOLS, Direction, TrafficMatch
+from vmqos.core.plan.names import chain_from, chain_to, ifb_name
+from vmqos.core.plan.objects import (
+    HtbClass,
+    IfbLink,
+    KernelObject,
+    NftChain,
+    NftCounter,
+    NftRule,
+    NftSet,
+    Qdisc,
+    U32Filter,
+    is_nft,
+)
+from vmqos.core.units import human_rate, human_size
+
+DEFAULT_MINOR = 0x10
+PARENT_CLASSID = "1:1"
+
+# Per-IP accounting: one set per direction and address family for the whole host, keyed by
+# port . the instance's address . the remote address, each element with its own counter. Idle
+# pairs expire after an hour; the monitor reads the sets far more often than that.
+ACCOUNT_SIZE = 1 << 18
+ACCOUNT_TIMEOUT_S = 3600
+ACCOUNT_SETS = {
+    (direction, fam): NftSet(f"acct_{direction}{4 if fam == 'ip' else 6}_v1",
+                             ("ifname", "ipv4_addr" if fam == "ip" else "ipv6_addr",
+                              "ipv4_addr" if fam == "ip" else "ipv6_addr"), ACCOUNT_SIZE, ACCOUNT_TIMEOUT_S)
+    for direction in ("to", "from") for fam in ("ip", "ip6")
+}
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """What the planner assumes of the host; the defaults are this project's machines."""
+
+    hz: int = 250  # the burst floor is one timer tick of traffic (Neutron's tc_lib does the same)
+    burst_time_us: int = 10_000  # default burst: 10 ms of traffic at the average rate
+    queue_time_us: int = 20_000  # leaf queue: 20 ms of traffic at the ceiling
+    min_queue_bytes: int = 128 * 1024  # at least two 64 KiB GSO aggregates
+    quantum_max: int = 60_000
+    r2q: int = 10
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """What will be enforced in one direction, in canonical units, with where each value came from."""
+
+    rate_bps: int | None = None
+    peak_bps: int | None = None
+    burst_bytes: int | None = None
+    pps: int | None = None
+    pps_burst: int | None = None
+    dscp: int | None = None
+    min_bps: int | None = None
+    classes: tuple[dict[str, object], ...] = ()
+    mechanism: str | None = None
+    source: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "rate_bps": self.rate_bps, "peak_bps": self.peak_bps, "burst_bytes": self.burst_bytes,
+            "pps": self.pps, "pps_burst": self.pps_burst, "dscp": self.dscp, "min_bps": self.min_bps,
+            "classes": list(self.classes), "mechanism": self.mechanism, "source": self.source,
+        }
+
+
+def _digest(objects: Iterable[KernelObject]) -> str:
+    text = "\n".join(sorted(repr(o) for o in objects))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(objects: Sequence[KernelObject], port: str) -> str:
+    """`tc:<port>,<ifb>;nft:<chains>`: which part of a port's plan changed since it was applied (the
+    queues on the port, those on its IFB, its nft chains), so that a live change reads back only that."""
+    tc = [o for o in objects if not is_nft(o)]
+    own, ifb = _digest(o for o in tc if o.device == port), _digest(o for o in tc if o.device != port)
+    return f"tc:{own},{ifb};nft:{_digest(o for o in objects if is_nft(o))}"
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    port: str
+    objects: tuple[KernelObject, ...]
+    ingress: Enforced
+    egress: Enforced
+    notes: tuple[Note, ...] = ()
+    ifb: str | None = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Computed once per plan: a no-op pass over thousands of ports compares these and nothing else."""
+        return fingerprint(self.objects, self.port)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def min_burst(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
+    """The smallest bucket that works: two frames, and one timer tick of traffic at the rate."""
+    return max(2 * frame_bytes(mtu), _ceil_div(rate_bps, 8 * profile.hz))
+
+
+def quantum(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
+    return min(max(rate_bps // 8 // profile.r2q, frame_bytes(mtu)), profile.quantum_max)
+
+
+def queue_limit(ceil_bps: int, profile: KernelProfile) -> int:
+    return max(profile.min_queue_bytes, ceil_bps * profile.queue_time_us // 8_000_000)
+
+
+def _burst(where: str, eff: EffectiveDirection, mtu: int, profile: KernelProfile,
+           notes: list[Note]) -> tuple[int, str]:
+    assert eff.rate_bps is not None
+    rate = eff.rate_bps.value
+    floor = min_burst(rate, mtu, profile)
+    if eff.burst_bytes is None:
+        default = max(rate * profile.burst_time_us // 8_000_000, floor)
+        return default, f"vmqos default ({profile.burst_time_us // 1000} ms at the rate, at least {floor} bytes)"
+    burst = eff.burst_bytes.value
+    if burst < floor:
+        notes.append(Note(f"{where}.burst", f"{human_size(burst)} is below the floor of {floor} bytes (two frames "
+                          f"and one timer tick at {human_rate(rate)}); raised to {floor} bytes"))
+        return floor, eff.burst_bytes.source + " (raised to the floor)"
+    return burst, eff.burst_bytes.source
+
+
+def _u32_selectors(match: TrafficMatch) -> list[tuple[str, tuple[str, ...]]]:
+    """(protocol, selectors) per filter: IPv4 and IPv6, and each port as source or destination."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for proto, fam in (("ip", "ip"), ("ipv6", "ip6")):
+        base: list[str] = []
+        if match.protocol is not None:
+            base.append(f"{fam} protocol {PROTOCOLS[match.protocol]} 0xff")
+        if match.dscp is not None:
+            base.append(f"ip tos {match.dscp << 2:#04x} 0xfc" if fam == "ip"
+                        else f"u16 {match.dscp << 6:#06x} 0x0fc0 at 0")
+        if match.ports:
+            for port in match.ports:
+                for side in ("sport", "dport"):
+                    out.append((proto, tuple(base + [f"{fam} {side} {port} 0xffff"])))
+        else:
+            out.append((proto, tuple(base)))
+    return out
+
+
+def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: KernelProfile) -> list[KernelObject]:
+    assert eff.rate_bps is not None
+    rate = eff.rate_bps.value
+    ceil = eff.peak_bps.value if eff.peak_bps is not None else rate
+    cburst = min_burst(ceil, mtu, profile)
+    # The port's bucket holds the average: a top-level HTB class sends at its ceil for as long as
+    # it likes (it has no parent to borrow from), so its ceil must be the average too. The peak is
+    # the leaves' ceil: they borrow the bucket's burst at up to the peak, then fall to the average.
+    objects: list[KernelObject] = [
+        Qdisc(dev, "root", "1:", "htb", default_minor=DEFAULT_MINOR),
+        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile)),
+    ]
+    classes = eff.classes.value if eff.classes is not None else ()
+    matched = [c for c in classes if c.match is not None]
+    default_share = 100 - sum(c.share_percent for c in matched) if classes else 100
+    leaves = [(DEFAULT_MINOR, default_share, None)]
+    leaves += [(DEFAULT_MINOR + 1 + i, c.share_percent, c.match) for i, c in enumerate(matched)]
+    filters: list[KernelObject] = []
+    for minor, share, match in leaves:
+        leaf_rate = max(rate * share // 100, 8000)
+        classid = f"1:{minor:x}"
+        objects.append(HtbClass(dev, classid, PARENT_CLASSID, leaf_rate, ceil,
+                                min_burst(leaf_rate, mtu, profile), cburst, quantum(leaf_rate, mtu, profile)))
+        objects.append(Qdisc(dev, classid, f"{minor:x}:", "bfifo", limit_bytes=queue_limit(ceil, profile)))
+        if match is not None:
+            for proto, selectors in _u32_selectors(match):
+                filters.append(U32Filter(dev, "1:", len(filters) + 1, proto, selectors, flowid=classid))
+    return objects + filters
+
+
+def _enforced(eff: EffectiveDirection, mechanism: str | None, burst: int | None, burst_source: str | None,
+              pps_burst: int | None) -> Enforced:
+    source = eff.sources()
+    if burst_source is not None:
+        source["burst_bytes"] = burst_source
+    if pps_burst is not None and eff.pps_burst is None:
+        source["pps_burst"] = "vmqos default (100 ms of the packet rate, at least 5)"
+    classes = tuple(
+        {"name": c.name, "share_percent": c.share_percent,
+         "match": None if c.match is None else {"protocol": c.match.protocol, "ports": list(c.match.ports),
+                                                "dscp": c.match.dscp}}
+        for c in (eff.classes.value if eff.classes is not None else ())
+    )
+    return Enforced(
+        rate_bps=eff.rate_bps.value if eff.rate_bps else None,
+        peak_bps=eff.peak_bps.value if eff.peak_bps else None,
+        burst_bytes=burst, pps=eff.pps.value if eff.pps else None, pps_burst=pps_burst,
+        dscp=eff.dscp.value if eff.dscp else None, min_bps=eff.min_bps.value if eff.min_bps else None,
+        classes=classes, mechanism=mechanism, source=source,
+    )
+
+
+def _pps_rule(chain: str, eff: EffectiveDirection, max_length: int) -> tuple[NftRule | None, int | None]:
+    if eff.pps is None:
+        return None, None
+    burst = eff.pps_burst.value if eff.pps_burst is not None else max(eff.pps.value // 10, 5)
+    # A GSO aggregate (longer than one frame) is bulk traffic that counts as one packet here:
+    # it is left to the byte limit so that a packet-rate limit never throttles TCP by accident.
+    return NftRule(f"{chain}_pps_dropped", limit_pps=eff.pps.value, limit_pps_burst=burst,
+                   max_length=max_length, verdict="drop"), burst
+
+
+def _accounting(device: str, direction: str) -> list[NftRule]:
+    """Per-IP counts of what passed the port's nft limits (`to`: towards the instance, whose address is the
+    destination; `from`: sent by it)."""
+    local = "daddr" if direction == "to" else "saddr"
+    return [NftRule("", ip_family=fam, account_set=ACCOUNT_SETS[(direction, fam)].name, account_port=device,
+                    account_local=local) for fam in ("ip", "ip6")]
+
+
+def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
+              mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True) -> PortPlan:
+    """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
+    both directions, SYNs from the instance and traffic per IP, whether or not the port is limited."""
+    notes: list[Note] = list(effective.notes)
+    objects: list[KernelObject] = []
+    chains: list[NftChain] = []
+
+    # Towards the instance: HTB on the port's root; nft on its egress hook counts and limits pps first.
+    eff_in = effective.ingress
+    in_burst = in_burst_src = in_mech = None
+    if eff_in.rate_bps is not None:
+        in_burst, in_burst_src = _burst("ingress", eff_in, mtu, profile, notes)
+        objects += htb_tree(device, eff_in, in_burst, mtu, profile)
+        in_mech = f"htb on {device}"
+    to_chain = chain_to(device)
+    pps_in, pps_in_burst = _pps_rule(to_chain, eff_in, frame_bytes(mtu))
+    if accounting or eff_in.rate_bps is not None or pps_in is not None:
+        rules = [NftRule(f"{to_chain}_offered")] + ([pps_in] if pps_in else [])
+        rules += (_accounting(device, "to") if accounting else []) + [NftRule(f"{to_chain}_passed")]
+        chains.append(NftChain(to_chain, "egress", device, 0, tuple(rules)))
+        if in_mech is None and pps_in is not None:
+            in_mech = "nftables"
+
+    # From the instance: IFB + HTB (shape) or an nft byte policer (police) at the port's ingress hook.
+    eff_out = effective.egress
+    out_burst = out_burst_src = out_mech = None
+    from_chain = chain_from(device)
+    rules_out: list[NftRule] = [NftRule(f"{from_chain}_offered")]
+    if accounting:
+        rules_out.append(NftRule(f"{from_chain}_syn", tcp_syn=True))
+    pps_out, pps_out_burst = _pps_rule(from_chain, eff_out, mtu)  # skb->len at ingress has no L2 header
+    if pps_out is not None:
+        rules_out.append(pps_out)
+    shaper: str | None = None
+    if eff_out.rate_bps is not None:
+        out_burst, out_burst_src = _burst("egress", eff_out, mtu, profile, notes)
+        if egress_mode is EgressMode.SHAPE:
+            shaper = ifb_name(device)
+            objects.append(IfbLink(shaper, mtu))
+            objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
+            out_mech = f"htb on ifb {shaper}"
+        else:
+            rules_out.append(_police_rule(from_chain, eff_out, out_burst, mtu, notes))
+            out_mech = "nftables police"
+    if eff_out.dscp is not None:
+        for fam in ("ip", "ip6"):
+            rules_out.append(NftRule(f"{from_chain}_marked", dscp=eff_out.dscp.value, ip_family=fam))
+    if accounting or len(rules_out) > 1 or shaper:
+        limiting = len(rules_out) > (2 if accounting else 1)
+        rules_out += (_accounting(device, "from") if accounting else []) + [NftRule(f"{from_chain}_passed")]
+        # The shaper is fed from this chain, not by a tc ingress redirect: tc's ingress runs before
+        # nft's, and a packet the IFB re-injects skips both, so behind a tc redirect this chain would
+        # never see the instance's packets (no packet-rate limit, DSCP mark, SYN count or accounting).
+        if shaper:
+            rules_out.append(NftRule("", fwd_to=shaper))
+        chains.append(NftChain(from_chain, "ingress", device, -500, tuple(rules_out)))
+        if limiting:
+            out_mech = out_mech or "nftables"
+
+    for direction, eff in ((Direction.INGRESS, eff_in), (Direction.EGRESS, eff_out)):
+        if eff.min_bps is not None:
+            notes.append(Note(f"{direction.value}.min_bps", "a guaranteed minimum is shared out on the host's uplink "
+                              "among all its ports, not on one port; this port plan does not enforce it", "info"))
+
+    if chains:
+        counters = sorted({name for chain in chains for name in chain.counters()})
+        used = {name for chain in chains for name in chain.sets()}
+        objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
+        objects += [NftCounter(name) for name in counters] + chains
+
+    return PortPlan(
+        port=device, objects=tuple(objects), ifb=shaper, notes=tuple(notes),
+        ingress=_enforced(eff_in, in_mech, in_burst, in_burst_src, pps_in_burst),
+        egress=_enforced(eff_out, out_mech, out_burst, out_burst_src, pps_out_burst),
+    )
+
+
+def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int, notes: list[Note]) -> NftRule:
+    assert eff.rate_bps is not None
+    if eff.classes is not None:
+        raise UnsupportedError(
+            "egress.classes: traffic classes need queues; use egress mode shape for this port")
+    if eff.peak_bps is not None:
+        notes.append(Note("egress.peak", "a policer has no peak rate: police mode enforces the average only; "
+                          "use egress mode shape to honour peak"))
+    # nft counts skb->len, which at the ingress hook is the IP packet without its 14-byte Ethernet
+    # header: scale so that full-size frames are held to the frame rate the limit states.
+    rate_bytes = eff.rate_bps.value * mtu // (8 * (mtu + ETH_HLEN))
+    burst_bytes = burst * mtu // (mtu + ETH_HLEN)
+    notes.append(Note("egress.rate", f"police mode counts IP bytes, so vmqos sets {rate_bytes} bytes/s "
+                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); nft's bucket always holds at least one second "
+                      "of traffic, so the first second after idle may overshoot; TCP sees drops, not queueing", "info"))
+    return NftRule(f"{chain}_dropped", limit_bytes_per_s=rate_bytes, limit_bytes_burst=burst_bytes, verdict="drop")

@@ -1,0 +1,146 @@
+"""Operations as the exact `ip`, `tc` and `nft` commands that carry them out.
+
+This is what `vmqos plan` prints and what an operator can paste; the drivers apply the same
+objects over netlink and nft's JSON API. nftables changes that follow each other are grouped
+into one `nft -f` script, which the kernel applies as one atomic transaction.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Sequence
+
+from vmqos.core.plan.diff import Operation
+from vmqos.core.plan.objects import (
+    NFT_FAMILY,
+    NFT_TABLE,
+    HtbClass,
+    IfbLink,
+    NftChain,
+    NftCounter,
+    NftSet,
+    Qdisc,
+    TcFilter,
+    U32Filter,
+    is_nft,
+)
+from vmqos.core.units import format_rate, format_size
+
+_T = f"{NFT_FAMILY} {NFT_TABLE}"
+
+
+def _q(text: str) -> str:
+    return shlex.quote(text)
+
+
+def _qdisc(op: str, q: Qdisc) -> str:
+    where = {"root": "root", "ingress": "handle ffff: ingress"}.get(q.parent, f"parent {q.parent}")
+    if q.parent == "ingress":
+        return f"tc qdisc {op} dev {_q(q.dev)} {where}"
+    if op == "del":
+        return f"tc qdisc del dev {_q(q.dev)} {where}" + ("" if q.parent == "root" else f" handle {q.handle}")
+    opts = f"htb default {q.default_minor:x}" if q.qdisc_kind == "htb" else f"bfifo limit {q.limit_bytes}"
+    return f"tc qdisc {op} dev {_q(q.dev)} {where} handle {q.handle} {opts}"
+
+
+def _class(c: HtbClass) -> str:
+    return (f"tc class replace dev {_q(c.dev)} parent {c.parent} classid {c.classid} htb "
+            f"rate {format_rate(c.rate_bps)} ceil {format_rate(c.ceil_bps)} "
+            f"burst {format_size(c.burst_bytes)} cburst {format_size(c.cburst_bytes)} quantum {c.quantum}")
+
+
+def _filter(op: str, f: TcFilter) -> str:
+    head = f"tc filter {op} dev {_q(f.dev)} parent {f.parent} protocol {f.protocol} prio {f.prio}"
+    if op == "del":
+        return head
+    handle = f" handle {f.handle}" if op == "replace" and f.handle else ""
+    assert isinstance(f, U32Filter)
+    body = " ".join(f"match {m}" for m in f.matches_)
+    action = f"flowid {f.flowid}" if f.flowid else f"action mirred egress redirect dev {_q(f.redirect_to or '')}"
+    return f"{head}{handle} u32 {body} {action}"
+
+
+def _chain_decl(c: NftChain) -> str:
+    return (f"add chain {_T} {c.name} {{ type filter hook {c.hook} device \"{c.dev}\" "
+            f"priority {c.priority}; policy accept; }}")
+
+
+def _nft(op: Operation) -> list[str]:
+    obj = op.obj
+    if isinstance(obj, NftSet):
+        if op.action == "delete":
+            return [f"delete set {_T} {obj.name}"]
+        return [f"add set {_T} {obj.name} {{ type {' . '.join(obj.key_types)}; flags dynamic,timeout; "
+                f"timeout {obj.timeout_s}s; size {obj.size}; counter; }}"]
+    if isinstance(obj, NftCounter):
+        return [f"delete counter {_T} {obj.name}"] if op.action == "delete" else [f"add counter {_T} {obj.name}"]
+    assert isinstance(obj, NftChain)
+    if op.action == "delete":
+        return [f"delete chain {_T} {obj.name}"]
+    lines: list[str] = []
+    old = op.old
+    if op.action == "create":
+        lines.append(_chain_decl(obj))
+    elif isinstance(old, NftChain) and (old.hook, old.dev, old.priority) != (obj.hook, obj.dev, obj.priority):
+        lines += [f"delete chain {_T} {obj.name}", _chain_decl(obj)]  # one transaction: no gap
+    else:
+        lines.append(f"flush chain {_T} {obj.name}")
+    lines += [f"add rule {_T} {obj.name} {rule.text()}" for rule in obj.rules]
+    return lines
+
+
+def tc_commands(op: Operation) -> list[str]:
+    """The `ip`/`tc` commands of one operation on a device or its queues."""
+    obj = op.obj
+    if isinstance(obj, IfbLink):
+        if op.action == "delete":
+            return [f"ip link del {_q(obj.name)}"]
+        # No IPv6 on an IFB (it only re-queues what it is given): each IPv6 device adds itself to
+        # the host's shared fe80::/64 route list, which makes bringing up the next one and every
+        # link-local lookup slower as ports grow (kernel-lab notes in docs/benchmarks.md).
+        return [f"ip link add {_q(obj.name)} mtu {obj.mtu} type ifb", f"ip link set {_q(obj.name)} addrgenmode none",
+                f"ip link set {_q(obj.name)} up"]
+    if isinstance(obj, Qdisc):
+        if op.action == "delete":
+            return [_qdisc("del", obj)]
+        if op.action == "recreate":
+            assert isinstance(op.old, Qdisc)
+            return [_qdisc("del", op.old), _qdisc("add", obj)]
+        return [_qdisc("add" if obj.parent == "ingress" else "replace", obj)]
+    if isinstance(obj, HtbClass):
+        return [f"tc class del dev {_q(obj.dev)} classid {obj.classid}"] if op.action == "delete" else [_class(obj)]
+    if isinstance(obj, TcFilter):
+        if op.action == "delete":
+            return [_filter("del", obj)]
+        if op.action == "replace" and isinstance(op.old, U32Filter) and op.old.handle:
+            return [_filter("replace", U32Filter(**{**obj.__dict__, "handle": op.old.handle}))]
+        if op.action == "replace":
+            return [_filter("del", obj), _filter("add", obj)]
+        return [_filter("add", obj)]
+    raise TypeError(f"cannot render {obj!r}")
+
+
+def nft_script(ops: Sequence[Operation]) -> str:
+    """One nft transaction for consecutive nft operations."""
+    lines = [f"add table {_T}"]
+    for op in ops:
+        for line in _nft(op):
+            if line.startswith("add set ") and line in lines:
+                continue  # a shared set, listed by every port's plan
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def render(ops: Sequence[Operation]) -> list[str]:
+    commands: list[str] = []
+    batch: list[Operation] = []
+    for op in list(ops) + [None]:  # type: ignore[list-item]
+        if op is not None and is_nft(op.obj):
+            batch.append(op)
+            continue
+        if batch:
+            commands.append(f"nft -f - <<'EOF'\n{nft_script(batch)}EOF")
+            batch = []
+        if op is not None:
+            commands += tc_commands(op)
+    return commands

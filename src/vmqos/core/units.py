@@ -1,0 +1,205 @@
+"""Quantities with iproute2's exact meanings, converted to vmqos's canonical integers.
+
+Canonical units inside vmqos: rates in bit/s, sizes in bytes, packet rates in packet/s, times
+in microseconds. This is the only module that knows what `kbps`, `kb` or `mibit` mean.
+
+iproute2 (lib/utils_math.c) matches suffixes case-insensitively, so its traps are kept on
+purpose: `kbps` is kilo*bytes* per second (8000 bit/s), `100mbps` is 800 Mbit/s, `kb` as a size
+is 1024 bytes and `kbit` as a size is 128 bytes. A bare rate is bit/s, a bare size is bytes and
+a bare time is microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+
+from vmqos.core.errors import UnitError
+
+# iproute2 lib/utils_math.c `suffixes[]`, value in bit/s per unit; matched case-insensitively.
+RATE_SUFFIXES: dict[str, int] = {
+    "bit": 1,
+    "kibit": 1024,
+    "kbit": 1000,
+    "mibit": 1024**2,
+    "mbit": 1000**2,
+    "gibit": 1024**3,
+    "gbit": 1000**3,
+    "tibit": 1024**4,
+    "tbit": 1000**4,
+    "bps": 8,
+    "kibps": 8 * 1024,
+    "kbps": 8000,
+    "mibps": 8 * 1024**2,
+    "mbps": 8 * 1000**2,
+    "gibps": 8 * 1024**3,
+    "gbps": 8 * 1000**3,
+    "tibps": 8 * 1024**4,
+    "tbps": 8 * 1000**4,
+}
+
+# iproute2 get_size64(): bytes per unit; matched case-insensitively; bare number = bytes.
+SIZE_SUFFIXES: dict[str, int] = {
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "kbit": 1024 // 8,
+    "mbit": 1024**2 // 8,
+    "gbit": 1024**3 // 8,
+}
+
+# iproute2 get_time(): microseconds per unit; bare number = microseconds.
+TIME_SUFFIXES: dict[str, int] = {
+    "s": 1_000_000,
+    "sec": 1_000_000,
+    "secs": 1_000_000,
+    "ms": 1000,
+    "msec": 1000,
+    "msecs": 1000,
+    "us": 1,
+    "usec": 1,
+    "usecs": 1,
+}
+
+# Human spellings accepted on input, rewritten to the iproute2 suffix they mean.
+_HUMAN_RATE = {"bit/s": "bit", "b/s": "Bps", "bits/s": "bit", "bytes/s": "Bps"}
+
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*$")
+
+
+def _split(kind: str, text: str) -> tuple[Decimal, str]:
+    match = _NUMBER.match(text)
+    if not match:
+        raise UnitError(kind, text, _hint(kind))
+    try:
+        number = Decimal(match.group(1))
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise UnitError(kind, text, _hint(kind)) from exc
+    return number, match.group(2).lower()
+
+
+def _hint(kind: str) -> str:
+    if kind == "rate":
+        return "write a non-negative number with a tc unit, e.g. 100mbit, 12500kbps, 1gibit or 800000 (bit/s)"
+    if kind == "size":
+        return "write a non-negative number with a tc unit, e.g. 64kb (65536 bytes), 1.5mb, 300kbit or 1500 (bytes)"
+    return "write a non-negative number with a unit, e.g. 20ms, 1s, 500us or 250 (microseconds)"
+
+
+def _rate_suffix(suffix: str) -> str:
+    for human, tc in _HUMAN_RATE.items():
+        if suffix.endswith(human) and suffix != human[:-2]:
+            prefix = suffix[: -len(human)]
+            if prefix in ("", "k", "ki", "m", "mi", "g", "gi", "t", "ti"):
+                return prefix + tc.lower()
+    return suffix
+
+
+def _parse(kind: str, value: str | int, table: dict[str, int], bare: str) -> int:
+    """One quantity: integers are already canonical; text is a number and a unit from `table`."""
+    if isinstance(value, bool):
+        raise UnitError(kind, value, _hint(kind))
+    if isinstance(value, int):
+        if value < 0:
+            raise UnitError(kind, value, f"a {kind} cannot be negative; use 0 or leave it out")
+        return value
+    number, suffix = _split(kind, str(value))
+    if kind == "rate" and suffix:
+        suffix = _rate_suffix(suffix)
+    scale = table.get(suffix or bare)
+    if scale is None:
+        raise UnitError(kind, value, f"unknown {kind} unit {suffix!r}; " + _hint(kind))
+    return int((number * scale).to_integral_value(ROUND_FLOOR))
+
+
+def parse_rate(value: str | int) -> int:
+    """Parse a rate as tc does (`100mbit`, `12500kbps`, `1gibit`, bare bit/s) into bit/s."""
+    return _parse("rate", value, RATE_SUFFIXES, "bit")
+
+
+def parse_size(value: str | int) -> int:
+    """Parse a size as tc does (`64kb` = 65536, `1.5mb`, `300kbit` = 38400, bare bytes) into bytes."""
+    return _parse("size", value, SIZE_SUFFIXES, "b")
+
+
+def parse_time(value: str | int) -> int:
+    """Parse a time as tc does (`20ms`, `1s`, bare microseconds) into microseconds."""
+    return _parse("time", value, TIME_SUFFIXES, "us")
+
+
+def format_rate(bps: int) -> str:
+    """The exact tc spelling of a rate: the largest decimal unit that divides it (`262144kbit`)."""
+    for suffix, scale in (("tbit", 1000**4), ("gbit", 1000**3), ("mbit", 1000**2), ("kbit", 1000)):
+        if bps and bps % scale == 0:
+            return f"{bps // scale}{suffix}"
+    return f"{bps}bit"
+
+
+def format_size(nbytes: int) -> str:
+    """The exact tc spelling of a size: the largest binary unit that divides it (`128mb`)."""
+    for suffix, scale in (("gb", 1024**3), ("mb", 1024**2), ("kb", 1024)):
+        if nbytes and nbytes % scale == 0:
+            return f"{nbytes // scale}{suffix}"
+    return f"{nbytes}b"
+
+
+def _trim(number: float, digits: int) -> str:
+    text = f"{number:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def human_rate(bps: int) -> str:
+    """A rate for people: SI prefixes on bit/s (`262.144 Mbit/s`)."""
+    for suffix, scale in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{_trim(bps / scale, 3)} {suffix}"
+    return f"{bps} bit/s"
+
+
+def human_size(nbytes: int) -> str:
+    """A size for people: IEC prefixes on bytes (`128 MiB`)."""
+    for suffix, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= scale:
+            return f"{_trim(nbytes / scale, 2)} {suffix}"
+    return f"{nbytes} B"
+
+
+def human_pps(pps: int) -> str:
+    """A packet rate for people (`10,000 pkt/s`)."""
+    return f"{pps:,} pkt/s"
+
+
+# --- The units of the formats operators already use, as multiples of canonical units. ---
+# libvirt <bandwidth>, Nova quota:vif_* and virsh domiftune: rates in kB/s (1 kB = 1000 bytes),
+# bursts in KiB (libvirt emits `kbps` and `kb` to tc, which iproute2 reads as 1000 B/s and 1024 B).
+LIBVIRT_RATE_BPS = 8000
+LIBVIRT_BURST_BYTES = 1024
+# Neutron: max_kbps/min_kbps in kbit/s of 1000 bit (since LP#1884273); max_burst_kbps is a *size*
+# in kilobits of 1000 bit, i.e. 125 bytes; packet rates in kpps of 1000 packets.
+NEUTRON_RATE_BPS = 1000
+NEUTRON_BURST_BITS = 1000
+NEUTRON_KPPS = 1000
+
+
+def to_unit(canonical: int, unit: int) -> tuple[int, bool]:
+    """Express a canonical value in a coarser unit: nearest whole unit (at least 1), and whether exact."""
+    whole, rest = divmod(canonical, unit)
+    if rest * 2 >= unit:
+        whole += 1
+    if whole == 0 and canonical > 0:
+        whole = 1
+    return whole, rest == 0
+
+
+def kbit_to_bytes(kbit: int) -> int:
+    """Neutron's max_burst_kbps (kilobits of 1000 bit) as bytes, rounded down."""
+    return kbit * NEUTRON_BURST_BITS // 8
+
+
+def bytes_to_kbit(nbytes: int) -> tuple[int, bool]:
+    """Bytes as Neutron kilobits (nearest, at least 1), and whether exact."""
+    return to_unit(nbytes * 8, NEUTRON_BURST_BITS)

@@ -1,0 +1,199 @@
+"""CPU and disk QoS of instances: what the instance, volume, vm and lab commands do.
+
+The pure half computes an instance's effective CPU and disk QoS with the source of every value:
+
+* CPU: the flavor's values, each replaced by the instance's own value when it has one
+  (`vmqos instance set --cpu-shares ...`). A weight and a quota are set, not combined.
+* Disks: a disk of the instance's own (a lab instance's host block device, a VM's image disk)
+  gets the flavor's disk QoS, as Nova's `quota:disk_*` keys apply to image-backed disks; a
+  volume's disk gets its volume type's front-end specs, computed per GB exactly as Cinder does
+  for the volume's current size; on either, a key the instance sets replaces that key (and a
+  read/write key replaces a total of the same kind, and the other way round, since the two
+  cannot be combined).
+
+The I/O half writes the result into the instance's cgroups (lab instances) or through libvirt
+(VMs, `vmqos.drivers.libvirt_driver`), reads it back and keeps the desired state in the store.
+A lab instance LAB-vmN lives in scope LAB-host, the namespace that owns its port, under the name
+vmN, so a host file's `instances: {vm1: ...}` and `instance set vm1 --lab LAB` are the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmqos.core.desired.instances import (
+    EffectiveInstance,
+    InstanceChange,
+    changed_instance,
+    check_cgroup_instance,
+    effective_instance,
+)
+from vmqos.core.errors import InvalidValue, NotFound
+from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.model.document import Note
+from vmqos.core.plan.cgroup_values import CGROUP_DISK_KEYS, devno_text
+
+# ------------------------------------------------------------------------------------ parsing (pure)
+
+
+
+
+
+
+
+
+# ---------------------------------------------------------------------------------- effective (pure)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# -------------------------------------------------------------------------------- lab instances (I/O)
+
+
+def lab_scope(lab: str) -> str:
+    from vmqos.lab.topology import Lab
+
+    return Lab(lab).host_ns
+
+
+def lab_group(lab: str, inst: str):  # type: ignore[no-untyped-def]
+    """The cgroup of a lab instance: vmqos/LAB-vmN in each hierarchy."""
+    from vmqos.drivers.cgroup import PARENT, Group, host_layout
+    from vmqos.lab.topology import Lab, instance_index
+
+    netns = Lab(lab).instance(instance_index(inst)).netns
+    return Group(host_layout(), f"{PARENT}/{netns}")
+
+
+@dataclass
+class InstanceReport:
+    instance: str
+    writes: int
+    effective: EffectiveInstance
+    live: bool
+    stored: bool
+    notes: list[Note] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"instance": self.instance, "writes": self.writes, "live": self.live, "stored": self.stored,
+                "effective": self.effective.as_json()}
+
+
+def _lab_apply(group: Any, eff: EffectiveInstance, lab: str) -> int:
+    from vmqos.drivers.cgroup import block_device
+
+    if not group.exists():
+        raise NotFound(f"lab {lab} has no cgroup for {eff.name} ({group.path}): `vmqos lab up --name {lab}` "
+                       "creates it")
+    check_cgroup_instance(eff)
+    devnos = {}
+    for dev, disk in eff.disks.items():
+        devno = block_device(dev)
+        if devno in devnos:
+            raise InvalidValue("disk", dev, f"names the same device {devno_text(devno)} as another disk of "
+                                            f"{eff.name}")
+        devnos[devno] = DiskQos(**{k: v for k, v in disk.items().items() if k in CGROUP_DISK_KEYS})
+    return group.apply(eff.cpu or CpuQos(), devnos)
+
+
+def instance_set(store: Any, lab: str, inst: str, change: InstanceChange, *, live: bool = True,
+                 config: bool = True) -> InstanceReport:
+    """Change a lab instance's own CPU and disk values: in its cgroups (live), in the store (config)."""
+    if not live and not config:
+        raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
+    scope = lab_scope(lab)
+    group = lab_group(lab, inst)  # validates the instance's name before anything is read or stored
+    state = store.load(scope)
+    new_state, _ = changed_instance(state, inst, change)
+    eff = effective_instance(new_state, inst, store.volumes(scope), store.volume_types(scope))
+    check_cgroup_instance(eff)
+    writes = _lab_apply(group, eff, lab) if live else 0
+    if config:
+        store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
+    return InstanceReport(inst, writes, eff, live, config, list(eff.notes))
+
+
+def instance_apply(store: Any, lab: str, inst: str) -> InstanceReport:
+    """Make a lab instance's cgroups match its stored desired state (after a volume change, a flavor)."""
+    scope = lab_scope(lab)
+    state = store.load(scope)
+    eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
+    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), eff, True, False, list(eff.notes))
+
+
+def instance_show(store: Any, lab: str, inst: str) -> dict[str, Any]:
+    """Desired values with their sources, what the cgroups hold, and what the instance used."""
+    from vmqos.drivers.cgroup import device_name
+
+    scope = lab_scope(lab)
+    state = store.load(scope)
+    eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
+    group = lab_group(lab, inst)
+    if not group.exists():
+        raise NotFound(f"lab {lab} has no cgroup for {inst} ({group.path}): `vmqos lab up --name {lab}` creates it")
+    cpu = group.read_cpu()
+    disks = {device_name(devno): qos.items() for devno, qos in group.read_disks().items()}
+    usage = group.usage()
+    wanted_disks = {}
+    for dev, disk in eff.disks.items():
+        try:
+            from vmqos.drivers.cgroup import block_device
+
+            wanted_disks[device_name(block_device(dev))] = {k: v for k, v in disk.items().items()
+                                                            if k in CGROUP_DISK_KEYS}
+        except (NotFound, InvalidValue):
+            wanted_disks[dev] = disk.items()
+    from vmqos.core.plan.cgroup_values import cpu_files, parse_cpu
+
+    wanted_cpu = parse_cpu(cpu_files(eff.cpu or CpuQos(), cpu.version), cpu.version)
+    in_sync = cpu == wanted_cpu and disks == {d: v for d, v in wanted_disks.items() if v}
+    return {
+        "instance": inst, "lab": lab, "scope": scope, "cgroups": group.describe(),
+        "layout": group.layout.describe(), "pids": sorted(group.procs()),
+        "desired": eff.as_json(),
+        "kernel": {"cpu": cpu.as_json(), "disks": disks, "in_sync": in_sync},
+        "usage": usage.as_json() | {"io": {device_name(d): v for d, v in usage.io.items()}},
+        "volumes": [v.name for v in store.volumes(scope).values() if v.instance == inst],
+    }
+
+
+# ----------------------------------------------------------------------------------- volumes (I/O)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,231 @@
+"""What the port, apply and check commands do, as functions the CLI, the demo and the tests share.
+
+The desired state lives in the store per network namespace (the scope); every change goes
+through the reconciler, so the CLI never writes to the kernel by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from vmqos.core.analysis.flows import flows
+from vmqos.core.desired.effective import QosSource
+from vmqos.core.desired.ports import (
+    PortChange,
+    _find_port,
+    changed_port,
+    empty_plan,
+    scope_of,
+    without_port,
+)
+from vmqos.core.errors import InvalidValue, NotFound
+from vmqos.core.model.document import Note
+from vmqos.core.model.host import EgressMode, HostState
+from vmqos.core.observed import ForeignHook
+from vmqos.core.plan.diff import diff
+from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.objects import Qdisc
+from vmqos.core.plan.planner import PortPlan
+from vmqos.reconcile.execute import PortResult, Reconciler
+from vmqos.store import Store
+from vmqos.store.monitor import quarantines
+
+# -- desired state edits (pure) ------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+# -- kernel work ---------------------------------------------------------------------------------
+
+@dataclass
+class ApplyReport:
+    results: list[PortResult]
+    notes: list[Note] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.error is None for r in self.results)
+
+    @property
+    def writes(self) -> int:
+        return sum(r.writes for r in self.results)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "writes": self.writes, "ports": [r.as_json() for r in self.results],
+                "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
+
+
+def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
+    """The plans the kernel must hold: the desired state, and the quarantines in force.
+
+    A quarantined port is policed (dropped at its ingress hook, before any queue) whatever its own
+    egress mode: a flood costs the least CPU there, and in a namespace lab a queue would push back
+    on the flooding socket and hide the flood from the detectors (kernel-lab-facts §1)."""
+    found = quarantines(store, scope)
+    sources = {dev: QosSource(f"quarantine ({q.reason})", q.qos) for dev, q in found.items()}
+    return plan_host(state, ports, sources, {dev: EgressMode.POLICE for dev in found})
+
+
+class WatchedPlans:
+    """A scope's plans for the readers that ask every second (the monitor, top, the exporter).
+
+    They are planned again only when the desired state (its last revision) or the quarantines changed:
+    loading and planning 1,000 ports costs more than sampling them. The same mapping comes back
+    while nothing changed, which lets the sampler keep what it derived from it."""
+
+    def __init__(self, store: Store, scope: str) -> None:
+        self.store, self.scope = store, scope
+        self._cached: tuple[Any, dict[str, PortPlan], dict[str, str]] | None = None
+
+    def current(self) -> tuple[dict[str, PortPlan], dict[str, str]]:
+        """(port -> plan, port -> instance)."""
+        last = self.store.revisions(self.scope, limit=1)  # every change of the desired state makes one
+        key = (last[0].id if last else 0, quarantines(self.store, self.scope))
+        if self._cached is None or self._cached[0] != key:
+            state = self.store.load(self.scope)
+            instances = {port.device: inst.name for inst, port in state.ports()}
+            self._cached = key, desired_plans(self.store, self.scope, state), instances
+        return self._cached[1], self._cached[2]
+
+
+def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
+                    clear: Sequence[str] = (), force: bool = False, verify: bool = True,
+                    dry_run: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    plans = desired_plans(store, scope, state, ports)
+    for port in clear:
+        plans[port] = empty_plan(port)
+    notes = [n for plan in plans.values() for n in plan.notes]
+    with Reconciler(netns) as rec:
+        results, record = rec.reconcile(plans, applied=store.applied(scope), force=force, verify=verify,
+                                        dry_run=dry_run)
+    if record:
+        store.record_applied_many(scope, record)
+    return ApplyReport(results, notes)
+
+
+def set_port(store: Store, netns: str | None, device: str, change: PortChange, *, live: bool = True,
+             config: bool = True, force: bool = False) -> ApplyReport | None:
+    if not live and not config:
+        raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
+    scope = scope_of(netns)
+    state = store.load(scope)
+    new_state, _ = changed_port(state, device, change)
+    report = None
+    if live:
+        report = reconcile_ports(store, netns, new_state, [device], force=force)
+        if not report.ok:
+            return report  # the port was rolled back; the stored state stays as it was
+    if config:
+        store.save(scope, new_state, actor="port set", summary=f"port {device}")
+    return report
+
+
+def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    state = store.load(scope)
+    report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
+    if report.ok:
+        store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+    return report
+
+
+def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool = False, force: bool = False,
+               dry_run: bool = False) -> ApplyReport:
+    scope = scope_of(netns)
+    wanted = {port.device for _, port in state.ports()}
+    stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
+    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
+    if not dry_run:
+        store.save(scope, state, actor="apply", summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
+    return report
+
+
+@dataclass
+class PortDrift:
+    port: str
+    operations: list[str]
+    foreign_hooks: list[ForeignHook]
+    missing_device: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.operations and not self.foreign_hooks and not self.missing_device
+
+    def as_json(self) -> dict[str, Any]:
+        return {"port": self.port, "ok": self.ok, "missing_device": self.missing_device,
+                "operations_needed": self.operations,
+                "foreign_nft_hooks": [f"{h.family} {h.table} {h.chain} ({h.hook})" for h in self.foreign_hooks]}
+
+
+def check_host(store: Store, netns: str | None) -> list[PortDrift]:
+    """Compare the kernel with the desired state; nothing is written."""
+    scope = scope_of(netns)
+    state = store.load(scope)
+    plans = desired_plans(store, scope, state)
+    for port in store.applied(scope):
+        plans.setdefault(port, empty_plan(port))  # applied before, no longer desired: must be clean
+    out: list[PortDrift] = []
+    with Reconciler(netns) as rec:
+        seen = rec.observe(sorted(plans))
+        for port in sorted(plans):
+            ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
+            hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
+            out.append(PortDrift(port, [op.describe() for op in ops], hooks,
+                                 missing_device=port in seen.missing and bool(plans[port].objects)))
+    return out
+
+
+# -- port show -----------------------------------------------------------------------------------
+
+def show_port(store: Store, netns: str | None, device: str) -> dict[str, Any]:
+    scope = scope_of(netns)
+    state = store.load(scope)
+    found = _find_port(state, device)
+    applied = store.applied(scope)
+    if found is None and device not in applied:
+        raise NotFound(f"port {device} is not managed in {'netns ' + netns if netns else 'this namespace'} "
+                       f"(`vmqos port set {device} ...` manages it)")
+    plan = desired_plans(store, scope, state, [device]).get(device, empty_plan(device))
+    with Reconciler(netns) as rec:
+        seen = rec.observe([device])
+        link = rec.tc.link_stats(device) if device not in seen.missing else {}
+    ops = [] if device in seen.missing else diff(plan.objects, seen.objects[device])
+    counters = seen.nft.counters if seen.nft else {}
+    return {
+        "port": device, "netns": netns, "instance": found[0].name if found else None,
+        "egress_mode": found[1].egress_mode.value if found else None,
+        "desired": {"ingress": plan.ingress.as_json(), "egress": plan.egress.as_json()},
+        "kernel": {"in_sync": not ops and device not in seen.missing, "missing_device": device in seen.missing,
+                   "operations_needed": [op.describe() for op in ops],
+                   "objects": [_object_json(o) for o in seen.objects[device]]},
+        "counters": {d: f.as_json() for d, f in flows(device, seen.tc_stats[device], counters).items()},
+        "device_counters": link,
+        "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in plan.notes],
+    }
+
+
+def _object_json(obj: Any) -> dict[str, Any]:
+    data = {"kind": obj.kind, "key": [str(k) for k in obj.key]}
+    for name in ("rate_bps", "ceil_bps", "burst_bytes", "cburst_bytes", "quantum", "limit_bytes", "qdisc_kind",
+                 "redirect_to", "flowid"):
+        if getattr(obj, name, None) is not None:
+            data[name] = getattr(obj, name)
+    if isinstance(obj, Qdisc) and obj.default_minor is not None:
+        data["default_minor"] = obj.default_minor
+    return data
+
+
+def open_store(db: str | None) -> Store:
+    return Store(db or os.environ.get("VMQOS_DB") or None)

@@ -1,0 +1,275 @@
+"""What `vmqos vm list|show|set` do: QoS of libvirt domains, live and in their definition.
+
+A domain is an instance of the host's own scope (its taps are in the host's namespace), named
+after the domain; its disks are keyed by target (vda) and its ports by tap device. CPU and disk
+limits are applied through libvirt (QEMU throttles the disks, libvirt writes the domain's
+cgroups); network limits through vmqos's own planner on the tap (never libvirt's tc).
+
+Live changes are all or nothing: the CPU and disk values are read before they are changed, and
+if a later step fails (another disk, the tap), the earlier ones are set back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vmqos.core.desired.instances import (
+    EffectiveInstance,
+    InstanceChange,
+    changed_instance,
+    effective_instance,
+    with_domain,
+)
+from vmqos.core.errors import InvalidValue, KernelError, NotFound, VmqosError
+from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.model.document import Note
+
+SCOPE = ""  # VMs' taps live in the host's own network namespace
+
+
+
+
+@dataclass
+class VmReport:
+    domain: str
+    live: bool
+    config: bool
+    effective: EffectiveInstance
+    applied: list[str] = field(default_factory=list)
+    network: Any = None
+    notes: list[Note] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"domain": self.domain, "live": self.live, "config": self.config, "applied": self.applied,
+                "network": self.network.as_json() if self.network is not None else None,
+                "effective": self.effective.as_json(),
+                "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
+
+    @property
+    def writes(self) -> int:
+        return len(self.applied)
+
+
+def _apply_libvirt(lv: Any, info: Any, eff: EffectiveInstance, flags: int, *, cpu: bool, disks: list[str],
+                   undo: list[Callable[[], None]], applied: list[str]) -> None:
+    from vmqos.drivers.libvirt_driver import LIVE, implicit_group
+
+    if cpu:
+        before = lv.cpu(info.name, LIVE) if flags & LIVE else None
+        params = lv.set_cpu(info.name, eff.cpu or CpuQos(), flags)
+        applied.append(f"cpu {params}")
+        if before is not None:
+            keep = {k: v for k, v in before.items() if k in ("cpu_shares", "vcpu_quota", "vcpu_period")}
+            undo.append(lambda: lv.domain(info.name).setSchedulerParametersFlags(keep, LIVE))
+    for target in disks:
+        before = lv.disk(info.name, target, LIVE) if flags & LIVE else None
+        lv.set_disk(info.name, target, eff.disks.get(target, DiskQos()), flags)
+        applied.append(f"disk {target} {eff.disks.get(target, DiskQos()).items()}")
+        if before is not None:
+            undo.append(lambda t=target, b=before: lv.domain(info.name).setBlockIoTune(
+                t, {k: v for k, v in b.items() if k != "group_name" or not implicit_group(v)}, LIVE))
+
+
+def libvirt_noqueue_only(tap: str) -> bool:
+    """Whether the tap's only qdisc is the `noqueue` root libvirt puts on every tap it creates.
+
+    vmqos owns a VM's tap; that qdisc is libvirt's default, not an operator's configuration, so
+    replacing it needs no --force (anything else on the tap still does).
+    """
+    import json
+    import subprocess
+
+    done = subprocess.run(["tc", "-j", "qdisc", "show", "dev", tap], capture_output=True, text=True)
+    try:
+        qdiscs = json.loads(done.stdout or "[]")
+    except ValueError:
+        return False
+    return len(qdiscs) == 1 and qdiscs[0].get("kind") == "noqueue" and qdiscs[0].get("root") is True
+
+
+def vm_set(store: Any, connect: str | None, domain: str, change: InstanceChange, *, inbound: str | None = None,
+           outbound: str | None = None, interface: str | None = None, live: bool = True,
+           config: bool = True, force: bool = False) -> VmReport:
+    from vmqos.core.desired.ports import PortChange, changed_port
+    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, check_flags
+    from vmqos.services.ports import reconcile_ports
+
+    if not live and not config:
+        raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
+    with Libvirt(connect) as lv:
+        info = lv.info(domain)
+        check_flags(info, live, config)
+        state = with_domain(store.load(SCOPE), info)
+        for dev in change.disks:
+            if dev not in state.instances[domain].disks:
+                raise NotFound(f"domain {domain} has no disk {dev} (disks: "
+                               f"{', '.join(d.target for d in info.disks) or 'none'})")
+        new_state, _ = changed_instance(state, domain, change)
+        taps = [i.target for i in info.interfaces if i.target]
+        port = None
+        if inbound is not None or outbound is not None:
+            if interface is None and len(taps) != 1:
+                raise InvalidValue("--interface", interface, f"{domain} has the interfaces {', '.join(taps) or 'none'}"
+                                                             "; name one")
+            port = interface or taps[0]
+            if port not in taps:
+                raise NotFound(f"domain {domain} has no interface {port} (interfaces: {', '.join(taps) or 'none'})")
+            new_state, _ = changed_port(new_state, port, PortChange(inbound=inbound, outbound=outbound))
+        eff = effective_instance(new_state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
+        report = VmReport(domain, live, config, eff, notes=list(eff.notes))
+        disks = sorted(change.disks) if change.disks or change.remove_disks else []
+        disks += [d for d in change.remove_disks if d not in disks]
+        undo: list[Callable[[], None]] = []
+        try:
+            if live:
+                _apply_libvirt(lv, info, eff, LIVE, cpu=change.touches_cpu, disks=disks, undo=undo,
+                               applied=report.applied)
+                if port is not None:
+                    adopt = libvirt_noqueue_only(port)
+                    if adopt:
+                        report.notes.append(Note(port, "replaced the noqueue root qdisc libvirt puts on its taps",
+                                                 "info"))
+                    report.network = reconcile_ports(store, None, new_state, [port], force=force or adopt)
+                    if not report.network.ok:
+                        errors = "; ".join(r.error for r in report.network.results if r.error)
+                        raise KernelError(f"tap {port}: {errors}")
+            if config:
+                _apply_libvirt(lv, info, eff, CONFIG, cpu=change.touches_cpu, disks=disks, undo=[],
+                               applied=report.applied)
+                if port is not None:
+                    qos = next(p for p in new_state.instances[domain].ports if p.device == port).limits
+                    from vmqos.core.model.network import NetworkQos
+
+                    lv.set_interface(domain, port, qos or NetworkQos(), CONFIG)
+                    report.applied.append(f"interface {port} <bandwidth> in the definition")
+                    report.notes.append(Note(
+                        f"{port} <bandwidth>", "written into the domain's definition: at its next start libvirt "
+                        "applies it with its own tc (sfq, fw and police); on a host without them (like the "
+                        "kernel-lab machines) the start fails; vmqos shapes the tap itself after the start "
+                        "(`vmqos vm set --live`)"))
+        except VmqosError:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:  # restoring is best effort; the original error is what matters
+                    pass
+            raise
+        store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}")
+        return report
+
+
+def vm_apply(store: Any, domain: str, connect: str | None) -> VmReport:
+    """Apply a domain's stored CPU and disk limits live (after a volume change)."""
+    from vmqos.drivers.libvirt_driver import LIVE, Libvirt
+
+    with Libvirt(connect) as lv:
+        info = lv.info(domain)
+        state = with_domain(store.load(SCOPE), info)
+        eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
+        report = VmReport(domain, True, False, eff, notes=list(eff.notes))
+        undo: list[Callable[[], None]] = []
+        targets = [d.target for d in info.disks if d.device == "disk"]
+        missing = [dev for dev in eff.disks if dev not in targets]
+        if missing:
+            raise NotFound(f"domain {domain} has no disk {', '.join(missing)} (disks: {', '.join(targets)})")
+        try:
+            _apply_libvirt(lv, info, eff, LIVE, cpu=False, disks=sorted(eff.disks), undo=undo, applied=report.applied)
+        except VmqosError:
+            for step in reversed(undo):
+                step()
+            raise
+        return report
+
+
+def vm_list(connect: str | None) -> list[dict[str, Any]]:
+    from vmqos.drivers.libvirt_driver import Libvirt
+
+    with Libvirt(connect) as lv:
+        return [d.as_json() for d in lv.domains()]
+
+
+def vm_show(store: Any, connect: str | None, domain: str) -> dict[str, Any]:
+    """Desired values, what libvirt reports (live and in the definition), the cgroups and the taps."""
+    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, disk_from_params
+    from vmqos.services.ports import show_port
+
+    with Libvirt(connect) as lv:
+        info = lv.info(domain)
+        state = with_domain(store.load(SCOPE), info)
+        eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
+        out: dict[str, Any] = {"domain": info.as_json(), "uri": lv.uri, "desired": eff.as_json(), "libvirt": {}}
+        for where, flags in (("live", LIVE), ("config", CONFIG)):
+            if (where == "live" and not info.running) or (where == "config" and not info.persistent):
+                continue
+            section: dict[str, Any] = {"disks": {}, "interfaces": {}}
+            try:
+                section["cpu"] = lv.cpu(domain, flags)
+            except KernelError as exc:
+                section["cpu"] = {"error": str(exc)}
+            for disk in info.disks:
+                if disk.device == "disk":
+                    params = lv.disk(domain, disk.target, flags)
+                    section["disks"][disk.target] = disk_from_params(params).items()
+            for iface in info.interfaces:
+                if iface.target:
+                    try:
+                        section["interfaces"][iface.target] = lv.interface(domain, iface.target, flags)
+                    except KernelError as exc:
+                        section["interfaces"][iface.target] = {"error": str(exc)}
+            out["libvirt"][where] = section
+        pid = lv.qemu_pid(domain) if info.running else None
+        kernel: dict[str, Any] = {"qemu_pid": pid}
+        if pid is not None:
+            kernel["cgroups"] = _cgroup_values(pid)
+        ports = {}
+        for iface in info.interfaces:
+            if iface.target and info.running:
+                try:
+                    ports[iface.target] = show_port(store, None, iface.target)
+                except NotFound:
+                    ports[iface.target] = None
+        kernel["ports"] = ports
+        out["kernel"] = kernel
+        return out
+
+
+def _cgroup_values(pid: int) -> dict[str, Any]:
+    """The domain's cpu group as the kernel has it: shares of the domain, quota/period of each vCPU."""
+    import os
+
+    from vmqos.drivers.cgroup import host_layout
+
+    h = host_layout().hierarchy("cpu")
+    path = cgroup_of_pid(pid)
+    if h is None or path is None:
+        return {}
+    base = os.path.join(h.mount, path.lstrip("/"))
+    # QEMU's main thread sits in an emulator/ child; the domain's group is its parent.
+    if os.path.basename(base) == "emulator":
+        base = os.path.dirname(base)
+    out: dict[str, Any] = {"path": base}
+
+    def read(p: str) -> str | None:
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    out["cpu.shares"] = read(os.path.join(base, "cpu.shares")) or read(os.path.join(base, "cpu.weight"))
+    vcpus = {}
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        if name.startswith("vcpu"):
+            vcpus[name] = {"cpu.cfs_quota_us": read(os.path.join(base, name, "cpu.cfs_quota_us")),
+                           "cpu.cfs_period_us": read(os.path.join(base, name, "cpu.cfs_period_us")),
+                           "cpu.max": read(os.path.join(base, name, "cpu.max"))}
+    out["vcpus"] = vcpus
+    return out
+
+
+def cgroup_of_pid(pid: int) -> str | None:
+    from vmqos.drivers.libvirt_driver import cgroup_of
+
+    return cgroup_of(pid, "cpu")
