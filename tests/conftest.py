@@ -26,7 +26,7 @@ def matplotlib_cache():
         shutil.rmtree(path, ignore_errors=True)
 
 
-_CACHES = {".pytest_cache", ".hypothesis", "__pycache__"}
+_CACHES = {".pytest_cache", ".hypothesis", "__pycache__", ".mypy_cache"}
 
 
 @pytest.fixture(autouse=True)
