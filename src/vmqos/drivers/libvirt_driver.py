@@ -88,12 +88,13 @@ def parse_domain_xml(xml: str) -> tuple[str, int, tuple[Interface, ...], tuple[D
     disks = []
     for disk in root.findall("devices/disk"):
         target, source = disk.find("target"), disk.find("source")
-        if target is None or not target.get("dev"):
+        dev = target.get("dev") if target is not None else None
+        if not dev:
             continue
         src = None
         if source is not None:
             src = source.get("file") or source.get("dev") or source.get("name")
-        disks.append(Disk(target.get("dev"), src, disk.get("device", "disk")))
+        disks.append(Disk(dev, src, disk.get("device", "disk")))
     vcpu = root.findtext("vcpu")
     return root.get("type", ""), int(vcpu) if vcpu and vcpu.strip().isdigit() else 1, tuple(ifaces), tuple(disks)
 

@@ -19,9 +19,10 @@ import re
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from vmqos.core.errors import InvalidValue, KernelError, NotFound
+from vmqos.drivers.cgroup import PARENT, Group, host_layout, remove_parent_if_empty
 from vmqos.drivers.process import NETNS_DIR, in_netns, netns_exists, run
 from vmqos.lab.topology import (
     BRIDGE,
@@ -137,17 +138,13 @@ def _guest_commands(guest: LabInstance, state: _Netns) -> list[str]:
     return lines
 
 
-def instance_groups(lab: Lab, indexes: Sequence[int]) -> list:  # type: ignore[type-arg]
-    from vmqos.drivers.cgroup import PARENT, Group, host_layout
-
+def instance_groups(lab: Lab, indexes: Sequence[int]) -> list[Group]:
     layout = host_layout()
     return [Group(layout, f"{PARENT}/{lab.instance(i).netns}") for i in indexes]
 
 
-def _existing_groups(lab: Lab) -> list:  # type: ignore[type-arg]
+def _existing_groups(lab: Lab) -> list[Group]:
     """This lab's instance groups that exist in any hierarchy (vm1.. beyond the current count too)."""
-    from vmqos.drivers.cgroup import PARENT, host_layout
-
     indexes: set[int] = set()
     for h in host_layout().mounts():
         try:
@@ -171,7 +168,8 @@ def lab_up(name: str, instances: int) -> LabStatus:
     for guest in guests:
         _batch(guest.netns, _guest_commands(guest, _read(guest.netns)))
     run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=lab.host_ns)
-    for group in instance_groups(lab, [lab.index_of(g.netns) for g in guests if g.name != "wan"]):
+    indexes = [i for g in guests if g.name != "wan" and (i := lab.index_of(g.netns)) is not None]
+    for group in instance_groups(lab, indexes):
         group.create()
     status = lab_status(name)
     assert status is not None
@@ -246,13 +244,11 @@ def lab_down(name: str) -> list[str]:
     for group in groups:
         group.remove(kill=True)
     if groups:
-        from vmqos.drivers.cgroup import remove_parent_if_empty
-
         remove_parent_if_empty(groups[0].layout)
     return present
 
 
-def _entry(name: str, inst: str):  # type: ignore[no-untyped-def]
+def _entry(name: str, inst: str) -> tuple[str, Callable[[], None]]:
     """The namespace of `inst` and the function that moves a child into its cgroups (None: host, wan)."""
     lab = Lab(name)
     netns = lab.ns(inst)
@@ -283,9 +279,9 @@ def lab_exec(name: str, inst: str, argv: Sequence[str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def lab_spawn(name: str, inst: str, argv: Sequence[str], **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
+def lab_spawn(name: str, inst: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     """Start `argv` inside `inst` (namespace and cgroups) in the background, as `lab exec` runs it."""
     if not argv:
         raise InvalidValue("command", "", "name the command to run")
     netns, enter = _entry(name, inst)
-    return subprocess.Popen(in_netns(list(argv), netns), preexec_fn=enter, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen(in_netns(list(argv), netns), preexec_fn=enter, **popen)

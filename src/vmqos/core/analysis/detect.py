@@ -154,7 +154,7 @@ def decide(now: float, active: Iterable[Detection], quarantined: dict[str, float
     """Quarantine ports with an active triggering detection from the instance; lift a quarantine
     once no trigger has held on the port for `cooldown_s` (`last_flood`: when one last did)."""
     actions: list[Action] = []
-    flooding = {}
+    flooding: dict[str, Detection] = {}
     for det in active:
         if det.detector in triggers and det.direction == "egress":
             flooding.setdefault(det.port, det)

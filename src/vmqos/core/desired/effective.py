@@ -139,8 +139,7 @@ def port_sources(state: HostState, instance: InstanceSpec, port: PortSpec) -> li
         sources.append(QosSource(f"port {port.device} limits", port.limits))
     if port.policy is not None:
         sources.append(QosSource(f"port policy {port.policy}", state.policies[port.policy].qos))
-    elif port.network is not None and state.networks[port.network].policy is not None:
-        name = state.networks[port.network].policy
+    elif port.network is not None and (name := state.networks[port.network].policy) is not None:
         sources.append(QosSource(f"network {port.network} policy {name}", state.policies[name].qos))
     if instance.flavor is not None:
         flavor = state.flavors[instance.flavor]

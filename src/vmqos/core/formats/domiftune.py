@@ -197,10 +197,8 @@ def write(doc: QosDocument, **options: Any) -> str:
     classes and an egress minimum raise UnsupportedError.
     """
     interface = options.get("interface")
-    if interface is not None and interface in doc.interfaces:
-        qos = doc.interfaces[interface]
-    else:
-        qos = doc.single_network(FORMAT)
+    qos: NetworkQos | None = doc.interfaces[interface] if interface is not None and interface in doc.interfaces \
+        else doc.single_network(FORMAT)
     inbound, outbound = network_to_units(FORMAT, qos, inbound_floor_ok=True)
     line = f"--inbound {_value(inbound)} --outbound {_value(outbound)}"
     domain = options.get("domain")

@@ -249,7 +249,7 @@ def _minimum(direction: str, rule: dict[str, Any] | None, key: str, unit: int, n
         notes.append(Note(f"{rule['where']}.{key}", f"a guaranteed minimum of 0 in direction {direction} "
                                                     "guarantees nothing; it is left out", "info"))
         return None
-    return rule[key] * unit
+    return int(rule[key]) * unit
 
 
 def _bandwidth(direction: str, rule: dict[str, Any], notes: list[Note]) -> BandwidthLimit:

@@ -127,8 +127,10 @@ def _network(values: dict[str, int]) -> tuple[NetworkQos | None, list[Note]]:
                 ", ".join(ignored),
                 f"ignored: Nova writes <{way}> only when {PREFIX}vif_{way}_average is set"))
             units = {"average": 0}
-        directions[way], more = direction_from_units(
-            lambda attr, way=way: f"{PREFIX}vif_{way}_{attr}", outbound=way == "outbound", **units)
+        def key(attr: str, way: str = way) -> str:
+            return f"{PREFIX}vif_{way}_{attr}"
+
+        directions[way], more = direction_from_units(key, outbound=way == "outbound", **units)
         notes += more
     qos = NetworkQos(ingress=directions["inbound"], egress=directions["outbound"])
     return (None if qos.is_empty else qos), notes
@@ -160,7 +162,7 @@ def read(text: str, **options: Any) -> QosDocument:
         else:
             raise _unknown(key, raw)
     cpu = cpu_from_values(_CPU_NAMES, values.get("cpu_shares"), values.get("cpu_period"), values.get("cpu_quota"))
-    disk = DiskQos(**{key: values.get(f"disk_{key}") or None for key in DISK_BASE_KEYS})
+    disk = DiskQos.from_items({key: values.get(f"disk_{key}") or None for key in DISK_BASE_KEYS})
     network, more = _network(values)
     return QosDocument(
         name=name if isinstance(name, str) and name else None,

@@ -7,6 +7,7 @@ the seconds it may last, `size_iops_sec` the I/O size that counts as one operati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from vmqos.core.errors import ConflictError, InvalidValue
@@ -66,6 +67,12 @@ class DiskQos:
                 raise ConflictError(f"{key}_max: a burst ceiling needs {key} set as well (QEMU refuses it alone)")
             if length is not None and burst is None:
                 raise ConflictError(f"{key}_max_length: a burst length needs {key}_max set as well")
+
+    @classmethod
+    def from_items(cls, items: Mapping[str, int | str | None]) -> "DiskQos":
+        """From values shaped as `items()` returns them (DISK_KEYS and group_name); the constructor
+        validates every value, and an unknown key is a TypeError as for any keyword."""
+        return cls(**items)  # type: ignore[arg-type]
 
     def items(self) -> dict[str, int | str]:
         """The keys that are set, in libvirt's order."""

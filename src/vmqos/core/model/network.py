@@ -201,8 +201,9 @@ class NetworkQos:
         return self.ingress if direction is Direction.INGRESS else self.egress
 
     def with_direction(self, direction: Direction, value: DirectionQos) -> "NetworkQos":
-        key = "ingress" if direction is Direction.INGRESS else "egress"
-        return replace(self, **{key: value})
+        if direction is Direction.INGRESS:
+            return replace(self, ingress=value)
+        return replace(self, egress=value)
 
     @property
     def is_empty(self) -> bool:

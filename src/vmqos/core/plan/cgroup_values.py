@@ -296,7 +296,7 @@ def disks_from_files(files: dict[str, str], version: str) -> dict[DevNo, DiskQos
             found = {names[k]: v for k, v in limits.items() if k in names and v < U64_MAX}
             if found:
                 values[devno] = found
-    return {devno: DiskQos(**v) for devno, v in values.items()}
+    return {devno: DiskQos.from_items(v) for devno, v in values.items()}
 
 
 # -------------------------------------------------------------------------------------------- usage

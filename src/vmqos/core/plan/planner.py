@@ -192,7 +192,7 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     classes = eff.classes.value if eff.classes is not None else ()
     matched = [c for c in classes if c.match is not None]
     default_share = 100 - sum(c.share_percent for c in matched) if classes else 100
-    leaves = [(DEFAULT_MINOR, default_share, None)]
+    leaves: list[tuple[int, int, TrafficMatch | None]] = [(DEFAULT_MINOR, default_share, None)]
     leaves += [(DEFAULT_MINOR + 1 + i, c.share_percent, c.match) for i, c in enumerate(matched)]
     filters: list[KernelObject] = []
     for minor, share, match in leaves:
@@ -214,7 +214,7 @@ def _enforced(eff: EffectiveDirection, mechanism: str | None, burst: int | None,
         source["burst_bytes"] = burst_source
     if pps_burst is not None and eff.pps_burst is None:
         source["pps_burst"] = "vmqos default (100 ms of the packet rate, at least 5)"
-    classes = tuple(
+    classes: tuple[dict[str, object], ...] = tuple(
         {"name": c.name, "share_percent": c.share_percent,
          "match": None if c.match is None else {"protocol": c.match.protocol, "ports": list(c.match.ports),
                                                 "dscp": c.match.dscp}}
@@ -316,7 +316,8 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         counters = sorted({name for chain in chains for name in chain.counters()})
         used = {name for chain in chains for name in chain.sets()}
         objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
-        objects += [NftCounter(name) for name in counters] + chains
+        objects += [NftCounter(name) for name in counters]
+        objects += chains
 
     return PortPlan(
         port=device, objects=tuple(objects), ifb=shaper, notes=tuple(notes),

@@ -53,8 +53,8 @@ def _filter(op: str, f: TcFilter) -> str:
     head = f"tc filter {op} dev {_q(f.dev)} parent {f.parent} protocol {f.protocol} prio {f.prio}"
     if op == "del":
         return head
-    handle = f" handle {f.handle}" if op == "replace" and f.handle else ""
     assert isinstance(f, U32Filter)
+    handle = f" handle {f.handle}" if op == "replace" and f.handle else ""
     body = " ".join(f"match {m}" for m in f.matches_)
     action = f"flowid {f.flowid}" if f.flowid else f"action mirred egress redirect dev {_q(f.redirect_to or '')}"
     return f"{head}{handle} u32 {body} {action}"
@@ -134,7 +134,7 @@ def nft_script(ops: Sequence[Operation]) -> str:
 def render(ops: Sequence[Operation]) -> list[str]:
     commands: list[str] = []
     batch: list[Operation] = []
-    for op in list(ops) + [None]:  # type: ignore[list-item]
+    for op in [*ops, None]:
         if op is not None and is_nft(op.obj):
             batch.append(op)
             continue
