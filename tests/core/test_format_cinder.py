@@ -286,7 +286,7 @@ def frontend_disks(draw: st.DrawFn) -> DiskQos:
                 values[key] = draw(st.integers(1, 10**12))
                 if draw(st.booleans()):
                     values[f"{key}_max"] = values[key] + draw(st.integers(0, 10**12))
-    if draw(st.booleans()):
+    if draw(st.booleans()) and any(k.endswith("_iops_sec") for k in values):  # QEMU needs an IOPS limit
         values["size_iops_sec"] = draw(st.integers(1, 1 << 20))
     return DiskQos(**values)
 

@@ -59,10 +59,10 @@ def read(text: str, **options: Any) -> QosDocument:
     if name is not None and not isinstance(name, str):
         raise InvalidValue("qos_specs.name", name, "a QoS spec name is a string")
     consumer = spec.get("consumer") or DEFAULT_CONSUMER
-    if not isinstance(consumer, str) or consumer.strip().lower() not in CONSUMERS:
+    if not isinstance(consumer, str) or consumer not in CONSUMERS:  # Cinder matches exactly, as here
         raise InvalidValue("qos_specs.consumer", consumer,
-                           f"use front-end, back-end or both; Cinder's default is {DEFAULT_CONSUMER}")
-    consumer = consumer.strip().lower()
+                           f"use front-end, back-end or both, in lower case as Cinder takes them; Cinder's default "
+                           f"is {DEFAULT_CONSUMER}")
     size = _size(volume, options.get("size_gb"))
 
     if consumer == "back-end":
@@ -112,7 +112,7 @@ def compute_frontend(specs: dict[str, Any], size_gb: int | None) -> tuple[DiskQo
             raise InvalidValue(
                 per_gb_key, work[per_gb_key],
                 "a capacity-based (per-GB) key needs the volume size: add \"volume\": {\"size\": N} to the file "
-                "or give the size in GiB (size_gb / --size-gb)")
+                "or give the size in GiB (size_gb, or --size of `vmqos convert`)")
         size = strict_int("size_gb", size_gb, minimum=1)
         if option in work:
             notes.append(Note(option, f"{option} ({work[option]}) is replaced by the value Cinder computes from "
@@ -143,7 +143,9 @@ def compute_frontend(specs: dict[str, Any], size_gb: int | None) -> tuple[DiskQo
             notes.append(Note(key, f"ignored: without {key[: -len('_min')]} Cinder leaves {key} alone and Nova "
                                    "drops it"))
 
-    return DiskQos(**{k: v for k, v in work.items() if v}), tuple(notes)
+    disk = DiskQos.from_items({k: v for k, v in work.items() if v})
+    disk.check_qemu("qos_specs.specs")
+    return disk, tuple(notes)
 
 
 def _dropped(key: str) -> Note:

@@ -18,7 +18,9 @@ SHARES_MIN, SHARES_MAX, SHARES_DEFAULT = 2, 262144, 1024
 WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10000, 100
 PERIOD_MIN_US, PERIOD_MAX_US = 1000, 1_000_000
 QUOTA_MIN_US = 1000
-QUOTA_MAX_US = 2**63 // 1000  # the kernel keeps the quota in ns in a signed 64-bit field
+# The kernel's max_cfs_runtime (MAX_BW, 2^44 - 1 us) and libvirt's VIR_CGROUP_CPU_QUOTA_MAX: a larger
+# quota is refused by both, so every `vm set` or apply of it would fail on the host.
+QUOTA_MAX_US = 2**44 - 1
 
 
 def shares_to_weight(shares: int) -> int:
@@ -66,7 +68,8 @@ class CpuQos:
         if self.quota_us is not None and not _int_in(self.quota_us, QUOTA_MIN_US, QUOTA_MAX_US):
             raise InvalidValue(
                 "cpu_quota", self.quota_us,
-                f"the CFS quota is at least {QUOTA_MIN_US} microseconds per period; leave it out for no cap",
+                f"the CFS quota is from {QUOTA_MIN_US} to {QUOTA_MAX_US} microseconds per period (the kernel's and "
+                "libvirt's bounds); leave it out for no cap",
             )
 
     @property

@@ -18,6 +18,9 @@ DISK_FRONTEND_KEYS: tuple[str, ...] = _BASE + tuple(f"{key}_max" for key in _BAS
 DISK_LENGTH_KEYS: tuple[str, ...] = tuple(f"{key}_max_length" for key in _BASE)
 # Every integer key, in libvirt's order of the 13 first.
 DISK_KEYS: tuple[str, ...] = DISK_FRONTEND_KEYS + DISK_LENGTH_KEYS
+# QEMU's THROTTLE_VALUE_MAX (util/throttle.c): "bps/iops/max values must be within [0, 1e15]".
+THROTTLE_VALUE_MAX = 10**15
+_IOPS = tuple(f"{scope}_iops_sec" for scope in ("total", "read", "write"))
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class DiskQos:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise InvalidValue(key, value, "disk limits are positive integers; leave a key out for no limit")
+            if value is not None and key not in DISK_LENGTH_KEYS and value > THROTTLE_VALUE_MAX:
+                raise InvalidValue(key, value, f"QEMU takes rates and sizes up to {THROTTLE_VALUE_MAX} (10^15); "
+                                               "leave the key out for no limit")
         if self.group_name is not None and not self.group_name.strip():
             raise InvalidValue("group_name", self.group_name, "a throttle group needs a non-empty name")
         for kind in ("bytes", "iops"):
@@ -67,6 +73,14 @@ class DiskQos:
                 raise ConflictError(f"{key}_max: a burst ceiling needs {key} set as well (QEMU refuses it alone)")
             if length is not None and burst is None:
                 raise ConflictError(f"{key}_max_length: a burst length needs {key}_max set as well")
+
+    def check_qemu(self, where: str) -> None:
+        """What QEMU refuses when the limits reach it whole (an attach, a `vm set`): checked on the
+        values a disk ends up with, not on an instance's partial override of a flavor's."""
+        if self.size_iops_sec is not None and not any(getattr(self, k) for k in _IOPS):
+            raise ConflictError(f"{where}: size_iops_sec ({self.size_iops_sec}) needs an IOPS limit as well "
+                                "(QEMU: \"iops size requires an iops value to be set\"); add total_iops_sec or "
+                                "read_iops_sec/write_iops_sec, or remove size_iops_sec")
 
     @classmethod
     def from_items(cls, items: Mapping[str, int | str | None]) -> "DiskQos":
