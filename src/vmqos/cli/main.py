@@ -12,6 +12,8 @@ from vmqos.cli.convert import convert
 from vmqos.cli.demo import demo
 from vmqos.cli.instance import instance
 from vmqos.cli.lab import lab
+from vmqos.cli.logs import HELP as LOG_HELP
+from vmqos.cli.logs import LEVELS, configure
 from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
@@ -22,15 +24,20 @@ from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
 from vmqos.core.errors import VmqosError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=LOG_HELP)
 @click.version_option(__version__, prog_name="vmqos")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Log to stderr: -v INFO, -vv DEBUG.")
+@click.option("--log-level", type=click.Choice(list(LEVELS), case_sensitive=False), metavar="LEVEL",
+              help="Log at LEVEL (debug, info, warning, error); beats -v and $VMQOS_LOG_LEVEL.")
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line (ts, level, logger, message, fields).")
+def cli(verbose: int, log_level: str | None, log_json: bool) -> None:
     """Give every VM or container on a Linux host the network, CPU and disk it paid for.
 
     Units: rates are bit/s and sizes bytes inside vmqos; on input, tc's units are accepted with
     iproute2's exact meanings (100mbit, 12500kbps = 100 Mbit/s, 64kb = 65536 bytes).
     Directions are the instance's: ingress = towards it (libvirt inbound), egress = sent by it.
     """
+    configure(verbose, log_level, log_json)
 
 
 cli.add_command(convert)

@@ -10,6 +10,7 @@ and day totals every `usage_interval_s`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from vmqos.drivers.nft import Nft
 from vmqos.monitor.sampler import Sampler, rates
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUARANTINE = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000),
                                                     packet_rate=PacketRateLimit(1_000)))
@@ -129,6 +132,12 @@ def load_config(text: str | None) -> MonitorConfig:
                          usage_interval_s=_number(usage, "interval", "usage", 60.0))
 
 
+def _fields(det: Detection) -> dict[str, Any]:
+    """A detection's values as log fields (in --log-json lines)."""
+    return {"port": det.port, "instance": det.instance, "direction": det.direction, "detector": det.detector,
+            "value": det.value, "threshold": det.threshold}
+
+
 @dataclass
 class StepReport:
     sample: Sample
@@ -184,8 +193,12 @@ class Monitor:
         self.last, self.last_rates = sample, port_rates
         started, ended = self.detectors.update(now, port_rates)
         for det in started:
+            log.warning("port %s (instance %s) %s: %s detected: %s", det.port, det.instance or "-", det.direction,
+                        det.detector, det.message, extra=_fields(det))
             self._event(at, det.port, "detected", det.message, det)
         for det in ended:
+            log.info("port %s (instance %s) %s: %s ended", det.port, det.instance or "-", det.direction,
+                     det.detector, extra=_fields(det))
             self._event(at, det.port, "ended", f"{det.detector} ended", det)
         active = self.detectors.active()
         for det in active:
@@ -208,6 +221,7 @@ class Monitor:
             try:
                 self.fold_usage(at)
             except VmqosError as exc:
+                log.warning("usage fold failed (the counters are folded at the next one): %s", exc)
                 errors.append(f"usage: {exc}")
         return StepReport(sample, port_rates, started, ended, actions, errors)
 
@@ -224,11 +238,20 @@ class Monitor:
             self._quarantined_at.pop(action.port, None)
             self._last_flood.pop(action.port, None)
         report = reconcile_ports(self.store, self.netns, state, [action.port], verify=False)
+        fields = {"port": action.port, "instance": instance, "action": action.kind, "reason": action.reason}
         if report.ok:
             what = "quarantined" if action.kind == "quarantine" else "lifted"
+            if action.kind == "quarantine":
+                log.warning("port %s (instance %s) quarantined: %s", action.port, instance or "-", action.reason,
+                            extra=fields)
+            else:
+                log.info("port %s (instance %s): quarantine lifted: %s", action.port, instance or "-", action.reason,
+                         extra=fields)
             self._event(at, action.port, what, f"{what}: {action.reason}", instance=instance)
             return None
         message = "; ".join(r.error or "" for r in report.results if r.error)
+        log.warning("port %s (instance %s): %s failed: %s", action.port, instance or "-", action.kind, message,
+                    extra=fields)
         if action.kind == "quarantine":  # not in force: forget it, so the next step tries again
             mstore.lift_quarantine(self.store, self.scope, action.port)
             self._quarantined_at.pop(action.port, None)
@@ -249,16 +272,38 @@ class Monitor:
         return len(counted)
 
     def run(self, stop: threading.Event, on_step: Callable[[StepReport], None] | None = None) -> None:
-        next_at = time.monotonic()
-        while not stop.is_set():
-            report = self.step()
-            if on_step is not None:
-                on_step(report)
-            next_at += self.config.interval_s
-            stop.wait(max(0.0, next_at - time.monotonic()))
+        c = self.config
+        log.info("monitor started in %s: interval %g s, respond %s (triggers %s, cool-down %g s), usage every %g s",
+                 f"netns {self.netns}" if self.netns else "this namespace", c.interval_s, "on" if c.respond else "off",
+                 ", ".join(c.triggers), c.cooldown_s, c.usage_interval_s,
+                 extra={"netns": self.netns, "interval_s": c.interval_s, "respond": c.respond,
+                        "triggers": list(c.triggers), "cooldown_s": c.cooldown_s, "usage_interval_s": c.usage_interval_s})
+        passes = 0
+        try:
+            next_at = time.monotonic()
+            while not stop.is_set():
+                began = time.monotonic()
+                report = self.step()
+                passes += 1
+                took = time.monotonic() - began
+                if took > c.interval_s:
+                    log.warning("monitor pass took %.2f s, longer than its interval of %g s (%d ports)", took,
+                                c.interval_s, len(report.sample.ports),
+                                extra={"seconds": took, "interval_s": c.interval_s, "ports": len(report.sample.ports)})
+                if on_step is not None:
+                    on_step(report)
+                next_at += c.interval_s
+                stop.wait(max(0.0, next_at - time.monotonic()))
+        except BaseException as exc:  # logged, then raised as before: journalctl says why it stopped
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            log.log(logging.INFO if interrupted else logging.ERROR, "monitor stopped by %s after %d passes%s",
+                    type(exc).__name__, passes, f": {exc}" if str(exc) else "", extra={"passes": passes},
+                    exc_info=not interrupted and not isinstance(exc, VmqosError))
+            raise
         try:
             self.fold_usage()
-        except VmqosError:
-            pass
+        except VmqosError as exc:
+            log.warning("last usage fold failed: %s", exc)
+        log.info("monitor stopped after %d passes", passes, extra={"passes": passes})
 
 

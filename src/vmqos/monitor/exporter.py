@@ -6,6 +6,7 @@ what Prometheus stores is the kernel's own cumulative counters and `rate()` does
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from socketserver import ThreadingMixIn
@@ -23,6 +24,7 @@ from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
 LABELS = ["instance", "port", "direction"]
+log = logging.getLogger(__name__)
 
 
 class PortCollector:
@@ -93,6 +95,7 @@ class PortCollector:
                     device, syn, quarantine)
         took = GaugeMetricFamily("vmqos_scrape_duration_seconds", "How long reading the namespace took.")
         took.add_metric([], time.monotonic() - start)
+        log.debug("scrape: %d ports in %.3f s", len(sample.ports), time.monotonic() - start)
         yield took
 
 
@@ -137,9 +140,13 @@ class Exporter:
     def start(self) -> "Exporter":
         self.thread = threading.Thread(target=self.server.serve_forever, name="vmqos-exporter", daemon=True)
         self.thread.start()
+        netns = self.collector.netns
+        log.info("exporter serving metrics on http://%s/metrics for %s", self.address,
+                 f"netns {netns}" if netns else "this namespace", extra={"listen": self.address, "netns": netns})
         return self
 
     def stop(self) -> None:
+        log.info("exporter on %s stopping", self.address)
         self.server.shutdown()
         self.server.server_close()
         self.collector.close()

@@ -8,6 +8,7 @@ per-port, per-direction rates.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from vmqos.core.plan.names import chain_from, chain_owners, counter_port, ifb_na
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Sampler:
         if done.returncode != 0:
             raise KernelError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
         self._names = {link["ifindex"]: link["ifname"] for link in json.loads(done.stdout or "[]")}
+        log.debug("sampler: a device came or went; %d link names re-read", len(self._names))
 
     def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
         if self._watched is None or self._watched.plans is not plans:
@@ -117,6 +121,8 @@ class Sampler:
             idx = index.get(port)
             ports[port] = PortSample(port, flows(port, stats, own), links.get(idx) if idx is not None else None,
                                      own, limits, instances.get(port))
+        log.debug("sampler: %d ports, %d qdiscs, %d nft counters in %.3f s", len(ports), len(qdiscs), len(counters),
+                  time.monotonic() - mono)
         return Sample(mono, at, ports)
 
 

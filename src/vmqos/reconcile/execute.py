@@ -14,7 +14,9 @@ makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) read
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -42,6 +44,7 @@ from vmqos.reconcile.decide import _parts, nft_by_port
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc
+log = logging.getLogger(__name__)
 
 
 
@@ -131,6 +134,7 @@ class Reconciler:
         Returns the per-port results and the fingerprints to record (None: forget the port).
         """
         applied = applied or {}
+        started_at = time.monotonic()
         results: dict[str, PortResult] = {}
         planned: dict[str, tuple[KernelObject, ...]] = {}
         need_tc: dict[str, tuple[str, ...]] = {}  # port -> its devices to read back
@@ -152,7 +156,9 @@ class Reconciler:
             if not devices and port not in need_nft:
                 results[port].skipped = True
         if not need_tc and not need_nft:
+            log.info("reconcile pass in %(where)s: %(planned)d ports planned, %(read_back)d read back, %(changed)d changed, %(failed)d failed, %(skipped)d skipped, %(seconds).3f s%(dry)s", {"where": f"netns {self.netns}" if self.netns else "this namespace", "netns": self.netns, "planned": len(plans), "read_back": len(set(need_tc) | set(need_nft)), "changed": sum(bool(r.ops and not r.error) for r in results.values()), "failed": sum(bool(r.error) for r in results.values()), "skipped": sum(r.skipped for r in results.values()), "seconds": time.monotonic() - started_at, "dry": " (dry run: nothing written)" if dry_run else "", "dry_run": dry_run})
             return list(results.values()), {}
+        log.debug("reconcile: reading back the queues of %d ports and the nft chains of %d", len(need_tc), len(need_nft))
 
         nothing = Observed({}, {}, None, set())
         if need_tc and len(need_nft) >= CONCURRENT_MIN_PORTS:  # two reads of separate subsystems, at once
@@ -167,6 +173,7 @@ class Reconciler:
         for port in plans:
             if port in seen_tc.missing and planned[port]:  # clearing a port whose device is gone is fine
                 results[port].error = f"device {port} does not exist" + (f" in netns {self.netns}" if self.netns else "")
+                log.warning("port %s failed: %s (nothing was changed)", port, results[port].error, extra={"port": port, "rolled_back": False})
                 continue
             objs_tc = seen_tc.objects.get(port)
             objs_nft = seen_nft.objects.get(port)
@@ -185,8 +192,10 @@ class Reconciler:
                                                              f" that vmqos did not make" for op in blocked)
                                        + " (run `vmqos check`; `--force` replaces it)")
                 results[port].ops = ops
+                log.warning("port %s failed: %s (nothing was changed)", port, results[port].error, extra={"port": port, "rolled_back": False})
                 continue
             results[port].ops = ops
+            log.debug("port %s: %d operations to match its plan", port, len(ops), extra={"port": port})
 
         todo = {p: r for p, r in results.items() if r.ops and not r.error}
         if not dry_run and todo:
@@ -196,6 +205,7 @@ class Reconciler:
             for port, message in failed.items():
                 results[port].error = message
                 results[port].rolled_back = self._rollback(port, before[port])
+                log.warning("port %s failed: %s (%s)", port, message, "rolled back to what it held before" if results[port].rolled_back else "NOT rolled back: `vmqos check` shows what it holds", extra={"port": port, "rolled_back": results[port].rolled_back})
             if any(isinstance(op.obj, (NftChain, NftCounter)) and op.action == "delete"
                    for r in todo.values() for op in r.ops):
                 self.nft.remove_table_if_empty()
@@ -205,6 +215,7 @@ class Reconciler:
             if result.error or result.skipped or dry_run:
                 continue
             record[port] = plans[port].fingerprint if planned[port] else None
+        log.info("reconcile pass in %(where)s: %(planned)d ports planned, %(read_back)d read back, %(changed)d changed, %(failed)d failed, %(skipped)d skipped, %(seconds).3f s%(dry)s", {"where": f"netns {self.netns}" if self.netns else "this namespace", "netns": self.netns, "planned": len(plans), "read_back": len(set(need_tc) | set(need_nft)), "changed": sum(bool(r.ops and not r.error) for r in results.values()), "failed": sum(bool(r.error) for r in results.values()), "skipped": sum(r.skipped for r in results.values()), "seconds": time.monotonic() - started_at, "dry": " (dry run: nothing written)" if dry_run else "", "dry_run": dry_run})
         return list(results.values()), record
 
     # -- applying ------------------------------------------------------------------------------
@@ -231,6 +242,7 @@ class Reconciler:
         early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
             if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
         links_done = threading.Event()
+        log.debug("apply: %d ports; devices to add for %d, queues to add or change for %d, nft changes for %d (%d of them beside tc), deletions last", len(ops_by_port), sum(map(bool, link_up.values())), sum(map(bool, tc_up.values())), len(nft_up), len(early))
 
         def run_early() -> None:
             first: dict[str, list[Operation]] = {}
@@ -277,6 +289,7 @@ class Reconciler:
         all_ops = [op for ops in ops_by_port.values() for op in ops]
         if tool == "tc" and len(all_ops) <= LIVE_REPLACE_LIMIT and all(
                 op.action == "replace" and self.tc.can_replace(op.obj) for op in all_ops):
+            log.debug("tc: %d replacements over netlink for %d ports", len(all_ops), len(ops_by_port))
             for port, ops in ops_by_port.items():
                 try:
                     for op in ops:
@@ -291,6 +304,7 @@ class Reconciler:
                 for command in tc_commands(op):
                     lines.append(command.split(" ", 1)[1])
                     owner.append(port)
+        log.debug("%s -batch: %d commands for %d ports", tool, len(lines), len(ops_by_port))
         for failure in run_batch(tool, lines, self.netns):
             port = owner[failure.index]
             failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
@@ -302,6 +316,7 @@ class Reconciler:
         ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
         if not ops_by_port:
             return
+        log.debug("nft: one transaction for %d ports", len(ops_by_port))
         try:
             if encoded is not None:
                 self.nft.run_encoded(*encoded)
@@ -320,6 +335,7 @@ class Reconciler:
                 except KernelError as exc:
                     failed[port] = str(exc)
                 return
+        log.debug("nft: the transaction failed; one per port to find the culprits among %d", len(ops_by_port))
         for port, ops in ops_by_port.items():  # find the culprits: one transaction per port
             try:
                 self.nft.apply(ops)
