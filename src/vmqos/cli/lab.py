@@ -118,16 +118,39 @@ def list_(name: str, as_json: bool) -> None:
 def exec_(name: str, inst: str, command: tuple[str, ...]) -> None:
     """Run CMD inside the namespace of INST (vm1.., wan or host); exit with CMD's exit code.
 
-    CMD uses this terminal's stdin and stdout. Options of `lab exec` go before INST.
+    CMD uses this terminal's stdin and stdout. Options of `lab exec` go before `--`, before or
+    after INST, as `kubectl exec` and `docker exec` take them.
 
     \b
     Examples:
       vmqos lab exec vm1 -- ping -c 1 10.247.0.130
+      vmqos lab exec vm1 --name lab2 -- ip -br addr
       vmqos lab exec host -- bridge link
     """
-    if command[:1] == ("--",):
-        command = command[1:]
+    name, command = _options_after_inst(name, command)
     sys.exit(lab_exec(name, inst, command))
+
+
+def _options_after_inst(name: str, command: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """`exec vm1 --name LAB -- CMD`: the options between INST and `--` are `lab exec`'s own.
+
+    A command that does not start with an option (`exec vm1 echo -- x`) is left whole."""
+    if "--" not in command or not command[0].startswith("-"):
+        return name, command
+    cut = command.index("--")
+    before, after = list(command[:cut]), command[cut + 1:]
+    while before:
+        word = before.pop(0)
+        if word == "--name" and before:
+            name = before.pop(0)
+        elif word.startswith("--name="):
+            name = word.split("=", 1)[1]
+        else:
+            raise click.UsageError(f"{word!r} is not an option of `lab exec` before `--` (it takes --name NAME); "
+                                   "the command and its own options go after `--`")
+    if not after:
+        raise click.UsageError("no command after `--`: e.g. `vmqos lab exec vm1 -- ip -br addr`")
+    return name, after
 
 
 @lab.command()
