@@ -27,7 +27,7 @@ def test_an_unknown_option_before_the_separator_says_where_it_goes():
     result = run("lab", "exec", "vm1", "--bogus", "--", "true")
     assert result.returncode == 2
     assert "'--bogus' is not an option of `lab exec`" in result.stderr and "after `--`" in result.stderr
-XX
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 3  # usage, hint, the error
 
 
 def test_a_command_with_its_own_separator_is_left_whole():
