@@ -8,6 +8,7 @@ import subprocess
 from typing import Sequence
 
 from vmqos.core.errors import KernelError, NotFound, ToolTimeout
+from vmqos.core.model.host import check_netns_name
 
 NETNS_DIR = "/run/netns"
 
@@ -17,6 +18,10 @@ def netns_exists(netns: str) -> bool:
 
 
 def check_netns(netns: str | None) -> None:
+    """None is the caller's own namespace; any other value must name an existing one ("" is not
+    the host: /run/netns/ itself exists, and a blank name would have meant the host's devices)."""
+    if netns is not None:
+        check_netns_name(netns)
     if netns is not None and not netns_exists(netns):
         raise NotFound(f"network namespace {netns!r} does not exist (`ip netns list` shows the existing ones)")
 

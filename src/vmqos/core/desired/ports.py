@@ -16,13 +16,16 @@ from vmqos.core.model.host import (
     Policy,
     PortSpec,
     check_device_name,
+    check_netns_name,
 )
 from vmqos.core.model.network import DirectionQos, NetworkQos
 from vmqos.core.plan.planner import Enforced, PortPlan
 
 
 def scope_of(netns: str | None) -> str:
-    return netns or ""
+    """The store's scope of a namespace: its name, or "" for the caller's own (None). An empty or
+    invalid name is refused here, where every use case starts, before the store or the kernel."""
+    return "" if netns is None else check_netns_name(netns)
 
 
 def empty_plan(port: str) -> PortPlan:

@@ -22,6 +22,20 @@ def check_device_name(name: str, field_name: str = "port") -> str:
     return name
 
 
+NETNS_NAME_MAX = 255  # NAME_MAX: a namespace is a file in /run/netns
+
+
+def check_netns_name(name: str, field_name: str = "--netns") -> str:
+    """A network namespace's name as iproute2 takes it (ipnetns.c `invalid_name`): 1 to 255 bytes,
+    no '/', not '.' or '..'. An empty name is refused, never read as "the host's own namespace":
+    a script with an unset variable must not change the host's devices."""
+    if (not isinstance(name, str) or not 1 <= len(name.encode(errors="surrogateescape")) <= NETNS_NAME_MAX
+            or name in (".", "..") or "/" in name or "\0" in name):
+        raise InvalidValue(field_name, name, "a network namespace name is 1 to 255 characters without '/' "
+                                             "(leave the option out for the host's own namespace)")
+    return name
+
+
 class EgressMode(str, Enum):
     """How traffic sent by the instance is limited on the host."""
 
