@@ -20,7 +20,7 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
              peer_remote: str | None) -> Any:
     """The port, its namespace and the two ends: a lab's by its layout, any other's from the options."""
     from vmqos.core.desired.ports import scope_of
-    from vmqos.verify.run import Endpoint, Target, endpoint, lab_target, remote_endpoint
+    from vmqos.verify.targets import Endpoint, Target, endpoint, lab_target, remote_endpoint
 
     if peer_remote is not None and (peer_netns or peer_address):
         raise InvalidValue("--peer-remote", peer_remote, "a remote peer is its address alone: not with --peer-netns "
@@ -197,7 +197,8 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
     from vmqos.core.analysis.judge import Traffic
     from vmqos.core.units import parse_rate
     from vmqos.services.ports import open_store
-    from vmqos.verify.run import DIRECTIONS, port_state, run_direction
+    from vmqos.verify.run import run_direction
+    from vmqos.verify.targets import DIRECTIONS, port_state
 
     if lab_name is not None and netns is not None:
         raise InvalidValue("--netns", netns, f"give --lab or --netns, not both: the ports of lab {lab_name} are in "
