@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from vmqos.core.analysis.flows import DIRECTIONS
 from vmqos.core.analysis.iperf import first_address
 from vmqos.core.analysis.judge import Limit
 from vmqos.core.analysis.samples import PortLimits
 from vmqos.core.errors import InvalidValue, MissingValue, NotFound
+from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers.process import check_netns, netns_exists, run
 from vmqos.store import Store

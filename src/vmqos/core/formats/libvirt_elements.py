@@ -22,10 +22,11 @@ from vmqos.core.formats.libvirt_units import (
     network_to_units,
 )
 from vmqos.core.model import CpuQos, DirectionQos, DiskQos, NetworkQos, Note
-from vmqos.core.model.disk import DISK_KEYS
+from vmqos.core.model.disk import DISK_FIELDS
 
 FORMAT = "libvirt"
-IOTUNE_KEYS: tuple[str, ...] = DISK_KEYS + ("group_name",)
+IOTUNE_KEYS = DISK_FIELDS
+CPUTUNE_KEYS = ("shares", "period", "quota")
 
 
 def read_bandwidth(element: Any, prefix: str = "") -> tuple[NetworkQos, list[Note]]:
@@ -118,12 +119,12 @@ def iotune_element(disk: DiskQos) -> ET.Element | None:
 
 def read_cputune(element: Any) -> CpuQos | None:
     """A `<cputune>` element as CpuQos (other children such as `<vcpupin>` are ignored)."""
-    found = _children(element, ("shares", "period", "quota"), "cputune")
+    found = _children(element, CPUTUNE_KEYS, "cputune")
     values = {
         key: strict_int(f"cputune.{key}", text_of(child), minimum=-(2**63))
         for key, child in found.items()
     }
-    names = {key: f"cputune.{key}" for key in ("shares", "period", "quota")}
+    names = {key: f"cputune.{key}" for key in CPUTUNE_KEYS}
     for key in ("shares", "period"):
         if values.get(key, 0) < 0:
             raise InvalidValue(names[key], values[key], "must not be negative")

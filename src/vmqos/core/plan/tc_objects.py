@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vmqos.core.model.checks import DEFAULT_MTU
 from vmqos.core.plan.kernel_object import KernelObject
 from vmqos.core.plan.u32 import selector_keys
 
@@ -24,7 +25,7 @@ class IfbLink(KernelObject):
     kind: ClassVar[str] = "link"
     delete_rank: ClassVar[int] = 0
     name: str
-    mtu: int = 1500
+    mtu: int = DEFAULT_MTU
 
     @property
     def key(self) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ from typing import Any
 from vmqos.core.errors import FormatError, VmqosError
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path, where
 from vmqos.core.formats.hostfile.wire import (
+    QOS_KEYS,
     CpuWire,
     DirectionWire,
     FlavorWire,
@@ -26,6 +27,7 @@ from vmqos.core.formats.hostfile.wire import (
     QosWire,
     is_byte_key,
 )
+from vmqos.core.model.checks import DEFAULT_MTU
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DISK_KEYS, DiskQos
 from vmqos.core.model.document import Note, QosDocument
@@ -125,7 +127,7 @@ class Builder:
             return Policy(name=name, qos=NetworkQos())
         if wire.neutron is None:
             return Policy(name=name, qos=self.network(path, wire), origin=wire.origin or "vmqos")
-        own = [key for key in ("ingress", "egress", "min_pps_any") if getattr(wire, key) is not None]
+        own = [key for key in QOS_KEYS if getattr(wire, key) is not None]
         if own:
             raise self.lines.fail((*path, own[0]), f"{where(path)}: a policy is either neutron: {{rules: [...]}} "
                                                    f"or vmqos's ingress/egress, not both; move {own[0]} into one")
@@ -233,7 +235,7 @@ class Builder:
         with self.lines.at(path):
             return PortSpec(device=wire.device, network=wire.network, policy=wire.policy, limits=limits,
                             egress_mode=EgressMode(wire.egress_mode or EgressMode.SHAPE.value),
-                            mtu=1500 if wire.mtu is None else wire.mtu)
+                            mtu=DEFAULT_MTU if wire.mtu is None else wire.mtu)
 
     def instance(self, name: str, wire: InstanceWire | None, state: dict[str, Any],
                  devices: dict[str, tuple[str, int | None]]) -> InstanceSpec:

@@ -21,7 +21,13 @@ from vmqos.core.formats.hostfile.dump import (
 )
 from vmqos.core.formats.hostfile.messages import shape_message
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path
-from vmqos.core.formats.hostfile.wire import CpuWire, DiskWire, FlavorWire, QosWire
+from vmqos.core.formats.hostfile.wire import (
+    QOS_KEYS,
+    CpuWire,
+    DiskWire,
+    FlavorWire,
+    QosWire,
+)
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.host import Flavor
@@ -49,6 +55,7 @@ def to_data(obj: Part) -> dict[str, Any]:
     raise TypeError(f"to_data: not a host file object: {type(obj).__name__}")
 
 
+_QUICK_NETWORK = frozenset(QOS_KEYS)
 _QUICK_DIRECTION = frozenset(("rate", "peak", "burst", "pps", "pps_burst", "dscp", "min", "min_pps"))
 _QUICK_COUNTS = frozenset(("pps", "pps_burst", "dscp", "min_pps"))  # integers only, as their wire fields
 
@@ -60,7 +67,7 @@ def _quick_network(data: Any) -> NetworkQos | None:
     The checked path costs ~30 us per port, too much for a store of 10,000 ports; this one builds
     the same model objects from the same parsed values, so the two agree wherever this one answers.
     """
-    if type(data) is not dict or not data.keys() <= {"ingress", "egress", "min_pps_any"}:
+    if type(data) is not dict or not data.keys() <= _QUICK_NETWORK:
         return None
     any_pps = data.get("min_pps_any")
     try:

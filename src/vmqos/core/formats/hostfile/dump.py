@@ -13,11 +13,12 @@ from typing import Any
 from vmqos.core.errors import VmqosError
 from vmqos.core.formats.hostfile.build import nova_module
 from vmqos.core.formats.hostfile.wire import is_byte_key
-from vmqos.core.model.cpu import CpuQos
+from vmqos.core.model.checks import DEFAULT_MTU
+from vmqos.core.model.cpu import CPU_FIELDS, CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import QosDocument
 from vmqos.core.model.host import EgressMode, Flavor, InstanceSpec, Policy, PortSpec
-from vmqos.core.model.network import DirectionQos, NetworkQos, TrafficClass
+from vmqos.core.model.network import DIRECTIONS, DirectionQos, NetworkQos, TrafficClass
 from vmqos.core.units import format_rate, format_size
 
 
@@ -60,7 +61,7 @@ def dump_class(item: TrafficClass) -> dict[str, Any]:
 
 def dump_network(qos: NetworkQos) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("ingress", "egress"):
+    for key in DIRECTIONS:
         side = getattr(qos, key)
         if not side.is_empty:
             out[key] = dump_direction(side)
@@ -70,7 +71,7 @@ def dump_network(qos: NetworkQos) -> dict[str, Any]:
 
 
 def dump_cpu(cpu: CpuQos) -> dict[str, Any]:
-    return {key: getattr(cpu, key) for key in ("shares", "period_us", "quota_us") if getattr(cpu, key) is not None}
+    return {key: getattr(cpu, key) for key in CPU_FIELDS if getattr(cpu, key) is not None}
 
 
 def dump_disk(disk: DiskQos) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def dump_port(port: PortSpec) -> dict[str, Any]:
         out["policy"] = port.policy
     if port.egress_mode is not EgressMode.SHAPE:
         out["egress_mode"] = EgressMode(port.egress_mode).value
-    if port.mtu != 1500:
+    if port.mtu != DEFAULT_MTU:
         out["mtu"] = port.mtu
     if port.limits is not None:
         out["limits"] = dump_network(port.limits)
