@@ -17,8 +17,6 @@ DISK_FRONTEND_KEYS: tuple[str, ...] = _BASE + tuple(f"{key}_max" for key in _BAS
 DISK_LENGTH_KEYS: tuple[str, ...] = tuple(f"{key}_max_length" for key in _BASE)
 # Every integer key, in libvirt's order of the 13 first.
 DISK_KEYS: tuple[str, ...] = DISK_FRONTEND_KEYS + DISK_LENGTH_KEYS
-# Every field of DiskQos: the integer keys, then the throttle group's name.
-DISK_FIELDS: tuple[str, ...] = DISK_KEYS + ("group_name",)
 
 
 @dataclass(frozen=True)
@@ -76,3 +74,7 @@ class DiskQos:
     @property
     def is_empty(self) -> bool:
         return not self.items()
+
+
+# Every field of DiskQos: the integer keys, then the throttle group's name.
+DISK_FIELDS: tuple[str, ...] = DISK_KEYS + ("group_name",)
