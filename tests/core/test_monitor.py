@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmqos.cli.watch import parse_since, sparkline
+from vmqos.cli.top import sparkline
+from vmqos.cli.watch import parse_since
 from vmqos.core.analysis.detect import (
     PACKET_RATE,
     PINNED,

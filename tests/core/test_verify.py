@@ -265,7 +265,7 @@ def test_the_first_global_address_of_a_namespace_ipv4_first():
 
 def test_an_endpoint_address_is_checked_and_both_ends_share_a_family():
     from vmqos.core.errors import InvalidValue
-    from vmqos.verify.run import Endpoint, Target
+    from vmqos.verify.targets import Endpoint, Target
 
     with pytest.raises(InvalidValue, match="one family"):
         Target("tap1", None, Endpoint("vm1", "ns1", "fd00::1"), Endpoint("wan", "ns2", "10.0.0.2"))
@@ -326,7 +326,8 @@ def test_verify_refuses_contradicting_options(capsys):
 
 def test_only_samples_within_the_load_are_kept_and_too_few_is_an_error():
     from vmqos.core.errors import KernelError
-    from vmqos.verify.run import Endpoint, Target, _within_load
+    from vmqos.verify.run import _within_load
+    from vmqos.verify.targets import Endpoint, Target
 
     target = Target("tap-vm1", "vq-host", Endpoint("vm1", "vq-vm1", "10.0.0.1"), Endpoint("wan", "vq-wan", "10.0.0.2"))
     samples = series([20 * MBIT] * 30)

@@ -22,7 +22,8 @@ from vmqos.core.desired.ports import PortChange
 from vmqos.core.model.host import EgressMode
 from vmqos.services.ports import set_port
 from vmqos.verify.plot import plot
-from vmqos.verify.run import lab_target, port_state, run_direction
+from vmqos.verify.run import run_direction
+from vmqos.verify.targets import lab_target, port_state
 
 from .harness import log
 from .test_limits import libvirt_rate, policy_file

@@ -20,7 +20,13 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
              peer_remote: str | None) -> Any:
     """The port, its namespace and the two ends: a lab's by its layout, any other's from the options."""
     from vmqos.core.desired.ports import scope_of
-    from vmqos.verify.run import Endpoint, Target, endpoint, lab_target, remote_endpoint
+    from vmqos.verify.targets import (
+        Endpoint,
+        Target,
+        endpoint,
+        lab_target,
+        remote_endpoint,
+    )
 
     if peer_remote is not None and (peer_netns or peer_address):
         raise InvalidValue("--peer-remote", peer_remote, "a remote peer is its address alone: not with --peer-netns "
@@ -195,9 +201,11 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
       vmqos verify tap-a --netns hv --instance-netns guest-a --peer-remote 198.51.100.7  # iperf3 -s there
     """
     from vmqos.core.analysis.judge import Traffic
+    from vmqos.core.model.network import DIRECTIONS
     from vmqos.core.units import parse_rate
     from vmqos.services.ports import open_store
-    from vmqos.verify.run import DIRECTIONS, port_state, run_direction
+    from vmqos.verify.run import run_direction
+    from vmqos.verify.targets import port_state
 
     if lab_name is not None and netns is not None:
         raise InvalidValue("--netns", netns, f"give --lab or --netns, not both: the ports of lab {lab_name} are in "

@@ -1,27 +1,23 @@
-"""`vmqos top`, `monitor`, `events`, `usage`, `exporter` and `quarantine`: watching ports and acting on floods."""
+"""`vmqos monitor`, `events`, `usage`, `exporter` and `quarantine`: watching ports and acting on floods.
+
+`vmqos top` lives in `cli.top`; `COMMANDS` lists all six in the order the CLI shows them.
+"""
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import kernel_options
+from vmqos.cli.top import ARROW, top
 from vmqos.core.errors import InvalidValue, NotFound
-from vmqos.core.units import human_rate
-
-SORT_KEYS = {"o": "offered", "d": "delivered", "x": "dropped", "p": "pps", "u": "util", "n": "port"}
-SPARK = "▁▂▃▄▅▆▇█"
-ARROW = {"ingress": "↓ in", "egress": "↑ out"}
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -38,175 +34,6 @@ def parse_since(text: str | None) -> datetime | None:
     except ValueError:
         raise InvalidValue("--since", text, "a duration ago (30m, 2h, 7d) or an ISO time (2026-12-02T08:00)") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-# -- top --------------------------------------------------------------------------------------------
-
-
-def _rows(port_rates: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for port, pr in port_rates.items():
-        for direction, r in pr.rates.items():
-            rows.append({"instance": pr.instance, "port": port, "direction": direction, "limit_bps": r.limit_bps,
-                         "limit_pps": r.limit_pps, "offered_bps": r.offered_bps, "delivered_bps": r.delivered_bps,
-                         "dropped_bps": r.dropped_bps, "offered_pps": r.offered_pps, "dropped_pps": r.dropped_pps,
-                         "utilisation": r.utilisation, "syn_pps": pr.syn_pps if direction == "egress" else None})
-    return rows
-
-
-def _sort(rows: list[dict[str, Any]], key: str, reverse: bool) -> list[dict[str, Any]]:
-    field = {"offered": "offered_bps", "delivered": "delivered_bps", "dropped": "dropped_pps",
-             "pps": "offered_pps", "util": "utilisation"}.get(key)
-    if field is None:
-        return sorted(rows, key=lambda r: (r["port"], r["direction"]), reverse=reverse)
-    return sorted(rows, key=lambda r: (r[field] or 0.0, r["port"]), reverse=not reverse)
-
-
-def sparkline(values: list[float], top: float | None) -> str:
-    scale = max([top or 0.0, *values]) or 1.0
-    return "".join(SPARK[min(len(SPARK) - 1, int(v / scale * (len(SPARK) - 1) + 0.5))] for v in values)
-
-
-def _table(rows: list[dict[str, Any]], history: dict[tuple[str, str], list[float]], title: str) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_edge=False)
-    for column in ("instance", "port", "dir", "limit", "offered", "delivered", "dropped", "pps", "util", "history"):
-        table.add_column(column, justify="right" if column not in ("instance", "port", "dir", "history") else "left")
-    for r in rows:
-        limit = human_rate(r["limit_bps"]) if r["limit_bps"] else (f"{r['limit_pps']:,} pps" if r["limit_pps"] else "-")
-        util = f"{r['utilisation']:.0%}" if r["utilisation"] is not None else "-"
-        dropped = f"{human_rate(r['dropped_bps'])} {r['dropped_pps']:,.0f}/s" if r["dropped_pps"] else "0"
-        style = "red" if r["dropped_pps"] else None
-        table.add_row(r["instance"] or "", r["port"], ARROW[r["direction"]], limit, human_rate(r["offered_bps"]),
-                      human_rate(r["delivered_bps"]), dropped, f"{r['offered_pps']:,.0f}", util,
-                      sparkline(history.get((r["port"], r["direction"]), []), r["limit_bps"]), style=style)
-    return table
-
-
-@contextmanager
-def _keys() -> Iterator[Any]:
-    """Single key presses from a terminal (cbreak mode), or nothing when stdin is not one."""
-    if not sys.stdin.isatty():
-        yield lambda timeout: (time.sleep(timeout), "")[1]
-        return
-    import termios
-    import tty
-
-    fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
-
-    def read(timeout: float) -> str:
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        return os.read(fd, 32).decode(errors="ignore") if ready else ""
-
-    try:
-        yield read
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, old)
-
-
-@click.command()
-@kernel_options
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between samples.")
-@click.option("--sort", "sort_by", type=click.Choice(["offered", "delivered", "dropped", "pps", "util", "port"]),
-              default="delivered", show_default=True)
-@click.option("--filter", "filter_text", metavar="TEXT", help="Show only ports or instances containing TEXT.")
-@click.option("--once", is_flag=True, help="Take one sample (two reads --interval apart), print it and exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --once: the sample as JSON for scripts.")
-def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter_text: str | None, once: bool,
-        as_json: bool) -> None:
-    """A live view of every managed port, busiest first: limit, offered, delivered, dropped, pps.
-
-    Offered is what reached the limiter, delivered what it let through, dropped what it threw
-    away; the device's own counters (which count before any limiter) are not used.
-
-    \b
-    Keys: o offered, d delivered, x dropped, p pps, u utilisation, n name (sort); r reverse;
-          / filter (type, Enter; Esc clears); q quit.
-    Examples:
-      vmqos top --netns lab-host
-      vmqos top --netns lab-host --once --json | jq '.ports[] | select(.dropped_pps > 0)'
-    """
-    from vmqos.core.desired.ports import scope_of
-    from vmqos.monitor.sampler import Sampler, rates
-    from vmqos.services.ports import WatchedPlans, open_store
-
-    if interval <= 0:
-        raise InvalidValue("--interval", interval, "a number of seconds above 0")
-    if as_json and not once:
-        raise click.UsageError("--json prints one sample: add --once")
-    scope = scope_of(netns)
-    with open_store(db) as store, Sampler(netns) as sampler:
-        watched = WatchedPlans(store, scope)
-
-        def sample() -> Any:
-            return sampler.sample(*watched.current())
-
-        def visible(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not filter_text:
-                return rows
-            return [r for r in rows if filter_text in r["port"] or filter_text in (r["instance"] or "")]
-
-        previous = sample()
-        if not previous.ports:
-            where = f"netns {netns}" if netns else "this namespace"
-            raise NotFound(f"no managed port in {where} (`vmqos port set` or `vmqos apply -f` manages some)")
-        if once:
-            time.sleep(interval)
-            current = sample()
-            rows = _sort(visible(_rows(rates(previous, current))), sort_by, False)
-            if as_json:
-                print_json({"netns": netns, "at": current.at.isoformat(), "interval_s": interval, "ports": rows})
-            else:
-                stdout.print(_table(rows, {}, f"vmqos top: {netns or 'this namespace'}"))
-            return
-        from rich.live import Live
-
-        history: dict[tuple[str, str], list[float]] = {}
-        reverse, typing_filter = False, None
-        with _keys() as read_key, Live(console=stdout, auto_refresh=False, screen=sys.stdout.isatty()) as live:
-            next_at = time.monotonic() + interval
-            while True:
-                key = read_key(next_at - time.monotonic())
-                if key:
-                    for ch in key:
-                        if typing_filter is not None:
-                            if ch in "\r\n":
-                                filter_text, typing_filter = typing_filter or None, None
-                            elif ch == "\x1b":
-                                filter_text, typing_filter = None, None
-                            elif ch in "\x7f\b":
-                                typing_filter = typing_filter[:-1]
-                            else:
-                                typing_filter += ch
-                        elif ch == "q":
-                            return
-                        elif ch == "r":
-                            reverse = not reverse
-                        elif ch == "/":
-                            typing_filter = ""
-                        elif ch in SORT_KEYS:
-                            sort_by = SORT_KEYS[ch]
-                if time.monotonic() < next_at and not key:
-                    continue
-                if time.monotonic() >= next_at:
-                    current = sample()
-                    port_rates = rates(previous, current)
-                    previous = current
-                    next_at += interval
-                    for r in _rows(port_rates):
-                        series = history.setdefault((r["port"], r["direction"]), [])
-                        series.append(r["delivered_bps"])
-                        del series[:-24]
-                    rows = _rows(port_rates)
-                shown = _sort(visible(rows), sort_by, reverse) if "rows" in locals() else []
-                prompt = f"  filter: {typing_filter}_" if typing_filter is not None else (
-                    f"  filter: {filter_text}" if filter_text else "")
-                title = (f"vmqos top: {netns or 'this namespace'}  sort: {sort_by}{' (reversed)' if reverse else ''}"
-                         f"{prompt}  [o d x p u n sort, r reverse, / filter, q quit]")
-                live.update(_table(shown, history, title), refresh=True)
 
 
 # -- monitor ----------------------------------------------------------------------------------------

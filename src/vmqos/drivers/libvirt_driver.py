@@ -146,7 +146,7 @@ def disk_from_params(params: dict[str, Any]) -> DiskQos:
 
 def interface_params(qos: NetworkQos) -> dict[str, int]:
     """setInterfaceParameters' fields (libvirt units: kB/s and KiB; 0 clears) for `<bandwidth>`."""
-    from vmqos.core.formats.libvirt import network_to_units
+    from vmqos.core.formats.libvirt_units import network_to_units
 
     inbound, outbound = network_to_units("libvirt", qos, inbound_floor_ok=True)
     out = {}

@@ -16,8 +16,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from vmqos.core.analysis.flows import DIRECTIONS
 from vmqos.core.errors import InvalidValue, VmqosError
+from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.plan.names import chain_from
 from vmqos.monitor.sampler import Sampler
 from vmqos.store import Store

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Mapping
 
-from vmqos.core.analysis.flows import DIRECTIONS, Flow, flows
+from vmqos.core.analysis.flows import Flow, flows
 from vmqos.core.analysis.rates import counter_delta, flow_rate
 from vmqos.core.analysis.samples import (
     PortLimits,
@@ -24,6 +24,7 @@ from vmqos.core.analysis.samples import (
     planned_qdiscs,
 )
 from vmqos.core.errors import KernelError
+from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.observed import CounterValue, TcStats
 from vmqos.core.plan.names import chain_from, chain_owners, counter_port, ifb_name
 from vmqos.core.plan.planner import PortPlan

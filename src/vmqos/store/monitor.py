@@ -20,7 +20,8 @@ from vmqos.core.analysis.usage import (
 from vmqos.core.formats.hostfile import from_data, to_data
 from vmqos.core.model.network import NetworkQos
 from vmqos.store import monitor_tables as m
-from vmqos.store.store import Store, _check_scope
+from vmqos.store.engine import check_scope
+from vmqos.store.store import Store
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Quarantine:
 
 def add_event(store: Store, scope: str, at: datetime, port: str, kind: str, message: str, *,
               instance: str | None = None, direction: str | None = None, detector: str | None = None) -> int:
-    _check_scope(scope)
+    check_scope(scope)
     with store._tx("recording an event", write=scope) as conn:
         result = conn.execute(insert(m.events).values(scope=scope, at=at, port=port, instance=instance,
                                                       direction=direction, kind=kind, detector=detector,
@@ -62,7 +63,7 @@ def add_event(store: Store, scope: str, at: datetime, port: str, kind: str, mess
 def events(store: Store, scope: str, *, after_id: int = 0, since: datetime | None = None, port: str | None = None,
            limit: int = 1000) -> list[Event]:
     """Events in the order they happened (after `after_id`, at or after `since`), at most `limit`."""
-    _check_scope(scope)
+    check_scope(scope)
     e = m.events.c
     query = select(e.id, e.scope, e.at, e.port, e.instance, e.direction, e.kind, e.detector, e.message).where(
         e.scope == scope, e.id > after_id)
@@ -76,7 +77,7 @@ def events(store: Store, scope: str, *, after_id: int = 0, since: datetime | Non
 
 
 def quarantines(store: Store, scope: str) -> dict[str, Quarantine]:
-    _check_scope(scope)
+    check_scope(scope)
     q = m.quarantines.c
     with store._tx("reading quarantines") as conn:
         rows = conn.execute(select(q.device, q.qos, q.reason, q.since).where(q.scope == scope)).all()
@@ -85,7 +86,7 @@ def quarantines(store: Store, scope: str) -> dict[str, Quarantine]:
 
 
 def put_quarantine(store: Store, scope: str, quarantine: Quarantine) -> None:
-    _check_scope(scope)
+    check_scope(scope)
     q = m.quarantines.c
     with store._tx("recording a quarantine", write=scope) as conn:
         conn.execute(delete(m.quarantines).where(q.scope == scope, q.device == quarantine.device))
@@ -95,14 +96,14 @@ def put_quarantine(store: Store, scope: str, quarantine: Quarantine) -> None:
 
 
 def lift_quarantine(store: Store, scope: str, device: str) -> bool:
-    _check_scope(scope)
+    check_scope(scope)
     q = m.quarantines.c
     with store._tx("lifting a quarantine", write=scope) as conn:
         return conn.execute(delete(m.quarantines).where(q.scope == scope, q.device == device)).rowcount > 0
 
 
 def usage_cursors(store: Store, scope: str) -> dict[UsageKey, Counted]:
-    _check_scope(scope)
+    check_scope(scope)
     c = m.usage_cursors.c
     with store._tx("reading usage cursors") as conn:
         rows = conn.execute(select(c.direction, c.device, c.local_ip, c.remote_ip, c.bytes, c.packets)
@@ -120,7 +121,7 @@ def record_usage(store: Store, scope: str, at: datetime, counted: dict[UsageKey,
                  current: dict[UsageKey, Counted]) -> None:
     """Add `counted` to the hour and day totals of `at`, and move the cursors to `current`, in one
     transaction: a crash between the two can neither lose nor double an interval."""
-    _check_scope(scope)
+    check_scope(scope)
     totals = [{"scope": scope, "device": k.device, "direction": k.direction, "local_ip": k.local_ip,
                "remote_ip": k.remote_ip, "granularity": g, "period_start": period_start(at, g),
                "bytes": v.bytes, "packets": v.packets} for k, v in counted.items() for g in GRANULARITIES]
@@ -143,7 +144,7 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, An
 
 def usage(store: Store, scope: str, *, granularity: str = "hour", since: datetime | None = None,
           port: str | None = None) -> list[UsageTotal]:
-    _check_scope(scope)
+    check_scope(scope)
     u = m.usage.c
     query = select(u.direction, u.device, u.local_ip, u.remote_ip, u.period_start, u.bytes, u.packets).where(
         u.scope == scope, u.granularity == granularity)

@@ -5,12 +5,12 @@ the peer), then iperf3 from the sender to a one-off server on the receiver while
 counters are sampled and ping goes on. The delivered rate is read from the limiters (what
 passed them, in frames), never from iperf3's report. Traffic runs in the endpoints' network
 namespaces only, not in an instance's cgroups: a CPU limit must not bias a network measurement.
-Every process is started here and killed by its pid when the run ends, even on Ctrl-C.
+Every process is started through `processes.Processes`, killed by its pid when the run ends, even
+on Ctrl-C; what is verified (`targets`) is chosen before.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import signal
 import subprocess
@@ -19,12 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from vmqos.core.analysis.iperf import (
-    first_address,
-    ping_replies,
-    ping_transmitted,
-    rate_sample,
-)
+from vmqos.core.analysis.iperf import ping_replies, ping_transmitted, rate_sample
 from vmqos.core.analysis.judge import (
     MIN_STEADY_SAMPLES,
     SMALL_PACKET_PAYLOAD,
@@ -38,62 +33,18 @@ from vmqos.core.analysis.judge import (
     Traffic,
     judge,
 )
-from vmqos.core.analysis.samples import PortLimits
-from vmqos.core.errors import InvalidValue, KernelError, MissingValue, NotFound
+from vmqos.core.errors import KernelError
 from vmqos.core.plan.planner import PortPlan
-from vmqos.drivers.process import check_netns, in_netns, netns_exists, run
 from vmqos.lab.traffic import TrafficResult, result_of
 from vmqos.monitor.sampler import Sampler, rates
-from vmqos.store import Store
+from vmqos.verify.processes import Processes, idle_rtts, iperf_server, ping_argv
+from vmqos.verify.targets import Endpoint, PortState, Target
 
 SAMPLE_INTERVAL_S = 0.1
 MAX_READ_S = 0.02  # a pass that took longer ends no interval: its time stamp is taken before its reads
-PING_INTERVAL_S = 0.1  # root may ping this fast
-IDLE_PINGS = 10
 IPERF_TAIL_S = 0.5  # the sender runs this much longer than the sampled window: the window is all load
 UDP_PAYLOAD = 1400  # bytes per datagram of a udp run: 1,442-byte frames
 DEFAULT_IPERF_PORT = 5201
-DIRECTIONS = ("ingress", "egress")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # vm1, wan, the namespace, or the remote address
-    netns: str | None  # None: outside this host (a remote peer, where an iperf3 server listens)
-    address: str
-
-    @property
-    def where(self) -> str:
-        return self.netns or f"remote {self.address}"
-
-
-@dataclass(frozen=True)
-class Target:
-    """A port in its namespace, the instance behind it and the peer it talks to through the port."""
-
-    port: str
-    netns: str | None  # the port's namespace: the desired state's scope
-    instance: Endpoint
-    peer: Endpoint
-    instance_name: str | None = None
-    lab: str | None = None
-
-    def __post_init__(self) -> None:
-        versions = {ipaddress.ip_address(e.address).version for e in (self.instance, self.peer)}
-        if len(versions) > 1:
-            raise InvalidValue("--peer-address", self.peer.address,
-                               f"the instance end is {self.instance.address} and the peer end {self.peer.address}: "
-                               "give both ends addresses of one family (--instance-address, --peer-address)")
-
-
-@dataclass(frozen=True)
-class PortState:
-    """The port's plan as desired (applied when in sync), and its limits per direction."""
-
-    plan: PortPlan
-    limits: dict[str, Limit]
-    in_sync: bool
-    instance: str | None
 
 
 @dataclass(frozen=True)
@@ -140,134 +91,6 @@ class Run:
         }
 
 
-# -- what to verify ------------------------------------------------------------------------------
-
-def lab_target(lab_name: str, what: str) -> Target:
-    """`vm1` or `tap-vm1` of a lab: the port in LAB-host, the instance LAB-vm1, the peer LAB-wan."""
-    from vmqos.lab import Lab
-    from vmqos.lab.topology import instance_index
-
-    lab = Lab(lab_name)
-    name = what.removeprefix("tap-")
-    try:
-        inst = lab.instance(instance_index(name))
-    except InvalidValue:
-        raise InvalidValue("PORT|INSTANCE", what, f"name an instance of lab {lab_name} (vm1, vm2, ...) or its "
-                                                  "port (tap-vm1, ...)") from None
-    for ns in (lab.host_ns, inst.netns, lab.wan_ns):
-        if not netns_exists(ns):
-            raise NotFound(f"lab {lab_name!r} has no namespace {ns}: `vmqos lab up --name {lab_name}` builds it")
-    wan = lab.wan
-    return Target(inst.port, lab.host_ns, Endpoint(inst.name, inst.netns, inst.address),
-                  Endpoint(wan.name, wan.netns, wan.address), inst.name, lab_name)
-
-
-def endpoint(role: str, netns: str | None, address: str | None) -> Endpoint:
-    """An endpoint in a namespace of this host, IPv4 or IPv6; its address defaults to the
-    namespace's first global IPv4 address, or IPv6 when it has none."""
-    if netns is None:
-        raise MissingValue(f"--{role}-netns NS is needed without --lab: the namespace of the {role} end, where its "
-                            "traffic runs (a lab instance: --lab LAB)")
-    check_netns(netns)
-    if address is None:
-        address = first_address(run(["ip", "-j", "addr", "show"], netns).stdout)
-        if address is None:
-            raise NotFound(f"namespace {netns} has no global IPv4 or IPv6 address: give --{role}-address")
-    return Endpoint(netns, netns, _address(f"--{role}-address", address))
-
-
-def _address(option: str, text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise InvalidValue(option, text, "an IPv4 or IPv6 address, e.g. 10.0.0.2 or fd00::2") from None
-
-
-def remote_endpoint(address: str) -> Endpoint:
-    """A peer outside this host: vmqos cannot start processes there, so an iperf3 server must
-    already listen on it (`iperf3 -s`); the instance's end runs the client both ways (-R towards
-    the instance)."""
-    address = _address("--peer-remote", address)
-    return Endpoint(address, None, address)
-
-
-def port_state(store: Store, netns: str | None, port: str) -> PortState:
-    """The port's effective limits, read as `vmqos port show` and the sampler read them."""
-    from vmqos.core.desired.ports import empty_plan, scope_of
-    from vmqos.services.ports import desired_plans, show_port
-
-    shown = show_port(store, netns, port)  # NotFound when vmqos does not manage it
-    scope = scope_of(netns)
-    plan = desired_plans(store, scope, store.load(scope), [port]).get(port, empty_plan(port))
-    caps = PortLimits.of(plan)
-    limits = {d: Limit(caps.bps(d), caps.pps(d), getattr(plan, d).peak_bps, getattr(plan, d).burst_bytes)
-              for d in DIRECTIONS}
-    return PortState(plan, limits, bool(shown["kernel"]["in_sync"]), shown["instance"])
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-class _Processes:
-    """Every process of a run, killed by its own pid when the run ends however it ends."""
-
-    def __init__(self) -> None:
-        self.started: list[subprocess.Popen[str]] = []
-
-    def start(self, argv: Sequence[str], netns: str, *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(in_netns(list(argv), netns), stdout=stdout, stderr=subprocess.PIPE, text=True)
-        self.started.append(proc)
-        return proc
-
-    def __enter__(self) -> "_Processes":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in reversed(self.started):
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.communicate(timeout=5)
-            except (subprocess.TimeoutExpired, ValueError, OSError):  # pragma: no cover - SIGKILL is not refused
-                pass
-
-
-def _ping(target: Target, *extra: str) -> list[str]:
-    return ["ping", "-D", "-n", "-i", f"{PING_INTERVAL_S:g}", "-W", "1", *extra, target.peer.address]
-
-
-def idle_rtts(procs: _Processes, target: Target) -> list[Rtt]:
-    proc = procs.start(_ping(target, "-c", str(IDLE_PINGS)), target.instance.netns)
-    start = time.time()
-    try:
-        out, err = proc.communicate(timeout=IDLE_PINGS * PING_INTERVAL_S + 5)
-    except subprocess.TimeoutExpired:
-        raise KernelError(f"ping from {target.instance.netns} to {target.peer.address} did not finish") from None
-    replies = ping_replies(out, start)
-    if not replies:
-        raise KernelError(f"{target.instance.netns} gets no ping reply from {target.peer.address} ({target.peer.where})"
-                          f": {(err or out).strip().splitlines()[-1] if (err or out).strip() else 'no output'}; "
-                          "check the addresses (--instance-address, --peer-address) and their routes")
-    return [Rtt(r.at_s - (time.time() - start), r.rtt_us) for r in replies]  # negative: before the load
-
-
-def _listening(netns: str, port: int) -> bool:
-    return bool(run(["ss", "-Hltn", f"sport = :{port}"], netns, check=False).stdout.strip())
-
-
-def _server(procs: _Processes, netns: str, address: str, port: int) -> subprocess.Popen[str]:
-    proc = procs.start(["iperf3", "-s", "-1", "-B", address, "-p", str(port)], netns)
-    deadline = time.monotonic() + 5
-    while not _listening(netns, port):
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise KernelError(f"iperf3 server in {netns} on port {port} exited: {err.strip() or 'no output'} "
-                              "(another server on that port? choose one with --iperf-port)")
-        if time.monotonic() > deadline:
-            raise KernelError(f"iperf3 server in {netns} is not listening on port {port} after 5 s")
-        time.sleep(0.02)
-    return proc
-
-
 def sender_options(traffic: Traffic, judged: Limit, offer_bps: int | None) -> list[str]:
     """iperf3's options for the load: udp offers twice the limit, small packets flood as fast as they go.
 
@@ -301,18 +124,18 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
     remote = target.peer.netns is None
     client_end, server_end = (target.instance, target.peer) if remote else (sender, receiver)
     reverse = ["-R"] if remote and direction == "ingress" else []
-    with _Processes() as procs, Sampler(target.netns) as sampler:
+    with Processes() as procs, Sampler(target.netns) as sampler:
         idle = idle_rtts(procs, target)
         progress(f"{direction} {traffic.value}: idle RTT {sorted(r.rtt_us for r in idle)[len(idle) // 2] / 1000:.3f}"
                  f" ms; {duration_s:g} s of load {sender.name} -> {receiver.name} ...")
         if not remote:
             assert server_end.netns is not None
-            _server(procs, server_end.netns, server_end.address, iperf_port)
+            iperf_server(procs, server_end.netns, server_end.address, iperf_port)
         plans = {target.port: state.plan}
         # ping prints 10 lines a second for as long as the run lasts: into an unnamed file, since a
         # pipe nobody reads until the end would fill and stop it
         ping_file = tempfile.TemporaryFile("w+")
-        pinger = procs.start(_ping(target), target.instance.netns, stdout=ping_file)
+        pinger = procs.start(ping_argv(target), target.instance.netns, stdout=ping_file)
         assert client_end.netns is not None
         client = procs.start(["iperf3", "-c", server_end.address, "-p", str(iperf_port), "-t",
                               f"{duration_s + IPERF_TAIL_S:g}", "-J", *reverse, *options], client_end.netns)

@@ -15,8 +15,6 @@ from vmqos.core.model.checks import ETH_HLEN
 from vmqos.core.observed import CounterValue, TcStats
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
 
-DIRECTIONS = ("ingress", "egress")
-
 
 @dataclass(frozen=True)
 class Flow:

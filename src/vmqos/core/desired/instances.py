@@ -18,19 +18,14 @@ from typing import Any
 
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.formats import cinder
-from vmqos.core.model.cpu import CpuQos
-from vmqos.core.model.disk import DISK_KEYS, DiskQos
+from vmqos.core.model.cpu import CPU_FIELDS, CpuQos
+from vmqos.core.model.disk import DISK_FIELDS as DISK_OPTION_KEYS
+from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import Note
 from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
 from vmqos.core.model.volume import DEFAULT_CONSUMER, Volume, VolumeType
 from vmqos.core.plan.cgroup_values import check_cgroup_disk, unsupported_keys
 from vmqos.core.units import parse_size
-
-CPU_FIELDS = ("shares", "period_us", "quota_us")
-
-
-DISK_OPTION_KEYS = DISK_KEYS + ("group_name",)
-
 
 INSTANCE = "instance"
 

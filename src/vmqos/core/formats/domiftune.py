@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any
 
 from vmqos.core.errors import FormatError, InvalidValue, UnsupportedError
-from vmqos.core.formats.libvirt import (
+from vmqos.core.formats.libvirt_units import (
     BANDWIDTH_ATTRS,
     UINT_MAX,
     direction_from_units,

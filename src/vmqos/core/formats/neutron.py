@@ -20,6 +20,7 @@ from vmqos.core.errors import ConflictError, FormatError, InvalidValue, Unsuppor
 from vmqos.core.formats._common import load_json, strict_int
 from vmqos.core.model.document import Note, QosDocument
 from vmqos.core.model.host import Policy
+from vmqos.core.model.network import DIRECTIONS as _DIRECTIONS
 from vmqos.core.model.network import (
     BandwidthLimit,
     DirectionQos,
@@ -55,7 +56,6 @@ DEFAULT_BURST_NUM, DEFAULT_BURST_DEN = 8, 10
 # Below two 1500-byte Ethernet frames a defaulted bucket is the OVN LP#2153122 failure.
 MIN_FRAME_BYTES = 1514
 
-_DIRECTIONS = ("ingress", "egress")
 _FIELDS: dict[str, tuple[str, ...]] = {
     BANDWIDTH_LIMIT: ("max_kbps", "max_burst_kbps", "direction"),
     PACKET_RATE_LIMIT: ("max_kpps", "max_burst_kpps", "direction"),

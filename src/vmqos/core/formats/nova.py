@@ -24,7 +24,7 @@ from typing import Any
 
 from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
 from vmqos.core.formats._common import load_json, strict_int
-from vmqos.core.formats.libvirt import (
+from vmqos.core.formats.libvirt_units import (
     UINT_MAX,
     cpu_from_values,
     direction_from_units,

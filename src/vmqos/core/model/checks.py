@@ -14,6 +14,7 @@ from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
 from vmqos.core.units import human_rate, human_size
 
 ETH_HLEN = 14
+DEFAULT_MTU = 1500  # a port's MTU when none is given
 # psched ticks are 64 ns on this kernel family (/proc/net/psched 000003e8 00000040): 15.625 per µs.
 PSCHED_TICKS_PER_SEC = 15_625_000
 U32_MAX = 2**32 - 1

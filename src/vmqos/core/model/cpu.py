@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from vmqos.core.errors import InvalidValue
 
+# The fields of CpuQos, in the order files and tables list them.
+CPU_FIELDS = ("shares", "period_us", "quota_us")
 SHARES_MIN, SHARES_MAX, SHARES_DEFAULT = 2, 262144, 1024
 WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10000, 100
 PERIOD_MIN_US, PERIOD_MAX_US = 1000, 1_000_000

@@ -95,3 +95,7 @@ class DiskQos:
     @property
     def is_empty(self) -> bool:
         return not self.items()
+
+
+# Every field of DiskQos: the integer keys, then the throttle group's name.
+DISK_FIELDS: tuple[str, ...] = DISK_KEYS + ("group_name",)

@@ -11,6 +11,9 @@ from enum import Enum
 
 from vmqos.core.errors import ConflictError, InvalidValue
 
+# The two directions of a port, in the order every table and report lists them.
+DIRECTIONS = ("ingress", "egress")
+
 # Neutron's VALID_DSCP_MARKS (neutron-lib): even values 0..56 except 2-6, 42 and 50-54.
 VALID_DSCP_MARKS: frozenset[int] = frozenset(
     (0, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 44, 46, 48, 56)

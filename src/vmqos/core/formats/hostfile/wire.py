@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from vmqos.core.model.disk import DISK_KEYS
+from vmqos.core.model.network import DIRECTIONS
 
 VERSION = 1
 
@@ -112,6 +113,9 @@ class QosWire(Wire):
     ingress: DirectionWire | None = None
     egress: DirectionWire | None = None
     min_pps_any: int | None = Field(default=None, description="guaranteed packets per second, either direction")
+
+
+QOS_KEYS = (*DIRECTIONS, "min_pps_any")  # the keys of a QosWire, in its order
 
 
 class NeutronPolicyWire(Wire):

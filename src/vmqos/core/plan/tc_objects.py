@@ -1,0 +1,166 @@
+"""The tc side of a plan as plain values: the IFB link, qdiscs, HTB classes and filters.
+
+Rates are bit/s and sizes bytes here as everywhere; the renderers turn them into tc syntax and
+the netlink driver reads the kernel's objects back into these same types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from vmqos.core.model.checks import DEFAULT_MTU
+from vmqos.core.plan.kernel_object import KernelObject
+from vmqos.core.plan.u32 import selector_keys
+
+
+def _near(planned: int, observed: int, tolerance: int) -> bool:
+    return abs(planned - observed) <= tolerance
+
+
+@dataclass(frozen=True)
+class IfbLink(KernelObject):
+    """The IFB device that traffic from the instance is redirected to, so that it can be queued."""
+
+    kind: ClassVar[str] = "link"
+    delete_rank: ClassVar[int] = 0
+    name: str
+    mtu: int = DEFAULT_MTU
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("link", self.name)
+
+    @property
+    def device(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Qdisc(KernelObject):
+    kind: ClassVar[str] = "qdisc"
+    delete_rank: ClassVar[int] = 1
+    dev: str
+    parent: str  # "root", "ingress" or a classid "1:10"
+    handle: str  # "1:", "ffff:", "10:"
+    qdisc_kind: str  # "htb", "ingress", "bfifo"
+    default_minor: int | None = None  # htb
+    limit_bytes: int | None = None  # bfifo
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("qdisc", self.dev, self.parent)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    def replace_in_place(self, observed: "Qdisc") -> bool:
+        """Whether `tc qdisc replace` can turn `observed` into this without a gap.
+
+        The kernel cannot change an HTB root in place (`Change operation not supported`), and a
+        different handle is a different qdisc; any other kind can be grafted over atomically.
+        """
+        if observed.qdisc_kind == self.qdisc_kind == "htb" or self.parent == "ingress":
+            return False  # an ingress qdisc cannot be grafted over a clsact either
+        return observed.handle == self.handle or observed.qdisc_kind != self.qdisc_kind
+
+
+@dataclass(frozen=True)
+class HtbClass(KernelObject):
+    kind: ClassVar[str] = "class"
+    delete_rank: ClassVar[int] = 2
+    dev: str
+    classid: str
+    parent: str
+    rate_bps: int
+    ceil_bps: int
+    burst_bytes: int
+    cburst_bytes: int
+    quantum: int
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("class", self.dev, self.classid)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+    @property
+    def depth(self) -> int:
+        return 0 if self.parent.endswith(":") else 1
+
+    def matches(self, observed: KernelObject) -> bool:
+        if not isinstance(observed, HtbClass):
+            return False
+        # The kernel keeps buckets in 64 ns ticks and rates in bytes/s: allow their rounding.
+        return (
+            (self.dev, self.classid, self.parent, self.quantum)
+            == (observed.dev, observed.classid, observed.parent, observed.quantum)
+            and _near(self.rate_bps, observed.rate_bps, 8)
+            and _near(self.ceil_bps, observed.ceil_bps, 8)
+            and _near(self.burst_bytes, observed.burst_bytes, max(64, self.burst_bytes // 1000))
+            and _near(self.cburst_bytes, observed.cburst_bytes, max(64, self.cburst_bytes // 1000))
+        )
+
+
+@dataclass(frozen=True)
+class TcFilter(KernelObject):
+    """A filter is known by its device, parent qdisc and priority, whoever made it."""
+
+    kind: ClassVar[str] = "filter"
+    delete_rank: ClassVar[int] = 3
+    dev: str
+    parent: str  # "1:" or "ffff:"
+    prio: int
+    protocol: str  # "all", "ip", "ipv6"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("filter", self.dev, self.parent, self.prio)
+
+    @property
+    def device(self) -> str:
+        return self.dev
+
+
+@dataclass(frozen=True)
+class U32Filter(TcFilter):
+    """A u32 filter: classification into an HTB class, or a redirect of everything to an IFB."""
+
+    matches_: tuple[str, ...] = ()  # u32 selectors, e.g. ("ip dport 80 0xffff",)
+    flowid: str | None = None
+    redirect_to: str | None = None
+    handle: str | None = field(default=None, compare=False)  # the kernel's, known once read back
+
+    def matches(self, observed: KernelObject) -> bool:
+        # Compared in the kernel's own form (aligned words), whatever spelling created the filter.
+        return (isinstance(observed, U32Filter)
+                and (self.dev, self.parent, self.prio, self.protocol, self.flowid, self.redirect_to)
+                == (observed.dev, observed.parent, observed.prio, observed.protocol, observed.flowid,
+                    observed.redirect_to)
+                and selector_keys(self.matches_) == selector_keys(observed.matches_))
+
+
+@dataclass(frozen=True)
+class ForeignFilter(TcFilter):
+    """A filter vmqos did not make (another classifier, or a u32 it cannot read): drift, never adopted."""
+
+    classifier: str = "?"
+
+    def matches(self, observed: KernelObject) -> bool:
+        return False
+
+
+OWN_QDISC_KINDS = ("htb", "bfifo", "ingress")
+
+
+def is_foreign(obj: KernelObject) -> bool:
+    """Whether an observed object was made by someone else: replacing it needs the operator's --force."""
+    if isinstance(obj, ForeignFilter):
+        return True
+    if isinstance(obj, Qdisc):
+        return obj.qdisc_kind not in OWN_QDISC_KINDS or (obj.parent == "root" and obj.handle != "1:")
+    return False
+
