@@ -20,8 +20,11 @@ from vmqos.core.plan.cgroup_values import DevNo
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.objects import KernelObject
 
-if TYPE_CHECKING:  # a type only: importing it at run time would pull in defusedxml for nothing
-    from vmqos.drivers.libvirt_driver import DomainInfo
+if TYPE_CHECKING:  # types only: the real drivers are not imported at run time
+    from vmqos.drivers.cgroup import Group
+    from vmqos.drivers.libvirt_driver import DomainInfo, Libvirt
+    from vmqos.drivers.nft import Nft
+    from vmqos.drivers.tc_netlink import TcNetlink
 
 Encoded = tuple[str, int]  # one nft transaction as its JSON text, and its number of commands
 
@@ -104,7 +107,8 @@ class NftDriver(Protocol):
 class CgroupGroup(Protocol):
     """One cgroup the services limit (vmqos.drivers.cgroup.Group)."""
 
-    path: str
+    @property
+    def path(self) -> str: ...
 
     def exists(self) -> bool: ...
 
@@ -116,7 +120,8 @@ class CgroupGroup(Protocol):
 class LibvirtConnection(Protocol):
     """The domain calls `vmqos.services.vms` makes (vmqos.drivers.libvirt_driver.Libvirt)."""
 
-    uri: str
+    @property
+    def uri(self) -> str: ...
 
     def domain(self, name: str) -> Any: ...
 
@@ -139,3 +144,12 @@ class LibvirtConnection(Protocol):
     def qemu_pid(self, name: str) -> int | None: ...
 
     def close(self) -> None: ...
+
+
+if TYPE_CHECKING:
+    def _real_drivers_satisfy_the_protocols(tc: TcNetlink, nft: Nft, group: Group, lv: Libvirt) -> tuple[
+            TcDriver, NftDriver, BatchRunner, CgroupGroup, LibvirtConnection]:
+        """Never called: mypy checks here that each real driver is what its protocol says."""
+        from vmqos.drivers.batch import run_batch
+
+        return tc, nft, run_batch, group, lv
