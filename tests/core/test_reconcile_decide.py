@@ -79,7 +79,8 @@ def test_a_port_whose_device_is_gone_errors_when_set_and_not_when_cleared():
     assert no_netns.error == "device tap9 does not exist"
     clearing = decide_port("tap9", (), read=("tap9",), seen_tc=[], seen_nft=[NftCounter("to_tap9_passed")],
                            missing=True, force=False, netns=None)
-    assert clearing.error is None and [op.describe() for op in clearing.ops] == ["delete nft-counter vmqos to_tap9_passed"]
+    assert clearing.error is None
+    assert [op.describe() for op in clearing.ops] == ["delete nft-counter vmqos to_tap9_passed"]
 
 
 def test_a_foreign_root_qdisc_is_drift_until_forced():
@@ -161,4 +162,5 @@ def test_fingerprints_recorded_only_for_ports_changed_or_in_sync_and_forgotten_w
     assert to_record(plans, results, dry_run=True) == {}
     skipped = {"tap0": PortResult("tap0", skipped=True)}
     assert to_record(plans, skipped, dry_run=False) == {}
-    assert empties_table([Operation("delete", NftCounter("x"))]) and not empties_table([Operation("delete", IfbLink("y"))])
+    assert empties_table([Operation("delete", NftCounter("x"))])
+    assert not empties_table([Operation("delete", IfbLink("y"))])

@@ -124,12 +124,17 @@ def test_a_rate_change_is_replaced_in_place_never_deleted_and_re_added(kernel, m
 
 # -- rollback --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("held", [None, 10_000_000])
 @pytest.mark.parametrize("concurrent", [False, True])
 @pytest.mark.parametrize("failing", ["tc", "ip", "nft"])
-def test_a_failing_port_is_rolled_back_and_the_other_keeps_its_new_state(kernel, monkeypatch, failing, concurrent):
+def test_a_failing_port_is_rolled_back_and_the_other_keeps_its_new_state(kernel, monkeypatch, failing, concurrent,
+                                                                        held):
+    """From empty (held None) or from an applied rate: the failed port gets back exactly what it held."""
     if concurrent:
         monkeypatch.setattr("vmqos.reconcile.execute.CONCURRENT_MIN_PORTS", 1)
     rec = reconciler(kernel)
+    if held:
+        settle(rec, state(held))
     plans = plan_host(state(20_000_000))
     bad = {"tc": Qdisc("tap1", "1:99", "99:", "bfifo", limit_bytes=100_000),
            "ip": IfbLink("vqi-name-too-long-for-linux"),
@@ -141,7 +146,10 @@ def test_a_failing_port_is_rolled_back_and_the_other_keeps_its_new_state(kernel,
     assert by_port["tap1"].error and by_port["tap1"].rolled_back and "tap1" not in record
     assert {"tc": "1:99", "ip": "vqi-name-too-long", "nft": "nftables transaction"}[failing] in by_port["tap1"].error
     assert in_sync(rec, state(20_000_000, devices=("tap0",)))
-    assert left(rec, "tap1") == []
+    if held:
+        assert in_sync(rec, state(held, devices=("tap1",)))
+    else:
+        assert left(rec, "tap1") == []
 
 
 def test_a_failed_live_change_puts_the_port_back_to_what_it_held(kernel):
@@ -200,6 +208,23 @@ def test_a_foreign_object_is_drift_until_forced(kernel, foreign):
     assert not kernel.writes() and record == {} and foreign in kernel.objects("tap0")
     settle(rec, state(10_000_000, devices=("tap0",)), force=True)
     assert foreign not in kernel.objects("tap0") and in_sync(rec, state(10_000_000, devices=("tap0",)))
+
+
+def test_an_htb_root_the_kernel_cannot_change_in_place_is_drift_until_forced(kernel):
+    """The one change that deletes and re-adds (the kernel refuses to change an HTB root's options)
+    is never made without the operator's --force."""
+    rec = reconciler(kernel)
+    settle(rec, state(10_000_000, devices=("tap0",)))
+    root = kernel.root("tap0")
+    assert root is not None
+    kernel.plant(replace(root, default_minor=0x20))
+    kernel.clear_journal()
+    results, _ = rec.reconcile(plan_host(state(10_000_000, devices=("tap0",))))
+    assert "drift: recreate qdisc tap0 root" in (results[0].error or "") and not kernel.writes()
+    settle(rec, state(10_000_000, devices=("tap0",)), force=True)
+    assert [c.text for c in kernel.writes()][:2] == ["qdisc del dev tap0 root",
+                                                     "qdisc add dev tap0 root handle 1: htb default 10"]
+    assert in_sync(rec, state(10_000_000, devices=("tap0",)))
 
 
 def test_a_rule_edited_in_vmqos_table_is_put_back_without_force(kernel):

@@ -10,6 +10,9 @@ their new state. Nothing to change -> nothing written.
 Each applied port's plan is fingerprinted in the store (tc part and nft part): with
 `verify=False` a port whose plan did not change is trusted and not even read back, which is what
 makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) reads everything back.
+
+What to read, what to change and in which order is decided in `vmqos.reconcile.decide` (pure);
+this module reads, writes and rolls back, on the drivers it is given (`vmqos.drivers.protocols`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from vmqos.drivers.batch import run_batch
 from vmqos.drivers.protocols import BatchRunner, Encoded, LineFailure, NftDriver, TcDriver
 from vmqos.reconcile.decide import (
     ApplyPlan,
-    _parts,
     apply_phases,
     decide_port,
     empties_table,
@@ -40,7 +42,7 @@ from vmqos.reconcile.decide import (
     what_to_read,
 )
 
-__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port", "_parts"]
+__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port"]
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc

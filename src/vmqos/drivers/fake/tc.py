@@ -105,7 +105,7 @@ class FakeBatch:
             raise _no_device(dev)
         device = self.kernel.devices[dev]
         if what == "qdisc":
-            self._qdisc(device, verb, rest, opts)
+            self.put_qdisc(device, verb, rest, opts)
         elif what == "class":
             self._class(device, verb, rest, opts)
         elif what == "filter":
@@ -113,7 +113,7 @@ class FakeBatch:
         else:
             raise Refused(f'Object "{what}" is unknown, try "tc help".', errnos.EINVAL)
 
-    def _qdisc(self, device: Device, verb: str, w: list[str], opts: dict[str, str]) -> None:
+    def put_qdisc(self, device: Device, verb: str, w: list[str], opts: dict[str, str]) -> None:
         if "ingress" in w:
             new = Qdisc(device.name, "ingress", "ffff:", "ingress")
         elif "root" in w:
@@ -159,9 +159,9 @@ class FakeBatch:
             return
         new = HtbClass(device.name, classid, opts["parent"], parse_rate(opts["rate"]), parse_rate(opts["ceil"]),
                        parse_size(opts["burst"]), parse_size(opts["cburst"]), int(opts["quantum"]))
-        self.kernel_class(device, new)
+        self.put_class(device, new)
 
-    def kernel_class(self, device: Device, new: HtbClass) -> None:
+    def put_class(self, device: Device, new: HtbClass) -> None:
         """`tc class replace`: the HTB root must hold it, and its parent class must exist."""
         root = device.objects.get(("qdisc", device.name, "root"))
         major = new.classid.split(":")[0] + ":"
@@ -251,10 +251,10 @@ class FakeTc:
                 if injected is not None:
                     raise Refused(injected.message, injected.errno)
                 if isinstance(obj, HtbClass):
-                    self._batch.kernel_class(device, obj)
+                    self._batch.put_class(device, obj)
                 else:
                     words = shlex.split(line)[2:]
-                    self._batch._qdisc(device, "replace", words, _opts(words))
+                    self._batch.put_qdisc(device, "replace", words, _opts(words))
             except Refused as exc:
                 self.kernel.record("netlink", line, ok=False)
                 raise KernelError(f"replace {obj.describe()}: {exc.message}", errno=exc.errno) from None
