@@ -12,10 +12,12 @@ from __future__ import annotations
 import errno as errnos
 import os
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 from vmqos.drivers.process import run
+from vmqos.drivers.protocols import LineFailure
+
+__all__ = ["LineFailure", "guess_errno", "run_batch"]
 
 _FAILED = re.compile(r"^Command failed (?:-|\S+):(\d+)$")
 _STRERROR = {os.strerror(code): code for code in errnos.errorcode}
@@ -26,13 +28,6 @@ _TEXT_ERRNO = (
     ("Change operation not supported", errnos.EOPNOTSUPP),
     ("Operation not permitted", errnos.EPERM),
 )
-
-
-@dataclass(frozen=True)
-class LineFailure:
-    index: int  # 0-based index into the lines given
-    message: str
-    errno: int | None
 
 
 def guess_errno(message: str) -> int | None:

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import errno as errnos
 import json
-import struct
-from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETQDISC
-from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins
-from pyroute2.netlink.rtnl.tcmsg import sched_pfifo, tcmsg
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
+from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST  # type: ignore[import-untyped]
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+from pyroute2.netlink.rtnl import RTM_GETQDISC  # type: ignore[import-untyped]
+from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins  # type: ignore[import-untyped]
+from pyroute2.netlink.rtnl.tcmsg import sched_pfifo, tcmsg  # type: ignore[import-untyped]
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
+from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.objects import (
     ForeignFilter,
     HtbClass,
@@ -42,116 +41,31 @@ from vmqos.core.plan.objects import (
     Qdisc,
     U32Filter,
 )
-from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.u32 import key_selector
 from vmqos.drivers.process import check_netns, run
+from vmqos.drivers.protocols import DeviceTc
+from vmqos.drivers.tc_decode import (
+    ERRNO_HINTS,
+    ETH_P,
+    RawQdisc,
+    _raw_from_json,
+    _raw_from_msg,
+    _stats,
+    _u32_keys,
+    kernel_error,
+    live_replaceable,
+    qdisc_object,
+    ticks_per_usec,
+)
+
+__all__ = ["BULK_READ_MIN", "DeviceTc", "ERRNO_HINTS", "RawQdisc", "TcNetlink", "kernel_error", "ticks_per_usec"]
 
 # bfifo's options are pfifo's struct (tc_fifo_qopt); pyroute2 only registers the latter.
 _tc_plugins.setdefault("bfifo", sched_pfifo)
 
-ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
-_PSCHED = "/proc/net/psched"
 # From this many devices on, one namespace-wide `ip -j link` + `tc -j qdisc` costs less than
 # about six requests per device (each ~0.15-0.3 ms in pyroute2).
 BULK_READ_MIN = 24
-
-# What an errno means for the operator, for the kernel's answers to tc requests.
-ERRNO_HINTS = {
-    errnos.ENOENT: "the object or its parent does not exist (changed by someone else meanwhile?)",
-    errnos.ENODEV: "the device does not exist in this network namespace (--netns?)",
-    errnos.EEXIST: "an object with this handle already exists (run `vmqos check` to see the drift)",
-    errnos.EINVAL: "the kernel rejected the parameters",
-    errnos.EOPNOTSUPP: "this kernel lacks the feature (a qdisc, classifier or action that is not built in)",
-    errnos.EPERM: "not permitted: vmqos needs root (CAP_NET_ADMIN)",
-    errnos.EBUSY: "the device is busy (being changed by another process)",
-    errnos.ENOMEM: "the kernel is out of memory",
-    errnos.ENOSPC: "the kernel has no room for another object of this kind",
-}
-
-
-def kernel_error(what: str, code: int, detail: str = "") -> KernelError:
-    hint = ERRNO_HINTS.get(code, "")
-    reason = detail or errnos.errorcode.get(code, str(code))
-    return KernelError(f"{what}: {reason}" + (f": {hint}" if hint else ""), errno=code)
-
-
-
-
-
-
-
-
-def _stats(msg: Any) -> TcStats:
-    stats2 = msg.get_attr("TCA_STATS2")
-    basic = queue = None
-    if stats2 is not None:
-        basic = stats2.get_attr("TCA_STATS_BASIC")
-        queue = stats2.get_attr("TCA_STATS_QUEUE")
-    old = msg.get_attr("TCA_STATS") or {}
-    basic = basic or old
-    queue = queue or old
-    return TcStats(bytes=basic.get("bytes", 0), packets=basic.get("packets", 0), drops=queue.get("drops", 0),
-                   overlimits=queue.get("overlimits", 0), backlog_bytes=queue.get("backlog", 0),
-                   qlen=queue.get("qlen", 0))
-
-
-def _stats_json(item: dict[str, Any]) -> TcStats:
-    return TcStats(bytes=item.get("bytes", 0), packets=item.get("packets", 0), drops=item.get("drops", 0),
-                   overlimits=item.get("overlimits", 0), backlog_bytes=item.get("backlog", 0),
-                   qlen=item.get("qlen", 0))
-
-
-@dataclass(frozen=True)
-class RawQdisc:
-    """One qdisc as the kernel reports it, whether read over netlink or from `tc -j qdisc show`."""
-
-    handle: int
-    parent: int
-    kind: str
-    stats: TcStats
-    default_minor: int | None = None  # htb
-    limit_bytes: int | None = None  # bfifo
-
-
-def _raw_from_msg(msg: Any) -> RawQdisc:
-    kind = msg.get_attr("TCA_KIND") or "?"
-    opts = msg.get_attr("TCA_OPTIONS")
-    default = limit = None
-    if kind == "htb" and opts is not None:
-        init = opts.get_attr("TCA_HTB_INIT")
-        default = init["defcls"] if init else None
-    elif kind == "bfifo" and opts:
-        limit = opts["limit"]
-    return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), default, limit)
-
-
-def _raw_from_json(item: dict[str, Any]) -> RawQdisc:
-    kind = item.get("kind", "?")
-    opts = item.get("options") or {}
-    default = limit = None
-    if kind == "htb" and "default" in opts:
-        default = int(str(opts["default"]), 0)
-    elif kind == "bfifo" and "limit" in opts:
-        limit = int(opts["limit"])
-    parent = TC_H_ROOT if item.get("root") else handle_int(item.get("parent", "0:"))
-    return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item), default, limit)
-
-
-def ticks_per_usec() -> float:
-    """psched ticks per microsecond on this kernel (15.625 with high-resolution timers)."""
-    with open(_PSCHED) as f:
-        t2us, us2t = (int(word, 16) for word in f.read().split()[:2])
-    return t2us / us2t
-
-
-@dataclass
-class DeviceTc:
-    """What one device holds: vmqos-shaped objects (foreign ones included) and their counters."""
-
-    device: str
-    exists: bool = True
-    objects: list[KernelObject] | None = None
-    stats: dict[tuple[Any, ...], TcStats] | None = None
 
 
 class TcNetlink:
@@ -265,13 +179,14 @@ class TcNetlink:
 
     def _all_links(self) -> dict[str, int]:
         """Every link's index (and MTU, into the caches) from one `ip -j link show`."""
+        found: dict[str, int] = {}
         self._index, self._names, self._mtus = {}, {}, {}
         for link in self._tool_json("ip", "-j", "link", "show"):
             name, idx = link["ifname"], link["ifindex"]
-            self._index[name] = idx
+            self._index[name] = found[name] = idx
             self._names[idx] = name
             self._mtus[name] = link.get("mtu", 0)
-        return dict(self._index)
+        return found
 
     def _all_qdiscs(self) -> dict[str, list[RawQdisc]]:
         by_dev: dict[str, list[RawQdisc]] = {}
@@ -330,7 +245,7 @@ class TcNetlink:
                      stats: dict[tuple[Any, ...], TcStats], classes: list[Any] | None = None) -> None:
         filter_parents: list[int] = []
         for raw in qdiscs:
-            qdisc = self._qdisc(dev, raw)
+            qdisc = qdisc_object(dev, raw)
             if qdisc is None:
                 continue
             objects.append(qdisc)
@@ -353,22 +268,6 @@ class TcNetlink:
                     continue
                 seen.add(prio)
                 objects.append(flt)
-
-    @staticmethod
-    def _qdisc(dev: str, raw: RawQdisc) -> Qdisc | None:
-        handle, parent, kind = raw.handle, raw.parent, raw.kind
-        if parent == TC_H_ROOT and handle == 0:
-            return None  # the kernel's default (noqueue, pfifo_fast, mq): nothing configured
-        if parent == TC_H_INGRESS:
-            return Qdisc(dev, "ingress", "ffff:", kind)
-        if handle == 0:
-            return None  # children of a default mq
-        where = "root" if parent == TC_H_ROOT else handle_str(parent)
-        if kind == "htb":
-            return Qdisc(dev, where, handle_str(handle), "htb", default_minor=raw.default_minor)
-        if kind == "bfifo":
-            return Qdisc(dev, where, handle_str(handle), "bfifo", limit_bytes=raw.limit_bytes)
-        return Qdisc(dev, where, handle_str(handle), kind)
 
     def _class(self, dev: str, msg: Any) -> HtbClass | None:
         if msg.get_attr("TCA_KIND") != "htb":
@@ -408,7 +307,8 @@ class TcNetlink:
             return ForeignFilter(dev, where, prio, protocol, "u32 with actions vmqos does not use")
         return U32Filter(dev, where, prio, protocol, tuple(key_selector(k) for k in keys),
                          flowid=handle_str(classid) if classid is not None else None,
-                         redirect_to=redirect or None, handle=f"{msg['handle'] >> 20:x}::{msg['handle'] & 0xFFF:x}")
+                         redirect_to=redirect if isinstance(redirect, str) and redirect else None,
+                         handle=f"{msg['handle'] >> 20:x}::{msg['handle'] & 0xFFF:x}")
 
     def _redirect(self, acts: Any) -> str | None | bool:
         """The IFB a mirred action redirects to; None without actions; False for any other action."""
@@ -429,7 +329,7 @@ class TcNetlink:
     @staticmethod
     def can_replace(obj: KernelObject) -> bool:
         """What a live rate change touches: HTB classes and the leaves' bfifo limits."""
-        return isinstance(obj, HtbClass) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
+        return live_replaceable(obj)
 
     def replace(self, obj: KernelObject) -> None:
         """Change one class or leaf queue in place: one netlink request, no `tc` process."""
@@ -446,16 +346,3 @@ class TcNetlink:
                              limit=obj.limit_bytes)
         except NetlinkError as exc:
             raise kernel_error(f"replace {obj.describe()}", exc.code) from None
-
-
-def _u32_keys(sel: Any) -> list[tuple[int, int, int]]:
-    # pyroute2 0.9.7 decodes tc_u32_key four bytes off, so read the raw attribute: a 16-byte
-    # tc_u32_sel header, then nkeys x (be32 mask, be32 val, int off, int offmask).
-    raw = bytes(sel.data[sel.offset + 4:sel.offset + sel.length])
-    nkeys = raw[2]
-    keys = []
-    for i in range(nkeys):
-        mask, val = struct.unpack_from(">II", raw, 16 + 16 * i)
-        off, _offmask = struct.unpack_from("=ii", raw, 24 + 16 * i)
-        keys.append((val, mask, off))
-    return sorted(keys)

@@ -10,6 +10,9 @@ their new state. Nothing to change -> nothing written.
 Each applied port's plan is fingerprinted in the store (tc part and nft part): with
 `verify=False` a port whose plan did not change is trusted and not even read back, which is what
 makes a no-op pass over 10,000 ports cheap; `verify=True` (the CLI default) reads everything back.
+
+What to read, what to change and in which order is decided in `vmqos.reconcile.decide` (pure);
+this module reads, writes and rolls back, on the drivers it is given (`vmqos.drivers.protocols`).
 """
 
 from __future__ import annotations
@@ -19,40 +22,33 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from vmqos.core.errors import KernelError, ToolTimeout, VmqosError
 from vmqos.core.observed import NftState, TcStats
-from vmqos.core.plan.diff import Operation, diff
+from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.names import ifb_name
-from vmqos.core.plan.objects import (
-    IfbLink,
-    KernelObject,
-    NftChain,
-    NftCounter,
-    is_foreign,
-    is_nft,
-)
+from vmqos.core.plan.objects import KernelObject
 from vmqos.core.plan.planner import PortPlan, fingerprint
-from vmqos.drivers.batch import run_batch
-from vmqos.drivers.nft import Nft, encode, transaction
-from vmqos.drivers.tc_netlink import TcNetlink
-
-__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port", "plan_host"]
 from vmqos.core.plan.render import tc_commands
-from vmqos.reconcile.decide import _parts, nft_by_port
+from vmqos.drivers.batch import run_batch
+from vmqos.drivers.protocols import BatchRunner, Encoded, LineFailure, NftDriver, TcDriver
+from vmqos.reconcile.decide import (
+    ApplyPlan,
+    apply_phases,
+    decide_port,
+    empties_table,
+    nft_by_port,
+    restore_ops,
+    to_record,
+    what_to_read,
+)
+
+__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port"]
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc
 log = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -83,10 +79,23 @@ class Observed:
 
 
 class Reconciler:
-    def __init__(self, netns: str | None = None) -> None:
+    """Runs what `vmqos.reconcile.decide` decides, on the drivers it is given: by default the real
+    ones of `netns` (tc over netlink, `nft`, `ip`/`tc -batch`); a test gives the fake kernel's."""
+
+    def __init__(self, netns: str | None = None, *, tc: TcDriver | None = None, nft: NftDriver | None = None,
+                 batch: BatchRunner | None = None) -> None:
         self.netns = netns
-        self.tc = TcNetlink(netns)
-        self.nft = Nft(netns)
+        if tc is None:
+            from vmqos.drivers.tc_netlink import TcNetlink
+
+            tc = TcNetlink(netns)
+        if nft is None:
+            from vmqos.drivers.nft import Nft
+
+            nft = Nft(netns)
+        self.tc: TcDriver = tc
+        self.nft: NftDriver = nft
+        self._batch = batch  # None: this module's `run_batch`, looked up at each call
 
     def close(self) -> None:
         self.tc.close()
@@ -96,6 +105,10 @@ class Reconciler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _run_batch(self, tool: str, lines: Sequence[str]) -> list[LineFailure]:
+        runner: BatchRunner = self._batch or run_batch
+        return runner(tool, lines, self.netns)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -133,31 +146,13 @@ class Reconciler:
 
         Returns the per-port results and the fingerprints to record (None: forget the port).
         """
-        applied = applied or {}
         started_at = time.monotonic()
-        results: dict[str, PortResult] = {}
-        planned: dict[str, tuple[KernelObject, ...]] = {}
-        need_tc: dict[str, tuple[str, ...]] = {}  # port -> its devices to read back
-        need_nft: list[str] = []
-        for port, plan in plans.items():
-            results[port] = PortResult(port)
-            planned[port] = plan.objects
-            if verify:  # everything is read back: the fingerprints are needed only to record
-                need_tc[port] = (port, ifb_name(port))
-                need_nft.append(port)
-                continue
-            new, old = _parts(plan.fingerprint), _parts(applied.get(port))
-            devices = tuple(dev for dev, a, b in ((port, new[0], old[0]), (ifb_name(port), new[1], old[1]))
-                            if a is None or a != b)
-            if devices:
-                need_tc[port] = devices
-            if new[2] is None or new[2] != old[2]:
-                need_nft.append(port)
-            if not devices and port not in need_nft:
-                results[port].skipped = True
-        if not need_tc and not need_nft:
-            log.info("reconcile pass in %(where)s: %(planned)d ports planned, %(read_back)d read back, %(changed)d changed, %(failed)d failed, %(skipped)d skipped, %(seconds).3f s%(dry)s", {"where": f"netns {self.netns}" if self.netns else "this namespace", "netns": self.netns, "planned": len(plans), "read_back": len(set(need_tc) | set(need_nft)), "changed": sum(bool(r.ops and not r.error) for r in results.values()), "failed": sum(bool(r.error) for r in results.values()), "skipped": sum(r.skipped for r in results.values()), "seconds": time.monotonic() - started_at, "dry": " (dry run: nothing written)" if dry_run else "", "dry_run": dry_run})
+        wanted = what_to_read(plans, applied or {}, verify)
+        results = {port: PortResult(port, skipped=port in wanted.skipped) for port in plans}
+        if wanted.nothing:
+            self._log_pass(plans, results, 0, started_at, dry_run)
             return list(results.values()), {}
+        need_tc, need_nft = wanted.tc, list(wanted.nft)
         log.debug("reconcile: reading back the queues of %d ports and the nft chains of %d", len(need_tc), len(need_nft))
 
         nothing = Observed({}, {}, None, set())
@@ -170,32 +165,18 @@ class Reconciler:
             seen_tc = self.observe(list(need_tc), nft=False, only=need_tc) if need_tc else nothing
             seen_nft = self.observe(need_nft, tc=False) if need_nft else nothing
         before: dict[str, list[KernelObject]] = {}
-        for port in plans:
-            if port in seen_tc.missing and planned[port]:  # clearing a port whose device is gone is fine
-                results[port].error = f"device {port} does not exist" + (f" in netns {self.netns}" if self.netns else "")
-                log.warning("port %s failed: %s (nothing was changed)", port, results[port].error, extra={"port": port, "rolled_back": False})
-                continue
-            objs_tc = seen_tc.objects.get(port)
-            objs_nft = seen_nft.objects.get(port)
-            # A part that was not read is trusted to be as planned: it is as it was applied (the
-            # fingerprint's IFB part holds whatever is not on the port).
-            read = need_tc.get(port, ())
-            trusted_tc = [o for o in planned[port] if not is_nft(o)
-                          and (port not in read if o.device == port else ifb_name(port) not in read)]
-            obs = (objs_tc or []) + trusted_tc + \
-                  (objs_nft if objs_nft is not None else [o for o in planned[port] if is_nft(o)])
-            before[port] = obs
-            ops = diff(planned[port], obs)
-            blocked = [op for op in ops if op.disruptive or is_foreign(op.old or op.obj)]
-            if blocked and not force:
-                results[port].error = ("drift: " + "; ".join(f"{op.describe()} replaces {(op.old or op.obj).describe()}"
-                                                             f" that vmqos did not make" for op in blocked)
-                                       + " (run `vmqos check`; `--force` replaces it)")
-                results[port].ops = ops
-                log.warning("port %s failed: %s (nothing was changed)", port, results[port].error, extra={"port": port, "rolled_back": False})
-                continue
-            results[port].ops = ops
-            log.debug("port %s: %d operations to match its plan", port, len(ops), extra={"port": port})
+        for port, plan in plans.items():
+            decision = decide_port(port, plan.objects, read=need_tc.get(port, ()), seen_tc=seen_tc.objects.get(port),
+                                   seen_nft=seen_nft.objects.get(port), missing=port in seen_tc.missing,
+                                   force=force, netns=self.netns)
+            results[port].ops, results[port].error = decision.ops, decision.error
+            if decision.before is not None:
+                before[port] = decision.before
+            if decision.error:
+                log.warning("port %s failed: %s (nothing was changed)", port, decision.error,
+                            extra={"port": port, "rolled_back": False})
+            else:
+                log.debug("port %s: %d operations to match its plan", port, len(decision.ops), extra={"port": port})
 
         todo = {p: r for p, r in results.items() if r.ops and not r.error}
         if not dry_run and todo:
@@ -205,18 +186,27 @@ class Reconciler:
             for port, message in failed.items():
                 results[port].error = message
                 results[port].rolled_back = self._rollback(port, before[port])
-                log.warning("port %s failed: %s (%s)", port, message, "rolled back to what it held before" if results[port].rolled_back else "NOT rolled back: `vmqos check` shows what it holds", extra={"port": port, "rolled_back": results[port].rolled_back})
-            if any(isinstance(op.obj, (NftChain, NftCounter)) and op.action == "delete"
-                   for r in todo.values() for op in r.ops):
+                log.warning("port %s failed: %s (%s)", port, message,
+                            "rolled back to what it held before" if results[port].rolled_back
+                            else "NOT rolled back: `vmqos check` shows what it holds",
+                            extra={"port": port, "rolled_back": results[port].rolled_back})
+            if empties_table(op for r in todo.values() for op in r.ops):
                 self.nft.remove_table_if_empty()
+        self._log_pass(plans, results, len(set(need_tc) | set(need_nft)), started_at, dry_run)
+        return list(results.values()), to_record(plans, results, dry_run)
 
-        record: dict[str, str | None] = {}
-        for port, result in results.items():
-            if result.error or result.skipped or dry_run:
-                continue
-            record[port] = plans[port].fingerprint if planned[port] else None
-        log.info("reconcile pass in %(where)s: %(planned)d ports planned, %(read_back)d read back, %(changed)d changed, %(failed)d failed, %(skipped)d skipped, %(seconds).3f s%(dry)s", {"where": f"netns {self.netns}" if self.netns else "this namespace", "netns": self.netns, "planned": len(plans), "read_back": len(set(need_tc) | set(need_nft)), "changed": sum(bool(r.ops and not r.error) for r in results.values()), "failed": sum(bool(r.error) for r in results.values()), "skipped": sum(r.skipped for r in results.values()), "seconds": time.monotonic() - started_at, "dry": " (dry run: nothing written)" if dry_run else "", "dry_run": dry_run})
-        return list(results.values()), record
+    def _log_pass(self, plans: Mapping[str, PortPlan], results: Mapping[str, PortResult], read_back: int,
+                  started_at: float, dry_run: bool) -> None:
+        """One INFO line per pass, for an operator reading journalctl; its numbers as fields in JSON."""
+        log.info("reconcile pass in %(where)s: %(planned)d ports planned, %(read_back)d read back, %(changed)d "
+                 "changed, %(failed)d failed, %(skipped)d skipped, %(seconds).3f s%(dry)s",
+                 {"where": f"netns {self.netns}" if self.netns else "this namespace", "netns": self.netns,
+                  "planned": len(plans), "read_back": read_back,
+                  "changed": sum(bool(r.ops and not r.error) for r in results.values()),
+                  "failed": sum(bool(r.error) for r in results.values()),
+                  "skipped": sum(r.skipped for r in results.values()),
+                  "seconds": time.monotonic() - started_at,
+                  "dry": " (dry run: nothing written)" if dry_run else "", "dry_run": dry_run})
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -225,38 +215,30 @@ class Reconciler:
         """Run the operations phase by phase across ports; return the ports that failed, with why.
 
         `meanwhile` is work of the caller's that runs while a bulk nft transaction is in the kernel."""
+        return self._run_phases(apply_phases(ops_by_port, CONCURRENT_MIN_PORTS), meanwhile)
+
+    def _run_phases(self, phases: ApplyPlan, meanwhile: Callable[[], object] | None = None) -> dict[str, str]:
         failed: dict[str, str] = {}
-
-        def phase(pick) -> dict[str, list[Operation]]:  # type: ignore[no-untyped-def]
-            return {p: [op for op in ops if pick(op)] for p, ops in ops_by_port.items() if p not in failed}
-
-        link_up = phase(lambda op: isinstance(op.obj, IfbLink) and op.action != "delete")
-        tc_up = phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink) and op.action != "delete")
-        nft_up = {p: o for p, o in phase(lambda op: is_nft(op.obj)).items() if o}
         # Bulk work: nft objects that are only created (a port's first chains, its counters) take
         # nothing away, so they go in while ip and tc build the IFBs and queues: tc and nftables
         # are separate kernel subsystems. Two transactions: what needs no new device (counters,
         # sets, the chains towards the instances) at once, while ip creates the IFBs; the chains
         # that forward to an IFB once it exists. A change that replaces or removes rules (a
         # limiter moving from nft to tc) waits for tc, as below.
-        early = {p: o for p, o in nft_up.items() if all(op.action == "create" for op in o)} \
-            if len(nft_up) >= CONCURRENT_MIN_PORTS else {}
+        early = phases.early
         links_done = threading.Event()
-        log.debug("apply: %d ports; devices to add for %d, queues to add or change for %d, nft changes for %d (%d of them beside tc), deletions last", len(ops_by_port), sum(map(bool, link_up.values())), sum(map(bool, tc_up.values())), len(nft_up), len(early))
+        log.debug("apply: devices to add for %d ports, queues to add or change for %d, nft changes for %d (%d of "
+                  "them beside tc), deletions last", len(phases.links_up.ops), len(phases.tc_up.ops),
+                  len(phases.nft.ops) + len(early), len(early))
 
         def run_early() -> None:
-            first: dict[str, list[Operation]] = {}
-            then: dict[str, list[Operation]] = {}
-            for port, ops in early.items():
-                for op in ops:
-                    forwards = isinstance(op.obj, NftChain) and op.obj.forwards_to()
-                    (then if forwards else first).setdefault(port, []).append(op)
-            encoding = pool.submit(lambda: encode(transaction([op for ops in then.values() for op in ops])))
-            self._run_nft(first, failed, encode(transaction([op for ops in first.values() for op in ops])))
+            first, then = phases.early_first.ops, phases.early_then.ops
+            encoding = pool.submit(lambda: self.nft.encode([op for ops in then.values() for op in ops]))
+            self._run_nft(first, failed, self.nft.encode([op for ops in first.values() for op in ops]))
             payload = encoding.result()  # encoded while the first transaction ran
             links_done.wait()
             if any(p in failed for p in then):  # that port is out: the payload is stale
-                self._run_nft({p: o for p, o in then.items() if p not in failed}, failed)
+                self._run_nft(phases.early_then.live(failed), failed)
             else:
                 self._run_nft(then, failed, payload)
 
@@ -264,22 +246,21 @@ class Reconciler:
             early_done = pool.submit(run_early) if early else None
             try:
                 try:
-                    self._run_tc("ip", link_up, failed)
-                    self.tc.forget(op.obj.name for ops in link_up.values() for op in ops)  # type: ignore[attr-defined]
+                    self._run_tc("ip", phases.links_up.live(failed), failed)
+                    self.tc.forget(_links(phases.links_up.ops))
                 finally:
                     links_done.set()
-                self._run_tc("tc", {p: o for p, o in tc_up.items() if p not in failed}, failed)
+                self._run_tc("tc", phases.tc_up.live(failed), failed)
                 if early_done is not None and meanwhile is not None:
                     meanwhile()
             finally:
                 if early_done is not None:
                     early_done.result()
-        self._run_nft({p: o for p, o in nft_up.items() if p not in early and p not in failed}, failed)
-        self._run_tc("tc", phase(lambda op: not is_nft(op.obj) and not isinstance(op.obj, IfbLink)
-                                 and op.action == "delete"), failed)
-        link_down = phase(lambda op: isinstance(op.obj, IfbLink) and op.action == "delete")
-        self._run_tc("ip", link_down, failed)
-        self.tc.forget(op.obj.name for ops in link_down.values() for op in ops)  # type: ignore[attr-defined]
+        self._run_nft(phases.nft.live(failed), failed)
+        self._run_tc("tc", phases.tc_down.live(failed), failed)
+        links_down = phases.links_down.live(failed)
+        self._run_tc("ip", links_down, failed)
+        self.tc.forget(_links(links_down))
         return failed
 
     def _run_tc(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
@@ -305,12 +286,12 @@ class Reconciler:
                     lines.append(command.split(" ", 1)[1])
                     owner.append(port)
         log.debug("%s -batch: %d commands for %d ports", tool, len(lines), len(ops_by_port))
-        for failure in run_batch(tool, lines, self.netns):
+        for failure in self._run_batch(tool, lines):
             port = owner[failure.index]
             failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
 
     def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str],
-                 encoded: tuple[str, int] | None = None) -> None:
+                 encoded: Encoded | None = None) -> None:
         """One transaction for all ports (`encoded`: already built from exactly these operations);
         if it fails, one per port, to find the culprits."""
         ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
@@ -343,13 +324,19 @@ class Reconciler:
                 failed[port] = str(exc)
 
     def _rollback(self, port: str, before: list[KernelObject]) -> bool:
-        """Put back what the port held before the change (foreign objects excepted)."""
+        """Put back what the port held before the change (foreign objects excepted).
+
+        Not an undo log of inverse steps (vmqos.core.undo): one batch writes many ports at once,
+        and only the failed ones go back, to what is read back now diffed against the snapshot."""
         try:
             now = self.observe([port])
-            ops = diff([o for o in before if not is_foreign(o)], now.objects[port])
-            ops = [op for op in ops if not is_foreign(op.obj)]
+            ops = restore_ops(before, now.objects[port])
             failed = self._apply({port: ops}) if ops else {}
             return not failed
         except VmqosError:
             return False
 
+
+def _links(ops_by_port: Mapping[str, Iterable[Operation]]) -> list[str]:
+    """The link names an ip phase created or deleted (their cached ifindexes are stale)."""
+    return [op.obj.name for ops in ops_by_port.values() for op in ops]  # type: ignore[attr-defined]
