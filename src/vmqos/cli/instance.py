@@ -10,7 +10,6 @@ from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
 from vmqos.core.desired.instances import CPU_FIELDS, EffectiveInstance
 from vmqos.lab import DEFAULT_NAME
-from vmqos.services.serialize import to_json
 
 
 def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +118,7 @@ def instance_set_cmd(inst: str, lab: str, cpu_shares: int | None, cpu_quota: int
     with open_store(db) as store:
         report = instance_set(store, lab, inst, change, live=live, config=config)
     if as_json:
-        print_json(to_json(report))
+        print_json(report)
         return
     print_notes(report.notes)
     done = f"{report.writes} cgroup file(s) written" if report.live else "the kernel was not touched (--config)"
@@ -146,7 +145,7 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
     with open_store(db) as store:
         shown = instance_show(store, lab, inst)
     if as_json:
-        print_json(to_json(shown))
+        print_json(shown)
         return
     stdout.print(f"instance {inst} of lab {lab}: cgroups " + ", ".join(sorted(set(shown.cgroups.values()))))
     print_desired(shown.desired)

@@ -14,7 +14,6 @@ from vmqos.core.model.host import EgressMode
 from vmqos.core.units import human_pps, human_rate, human_size
 from vmqos.services.ports import apply_host, check_host, clear_port, open_store, set_port, show_port
 from vmqos.services.results import ApplyReport, HostCheck, StoredOnly
-from vmqos.services.serialize import to_json
 
 NETNS_HELP = "network namespace that owns the ports (default: this one; a lab's is LAB-host)"
 DB_HELP = "desired-state database URL (default: $VMQOS_DB or sqlite:////var/lib/vmqos/vmqos.db)"
@@ -41,12 +40,12 @@ def _policy(value: str | None) -> tuple[Any, str | None]:
 def report_apply(report: ApplyReport | None, as_json: bool) -> int:
     if report is None:
         if as_json:
-            print_json(to_json(StoredOnly()))
+            print_json(StoredOnly())
         else:
             stdout.print("stored; the kernel was not touched (--config)")
         return 0
     if as_json:
-        print_json(to_json(report))
+        print_json(report)
     else:
         print_notes(report.notes)
         for r in report.results:
@@ -129,7 +128,7 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     with open_store(db) as store:
         shown = show_port(store, netns, device)
     if as_json:
-        print_json(to_json(shown))
+        print_json(shown)
         return
     from rich.table import Table
 
@@ -199,7 +198,7 @@ def check(as_json: bool, netns: str | None, db: str | None) -> None:
         found = HostCheck(check_host(store, netns))
     ok = found.ok
     if as_json:
-        print_json(to_json(found))
+        print_json(found)
     else:
         for d in found.ports:
             if d.ok:

@@ -8,7 +8,6 @@ import click
 
 from vmqos.cli.instance import cpu_disk_options, make_change, print_desired
 from vmqos.cli.output import print_json, print_notes, stdout
-from vmqos.services.serialize import to_json
 
 CONNECT_HELP = "libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system; test:///default for a dry run)"
 
@@ -41,7 +40,7 @@ def vm_list_cmd(connect: str | None, as_json: bool) -> None:
 
     domains = vm_list(connect)
     if as_json:
-        print_json(to_json(domains))
+        print_json(domains)
         return
     from rich.table import Table
 
@@ -71,7 +70,7 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     with open_store(db) as store:
         shown = vm_show(store, connect, domain)
     if as_json:
-        print_json(to_json(shown))
+        print_json(shown)
         return
     dom = shown.domain
     stdout.print(f"domain {dom.name} ({dom.driver}, {dom.state}, {dom.vcpus} vCPU) at {shown.uri}")
@@ -91,13 +90,13 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
         if port is None:
             stdout.print(f"kernel: tap {tap}: not limited by vmqos")
             continue
-        limits = []
+        rates = []
         for direction in ("ingress", "egress"):
             rate = getattr(port.desired, direction).rate_bps
             if rate:
-                limits.append(f"{direction} {rate:,} bit/s")
+                rates.append(f"{direction} {rate:,} bit/s")
         sync = "in sync" if port.kernel.in_sync else "DRIFT"
-        stdout.print(f"kernel: tap {tap}: {', '.join(limits) or 'no limit'} ({sync})")
+        stdout.print(f"kernel: tap {tap}: {', '.join(rates) or 'no limit'} ({sync})")
     print_notes(shown.desired.notes)
 
 
@@ -139,7 +138,7 @@ def vm_set_cmd(domain: str, connect: str | None, inbound: str | None, outbound: 
         report = vm_set(store, connect, domain, change, inbound=inbound, outbound=outbound, interface=interface,
                         live=live, config=config, force=force)
     if as_json:
-        print_json(to_json(report))
+        print_json(report)
         sys.exit(0)
     print_notes(report.notes)
     for item in report.applied:

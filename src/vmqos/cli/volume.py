@@ -9,7 +9,6 @@ import click
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
 from vmqos.lab import DEFAULT_NAME
-from vmqos.services.serialize import to_json
 
 
 def where_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,7 +99,7 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
     with _store(db) as store:
         store.save_volume_type(scope, vtype, actor="volume-type create")
     if as_json:
-        print_json(to_json(describe_volume_type(vtype)))
+        print_json(describe_volume_type(vtype))
         return
     print_notes(notes)
     stdout.print(f"volume type {vtype.name}: consumer {vtype.consumer}, {len(vtype.specs)} spec key(s)")
@@ -117,7 +116,7 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
     with _store(db) as store:
         found = volume_type_list(store, scope)
     if as_json:
-        print_json(to_json(found))
+        print_json(found)
         return
     from rich.table import Table
 
@@ -142,7 +141,7 @@ def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: 
     with _store(db) as store:
         found = volume_type_show(store, scope, name)
     if as_json:
-        print_json(to_json(found))
+        print_json(found)
         return
     stdout.print(f"volume type {name}: consumer {found.consumer}" +
                  ("" if found.applied_on_host else " (back-end: stored and shown, never applied on the host)"))
@@ -189,7 +188,7 @@ def _report(volume_obj: Any, store: Any, scope: str, writes: int | None, as_json
 
     info = volume_info(store, scope, volume_obj, writes)
     if as_json:
-        print_json(to_json(info))
+        print_json(info)
         return
     print_notes(info.notes)
     where = f", attached to {volume_obj.instance} as {volume_obj.device}" if volume_obj.attached else ""
@@ -288,7 +287,7 @@ def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None
     with _store(db) as store:
         found = volume_list(store, scope)
     if as_json:
-        print_json(to_json(found))
+        print_json(found)
         return
     from rich.table import Table
 
