@@ -185,3 +185,55 @@ def test_vm_transcript(fake_kernel, capsys, tmp_path):
     run("volume", "attach", "v9", "test", "--device", "vda", "--json", *uri, *db)
     run("volume", "detach", "v9", *uri, *db)
     run.check("vm")
+
+
+class FakeGroup:
+    """A lab instance's cgroup as `instance show` reads it: fixed values, a device that does not exist."""
+
+    path = "vmqos/vq5g-vm1"
+
+    def __init__(self, version: str, quota: int | None) -> None:
+        from vmqos.core.plan.cgroup_values import CgroupLayout
+
+        self.version, self.quota, self.layout = version, quota, CgroupLayout()
+
+    def exists(self) -> bool:
+        return True
+
+    def read_cpu(self) -> Any:
+        from vmqos.core.plan.cgroup_values import CpuReadback
+
+        if self.version == "v1":
+            return CpuReadback("v1", shares=512, quota_us=self.quota, period_us=100_000)
+        return CpuReadback("v2", weight=39, quota_us=self.quota, period_us=100_000)
+
+    def read_disks(self) -> dict[Any, Any]:
+        from vmqos.core.model.disk import DiskQos
+
+        return {(250, 77): DiskQos(read_bytes_sec=1048576, write_iops_sec=100)}
+
+    def usage(self) -> Any:
+        from vmqos.core.plan.cgroup_values import Usage
+
+        return Usage(cpu_ns=1_234_567_890, nr_periods=1000, nr_throttled=250, throttled_ns=5_000_000_000,
+                     io={(250, 77): {"read_bytes": 4096, "write_bytes": 1048576, "read_ios": 1, "write_ios": 256}})
+
+    def describe(self) -> dict[str, str]:
+        return {"cpu": "/sys/fs/cgroup/cpu/vmqos/vq5g-vm1", "io": "/sys/fs/cgroup/blkio/vmqos/vq5g-vm1"}
+
+    def procs(self) -> set[int]:
+        return {42, 7}
+
+
+def test_instance_show_transcript(monkeypatch, capsys, tmp_path):
+    import vmqos.services.instances as instances
+
+    run = Transcript(capsys, tmp_path)
+    lab = ["--db", f"sqlite:///{tmp_path}/s.db", "--lab", "vq5g"]
+    run("instance", "set", "vm1", "--cpu-quota", "20000", "--cpu-shares", "512", "--config",
+        "--disk", "250:77:read_bytes_sec=1mb,write_iops_sec=100", *lab)
+    for version, quota in (("v1", 20000), ("v2", None)):
+        monkeypatch.setattr(instances, "lab_group", lambda lab, inst, v=version, q=quota: FakeGroup(v, q))
+        run("instance", "show", "vm1", "--json", *lab)
+        run("instance", "show", "vm1", *lab)
+    run.check("instance_show")

@@ -50,7 +50,7 @@ def test_an_object_without_a_json_form_is_refused():
 
 
 def test_apply_report_keys_as_before():
-    report = ApplyReport((PortResult("tap1"), PortResult("tap2", error="gone")), (Note("tap1", "m"),))
+    report = ApplyReport([PortResult("tap1"), PortResult("tap2", error="gone")], [Note("tap1", "m")])
     assert not report.ok and report.writes == 0
     assert list(to_json(report)) == ["ok", "writes", "ports", "notes"]
     assert to_json(report)["ports"][1] == PortResult("tap2", error="gone").as_json()
@@ -59,12 +59,12 @@ def test_apply_report_keys_as_before():
 
 def test_drift_keys_as_before():
     hook = ForeignHook("netdev", "filter", "in", "ingress", "tap1")
-    drift = PortDrift("tap1", missing_device=False, operations=("add class",), foreign_hooks=(hook,))
+    drift = PortDrift("tap1", missing_device=False, operations=["add class"], foreign_hooks=[hook])
     assert not drift.ok
-    assert to_json(HostCheck((drift,))) == {"ok": False, "ports": [{
+    assert to_json(HostCheck([drift])) == {"ok": False, "ports": [{
         "port": "tap1", "ok": False, "missing_device": False, "operations_needed": ["add class"],
         "foreign_nft_hooks": ["netdev filter in (ingress)"]}]}
-    assert PortDrift("tap2", missing_device=False, operations=(), foreign_hooks=()).ok
+    assert PortDrift("tap2", missing_device=False, operations=[], foreign_hooks=[]).ok
 
 
 def test_volume_writes_only_after_a_live_change():

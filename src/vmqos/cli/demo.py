@@ -52,15 +52,14 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no
         stderr.print(f"  {inst.name} {direction} {kind} ...")
         result = go()
         shown = show_port(store, netns, inst.port)
-        after = shown.counters.get(direction, Flow())
+        after = shown.counters.get(direction)
         want = getattr(shown.desired, direction)
         limit = human_rate(want.rate_bps) if want.rate_bps else "none"
         if want.peak_bps:
             limit += f", peak {human_rate(want.peak_bps)} for {human_size(want.burst_bytes)}"
-        table.add_row(inst.port, direction, kind, limit, human_rate(int(result.received_bps)),
-                      f"{after.offered_packets - before.offered_packets:,} pkt",
-                      f"{after.delivered_packets - before.delivered_packets:,} pkt",
-                      f"{after.dropped_packets - before.dropped_packets:,} pkt")
+        cells = [f"{getattr(after, k) - getattr(before, k) if after else 0:,} pkt"
+                 for k in ("offered_packets", "delivered_packets", "dropped_packets")]
+        table.add_row(inst.port, direction, kind, limit, human_rate(int(result.received_bps)), *cells)
     stdout.print(table)
     stdout.print("A port with a peak runs at the peak while its burst lasts, then at its average; offered "
                  "counts what reached the limiter, delivered what passed it (a tap's own rx counter is offered).")

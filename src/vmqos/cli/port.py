@@ -204,7 +204,7 @@ def check(as_json: bool, netns: str | None, db: str | None) -> None:
             if d.ok:
                 stdout.print(f"{d.port}: ok")
                 continue
-            problems = (["device missing"] if d.missing_device else []) + list(d.operations) + \
+            problems = (["device missing"] if d.missing_device else []) + d.operations + \
                 [f"foreign nft chain {h.table}/{h.chain} on {h.hook}" for h in d.foreign_hooks]
             stdout.print(f"[red]{d.port}[/]: " + "; ".join(problems), markup=True)
         stdout.print("in sync" if ok else "drift found: `vmqos apply` (with --force for foreign objects) fixes it")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
 from vmqos.lab import DEFAULT_NAME
+
+if TYPE_CHECKING:
+    from vmqos.core.model.volume import Volume
+    from vmqos.store import Store
 
 
 def where_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -183,7 +187,7 @@ def volume() -> None:
     """
 
 
-def _report(volume_obj: Any, store: Any, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
+def _report(volume_obj: Volume, store: Store, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
     from vmqos.services.volumes import volume_info
 
     info = volume_info(store, scope, volume_obj, writes)

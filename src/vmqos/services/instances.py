@@ -87,7 +87,7 @@ def instance_set(store: Store, lab: str, inst: str, change: InstanceChange, *, l
     writes = _lab_apply(group, eff, lab) if live else 0
     if config:
         store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
-    return InstanceReport(inst, writes, live, config, eff, eff.notes)
+    return InstanceReport(inst, writes, live, config, eff, list(eff.notes))
 
 
 def instance_apply(store: Store, lab: str, inst: str) -> InstanceReport:
@@ -95,7 +95,7 @@ def instance_apply(store: Store, lab: str, inst: str) -> InstanceReport:
     scope = lab_scope(lab)
     state = store.load(scope)
     eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
-    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), True, False, eff, eff.notes)
+    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), True, False, eff, list(eff.notes))
 
 
 def instance_show(store: Store, lab: str, inst: str) -> InstanceShow:

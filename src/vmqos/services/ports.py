@@ -77,7 +77,7 @@ def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: li
                                         dry_run=dry_run)
     if record:
         store.record_applied_many(scope, record)
-    return ApplyReport(tuple(results), tuple(notes))
+    return ApplyReport(results, notes)
 
 
 def set_port(store: Store, netns: str | None, device: str, change: PortChange, *, live: bool = True,
@@ -117,7 +117,7 @@ def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool
     return report
 
 
-def check_host(store: Store, netns: str | None) -> tuple[PortDrift, ...]:
+def check_host(store: Store, netns: str | None) -> list[PortDrift]:
     """Compare the kernel with the desired state; nothing is written."""
     scope = scope_of(netns)
     state = store.load(scope)
@@ -131,8 +131,8 @@ def check_host(store: Store, netns: str | None) -> tuple[PortDrift, ...]:
             ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
             hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
             out.append(PortDrift(port, missing_device=port in seen.missing and bool(plans[port].objects),
-                                 operations=tuple(op.describe() for op in ops), foreign_hooks=tuple(hooks)))
-    return tuple(out)
+                                 operations=[op.describe() for op in ops], foreign_hooks=hooks))
+    return out
 
 
 # -- port show -----------------------------------------------------------------------------------

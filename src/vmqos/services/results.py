@@ -1,5 +1,8 @@
 """What the use cases return: frozen values that the CLI reads by attribute and `to_json` prints.
 
+Fields that were lists before these types existed (a report's results, notes, operations) stay
+lists, so callers and tests that compare them with lists keep working; new fields are tuples.
+
 Field order is the key order of `--json` (`vmqos.services.serialize`); metadata renames, skips
 or converts a field where the JSON has always said it differently. Nothing here does I/O.
 """
@@ -31,8 +34,8 @@ class ApplyReport:
 
     ok: bool = field(init=False)
     writes: int = field(init=False)
-    results: tuple[PortResult, ...] = field(metadata=json_field("ports"))
-    notes: tuple[Note, ...] = ()
+    results: list[PortResult] = field(metadata=json_field("ports"))
+    notes: list[Note] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ok", all(r.error is None for r in self.results))
@@ -49,7 +52,7 @@ class StoredOnly:
     stored_only: bool = True
 
 
-def _hook_texts(hooks: tuple[ForeignHook, ...]) -> list[str]:
+def _hook_texts(hooks: list[ForeignHook]) -> list[str]:
     return [f"{h.family} {h.table} {h.chain} ({h.hook})" for h in hooks]
 
 
@@ -60,8 +63,8 @@ class PortDrift:
     port: str
     ok: bool = field(init=False)
     missing_device: bool
-    operations: tuple[str, ...] = field(metadata=json_field("operations_needed"))
-    foreign_hooks: tuple[ForeignHook, ...] = field(metadata=json_field("foreign_nft_hooks", encode=_hook_texts))
+    operations: list[str] = field(metadata=json_field("operations_needed"))
+    foreign_hooks: list[ForeignHook] = field(metadata=json_field("foreign_nft_hooks", encode=_hook_texts))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ok", not self.operations and not self.foreign_hooks and not self.missing_device)
@@ -72,7 +75,7 @@ class HostCheck:
     """Every managed port of a scope against its desired state."""
 
     ok: bool = field(init=False)
-    ports: tuple[PortDrift, ...]
+    ports: list[PortDrift]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ok", all(d.ok for d in self.ports))
@@ -127,7 +130,7 @@ class InstanceReport:
     live: bool
     stored: bool
     effective: EffectiveInstance
-    notes: tuple[Note, ...] = field(default=(), metadata=json_field(skip=True))
+    notes: list[Note] = field(default_factory=list, metadata=json_field(skip=True))
 
 
 @dataclass(frozen=True)
@@ -202,10 +205,10 @@ class VmReport:
     domain: str
     live: bool
     config: bool
-    applied: tuple[str, ...]
+    applied: list[str]
     network: ApplyReport | None
     effective: EffectiveInstance
-    notes: tuple[Note, ...]
+    notes: list[Note]
 
     @property
     def writes(self) -> int:

@@ -142,7 +142,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
                     pass
             raise
         store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}")
-        return VmReport(domain, live, config, tuple(applied), network, eff, tuple(notes))
+        return VmReport(domain, live, config, applied, network, eff, notes)
 
 
 def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
@@ -165,7 +165,7 @@ def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
             for step in reversed(undo):
                 step()
             raise
-        return VmReport(domain, True, False, tuple(applied), None, eff, eff.notes)
+        return VmReport(domain, True, False, applied, None, eff, list(eff.notes))
 
 
 def vm_list(connect: str | None) -> tuple[DomainInfo, ...]:
