@@ -25,11 +25,9 @@ def json_field(key: str | None = None, *, skip: bool = False, omit_none: bool = 
 
 def to_json(value: Any) -> Any:
     """`value` as plain JSON data (dicts, lists, str, int, float, bool, None); key order kept."""
-    if value is None or isinstance(value, (bool, int, float)) and not isinstance(value, Enum):
-        return value
-    if isinstance(value, Enum):
+    if isinstance(value, Enum):  # before str and int: EgressMode is a str Enum
         return value.value
-    if isinstance(value, str):
+    if value is None or isinstance(value, (str, bool, int, float)):
         return value
     as_json = getattr(value, "as_json", None)
     if callable(as_json) and not isinstance(value, type):
