@@ -18,6 +18,7 @@ from vmqos.core.model.disk import DiskQos
 from vmqos.core.plan.cgroup_values import detect_layout
 from vmqos.drivers.cgroup import Group, block_device
 from vmqos.services.instances import instance_set, instance_show, lab_group
+from vmqos.services.serialize import to_json
 
 pytestmark = pytest.mark.kernel
 
@@ -142,7 +143,7 @@ def test_instance_set_and_show_on_a_loop_device(lab5, loop_device):
                             disks={loop_device: {"write_bytes_sec": 1048576, "read_iops_sec": 200}})
     report = instance_set(store, name, "vm1", change)
     assert report.writes == 4
-    shown = instance_show(store, name, "vm1")
+    shown = to_json(instance_show(store, name, "vm1"))
     dev = os.path.basename(loop_device)
     assert shown["kernel"]["in_sync"] and shown["kernel"]["disks"] == {dev: {"read_iops_sec": 200,
                                                                              "write_bytes_sec": 1048576}}
@@ -150,7 +151,7 @@ def test_instance_set_and_show_on_a_loop_device(lab5, loop_device):
     assert store.load(f"{name}-host").instances["vm1"].cpu == CpuQos(shares=512, quota_us=20000)
     # --live only: the kernel changes, the stored state does not
     instance_set(store, name, "vm1", InstanceChange(cpu_quota_us=0), config=False)
-    assert instance_show(store, name, "vm1")["kernel"]["in_sync"] is False
+    assert to_json(instance_show(store, name, "vm1"))["kernel"]["in_sync"] is False
     # a key only QEMU has is refused before anything is written
     with pytest.raises(UnsupportedError, match="total_iops_sec"):
         instance_set(store, name, "vm1", InstanceChange(disks={loop_device: {"total_iops_sec": 10}}))

@@ -32,6 +32,7 @@ from vmqos.core.plan.objects import (
     U32Filter,
 )
 from vmqos.services.ports import check_host, show_port
+from vmqos.services.serialize import to_json
 from vmqos.store import Store
 
 pytestmark = pytest.mark.kernel
@@ -293,7 +294,7 @@ def test_port_commands_end_to_end(ports, tmp_path, capsys):
     assert code == 1 and not json.loads(out)["ok"]
     assert _cli("port", "set", "vqa0", "--outbound", "0", *common)[0] == 0  # 0 clears, as domiftune
     with Store(db) as store:
-        assert show_port(store, ports, "vqa0")["desired"]["egress"]["rate_bps"] is None
+        assert to_json(show_port(store, ports, "vqa0"))["desired"]["egress"]["rate_bps"] is None
         assert all(d.ok for d in check_host(store, ports))
     assert _cli("port", "clear", "vqa0", *common)[0] == 0
     assert "htb" not in sh(ports, "tc qdisc show dev vqa0").stdout

@@ -17,7 +17,9 @@ import pytest
 from tests.kernel.conftest import require
 from vmqos.core.desired.ports import PortChange
 from vmqos.lab import Lab, lab_down, lab_up
-from vmqos.services.ports import ApplyReport, clear_port, set_port
+from vmqos.services.ports import clear_port, set_port
+from vmqos.services.results import ApplyReport
+from vmqos.services.serialize import to_json
 from vmqos.store import Store
 
 TOOLS = ("ip", "tc", "nft", "iperf3", "hping3", "tcpdump", "ping", "ss")
@@ -74,12 +76,12 @@ class Ports:
         if device not in self.touched:
             self.touched.append(device)
         report = set_port(self.store, self.netns, device, change)
-        assert report is not None and report.ok, report.as_json() if report else None
+        assert report is not None and report.ok, to_json(report) if report else None
         return report
 
     def clear(self, device: str) -> ApplyReport:
         report = clear_port(self.store, self.netns, device)
-        assert report.ok, report.as_json()
+        assert report.ok, to_json(report)
         return report
 
 
@@ -96,7 +98,7 @@ def ports(lab, tmp_path):
                 try:
                     report = clear_port(store, lab.host_ns, device)
                     if not report.ok:
-                        errors.append(report.as_json())
+                        errors.append(to_json(report))
                 except Exception as exc:  # keep clearing the others
                     errors.append(f"{device}: {exc}")
         finally:

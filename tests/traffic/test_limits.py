@@ -20,6 +20,7 @@ from vmqos.core.model.host import EgressMode, Policy
 from vmqos.core.plan.planner import KernelProfile, queue_limit
 from vmqos.lab import BRIDGE
 from vmqos.services.ports import reconcile_ports, show_port
+from vmqos.services.serialize import to_json
 
 from .harness import (
     ETH_HLEN,
@@ -67,7 +68,7 @@ def policy_file(tmp_path, name: str, *rules: dict) -> Policy:
 
 
 def egress_counters(ports, device: str) -> dict[str, int]:
-    return show_port(ports.store, ports.netns, device)["counters"]["egress"]
+    return to_json(show_port(ports.store, ports.netns, device))["counters"]["egress"]
 
 
 # -- 1. TCP towards the instance ------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_packet_rate_limit_stops_a_small_packet_flood_but_not_bulk_tcp(lab, port
     policy = policy_file(tmp_path, "pps-1k", {"type": "packet_rate_limit", "max_kpps": 1, "direction": "egress"})
     ports.set(vm1.port, PortChange(policy=policy, egress_mode=EgressMode.SHAPE,
                                    outbound=libvirt_rate(shaped_mbit) if shaped_mbit else None))
-    shown = show_port(ports.store, ports.netns, vm1.port)
+    shown = to_json(show_port(ports.store, ports.netns, vm1.port))
     pps, burst = shown["desired"]["egress"]["pps"], shown["desired"]["egress"]["pps_burst"]
     assert pps == 1000
     with iperf_server(lab.wan_ns) as server:
@@ -294,7 +295,7 @@ def test_reconciler_restart_rewrites_nothing_on_a_loaded_port(lab, ports):
     seconds = 5
 
     def sample() -> tuple[float, dict]:
-        shown = show_port(ports.store, ports.netns, vm1.port)
+        shown = to_json(show_port(ports.store, ports.netns, vm1.port))
         return time.monotonic(), shown
 
     with iperf_server(vm1.netns):
@@ -319,9 +320,9 @@ def test_reconciler_restart_rewrites_nothing_on_a_loaded_port(lab, ports):
     log(f"reconciler restart under load: writes {report.writes}, re-apply took {(t2 - t1) * 1000:.0f} ms; "
         f"HTB root bytes at 1 s, before, after, +1 s: {[x['delivered_bytes'] for x in c]}; drops {drops}; "
         f"retransmits per 0.5 s {retrans}; goodput {goodput / MBIT:.2f} Mbit/s")
-    assert report.ok, report.as_json()
-    assert report.writes == 0, report.as_json()
-    assert all(r.ops == [] for r in report.results), report.as_json()
+    assert report.ok, to_json(report)
+    assert report.writes == 0, to_json(report)
+    assert all(r.ops == [] for r in report.results), to_json(report)
     assert s2["kernel"]["in_sync"] and objects[0] == objects[1]
     # The qdisc and the nft counters were not recreated: their counters only grew.
     for key in ("delivered_bytes", "delivered_packets", "offered_bytes", "offered_packets"):
@@ -368,7 +369,7 @@ def test_real_tap_packet_and_byte_limits(lab, ports, tap, tmp_path):
         # Packet rate: 1000 pps from the "VM" side of a real tap, 64-byte frames as fast as Python writes them.
         policy = policy_file(tmp_path, "pps-1k", {"type": "packet_rate_limit", "max_kpps": 1, "direction": "egress"})
         ports.set(tap, PortChange(policy=policy))
-        burst = show_port(ports.store, ports.netns, tap)["desired"]["egress"]["pps_burst"]
+        burst = to_json(show_port(ports.store, ports.netns, tap))["desired"]["egress"]["pps_burst"]
         tap_rx0 = link_stats(lab.host_ns, tap)["rx_packets"]
         got0 = counter.read()
         written = _write(lab, tap, 22, 3.0)

@@ -56,9 +56,10 @@ def test_test_driver_scheduler_is_a_stub_and_says_so(test_driver):
 
 
 def test_vm_commands_against_the_test_driver(tmp_path, test_driver):
+    from vmqos.services.serialize import to_json
     from vmqos.services.vms import vm_list, vm_set
 
-    assert [d["name"] for d in vm_list("test:///default")] == ["test"]
+    assert [d["name"] for d in to_json(vm_list("test:///default"))] == ["test"]
     with Store(f"sqlite:///{tmp_path}/s.db") as store:
         report = vm_set(store, "test:///default", "test", InstanceChange(
             disks={"vda": {"read_bytes_sec": 1000, "read_bytes_sec_max": 2000}}), live=True, config=False)
@@ -77,6 +78,7 @@ def tc(tap: str, what: str) -> str:
 
 def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the_kernel(qemu_domain, tmp_path):
     from vmqos.services.ports import clear_port
+    from vmqos.services.serialize import to_json
     from vmqos.services.vms import vm_set, vm_show
 
     d = qemu_domain
@@ -96,7 +98,7 @@ def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the
             assert disk_from_params(lv.disk(name, "vda", LIVE)) == DiskQos(
                 total_bytes_sec=1048576, read_iops_sec=200, read_iops_sec_max=400, read_iops_sec_max_length=5)
             # through the kernel: the domain's cgroup files, the tap's qdiscs
-            shown = vm_show(store, uri, name)
+            shown = to_json(vm_show(store, uri, name))
             cg = shown["kernel"]["cgroups"]
             assert cg["cpu.shares"] == "512"
             assert cg["vcpus"]["vcpu0"]["cpu.cfs_quota_us"] == "20000"

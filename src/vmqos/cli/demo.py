@@ -30,6 +30,7 @@ def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
 def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
+    from vmqos.core.analysis.flows import Flow
     from vmqos.core.units import human_rate, human_size
     from vmqos.lab import Lab
     from vmqos.lab.traffic import iperf3
@@ -47,19 +48,18 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no
     vm2 = lab.instance(2)
     runs.append((vm2, "egress", "udp 10M", lambda: iperf3(lab.wan_ns, lab.wan_address, vm2.netns, udp_bps=10_000_000)))
     for inst, direction, kind, go in runs:
-        before = show_port(store, netns, inst.port)["counters"].get(direction, {})
+        before = show_port(store, netns, inst.port).counters.get(direction, Flow())
         stderr.print(f"  {inst.name} {direction} {kind} ...")
         result = go()
-        data = show_port(store, netns, inst.port)
-        after = data["counters"].get(direction, {})
-        want = data["desired"][direction]
-        limit = human_rate(want["rate_bps"]) if want["rate_bps"] else "none"
-        if want["peak_bps"]:
-            limit += f", peak {human_rate(want['peak_bps'])} for {human_size(want['burst_bytes'])}"
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        table.add_row(inst.port, direction, kind, limit, human_rate(int(result.received_bps)),
-                      f"{delta.get('offered_packets', 0):,} pkt", f"{delta.get('delivered_packets', 0):,} pkt",
-                      f"{delta.get('dropped_packets', 0):,} pkt")
+        shown = show_port(store, netns, inst.port)
+        after = shown.counters.get(direction)
+        want = getattr(shown.desired, direction)
+        limit = human_rate(want.rate_bps) if want.rate_bps else "none"
+        if want.peak_bps:
+            limit += f", peak {human_rate(want.peak_bps)} for {human_size(want.burst_bytes)}"
+        cells = [f"{getattr(after, k) - getattr(before, k) if after else 0:,} pkt"
+                 for k in ("offered_packets", "delivered_packets", "dropped_packets")]
+        table.add_row(inst.port, direction, kind, limit, human_rate(int(result.received_bps)), *cells)
     stdout.print(table)
     stdout.print("A port with a peak runs at the peak while its burst lasts, then at its average; offered "
                  "counts what reached the limiter, delivered what passed it (a tap's own rx counter is offered).")

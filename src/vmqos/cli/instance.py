@@ -8,7 +8,7 @@ import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
-from vmqos.core.model.document import Note
+from vmqos.core.desired.instances import CPU_FIELDS, EffectiveInstance
 from vmqos.lab import DEFAULT_NAME
 
 
@@ -50,28 +50,26 @@ def make_change(cpu_shares: int | None, cpu_quota: int | None, cpu_period: int |
                           remove_disks=remove_disks)
 
 
-def notes_of(data: dict[str, Any]) -> list[Note]:
-    return [Note(n["field"], n["message"], n["level"]) for n in data.get("notes", [])]
-
-
-def print_desired(desired: dict[str, Any]) -> None:
+def print_desired(desired: EffectiveInstance) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, title="desired", title_justify="left")
     for col in ("what", "value", "source"):
         table.add_column(col)
-    cpu = desired["cpu"]
-    for f in ("shares", "period_us", "quota_us"):
-        if cpu.get(f) is not None:
-            extra = f" (cgroup v2 weight {cpu['weight']})" if f == "shares" else ""
-            extra = f" ({cpu['cpus'] * 100:g} % of a CPU)" if f == "quota_us" else extra
-            table.add_row(f"cpu {f}", f"{cpu[f]:,}{extra}", cpu["sources"].get(f, ""))
-    for dev, disk in desired["disks"].items():
-        if not disk["limits"]:
-            table.add_row(f"disk {dev}", "no limit", disk.get("volume") and f"volume {disk['volume']}" or "")
-        for key, value in disk["limits"].items():
-            table.add_row(f"disk {dev}", f"{key}={value:,}" if isinstance(value, int) else f"{key}={value}",
-                          disk["sources"].get(key, ""))
+    cpu = desired.cpu
+    for f in CPU_FIELDS:
+        value = getattr(cpu, f) if cpu else None
+        if cpu is not None and value is not None:
+            extra = f" (cgroup v2 weight {cpu.weight})" if f == "shares" else ""
+            extra = f" ({cpu.cpus * 100:g} % of a CPU)" if f == "quota_us" else extra  # type: ignore[operator]
+            table.add_row(f"cpu {f}", f"{value:,}{extra}", desired.cpu_sources.get(f, ""))
+    for dev, disk in desired.disks.items():
+        limits, volume = disk.items(), desired.volumes.get(dev)
+        if not limits:
+            table.add_row(f"disk {dev}", "no limit", volume and f"volume {volume}" or "")
+        for key, item in limits.items():
+            table.add_row(f"disk {dev}", f"{key}={item:,}" if isinstance(item, int) else f"{key}={item}",
+                          desired.disk_sources.get(dev, {}).get(key, ""))
     stdout.print(table)
 
 
@@ -120,12 +118,12 @@ def instance_set_cmd(inst: str, lab: str, cpu_shares: int | None, cpu_quota: int
     with open_store(db) as store:
         report = instance_set(store, lab, inst, change, live=live, config=config)
     if as_json:
-        print_json(report.as_json())
+        print_json(report)
         return
     print_notes(report.notes)
     done = f"{report.writes} cgroup file(s) written" if report.live else "the kernel was not touched (--config)"
     stdout.print(f"{inst}: {done}" + ("; stored" if report.stored else "; not stored (--live)"))
-    print_desired(report.effective.as_json())
+    print_desired(report.effective)
 
 
 @instance.command("show")
@@ -145,26 +143,26 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
     from vmqos.services.ports import open_store
 
     with open_store(db) as store:
-        data = instance_show(store, lab, inst)
+        shown = instance_show(store, lab, inst)
     if as_json:
-        print_json(data)
+        print_json(shown)
         return
-    stdout.print(f"instance {inst} of lab {lab}: cgroups " + ", ".join(sorted(set(data["cgroups"].values()))))
-    print_desired(data["desired"])
-    cpu = data["kernel"]["cpu"]
-    weight = f"shares {cpu['shares']}" if cpu["shares"] is not None else f"weight {cpu['weight']}"
-    cap = "no cap" if cpu["quota_us"] is None else f"quota {cpu['quota_us']} / period {cpu['period_us']} us " \
-                                                   f"({cpu['cpus'] * 100:g} % of a CPU)"
-    stdout.print(f"kernel: cpu ({cpu['version']}) {weight}, {cap}")
-    for dev, limits in data["kernel"]["disks"].items():
+    stdout.print(f"instance {inst} of lab {lab}: cgroups " + ", ".join(sorted(set(shown.cgroups.values()))))
+    print_desired(shown.desired)
+    cpu = shown.kernel.cpu
+    weight = f"shares {cpu.shares}" if cpu.shares is not None else f"weight {cpu.weight}"
+    cap = "no cap" if cpu.quota_us is None else f"quota {cpu.quota_us} / period {cpu.period_us} us " \
+                                                f"({cpu.cpus * 100:g} % of a CPU)"  # type: ignore[operator]
+    stdout.print(f"kernel: cpu ({cpu.version}) {weight}, {cap}")
+    for dev, limits in shown.kernel.disks.items():
         stdout.print(f"kernel: disk {dev} " + ", ".join(f"{k}={v:,}" for k, v in limits.items()))
-    stdout.print("kernel: in sync with the desired state" if data["kernel"]["in_sync"] else
+    stdout.print("kernel: in sync with the desired state" if shown.kernel.in_sync else
                  "kernel: DIFFERS from the desired state (`vmqos instance set` applies it)")
-    use = data["usage"]
-    line = f"usage: {use['cpu_seconds']:.3f} CPU-seconds" if use["cpu_seconds"] is not None else "usage: -"
-    if use["nr_periods"]:
-        line += f", throttled in {use['nr_throttled']:,} of {use['nr_periods']:,} periods"
+    use = shown.usage
+    line = f"usage: {use.cpu_seconds:.3f} CPU-seconds" if use.cpu_seconds is not None else "usage: -"
+    if use.nr_periods:
+        line += f", throttled in {use.nr_throttled:,} of {use.nr_periods:,} periods"
     stdout.print(line)
-    for dev, io in use["io"].items():
+    for dev, io in use.io.items():
         stdout.print(f"usage: disk {dev} " + ", ".join(f"{k} {v:,}" for k, v in io.items()))
-    print_notes(notes_of(data["desired"]))
+    print_notes(shown.desired.notes)

@@ -91,7 +91,7 @@ def up(name: str, instances: int, as_json: bool) -> None:
                      f"(`vmqos lab down --name {name}` then `up` to shrink it)", markup=True)
     _print_problems(status)
     if as_json:
-        print_json(status.as_json())
+        print_json(status)
     else:
         print_status(status)
 
@@ -106,7 +106,7 @@ def list_(name: str, as_json: bool) -> None:
         raise NotFound(f"no lab {name!r} is up: `vmqos lab up --name {name}` builds it")
     _print_problems(status)
     if as_json:
-        print_json(status.as_json())
+        print_json(status)
     else:
         print_status(status)
 

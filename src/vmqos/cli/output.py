@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from rich.console import Console
 
 from vmqos.core.model.document import Note
+from vmqos.services.serialize import to_json
 
 # Piped output keeps whole lines: tables are read by people in logs and by grep, not at 80 columns.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -23,7 +24,8 @@ def print_notes(notes: Iterable[Note]) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Any result or plain data, through the one serializer (`vmqos.services.serialize`)."""
+    sys.stdout.write(json.dumps(to_json(data), indent=2, sort_keys=False) + "\n")
 
 
 def print_text(text: str) -> None:

@@ -90,7 +90,7 @@ def plan_json(result: PortPlan, commands: list[str], notes: list[Any]) -> dict[s
         "ingress": result.ingress.as_json(),
         "egress": result.egress.as_json(),
         "commands": commands,
-        "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in notes],
+        "notes": [n.as_json() for n in notes],
     }
 
 

@@ -10,18 +10,10 @@ import click
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
 from vmqos.core.desired.ports import PortChange
-from vmqos.core.model.document import Note
 from vmqos.core.model.host import EgressMode
 from vmqos.core.units import human_pps, human_rate, human_size
-from vmqos.services.ports import (
-    ApplyReport,
-    apply_host,
-    check_host,
-    clear_port,
-    open_store,
-    set_port,
-    show_port,
-)
+from vmqos.services.ports import apply_host, check_host, clear_port, open_store, set_port, show_port
+from vmqos.services.results import ApplyReport, HostCheck, StoredOnly
 
 NETNS_HELP = "network namespace that owns the ports (default: this one; a lab's is LAB-host)"
 DB_HELP = "desired-state database URL (default: $VMQOS_DB or sqlite:////var/lib/vmqos/vmqos.db)"
@@ -48,12 +40,12 @@ def _policy(value: str | None) -> tuple[Any, str | None]:
 def report_apply(report: ApplyReport | None, as_json: bool) -> int:
     if report is None:
         if as_json:
-            print_json({"ok": True, "writes": 0, "ports": [], "stored_only": True})
+            print_json(StoredOnly())
         else:
             stdout.print("stored; the kernel was not touched (--config)")
         return 0
     if as_json:
-        print_json(report.as_json())
+        print_json(report)
     else:
         print_notes(report.notes)
         for r in report.results:
@@ -134,9 +126,9 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     device's own rx/tx counters count before any limiter: never read them as "what got through".
     """
     with open_store(db) as store:
-        data = show_port(store, netns, device)
+        shown = show_port(store, netns, device)
     if as_json:
-        print_json(data)
+        print_json(shown)
         return
     from rich.table import Table
 
@@ -145,30 +137,30 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     for col in ("direction", "limit", "mechanism", "offered", "delivered", "dropped", "backlog"):
         table.add_column(col)
     for direction, label in (("ingress", "to instance"), ("egress", "from instance")):
-        want = data["desired"][direction]
+        want = getattr(shown.desired, direction)
         limit = []
-        if want["rate_bps"]:
-            limit.append(human_rate(want["rate_bps"]))
-        if want["pps"]:
-            limit.append(human_pps(want["pps"]))
-        if want["dscp"] is not None:
-            limit.append(f"dscp {want['dscp']}")
-        flow = data["counters"].get(direction)
+        if want.rate_bps:
+            limit.append(human_rate(want.rate_bps))
+        if want.pps:
+            limit.append(human_pps(want.pps))
+        if want.dscp is not None:
+            limit.append(f"dscp {want.dscp}")
+        flow = shown.counters.get(direction)
         cells = ["-"] * 4 if flow is None else [
-            f"{flow['offered_packets']:,} pkt / {human_size(flow['offered_bytes'])}",
-            f"{flow['delivered_packets']:,} pkt / {human_size(flow['delivered_bytes'])}",
-            f"{flow['dropped_packets']:,} pkt", human_size(flow["backlog_bytes"])]
-        table.add_row(f"{direction} ({label})", ", ".join(limit) or "none", want["mechanism"] or "-", *cells)
+            f"{flow.offered_packets:,} pkt / {human_size(flow.offered_bytes)}",
+            f"{flow.delivered_packets:,} pkt / {human_size(flow.delivered_bytes)}",
+            f"{flow.dropped_packets:,} pkt", human_size(flow.backlog_bytes)]
+        table.add_row(f"{direction} ({label})", ", ".join(limit) or "none", want.mechanism or "-", *cells)
     stdout.print(table)
-    kernel = data["kernel"]
-    state = "in sync with the desired state" if kernel["in_sync"] else (
-        "device missing" if kernel["missing_device"] else "DRIFT: " + ", ".join(kernel["operations_needed"]))
+    kernel = shown.kernel
+    state = "in sync with the desired state" if kernel.in_sync else (
+        "device missing" if kernel.missing_device else "DRIFT: " + ", ".join(kernel.operations_needed))
     stdout.print(f"kernel: {state}")
-    dev = data["device_counters"]
+    dev = shown.device_counters
     if dev:
         stdout.print(f"device counters (before any limiter): rx {dev['rx_packets']:,} pkt, "
                      f"tx {dev['tx_packets']:,} pkt")
-    print_notes(Note(n["field"], n["message"], n["level"]) for n in data["notes"])
+    print_notes(shown.notes)
 
 
 @click.command("apply")
@@ -203,12 +195,12 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
 def check(as_json: bool, netns: str | None, db: str | None) -> None:
     """Compare the kernel with the desired state: exit 0 when they match, 1 with a per-port report."""
     with open_store(db) as store:
-        drift = check_host(store, netns)
-    ok = all(d.ok for d in drift)
+        found = HostCheck(check_host(store, netns))
+    ok = found.ok
     if as_json:
-        print_json({"ok": ok, "ports": [d.as_json() for d in drift]})
+        print_json(found)
     else:
-        for d in drift:
+        for d in found.ports:
             if d.ok:
                 stdout.print(f"{d.port}: ok")
                 continue

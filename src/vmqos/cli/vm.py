@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from vmqos.cli.instance import cpu_disk_options, make_change, notes_of, print_desired
+from vmqos.cli.instance import cpu_disk_options, make_change, print_desired
 from vmqos.cli.output import print_json, print_notes, stdout
 
 CONNECT_HELP = "libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system; test:///default for a dry run)"
@@ -38,19 +38,18 @@ def vm_list_cmd(connect: str | None, as_json: bool) -> None:
     """The domains with their state, taps and disks."""
     from vmqos.services.vms import vm_list
 
-    data = vm_list(connect)
+    domains = vm_list(connect)
     if as_json:
-        print_json(data)
+        print_json(domains)
         return
     from rich.table import Table
 
     table = Table(show_edge=False)
     for col in ("domain", "state", "vcpus", "interfaces (tap)", "disks"):
         table.add_column(col)
-    for d in data:
-        table.add_row(d["name"], d["state"], str(d["vcpus"]),
-                      ", ".join(i["target"] or "-" for i in d["interfaces"]) or "-",
-                      ", ".join(f"{x['target']}" for x in d["disks"] if x["device"] == "disk") or "-")
+    for d in domains:
+        table.add_row(d.name, d.state, str(d.vcpus), ", ".join(i.target or "-" for i in d.interfaces) or "-",
+                      ", ".join(f"{x.target}" for x in d.disks if x.device == "disk") or "-")
     stdout.print(table)
 
 
@@ -69,36 +68,36 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     from vmqos.services.vms import vm_show
 
     with open_store(db) as store:
-        data = vm_show(store, connect, domain)
+        shown = vm_show(store, connect, domain)
     if as_json:
-        print_json(data)
+        print_json(shown)
         return
-    dom = data["domain"]
-    stdout.print(f"domain {dom['name']} ({dom['type']}, {dom['state']}, {dom['vcpus']} vCPU) at {data['uri']}")
-    print_desired(data["desired"])
-    for where, section in data["libvirt"].items():
-        cpu = section["cpu"]
+    dom = shown.domain
+    stdout.print(f"domain {dom.name} ({dom.driver}, {dom.state}, {dom.vcpus} vCPU) at {shown.uri}")
+    print_desired(shown.desired)
+    for where, section in shown.libvirt.items():
+        cpu = section.cpu
         stdout.print(f"libvirt {where}: cpu " + (cpu["error"] if "error" in cpu else
                                                  ", ".join(f"{k}={v}" for k, v in cpu.items())))
-        for target, limits in section["disks"].items():
+        for target, limits in section.disks.items():
             stdout.print(f"libvirt {where}: disk {target} " +
                          (", ".join(f"{k}={v:,}" for k, v in limits.items()) or "no limit"))
-    cg = data["kernel"].get("cgroups")
+    cg = shown.kernel.cgroups
     if cg:
         vcpus = ", ".join(f"{n} quota {v['cpu.cfs_quota_us'] or v['cpu.max']}" for n, v in cg["vcpus"].items())
         stdout.print(f"kernel: {cg['path']}: cpu.shares {cg['cpu.shares']}; {vcpus}")
-    for tap, port in data["kernel"]["ports"].items():
+    for tap, port in shown.kernel.ports.items():
         if port is None:
             stdout.print(f"kernel: tap {tap}: not limited by vmqos")
             continue
-        limits = []
+        rates = []
         for direction in ("ingress", "egress"):
-            rate = port["desired"][direction]["rate_bps"]
+            rate = getattr(port.desired, direction).rate_bps
             if rate:
-                limits.append(f"{direction} {rate:,} bit/s")
-        sync = "in sync" if port["kernel"]["in_sync"] else "DRIFT"
-        stdout.print(f"kernel: tap {tap}: {', '.join(limits) or 'no limit'} ({sync})")
-    print_notes(notes_of(data["desired"]))
+                rates.append(f"{direction} {rate:,} bit/s")
+        sync = "in sync" if port.kernel.in_sync else "DRIFT"
+        stdout.print(f"kernel: tap {tap}: {', '.join(rates) or 'no limit'} ({sync})")
+    print_notes(shown.desired.notes)
 
 
 @vm.command("set")
@@ -139,7 +138,7 @@ def vm_set_cmd(domain: str, connect: str | None, inbound: str | None, outbound: 
         report = vm_set(store, connect, domain, change, inbound=inbound, outbound=outbound, interface=interface,
                         live=live, config=config, force=force)
     if as_json:
-        print_json(report.as_json())
+        print_json(report)
         sys.exit(0)
     print_notes(report.notes)
     for item in report.applied:
@@ -147,4 +146,4 @@ def vm_set_cmd(domain: str, connect: str | None, inbound: str | None, outbound: 
     if report.network is not None:
         for r in report.network.results:
             stdout.print(f"{r.port}: {len(r.ops)} change(s)" + (f": {r.error}" if r.error else ""))
-    print_desired(report.effective.as_json())
+    print_desired(report.effective)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from vmqos.cli.instance import notes_of
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
 from vmqos.lab import DEFAULT_NAME
+
+if TYPE_CHECKING:
+    from vmqos.core.model.volume import Volume
+    from vmqos.store import Store
 
 
 def where_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,13 +76,9 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
     """Create or replace a volume type; attached volumes of that type get the new limits only when
     they are applied again (`vmqos volume extend`, attach, or `instance set`)."""
     from vmqos.cli.convert import read_input
-    from vmqos.core.desired.instances import (
-        check_volume_type,
-        describe_volume_type,
-        volume_type_from_cinder,
-    )
+    from vmqos.core.desired.instances import check_volume_type, volume_type_from_cinder, volume_type_from_specs
     from vmqos.core.errors import InvalidValue
-    from vmqos.core.desired.instances import volume_type_from_specs
+    from vmqos.services.volumes import describe_volume_type
 
     if path:
         if specs:
@@ -115,22 +114,22 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
 @where_options
 def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volume types and their specs."""
-    from vmqos.core.desired.instances import describe_volume_type
+    from vmqos.services.volumes import volume_type_list
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
-        data = [describe_volume_type(v) for v in store.volume_types(scope).values()]
+        found = volume_type_list(store, scope)
     if as_json:
-        print_json(data)
+        print_json(found)
         return
     from rich.table import Table
 
     table = Table(show_edge=False)
     for col in ("name", "consumer", "applied on the host", "specs"):
         table.add_column(col)
-    for v in data:
-        table.add_row(v["name"], v["consumer"], "yes" if v["applied_on_host"] else "no (back-end)",
-                      ", ".join(f"{k}={val}" for k, val in v["specs"].items()))
+    for v in found:
+        table.add_row(v.name, v.consumer, "yes" if v.applied_on_host else "no (back-end)",
+                      ", ".join(f"{k}={val}" for k, val in v.specs.items()))
     stdout.print(table)
 
 
@@ -140,23 +139,19 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
 @where_options
 def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume type, with what Cinder would do with its specs."""
-    from vmqos.core.desired.instances import describe_volume_type
-    from vmqos.core.errors import NotFound
+    from vmqos.services.volumes import volume_type_show
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
-        found = store.volume_types(scope).get(name)
-    if found is None:
-        raise NotFound(f"no volume type {name!r} (`vmqos volume-type list` shows them)")
-    data = describe_volume_type(found)
+        found = volume_type_show(store, scope, name)
     if as_json:
-        print_json(data)
+        print_json(found)
         return
-    stdout.print(f"volume type {name}: consumer {data['consumer']}" +
-                 ("" if data["applied_on_host"] else " (back-end: stored and shown, never applied on the host)"))
-    for key, value in data["specs"].items():
+    stdout.print(f"volume type {name}: consumer {found.consumer}" +
+                 ("" if found.applied_on_host else " (back-end: stored and shown, never applied on the host)"))
+    for key, value in found.specs.items():
         stdout.print(f"  {key} = {value}")
-    print_notes(notes_of(data))
+    print_notes(found.notes)
 
 
 @volume_type.command("delete")
@@ -192,17 +187,16 @@ def volume() -> None:
     """
 
 
-def _report(volume_obj: Any, store: Any, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
-    from vmqos.core.desired.instances import describe_volume
+def _report(volume_obj: Volume, store: Store, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
+    from vmqos.services.volumes import volume_info
 
-    vtype = store.volume_types(scope).get(volume_obj.type) if volume_obj.type else None
-    data = describe_volume(volume_obj, vtype) | ({"writes": writes} if writes is not None else {})
+    info = volume_info(store, scope, volume_obj, writes)
     if as_json:
-        print_json(data)
+        print_json(info)
         return
-    print_notes(notes_of(data))
+    print_notes(info.notes)
     where = f", attached to {volume_obj.instance} as {volume_obj.device}" if volume_obj.attached else ""
-    limits = ", ".join(f"{k}={v:,}" for k, v in data["applied_on_host"].items()) or "no host limits"
+    limits = ", ".join(f"{k}={v:,}" for k, v in info.applied_on_host.items()) or "no host limits"
     live = f"; {writes} kernel value(s) written" if writes else ""
     stdout.print(f"volume {volume_obj.name} {verb}: {volume_obj.size_gb} GiB{where}; {limits}{live}")
 
@@ -291,24 +285,22 @@ def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) 
 @where_options
 def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volumes, their size, attachment and the limits they put on the host."""
-    from vmqos.core.desired.instances import describe_volume
+    from vmqos.services.volumes import volume_list
 
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
-        types = store.volume_types(scope)
-        data = [describe_volume(v, types.get(v.type) if v.type else None) for v in store.volumes(scope).values()]
+        found = volume_list(store, scope)
     if as_json:
-        print_json(data)
+        print_json(found)
         return
     from rich.table import Table
 
     table = Table(show_edge=False)
     for col in ("name", "type", "size", "attached to", "limits on the host"):
         table.add_column(col)
-    for v in data:
-        table.add_row(v["name"], v["type"] or "-", f"{v['size_gb']} GiB",
-                      f"{v['instance']} {v['device']}" if v["instance"] else "-",
-                      ", ".join(f"{k}={val:,}" for k, val in v["applied_on_host"].items()) or "none")
+    for v in found:
+        table.add_row(v.name, v.type or "-", f"{v.size_gb} GiB", f"{v.instance} {v.device}" if v.instance else "-",
+                      ", ".join(f"{k}={val:,}" for k, val in v.applied_on_host.items()) or "none")
     stdout.print(table)
 
 

@@ -2,6 +2,9 @@
 
 Every message names the field, the value and what the operator should change, so that the
 CLI can print it as one line without a traceback.
+
+Each class carries the CLI's `exit_code` and the `http_status` an API answers with: 4xx when the
+request can be changed to succeed, 5xx when the host failed; the same split Neutron makes.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ class VmqosError(Exception):
     """Root of all vmqos errors; the CLI prints its message and exits non-zero."""
 
     exit_code = 2
+    http_status = 500  # an error no subclass classifies is the server's
 
 
 class InvalidValue(VmqosError):
     """A value is malformed or out of range (a negative rate, DSCP 42, `10,abc`)."""
+
+    http_status = 400
 
     def __init__(self, field: str, value: object, fix: str) -> None:
         self.field = field
@@ -30,13 +36,19 @@ class UnitError(InvalidValue):
 class MissingValue(VmqosError):
     """A value the command cannot guess was not given (the namespace of a verification's endpoint)."""
 
+    http_status = 400
+
 
 class ConflictError(VmqosError):
     """Values that are valid alone but not together (two rules of one type, total with read)."""
 
+    http_status = 409
+
 
 class FormatError(VmqosError):
     """An input document cannot be read: bad XML, JSON or YAML, or not of the named format."""
+
+    http_status = 400
 
     def __init__(self, fmt: str, message: str, line: int | None = None) -> None:
         self.fmt = fmt
@@ -46,7 +58,13 @@ class FormatError(VmqosError):
 
 
 class UnsupportedError(VmqosError):
-    """The target format or mechanism cannot express what was asked."""
+    """The target format or mechanism cannot express what was asked.
+
+    400, not 501: every such refusal names what the request can say instead (one interface at a
+    time, a VM for QEMU-only keys), and Neutron answers a rule its back end cannot apply with a
+    4xx too (QosRuleNotSupported is a Conflict); 501 would tell a client never to retry."""
+
+    http_status = 400
 
 
 class KernelLimitError(InvalidValue):
@@ -54,9 +72,12 @@ class KernelLimitError(InvalidValue):
 
 
 class KernelError(VmqosError):
-    """The kernel or a tool refused an operation; `errno` is set when the kernel gave one."""
+    """The kernel or a tool refused an operation; `errno` is set when the kernel gave one.
+
+    500, as Neutron answers a back-end (agent, driver) failure: the host failed, not the request."""
 
     exit_code = 1
+    http_status = 500
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         self.errno = errno
@@ -66,8 +87,11 @@ class KernelError(VmqosError):
 class ToolTimeout(KernelError):
     """A tool did not finish in time: the kernel is slow, no single request is to blame."""
 
+    http_status = 504
+
 
 class NotFound(VmqosError):
     """A device, namespace, port or policy that the operator named does not exist."""
 
     exit_code = 1
+    http_status = 404

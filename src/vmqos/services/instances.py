@@ -19,8 +19,7 @@ vmN, so a host file's `instances: {vm1: ...}` and `instance set vm1 --lab LAB` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vmqos.core.desired.instances import (
     EffectiveInstance,
@@ -32,32 +31,12 @@ from vmqos.core.desired.instances import (
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
-from vmqos.core.model.document import Note
 from vmqos.core.plan.cgroup_values import CGROUP_DISK_KEYS, devno_text
+from vmqos.services.results import InstanceKernel, InstanceReport, InstanceShow, InstanceUsage
+from vmqos.store import Store
 
-# ------------------------------------------------------------------------------------ parsing (pure)
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------- effective (pure)
-
-
-
-
-
-
-
-
-
-
-
-
-
+if TYPE_CHECKING:
+    from vmqos.drivers.cgroup import Group
 
 # -------------------------------------------------------------------------------- lab instances (I/O)
 
@@ -68,7 +47,7 @@ def lab_scope(lab: str) -> str:
     return Lab(lab).host_ns
 
 
-def lab_group(lab: str, inst: str):  # type: ignore[no-untyped-def]
+def lab_group(lab: str, inst: str) -> Group:
     """The cgroup of a lab instance: vmqos/LAB-vmN in each hierarchy."""
     from vmqos.drivers.cgroup import PARENT, Group, host_layout
     from vmqos.lab.topology import Lab, instance_index
@@ -77,21 +56,7 @@ def lab_group(lab: str, inst: str):  # type: ignore[no-untyped-def]
     return Group(host_layout(), f"{PARENT}/{netns}")
 
 
-@dataclass
-class InstanceReport:
-    instance: str
-    writes: int
-    effective: EffectiveInstance
-    live: bool
-    stored: bool
-    notes: list[Note] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"instance": self.instance, "writes": self.writes, "live": self.live, "stored": self.stored,
-                "effective": self.effective.as_json()}
-
-
-def _lab_apply(group: Any, eff: EffectiveInstance, lab: str) -> int:
+def _lab_apply(group: Group, eff: EffectiveInstance, lab: str) -> int:
     from vmqos.drivers.cgroup import block_device
 
     if not group.exists():
@@ -104,11 +69,11 @@ def _lab_apply(group: Any, eff: EffectiveInstance, lab: str) -> int:
         if devno in devnos:
             raise InvalidValue("disk", dev, f"names the same device {devno_text(devno)} as another disk of "
                                             f"{eff.name}")
-        devnos[devno] = DiskQos(**{k: v for k, v in disk.items().items() if k in CGROUP_DISK_KEYS})
+        devnos[devno] = DiskQos(**{k: v for k, v in disk.items().items() if k in CGROUP_DISK_KEYS})  # type: ignore[arg-type]
     return group.apply(eff.cpu or CpuQos(), devnos)
 
 
-def instance_set(store: Any, lab: str, inst: str, change: InstanceChange, *, live: bool = True,
+def instance_set(store: Store, lab: str, inst: str, change: InstanceChange, *, live: bool = True,
                  config: bool = True) -> InstanceReport:
     """Change a lab instance's own CPU and disk values: in its cgroups (live), in the store (config)."""
     if not live and not config:
@@ -122,18 +87,18 @@ def instance_set(store: Any, lab: str, inst: str, change: InstanceChange, *, liv
     writes = _lab_apply(group, eff, lab) if live else 0
     if config:
         store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
-    return InstanceReport(inst, writes, eff, live, config, list(eff.notes))
+    return InstanceReport(inst, writes, live, config, eff, list(eff.notes))
 
 
-def instance_apply(store: Any, lab: str, inst: str) -> InstanceReport:
+def instance_apply(store: Store, lab: str, inst: str) -> InstanceReport:
     """Make a lab instance's cgroups match its stored desired state (after a volume change, a flavor)."""
     scope = lab_scope(lab)
     state = store.load(scope)
     eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
-    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), eff, True, False, list(eff.notes))
+    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), True, False, eff, list(eff.notes))
 
 
-def instance_show(store: Any, lab: str, inst: str) -> dict[str, Any]:
+def instance_show(store: Store, lab: str, inst: str) -> InstanceShow:
     """Desired values with their sources, what the cgroups hold, and what the instance used."""
     from vmqos.drivers.cgroup import device_name
 
@@ -146,7 +111,7 @@ def instance_show(store: Any, lab: str, inst: str) -> dict[str, Any]:
     cpu = group.read_cpu()
     disks = {device_name(devno): qos.items() for devno, qos in group.read_disks().items()}
     usage = group.usage()
-    wanted_disks = {}
+    wanted_disks: dict[str, dict[str, int | str]] = {}
     for dev, disk in eff.disks.items():
         try:
             from vmqos.drivers.cgroup import block_device
@@ -159,41 +124,14 @@ def instance_show(store: Any, lab: str, inst: str) -> dict[str, Any]:
 
     wanted_cpu = parse_cpu(cpu_files(eff.cpu or CpuQos(), cpu.version), cpu.version)
     in_sync = cpu == wanted_cpu and disks == {d: v for d, v in wanted_disks.items() if v}
-    return {
-        "instance": inst, "lab": lab, "scope": scope, "cgroups": group.describe(),
-        "layout": group.layout.describe(), "pids": sorted(group.procs()),
-        "desired": eff.as_json(),
-        "kernel": {"cpu": cpu.as_json(), "disks": disks, "in_sync": in_sync},
-        "usage": usage.as_json() | {"io": {device_name(d): v for d, v in usage.io.items()}},
-        "volumes": [v.name for v in store.volumes(scope).values() if v.instance == inst],
-    }
-
-
-# ----------------------------------------------------------------------------------- volumes (I/O)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    return InstanceShow(
+        instance=inst, lab=lab, scope=scope, cgroups=group.describe(), layout=group.layout.describe(),
+        pids=tuple(sorted(group.procs())), desired=eff,
+        kernel=InstanceKernel(cpu=cpu, disks=disks, in_sync=in_sync),
+        usage=InstanceUsage(cpu_seconds=None if usage.cpu_ns is None else usage.cpu_ns / 1e9,
+                            cpu_ns=usage.cpu_ns, nr_periods=usage.nr_periods, nr_throttled=usage.nr_throttled,
+                            throttled_seconds=None if usage.throttled_ns is None else usage.throttled_ns / 1e9,
+                            io={device_name(d): v for d, v in usage.io.items()}),
+        volumes=tuple(v.name for v in store.volumes(scope).values() if v.instance == inst),
+    )
 

@@ -7,7 +7,6 @@ through the reconciler, so the CLI never writes to the kernel by itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from vmqos.core.analysis.flows import flows
@@ -21,50 +20,16 @@ from vmqos.core.desired.ports import (
     without_port,
 )
 from vmqos.core.errors import InvalidValue, NotFound
-from vmqos.core.model.document import Note
 from vmqos.core.model.host import EgressMode, HostState
-from vmqos.core.observed import ForeignHook
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
-from vmqos.core.plan.objects import Qdisc
 from vmqos.core.plan.planner import PortPlan
-from vmqos.reconcile.execute import PortResult, Reconciler
+from vmqos.reconcile.execute import Reconciler
+from vmqos.services.results import ApplyReport, PortDesired, PortDrift, PortKernel, PortShow
 from vmqos.store import Store
 from vmqos.store.monitor import quarantines
 
-# -- desired state edits (pure) ------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
 # -- kernel work ---------------------------------------------------------------------------------
-
-@dataclass
-class ApplyReport:
-    results: list[PortResult]
-    notes: list[Note] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(r.error is None for r in self.results)
-
-    @property
-    def writes(self) -> int:
-        return sum(r.writes for r in self.results)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "writes": self.writes, "ports": [r.as_json() for r in self.results],
-                "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
-
 
 def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
     """The plans the kernel must hold: the desired state, and the quarantines in force.
@@ -152,23 +117,6 @@ def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool
     return report
 
 
-@dataclass
-class PortDrift:
-    port: str
-    operations: list[str]
-    foreign_hooks: list[ForeignHook]
-    missing_device: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.operations and not self.foreign_hooks and not self.missing_device
-
-    def as_json(self) -> dict[str, Any]:
-        return {"port": self.port, "ok": self.ok, "missing_device": self.missing_device,
-                "operations_needed": self.operations,
-                "foreign_nft_hooks": [f"{h.family} {h.table} {h.chain} ({h.hook})" for h in self.foreign_hooks]}
-
-
 def check_host(store: Store, netns: str | None) -> list[PortDrift]:
     """Compare the kernel with the desired state; nothing is written."""
     scope = scope_of(netns)
@@ -182,14 +130,15 @@ def check_host(store: Store, netns: str | None) -> list[PortDrift]:
         for port in sorted(plans):
             ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
             hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
-            out.append(PortDrift(port, [op.describe() for op in ops], hooks,
-                                 missing_device=port in seen.missing and bool(plans[port].objects)))
+            out.append(PortDrift(port, missing_device=port in seen.missing and bool(plans[port].objects),
+                                 operations=[op.describe() for op in ops], foreign_hooks=hooks))
     return out
 
 
 # -- port show -----------------------------------------------------------------------------------
 
-def show_port(store: Store, netns: str | None, device: str) -> dict[str, Any]:
+def show_port(store: Store, netns: str | None, device: str) -> PortShow:
+    """A managed port's desired limits, what the kernel holds, and its counters; nothing is written."""
     scope = scope_of(netns)
     state = store.load(scope)
     found = _find_port(state, device)
@@ -203,28 +152,17 @@ def show_port(store: Store, netns: str | None, device: str) -> dict[str, Any]:
         link = rec.tc.link_stats(device) if device not in seen.missing else {}
     ops = [] if device in seen.missing else diff(plan.objects, seen.objects[device])
     counters = seen.nft.counters if seen.nft else {}
-    return {
-        "port": device, "netns": netns, "instance": found[0].name if found else None,
-        "egress_mode": found[1].egress_mode.value if found else None,
-        "desired": {"ingress": plan.ingress.as_json(), "egress": plan.egress.as_json()},
-        "kernel": {"in_sync": not ops and device not in seen.missing, "missing_device": device in seen.missing,
-                   "operations_needed": [op.describe() for op in ops],
-                   "objects": [_object_json(o) for o in seen.objects[device]]},
-        "counters": {d: f.as_json() for d, f in flows(device, seen.tc_stats[device], counters).items()},
-        "device_counters": link,
-        "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in plan.notes],
-    }
-
-
-def _object_json(obj: Any) -> dict[str, Any]:
-    data = {"kind": obj.kind, "key": [str(k) for k in obj.key]}
-    for name in ("rate_bps", "ceil_bps", "burst_bytes", "cburst_bytes", "quantum", "limit_bytes", "qdisc_kind",
-                 "redirect_to", "flowid"):
-        if getattr(obj, name, None) is not None:
-            data[name] = getattr(obj, name)
-    if isinstance(obj, Qdisc) and obj.default_minor is not None:
-        data["default_minor"] = obj.default_minor
-    return data
+    return PortShow(
+        port=device, netns=netns, instance=found[0].name if found else None,
+        egress_mode=found[1].egress_mode if found else None,
+        desired=PortDesired(plan.ingress, plan.egress),
+        kernel=PortKernel(in_sync=not ops and device not in seen.missing, missing_device=device in seen.missing,
+                          operations_needed=tuple(op.describe() for op in ops),
+                          objects=tuple(seen.objects[device])),
+        counters=flows(device, seen.tc_stats[device], counters),
+        device_counters=link,
+        notes=tuple(plan.notes),
+    )
 
 
 def open_store(db: str | None) -> Store:

@@ -11,8 +11,7 @@ if a later step fails (another disk, the tap), the earlier ones are set back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from vmqos.core.desired.instances import (
     EffectiveInstance,
@@ -25,34 +24,16 @@ from vmqos.core.errors import InvalidValue, KernelError, NotFound, VmqosError
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import Note
+from vmqos.services.results import ApplyReport, LibvirtValues, PortShow, VmKernel, VmReport, VmShow
+from vmqos.store import Store
+
+if TYPE_CHECKING:
+    from vmqos.drivers.libvirt_driver import DomainInfo, Libvirt
 
 SCOPE = ""  # VMs' taps live in the host's own network namespace
 
 
-
-
-@dataclass
-class VmReport:
-    domain: str
-    live: bool
-    config: bool
-    effective: EffectiveInstance
-    applied: list[str] = field(default_factory=list)
-    network: Any = None
-    notes: list[Note] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"domain": self.domain, "live": self.live, "config": self.config, "applied": self.applied,
-                "network": self.network.as_json() if self.network is not None else None,
-                "effective": self.effective.as_json(),
-                "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes]}
-
-    @property
-    def writes(self) -> int:
-        return len(self.applied)
-
-
-def _apply_libvirt(lv: Any, info: Any, eff: EffectiveInstance, flags: int, *, cpu: bool, disks: list[str],
+def _apply_libvirt(lv: Libvirt, info: DomainInfo, eff: EffectiveInstance, flags: int, *, cpu: bool, disks: list[str],
                    undo: list[Callable[[], None]], applied: list[str]) -> None:
     from vmqos.drivers.libvirt_driver import LIVE, implicit_group
 
@@ -68,8 +49,11 @@ def _apply_libvirt(lv: Any, info: Any, eff: EffectiveInstance, flags: int, *, cp
         lv.set_disk(info.name, target, eff.disks.get(target, DiskQos()), flags)
         applied.append(f"disk {target} {eff.disks.get(target, DiskQos()).items()}")
         if before is not None:
-            undo.append(lambda t=target, b=before: lv.domain(info.name).setBlockIoTune(
-                t, {k: v for k, v in b.items() if k != "group_name" or not implicit_group(v)}, LIVE))
+            def restore(t: str = target, b: dict[str, Any] = before) -> None:
+                lv.domain(info.name).setBlockIoTune(
+                    t, {k: v for k, v in b.items() if k != "group_name" or not implicit_group(v)}, LIVE)
+
+            undo.append(restore)
 
 
 def libvirt_noqueue_only(tap: str) -> bool:
@@ -89,7 +73,7 @@ def libvirt_noqueue_only(tap: str) -> bool:
     return len(qdiscs) == 1 and qdiscs[0].get("kind") == "noqueue" and qdiscs[0].get("root") is True
 
 
-def vm_set(store: Any, connect: str | None, domain: str, change: InstanceChange, *, inbound: str | None = None,
+def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChange, *, inbound: str | None = None,
            outbound: str | None = None, interface: str | None = None, live: bool = True,
            config: bool = True, force: bool = False) -> VmReport:
     from vmqos.core.desired.ports import PortChange, changed_port
@@ -118,33 +102,34 @@ def vm_set(store: Any, connect: str | None, domain: str, change: InstanceChange,
                 raise NotFound(f"domain {domain} has no interface {port} (interfaces: {', '.join(taps) or 'none'})")
             new_state, _ = changed_port(new_state, port, PortChange(inbound=inbound, outbound=outbound))
         eff = effective_instance(new_state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
-        report = VmReport(domain, live, config, eff, notes=list(eff.notes))
+        applied: list[str] = []
+        notes = list(eff.notes)
+        network: ApplyReport | None = None
         disks = sorted(change.disks) if change.disks or change.remove_disks else []
         disks += [d for d in change.remove_disks if d not in disks]
         undo: list[Callable[[], None]] = []
         try:
             if live:
                 _apply_libvirt(lv, info, eff, LIVE, cpu=change.touches_cpu, disks=disks, undo=undo,
-                               applied=report.applied)
+                               applied=applied)
                 if port is not None:
                     adopt = libvirt_noqueue_only(port)
                     if adopt:
-                        report.notes.append(Note(port, "replaced the noqueue root qdisc libvirt puts on its taps",
-                                                 "info"))
-                    report.network = reconcile_ports(store, None, new_state, [port], force=force or adopt)
-                    if not report.network.ok:
-                        errors = "; ".join(r.error for r in report.network.results if r.error)
+                        notes.append(Note(port, "replaced the noqueue root qdisc libvirt puts on its taps", "info"))
+                    network = reconcile_ports(store, None, new_state, [port], force=force or adopt)
+                    if not network.ok:
+                        errors = "; ".join(r.error for r in network.results if r.error)
                         raise KernelError(f"tap {port}: {errors}")
             if config:
                 _apply_libvirt(lv, info, eff, CONFIG, cpu=change.touches_cpu, disks=disks, undo=[],
-                               applied=report.applied)
+                               applied=applied)
                 if port is not None:
                     qos = next(p for p in new_state.instances[domain].ports if p.device == port).limits
                     from vmqos.core.model.network import NetworkQos
 
                     lv.set_interface(domain, port, qos or NetworkQos(), CONFIG)
-                    report.applied.append(f"interface {port} <bandwidth> in the definition")
-                    report.notes.append(Note(
+                    applied.append(f"interface {port} <bandwidth> in the definition")
+                    notes.append(Note(
                         f"{port} <bandwidth>", "written into the domain's definition: at its next start libvirt "
                         "applies it with its own tc (sfq, fw and police); on a host without them (like the "
                         "kernel-lab machines) the start fails; vmqos shapes the tap itself after the start "
@@ -157,10 +142,10 @@ def vm_set(store: Any, connect: str | None, domain: str, change: InstanceChange,
                     pass
             raise
         store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}")
-        return report
+        return VmReport(domain, live, config, applied, network, eff, notes)
 
 
-def vm_apply(store: Any, domain: str, connect: str | None) -> VmReport:
+def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
     """Apply a domain's stored CPU and disk limits live (after a volume change)."""
     from vmqos.drivers.libvirt_driver import LIVE, Libvirt
 
@@ -168,29 +153,29 @@ def vm_apply(store: Any, domain: str, connect: str | None) -> VmReport:
         info = lv.info(domain)
         state = with_domain(store.load(SCOPE), info)
         eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
-        report = VmReport(domain, True, False, eff, notes=list(eff.notes))
+        applied: list[str] = []
         undo: list[Callable[[], None]] = []
         targets = [d.target for d in info.disks if d.device == "disk"]
         missing = [dev for dev in eff.disks if dev not in targets]
         if missing:
             raise NotFound(f"domain {domain} has no disk {', '.join(missing)} (disks: {', '.join(targets)})")
         try:
-            _apply_libvirt(lv, info, eff, LIVE, cpu=False, disks=sorted(eff.disks), undo=undo, applied=report.applied)
+            _apply_libvirt(lv, info, eff, LIVE, cpu=False, disks=sorted(eff.disks), undo=undo, applied=applied)
         except VmqosError:
             for step in reversed(undo):
                 step()
             raise
-        return report
+        return VmReport(domain, True, False, applied, None, eff, list(eff.notes))
 
 
-def vm_list(connect: str | None) -> list[dict[str, Any]]:
+def vm_list(connect: str | None) -> tuple[DomainInfo, ...]:
     from vmqos.drivers.libvirt_driver import Libvirt
 
     with Libvirt(connect) as lv:
-        return [d.as_json() for d in lv.domains()]
+        return tuple(lv.domains())
 
 
-def vm_show(store: Any, connect: str | None, domain: str) -> dict[str, Any]:
+def vm_show(store: Store, connect: str | None, domain: str) -> VmShow:
     """Desired values, what libvirt reports (live and in the definition), the cgroups and the taps."""
     from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, disk_from_params
     from vmqos.services.ports import show_port
@@ -199,40 +184,37 @@ def vm_show(store: Any, connect: str | None, domain: str) -> dict[str, Any]:
         info = lv.info(domain)
         state = with_domain(store.load(SCOPE), info)
         eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
-        out: dict[str, Any] = {"domain": info.as_json(), "uri": lv.uri, "desired": eff.as_json(), "libvirt": {}}
+        sides: dict[str, LibvirtValues] = {}
         for where, flags in (("live", LIVE), ("config", CONFIG)):
             if (where == "live" and not info.running) or (where == "config" and not info.persistent):
                 continue
-            section: dict[str, Any] = {"disks": {}, "interfaces": {}}
+            disks: dict[str, dict[str, Any]] = {}
+            interfaces: dict[str, dict[str, Any]] = {}
             try:
-                section["cpu"] = lv.cpu(domain, flags)
+                cpu: dict[str, Any] = lv.cpu(domain, flags)
             except KernelError as exc:
-                section["cpu"] = {"error": str(exc)}
+                cpu = {"error": str(exc)}
             for disk in info.disks:
                 if disk.device == "disk":
                     params = lv.disk(domain, disk.target, flags)
-                    section["disks"][disk.target] = disk_from_params(params).items()
+                    disks[disk.target] = disk_from_params(params).items()
             for iface in info.interfaces:
                 if iface.target:
                     try:
-                        section["interfaces"][iface.target] = lv.interface(domain, iface.target, flags)
+                        interfaces[iface.target] = lv.interface(domain, iface.target, flags)
                     except KernelError as exc:
-                        section["interfaces"][iface.target] = {"error": str(exc)}
-            out["libvirt"][where] = section
+                        interfaces[iface.target] = {"error": str(exc)}
+            sides[where] = LibvirtValues(disks, interfaces, cpu)
         pid = lv.qemu_pid(domain) if info.running else None
-        kernel: dict[str, Any] = {"qemu_pid": pid}
-        if pid is not None:
-            kernel["cgroups"] = _cgroup_values(pid)
-        ports = {}
+        ports: dict[str, PortShow | None] = {}
         for iface in info.interfaces:
             if iface.target and info.running:
                 try:
                     ports[iface.target] = show_port(store, None, iface.target)
                 except NotFound:
                     ports[iface.target] = None
-        kernel["ports"] = ports
-        out["kernel"] = kernel
-        return out
+        kernel = VmKernel(pid, _cgroup_values(pid) if pid is not None else None, ports)
+        return VmShow(info, lv.uri, eff, sides, kernel)
 
 
 def _cgroup_values(pid: int) -> dict[str, Any]:

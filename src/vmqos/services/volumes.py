@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Callable
 
+from vmqos.core.desired.instances import check_volume_type, volume_qos
 from vmqos.core.errors import InvalidValue, NotFound
-from vmqos.core.model.volume import Volume
+from vmqos.core.model.disk import DiskQos
+from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.services.instances import instance_apply, lab_scope
+from vmqos.services.results import VolumeInfo, VolumeTypeInfo
+from vmqos.store import Store
 
 
 class VolumeTarget:
     """Where an attached volume's limits go: a lab instance's cgroups, or a libvirt domain."""
 
-    def __init__(self, store: Any, scope: str, lab: str | None = None, connect: str | None = None) -> None:
+    def __init__(self, store: Store, scope: str, lab: str | None = None, connect: str | None = None) -> None:
         self.store, self.scope, self.lab, self.connect = store, scope, lab, connect
 
     def apply(self, inst: str) -> int:
@@ -24,11 +28,51 @@ class VolumeTarget:
         return vm_apply(self.store, inst, self.connect).writes
 
 
+def describe_volume(volume: Volume, vtype: VolumeType | None, writes: int | None = None) -> VolumeInfo:
+    """A volume with its type's specs and the limits they put on the host at its size."""
+    qos, notes = volume_qos(volume, vtype)
+    return VolumeInfo(volume.name, volume.type, volume.size_gb, volume.instance, volume.device,
+                      vtype.consumer if vtype else None, vtype.specs if vtype else {}, (qos or DiskQos()).items(),
+                      notes, writes)
+
+
+def describe_volume_type(vtype: VolumeType) -> VolumeTypeInfo:
+    """A volume type, whether the host enforces it, and what Cinder would say of its specs."""
+    return VolumeTypeInfo(vtype.name, vtype.consumer, vtype.specs, vtype.qos_name,
+                          vtype.consumer in ("front-end", "both"), tuple(check_volume_type(vtype)))
+
+
+def volume_type_list(store: Store, scope: str) -> tuple[VolumeTypeInfo, ...]:
+    return tuple(describe_volume_type(v) for v in store.volume_types(scope).values())
+
+
+def volume_type_show(store: Store, scope: str, name: str) -> VolumeTypeInfo:
+    found = store.volume_types(scope).get(name)
+    if found is None:
+        raise NotFound(f"no volume type {name!r} (`vmqos volume-type list` shows them)")
+    return describe_volume_type(found)
+
+
+def volume_info(store: Store, scope: str, volume: Volume, writes: int | None = None) -> VolumeInfo:
+    """`describe_volume` with the volume's type as the store has it now."""
+    vtype = store.volume_types(scope).get(volume.type) if volume.type else None
+    return describe_volume(volume, vtype, writes)
+
+
+def volume_list(store: Store, scope: str) -> tuple[VolumeInfo, ...]:
+    types = store.volume_types(scope)
+    return tuple(describe_volume(v, types.get(v.type) if v.type else None) for v in store.volumes(scope).values())
+
+
+def volume_show(store: Store, scope: str, name: str) -> VolumeInfo:
+    return volume_info(store, scope, _volume(store, scope, name))
+
+
 def volume_scope(lab: str | None) -> str:
     return lab_scope(lab) if lab else ""
 
 
-def _live(store: Any, scope: str, lab: str | None, connect: str | None, volume: Volume, write: Any) -> int:
+def _live(store: Store, scope: str, lab: str | None, connect: str | None, volume: Volume, write: Callable[[], object]) -> int:
     """Store the volume change, then apply it to its instance; a failed apply restores the old volume."""
     old = store.volumes(scope).get(volume.name)
     write()
@@ -45,7 +89,7 @@ def _live(store: Any, scope: str, lab: str | None, connect: str | None, volume: 
         raise
 
 
-def volume_create(store: Any, scope: str, name: str, vtype: str | None, size_gb: int) -> Volume:
+def volume_create(store: Store, scope: str, name: str, vtype: str | None, size_gb: int) -> Volume:
     if name in store.volumes(scope):
         raise InvalidValue("volume", name, "a volume of that name exists (`vmqos volume extend` resizes it)")
     volume = Volume(name, vtype, size_gb)
@@ -53,14 +97,14 @@ def volume_create(store: Any, scope: str, name: str, vtype: str | None, size_gb:
     return volume
 
 
-def _volume(store: Any, scope: str, name: str) -> Volume:
+def _volume(store: Store, scope: str, name: str) -> Volume:
     found = store.volumes(scope).get(name)
     if found is None:
         raise NotFound(f"no volume {name!r} (`vmqos volume list` shows them)")
     return found
 
 
-def volume_extend(store: Any, scope: str, name: str, size_gb: int, *, lab: str | None = None,
+def volume_extend(store: Store, scope: str, name: str, size_gb: int, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     """Grow a volume; when attached, its per-GB limits are recomputed and applied now (Cinder waits
     for the next attach)."""
@@ -74,7 +118,7 @@ def volume_extend(store: Any, scope: str, name: str, size_gb: int, *, lab: str |
     return new, writes
 
 
-def volume_attach(store: Any, scope: str, name: str, inst: str, device: str, *, lab: str | None = None,
+def volume_attach(store: Store, scope: str, name: str, inst: str, device: str, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     volume = _volume(store, scope, name)
     if volume.attached:
@@ -90,7 +134,7 @@ def volume_attach(store: Any, scope: str, name: str, inst: str, device: str, *, 
     return new, writes
 
 
-def volume_detach(store: Any, scope: str, name: str, *, lab: str | None = None,
+def volume_detach(store: Store, scope: str, name: str, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     volume = _volume(store, scope, name)
     if not volume.attached:

@@ -150,7 +150,7 @@ class EffectiveInstance:
                "sources": self.cpu_sources},
             "disks": {dev: {"limits": qos.items(), "sources": self.disk_sources.get(dev, {}),
                             "volume": self.volumes.get(dev)} for dev, qos in self.disks.items()},
-            "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in self.notes],
+            "notes": [n.as_json() for n in self.notes],
         }
 
 
@@ -224,21 +224,6 @@ def check_volume_type(vtype: VolumeType) -> tuple[Note, ...]:
 
     text = json.dumps({"qos_specs": {"name": vtype.name, "consumer": vtype.consumer, "specs": vtype.specs}})
     return cinder.read(text, size_gb=1).notes
-
-
-def describe_volume(volume: Volume, vtype: VolumeType | None) -> dict[str, Any]:
-    qos, notes = volume_qos(volume, vtype)
-    return {"name": volume.name, "type": volume.type, "size_gb": volume.size_gb, "instance": volume.instance,
-            "device": volume.device, "consumer": vtype.consumer if vtype else None,
-            "specs": vtype.specs if vtype else {},
-            "applied_on_host": (qos or DiskQos()).items(),
-            "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in notes]}
-
-
-def describe_volume_type(vtype: VolumeType) -> dict[str, Any]:
-    return {"name": vtype.name, "consumer": vtype.consumer, "specs": vtype.specs, "qos_name": vtype.qos_name,
-            "applied_on_host": vtype.consumer in ("front-end", "both"),
-            "notes": [{"level": n.level, "field": n.field, "message": n.message} for n in check_volume_type(vtype)]}
 
 
 def with_domain(state: HostState, info: Any) -> HostState:

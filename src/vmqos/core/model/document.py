@@ -20,6 +20,10 @@ class Note:
     def __str__(self) -> str:
         return f"{self.level}: {self.field}: {self.message}"
 
+    def as_json(self) -> dict[str, str]:
+        """The one JSON form of a note, in every `--json` output and (later) the API."""
+        return {"level": self.level, "field": self.field, "message": self.message}
+
 
 @dataclass(frozen=True)
 class QosDocument:
