@@ -20,7 +20,7 @@ from vmqos.core.plan.cgroup_values import CpuReadback
 from vmqos.core.plan.planner import Enforced
 from vmqos.core.analysis.flows import Flow
 from vmqos.reconcile.execute import PortResult
-from vmqos.services.serialize import json_field, kernel_object_json, to_json
+from vmqos.services.serialize import json_field, kernel_object_json
 
 if TYPE_CHECKING:
     from vmqos.drivers.libvirt_driver import DomainInfo
@@ -112,11 +112,6 @@ class PortShow:
     counters: dict[str, Flow]  # per direction present: offered, delivered, dropped
     device_counters: dict[str, int]  # the device's own, before any limiter
     notes: tuple[Note, ...]
-
-    def __getitem__(self, key: str) -> Any:
-        """Transitional, for `verify.run.port_state` only (it reads `shown["kernel"]["in_sync"]`):
-        the JSON form's key. Remove once it reads `shown.kernel.in_sync` and `shown.instance`."""
-        return to_json(self)[key]
 
 
 # -- instances (cgroups) -------------------------------------------------------------------------

@@ -121,5 +121,5 @@ def port_state(store: Store, netns: str | None, port: str) -> PortState:
     caps = PortLimits.of(plan)
     limits = {d: Limit(caps.bps(d), caps.pps(d), getattr(plan, d).peak_bps, getattr(plan, d).burst_bytes)
               for d in DIRECTIONS}
-    return PortState(plan, limits, bool(shown["kernel"]["in_sync"]), shown["instance"])
+    return PortState(plan, limits, shown.kernel.in_sync, shown.instance)
 
