@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import shlex
+from functools import partial
 from importlib import resources
+from typing import TYPE_CHECKING, Callable
 
 import click
 
+from vmqos.cli.errors import run
 from vmqos.cli.output import print_notes, stderr, stdout
+
+if TYPE_CHECKING:
+    from vmqos.lab.topology import LabInstance
+    from vmqos.lab.traffic import TrafficResult
 
 
 def demo_dir() -> str:
@@ -15,19 +22,19 @@ def demo_dir() -> str:
 
 
 def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
-    from vmqos.cli.main import main
-
+    """One step: `vmqos ARGS` in this process, through the root command the demo was started from."""
+    root = click.get_current_context().find_root().command
     stdout.print()
     stdout.rule(f"[bold]$ vmqos {' '.join(shlex.quote(a) for a in args)}", align="left")
     try:
-        code = main(args)
+        code = run(root, args)
     except SystemExit as exc:  # commands that end with an exit status of their own (port set, check, verify)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     if code not in ok:
         raise click.ClickException(f"demo step failed with exit code {code}: vmqos {' '.join(args)}")
 
 
-def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
+def _traffic_table(lab_name: str, netns: str, store) -> None:
     from rich.table import Table
 
     from vmqos.core.analysis.flows import Flow
@@ -41,12 +48,13 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no
                   show_edge=False)
     for col in ("port", "direction", "traffic", "limit", "goodput", "offered", "delivered", "dropped"):
         table.add_column(col)
-    runs = []
+    runs: list[tuple[LabInstance, str, str, Callable[[], TrafficResult]]] = []
     for inst in lab.instances(3):
-        runs.append((inst, "ingress", "tcp", lambda i=inst: iperf3(i.netns, i.address, lab.wan_ns)))
-        runs.append((inst, "egress", "tcp", lambda i=inst: iperf3(lab.wan_ns, lab.wan_address, i.netns)))
+        runs.append((inst, "ingress", "tcp", partial(iperf3, inst.netns, inst.address, lab.wan_ns)))
+        runs.append((inst, "egress", "tcp", partial(iperf3, lab.wan_ns, lab.wan_address, inst.netns)))
     vm2 = lab.instance(2)
-    runs.append((vm2, "egress", "udp 10M", lambda: iperf3(lab.wan_ns, lab.wan_address, vm2.netns, udp_bps=10_000_000)))
+    runs.append((vm2, "egress", "udp 10M", partial(iperf3, lab.wan_ns, lab.wan_address, vm2.netns,
+                                                   udp_bps=10_000_000)))
     for inst, direction, kind, go in runs:
         before = show_port(store, netns, inst.port).counters.get(direction, Flow())
         stderr.print(f"  {inst.name} {direction} {kind} ...")
@@ -65,7 +73,7 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:  # type: ignore[no
                  "counts what reached the limiter, delivered what passed it (a tap's own rx counter is offered).")
 
 
-def _cpu_disk_table(lab_name: str, store) -> None:  # type: ignore[no-untyped-def]
+def _cpu_disk_table(lab_name: str, store) -> None:
     """A 20 % CPU quota on vm1 and a 1 MiB/s disk limit on vm2 (a loop device), measured."""
     import os
     import subprocess
@@ -133,7 +141,7 @@ response: {cooldown: 3, quarantine: {egress: {rate: 1mbit, pps: 1000}}}
 """
 
 
-def _watch_section(lab_name: str, netns: str, store) -> None:  # type: ignore[no-untyped-def]
+def _watch_section(lab_name: str, netns: str, store) -> None:
     """`vmqos top` under traffic, then a SYN flood from vm3 answered by the monitor, then per-IP usage."""
     import subprocess
     import time

@@ -8,7 +8,8 @@ import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
-from vmqos.core.desired.instances import CPU_FIELDS, EffectiveInstance
+from vmqos.core.desired.instances import EffectiveInstance
+from vmqos.core.model.cpu import CPU_FIELDS
 from vmqos.lab import DEFAULT_NAME
 
 
@@ -36,7 +37,7 @@ def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def make_change(cpu_shares: int | None, cpu_quota: int | None, cpu_period: int | None, disks: tuple[str, ...],
-                remove_disks: tuple[str, ...]):  # type: ignore[no-untyped-def]
+                remove_disks: tuple[str, ...]):
     from vmqos.core.desired.instances import InstanceChange, parse_disk_option
     from vmqos.core.errors import InvalidValue
 

@@ -61,7 +61,7 @@ class TextFormatter(logging.Formatter):
         return _utc(record.created)
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when the record comes (a test's capture, a redirect)."""
 
     def __init__(self) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from vmqos import __version__
 from vmqos.cli.convert import convert
+from vmqos.cli.errors import run
 from vmqos.cli.demo import demo
 from vmqos.cli.instance import instance
 from vmqos.cli.lab import lab
@@ -21,7 +21,6 @@ from vmqos.cli.verify import verify
 from vmqos.cli.vm import vm
 from vmqos.cli.volume import volume, volume_type
 from vmqos.cli.watch import COMMANDS as WATCH_COMMANDS
-from vmqos.core.errors import VmqosError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=LOG_HELP)
@@ -58,27 +57,7 @@ for _command in WATCH_COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cli.main(args=argv, prog_name="vmqos", standalone_mode=False)
-    except VmqosError as exc:
-        click.echo(f"vmqos: error: {exc}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("vmqos: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except OSError as exc:
-        click.echo(f"vmqos: error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
-        return 1
-    except Exception as exc:  # a bug: one line unless asked for the traceback
-        if os.environ.get("VMQOS_DEBUG"):
-            raise
-        click.echo(f"vmqos: internal error: {type(exc).__name__}: {exc} (set VMQOS_DEBUG=1 for a traceback)",
-                   err=True)
-        return 70
-    return 0
+    return run(cli, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,7 +66,11 @@ def _table(rows: list[dict[str, Any]], history: dict[tuple[str, str], list[float
 def _keys() -> Iterator[Any]:
     """Single key presses from a terminal (cbreak mode), or nothing when stdin is not one."""
     if not sys.stdin.isatty():
-        yield lambda timeout: (time.sleep(timeout), "")[1]
+        def wait(timeout: float) -> str:
+            time.sleep(timeout)
+            return ""
+
+        yield wait
         return
     import termios
     import tty

@@ -44,7 +44,7 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
         return replace(target, instance=instance, peer=peer)  # both at once: the two ends share a family
     state = store.load(scope_of(netns))
     pairs = list(state.ports())
-    port, instance = what, None
+    port, inst_name = what, None
     if what not in {p.device for _, p in pairs}:
         owned = [p.device for i, p in pairs if i.name == what]
         if len(owned) > 1:
@@ -55,12 +55,12 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
             raise NotFound(f"{what} is neither a port nor an instance that vmqos manages in {where}: "
                            f"`vmqos port set {what} --outbound 0` manages a port without limiting it; a lab's "
                            f"instances are verified with --lab LAB")
-        port, instance = owned[0], what
+        port, inst_name = owned[0], what
     else:
-        instance = next(i.name for i, p in pairs if p.device == what)
+        inst_name = next(i.name for i, p in pairs if p.device == what)
     inst = endpoint("instance", instance_netns, instance_address)
     peer = remote_endpoint(peer_remote) if peer_remote is not None else endpoint("peer", peer_netns, peer_address)
-    return Target(port, netns, Endpoint(instance or inst.name, inst.netns, inst.address), peer, instance)
+    return Target(port, netns, Endpoint(inst_name or inst.name, inst.netns, inst.address), peer, inst_name)
 
 
 def _rate(bps: float) -> str:

@@ -37,7 +37,7 @@ def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str |
     return volume_scope(lab), lab, None
 
 
-def _store(db: str | None):  # type: ignore[no-untyped-def]
+def _store(db: str | None):
     from vmqos.services.ports import open_store
 
     return open_store(db)

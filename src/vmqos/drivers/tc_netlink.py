@@ -23,12 +23,12 @@ import errno as errnos
 import json
 from typing import Any, Iterable
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
-from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST  # type: ignore[import-untyped]
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl import RTM_GETQDISC  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins  # type: ignore[import-untyped]
-from pyroute2.netlink.rtnl.tcmsg import sched_pfifo, tcmsg  # type: ignore[import-untyped]
+from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_GETQDISC
+from pyroute2.netlink.rtnl.tcmsg import plugins as _tc_plugins
+from pyroute2.netlink.rtnl.tcmsg import sched_pfifo, tcmsg
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats

@@ -80,10 +80,10 @@ class PortCollector:
                     delivered_p.add_metric(labels, flow.delivered_packets)
                     dropped_p.add_metric(labels, flow.dropped_packets)
                     backlog.add_metric(labels, flow.backlog_bytes)
-                if ps.limits.bps(direction) is not None:
-                    limit_bps.add_metric(labels, ps.limits.bps(direction))
-                if ps.limits.pps(direction) is not None:
-                    limit_pps.add_metric(labels, ps.limits.pps(direction))
+                if (bps := ps.limits.bps(direction)) is not None:
+                    limit_bps.add_metric(labels, bps)
+                if (pps := ps.limits.pps(direction)) is not None:
+                    limit_pps.add_metric(labels, pps)
             if ps.link is not None:
                 device.add_metric([inst, port, "rx"], ps.link.rx_bytes)
                 device.add_metric([inst, port, "tx"], ps.link.tx_bytes)
@@ -123,7 +123,7 @@ class Exporter:
     def __init__(self, store: Store, netns: str | None, listen: str = "127.0.0.1:9478") -> None:
         self.collector = PortCollector(store, netns)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)  # type: ignore[arg-type]
+        self.registry.register(self.collector)
         host, port = parse_listen(listen)
         try:
             self.server = make_server(host, port, make_wsgi_app(self.registry), _Server, handler_class=_QuietHandler)
@@ -135,7 +135,7 @@ class Exporter:
     @property
     def address(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> "Exporter":
         self.thread = threading.Thread(target=self.server.serve_forever, name="vmqos-exporter", daemon=True)

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vmqos.store.schema import Base, UtcDateTime
+from vmqos.store.schema import Base, UtcDateTime, table_of
 
 
 class EventRow(Base):
@@ -70,7 +70,7 @@ class UsageCursorRow(Base):
     packets: Mapped[int] = mapped_column(BigInteger)
 
 
-events = EventRow.__table__
-quarantines = QuarantineRow.__table__
-usage = UsageRow.__table__
-usage_cursors = UsageCursorRow.__table__
+events = table_of(EventRow)
+quarantines = table_of(QuarantineRow)
+usage = table_of(UsageRow)
+usage_cursors = table_of(UsageCursorRow)

@@ -105,7 +105,7 @@ class Decoder:
             "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode, o.mtu)
             .where(o.scope == scope).order_by(o.instance, o.position),
         }  # dicts come out in name order: the database keeps no other
-        return {name: conn.execute(query).tuples().all() for name, query in queries.items()}
+        return {name: list(conn.execute(query).tuples().all()) for name, query in queries.items()}
 
     def part(self, kind: type, text: str, *path: str | int) -> Any:
         key = (kind, text)

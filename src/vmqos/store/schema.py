@@ -11,9 +11,9 @@ name a policy, network or instance that its scope does not have.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -160,15 +160,22 @@ class VolumeRow(Base):
 
 
 metadata = Base.metadata
-policies = PolicyRow.__table__
-flavors = FlavorRow.__table__
-networks = NetworkRow.__table__
-instances = InstanceRow.__table__
-ports = PortRow.__table__
-applied = AppliedRow.__table__
-revisions = RevisionRow.__table__
-volume_types = VolumeTypeRow.__table__
-volumes = VolumeRow.__table__
+
+
+def table_of(row: type[Base]) -> Table:
+    """A mapped class's table, as a Table: SQLAlchemy types `__table__` as the wider FromClause."""
+    return cast(Table, row.__table__)
+
+
+policies = table_of(PolicyRow)
+flavors = table_of(FlavorRow)
+networks = table_of(NetworkRow)
+instances = table_of(InstanceRow)
+ports = table_of(PortRow)
+applied = table_of(AppliedRow)
+revisions = table_of(RevisionRow)
+volume_types = table_of(VolumeTypeRow)
+volumes = table_of(VolumeRow)
 
 # Parents first: the order to insert in, reversed the order to delete in.
 STATE_TABLES = (policies, flavors, networks, instances, ports)

@@ -26,7 +26,7 @@ class Processes:
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[str]] = []
 
-    def start(self, argv: Sequence[str], netns: str, *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    def start(self, argv: Sequence[str], netns: str | None, *, stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
         proc = subprocess.Popen(in_netns(list(argv), netns), stdout=stdout, stderr=subprocess.PIPE, text=True)
         self.started.append(proc)
         return proc

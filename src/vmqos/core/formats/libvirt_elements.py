@@ -56,8 +56,10 @@ def read_bandwidth(element: Any, prefix: str = "") -> tuple[NetworkQos, list[Not
             raise InvalidValue(f"{where}.average", child.get("average"),
                                "average or floor are mandatory in a libvirt <inbound>/<outbound>; "
                                "remove the element for no limit")
-        directions[key], more = direction_from_units(
-            lambda attr, where=where: f"{where}.{attr}", outbound=tag == "outbound", **values)
+        def name(attr: str, where: str = where) -> str:
+            return f"{where}.{attr}"
+
+        directions[key], more = direction_from_units(name, outbound=tag == "outbound", **values)
         notes += more
     return NetworkQos(ingress=directions["ingress"], egress=directions["egress"]), notes
 

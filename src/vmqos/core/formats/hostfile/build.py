@@ -146,7 +146,7 @@ class Builder:
             raise self.lines.fail((*path, "name"), f"{where(path)}.name: {wire.name!r} differs from the policy's "
                                                    f"key {name!r}; remove it or make them equal")
         known = getattr(neutron, "_FIELDS", None)
-        metadata = getattr(neutron, "_METADATA", frozenset())
+        metadata: Any = getattr(neutron, "_METADATA", frozenset())
         if isinstance(known, dict):  # the host file is strict where the API output is lenient
             allowed = sorted(set(metadata) | {field for fields in known.values() for field in fields})
             for index, rule in enumerate(wire.rules):

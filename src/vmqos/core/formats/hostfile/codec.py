@@ -7,9 +7,9 @@ reads the common shape of a port's limits without pydantic, for stores of many p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vmqos.core.errors import FormatError, VmqosError
 from vmqos.core.formats.hostfile.build import Builder
@@ -109,7 +109,8 @@ def from_data(kind: type[Part], data: Any, *, path: Path = (), name: str = "") -
         quick = _quick_network(data)
         if quick is not None:
             return quick
-    wire_type = {NetworkQos: QosWire, CpuQos: CpuWire, DiskQos: DiskWire, Flavor: FlavorWire}[kind]
+    wires: dict[type, type[BaseModel]] = {NetworkQos: QosWire, CpuQos: CpuWire, DiskQos: DiskWire, Flavor: FlavorWire}
+    wire_type = wires[kind]
     try:
         wire: Any = wire_type.model_validate(data)
     except ValidationError as exc:
@@ -118,5 +119,7 @@ def from_data(kind: type[Part], data: Any, *, path: Path = (), name: str = "") -
     builder = Builder(Lines({}))
     if kind is Flavor:
         return builder.flavor(name, wire)
-    return {NetworkQos: builder.network, CpuQos: builder.cpu, DiskQos: builder.disk}[kind](path, wire)
+    build: dict[type, Callable[[Path, Any], Any]] = {NetworkQos: builder.network, CpuQos: builder.cpu,
+                                                     DiskQos: builder.disk}
+    return build[kind](path, wire)
 

@@ -39,8 +39,10 @@ def _is_int(value: object) -> bool:
 
 def _quantity(kind: str, example: str, bare: str) -> Any:
     def check(value: Any) -> int | str:
-        if _is_int(value) or isinstance(value, str):
+        if isinstance(value, str):
             return value
+        if _is_int(value):
+            return int(value)
         raise PydanticCustomError(f"{kind}_type", f"expected a {kind} such as {example}, or a whole number of {bare}")
 
     schema = {
@@ -52,7 +54,7 @@ def _quantity(kind: str, example: str, bare: str) -> Any:
 
 def _version(value: Any) -> int:
     if _is_int(value) and value == VERSION:
-        return value
+        return VERSION
     raise PydanticCustomError(
         "version", f"this vmqos reads host files of version {VERSION}; write 'version: {VERSION}'")
 
@@ -66,9 +68,14 @@ def _spec_value(value: Any) -> str:
     raise PydanticCustomError("spec_type", "an extra spec's value is a string or an integer")
 
 
-Rate = _quantity("rate", "100mbit, 12500kbps or 1gibit", "bit/s")
-Size = _quantity("size", "64kb, 1.5mb or 1500", "bytes")
-Time = _quantity("time", "100ms or 1s", "microseconds")
+if typing.TYPE_CHECKING:  # what the validators let through; pydantic reads the annotated form below
+    Rate = Union[int, str]
+    Size = Union[int, str]
+    Time = Union[int, str]
+else:
+    Rate = _quantity("rate", "100mbit, 12500kbps or 1gibit", "bit/s")
+    Size = _quantity("size", "64kb, 1.5mb or 1500", "bytes")
+    Time = _quantity("time", "100ms or 1s", "microseconds")
 Version = Annotated[int, PlainValidator(_version), WithJsonSchema({"const": VERSION, "type": "integer"})]
 SpecValue = Annotated[str, PlainValidator(_spec_value), WithJsonSchema({"type": ["string", "integer"]})]
 
