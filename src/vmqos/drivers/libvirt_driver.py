@@ -12,7 +12,9 @@ libvirt-python is an optional dependency (`pip install 'vmqos[libvirt]'`, which 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,8 @@ from vmqos.core.errors import InvalidValue, KernelError, NotFound, UnsupportedEr
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, DiskQos
 from vmqos.core.model.network import NetworkQos
+from vmqos.core.formats.libvirt_units import network_to_units
+from vmqos.drivers.cgroup import host_layout
 
 DEFAULT_URI = "qemu:///system"
 LIVE, CONFIG = 1, 2  # VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG
@@ -141,13 +145,11 @@ def disk_from_params(params: dict[str, Any]) -> DiskQos:
             values[key] = int(params[key])
     if not implicit_group(params.get("group_name")) and values:
         values["group_name"] = params["group_name"]
-    return DiskQos(**values)
+    return DiskQos.from_items(values)
 
 
 def interface_params(qos: NetworkQos) -> dict[str, int]:
     """setInterfaceParameters' fields (libvirt units: kB/s and KiB; 0 clears) for `<bandwidth>`."""
-    from vmqos.core.formats.libvirt_units import network_to_units
-
     inbound, outbound = network_to_units("libvirt", qos, inbound_floor_ok=True)
     out = {}
     for way, units in (("inbound", inbound), ("outbound", outbound)):
@@ -298,3 +300,51 @@ def check_flags(info: DomainInfo, live: bool, config: bool) -> int:
     if config and not info.persistent:
         raise InvalidValue("--config", info.name, "a transient domain has no persistent definition: use --live")
     return (LIVE if live else 0) | (CONFIG if config else 0)
+
+
+def libvirt_noqueue_only(tap: str) -> bool:
+    """Whether the tap's only qdisc is the `noqueue` root libvirt puts on every tap it creates.
+
+    vmqos owns a VM's tap; that qdisc is libvirt's default, not an operator's configuration, so
+    replacing it needs no --force (anything else on the tap still does).
+    """
+    done = subprocess.run(["tc", "-j", "qdisc", "show", "dev", tap], capture_output=True, text=True)
+    try:
+        qdiscs = json.loads(done.stdout or "[]")
+    except ValueError:
+        return False
+    return len(qdiscs) == 1 and qdiscs[0].get("kind") == "noqueue" and qdiscs[0].get("root") is True
+
+
+def domain_cgroup_values(pid: int) -> dict[str, Any]:
+    """The domain's cpu group as the kernel has it: shares of the domain, quota/period of each vCPU."""
+    h = host_layout().hierarchy("cpu")
+    path = cgroup_of_pid(pid)
+    if h is None or path is None:
+        return {}
+    base = os.path.join(h.mount, path.lstrip("/"))
+    # QEMU's main thread sits in an emulator/ child; the domain's group is its parent.
+    if os.path.basename(base) == "emulator":
+        base = os.path.dirname(base)
+    out: dict[str, Any] = {"path": base}
+
+    def read(p: str) -> str | None:
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    out["cpu.shares"] = read(os.path.join(base, "cpu.shares")) or read(os.path.join(base, "cpu.weight"))
+    vcpus = {}
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        if name.startswith("vcpu"):
+            vcpus[name] = {"cpu.cfs_quota_us": read(os.path.join(base, name, "cpu.cfs_quota_us")),
+                           "cpu.cfs_period_us": read(os.path.join(base, name, "cpu.cfs_period_us")),
+                           "cpu.max": read(os.path.join(base, name, "cpu.max"))}
+    out["vcpus"] = vcpus
+    return out
+
+
+def cgroup_of_pid(pid: int) -> str | None:
+    return cgroup_of(pid, "cpu")

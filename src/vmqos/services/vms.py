@@ -11,7 +11,7 @@ if a later step fails (another disk, the tap), the earlier ones are set back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from vmqos.core.desired.instances import (
     EffectiveInstance,
@@ -24,19 +24,28 @@ from vmqos.core.errors import InvalidValue, KernelError, NotFound, VmqosError
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import Note
+from vmqos.core.desired.ports import PortChange, changed_port
+from vmqos.core.model.network import NetworkQos
+from vmqos.drivers.libvirt_driver import (
+    CONFIG,
+    LIVE,
+    DomainInfo,
+    Libvirt,
+    check_flags,
+    disk_from_params,
+    domain_cgroup_values,
+    implicit_group,
+    libvirt_noqueue_only,
+)
+from vmqos.services.ports import reconcile_ports, show_port
 from vmqos.services.results import ApplyReport, LibvirtValues, PortShow, VmKernel, VmReport, VmShow
 from vmqos.store import Store
-
-if TYPE_CHECKING:
-    from vmqos.drivers.libvirt_driver import DomainInfo, Libvirt
 
 SCOPE = ""  # VMs' taps live in the host's own network namespace
 
 
 def _apply_libvirt(lv: Libvirt, info: DomainInfo, eff: EffectiveInstance, flags: int, *, cpu: bool, disks: list[str],
                    undo: list[Callable[[], None]], applied: list[str]) -> None:
-    from vmqos.drivers.libvirt_driver import LIVE, implicit_group
-
     if cpu:
         before = lv.cpu(info.name, LIVE) if flags & LIVE else None
         params = lv.set_cpu(info.name, eff.cpu or CpuQos(), flags)
@@ -56,30 +65,11 @@ def _apply_libvirt(lv: Libvirt, info: DomainInfo, eff: EffectiveInstance, flags:
             undo.append(restore)
 
 
-def libvirt_noqueue_only(tap: str) -> bool:
-    """Whether the tap's only qdisc is the `noqueue` root libvirt puts on every tap it creates.
-
-    vmqos owns a VM's tap; that qdisc is libvirt's default, not an operator's configuration, so
-    replacing it needs no --force (anything else on the tap still does).
-    """
-    import json
-    import subprocess
-
-    done = subprocess.run(["tc", "-j", "qdisc", "show", "dev", tap], capture_output=True, text=True)
-    try:
-        qdiscs = json.loads(done.stdout or "[]")
-    except ValueError:
-        return False
-    return len(qdiscs) == 1 and qdiscs[0].get("kind") == "noqueue" and qdiscs[0].get("root") is True
 
 
 def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChange, *, inbound: str | None = None,
            outbound: str | None = None, interface: str | None = None, live: bool = True,
            config: bool = True, force: bool = False) -> VmReport:
-    from vmqos.core.desired.ports import PortChange, changed_port
-    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, check_flags
-    from vmqos.services.ports import reconcile_ports
-
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     with Libvirt(connect) as lv:
@@ -125,7 +115,6 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
                                applied=applied)
                 if port is not None:
                     qos = next(p for p in new_state.instances[domain].ports if p.device == port).limits
-                    from vmqos.core.model.network import NetworkQos
 
                     lv.set_interface(domain, port, qos or NetworkQos(), CONFIG)
                     applied.append(f"interface {port} <bandwidth> in the definition")
@@ -147,7 +136,6 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
 
 def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
     """Apply a domain's stored CPU and disk limits live (after a volume change)."""
-    from vmqos.drivers.libvirt_driver import LIVE, Libvirt
 
     with Libvirt(connect) as lv:
         info = lv.info(domain)
@@ -169,16 +157,12 @@ def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
 
 
 def vm_list(connect: str | None) -> tuple[DomainInfo, ...]:
-    from vmqos.drivers.libvirt_driver import Libvirt
-
     with Libvirt(connect) as lv:
         return tuple(lv.domains())
 
 
 def vm_show(store: Store, connect: str | None, domain: str) -> VmShow:
     """Desired values, what libvirt reports (live and in the definition), the cgroups and the taps."""
-    from vmqos.drivers.libvirt_driver import CONFIG, LIVE, Libvirt, disk_from_params
-    from vmqos.services.ports import show_port
 
     with Libvirt(connect) as lv:
         info = lv.info(domain)
@@ -213,45 +197,9 @@ def vm_show(store: Store, connect: str | None, domain: str) -> VmShow:
                     ports[iface.target] = show_port(store, None, iface.target)
                 except NotFound:
                     ports[iface.target] = None
-        kernel = VmKernel(pid, _cgroup_values(pid) if pid is not None else None, ports)
+        kernel = VmKernel(pid, domain_cgroup_values(pid) if pid is not None else None, ports)
         return VmShow(info, lv.uri, eff, sides, kernel)
 
 
-def _cgroup_values(pid: int) -> dict[str, Any]:
-    """The domain's cpu group as the kernel has it: shares of the domain, quota/period of each vCPU."""
-    import os
-
-    from vmqos.drivers.cgroup import host_layout
-
-    h = host_layout().hierarchy("cpu")
-    path = cgroup_of_pid(pid)
-    if h is None or path is None:
-        return {}
-    base = os.path.join(h.mount, path.lstrip("/"))
-    # QEMU's main thread sits in an emulator/ child; the domain's group is its parent.
-    if os.path.basename(base) == "emulator":
-        base = os.path.dirname(base)
-    out: dict[str, Any] = {"path": base}
-
-    def read(p: str) -> str | None:
-        try:
-            with open(p) as f:
-                return f.read().strip()
-        except OSError:
-            return None
-
-    out["cpu.shares"] = read(os.path.join(base, "cpu.shares")) or read(os.path.join(base, "cpu.weight"))
-    vcpus = {}
-    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        if name.startswith("vcpu"):
-            vcpus[name] = {"cpu.cfs_quota_us": read(os.path.join(base, name, "cpu.cfs_quota_us")),
-                           "cpu.cfs_period_us": read(os.path.join(base, name, "cpu.cfs_period_us")),
-                           "cpu.max": read(os.path.join(base, name, "cpu.max"))}
-    out["vcpus"] = vcpus
-    return out
 
 
-def cgroup_of_pid(pid: int) -> str | None:
-    from vmqos.drivers.libvirt_driver import cgroup_of
-
-    return cgroup_of(pid, "cpu")
