@@ -76,48 +76,40 @@ def _traffic_table(lab_name: str, netns: str, store) -> None:
 def _cpu_disk_table(lab_name: str, store) -> None:
     """A 20 % CPU quota on vm1 and a 1 MiB/s disk limit on vm2 (a loop device), measured."""
     import os
-    import subprocess
     import sys
-    import tempfile
     import time
 
     from rich.table import Table
 
     from vmqos.drivers.cgroup import block_device
     from vmqos.lab import lab_spawn
+    from vmqos.lab.disk import loop_device
     from vmqos.services.instances import instance_apply, lab_group
 
     report = instance_apply(store, lab_name, "vm1")  # vm1's flavor: cpu_shares 512 (seed 003)
     stdout.print(f"vm1: flavor m1.resquota's CPU values in its cgroups ({report.writes} file(s) written)")
     _run(["instance", "set", "vm1", "--lab", lab_name, "--cpu-quota", "20000", "--cpu-period", "100000"])
-    tmp = tempfile.mkdtemp(prefix="vmqos-demo-")
-    image = os.path.join(tmp, "vm2-disk.img")
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    loop = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True, check=True).stdout.strip()
     procs = []
-    try:
-        _run(["instance", "set", "vm2", "--lab", lab_name, "--disk", f"{loop}:write_bytes_sec=1mb"])
-        devnull = open(os.devnull, "w")
-        procs.append(lab_spawn(lab_name, "vm1", [sys.executable, "-c", "while True: pass"]))
-        procs.append(lab_spawn(lab_name, "vm2", ["dd", "if=/dev/zero", f"of={loop}", "bs=64k", "count=1000",
-                                                 "oflag=direct"], stdout=devnull, stderr=devnull))
-        vm1, vm2, devno = lab_group(lab_name, "vm1"), lab_group(lab_name, "vm2"), block_device(loop)
-        stderr.print("  vm1 busy loop, vm2 direct writes to its loop device, 4 s ...")
-        time.sleep(1.0)
-        t0, cpu0 = time.monotonic(), vm1.usage().cpu_ns or 0
-        io0 = vm2.usage().io.get(devno, {}).get("write_bytes", 0)
-        time.sleep(3.0)
-        elapsed = time.monotonic() - t0
-        cpu = ((vm1.usage().cpu_ns or 0) - cpu0) / 1e9 / elapsed
-        rate = (vm2.usage().io.get(devno, {}).get("write_bytes", 0) - io0) / elapsed
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        subprocess.run(["losetup", "-d", loop], check=False)
-        os.unlink(image)
-        os.rmdir(tmp)
+    with loop_device() as loop:
+        try:
+            _run(["instance", "set", "vm2", "--lab", lab_name, "--disk", f"{loop}:write_bytes_sec=1mb"])
+            procs.append(lab_spawn(lab_name, "vm1", [sys.executable, "-c", "while True: pass"]))
+            with open(os.devnull, "w") as devnull:  # the child keeps its own copy of the descriptor
+                procs.append(lab_spawn(lab_name, "vm2", ["dd", "if=/dev/zero", f"of={loop}", "bs=64k",
+                                                         "count=1000", "oflag=direct"], stdout=devnull, stderr=devnull))
+            vm1, vm2, devno = lab_group(lab_name, "vm1"), lab_group(lab_name, "vm2"), block_device(loop)
+            stderr.print("  vm1 busy loop, vm2 direct writes to its loop device, 4 s ...")
+            time.sleep(1.0)
+            t0, cpu0 = time.monotonic(), vm1.usage().cpu_ns or 0
+            io0 = vm2.usage().io.get(devno, {}).get("write_bytes", 0)
+            time.sleep(3.0)
+            elapsed = time.monotonic() - t0
+            cpu = ((vm1.usage().cpu_ns or 0) - cpu0) / 1e9 / elapsed
+            rate = (vm2.usage().io.get(devno, {}).get("write_bytes", 0) - io0) / elapsed
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
     table = Table(title="CPU and disk limits on the lab instances (measured from their cgroups' counters, 3 s)",
                   title_justify="left", show_edge=False)
     for col in ("instance", "cgroup", "limit", "load", "measured"):
@@ -143,57 +135,39 @@ response: {cooldown: 3, quarantine: {egress: {rate: 1mbit, pps: 1000}}}
 
 def _watch_section(lab_name: str, netns: str, store) -> None:
     """`vmqos top` under traffic, then a SYN flood from vm3 answered by the monitor, then per-IP usage."""
-    import subprocess
     import time
 
-    from vmqos.drivers.process import in_netns
     from vmqos.lab import Lab
+    from vmqos.lab.traffic import running
     from vmqos.monitor.daemon import Monitor, load_config
     from vmqos.store.monitor import events
 
     lab = Lab(lab_name)
     vm1, vm3 = lab.instance(1), lab.instance(3)
-    server = subprocess.Popen(in_netns(["iperf3", "-s", "-1", "-p", "5210"], vm1.netns), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    client = None
-    try:
-        time.sleep(0.3)
-        client = subprocess.Popen(in_netns(["iperf3", "-c", vm1.address, "-p", "5210", "-t", "3"], lab.wan_ns),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.8)
+    with running(["iperf3", "-s", "-1", "-p", "5210"], vm1.netns, delay=0.3), \
+            running(["iperf3", "-c", vm1.address, "-p", "5210", "-t", "3"], lab.wan_ns, delay=0.8):
         _run(["top", "--netns", netns, "--once", "--interval", "1"])
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
     stdout.print()
     stdout.rule(f"[bold]a SYN flood from vm3 (hping3 --flood -S, 6 s) and `vmqos monitor --netns {netns}`",
                 align="left")
     scope = netns
     last = events(store, scope, limit=1)
     seen = last[-1].id if last else 0
-    flood = subprocess.Popen(in_netns(["timeout", "6", "hping3", "--flood", "-S", "-q", "-p", "80",
-                                       lab.wan_address], vm3.netns), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
     start = time.monotonic()
-    try:
-        with Monitor(store, netns, load_config(DEMO_MONITOR)) as mon:
-            while time.monotonic() - start < 16:
-                step = mon.step()
-                for ev in events(store, scope, after_id=seen):
-                    seen = ev.id
-                    where = ev.port + (f" {ev.direction}" if ev.direction else "")
-                    stdout.print(f"  +{time.monotonic() - start:4.1f} s  {ev.kind:<11} {where}: {ev.message}")
-                held = step.rates.get(vm3.port)
-                if held and "egress" in held.rates and any(a.kind == "quarantine" for a in step.actions):
-                    stdout.print(f"           (vm3 offered {held.rates['egress'].offered_pps:,.0f} packets/s)")
-                if any(a.kind == "lift" for a in step.actions):
-                    break
-                time.sleep(0.5)
-    finally:
-        flood.kill()
-        flood.wait()
+    with running(["timeout", "6", "hping3", "--flood", "-S", "-q", "-p", "80", lab.wan_address], vm3.netns), \
+            Monitor(store, netns, load_config(DEMO_MONITOR)) as mon:
+        while time.monotonic() - start < 16:
+            step = mon.step()
+            for ev in events(store, scope, after_id=seen):
+                seen = ev.id
+                where = ev.port + (f" {ev.direction}" if ev.direction else "")
+                stdout.print(f"  +{time.monotonic() - start:4.1f} s  {ev.kind:<11} {where}: {ev.message}")
+            held = step.rates.get(vm3.port)
+            if held and "egress" in held.rates and any(a.kind == "quarantine" for a in step.actions):
+                stdout.print(f"           (vm3 offered {held.rates['egress'].offered_pps:,.0f} packets/s)")
+            if any(a.kind == "lift" for a in step.actions):
+                break
+            time.sleep(0.5)
     _run(["events", "--netns", netns, "--since", "10m", "--limit", "12"])
     _run(["usage", "--netns", netns, "--by", "day", "--min-bytes", "1kb"])
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 from vmqos.core.errors import KernelError
 from vmqos.drivers.process import in_netns
@@ -61,3 +63,17 @@ def iperf3(server_ns: str, server_addr: str, client_ns: str, *, seconds: float =
     finally:
         server.kill()
         server.wait()
+
+
+@contextmanager
+def running(argv: Sequence[str], netns: str, *, delay: float = 0.0) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` in the background in `netns` (its output discarded), killed and reaped when the block
+    ends, whatever ends it; `delay` gives a server a moment to listen before the block starts."""
+    proc = subprocess.Popen(in_netns(list(argv), netns), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if delay:
+            time.sleep(delay)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
