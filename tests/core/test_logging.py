@@ -264,10 +264,10 @@ def monitor(tmp_path, monkeypatch):
 
 
 def test_a_detection_and_its_quarantine_are_logged_with_port_instance_and_reason(monitor, monkeypatch, caplog):
-    import vmqos.services.ports
+    import vmqos.services.monitoring
 
     done = SimpleNamespace(ok=True, results=[])
-    monkeypatch.setattr(vmqos.services.ports, "reconcile_ports", lambda *a, **kw: done)
+    monkeypatch.setattr(vmqos.services.monitoring, "reconcile_ports", lambda *a, **kw: done)
     with caplog.at_level(logging.INFO, logger="vmqos"):
         monitor.step(now=0.0)
         monitor.step(now=1.0)
@@ -281,10 +281,10 @@ def test_a_detection_and_its_quarantine_are_logged_with_port_instance_and_reason
 
 
 def test_a_failed_quarantine_is_a_warning(monitor, monkeypatch, caplog):
-    import vmqos.services.ports
+    import vmqos.services.monitoring
 
     failed = SimpleNamespace(ok=False, results=[SimpleNamespace(error="device tap1 does not exist")])
-    monkeypatch.setattr(vmqos.services.ports, "reconcile_ports", lambda *a, **kw: failed)
+    monkeypatch.setattr(vmqos.services.monitoring, "reconcile_ports", lambda *a, **kw: failed)
     with caplog.at_level(logging.INFO, logger="vmqos"):
         monitor.step(now=0.0)
         report = monitor.step(now=1.0)

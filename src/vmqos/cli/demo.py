@@ -140,7 +140,7 @@ def _watch_section(lab_name: str, netns: str, store) -> None:
     from vmqos.lab import Lab
     from vmqos.lab.traffic import running
     from vmqos.monitor.daemon import Monitor, load_config
-    from vmqos.store.monitor import events
+    from vmqos.services.monitoring import events, last_event_id
 
     lab = Lab(lab_name)
     vm1, vm3 = lab.instance(1), lab.instance(3)
@@ -150,15 +150,13 @@ def _watch_section(lab_name: str, netns: str, store) -> None:
     stdout.print()
     stdout.rule(f"[bold]a SYN flood from vm3 (hping3 --flood -S, 6 s) and `vmqos monitor --netns {netns}`",
                 align="left")
-    scope = netns
-    last = events(store, scope, limit=1)
-    seen = last[-1].id if last else 0
+    seen = last_event_id(store, netns)
     start = time.monotonic()
     with running(["timeout", "6", "hping3", "--flood", "-S", "-q", "-p", "80", lab.wan_address], vm3.netns), \
             Monitor(store, netns, load_config(DEMO_MONITOR)) as mon:
         while time.monotonic() - start < 16:
             step = mon.step()
-            for ev in events(store, scope, after_id=seen):
+            for ev in events(store, netns, after_id=seen):
                 seen = ev.id
                 where = ev.port + (f" {ev.direction}" if ev.direction else "")
                 stdout.print(f"  +{time.monotonic() - start:4.1f} s  {ev.kind:<11} {where}: {ev.message}")

@@ -17,7 +17,8 @@ import click
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import kernel_options
 from vmqos.cli.top import ARROW, top
-from vmqos.core.errors import InvalidValue, NotFound
+from vmqos.core.errors import InvalidValue
+from vmqos.services import monitoring
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -94,19 +95,13 @@ def monitor(netns: str | None, db: str | None, config_file: str | None, listen: 
 
         def report(step: Any) -> None:
             nonlocal seen
-            from vmqos.store.monitor import events
-
-            for ev in events(mstore_store, mon.scope, after_id=seen):
+            for ev in monitoring.events(store, netns, after_id=seen):
                 seen = ev.id
                 stdout.print(_event_line(ev))
             for error in step.errors:
                 stderr.print(f"[red]error[/]: {error}", markup=True)
 
-        from vmqos.store.monitor import events as _events
-
-        mstore_store = store
-        last = _events(store, mon.scope, limit=1)
-        seen = last[-1].id if last else 0
+        seen = monitoring.last_event_id(store, netns)
         stderr.print(f"monitoring {netns or 'this namespace'} every {config.interval_s:g} s (Ctrl-C stops)")
         try:
             mon.run(stop, report)
@@ -135,23 +130,20 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
     """
     import json
 
-    from vmqos.core.desired.ports import scope_of
     from vmqos.services.ports import open_store
-    from vmqos.store.monitor import events as read
 
-    scope = scope_of(netns)
     with open_store(db) as store:
-        found = read(store, scope, since=parse_since(since), port=port, limit=limit)
+        found = monitoring.events(store, netns, since=parse_since(since), port=port, limit=limit)
         if as_json and not follow:
             print_json([e.as_json() for e in found])
             return
         for ev in found:
             click.echo(json.dumps(ev.as_json()) if as_json else _event_line(ev))
-        last = found[-1].id if found else max((e.id for e in read(store, scope, limit=1)), default=0)
+        last = found[-1].id if found else monitoring.last_event_id(store, netns)
         try:
             while follow:
                 time.sleep(0.5)
-                for ev in read(store, scope, after_id=last, port=port):
+                for ev in monitoring.events(store, netns, after_id=last, port=port):
                     last = ev.id
                     click.echo(json.dumps(ev.as_json()) if as_json else _event_line(ev))
                     sys.stdout.flush()
@@ -183,20 +175,17 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
       vmqos usage --netns lab-host --since 1d --by hour
       vmqos usage --netns lab-host --port tap-vm1 --json
     """
-    from vmqos.core.desired.ports import scope_of
     from vmqos.core.units import human_size, parse_size
     from vmqos.monitor.daemon import Monitor
+    from vmqos.services.monitoring import usage as read
     from vmqos.services.ports import open_store
-    from vmqos.store.monitor import usage as read
 
     smallest = parse_size(min_bytes)
-    scope = scope_of(netns)
     with open_store(db) as store:
         if collect:
             with Monitor(store, netns) as mon:
                 mon.fold_usage()
-        totals = [t for t in read(store, scope, granularity=granularity, since=parse_since(since), port=port)
-                  if t.bytes >= smallest]
+        totals = read(store, netns, granularity=granularity, since=parse_since(since), port=port, min_bytes=smallest)
     if as_json:
         print_json([t.as_json() for t in totals])
         return
@@ -258,29 +247,17 @@ def quarantine() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Take the quarantine policy from "
               "this monitor configuration (default: egress 1 Mbit/s and 1,000 packets/s).")
 def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, config_file: str | None) -> None:
-    from vmqos.core.desired.ports import scope_of
     from vmqos.monitor.daemon import load_config
-    from vmqos.services.ports import open_store, reconcile_ports
-    from vmqos.store.monitor import (
-        Quarantine,
-        add_event,
-        lift_quarantine,
-        put_quarantine,
-    )
+    from vmqos.services.monitoring import add_event, quarantine
+    from vmqos.services.ports import open_store
 
     config = load_config(open(config_file).read() if config_file else None)
-    scope = scope_of(netns)
     with open_store(db) as store:
-        state = store.load(scope)
-        if device not in {p.device for _, p in state.ports()}:
-            raise NotFound(f"port {device} is not managed in {netns or 'this namespace'}")
         now = datetime.now(UTC)
-        put_quarantine(store, scope, Quarantine(device, config.quarantine, reason, now))
-        report = reconcile_ports(store, netns, state, [device])
+        report = quarantine(store, netns, device, config.quarantine, reason, at=now)
         if not report.ok:
-            lift_quarantine(store, scope, device)
             raise click.ClickException("; ".join(r.error or "" for r in report.results if r.error))
-        add_event(store, scope, now, device, "quarantined", f"quarantined: {reason}")
+        add_event(store, netns, device, "quarantined", f"quarantined: {reason}", at=now)
     stdout.print(f"{device}: quarantined ({reason})")
 
 
@@ -288,16 +265,12 @@ def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, 
 @click.argument("device")
 @kernel_options
 def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
-    from vmqos.core.desired.ports import scope_of
-    from vmqos.services.ports import open_store, reconcile_ports
-    from vmqos.store.monitor import add_event, lift_quarantine
+    from vmqos.services.monitoring import add_event, lift
+    from vmqos.services.ports import open_store
 
-    scope = scope_of(netns)
     with open_store(db) as store:
-        if not lift_quarantine(store, scope, device):
-            raise NotFound(f"port {device} is not quarantined in {netns or 'this namespace'}")
-        report = reconcile_ports(store, netns, store.load(scope), [device])
-        add_event(store, scope, datetime.now(UTC), device, "lifted", "lifted by hand")
+        report = lift(store, netns, device)
+        add_event(store, netns, device, "lifted", "lifted by hand")
     stdout.print(f"{device}: quarantine lifted")
     if not report.ok:
         raise click.ClickException("; ".join(r.error or "" for r in report.results if r.error))
@@ -307,13 +280,12 @@ def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
 @kernel_options
 @click.option("--json", "as_json", is_flag=True)
 def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
-    from vmqos.core.desired.ports import scope_of
     from vmqos.core.formats.hostfile import to_data
+    from vmqos.services.monitoring import quarantined
     from vmqos.services.ports import open_store
-    from vmqos.store.monitor import quarantines
 
     with open_store(db) as store:
-        found = quarantines(store, scope_of(netns))
+        found = quarantined(store, netns)
     if as_json:
         print_json([{"port": q.device, "since": q.since.isoformat(), "reason": q.reason, "qos": to_data(q.qos)}
                     for q in found.values()])

@@ -42,6 +42,7 @@ from vmqos.core.model.network import (
 )
 from vmqos.drivers.nft import Nft
 from vmqos.monitor.sampler import Sampler, rates
+from vmqos.services.monitoring import lift, quarantine
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -226,18 +227,15 @@ class Monitor:
         return StepReport(sample, port_rates, started, ended, actions, errors)
 
     def _act(self, action: Action, at: datetime, now: float, instance: str | None) -> str | None:
-        from vmqos.services.ports import reconcile_ports
-
-        state = self.store.load(self.scope)
         if action.kind == "quarantine":
-            mstore.put_quarantine(self.store, self.scope, mstore.Quarantine(action.port, self.config.quarantine,
-                                                                           action.reason, at))
-            self._quarantined_at[action.port] = now
+            report = quarantine(self.store, self.netns, action.port, self.config.quarantine, action.reason, at=at,
+                                verify=False, managed_only=False)
+            if report.ok:
+                self._quarantined_at[action.port] = now
         else:
-            mstore.lift_quarantine(self.store, self.scope, action.port)
             self._quarantined_at.pop(action.port, None)
             self._last_flood.pop(action.port, None)
-        report = reconcile_ports(self.store, self.netns, state, [action.port], verify=False)
+            report = lift(self.store, self.netns, action.port, verify=False, missing_ok=True)
         fields = {"port": action.port, "instance": instance, "action": action.kind, "reason": action.reason}
         if report.ok:
             what = "quarantined" if action.kind == "quarantine" else "lifted"
@@ -252,9 +250,7 @@ class Monitor:
         message = "; ".join(r.error or "" for r in report.results if r.error)
         log.warning("port %s (instance %s): %s failed: %s", action.port, instance or "-", action.kind, message,
                     extra=fields)
-        if action.kind == "quarantine":  # not in force: forget it, so the next step tries again
-            mstore.lift_quarantine(self.store, self.scope, action.port)
-            self._quarantined_at.pop(action.port, None)
+        # a quarantine not in force was removed again by the service, so the next step tries again
         self._event(at, action.port, "failed", f"{action.kind} failed: {message}", instance=instance)
         return f"{action.port}: {action.kind} failed: {message}"
 
