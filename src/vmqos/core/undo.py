@@ -25,7 +25,8 @@ class UndoLog:
         self.failures: list[str] = []  # what the last rollback could not put back, with why
 
     def add(self, what: str, step: Callable[[], object]) -> None:
-        """Record how to undo a step that is about to run (or just ran); `what` names it for a report."""
+        """Record how to undo a step that is about to run (or just ran); `what` names it in a report
+        ("" when the step's own error already says what it was)."""
         self._steps.append((what, step))
 
     def __len__(self) -> int:
@@ -39,7 +40,7 @@ class UndoLog:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - every other step must still run
-                failures.append(f"{what}: {exc}")
+                failures.append(f"{what}: {exc}" if what else str(exc))
         self.failures = failures
         return failures
 

@@ -23,6 +23,7 @@ from typing import Iterable
 from vmqos.core.errors import InvalidValue, KernelError, NotFound, UnsupportedError
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
+from vmqos.core.undo import UndoLog
 from vmqos.core.plan.cgroup_values import (
     CPU,
     CPU_V1_FILES,
@@ -117,25 +118,10 @@ def _hint(file: str, err: int) -> str:
     return "check that the group exists and that vmqos runs as root"
 
 
-class _Writes:
-    """Writes that can be undone, newest first."""
-
-    def __init__(self) -> None:
-        self.done: list[tuple[str, str]] = []  # (path, value to restore)
-
-    def write(self, path: str, value: str, restore: str) -> None:
-        _write(path, value)
-        self.done.append((path, restore))
-
-    def undo(self) -> list[str]:
-        problems = []
-        for path, value in reversed(self.done):
-            try:
-                _write(path, value)
-            except KernelError as exc:
-                problems.append(str(exc))
-        self.done.clear()
-        return problems
+def _write_undoable(tx: UndoLog, path: str, value: str, restore: str) -> None:
+    """Write `value`, and record how to put `restore` back if a later write of the change fails."""
+    _write(path, value)
+    tx.add("", lambda: _write(path, restore))  # _write's error names the file
 
 
 def _write(path: str, value: str) -> None:
@@ -288,7 +274,7 @@ class Group:
         names = CPU_V1_FILES if h.version == V1 else CPU_V2_FILES
         return parse_cpu({n: _read(self.file(CPU, n)) for n in names}, h.version)
 
-    def _cpu_writes(self, cpu: CpuQos, tx: _Writes) -> None:
+    def _cpu_writes(self, cpu: CpuQos, tx: UndoLog) -> None:
         from vmqos.core.plan.cgroup_values import cpu_files
 
         h = self.hierarchy(CPU)
@@ -297,7 +283,7 @@ class Group:
         order = list(wanted)  # v1: shares, period, quota; v2: weight, max
         for name in order:
             if old[name].split() != wanted[name].split():
-                tx.write(self.file(CPU, name), wanted[name], old[name])
+                _write_undoable(tx, self.file(CPU, name), wanted[name], old[name])
         for name, value in wanted.items():
             got = _read(self.file(CPU, name))
             if not same_value(name, value, got):
@@ -316,7 +302,7 @@ class Group:
         names = BLKIO_FILES.values() if h.version == V1 else ["io.max"]
         return disks_from_files(self._disk_file_text(names), h.version)
 
-    def _disk_writes(self, devno: DevNo, disk: DiskQos, tx: _Writes) -> None:
+    def _disk_writes(self, devno: DevNo, disk: DiskQos, tx: UndoLog) -> None:
         h = self.hierarchy(IO)
         wanted = disk_files(devno, disk, h.version)
         clear = disk_clear_files(devno, h.version)
@@ -333,7 +319,7 @@ class Group:
                 restore = line or clear[name]
                 if parse_io_max(line or "").get(devno, {}) == parse_io_max(value).get(devno, {}):
                     continue
-            tx.write(path, value, restore)
+            _write_undoable(tx, path, value, restore)
         got = self.read_disks().get(devno, DiskQos())
         if got != disk:
             raise KernelError(f"cgroup {self.path}: device {devno_text(devno)} reads back {got.items()} after "
@@ -347,7 +333,7 @@ class Group:
         Devices limited now but absent from `disks` are cleared. All or nothing: on a failure every
         file written is restored and the error raised. Returns the number of files written.
         """
-        tx = _Writes()
+        tx = UndoLog()
         try:
             if cpu is not None:
                 self._cpu_writes(cpu, tx)
@@ -356,11 +342,11 @@ class Group:
                 for devno in sorted(set(current) | set(disks)):
                     self._disk_writes(devno, disks.get(devno, DiskQos()), tx)
         except (KernelError, NotFound) as exc:
-            problems = tx.undo()
+            problems = tx.rollback()
             suffix = "; the group was restored to its previous limits" if not problems else \
                 "; restoring the previous limits failed too: " + "; ".join(problems)
             raise KernelError(f"{exc}{suffix}", getattr(exc, "errno", None)) from None
-        return len(tx.done)
+        return len(tx)
 
     def usage(self) -> Usage:
         acct, cpu, io = (self.layout.hierarchy(role) for role in (CPUACCT, CPU, IO))

@@ -11,7 +11,7 @@ if a later step fails (another disk, the tap), the earlier ones are set back.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from vmqos.core.desired.instances import (
     EffectiveInstance,
@@ -24,6 +24,7 @@ from vmqos.core.errors import InvalidValue, KernelError, NotFound, VmqosError
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import Note
+from vmqos.core.undo import UndoLog
 from vmqos.core.desired.ports import PortChange, changed_port
 from vmqos.core.model.network import NetworkQos
 from vmqos.drivers.libvirt_driver import (
@@ -45,14 +46,14 @@ SCOPE = ""  # VMs' taps live in the host's own network namespace
 
 
 def _apply_libvirt(lv: Libvirt, info: DomainInfo, eff: EffectiveInstance, flags: int, *, cpu: bool, disks: list[str],
-                   undo: list[Callable[[], None]], applied: list[str]) -> None:
+                   undo: UndoLog, applied: list[str]) -> None:
     if cpu:
         before = lv.cpu(info.name, LIVE) if flags & LIVE else None
         params = lv.set_cpu(info.name, eff.cpu or CpuQos(), flags)
         applied.append(f"cpu {params}")
         if before is not None:
             keep = {k: v for k, v in before.items() if k in ("cpu_shares", "vcpu_quota", "vcpu_period")}
-            undo.append(lambda: lv.domain(info.name).setSchedulerParametersFlags(keep, LIVE))
+            undo.add(f"cpu of {info.name}", lambda: lv.domain(info.name).setSchedulerParametersFlags(keep, LIVE))
     for target in disks:
         before = lv.disk(info.name, target, LIVE) if flags & LIVE else None
         lv.set_disk(info.name, target, eff.disks.get(target, DiskQos()), flags)
@@ -62,9 +63,7 @@ def _apply_libvirt(lv: Libvirt, info: DomainInfo, eff: EffectiveInstance, flags:
                 lv.domain(info.name).setBlockIoTune(
                     t, {k: v for k, v in b.items() if k != "group_name" or not implicit_group(v)}, LIVE)
 
-            undo.append(restore)
-
-
+            undo.add(f"disk {target} of {info.name}", restore)
 
 
 def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChange, *, inbound: str | None = None,
@@ -97,7 +96,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
         network: ApplyReport | None = None
         disks = sorted(change.disks) if change.disks or change.remove_disks else []
         disks += [d for d in change.remove_disks if d not in disks]
-        undo: list[Callable[[], None]] = []
+        undo = UndoLog()
         try:
             if live:
                 _apply_libvirt(lv, info, eff, LIVE, cpu=change.touches_cpu, disks=disks, undo=undo,
@@ -111,11 +110,10 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
                         errors = "; ".join(r.error for r in network.results if r.error)
                         raise KernelError(f"tap {port}: {errors}")
             if config:
-                _apply_libvirt(lv, info, eff, CONFIG, cpu=change.touches_cpu, disks=disks, undo=[],
+                _apply_libvirt(lv, info, eff, CONFIG, cpu=change.touches_cpu, disks=disks, undo=UndoLog(),
                                applied=applied)
                 if port is not None:
                     qos = next(p for p in new_state.instances[domain].ports if p.device == port).limits
-
                     lv.set_interface(domain, port, qos or NetworkQos(), CONFIG)
                     applied.append(f"interface {port} <bandwidth> in the definition")
                     notes.append(Note(
@@ -124,11 +122,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
                         "kernel-lab machines) the start fails; vmqos shapes the tap itself after the start "
                         "(`vmqos vm set --live`)"))
         except VmqosError:
-            for step in reversed(undo):
-                try:
-                    step()
-                except Exception:  # restoring is best effort; the original error is what matters
-                    pass
+            undo.rollback()  # best effort: the original error is what the operator must see
             raise
         store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}")
         return VmReport(domain, live, config, applied, network, eff, notes)
@@ -136,13 +130,12 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
 
 def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
     """Apply a domain's stored CPU and disk limits live (after a volume change)."""
-
     with Libvirt(connect) as lv:
         info = lv.info(domain)
         state = with_domain(store.load(SCOPE), info)
         eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))
         applied: list[str] = []
-        undo: list[Callable[[], None]] = []
+        undo = UndoLog()
         targets = [d.target for d in info.disks if d.device == "disk"]
         missing = [dev for dev in eff.disks if dev not in targets]
         if missing:
@@ -150,8 +143,7 @@ def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
         try:
             _apply_libvirt(lv, info, eff, LIVE, cpu=False, disks=sorted(eff.disks), undo=undo, applied=applied)
         except VmqosError:
-            for step in reversed(undo):
-                step()
+            undo.rollback()
             raise
         return VmReport(domain, True, False, applied, None, eff, list(eff.notes))
 

@@ -9,6 +9,7 @@ from vmqos.core.desired.instances import check_volume_type, volume_qos
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.volume import Volume, VolumeType
+from vmqos.core.undo import UndoLog
 from vmqos.services.instances import instance_apply, lab_scope
 from vmqos.services.results import VolumeInfo, VolumeTypeInfo
 from vmqos.store import Store
@@ -75,18 +76,17 @@ def volume_scope(lab: str | None) -> str:
 def _live(store: Store, scope: str, lab: str | None, connect: str | None, volume: Volume, write: Callable[[], object]) -> int:
     """Store the volume change, then apply it to its instance; a failed apply restores the old volume."""
     old = store.volumes(scope).get(volume.name)
-    write()
-    target_instance = volume.instance or (old.instance if old else None)
-    if target_instance is None:
-        return 0
-    try:
-        return VolumeTarget(store, scope, lab, connect).apply(target_instance)
-    except Exception:
+    with UndoLog() as undo:
+        write()
         if old is not None:
-            store.save_volume(scope, old, actor="volume", summary=f"volume {volume.name}: undo failed change")
+            undo.add(f"volume {volume.name}", lambda: store.save_volume(
+                scope, old, actor="volume", summary=f"volume {volume.name}: undo failed change"))
         else:
-            store.delete_volume(scope, volume.name)
-        raise
+            undo.add(f"volume {volume.name}", lambda: store.delete_volume(scope, volume.name))
+        target_instance = volume.instance or (old.instance if old else None)
+        if target_instance is None:
+            return 0
+        return VolumeTarget(store, scope, lab, connect).apply(target_instance)
 
 
 def volume_create(store: Store, scope: str, name: str, vtype: str | None, size_gb: int) -> Volume:
@@ -140,10 +140,9 @@ def volume_detach(store: Store, scope: str, name: str, *, lab: str | None = None
     if not volume.attached:
         raise InvalidValue("volume", name, "not attached")
     new = replace(volume, instance=None, device=None)
-    store.save_volume(scope, new, actor="volume detach", summary=f"volume {name} detached from {volume.instance}")
-    try:
+    with UndoLog() as undo:
+        store.save_volume(scope, new, actor="volume detach", summary=f"volume {name} detached from {volume.instance}")
+        undo.add(f"volume {name}", lambda: store.save_volume(scope, volume, actor="volume",
+                                                             summary=f"volume {name}: undo failed detach"))
         writes = VolumeTarget(store, scope, lab, connect).apply(volume.instance)  # type: ignore[arg-type]
-    except Exception:
-        store.save_volume(scope, volume, actor="volume", summary=f"volume {name}: undo failed detach")
-        raise
     return new, writes
