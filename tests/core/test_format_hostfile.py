@@ -566,8 +566,8 @@ def test_a_billion_laughs_is_refused_quickly() -> None:
             neutron:
               rules:
                 - {type: dscp_marking, dscp_mark: 26}
-                - {type: bandwidth_limit, max_kbps: 0}
-        """, 7, ["policies.p.neutron.rules[1].max_kbps", "must be >0"], id="neutron-rule-value"),
+                - {type: bandwidth_limit, max_kbps: -1}
+        """, 7, ["policies.p.neutron.rules[1].max_kbps", "must be at least 0"], id="neutron-rule-value"),
     pytest.param(
         """
         version: 1

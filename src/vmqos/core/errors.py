@@ -9,6 +9,24 @@ request can be changed to succeed, 5xx when the host failed; the same split Neut
 
 from __future__ import annotations
 
+# The longest value a message shows whole; a longer one is cut, with its length said.
+SHOWN_CHARS = 60
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for a message, never more than about SHOWN_CHARS characters.
+
+    An input may hold a 5,000-digit number or a megabyte string: echoing it whole buries the
+    message, and `repr()` of an int of more than 4,300 digits raises ValueError itself.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        digits = int(value.bit_length() * 0.30103) + 1  # log10(2): the digit count, to within one
+        return f"<an integer of about {digits} digits>"
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 20]}...{text[-10:]} ({len(text)} characters)"
+
 
 class VmqosError(Exception):
     """Root of all vmqos errors; the CLI prints its message and exits non-zero."""
@@ -26,7 +44,7 @@ class InvalidValue(VmqosError):
         self.field = field
         self.value = value
         self.fix = fix
-        super().__init__(f"{field}: {value!r} is not valid: {fix}")
+        super().__init__(f"{field}: {shown(value)} is not valid: {fix}")
 
 
 class UnitError(InvalidValue):

@@ -12,9 +12,39 @@ a bare time is microseconds.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 
-from vmqos.core.errors import UnitError
+from vmqos.core.errors import InvalidValue, UnitError
+
+# --- What a number is, for every reader: ASCII digits only, at most MAX_DIGITS of them. ---
+# The largest value any format takes is a u64 (cgroup and QEMU fields; 2^64-1 has 20 digits);
+# libvirt's uint has 10, Neutron's int32 10, QEMU's 10^15 16, Nova's cpu_quota down to -2^63 19.
+# A longer run is a typo or an attack: Python's int() refuses more than 4,300 digits with a
+# ValueError, and str.isdigit()/int() take superscripts, Arabic-Indic or full-width digits.
+MAX_DIGITS = 20
+ASCII_WHITESPACE = " \t\n\r\f\v"
+# An optional sign and ASCII digits; `[0-9]` (not `\d`) so that no other script's digits match.
+INTEGER = re.compile(r"([+-]?)([0-9]+)")
+
+
+def parse_integer(field: str, text: str, *, signs: str = "+-") -> int:
+    """`text` as an integer: an optional sign from `signs`, then 1 to MAX_DIGITS ASCII digits.
+
+    Whitespace around the number is the caller's to strip (formats differ). Raises InvalidValue
+    naming `field` for anything else: `--5`, `5²`, `٥`, `1_000`, a sign the format refuses
+    (virsh's unsigned fields refuse `-`), or more than MAX_DIGITS digits.
+    """
+    match = INTEGER.fullmatch(text)
+    if match is None:
+        signed = {"+-": "an optional + or - sign and ", "+": "an optional + sign and ", "-": "an optional - sign and "}
+        raise InvalidValue(field, text, f"expected an integer: {signed.get(signs, '')}the ASCII digits 0-9")
+    sign, digits = match.groups()
+    if sign and sign not in signs:
+        raise InvalidValue(field, text, f"a {sign} sign is not accepted here; write the number without it"
+                           if signs else "write the number without a sign")
+    if len(digits) > MAX_DIGITS:
+        raise InvalidValue(field, text, f"{len(digits)} digits: no value vmqos takes has more than {MAX_DIGITS}")
+    return -int(digits) if sign == "-" else int(digits)
 
 # iproute2 lib/utils_math.c `suffixes[]`, value in bit/s per unit; matched case-insensitively.
 RATE_SUFFIXES: dict[str, int] = {
@@ -68,18 +98,30 @@ TIME_SUFFIXES: dict[str, int] = {
 # Human spellings accepted on input, rewritten to the iproute2 suffix they mean.
 _HUMAN_RATE = {"bit/s": "bit", "b/s": "Bps", "bits/s": "bit", "bytes/s": "Bps"}
 
-_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*$")
+# A quantity: ASCII digits, an optional fraction and exponent, a unit. re.ASCII keeps `\s` to ASCII
+# whitespace (Unicode's includes the control characters 0x1c-0x1f).
+_NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE]([+-]?[0-9]+))?)\s*([A-Za-z/]*)\s*", re.ASCII)
+# Bounds that keep Decimal exact and cheap: `1e999999999mbit` overflows Decimal's context, and a
+# huge exponent or mantissa would build a huge integer before any range check sees it. What is
+# left is small enough for the range checks of the model (check_bandwidth's MAX_RATE_BPS).
+MAX_NUMBER_CHARS = 2 * MAX_DIGITS + 10
+MAX_EXPONENT = MAX_DIGITS
 
 
 def _split(kind: str, text: str) -> tuple[Decimal, str]:
-    match = _NUMBER.match(text)
+    match = _NUMBER.fullmatch(text)
     if not match:
         raise UnitError(kind, text, _hint(kind))
+    number, exponent, suffix = match.groups()
+    if len(number) > MAX_NUMBER_CHARS:
+        raise UnitError(kind, text, f"the number has {len(number)} characters; no {kind} needs more than "
+                                    f"{MAX_NUMBER_CHARS} - " + _hint(kind))
+    if exponent is not None and abs(int(exponent)) > MAX_EXPONENT:
+        raise UnitError(kind, text, f"an exponent beyond +-{MAX_EXPONENT} is out of range - " + _hint(kind))
     try:
-        number = Decimal(match.group(1))
+        return Decimal(number), suffix.lower()
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
         raise UnitError(kind, text, _hint(kind)) from exc
-    return number, match.group(2).lower()
 
 
 def _hint(kind: str) -> str:
@@ -106,6 +148,8 @@ def _parse(kind: str, value: str | int, table: dict[str, int], bare: str) -> int
     if isinstance(value, int):
         if value < 0:
             raise UnitError(kind, value, f"a {kind} cannot be negative; use 0 or leave it out")
+        if value >= 10**MAX_DIGITS:
+            raise UnitError(kind, value, f"no value vmqos takes has more than {MAX_DIGITS} digits; check the unit")
         return value
     number, suffix = _split(kind, str(value))
     if kind == "rate" and suffix:
@@ -113,7 +157,9 @@ def _parse(kind: str, value: str | int, table: dict[str, int], bare: str) -> int
     scale = table.get(suffix or bare)
     if scale is None:
         raise UnitError(kind, value, f"unknown {kind} unit {suffix!r}; " + _hint(kind))
-    return int((number * scale).to_integral_value(ROUND_FLOOR))
+    with localcontext() as exact:
+        exact.prec = 2 * MAX_NUMBER_CHARS + MAX_EXPONENT  # every bounded number times a unit, exactly
+        return int((number * scale).to_integral_value(ROUND_FLOOR))
 
 
 def parse_rate(value: str | int) -> int:

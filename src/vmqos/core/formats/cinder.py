@@ -22,7 +22,7 @@ from typing import Any
 
 from vmqos.core.errors import FormatError, InvalidValue, UnsupportedError
 from vmqos.core.formats._common import load_json, strict_int
-from vmqos.core.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, DiskQos
+from vmqos.core.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, THROTTLE_VALUE_MAX, DiskQos
 from vmqos.core.model.document import Note, QosDocument
 
 FMT = "cinder"
@@ -132,6 +132,10 @@ def compute_frontend(specs: dict[str, Any], size_gb: int | None) -> tuple[DiskQo
         else:
             cap = per_gb
         work[option] = min(per_gb, cap)
+        if work[option] > THROTTLE_VALUE_MAX:  # Cinder multiplies without a bound; QEMU refuses the result
+            raise InvalidValue(per_gb_key, work[per_gb_key],
+                               f"x {size} GiB gives {option} {work[option]}, above QEMU's maximum of "
+                               f"{THROTTLE_VALUE_MAX} (10^15); lower {per_gb_key} or cap it with {option}_max")
         work.pop(per_gb_key)
         if work[option] == 0:
             notes.append(Note(option, f"the computed {option} is 0 for a {size} GiB volume, which libvirt and "

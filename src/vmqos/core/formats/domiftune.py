@@ -4,7 +4,9 @@ Values are in libvirt's units (qos-semantics.md §1.6): average, peak and floor 
 bit/s), burst in KiB (1024 bytes). As virsh: fields may be left out or empty (`12800`,
 `1000,,100`), 0 in a field means unset, a direction whose fields are all 0 (`0`) is cleared,
 peak or burst need an average (or, inbound, a floor), a floor is inbound only and every value
-is an unsigned int (at most 4294967295). `--live`, `--config` and `--current` are accepted and
+is an unsigned int (at most 4294967295) of ASCII digits, with an optional `+` but never a `-`
+(virsh's virStrToLong_ullp). Unlike virsh, a value with no number at all (`,,,`) is refused
+rather than read as a clear: `0` says that. `--live`, `--config` and `--current` are accepted and
 ignored; a leading `virsh domiftune DOMAIN INTERFACE` (or `--domain`/`--interface`) is
 accepted and the interface becomes the document's name.
 
@@ -21,12 +23,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from vmqos.core.errors import FormatError, InvalidValue, UnsupportedError
+from vmqos.core.errors import FormatError, InvalidValue, UnsupportedError, shown
+from vmqos.core.formats._common import ascii_int, check_size
 from vmqos.core.formats.libvirt_units import (
     BANDWIDTH_ATTRS,
     UINT_MAX,
     direction_from_units,
-    libvirt_uint,
     network_to_units,
 )
 from vmqos.core.model import BandwidthLimit, DirectionQos, NetworkQos, Note, QosDocument
@@ -68,14 +70,28 @@ class DomiftuneArgs:
     notes: tuple[Note, ...] = ()
 
 
+def _field(option: str, text: str, attr: str, field: str) -> int:
+    """One field as virsh's virStrToLong_ullp reads it: an optional `+`, never a `-`, ASCII digits."""
+    try:
+        value = ascii_int(f"{option} {attr}", field, signs="+")
+    except InvalidValue as exc:
+        raise InvalidValue(option, text, f"{attr} {shown(field.strip())}: {exc.fix}; {_VALUE_FIX[option]}") from None
+    if value > UINT_MAX:
+        raise InvalidValue(option, text, f"{attr} {value} is above {UINT_MAX}; {_VALUE_FIX[option]}")
+    return value
+
+
 def _fields(option: str, text: str) -> list[int]:
     fields = text.split(",")
     if not text.strip() or len(fields) > 4:
         raise InvalidValue(option, text, ("too many fields; " if text.strip() else "") + _VALUE_FIX[option])
-    try:
-        values = [libvirt_uint(option, field.strip() or "0") for field in fields]
-    except InvalidValue:
-        raise InvalidValue(option, text, _VALUE_FIX[option]) from None
+    if not any(field.strip() for field in fields):
+        # virsh reads `,,,` as all zeros and clears the direction; a value without a single number is
+        # far likelier a slip (a script's empty variables) than a request to remove the limit.
+        raise InvalidValue(option, text, "no field has a value (write 0 to clear the direction); "
+                                         + _VALUE_FIX[option])
+    values = [_field(option, text, attr, field) if field.strip() else 0
+              for attr, field in zip(BANDWIDTH_ATTRS, fields)]
     return values + [0] * (4 - len(values))
 
 
@@ -107,6 +123,7 @@ def parse_direction_arg(option: str, text: str) -> BandwidthLimit | None:
 
 
 def _split(text: str) -> list[str]:
+    check_size(FORMAT, text)
     try:
         tokens = shlex.split(text, comments=True)
     except ValueError as exc:

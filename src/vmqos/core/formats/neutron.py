@@ -17,17 +17,25 @@ import json
 from typing import Any
 
 from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
-from vmqos.core.formats._common import load_json, strict_int
+from vmqos.core.formats._common import load_json
+from vmqos.core.formats.neutron_rules import (
+    BANDWIDTH_LIMIT,
+    DSCP_MARKING,
+    FIELDS,
+    MAX_INT,
+    MIN_BURST_KBIT,
+    METADATA,
+    MIN_FRAME_BYTES,
+    MINIMUM_BANDWIDTH,
+    MINIMUM_PACKET_RATE,
+    PACKET_RATE_LIMIT,
+    RULE_TYPES,
+    parse_rule,
+    rule_type,
+)
 from vmqos.core.model.document import Note, QosDocument
 from vmqos.core.model.host import Policy
-from vmqos.core.model.network import DIRECTIONS as _DIRECTIONS
-from vmqos.core.model.network import (
-    BandwidthLimit,
-    DirectionQos,
-    NetworkQos,
-    PacketRateLimit,
-    check_dscp,
-)
+from vmqos.core.model.network import DIRECTIONS, BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
 from vmqos.core.units import (
     NEUTRON_KPPS,
     NEUTRON_RATE_BPS,
@@ -39,36 +47,10 @@ from vmqos.core.units import (
 )
 
 FMT = "neutron"
-
-BANDWIDTH_LIMIT = "bandwidth_limit"
-PACKET_RATE_LIMIT = "packet_rate_limit"
-DSCP_MARKING = "dscp_marking"
-MINIMUM_BANDWIDTH = "minimum_bandwidth"
-MINIMUM_PACKET_RATE = "minimum_packet_rate"
-# neutron-lib services/qos/constants.py VALID_RULE_TYPES
-RULE_TYPES: tuple[str, ...] = (BANDWIDTH_LIMIT, DSCP_MARKING, MINIMUM_BANDWIDTH, MINIMUM_PACKET_RATE,
-                               PACKET_RATE_LIMIT)
-
-# neutron-lib db constants DB_INTEGER_MAX_VALUE: the upper end of every integer field.
-MAX_INT = 2**31 - 1
 # neutron-lib DEFAULT_BURST_RATE: the egress policer's burst when max_burst_kbps is 0, as 8/10 exactly.
 DEFAULT_BURST_NUM, DEFAULT_BURST_DEN = 8, 10
-# Below two 1500-byte Ethernet frames a defaulted bucket is the OVN LP#2153122 failure.
-MIN_FRAME_BYTES = 1514
-
-_FIELDS: dict[str, tuple[str, ...]] = {
-    BANDWIDTH_LIMIT: ("max_kbps", "max_burst_kbps", "direction"),
-    PACKET_RATE_LIMIT: ("max_kpps", "max_burst_kpps", "direction"),
-    DSCP_MARKING: ("dscp_mark",),
-    MINIMUM_BANDWIDTH: ("min_kbps", "direction"),
-    MINIMUM_PACKET_RATE: ("min_kpps", "direction"),
-}
-# Attributes the API returns on every rule that say nothing about the limit.
-_METADATA = frozenset({"type", "id", "qos_policy_id", "tenant_id", "project_id", "name", "description",
-                       "created_at", "updated_at", "revision_number", "tags"})
-# A rule without `type` (e.g. taken from a per-type rule list) is recognised by its one required field.
-_TYPE_BY_FIELD = {"max_kbps": BANDWIDTH_LIMIT, "max_kpps": PACKET_RATE_LIMIT, "dscp_mark": DSCP_MARKING,
-                  "min_kbps": MINIMUM_BANDWIDTH, "min_kpps": MINIMUM_PACKET_RATE}
+# The host file reader looks these up here by getattr (its strict key check); neutron_rules owns them.
+_FIELDS, _METADATA = FIELDS, METADATA
 
 
 # --------------------------------------------------------------------------------------------- read
@@ -115,8 +97,8 @@ def qos_from_rules(rules: Any, *, where: str = "rules") -> tuple[NetworkQos, tup
     parsed: dict[tuple[str, str], dict[str, Any]] = {}
     for index, rule in enumerate(rules):
         here = f"{where}[{index}]"
-        rtype = _rule_type(here, rule)
-        values = _parse_rule(here, rtype, rule, notes)
+        rtype = rule_type(here, rule)
+        values = parse_rule(here, rtype, rule, notes)
         key = (rtype, values["direction"])
         if key in seen:
             raise ConflictError(
@@ -128,82 +110,9 @@ def qos_from_rules(rules: Any, *, where: str = "rules") -> tuple[NetworkQos, tup
     return _build(parsed, notes), tuple(notes)
 
 
-def _rule_type(here: str, rule: Any) -> str:
-    if not isinstance(rule, dict):
-        raise InvalidValue(here, rule, f"a rule is an object with a type ({', '.join(RULE_TYPES)}) and its fields")
-    raw = rule.get("type")
-    if raw is None:
-        guesses = {t for f, t in _TYPE_BY_FIELD.items() if f in rule}
-        if len(guesses) == 1:
-            return guesses.pop()
-        raise InvalidValue(f"{here}.type", None, f"each rule needs a type: one of {', '.join(RULE_TYPES)}")
-    rtype = raw.strip().lower().replace("-", "_") if isinstance(raw, str) else raw
-    if rtype not in RULE_TYPES:
-        raise InvalidValue(f"{here}.type", raw, f"use one of Neutron's rule types: {', '.join(RULE_TYPES)}")
-    return rtype
-
-
-def _int(here: str, rule: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = rule.get(key)
-    if value is None:
-        if default is None:
-            raise InvalidValue(f"{here}.{key}", None, f"a {rule.get('type', 'rule')} rule needs {key}")
-        return default
-    return strict_int(f"{here}.{key}", value, minimum=0, maximum=MAX_INT)
-
-
-def _direction(here: str, rtype: str, rule: dict[str, Any], allow_any: bool = False) -> str:
-    raw = rule.get("direction")
-    if raw is None:
-        return "egress"
-    valid = (*_DIRECTIONS, "any") if allow_any else _DIRECTIONS
-    text = raw.strip().lower() if isinstance(raw, str) else raw
-    if text not in valid:
-        extra = ", or any (either direction, placement only)" if allow_any else ""
-        raise InvalidValue(
-            f"{here}.direction", raw,
-            f"a {rtype} rule's direction is ingress (towards the instance) or egress (sent by it){extra}; "
-            "Neutron's default is egress",
-        )
-    return text
-
-
-def _parse_rule(here: str, rtype: str, rule: dict[str, Any], notes: list[Note]) -> dict[str, Any]:
-    fields = _FIELDS[rtype]
-    for key in rule:
-        if key not in fields and key not in _METADATA:
-            notes.append(Note(f"{here}.{key}", f"ignored: a {rtype} rule has no field {key!r} "
-                                               f"(its fields are {', '.join(fields)})"))
-    if rtype == BANDWIDTH_LIMIT:
-        max_kbps = _int(here, rule, "max_kbps")
-        if max_kbps == 0:
-            raise InvalidValue(f"{here}.max_kbps", max_kbps,
-                               "must be >0 otherwise max_kbps will have no value; remove the rule for no limit")
-        return {"direction": _direction(here, rtype, rule), "max_kbps": max_kbps,
-                "max_burst_kbps": _int(here, rule, "max_burst_kbps", 0)}
-    if rtype == PACKET_RATE_LIMIT:
-        max_kpps = _int(here, rule, "max_kpps")
-        if max_kpps == 0:
-            raise InvalidValue(f"{here}.max_kpps", max_kpps, "must be >0; remove the rule for no packet-rate limit")
-        return {"direction": _direction(here, rtype, rule), "max_kpps": max_kpps,
-                "max_burst_kpps": _int(here, rule, "max_burst_kpps", 0)}
-    if rtype == DSCP_MARKING:
-        raw = rule.get("direction")
-        if raw is not None and (not isinstance(raw, str) or raw.strip().lower() != "egress"):
-            raise InvalidValue(f"{here}.direction", raw,
-                               "a dscp_marking rule has no direction: it always marks traffic sent by the "
-                               "instance (egress); remove the direction")
-        mark = _int(here, rule, "dscp_mark")
-        check_dscp(mark, f"{here}.dscp_mark")
-        return {"direction": "egress", "dscp_mark": mark}
-    if rtype == MINIMUM_BANDWIDTH:
-        return {"direction": _direction(here, rtype, rule), "min_kbps": _int(here, rule, "min_kbps")}
-    return {"direction": _direction(here, rtype, rule, allow_any=True), "min_kpps": _int(here, rule, "min_kpps")}
-
-
 def _build(parsed: dict[tuple[str, str], dict[str, Any]], notes: list[Note]) -> NetworkQos:
     any_pps = parsed.get((MINIMUM_PACKET_RATE, "any"))
-    directional = [parsed[(MINIMUM_PACKET_RATE, d)]["where"] for d in _DIRECTIONS
+    directional = [parsed[(MINIMUM_PACKET_RATE, d)]["where"] for d in DIRECTIONS
                    if (MINIMUM_PACKET_RATE, d) in parsed]
     if any_pps is not None and directional:
         raise ConflictError(
@@ -211,12 +120,14 @@ def _build(parsed: dict[tuple[str, str], dict[str, Any]], notes: list[Note]) -> 
             f"ones ({', '.join(directional)}); Neutron refuses it - keep either the any rule or the directional ones"
         )
     sides: dict[str, DirectionQos] = {}
-    for direction in _DIRECTIONS:
+    for direction in DIRECTIONS:
         bw = parsed.get((BANDWIDTH_LIMIT, direction))
         pr = parsed.get((PACKET_RATE_LIMIT, direction))
         mb = parsed.get((MINIMUM_BANDWIDTH, direction))
         mp = parsed.get((MINIMUM_PACKET_RATE, direction))
         dscp = parsed.get((DSCP_MARKING, direction))
+        if bw is not None and bw["max_kbps"] == 0:  # no limit, noted when read
+            bw = None
         if bw is not None and mb is not None and mb["min_kbps"] > bw["max_kbps"]:
             raise ConflictError(
                 f"{mb['where']}.min_kbps: {mb['min_kbps']} exceeds {bw['where']}.max_kbps {bw['max_kbps']} "
@@ -280,11 +191,11 @@ def _bandwidth(direction: str, rule: dict[str, Any], notes: list[Note]) -> Bandw
             f"max_burst_kbps is 0 and Neutron's 80 % default ({default_kbit} kbit = "
             f"{kbit_to_bytes(default_kbit)} bytes) is smaller than two full-size frames: a policer with it drops "
             "nearly every full-size packet (LP#2153122); vmqos applies its time-based default instead - "
-            "set max_burst_kbps to at least 24 kbit",
+            f"set max_burst_kbps to at least {MIN_BURST_KBIT} kbit",
         ))
         return BandwidthLimit(rate_bps=rate)
     burst = kbit_to_bytes(default_kbit)
-    suggestion = max(max_kbps // 20, 24)  # 50 ms of traffic, at least two 1500-byte frames
+    suggestion = max(max_kbps // 20, MIN_BURST_KBIT)  # 50 ms of traffic, at least two 1500-byte frames
     notes.append(Note(
         "egress.burst",
         f"max_burst_kbps is 0, so Neutron's egress policer default applies: 80 % of max_kbps = {default_kbit} kbit "

@@ -22,8 +22,8 @@ import json
 import re
 from typing import Any
 
-from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError
-from vmqos.core.formats._common import load_json, strict_int
+from vmqos.core.errors import ConflictError, FormatError, InvalidValue, UnsupportedError, shown
+from vmqos.core.formats._common import check_size, load_json, strict_int
 from vmqos.core.formats.libvirt_units import (
     UINT_MAX,
     cpu_from_values,
@@ -32,6 +32,7 @@ from vmqos.core.formats.libvirt_units import (
     network_to_units,
 )
 from vmqos.core.model import DiskQos, NetworkQos, Note, QosDocument
+from vmqos.core.units import ASCII_WHITESPACE
 
 FORMAT = "nova"
 PREFIX = "quota:"
@@ -81,20 +82,21 @@ def _from_json(text: str) -> tuple[str | None, dict[str, Any]]:
 
 def _from_lines(text: str) -> dict[str, Any]:
     specs: dict[str, Any] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    # Lines end at ASCII line ends only: str.splitlines() also splits at \x1c-\x1e, \x85 and \u2028.
+    for number, raw in enumerate(re.split(r"\r\n|[\r\n]", text), start=1):
+        line = raw.strip(ASCII_WHITESPACE)
         if not line or line.startswith("#"):
             continue
         if re.search(r"""=\s*['"]""", line):
             pairs = _properties(line, number)
         elif "=" in line:
             key, _, value = line.partition("=")
-            pairs = [(key.strip(), value.strip())]
+            pairs = [(key.strip(ASCII_WHITESPACE), value.strip(ASCII_WHITESPACE))]
         else:
-            raise FormatError(FORMAT, f"expected key=value, got {line!r}", line=number)
+            raise FormatError(FORMAT, f"expected key=value, got {shown(line)}", line=number)
         for key, value in pairs:
             if key in specs and specs[key] != value:
-                raise ConflictError(f"nova: {key} is given twice ({specs[key]!r} and {value!r}); keep one")
+                raise ConflictError(f"nova: {key} is given twice ({shown(specs[key])} and {shown(value)}); keep one")
             specs[key] = value
     return specs
 
@@ -104,7 +106,7 @@ def _properties(line: str, number: int) -> list[tuple[str, str]]:
     while position < len(line):
         match = _PROPERTY.match(line, position)
         if not match:
-            raise FormatError(FORMAT, f"expected key='value', ... at {line[position:]!r}", line=number)
+            raise FormatError(FORMAT, f"expected key='value', ... at {shown(line[position:])}", line=number)
         value = match.group(2) if match.group(2) is not None else match.group(3)
         pairs.append((match.group(1), value))
         position = match.end()
@@ -147,7 +149,8 @@ def _value(key: str, value: Any) -> int:
 
 def read(text: str, **options: Any) -> QosDocument:
     """Flavor extra specs in any of the shapes of the module docstring as a QosDocument."""
-    stripped = text.strip()
+    check_size(FORMAT, text)
+    stripped = text.strip(ASCII_WHITESPACE)
     name, specs = _from_json(stripped) if stripped.startswith(("{", "[")) else (None, _from_lines(stripped))
     values: dict[str, int] = {}
     notes: list[Note] = []
