@@ -5,16 +5,26 @@ from __future__ import annotations
 import shlex
 from functools import partial
 from importlib import resources
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import click
 
 from vmqos.cli.errors import run
 from vmqos.cli.output import print_notes, stderr, stdout
+from vmqos.core.analysis.flows import Flow
+from vmqos.core.formats.hostfile import read_host_with_notes
+from vmqos.core.units import human_rate, human_size
+from vmqos.drivers.cgroup import block_device
+from vmqos.lab import Lab, lab_down, lab_spawn, lab_up
+from vmqos.lab.disk import loop_device
+from vmqos.lab.topology import LabInstance
+from vmqos.lab.traffic import TrafficResult, iperf3, running
+from vmqos.services.instances import instance_apply, lab_group
+from vmqos.services.monitoring import events, last_event_id
+from vmqos.services.ports import apply_host, open_store, show_port
 
-if TYPE_CHECKING:
-    from vmqos.lab.topology import LabInstance
-    from vmqos.lab.traffic import TrafficResult
+# vmqos.monitor and vmqos.verify are imported in the sections that use them: both read counters
+# through pyroute2 (~65 ms of every `vmqos` start otherwise).
 
 
 def demo_dir() -> str:
@@ -36,12 +46,6 @@ def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
 
 def _traffic_table(lab_name: str, netns: str, store) -> None:
     from rich.table import Table
-
-    from vmqos.core.analysis.flows import Flow
-    from vmqos.core.units import human_rate, human_size
-    from vmqos.lab import Lab
-    from vmqos.lab.traffic import iperf3
-    from vmqos.services.ports import show_port
 
     lab = Lab(lab_name)
     table = Table(title="real traffic through the demo ports (iperf3, 3 s each)", title_justify="left",
@@ -80,11 +84,6 @@ def _cpu_disk_table(lab_name: str, store) -> None:
     import time
 
     from rich.table import Table
-
-    from vmqos.drivers.cgroup import block_device
-    from vmqos.lab import lab_spawn
-    from vmqos.lab.disk import loop_device
-    from vmqos.services.instances import instance_apply, lab_group
 
     report = instance_apply(store, lab_name, "vm1")  # vm1's flavor: cpu_shares 512 (seed 003)
     stdout.print(f"vm1: flavor m1.resquota's CPU values in its cgroups ({report.writes} file(s) written)")
@@ -137,10 +136,7 @@ def _watch_section(lab_name: str, netns: str, store) -> None:
     """`vmqos top` under traffic, then a SYN flood from vm3 answered by the monitor, then per-IP usage."""
     import time
 
-    from vmqos.lab import Lab
-    from vmqos.lab.traffic import running
-    from vmqos.monitor.daemon import Monitor, load_config
-    from vmqos.services.monitoring import events, last_event_id
+    from vmqos.monitor.daemon import Monitor, load_config  # lazy: pyroute2
 
     lab = Lab(lab_name)
     vm1, vm3 = lab.instance(1), lab.instance(3)
@@ -177,8 +173,7 @@ def _verify_section(lab_name: str) -> None:
     """`vmqos verify` of every demo port, TCP both ways for 3 s each (vm2: 5 s), plots in ./vmqos-demo-out/."""
     import os
 
-    from vmqos.lab import Lab
-    from vmqos.verify.plot import default_base
+    from vmqos.verify.plot import default_base  # lazy: imports verify.run (pyroute2)
 
     out = os.path.abspath(DEMO_PLOTS)
     stdout.print(f"verify writes its plots (PNG and SVG) to {out}/")
@@ -215,10 +210,6 @@ def demo(lab_name: str) -> None:
     The lab (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os
-
-    from vmqos.core.formats.hostfile import read_host_with_notes
-    from vmqos.lab import Lab, lab_down, lab_up
-    from vmqos.services.ports import apply_host, open_store
 
     d = demo_dir()
     for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],

@@ -8,9 +8,12 @@ import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
-from vmqos.core.desired.instances import EffectiveInstance
+from vmqos.core.desired.instances import EffectiveInstance, InstanceChange, parse_disk_option
+from vmqos.core.errors import InvalidValue
 from vmqos.core.model.cpu import CPU_FIELDS
 from vmqos.lab import DEFAULT_NAME
+from vmqos.services.instances import instance_set, instance_show
+from vmqos.services.ports import open_store
 
 
 def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,9 +41,6 @@ def cpu_disk_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_change(cpu_shares: int | None, cpu_quota: int | None, cpu_period: int | None, disks: tuple[str, ...],
                 remove_disks: tuple[str, ...]):
-    from vmqos.core.desired.instances import InstanceChange, parse_disk_option
-    from vmqos.core.errors import InvalidValue
-
     parsed: dict[str, dict[str, int | str]] = {}
     for text in disks:
         dev, items = parse_disk_option(text)
@@ -110,9 +110,6 @@ def instance_set_cmd(inst: str, lab: str, cpu_shares: int | None, cpu_quota: int
       vmqos instance set vm1 --cpu-shares 512 --disk /dev/loop0:read_bytes_sec=10mb,read_iops_sec=200
       vmqos instance set vm1 --cpu-quota 0 --live      # lift the cap now, keep the stored value
     """
-    from vmqos.services.instances import instance_set
-    from vmqos.services.ports import open_store
-
     change = make_change(cpu_shares, cpu_quota, cpu_period, disks, remove_disks)
     if not live and not config:
         live = config = True
@@ -140,9 +137,6 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
       vmqos instance show vm1
       vmqos instance show vm2 --lab lab2 --json | jq .usage.cpu_seconds
     """
-    from vmqos.services.instances import instance_show
-    from vmqos.services.ports import open_store
-
     with open_store(db) as store:
         shown = instance_show(store, lab, inst)
     if as_json:

@@ -10,6 +10,8 @@ import click
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.core.desired.effective import QosSource, combine
+from vmqos.core.formats import neutron, nova
+from vmqos.core.formats.domiftune import CLEAR, parse_direction
 from vmqos.core.model.host import EgressMode, check_device_name
 from vmqos.core.model.network import DirectionQos, NetworkQos
 from vmqos.core.plan.diff import diff
@@ -19,8 +21,6 @@ from vmqos.core.units import human_pps, human_rate, human_size
 
 
 def _direction_arg(option: str, text: str | None) -> DirectionQos:
-    from vmqos.core.formats.domiftune import CLEAR, parse_direction
-
     if text is None:
         return DirectionQos()
     parsed = parse_direction(option, text)
@@ -45,14 +45,10 @@ def build_sources(inbound: str | None, outbound: str | None, policy: str | None,
     if not own.is_empty:
         sources.append(QosSource("command line --inbound/--outbound", own))
     if policy is not None:
-        from vmqos.core.formats import neutron
-
         pol, pol_notes = neutron.read_policy(read_input(policy))
         notes += pol_notes
         sources.append(QosSource(f"port policy {pol.name or policy}", pol.qos))
     if flavor is not None:
-        from vmqos.core.formats import nova
-
         doc = nova.read(read_input(flavor))
         notes += doc.notes
         if doc.network is not None:

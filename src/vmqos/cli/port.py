@@ -10,6 +10,8 @@ import click
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
 from vmqos.core.desired.ports import PortChange
+from vmqos.core.formats import neutron
+from vmqos.core.formats.hostfile import read_host_with_notes
 from vmqos.core.model.host import EgressMode
 from vmqos.core.units import human_pps, human_rate, human_size
 from vmqos.services.ports import apply_host, check_host, clear_port, open_store, set_port, show_port
@@ -29,8 +31,6 @@ def _policy(value: str | None) -> tuple[Any, str | None]:
     if value is None:
         return None, None
     if value == "-" or "/" in value or value.endswith((".json", ".yaml", ".yml")):
-        from vmqos.core.formats import neutron
-
         policy, notes = neutron.read_policy(read_input(value))
         print_notes(notes)
         return policy, None
@@ -180,8 +180,6 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
     \b
     Example: vmqos apply -f host.yaml --netns lab-host --prune
     """
-    from vmqos.core.formats.hostfile import read_host_with_notes
-
     state, notes = read_host_with_notes(read_input(path))
     print_notes(notes)
     with open_store(db) as store:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vmqos.cli.output import print_json
+from vmqos.core.formats.hostfile import schema as host_schema
 
 
 @click.command()
@@ -15,6 +16,4 @@ def schema() -> None:
     Example:
       vmqos schema > vmqos-host.schema.json
     """
-    from vmqos.core.formats.hostfile import schema as host_schema
-
     print_json(host_schema())

@@ -13,8 +13,10 @@ import click
 
 from vmqos.cli.output import print_json, stdout
 from vmqos.cli.port import kernel_options
+from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.units import human_rate
+from vmqos.services.ports import WatchedPlans, open_store
 
 SORT_KEYS = {"o": "offered", "d": "delivered", "x": "dropped", "p": "pps", "u": "util", "n": "port"}
 SPARK = "▁▂▃▄▅▆▇█"
@@ -111,9 +113,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
       vmqos top --netns lab-host
       vmqos top --netns lab-host --once --json | jq '.ports[] | select(.dropped_pps > 0)'
     """
-    from vmqos.core.desired.ports import scope_of
-    from vmqos.monitor.sampler import Sampler, rates
-    from vmqos.services.ports import WatchedPlans, open_store
+    from vmqos.monitor.sampler import Sampler, rates  # lazy: loads pyroute2 (~65 ms), only `top` needs it
 
     if interval <= 0:
         raise InvalidValue("--interval", interval, "a number of seconds above 0")

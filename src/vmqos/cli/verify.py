@@ -10,7 +10,13 @@ import click
 
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import DB_HELP, NETNS_HELP
+from vmqos.core.analysis.judge import Metric, Traffic
+from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound
+from vmqos.core.model.network import DIRECTIONS
+from vmqos.core.units import parse_rate
+from vmqos.services.ports import open_store
+from vmqos.verify.targets import Endpoint, Target, endpoint, lab_target, port_state, remote_endpoint
 
 MIN_DURATION_S, MAX_DURATION_S = 2.0, 300.0
 
@@ -19,15 +25,6 @@ def _resolve(what: str, lab_name: str | None, netns: str | None, store: Any, ins
              instance_address: str | None, peer_netns: str | None, peer_address: str | None,
              peer_remote: str | None) -> Any:
     """The port, its namespace and the two ends: a lab's by its layout, any other's from the options."""
-    from vmqos.core.desired.ports import scope_of
-    from vmqos.verify.targets import (
-        Endpoint,
-        Target,
-        endpoint,
-        lab_target,
-        remote_endpoint,
-    )
-
     if peer_remote is not None and (peer_netns or peer_address):
         raise InvalidValue("--peer-remote", peer_remote, "a remote peer is its address alone: not with --peer-netns "
                                                          "or --peer-address")
@@ -71,8 +68,6 @@ def _rate(bps: float) -> str:
 
 
 def _cell(value: float | None, metric: Any) -> str:
-    from vmqos.core.analysis.judge import Metric
-
     if value is None:
         return "-"
     return _rate(value) if metric is Metric.BPS else f"{value:,.0f} pkt/s"
@@ -85,8 +80,6 @@ def _ms(us: int | None) -> str:
 def _table(target: Any, runs: list[Any]) -> Any:
     """One column per run, one row per measure: two directions side by side fit any terminal."""
     from rich.table import Table
-
-    from vmqos.core.analysis.judge import Metric
 
     title = (f"vmqos verify {target.port}" + (f" ({target.instance_name})" if target.instance_name else "") +
              f": {target.peer.name} {target.peer.address} <-> {target.instance.name} {target.instance.address}, "
@@ -200,12 +193,9 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
           --peer-address fd00::2                            # IPv6, both ends given
       vmqos verify tap-a --netns hv --instance-netns guest-a --peer-remote 198.51.100.7  # iperf3 -s there
     """
-    from vmqos.core.analysis.judge import Traffic
-    from vmqos.core.model.network import DIRECTIONS
-    from vmqos.core.units import parse_rate
-    from vmqos.services.ports import open_store
+    # lazy: verify.run reads counters through drivers.counters, which loads pyroute2 (~65 ms of every
+    # `vmqos` start otherwise); only `vmqos verify` needs it
     from vmqos.verify.run import run_direction
-    from vmqos.verify.targets import port_state
 
     if lab_name is not None and netns is not None:
         raise InvalidValue("--netns", netns, f"give --lab or --netns, not both: the ports of lab {lab_name} are in "
@@ -240,7 +230,7 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
         stderr.print(f"verify {target.port}: {d} {kind.value}: {j.verdict.value}: {j.reason}")
         runs.append(run)
         if not no_plot:
-            from vmqos.verify.plot import base_of, default_base, plot
+            from vmqos.verify.plot import base_of, default_base, plot  # lazy: imports verify.run (pyroute2)
 
             base = base_of(plot_path, d, len(directions) > 1) if plot_path else \
                 default_base(target.port, d, kind.value, plot_dir or ".")

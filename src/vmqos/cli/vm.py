@@ -8,6 +8,8 @@ import click
 
 from vmqos.cli.instance import cpu_disk_options, make_change, print_desired
 from vmqos.cli.output import print_json, print_notes, stdout
+from vmqos.services.ports import open_store
+from vmqos.services.vms import vm_list, vm_set, vm_show
 
 CONNECT_HELP = "libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system; test:///default for a dry run)"
 
@@ -36,8 +38,6 @@ def vm() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 def vm_list_cmd(connect: str | None, as_json: bool) -> None:
     """The domains with their state, taps and disks."""
-    from vmqos.services.vms import vm_list
-
     domains = vm_list(connect)
     if as_json:
         print_json(domains)
@@ -64,9 +64,6 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     \b
     Example: vmqos vm show web1 --json | jq .libvirt.live.cpu
     """
-    from vmqos.services.ports import open_store
-    from vmqos.services.vms import vm_show
-
     with open_store(db) as store:
         shown = vm_show(store, connect, domain)
     if as_json:
@@ -128,9 +125,6 @@ def vm_set_cmd(domain: str, connect: str | None, inbound: str | None, outbound: 
       vmqos vm set web1 --disk vda:read_iops_sec=200,read_iops_sec_max=1000,read_iops_sec_max_length=10
       vmqos vm set web1 --inbound 1000,2000,100 --interface vnet0
     """
-    from vmqos.services.ports import open_store
-    from vmqos.services.vms import vm_set
-
     change = make_change(cpu_shares, cpu_quota, cpu_period, disks, remove_disks)
     if not live and not config:
         live = config = True

@@ -6,11 +6,27 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
+from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stdout
 from vmqos.cli.port import DB_HELP
+from vmqos.core.desired.instances import check_volume_type, volume_type_from_cinder, volume_type_from_specs
+from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.lab import DEFAULT_NAME
+from vmqos.services.ports import open_store
+from vmqos.services.volumes import (
+    describe_volume_type,
+    volume_attach,
+    volume_create,
+    volume_detach,
+    volume_extend,
+    volume_info,
+    volume_list,
+    volume_scope,
+    volume_type_list,
+    volume_type_show,
+)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the CLI reaches the store through services (a contract forbids it at run time)
     from vmqos.core.model.volume import Volume
     from vmqos.store import Store
 
@@ -25,9 +41,6 @@ def where_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str | None]:
-    from vmqos.core.errors import InvalidValue
-    from vmqos.services.volumes import volume_scope
-
     if lab and connect:
         raise InvalidValue("--lab/--connect", f"{lab} and {connect}", "volumes belong to a lab or to libvirt "
                                                                       "domains; give one")
@@ -38,8 +51,6 @@ def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str |
 
 
 def _store(db: str | None):
-    from vmqos.services.ports import open_store
-
     return open_store(db)
 
 
@@ -75,11 +86,6 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
               lab: str | None, connect: str | None, db: str | None) -> None:
     """Create or replace a volume type; attached volumes of that type get the new limits only when
     they are applied again (`vmqos volume extend`, attach, or `instance set`)."""
-    from vmqos.cli.convert import read_input
-    from vmqos.core.desired.instances import check_volume_type, volume_type_from_cinder, volume_type_from_specs
-    from vmqos.core.errors import InvalidValue
-    from vmqos.services.volumes import describe_volume_type
-
     if path:
         if specs:
             raise InvalidValue("--spec", specs[0], "give the specs in the file or with --spec, not both")
@@ -114,8 +120,6 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
 @where_options
 def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volume types and their specs."""
-    from vmqos.services.volumes import volume_type_list
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         found = volume_type_list(store, scope)
@@ -139,8 +143,6 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
 @where_options
 def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume type, with what Cinder would do with its specs."""
-    from vmqos.services.volumes import volume_type_show
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         found = volume_type_show(store, scope, name)
@@ -188,8 +190,6 @@ def volume() -> None:
 
 
 def _report(volume_obj: Volume, store: Store, scope: str, writes: int | None, as_json: bool, verb: str) -> None:
-    from vmqos.services.volumes import volume_info
-
     info = volume_info(store, scope, volume_obj, writes)
     if as_json:
         print_json(info)
@@ -210,8 +210,6 @@ def _report(volume_obj: Volume, store: Store, scope: str, writes: int | None, as
 def vol_create(name: str, vtype: str | None, size: int, as_json: bool, lab: str | None, connect: str | None,
                db: str | None) -> None:
     """Create a volume (detached)."""
-    from vmqos.services.volumes import volume_create
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         _report(volume_create(store, scope, name, vtype, size), store, scope, None, as_json, "created")
@@ -224,8 +222,6 @@ def vol_create(name: str, vtype: str | None, size: int, as_json: bool, lab: str 
 @where_options
 def vol_extend(name: str, size: int, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """Grow a volume; if attached, its per-GB limits are recomputed and applied now."""
-    from vmqos.services.volumes import volume_extend
-
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
         vol, writes = volume_extend(store, scope, name, size, lab=lab_name, connect=uri)
@@ -242,8 +238,6 @@ def vol_extend(name: str, size: int, as_json: bool, lab: str | None, connect: st
 def vol_attach(name: str, inst: str, device: str, as_json: bool, lab: str | None, connect: str | None,
                db: str | None) -> None:
     """Attach a volume to INST and apply its limits now."""
-    from vmqos.services.volumes import volume_attach
-
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
         vol, writes = volume_attach(store, scope, name, inst, device, lab=lab_name, connect=uri)
@@ -256,8 +250,6 @@ def vol_attach(name: str, inst: str, device: str, as_json: bool, lab: str | None
 @where_options
 def vol_detach(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """Detach a volume; its limits are removed from the instance now."""
-    from vmqos.services.volumes import volume_detach
-
     scope, lab_name, uri = _where(lab, connect)
     with _store(db) as store:
         vol, writes = volume_detach(store, scope, name, lab=lab_name, connect=uri)
@@ -269,8 +261,6 @@ def vol_detach(name: str, as_json: bool, lab: str | None, connect: str | None, d
 @where_options
 def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) -> None:
     """Delete a detached volume."""
-    from vmqos.core.errors import InvalidValue
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         found = store.volumes(scope).get(name)
@@ -285,8 +275,6 @@ def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) 
 @where_options
 def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volumes, their size, attachment and the limits they put on the host."""
-    from vmqos.services.volumes import volume_list
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         found = volume_list(store, scope)
@@ -310,8 +298,6 @@ def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None
 @where_options
 def vol_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume: its type's specs and the limits computed for its size."""
-    from vmqos.core.errors import NotFound
-
     scope, _, _ = _where(lab, connect)
     with _store(db) as store:
         found = store.volumes(scope).get(name)

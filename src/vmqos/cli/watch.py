@@ -18,7 +18,13 @@ from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.cli.port import kernel_options
 from vmqos.cli.top import ARROW, top
 from vmqos.core.errors import InvalidValue
+from vmqos.core.formats.hostfile import to_data
+from vmqos.core.units import human_size, parse_size
 from vmqos.services import monitoring
+from vmqos.services.ports import open_store
+
+# vmqos.monitor is imported inside the commands that need it: its sampler reads counters through
+# pyroute2 and its exporter loads prometheus_client, together ~90 ms of every `vmqos` start.
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -68,8 +74,7 @@ def monitor(netns: str | None, db: str | None, config_file: str | None, listen: 
       vmqos monitor --netns lab-host --config monitor.yaml --listen 127.0.0.1:9478
       vmqos monitor --example-config > monitor.yaml
     """
-    from vmqos.monitor.daemon import EXAMPLE_CONFIG, Monitor, load_config
-    from vmqos.services.ports import open_store
+    from vmqos.monitor.daemon import EXAMPLE_CONFIG, Monitor, load_config  # lazy: pyroute2
 
     if example_config:
         sys.stdout.write(EXAMPLE_CONFIG)
@@ -83,7 +88,7 @@ def monitor(netns: str | None, db: str | None, config_file: str | None, listen: 
     with open_store(db) as store, Monitor(store, netns, config) as mon:
         exporter = None
         if listen:
-            from vmqos.monitor.exporter import Exporter
+            from vmqos.monitor.exporter import Exporter  # lazy: prometheus_client and pyroute2
 
             exporter = Exporter(store, netns, listen).start()
             stderr.print(f"metrics on http://{exporter.address}/metrics")
@@ -130,8 +135,6 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
     """
     import json
 
-    from vmqos.services.ports import open_store
-
     with open_store(db) as store:
         found = monitoring.events(store, netns, since=parse_since(since), port=port, limit=limit)
         if as_json and not follow:
@@ -175,17 +178,14 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
       vmqos usage --netns lab-host --since 1d --by hour
       vmqos usage --netns lab-host --port tap-vm1 --json
     """
-    from vmqos.core.units import human_size, parse_size
-    from vmqos.monitor.daemon import Monitor
-    from vmqos.services.monitoring import usage as read
-    from vmqos.services.ports import open_store
+    from vmqos.monitor.daemon import Monitor  # lazy: pyroute2
 
     smallest = parse_size(min_bytes)
     with open_store(db) as store:
         if collect:
             with Monitor(store, netns) as mon:
                 mon.fold_usage()
-        totals = read(store, netns, granularity=granularity, since=parse_since(since), port=port, min_bytes=smallest)
+        totals = monitoring.usage(store, netns, granularity=granularity, since=parse_since(since), port=port, min_bytes=smallest)
     if as_json:
         print_json([t.as_json() for t in totals])
         return
@@ -213,8 +213,7 @@ def exporter(netns: str | None, db: str | None, listen: str) -> None:
       vmqos exporter --netns lab-host --listen 127.0.0.1:9478 &
       curl -s 127.0.0.1:9478/metrics | grep vmqos_port_dropped_packets_total
     """
-    from vmqos.monitor.exporter import Exporter
-    from vmqos.services.ports import open_store
+    from vmqos.monitor.exporter import Exporter  # lazy: prometheus_client and pyroute2
 
     with open_store(db) as store:
         server = Exporter(store, netns, listen).start()
@@ -247,17 +246,15 @@ def quarantine() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Take the quarantine policy from "
               "this monitor configuration (default: egress 1 Mbit/s and 1,000 packets/s).")
 def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, config_file: str | None) -> None:
-    from vmqos.monitor.daemon import load_config
-    from vmqos.services.monitoring import add_event, quarantine
-    from vmqos.services.ports import open_store
+    from vmqos.monitor.daemon import load_config  # lazy: pyroute2
 
     config = load_config(open(config_file).read() if config_file else None)
     with open_store(db) as store:
         now = datetime.now(UTC)
-        report = quarantine(store, netns, device, config.quarantine, reason, at=now)
+        report = monitoring.quarantine(store, netns, device, config.quarantine, reason, at=now)
         if not report.ok:
             raise click.ClickException("; ".join(r.error or "" for r in report.results if r.error))
-        add_event(store, netns, device, "quarantined", f"quarantined: {reason}", at=now)
+        monitoring.add_event(store, netns, device, "quarantined", f"quarantined: {reason}", at=now)
     stdout.print(f"{device}: quarantined ({reason})")
 
 
@@ -265,12 +262,9 @@ def quarantine_set(device: str, netns: str | None, db: str | None, reason: str, 
 @click.argument("device")
 @kernel_options
 def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
-    from vmqos.services.monitoring import add_event, lift
-    from vmqos.services.ports import open_store
-
     with open_store(db) as store:
-        report = lift(store, netns, device)
-        add_event(store, netns, device, "lifted", "lifted by hand")
+        report = monitoring.lift(store, netns, device)
+        monitoring.add_event(store, netns, device, "lifted", "lifted by hand")
     stdout.print(f"{device}: quarantine lifted")
     if not report.ok:
         raise click.ClickException("; ".join(r.error or "" for r in report.results if r.error))
@@ -280,12 +274,8 @@ def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
 @kernel_options
 @click.option("--json", "as_json", is_flag=True)
 def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
-    from vmqos.core.formats.hostfile import to_data
-    from vmqos.services.monitoring import quarantined
-    from vmqos.services.ports import open_store
-
     with open_store(db) as store:
-        found = quarantined(store, netns)
+        found = monitoring.quarantined(store, netns)
     if as_json:
         print_json([{"port": q.device, "since": q.since.isoformat(), "reason": q.reason, "qos": to_data(q.qos)}
                     for q in found.values()])

@@ -25,6 +25,7 @@ from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DISK_FRONTEND_KEYS, DISK_LENGTH_KEYS, DiskQos
 from vmqos.core.model.network import NetworkQos
 from vmqos.core.formats.libvirt_units import network_to_units
+from vmqos.core.plan.cgroup_values import CPU
 from vmqos.drivers.cgroup import host_layout
 
 DEFAULT_URI = "qemu:///system"
@@ -222,9 +223,6 @@ class Libvirt:
                              "this driver cannot report them") from None
 
     def set_cpu(self, name: str, cpu: CpuQos, flags: int) -> dict[str, int]:
-        from vmqos.core.plan.cgroup_values import CPU
-        from vmqos.drivers.cgroup import host_layout
-
         if self.uri.startswith("qemu") or self.uri.startswith("lxc"):
             hierarchy = host_layout().hierarchy(CPU)
             cpu.check_host(cgroup_v2=bool(hierarchy and hierarchy.is_v2), raw_shares_to_weight=True)

@@ -21,6 +21,7 @@ from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.objects import KernelObject
 
 if TYPE_CHECKING:  # types only: the real drivers are not imported at run time
+    from vmqos.drivers.batch import run_batch
     from vmqos.drivers.cgroup import Group
     from vmqos.drivers.libvirt_driver import DomainInfo, Libvirt
     from vmqos.drivers.nft import Nft
@@ -150,6 +151,4 @@ if TYPE_CHECKING:
     def _real_drivers_satisfy_the_protocols(tc: TcNetlink, nft: Nft, group: Group, lv: Libvirt) -> tuple[
             TcDriver, NftDriver, BatchRunner, CgroupGroup, LibvirtConnection]:
         """Never called: mypy checks here that each real driver is what its protocol says."""
-        from vmqos.drivers.batch import run_batch
-
         return tc, nft, run_batch, group, lv

@@ -32,6 +32,7 @@ from vmqos.core.analysis.detect import (
 )
 from vmqos.core.analysis.samples import PortRates, Sample
 from vmqos.core.analysis.usage import account_sets, counts, deltas
+from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, VmqosError
 from vmqos.core.formats.hostfile import from_data
 from vmqos.core.model.network import (
@@ -43,6 +44,7 @@ from vmqos.core.model.network import (
 from vmqos.drivers.nft import Nft
 from vmqos.monitor.sampler import Sampler, rates
 from vmqos.services.monitoring import lift, quarantine
+from vmqos.services.ports import WatchedPlans
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -153,9 +155,6 @@ class Monitor:
     """The monitor of one network namespace; `step()` once per interval, or `run()` until stopped."""
 
     def __init__(self, store: Store, netns: str | None, config: MonitorConfig = MonitorConfig()) -> None:
-        from vmqos.core.desired.ports import scope_of
-        from vmqos.services.ports import WatchedPlans
-
         self.store, self.netns, self.config = store, netns, config
         self.scope = scope_of(netns)
         self.sampler = Sampler(netns)

@@ -16,10 +16,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, VmqosError
 from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.plan.names import chain_from
 from vmqos.monitor.sampler import Sampler
+from vmqos.services.ports import WatchedPlans
 from vmqos.store import Store
 from vmqos.store import monitor as mstore
 
@@ -31,9 +33,6 @@ class PortCollector:
     """Collects vmqos_port_* for one network namespace from the desired state in `store`."""
 
     def __init__(self, store: Store, netns: str | None) -> None:
-        from vmqos.core.desired.ports import scope_of
-        from vmqos.services.ports import WatchedPlans
-
         self.store, self.netns, self.scope = store, netns, scope_of(netns)
         self.sampler = Sampler(netns)
         self._plans = WatchedPlans(store, self.scope)

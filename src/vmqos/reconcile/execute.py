@@ -32,6 +32,7 @@ from vmqos.core.plan.objects import KernelObject
 from vmqos.core.plan.planner import PortPlan, fingerprint
 from vmqos.core.plan.render import tc_commands
 from vmqos.drivers.batch import run_batch
+from vmqos.drivers.nft import Nft
 from vmqos.drivers.protocols import BatchRunner, Encoded, LineFailure, NftDriver, TcDriver
 from vmqos.reconcile.decide import (
     ApplyPlan,
@@ -86,12 +87,12 @@ class Reconciler:
                  batch: BatchRunner | None = None) -> None:
         self.netns = netns
         if tc is None:
+            # lazy: pyroute2 costs ~65 ms, and every `vmqos` start imports this module (through
+            # services); only a command that reads or writes the kernel needs it
             from vmqos.drivers.tc_netlink import TcNetlink
 
             tc = TcNetlink(netns)
         if nft is None:
-            from vmqos.drivers.nft import Nft
-
             nft = Nft(netns)
         self.tc: TcDriver = tc
         self.nft: NftDriver = nft

@@ -19,8 +19,6 @@ vmN, so a host file's `instances: {vm1: ...}` and `instance set vm1 --lab LAB` a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmqos.core.desired.instances import (
     EffectiveInstance,
     InstanceChange,
@@ -31,34 +29,26 @@ from vmqos.core.desired.instances import (
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
-from vmqos.core.plan.cgroup_values import CGROUP_DISK_KEYS, devno_text
+from vmqos.core.plan.cgroup_values import CGROUP_DISK_KEYS, cpu_files, devno_text, parse_cpu
+from vmqos.drivers.cgroup import PARENT, Group, block_device, device_name, host_layout
+from vmqos.lab.topology import Lab, instance_index
 from vmqos.services.results import InstanceKernel, InstanceReport, InstanceShow, InstanceUsage
 from vmqos.store import Store
-
-if TYPE_CHECKING:
-    from vmqos.drivers.cgroup import Group
 
 # -------------------------------------------------------------------------------- lab instances (I/O)
 
 
 def lab_scope(lab: str) -> str:
-    from vmqos.lab.topology import Lab
-
     return Lab(lab).host_ns
 
 
 def lab_group(lab: str, inst: str) -> Group:
     """The cgroup of a lab instance: vmqos/LAB-vmN in each hierarchy."""
-    from vmqos.drivers.cgroup import PARENT, Group, host_layout
-    from vmqos.lab.topology import Lab, instance_index
-
     netns = Lab(lab).instance(instance_index(inst)).netns
     return Group(host_layout(), f"{PARENT}/{netns}")
 
 
 def _lab_apply(group: Group, eff: EffectiveInstance, lab: str) -> int:
-    from vmqos.drivers.cgroup import block_device
-
     if not group.exists():
         raise NotFound(f"lab {lab} has no cgroup for {eff.name} ({group.path}): `vmqos lab up --name {lab}` "
                        "creates it")
@@ -100,8 +90,6 @@ def instance_apply(store: Store, lab: str, inst: str) -> InstanceReport:
 
 def instance_show(store: Store, lab: str, inst: str) -> InstanceShow:
     """Desired values with their sources, what the cgroups hold, and what the instance used."""
-    from vmqos.drivers.cgroup import device_name
-
     scope = lab_scope(lab)
     state = store.load(scope)
     eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
@@ -114,14 +102,10 @@ def instance_show(store: Store, lab: str, inst: str) -> InstanceShow:
     wanted_disks: dict[str, dict[str, int | str]] = {}
     for dev, disk in eff.disks.items():
         try:
-            from vmqos.drivers.cgroup import block_device
-
             wanted_disks[device_name(block_device(dev))] = {k: v for k, v in disk.items().items()
                                                             if k in CGROUP_DISK_KEYS}
         except (NotFound, InvalidValue):
             wanted_disks[dev] = disk.items()
-    from vmqos.core.plan.cgroup_values import cpu_files, parse_cpu
-
     wanted_cpu = parse_cpu(cpu_files(eff.cpu or CpuQos(), cpu.version), cpu.version)
     in_sync = cpu == wanted_cpu and disks == {d: v for d, v in wanted_disks.items() if v}
     return InstanceShow(

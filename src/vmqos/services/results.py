@@ -22,7 +22,7 @@ from vmqos.core.analysis.flows import Flow
 from vmqos.reconcile.execute import PortResult
 from vmqos.services.serialize import json_field, kernel_object_json
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: results do no I/O, the libvirt driver is not imported at run time
     from vmqos.drivers.libvirt_driver import DomainInfo
 
 

@@ -14,6 +14,8 @@ import dataclasses
 from enum import Enum
 from typing import Any, Callable, Mapping
 
+from vmqos.core.plan.objects import Qdisc
+
 _META = "vmqos.json"
 
 
@@ -54,8 +56,6 @@ def to_json(value: Any) -> Any:
 
 def kernel_object_json(obj: Any) -> dict[str, Any]:
     """A tc or nft object as `port show` lists it: kind, key, and the values it holds."""
-    from vmqos.core.plan.objects import Qdisc
-
     data: dict[str, Any] = {"kind": obj.kind, "key": [str(k) for k in obj.key]}
     for name in ("rate_bps", "ceil_bps", "burst_bytes", "cburst_bytes", "quantum", "limit_bytes", "qdisc_kind",
                  "redirect_to", "flowid"):

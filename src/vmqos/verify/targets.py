@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from vmqos.core.analysis.iperf import first_address
 from vmqos.core.analysis.judge import Limit
 from vmqos.core.analysis.samples import PortLimits
+from vmqos.core.desired.ports import empty_plan, scope_of
 from vmqos.core.errors import InvalidValue, MissingValue, NotFound
 from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers.process import check_netns, netns_exists, run
+from vmqos.lab import Lab
+from vmqos.lab.topology import instance_index
+from vmqos.services.ports import desired_plans, show_port
 from vmqos.store import Store
 
 
@@ -63,9 +67,6 @@ class PortState:
 
 def lab_target(lab_name: str, what: str) -> Target:
     """`vm1` or `tap-vm1` of a lab: the port in LAB-host, the instance LAB-vm1, the peer LAB-wan."""
-    from vmqos.lab import Lab
-    from vmqos.lab.topology import instance_index
-
     lab = Lab(lab_name)
     name = what.removeprefix("tap-")
     try:
@@ -112,9 +113,6 @@ def remote_endpoint(address: str) -> Endpoint:
 
 def port_state(store: Store, netns: str | None, port: str) -> PortState:
     """The port's effective limits, read as `vmqos port show` and the sampler read them."""
-    from vmqos.core.desired.ports import empty_plan, scope_of
-    from vmqos.services.ports import desired_plans, show_port
-
     shown = show_port(store, netns, port)  # NotFound when vmqos does not manage it
     scope = scope_of(netns)
     plan = desired_plans(store, scope, store.load(scope), [port]).get(port, empty_plan(port))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vmqos.core.errors import UnsupportedError
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.network import NetworkQos
@@ -48,8 +49,6 @@ class QosDocument:
 
     def single_network(self, fmt: str) -> NetworkQos | None:
         """The one network QoS a per-instance format (Nova, domiftune) can state, or an error."""
-        from vmqos.core.errors import UnsupportedError
-
         distinct = {q for q in self.interfaces.values()}
         if self.network is not None:
             distinct.add(self.network)
@@ -62,8 +61,6 @@ class QosDocument:
         return next(iter(distinct), None)
 
     def single_disk(self, fmt: str) -> DiskQos | None:
-        from vmqos.core.errors import UnsupportedError
-
         distinct = {d for d in self.disks.values()}
         if self.disk is not None:
             distinct.add(self.disk)
