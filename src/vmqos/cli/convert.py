@@ -2,26 +2,55 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
 import click
 
 from vmqos.cli.output import print_json, print_notes, print_text
+from vmqos.core.errors import FormatError
 from vmqos.core.formats import FORMATS, get_format
 from vmqos.core.model.checks import check_network
 from vmqos.core.model.document import QosDocument
 from vmqos.core.model.network import DirectionQos, NetworkQos
 from vmqos.core.units import human_pps, human_rate, human_size
 
+_SURROGATE_ESCAPE = re.compile("[\udc80-\udcff]")
+
 
 def read_input(path: str | None) -> str:
+    """The text of FILE or of standard input (`-`); every format vmqos reads is UTF-8 text."""
     if path in (None, "-"):
         if sys.stdin.isatty():
             raise click.UsageError("no FILE given and nothing on standard input; pass a file or pipe one in")
-        return sys.stdin.read()
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise _not_utf8("standard input", exc.object, exc.start) from None
+        escaped = _SURROGATE_ESCAPE.search(text)  # a C locale reads stdin with errors="surrogateescape"
+        if escaped:
+            raw = text[:escaped.start()].encode("utf-8", "surrogateescape")
+            raise _not_utf8("standard input", raw + bytes([ord(escaped.group()) - 0xDC00]), len(raw))
+        return text
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError:
+        with open(path, "rb") as raw:
+            data = raw.read()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, data, exc.start) from None
+        raise  # pragma: no cover - the text read failed, the bytes decode: not a file that changed
+
+
+def _not_utf8(name: str, data: bytes, start: int) -> FormatError:
+    """A one-line error at the line and column of the first byte that is not UTF-8."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    return FormatError(name, f"not UTF-8 text: byte {data[start]:#04x} at column {start - line_start + 1} "
+                             "cannot be decoded; save the file as UTF-8", line=data.count(b"\n", 0, start) + 1)
 
 
 def direction_json(d: DirectionQos) -> dict[str, Any]:
