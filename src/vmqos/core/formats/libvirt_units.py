@@ -30,9 +30,13 @@ NO_UNITS: Units = (0, 0, 0, 0)
 
 
 def libvirt_uint(field: str, value: Any, fix: str = UNITS_FIX) -> int:
-    """An unsigned int as libvirt's bandwidth fields take it (0..4294967295), or InvalidValue naming `field`."""
+    """An unsigned int as libvirt's bandwidth fields take it (0..4294967295), or InvalidValue naming `field`.
+
+    libvirt parses them with virStrToLong_ullp, which refuses any `-` sign (even `-0`) and takes a
+    `+`; only ASCII digits count (strict_int), so `²` or `٥` are refused as libvirt refuses them.
+    """
     try:
-        return strict_int(field, value, minimum=0, maximum=UINT_MAX)
+        return strict_int(field, value, minimum=0, maximum=UINT_MAX, signs="+")
     except InvalidValue:
         raise InvalidValue(field, value, fix) from None
 
