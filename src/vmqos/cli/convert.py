@@ -80,11 +80,20 @@ def network_json(q: NetworkQos | None) -> dict[str, Any] | None:
     return out
 
 
-def effective_json(doc: QosDocument) -> dict[str, Any]:
+# Formats whose shares libvirt writes into cpu.weight unconverted on cgroup v2 (LP#1978489).
+RAW_WEIGHT_FORMATS = ("nova", "libvirt")
+RAW_WEIGHT_BY = "libvirt (unconverted)"
+
+
+def effective_json(doc: QosDocument, *, raw_weight: bool = False) -> dict[str, Any]:
+    """`raw_weight`: the input is Nova's or libvirt's, whose shares libvirt writes as they are into
+    cpu.weight; the weight shown is then the shares, and `weight_written_by` says so."""
     cpu = None
     if doc.cpu is not None:
-        cpu = {"shares": doc.cpu.shares, "weight": doc.cpu.weight, "period_us": doc.cpu.period_us,
-               "quota_us": doc.cpu.quota_us, "cpus": doc.cpu.cpus}
+        cpu = {"shares": doc.cpu.shares, "weight": doc.cpu.shares if raw_weight else doc.cpu.weight,
+               "period_us": doc.cpu.period_us, "quota_us": doc.cpu.quota_us, "cpus": doc.cpu.cpus}
+        if raw_weight:
+            cpu["weight_written_by"] = RAW_WEIGHT_BY
     return {
         "name": doc.name,
         "network": network_json(doc.network),
@@ -118,7 +127,7 @@ def _direction_lines(name: str, d: DirectionQos) -> list[str]:
     return [f"  {name:<8} " + ("; ".join(parts) if parts else "no limit")]
 
 
-def effective_text(doc: QosDocument) -> str:
+def effective_text(doc: QosDocument, *, raw_weight: bool = False) -> str:
     lines: list[str] = [f"{doc.name or '(unnamed)'}"]
     scopes: list[tuple[str, NetworkQos]] = []
     if doc.network is not None:
@@ -131,7 +140,8 @@ def effective_text(doc: QosDocument) -> str:
         c = doc.cpu
         cpu = []
         if c.shares is not None:
-            cpu.append(f"shares {c.shares} (cgroup v2 weight {c.weight})")
+            cpu.append(f"shares {c.shares} (cgroup v2 weight {c.shares}, written unconverted by libvirt)"
+                       if raw_weight else f"shares {c.shares} (cgroup v2 weight {c.weight})")
         if c.quota_us is not None:
             cpu.append(f"quota {c.quota_us} us per {c.period_us or 100000} us = {c.cpus:.2f} CPU")
         elif c.period_us is not None:
@@ -179,10 +189,11 @@ def convert(src: str, dst: str, size_gb: int | None, instance: str | None, as_js
             if q is not None:
                 notes += check_network(q)
         print_notes(notes)
+        raw_weight = src in RAW_WEIGHT_FORMATS
         if as_json:
-            print_json(effective_json(doc))
+            print_json(effective_json(doc, raw_weight=raw_weight))
         else:
-            print_text(effective_text(doc))
+            print_text(effective_text(doc, raw_weight=raw_weight))
         return
     print_notes(notes)
     print_text(get_format(dst).write(doc))

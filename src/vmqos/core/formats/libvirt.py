@@ -43,6 +43,7 @@ from vmqos.core.formats.libvirt_elements import (
     read_iotune,
     text_of,
 )
+from vmqos.core.formats.libvirt_units import shares_notes
 from vmqos.core.model import DiskQos, NetworkQos, Note, QosDocument
 
 _SKIPPED_DISK_DEVICES = ("cdrom", "floppy")
@@ -78,7 +79,7 @@ def _read_domain(root: Any) -> QosDocument:
     cpu = read_cputune(cputune) if cputune is not None else None
     interfaces: dict[str, NetworkQos] = {}
     disks: dict[str, DiskQos] = {}
-    notes: list[Note] = []
+    notes: list[Note] = shares_notes("cputune.shares", cpu)
     for dev, iface in _devices(root, "interface"):
         bandwidth = iface.find("bandwidth")
         if bandwidth is None:
@@ -114,6 +115,7 @@ def _read_parts(elements: Iterable[Any]) -> QosDocument:
             disk = None if disk.is_empty else disk
         elif element.tag == "cputune":
             cpu = read_cputune(element)
+            notes += shares_notes("cputune.shares", cpu)
         elif element.tag == "name":
             name = text_of(element) or None
         else:

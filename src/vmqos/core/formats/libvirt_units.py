@@ -151,3 +151,9 @@ def cpu_from_values(names: dict[str, str], shares: int | None, period: int | Non
         raise InvalidValue(names[exc.field.removeprefix("cpu_")], exc.value, exc.fix) from None
     return None if cpu.is_empty else cpu
 
+
+def shares_notes(field: str, cpu: CpuQos | None) -> list[Note]:
+    """A warning for shares that libvirt refuses on cgroup v2 hosts (LP#1978489), for Nova's and libvirt's
+    readers: `vm set` refuses them on such a host, a conversion cannot know the host and says so."""
+    warning = None if cpu is None else cpu.libvirt_v2_warning()
+    return [] if warning is None else [Note(field, warning)]
