@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -195,5 +196,8 @@ def convert(src: str, dst: str, size_gb: int | None, instance: str | None, as_js
         else:
             print_text(effective_text(doc, raw_weight=raw_weight))
         return
+    # Notes go to stderr once, for every --to format; the output is the converted document alone
+    # (the vmqos writer would also put them in as `# info:` comments, which a caller writing a file
+    # itself may want, but here they would be printed twice).
     print_notes(notes)
-    print_text(get_format(dst).write(doc))
+    print_text(get_format(dst).write(replace(doc, notes=())))
