@@ -89,7 +89,7 @@ RAW_WEIGHT_BY = "libvirt (unconverted)"
 def effective_json(doc: QosDocument, *, raw_weight: bool = False) -> dict[str, Any]:
     """`raw_weight`: the input is Nova's or libvirt's, whose shares libvirt writes as they are into
     cpu.weight; the weight shown is then the shares, and `weight_written_by` says so."""
-    cpu = None
+    cpu: dict[str, Any] | None = None
     if doc.cpu is not None:
         cpu = {"shares": doc.cpu.shares, "weight": doc.cpu.shares if raw_weight else doc.cpu.weight,
                "period_us": doc.cpu.period_us, "quota_us": doc.cpu.quota_us, "cpus": doc.cpu.cpus}
