@@ -45,6 +45,12 @@ def test_item15_hostfile_integers_beyond_20_digits_are_refused(number):
         hostfile.read_host(f"version: 1\nflavors:\n  f:\n    cpu: {{shares: {number}}}\n")
 
 
+def test_item15_hostfile_a_quoted_number_of_5000_digits_is_shown_shortened():
+    with pytest.raises(FormatError) as err:
+        hostfile.read_host('version: 1\nflavors:\n  f: {cpu: {shares: "' + "9" * 5000 + '"}}\n')
+    assert "flavors.f.cpu.shares: expected an integer" in str(err.value) and len(str(err.value)) < 200
+
+
 def test_item15_hostfile_20_digits_still_reach_the_model():
     with pytest.raises(FormatError, match=r"line 4.*shares are from 2 to 262144"):
         hostfile.read_host("version: 1\nflavors:\n  f:\n    cpu: {shares: " + "9" * 20 + "}\n")
