@@ -162,7 +162,6 @@ def test_interface_without_target_and_without_bandwidth():
         (bandwidth_xml(outbound="average='10' floor='5'"), "outbound.floor"),
         (bandwidth_xml("peak='10' burst='5'"), "inbound.average"),
         (bandwidth_xml(outbound="burst='5'"), "outbound.average"),
-        (bandwidth_xml("average='0'"), "inbound.average"),
         (bandwidth_xml("average='abc'"), "inbound.average"),
         (bandwidth_xml("average='-1'"), "inbound.average"),
         (bandwidth_xml("average='4294967296'"), "inbound.average"),

@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
 
 from vmqos.cli.output import print_json, print_notes, print_text
+from vmqos.core.errors import FormatError
 from vmqos.core.formats import FORMATS, get_format
 from vmqos.core.model.checks import check_network
 from vmqos.core.model.document import QosDocument
 from vmqos.core.model.network import DirectionQos, NetworkQos
 from vmqos.core.units import human_pps, human_rate, human_size
 
+_SURROGATE_ESCAPE = re.compile("[\udc80-\udcff]")
+
 
 def read_input(path: str | None) -> str:
+    """The text of FILE or of standard input (`-`); every format vmqos reads is UTF-8 text."""
     if path in (None, "-"):
         if sys.stdin.isatty():
             raise click.UsageError("no FILE given and nothing on standard input; pass a file or pipe one in")
-        return sys.stdin.read()
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise _not_utf8("standard input", exc.object, exc.start) from None
+        escaped = _SURROGATE_ESCAPE.search(text)  # a C locale reads stdin with errors="surrogateescape"
+        if escaped:
+            raw = text[:escaped.start()].encode("utf-8", "surrogateescape")
+            raise _not_utf8("standard input", raw + bytes([ord(escaped.group()) - 0xDC00]), len(raw))
+        return text
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError:
+        with open(path, "rb") as raw:
+            data = raw.read()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, data, exc.start) from None
+        raise  # pragma: no cover - the text read failed, the bytes decode: not a file that changed
+
+
+def _not_utf8(name: str, data: bytes, start: int) -> FormatError:
+    """A one-line error at the line and column of the first byte that is not UTF-8."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    return FormatError(name, f"not UTF-8 text: byte {data[start]:#04x} at column {start - line_start + 1} "
+                             "cannot be decoded; save the file as UTF-8", line=data.count(b"\n", 0, start) + 1)
 
 
 def direction_json(d: DirectionQos) -> dict[str, Any]:
@@ -51,11 +81,20 @@ def network_json(q: NetworkQos | None) -> dict[str, Any] | None:
     return out
 
 
-def effective_json(doc: QosDocument) -> dict[str, Any]:
-    cpu = None
+# Formats whose shares libvirt writes into cpu.weight unconverted on cgroup v2 (LP#1978489).
+RAW_WEIGHT_FORMATS = ("nova", "libvirt")
+RAW_WEIGHT_BY = "libvirt (unconverted)"
+
+
+def effective_json(doc: QosDocument, *, raw_weight: bool = False) -> dict[str, Any]:
+    """`raw_weight`: the input is Nova's or libvirt's, whose shares libvirt writes as they are into
+    cpu.weight; the weight shown is then the shares, and `weight_written_by` says so."""
+    cpu: dict[str, Any] | None = None
     if doc.cpu is not None:
-        cpu = {"shares": doc.cpu.shares, "weight": doc.cpu.weight, "period_us": doc.cpu.period_us,
-               "quota_us": doc.cpu.quota_us, "cpus": doc.cpu.cpus}
+        cpu = {"shares": doc.cpu.shares, "weight": doc.cpu.shares if raw_weight else doc.cpu.weight,
+               "period_us": doc.cpu.period_us, "quota_us": doc.cpu.quota_us, "cpus": doc.cpu.cpus}
+        if raw_weight:
+            cpu["weight_written_by"] = RAW_WEIGHT_BY
     return {
         "name": doc.name,
         "network": network_json(doc.network),
@@ -89,7 +128,7 @@ def _direction_lines(name: str, d: DirectionQos) -> list[str]:
     return [f"  {name:<8} " + ("; ".join(parts) if parts else "no limit")]
 
 
-def effective_text(doc: QosDocument) -> str:
+def effective_text(doc: QosDocument, *, raw_weight: bool = False) -> str:
     lines: list[str] = [f"{doc.name or '(unnamed)'}"]
     scopes: list[tuple[str, NetworkQos]] = []
     if doc.network is not None:
@@ -102,7 +141,8 @@ def effective_text(doc: QosDocument) -> str:
         c = doc.cpu
         cpu = []
         if c.shares is not None:
-            cpu.append(f"shares {c.shares} (cgroup v2 weight {c.weight})")
+            cpu.append(f"shares {c.shares} (cgroup v2 weight {c.shares}, written unconverted by libvirt)"
+                       if raw_weight else f"shares {c.shares} (cgroup v2 weight {c.weight})")
         if c.quota_us is not None:
             cpu.append(f"quota {c.quota_us} us per {c.period_us or 100000} us = {c.cpus:.2f} CPU")
         elif c.period_us is not None:
@@ -150,10 +190,14 @@ def convert(src: str, dst: str, size_gb: int | None, instance: str | None, as_js
             if q is not None:
                 notes += check_network(q)
         print_notes(notes)
+        raw_weight = src in RAW_WEIGHT_FORMATS
         if as_json:
-            print_json(effective_json(doc))
+            print_json(effective_json(doc, raw_weight=raw_weight))
         else:
-            print_text(effective_text(doc))
+            print_text(effective_text(doc, raw_weight=raw_weight))
         return
+    # Notes go to stderr once, for every --to format; the output is the converted document alone
+    # (the vmqos writer would also put them in as `# info:` comments, which a caller writing a file
+    # itself may want, but here they would be printed twice).
     print_notes(notes)
-    print_text(get_format(dst).write(doc))
+    print_text(get_format(dst).write(replace(doc, notes=())))

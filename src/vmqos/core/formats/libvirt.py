@@ -32,6 +32,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from vmqos.core.errors import ConflictError, FormatError, UnsupportedError
+from vmqos.core.formats._common import check_size
 from vmqos.core.formats.libvirt_elements import (
     FORMAT,
     bandwidth_element,
@@ -42,6 +43,7 @@ from vmqos.core.formats.libvirt_elements import (
     read_iotune,
     text_of,
 )
+from vmqos.core.formats.libvirt_units import shares_notes
 from vmqos.core.model import DiskQos, NetworkQos, Note, QosDocument
 
 _SKIPPED_DISK_DEVICES = ("cdrom", "floppy")
@@ -49,6 +51,7 @@ _PARTS = ("bandwidth", "iotune", "cputune")
 
 
 def _parse(text: str) -> Any:
+    check_size(FORMAT, text)  # a domain XML is a few KiB; a 44 MB one took 12 s and 966 MB to parse
     try:
         return SafeET.fromstring(text)
     except SafeET.ParseError as exc:
@@ -76,7 +79,7 @@ def _read_domain(root: Any) -> QosDocument:
     cpu = read_cputune(cputune) if cputune is not None else None
     interfaces: dict[str, NetworkQos] = {}
     disks: dict[str, DiskQos] = {}
-    notes: list[Note] = []
+    notes: list[Note] = shares_notes("cputune.shares", cpu)
     for dev, iface in _devices(root, "interface"):
         bandwidth = iface.find("bandwidth")
         if bandwidth is None:
@@ -112,6 +115,7 @@ def _read_parts(elements: Iterable[Any]) -> QosDocument:
             disk = None if disk.is_empty else disk
         elif element.tag == "cputune":
             cpu = read_cputune(element)
+            notes += shares_notes("cputune.shares", cpu)
         elif element.tag == "name":
             name = text_of(element) or None
         else:

@@ -53,15 +53,27 @@ def read_bandwidth(element: Any, prefix: str = "") -> tuple[NetworkQos, list[Not
                                    f"<{tag}> takes only {', '.join(BANDWIDTH_ATTRS)}")
         values = {attr: libvirt_uint(f"{where}.{attr}", child.get(attr, "0")) for attr in BANDWIDTH_ATTRS}
         if not values["average"] and not values["floor"]:
-            raise InvalidValue(f"{where}.average", child.get("average"),
-                               "average or floor are mandatory in a libvirt <inbound>/<outbound>; "
-                               "remove the element for no limit")
+            if "average" not in child.attrib and ("floor" not in child.attrib or len(child.attrib) > 1):
+                raise InvalidValue(f"{where}.average", child.get("average"),
+                                   "average or floor are mandatory in a libvirt <inbound>/<outbound>; "
+                                   "remove the element for no limit")
+            directions[key] = DirectionQos()
+            notes.append(_no_limit(where, [attr for attr in ("peak", "burst") if values[attr]]))
+            continue
         def name(attr: str, where: str = where) -> str:
             return f"{where}.{attr}"
 
         directions[key], more = direction_from_units(name, outbound=tag == "outbound", **values)
         notes += more
     return NetworkQos(ingress=directions["ingress"], egress=directions["egress"]), notes
+
+
+def _no_limit(where: str, ignored: list[str]) -> Note:
+    """libvirt takes average='0' (and no floor) as no limit: it installs nothing and its own XML
+    drops the element; Nova writes exactly this for quota:vif_*_average=0."""
+    also = f"; {' and '.join(ignored)} ignored with it" if ignored else ""
+    return Note(where, f"average 0 and no floor: no limit in this direction, as libvirt reads it (it installs "
+                       f"nothing and drops the element){also}", "info")
 
 
 def bandwidth_element(qos: NetworkQos | None, fmt: str = FORMAT) -> ET.Element | None:

@@ -30,9 +30,13 @@ NO_UNITS: Units = (0, 0, 0, 0)
 
 
 def libvirt_uint(field: str, value: Any, fix: str = UNITS_FIX) -> int:
-    """An unsigned int as libvirt's bandwidth fields take it (0..4294967295), or InvalidValue naming `field`."""
+    """An unsigned int as libvirt's bandwidth fields take it (0..4294967295), or InvalidValue naming `field`.
+
+    libvirt parses them with virStrToLong_ullp, which refuses any `-` sign (even `-0`) and takes a
+    `+`; only ASCII digits count (strict_int), so `²` or `٥` are refused as libvirt refuses them.
+    """
     try:
-        return strict_int(field, value, minimum=0, maximum=UINT_MAX)
+        return strict_int(field, value, minimum=0, maximum=UINT_MAX, signs="+")
     except InvalidValue:
         raise InvalidValue(field, value, fix) from None
 
@@ -147,3 +151,9 @@ def cpu_from_values(names: dict[str, str], shares: int | None, period: int | Non
         raise InvalidValue(names[exc.field.removeprefix("cpu_")], exc.value, exc.fix) from None
     return None if cpu.is_empty else cpu
 
+
+def shares_notes(field: str, cpu: CpuQos | None) -> list[Note]:
+    """A warning for shares that libvirt refuses on cgroup v2 hosts (LP#1978489), for Nova's and libvirt's
+    readers: `vm set` refuses them on such a host, a conversion cannot know the host and says so."""
+    warning = None if cpu is None else cpu.libvirt_v2_warning()
+    return [] if warning is None else [Note(field, warning)]

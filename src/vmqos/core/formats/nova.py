@@ -30,6 +30,7 @@ from vmqos.core.formats.libvirt_units import (
     direction_from_units,
     libvirt_uint,
     network_to_units,
+    shares_notes,
 )
 from vmqos.core.model import DiskQos, NetworkQos, Note, QosDocument
 from vmqos.core.units import ASCII_WHITESPACE
@@ -167,6 +168,7 @@ def read(text: str, **options: Any) -> QosDocument:
     cpu = cpu_from_values(_CPU_NAMES, values.get("cpu_shares"), values.get("cpu_period"), values.get("cpu_quota"))
     disk = DiskQos.from_items({key: values.get(f"disk_{key}") or None for key in DISK_BASE_KEYS})
     network, more = _network(values)
+    more += shares_notes(_CPU_NAMES["shares"], cpu)
     return QosDocument(
         name=name if isinstance(name, str) and name else None,
         network=network, cpu=cpu, disk=None if disk.is_empty else disk, notes=tuple(notes + more),

@@ -91,13 +91,28 @@ class CpuQos:
             raise InvalidValue(
                 "cpu_shares", self.shares,
                 f"this host uses cgroup v2 and libvirt writes shares unconverted into cpu.weight "
-                f"({WEIGHT_MIN}..{WEIGHT_MAX}); use at most {WEIGHT_MAX}, e.g. {shares_to_weight(self.shares)} "
-                f"for the same relative weight (Nova LP#1978489)",
+                f"({WEIGHT_MIN}..{WEIGHT_MAX}); {_raw_weight_fix(self.shares)}",
             )
+
+    def libvirt_v2_warning(self) -> str | None:
+        """The text of a Note for shares that libvirt on a cgroup v2 host refuses, or None.
+
+        A converter does not know the host, so where `check_host` refuses it warns: libvirt writes
+        the shares unconverted into cpu.weight (at most WEIGHT_MAX) and refuses more there.
+        """
+        if self.shares is None or self.shares <= WEIGHT_MAX:
+            return None
+        return (f"libvirt writes shares unconverted into cpu.weight ({WEIGHT_MIN}..{WEIGHT_MAX}) on cgroup v2 "
+                f"hosts and refuses {self.shares} there; {_raw_weight_fix(self.shares)}")
 
     @property
     def is_empty(self) -> bool:
         return self == CpuQos()
+
+
+def _raw_weight_fix(shares: int) -> str:
+    return (f"use at most {WEIGHT_MAX}, e.g. {shares_to_weight(shares)} for the same relative weight "
+            "(Nova LP#1978489)")
 
 
 def _int_in(value: object, low: int, high: int) -> bool:

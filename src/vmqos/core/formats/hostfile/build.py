@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from vmqos.core.errors import FormatError, VmqosError
+from vmqos.core.formats import neutron
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path, where
 from vmqos.core.formats.hostfile.wire import (
     QOS_KEYS,
@@ -27,6 +28,8 @@ from vmqos.core.formats.hostfile.wire import (
     QosWire,
     is_byte_key,
 )
+from vmqos.core.formats.neutron_rules import FIELDS as NEUTRON_FIELDS
+from vmqos.core.formats.neutron_rules import METADATA as NEUTRON_METADATA
 from vmqos.core.model.checks import DEFAULT_MTU
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DISK_KEYS, DiskQos
@@ -137,25 +140,18 @@ class Builder:
         return replace(policy, name=name, origin=wire.origin or policy.origin)
 
     def neutron(self, path: Path, name: str, wire: NeutronPolicyWire) -> tuple[Policy, tuple[Note, ...]]:
-        try:
-            from vmqos.core.formats import neutron
-        except ImportError:
-            raise self.lines.fail(path, f"{where(path)}: reading Neutron policies needs vmqos.core.formats.neutron, "
-                                        "which this installation lacks") from None
         if wire.name is not None and wire.name != name:
             raise self.lines.fail((*path, "name"), f"{where(path)}.name: {wire.name!r} differs from the policy's "
                                                    f"key {name!r}; remove it or make them equal")
-        known = getattr(neutron, "_FIELDS", None)
-        metadata: Any = getattr(neutron, "_METADATA", frozenset())
-        if isinstance(known, dict):  # the host file is strict where the API output is lenient
-            allowed = sorted(set(metadata) | {field for fields in known.values() for field in fields})
-            for index, rule in enumerate(wire.rules):
-                for key in rule:
-                    if key not in allowed:
-                        here = (*path, "rules", index)
-                        close = difflib.get_close_matches(key, allowed, n=1)
-                        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(allowed)}"
-                        raise self.lines.fail((*here, key), f"unknown key {key!r} in {where(here)}{hint}")
+        # the host file is strict where the API output is lenient: any key of any rule type, no other
+        allowed = sorted(NEUTRON_METADATA | {field for fields in NEUTRON_FIELDS.values() for field in fields})
+        for index, rule in enumerate(wire.rules):
+            for key in rule:
+                if key not in allowed:
+                    here = (*path, "rules", index)
+                    close = difflib.get_close_matches(key, allowed, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(allowed)}"
+                    raise self.lines.fail((*here, key), f"unknown key {key!r} in {where(here)}{hint}")
         obj = wire.model_dump(exclude_none=True)
         try:
             return neutron.policy_from_obj(obj, name=name, where=where(path))

@@ -12,13 +12,39 @@ from typing import Any
 import yaml
 
 from vmqos.core.errors import FormatError
+from vmqos.core.formats._common import MAX_DEPTH, check_size
 from vmqos.core.formats.hostfile.places import FMT, Path, in_where, where
 from vmqos.core.formats.hostfile.wire import VERSION
+from vmqos.core.units import MAX_DIGITS
 
 # Aliases let a small file expand to a huge one ("billion laughs"); no host needs this many values.
 MAX_NODES = 200_000
 
-_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_SEQ, _MAP, _INT = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map", "tag:yaml.org,2002:int"
+
+
+def _too_deep(line: int, path: Path | None = None) -> FormatError:
+    place = "" if path is None else f"{where(path)}: with its aliases and merge keys, "
+    return FormatError(FMT, f"{place}nested more than {MAX_DEPTH} levels deep; a host file is a few levels "
+                            "deep - is this the right file?", line=line)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH while it composes.
+
+    PyYAML composes recursively: 5,000 open brackets end in a RecursionError deep inside it.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _too_deep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class _Composer:
@@ -27,6 +53,7 @@ class _Composer:
     def __init__(self) -> None:
         self.lines: dict[Path, int] = {}
         self.nodes = 0
+        self.depth = 0  # collections and merge keys being built, one inside the other
         self.active: set[int] = set()
         self.constructor = yaml.constructor.SafeConstructor()
 
@@ -35,6 +62,8 @@ class _Composer:
         if self.nodes > MAX_NODES:
             raise FormatError(FMT, f"the file expands to more than {MAX_NODES} values (aliases?)", line=_line(node))
         if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT:
+                _check_digits(node, path)
             try:
                 return self.constructor.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
@@ -45,6 +74,7 @@ class _Composer:
             raise FormatError(FMT, f"{where(path)}: the YAML tag {node.tag!r} is not allowed in a host file",
                               line=_line(node))
         self.active.add(id(node))
+        self.enter(node, path)
         try:
             if isinstance(node, yaml.SequenceNode):
                 items = []
@@ -55,6 +85,13 @@ class _Composer:
             return self.mapping(node, path, {})
         finally:
             self.active.discard(id(node))
+            self.depth -= 1
+
+    def enter(self, node: yaml.Node, path: Path) -> None:
+        """One level deeper: aliases and merge keys nest values the composer never saw nested."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _too_deep(_line(node), path)
 
     def mapping(self, node: yaml.Node, path: Path, into: dict[str, Any]) -> dict[str, Any]:
         """Fill `into` with the mapping's keys; YAML merge keys (`<<: *anchor`) add the keys not set."""
@@ -85,10 +122,12 @@ class _Composer:
                     raise FormatError(FMT, f"{where(path)}: a merge key refers to a mapping that contains it",
                                       line=_line(source))
                 self.active.add(id(source))
+                self.enter(source, path)
                 try:
                     self.mapping(source, path, into)
                 finally:
                     self.active.discard(id(source))
+                    self.depth -= 1
         return into
 
 
@@ -96,8 +135,27 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
+def _check_digits(node: yaml.ScalarNode, path: Path) -> None:
+    """Refuse a YAML integer of more than MAX_DIGITS digits before Python computes with it.
+
+    int() of more than 4,300 decimal digits raises ValueError, and no value vmqos takes needs
+    more than MAX_DIGITS; hex, octal, binary and `1_000` spellings are counted the same way.
+    """
+    text = str(node.value).lstrip("+-").replace("_", "").replace(":", "")
+    if text[:2].lower() in ("0x", "0o", "0b"):
+        text = text[2:]
+    if len(text) > MAX_DIGITS:
+        raise FormatError(FMT, f"{where(path)}: a number of {len(text)} digits; no value vmqos takes has more "
+                               f"than {MAX_DIGITS}", line=_line(node))
+
+
 def load(text: str) -> tuple[Any, dict[Path, int]]:
-    """The document as plain data, and the line of every path in it."""
+    """The document as plain data, and the line of every path in it.
+
+    Bounded before and while loading: the text's size (check_size), its nesting (MAX_DEPTH) and
+    its integers (MAX_DIGITS digits), so that no input ends as a RecursionError or ValueError.
+    """
+    check_size(FMT, text)
     try:
         root = _compose(text)
     except yaml.YAMLError as first:
@@ -121,7 +179,7 @@ def load(text: str) -> tuple[Any, dict[Path, int]]:
 
 
 def _compose(text: str) -> yaml.Node | None:
-    return yaml.compose(text, Loader=yaml.SafeLoader)
+    return yaml.compose(text, Loader=_Loader)
 
 
 def _yaml_error(text: str, exc: yaml.YAMLError) -> FormatError:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vmqos.core.errors import FormatError
+from vmqos.core.errors import FormatError, shown
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path, in_where, where
 from vmqos.core.formats.hostfile.wire import HostFileWire, keys_at
 
@@ -55,5 +55,5 @@ def shape_message(error: Any) -> str:
     message = _TYPES.get(kind) or str(error["msg"]).replace("Input should be", "expected")
     value = error.get("input")
     if not isinstance(value, (dict, list)):
-        message += f", got {value!r}"
+        message += f", got {shown(value)}"  # shortened: a value may be 5,000 digits long
     return f"{where(loc)}: {message}"
