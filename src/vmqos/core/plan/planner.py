@@ -187,7 +187,7 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     # the leaves' ceil: they borrow the bucket's burst at up to the peak, then fall to the average.
     objects: list[KernelObject] = [
         Qdisc(dev, "root", "1:", "htb", default_minor=DEFAULT_MINOR),
-        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile)),
+        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile), inner=True),
     ]
     classes = eff.classes.value if eff.classes is not None else ()
     matched = [c for c in classes if c.match is not None]
