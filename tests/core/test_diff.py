@@ -72,7 +72,9 @@ def limited(objects, qos):
         chain = keys.get(("nft-chain", "vmqos", chain_from(PORT)))
         shaped = (isinstance(chain, NftChain) and ifb in chain.forwards_to() and ("qdisc", ifb, "root") in keys
                   and ("class", ifb, "1:10") in keys)
-        policed = isinstance(chain, NftChain) and any(r.limit_bytes_per_s for r in chain.rules)
+        # the police rule counts into a named limit, which must exist as long as the rule does
+        policed = isinstance(chain, NftChain) and any(
+            r.limit_name and ("nft-limit", "vmqos", r.limit_name) in keys for r in chain.rules)
         out["egress"] = shaped or policed
     return out
 

@@ -28,6 +28,7 @@ from vmqos.core.plan.objects import (
     HtbClass,
     IfbLink,
     NftChain,
+    NftLimit,
     Qdisc,
     U32Filter,
     rule_from_expr,
@@ -136,8 +137,10 @@ def test_police_mode_compensates_for_the_missing_l2_header():
     p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
     assert not _find(p.objects, IfbLink) and not _find(p.objects, Qdisc)
     (chain,) = [c for c in _find(p.objects, NftChain) if c.hook == "ingress"]
-    (police,) = [r for r in chain.rules if r.limit_bytes_per_s]
-    assert police.limit_bytes_per_s == 100_000_000 * 1500 // (8 * 1514) and police.verdict == "drop"
+    (police,) = [r for r in chain.rules if r.limit_name]
+    (limit,) = _find(p.objects, NftLimit)
+    assert police.limit_name == limit.name and police.verdict == "drop"
+    assert limit.rate_bytes == 100_000_000 * 1500 // (8 * 1514)
     assert any("one second" in n.message for n in p.notes)
     with pytest.raises(UnsupportedError, match="shape"):
         _plan(egress(bandwidth=BandwidthLimit(10**8), classes=(TrafficClass("web", 50, TrafficMatch("tcp", (80,))),

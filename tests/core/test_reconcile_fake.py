@@ -285,3 +285,21 @@ def test_reconciling_twice_is_a_no_op_the_second_time(ports, first, second):
     trusted, _ = settle(rec, _host(ports, second), applied=record, verify=False)
     assert all(r.skipped for r in trusted)
     assert in_sync(rec, _host(ports, second))
+
+
+# -- issue 13 item 7: an inner HTB class keeps the quantum it was created with -----------------------
+
+@pytest.mark.parametrize("netlink", [False, True])
+def test_a_port_lowered_below_the_quantum_clamp_converges_and_a_repeat_writes_nothing(kernel, monkeypatch,
+                                                                                     netlink):
+    """The fake holds what sch_htb holds: only a leaf takes a new quantum, so 1:1 keeps 60000 from its
+    creation at 100 Mbit/s while the plan at 1 and 3 Mbit/s says 12500 and 37500."""
+    if not netlink:  # tc -batch instead of netlink
+        monkeypatch.setattr("vmqos.reconcile.execute.LIVE_REPLACE_LIMIT", 0)
+    rec = reconciler(kernel)
+    settle(rec, state(100_000_000))
+    for rate in (3_000_000, 1_000_000):
+        settle(rec, state(rate))
+        assert in_sync(rec, state(rate)), f"not in sync at {rate} bit/s"
+        again, _ = settle(rec, state(rate))
+        assert [r.writes for r in again] == [0, 0]

@@ -24,6 +24,7 @@ from vmqos.core.model import (
 from vmqos.core.model.host import EgressMode
 from vmqos.core.plan.diff import Operation, diff
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
+from vmqos.core.plan.objects import NftLimit, limit_from_json
 from vmqos.core.plan.planner import plan_port
 from vmqos.core.plan.render import render
 from vmqos.drivers.nft import _set_decl
@@ -95,7 +96,9 @@ def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
     _apply(netns, diff(shaped.objects, []))
     _apply(netns, diff(policed.objects, shaped.objects))
     assert ifb_name(PORT) not in sh(netns, "ip -o link show").stdout
-    assert "limit rate over 371532 bytes/second" in sh(netns, "nft list table netdev vmqos").stdout
+    listed = sh(netns, "nft list table netdev vmqos").stdout
+    # the police rule counts into a named limit object (its bucket survives chain rewrites)
+    assert "rate over 371532 bytes/second" in listed and 'limit name "from_' in listed
     _apply(netns, diff(slower.objects, policed.objects))
     assert set(_classes(netns, PORT)) == {"1:1", "1:10"}  # the class leaves and their filters are gone
     assert "rate 10Mbit" in _classes(netns, PORT)["1:1"]
@@ -113,14 +116,22 @@ def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
     assert [k for item in ruleset for k in item if k not in ("metainfo", "table")] == ["set"] * 4
 
 
+def _limits(objects) -> list[NftLimit]:
+    return [o for o in objects if isinstance(o, NftLimit)]
+
+
 def test_police_mode_rule_is_what_nft_reads_back(netns):
     _port(netns)
     plan = _plan(NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(100_000_000, None, 125_000))),
                  EgressMode.POLICE)
     _apply(netns, diff(plan.objects, []))
-    ruleset = json.loads(sh(netns, "nft -j list chain netdev vmqos " + chain_from(PORT)).stdout)["nftables"]
-    limits = [e["limit"] for item in ruleset if "rule" in item for e in item["rule"]["expr"] if "limit" in e]
-    assert limits and limits[0]["rate"] == 100_000_000 * 1500 // (8 * 1514) and limits[0]["inv"] is True
+    ruleset = json.loads(sh(netns, "nft -j list table netdev vmqos").stdout)["nftables"]
+    used = [e["limit"] for item in ruleset if "rule" in item for e in item["rule"]["expr"] if "limit" in e]
+    limits = {item["limit"]["name"]: item["limit"] for item in ruleset if "limit" in item}
+    assert len(used) == 1 and used[0] in limits  # the rule refers to the named limit object
+    (limit,) = _limits(plan.objects)
+    assert limit_from_json(limits[used[0]]) == limit and limit.rate_bytes == 100_000_000 * 1500 // (8 * 1514)
+    assert limits[used[0]]["inv"] is True
 
 
 def test_plan_cli_commands_apply(netns, capsys):

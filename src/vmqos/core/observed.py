@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmqos.core.plan.objects import NftChain, NftCounter, NftSet
+from vmqos.core.plan.objects import NftChain, NftCounter, NftLimit, NftSet
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_str
 
 
@@ -36,9 +36,11 @@ class NftState:
     counters: dict[str, CounterValue] = field(default_factory=dict)
     foreign: list[ForeignHook] = field(default_factory=list)
     sets: dict[str, NftSet] = field(default_factory=dict)  # without their elements
+    limits: dict[str, NftLimit] = field(default_factory=dict)
 
     def objects(self) -> list[Any]:
-        return [NftCounter(name) for name in self.counters] + list(self.chains.values()) + list(self.sets.values())
+        return [NftCounter(name) for name in self.counters] + list(self.chains.values()) + \
+            list(self.sets.values()) + list(self.limits.values())
 
 
 @dataclass(frozen=True)

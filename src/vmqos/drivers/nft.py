@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 from vmqos.core.errors import KernelError
 from vmqos.core.observed import CounterValue, ForeignHook, NftState
 from vmqos.core.plan.diff import Operation
-from vmqos.core.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftSet, rule_from_expr
+from vmqos.core.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftSet, limit_from_json, rule_from_expr
 from vmqos.drivers.nft_json import _set_decl, _table, encode, transaction
 from vmqos.drivers.process import check_netns, run
 
@@ -69,6 +69,10 @@ class Nft:
                 state.counters[body["name"]] = CounterValue(body.get("packets", 0), body.get("bytes", 0))
             elif kind == "chain" and ours:
                 decls[body["name"]] = body
+            elif kind == "limit" and ours:
+                limit = limit_from_json(body)
+                if limit is not None:
+                    state.limits[limit.name] = limit
             elif kind == "set" and ours:
                 kinds = body.get("type", ())
                 state.sets[body["name"]] = NftSet(body["name"], tuple([kinds] if isinstance(kinds, str) else kinds),
@@ -130,7 +134,7 @@ class Nft:
 
     def remove_table_if_empty(self) -> bool:
         state = self.read()
-        if state.chains or state.counters:
+        if state.chains or state.counters or state.limits:
             return False  # the sets are shared: they stay as long as a port's chain may feed them
         done = run(["nft", "-j", "list", "tables", NFT_FAMILY], self.netns, check=False)
         listed = json.loads(done.stdout or '{"nftables": []}')["nftables"]

@@ -10,7 +10,7 @@ import json
 from typing import Any, Sequence
 
 from vmqos.core.plan.diff import Operation
-from vmqos.core.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftCounter, NftSet
+from vmqos.core.plan.objects import NFT_FAMILY, NFT_TABLE, NftChain, NftCounter, NftLimit, NftSet
 
 
 def _table() -> dict[str, str]:
@@ -57,6 +57,12 @@ def transaction(ops: Sequence[Operation]) -> list[dict[str, Any]]:
                 deletes.append({"delete": ref})
             else:
                 cmds.append({"add": ref})
+            continue
+        if isinstance(obj, NftLimit):  # named by its values: never replaced, only created and deleted
+            if op.action == "delete":
+                deletes.append({"delete": {"limit": {"family": NFT_FAMILY, "table": NFT_TABLE, "name": obj.name}}})
+            else:
+                cmds.append({"add": {"limit": obj.decl()}})
             continue
         assert isinstance(obj, NftChain)
         if op.action == "delete":

@@ -19,6 +19,7 @@ from vmqos.core.plan.objects import (
     KernelObject,
     NftChain,
     NftCounter,
+    NftLimit,
     is_foreign,
     is_nft,
 )
@@ -42,6 +43,10 @@ def nft_by_port(ports: Iterable[str], state: NftState) -> dict[str, list[KernelO
         port = counter_port(name, owner)
         if port is not None:
             out[port].append(NftCounter(name))
+    for name, limit in state.limits.items():  # named as counters are: `<chain>_police_<rate>_<burst>`
+        port = counter_port(name, owner)
+        if port is not None:
+            out[port].append(limit)
     for name, chain in state.chains.items():
         port = owner.get(name)
         if port is not None:
@@ -144,7 +149,7 @@ def restore_ops(before: Iterable[KernelObject], now: Iterable[KernelObject]) -> 
 
 def empties_table(ops: Iterable[Operation]) -> bool:
     """Whether a change deletes chains or counters, after which vmqos's table may be empty."""
-    return any(isinstance(op.obj, (NftChain, NftCounter)) and op.action == "delete" for op in ops)
+    return any(isinstance(op.obj, (NftChain, NftCounter, NftLimit)) and op.action == "delete" for op in ops)
 
 
 # -- in which order ----------------------------------------------------------------------------

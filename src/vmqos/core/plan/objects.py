@@ -16,9 +16,11 @@ from vmqos.core.plan.nft_objects import (
     TCP_FLAGS_MASK,
     NftChain,
     NftCounter,
+    NftLimit,
     NftRule,
     NftSet,
     is_nft,
+    limit_from_json,
     rule_from_expr,
 )
 from vmqos.core.plan.tc_objects import (
@@ -34,6 +36,6 @@ from vmqos.core.plan.tc_objects import (
 
 __all__ = [
     "FOREIGN_COUNTER", "NFT_FAMILY", "NFT_TABLE", "OWN_QDISC_KINDS", "TCP_FLAGS_MASK", "ForeignFilter", "HtbClass",
-    "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftRule", "NftSet", "Qdisc", "TcFilter", "U32Filter",
-    "is_foreign", "is_nft", "rule_from_expr",
+    "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftLimit", "NftRule", "NftSet", "Qdisc", "TcFilter", "U32Filter",
+    "is_foreign", "is_nft", "limit_from_json", "rule_from_expr",
 ]

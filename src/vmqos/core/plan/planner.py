@@ -38,6 +38,7 @@ from vmqos.core.plan.objects import (
     KernelObject,
     NftChain,
     NftCounter,
+    NftLimit,
     NftRule,
     NftSet,
     Qdisc,
@@ -187,7 +188,7 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     # the leaves' ceil: they borrow the bucket's burst at up to the peak, then fall to the average.
     objects: list[KernelObject] = [
         Qdisc(dev, "root", "1:", "htb", default_minor=DEFAULT_MINOR),
-        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile)),
+        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile), inner=True),
     ]
     classes = eff.classes.value if eff.classes is not None else ()
     matched = [c for c in classes if c.match is not None]
@@ -254,6 +255,7 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
     chains: list[NftChain] = []
+    limits: list[NftLimit] = []
 
     # Towards the instance: HTB on the port's root; nft on its egress hook counts and limits pps first.
     eff_in = effective.ingress
@@ -290,7 +292,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
             objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
             out_mech = f"htb on ifb {shaper}"
         else:
-            rules_out.append(_police_rule(from_chain, eff_out, out_burst, mtu, notes))
+            police, limit = _police_rule(from_chain, eff_out, out_burst, mtu, notes)
+            rules_out.append(police)
+            limits.append(limit)
             out_mech = "nftables police"
     if eff_out.dscp is not None:
         for fam in ("ip", "ip6"):
@@ -317,6 +321,7 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         used = {name for chain in chains for name in chain.sets()}
         objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
         objects += [NftCounter(name) for name in counters]
+        objects += limits
         objects += chains
 
     return PortPlan(
@@ -326,7 +331,8 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     )
 
 
-def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int, notes: list[Note]) -> NftRule:
+def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int,
+                 notes: list[Note]) -> tuple[NftRule, NftLimit]:
     assert eff.rate_bps is not None
     if eff.classes is not None:
         raise UnsupportedError(
@@ -341,4 +347,8 @@ def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int, note
     notes.append(Note("egress.rate", f"police mode counts IP bytes, so vmqos sets {rate_bytes} bytes/s "
                       f"({mtu}/{mtu + ETH_HLEN} of the frame rate); nft's bucket always holds at least one second "
                       "of traffic, so the first second after idle may overshoot; TCP sees drops, not queueing", "info"))
-    return NftRule(f"{chain}_dropped", limit_bytes_per_s=rate_bytes, limit_bytes_burst=burst_bytes, verdict="drop")
+    # A named limit keeps its bucket when the chain is rewritten (a rule's own limit would start full:
+    # one second of traffic let through at each live change); its name carries its values, since the
+    # kernel cannot change a limit object in place.
+    limit = NftLimit(f"{chain}_police_{rate_bytes}_{burst_bytes}", rate_bytes, burst_bytes)
+    return NftRule(f"{chain}_dropped", limit_name=limit.name, verdict="drop"), limit

@@ -18,6 +18,7 @@ from vmqos.core.plan.objects import (
     IfbLink,
     NftChain,
     NftCounter,
+    NftLimit,
     NftSet,
     Qdisc,
     TcFilter,
@@ -74,6 +75,9 @@ def _nft(op: Operation) -> list[str]:
                 f"timeout {obj.timeout_s}s; size {obj.size}; counter; }}"]
     if isinstance(obj, NftCounter):
         return [f"delete counter {_T} {obj.name}"] if op.action == "delete" else [f"add counter {_T} {obj.name}"]
+    if isinstance(obj, NftLimit):
+        return [f"delete limit {_T} {obj.name}"] if op.action == "delete" else \
+            [f"add limit {_T} {obj.name} {{ {obj.text()} }}"]
     assert isinstance(obj, NftChain)
     if op.action == "delete":
         return [f"delete chain {_T} {obj.name}"]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from vmqos.core.errors import KernelError, ToolTimeout
 from vmqos.core.observed import CounterValue, ForeignHook
 from vmqos.core.plan.diff import contains
-from vmqos.core.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, NftSet, Qdisc
+from vmqos.core.plan.objects import IfbLink, KernelObject, NftChain, NftCounter, NftLimit, NftSet, Qdisc
 
 WRITES = ("ip", "tc", "netlink", "nft")  # journal tools that change the kernel (the rest are reads)
 
@@ -65,6 +65,7 @@ class FakeKernel:
         self.chains: dict[str, NftChain] = {}
         self.counters: dict[str, CounterValue] = {}
         self.sets: dict[str, NftSet] = {}
+        self.limits: dict[str, NftLimit] = {}
         self.foreign_hooks: list[ForeignHook] = []
         self.journal: list[Call] = []
         self.failures: list[Failure] = []
@@ -86,12 +87,14 @@ class FakeKernel:
     def plant(self, obj: KernelObject) -> None:
         """Put an object in place behind vmqos's back (drift, or what an earlier run left)."""
         with self.lock:
-            if isinstance(obj, (NftChain, NftCounter, NftSet)):
+            if isinstance(obj, (NftChain, NftCounter, NftLimit, NftSet)):
                 self.table = True
                 if isinstance(obj, NftChain):
                     self.chains[obj.name] = obj
                 elif isinstance(obj, NftCounter):
                     self.counters[obj.name] = CounterValue(0, 0)
+                elif isinstance(obj, NftLimit):
+                    self.limits[obj.name] = obj
                 else:
                     self.sets[obj.name] = obj
                 return

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from vmqos.core.observed import CounterValue, NftState
 from vmqos.core.plan.diff import Operation
-from vmqos.core.plan.objects import NFT_TABLE, NftChain, NftSet, rule_from_expr
+from vmqos.core.plan.objects import NFT_TABLE, NftChain, NftSet, limit_from_json, rule_from_expr
 from vmqos.drivers.fake.kernel import FakeKernel
 from vmqos.drivers.nft_json import encode, transaction
 from vmqos.drivers.protocols import Encoded
@@ -46,7 +46,8 @@ class FakeNft:
             self.kernel.record("read", "nft")
             k = self.kernel
             return NftState(dict(k.chains), dict(k.counters),
-                            [h for h in k.foreign_hooks if watched is None or h.device in watched], dict(k.sets))
+                            [h for h in k.foreign_hooks if watched is None or h.device in watched], dict(k.sets),
+                            dict(k.limits))
 
     def apply(self, ops: Sequence[Operation]) -> None:
         if not ops:
@@ -61,7 +62,7 @@ class FakeNft:
         cmds = json.loads(payload)["nftables"]
         k = self.kernel
         with k.lock:
-            saved = (k.table, copy.copy(k.chains), copy.copy(k.counters), copy.copy(k.sets))
+            saved = (k.table, copy.copy(k.chains), copy.copy(k.counters), copy.copy(k.sets), copy.copy(k.limits))
             try:
                 for cmd in cmds:
                     injected = k.injected(describe(cmd))
@@ -69,7 +70,7 @@ class FakeNft:
                         raise _Refused(injected.message)
                     self._one(cmd)
             except _Refused as exc:
-                k.table, k.chains, k.counters, k.sets = saved
+                k.table, k.chains, k.counters, k.sets, k.limits = saved
                 k.record("nft", f"{describe(cmd)}: {exc}", ok=False)
                 raise k.nft_error(commands, str(exc)) from None
             for cmd in cmds:
@@ -79,7 +80,7 @@ class FakeNft:
     def remove_table_if_empty(self) -> bool:
         k = self.kernel
         with k.lock:
-            if k.chains or k.counters or not k.table:
+            if k.chains or k.counters or k.limits or not k.table:
                 return False
             k.table = False
             k.sets.clear()
@@ -101,6 +102,7 @@ class FakeNft:
                 k.chains.clear()
                 k.counters.clear()
                 k.sets.clear()
+                k.limits.clear()
             return
         if not k.table:
             raise _Refused(ENOENT)
@@ -121,6 +123,16 @@ class FakeNft:
                 raise _Refused(ENOENT if name not in k.counters else "Could not process rule: Device or resource busy")
             else:
                 del k.counters[name]
+        elif kind == "limit":
+            if verb == "add":  # as the kernel: an existing limit object is left as it is
+                limit = limit_from_json(spec)
+                if limit is None:
+                    raise _Refused(f"unsupported limit {spec}")
+                k.limits.setdefault(name, limit)
+            elif name not in k.limits or any(name in c.limits() for c in k.chains.values()):
+                raise _Refused(ENOENT if name not in k.limits else "Could not process rule: Device or resource busy")
+            else:
+                del k.limits[name]
         elif kind == "chain":
             self._chain(verb, name, spec)
         elif kind == "rule":
@@ -156,6 +168,8 @@ class FakeNft:
             raise _Refused(ENOENT)
         rule = rule_from_expr(spec["expr"])
         if rule.counter and rule.counter not in k.counters:
+            raise _Refused(ENOENT)
+        if rule.limit_name and rule.limit_name not in k.limits:
             raise _Refused(ENOENT)
         if rule.account_set and rule.account_set not in k.sets:
             raise _Refused(ENOENT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as errnos
 import shlex
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 from vmqos.core.errors import KernelError, NotFound
@@ -169,6 +170,12 @@ class FakeBatch:
             raise Refused(ENOENT, errnos.ENOENT)
         if not new.parent.endswith(":") and ("class", device.name, new.parent) not in device.objects:
             raise Refused(ENOENT, errnos.ENOENT)
+        old = device.objects.get(new.key)
+        if isinstance(old, HtbClass) and any(isinstance(o, HtbClass) and o.parent == new.classid
+                                             for o in device.objects.values()):
+            # As sch_htb's htb_change_class: only a leaf takes a new quantum; a class with
+            # children keeps the one it was created with.
+            new = replace(new, quantum=old.quantum)
         device.objects[new.key] = new
 
     def _filter(self, device: Device, verb: str, w: list[str], opts: dict[str, str]) -> None:
