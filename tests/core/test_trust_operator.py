@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from vmqos.cli.top import _rows, row_cells, utilisation_cell
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
@@ -61,3 +63,121 @@ def test_human_formatters_round_a_measured_float() -> None:
     assert human_size(12.75) == "13 B"
     assert human_pps(1234.56) == "1,235 pkt/s"
     assert human_pps(10_000) == "10,000 pkt/s"
+
+
+# ----------------------------------------------------------------------------- item 18: apply's progress
+
+from vmqos.core.model.host import HostState, InstanceSpec, PortSpec  # noqa: E402
+from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos  # noqa: E402
+from vmqos.core.plan.host import plan_host  # noqa: E402
+from vmqos.core.desired.ports import empty_plan  # noqa: E402
+from vmqos.drivers.fake import FakeKernel, fake_drivers  # noqa: E402
+from vmqos.reconcile.execute import PHASES, Reconciler  # noqa: E402
+
+MANY = [f"tap{i}" for i in range(20)]  # above CONCURRENT_MIN_PORTS: nft runs beside ip and tc
+
+
+def host(rate: int, devices: list[str]) -> HostState:
+    qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(rate)),
+                     egress=DirectionQos(bandwidth=BandwidthLimit(rate // 2), dscp=18))
+    return HostState(instances={d: InstanceSpec(d, ports=(PortSpec(d, limits=qos),)) for d in devices})
+
+
+def fake_reconciler(kernel: FakeKernel) -> Reconciler:
+    tc, nft, batch = fake_drivers(kernel)
+    return Reconciler(None, tc=tc, nft=nft, batch=batch)
+
+
+def heard(calls: list[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Per phase, what it was told; checks that each phase starts at 0, never goes back and ends full."""
+    by_phase: dict[str, list[tuple[int, int]]] = {}
+    for phase, done, total in calls:
+        assert phase in PHASES, phase
+        assert 0 <= done <= total, (phase, done, total)
+        by_phase.setdefault(phase, []).append((done, total))
+    for phase, seen in by_phase.items():
+        assert seen[0][0] == 0, (phase, seen)
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen), (phase, seen)
+        assert seen[-1][0] == seen[-1][1] > 0, (phase, seen)
+    return by_phase
+
+
+def test_reconcile_reports_its_phases_in_order_over_the_fake_kernel() -> None:
+    kernel = FakeKernel(MANY)
+    calls: list[tuple[str, int, int]] = []
+    with fake_reconciler(kernel) as rec:
+        results, _ = rec.reconcile(plan_host(host(100_000_000, MANY)), progress=lambda *a: calls.append(a))
+    assert all(r.error is None for r in results)
+    phases = heard(calls)
+    assert set(phases) == {"reading back", "links", "queues", "nft"}
+    assert phases["links"][-1] == (len(MANY), len(MANY))  # one IFB per port (egress shaped)
+    assert phases["queues"][-1] == (len(MANY), len(MANY))
+    assert phases["nft"][-1] == (len(MANY), len(MANY))
+    first = [p for i, (p, _, _) in enumerate(calls) if p not in [q for q, _, _ in calls[:i]]]
+    assert first[0] == "reading back"
+    assert calls.index(("reading back", len(MANY), len(MANY))) < min(
+        calls.index((p, 0, len(MANY))) for p in ("links", "queues", "nft"))
+
+    calls.clear()  # removing ports: deletions, reported after the rest
+    with fake_reconciler(kernel) as rec:
+        rec.reconcile({p: empty_plan(p) for p in MANY[:5]}, progress=lambda *a: calls.append(a))
+    phases = heard(calls)
+    assert phases["deletions"][-1] == (5, 5)
+    assert "links" not in phases and "queues" not in phases
+
+    calls.clear()  # nothing to change: only the reading back is heard
+    with fake_reconciler(kernel) as rec:
+        rec.reconcile(plan_host(host(100_000_000, MANY[5:])), progress=lambda *a: calls.append(a))
+    assert set(heard(calls)) == {"reading back"}
+
+
+HOST_FILE = """version: 1
+instances:
+""" + "".join(f"""  vm{i}:
+    ports:
+      - device: tap{i}
+        limits: {{ingress: {{rate: 100mbit}}, egress: {{rate: 50mbit}}}}
+""" for i in range(3))
+
+
+@pytest.fixture
+def fake_apply(tmp_path, monkeypatch):
+    """`vmqos apply` in-process over the fake kernel: (argv prefix, the stderr console)."""
+    import vmqos.services.ports as ports_service
+    from vmqos.cli import output
+
+    kernel = FakeKernel([f"tap{i}" for i in range(3)])
+    monkeypatch.setattr(ports_service, "Reconciler", lambda netns=None: fake_reconciler(kernel))
+    (tmp_path / "host.yaml").write_text(HOST_FILE)
+    return ["apply", "-f", str(tmp_path / "host.yaml"), "--db", f"sqlite:///{tmp_path}/v.db"], output.stderr
+
+
+def run_cli(argv: list[str]) -> int:
+    from vmqos.cli.main import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:  # the kernel commands exit with their status
+        return int(exc.code or 0)
+
+
+def test_apply_prints_nothing_extra_when_stderr_is_not_a_terminal(fake_apply, capsys) -> None:
+    argv, console = fake_apply
+    assert not console.is_terminal
+    assert run_cli(argv) == 0
+    out = capsys.readouterr()
+    assert out.err == "", out.err
+    assert "tap0: " in out.out and "change(s)" in out.out
+
+
+def test_apply_shows_progress_on_a_terminal_but_not_with_json(fake_apply, capsys, monkeypatch) -> None:
+    argv, console = fake_apply
+    monkeypatch.setattr(console, "_force_terminal", True)  # what a terminal on stderr makes it
+    monkeypatch.setattr(console, "is_interactive", True)
+    assert run_cli([*argv, "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "", out.err
+    assert run_cli(argv) == 0  # the kernel is in place now: planning, reading back, saving
+    err = capsys.readouterr().err
+    for phase in ("planning", "reading back", "saving"):
+        assert phase in err, err
