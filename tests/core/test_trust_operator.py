@@ -181,3 +181,120 @@ def test_apply_shows_progress_on_a_terminal_but_not_with_json(fake_apply, capsys
     err = capsys.readouterr().err
     for phase in ("planning", "reading back", "saving"):
         assert phase in err, err
+
+
+# ------------------------------------------------------------- item 16: without privileges, read-only
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import sqlite3  # noqa: E402
+
+from vmqos.cli.errors import os_error  # noqa: E402
+from vmqos.core.errors import PrivilegeError, VmqosError  # noqa: E402
+from vmqos.drivers import privileges  # noqa: E402
+from vmqos.drivers.process import run  # noqa: E402
+from vmqos.drivers.tc_decode import kernel_error  # noqa: E402
+from vmqos.store import Store  # noqa: E402
+
+
+@pytest.fixture
+def unprivileged(monkeypatch):
+    """This process as if it had no capability at all (CapEff 0)."""
+    monkeypatch.setattr(privileges, "effective_capabilities", lambda: 0)
+
+
+@pytest.fixture
+def privileged(monkeypatch):
+    monkeypatch.setattr(privileges, "effective_capabilities", lambda: -1)
+
+
+def test_a_refused_netns_is_one_line_naming_the_privilege(unprivileged) -> None:
+    def pyroute2_refuses(netns: str) -> None:
+        raise OSError(errno.EPERM, "failed to open netns", netns)  # what pyroute2's child sends back
+
+    with pytest.raises(PrivilegeError) as caught:
+        privileges.open_in_netns("vqlab-host", pyroute2_refuses)
+    message = str(caught.value)
+    assert message.startswith("opening network namespace vqlab-host needs root (CAP_SYS_ADMIN): run vmqos as root")
+    assert "\n" not in message and caught.value.exit_code == 77
+    assert privileges.open_in_netns(None, lambda: "socket of this namespace") == "socket of this namespace"
+
+
+def test_a_refused_netns_with_the_capability_blames_the_sandbox(privileged) -> None:
+    def refuses(netns: str) -> None:
+        raise OSError(errno.EPERM, "failed to open netns", netns)
+
+    with pytest.raises(VmqosError) as caught:
+        privileges.open_in_netns("vqlab-host", refuses)
+    assert not isinstance(caught.value, PrivilegeError)
+    assert "although vmqos has CAP_SYS_ADMIN" in str(caught.value)
+
+
+def test_a_tool_refused_for_want_of_privileges_says_so(unprivileged, tmp_path) -> None:
+    tool = ["sh", "-c", "echo 'Error: cache initialization failed: Operation not permitted' >&2; exit 1"]
+    for check in (True, False):  # nft's readers look at the output themselves (check=False)
+        with pytest.raises(PrivilegeError, match=r"^running sh -c .* needs root \(CAP_NET_ADMIN\)"):
+            run(tool, check=check)
+    assert run(["sh", "-c", "echo 'No such file or directory' >&2; exit 1"], check=False).returncode == 1
+
+
+def test_a_refusal_is_not_blamed_on_privileges_when_vmqos_has_them(privileged) -> None:
+    tool = ["sh", "-c", "echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2"]
+    assert run(tool, check=False).returncode == 2
+    error = kernel_error("replace class tap0 1:1", errno.EPERM)
+    assert not isinstance(error, PrivilegeError) and "although vmqos has CAP_NET_ADMIN" in str(error)
+
+
+def test_a_netlink_refusal_without_the_capability_is_a_privilege_error(unprivileged) -> None:
+    error = kernel_error("replace class tap0 1:1", errno.EPERM)
+    assert isinstance(error, PrivilegeError)
+    assert str(error).startswith("replace class tap0 1:1 needs root (CAP_NET_ADMIN)")
+    assert not isinstance(kernel_error("replace class tap0 1:1", errno.ENOENT), PrivilegeError)
+
+
+def test_capabilities_are_read_from_proc() -> None:
+    caps = privileges.effective_capabilities()
+    assert (caps == -1) or caps >= 0
+    if os.geteuid() == 0 and caps != -1:
+        assert privileges.missing(privileges.CAP_NET_ADMIN) == []
+
+
+def test_an_untranslated_os_error_never_prints_an_empty_file_name() -> None:
+    assert os_error(OSError(errno.EPERM, "failed to open netns")) == \
+        "failed to open netns (permission denied: run vmqos as root)"
+    assert os_error(FileNotFoundError(errno.ENOENT, "No such file or directory", "/x")) == \
+        "/x: No such file or directory"
+
+
+def test_a_read_only_store_writes_nothing_at_open(tmp_path) -> None:
+    """Opening for writing sets WAL (a header write) and creates tables; read-only does neither."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE unrelated (a)")  # a database in rollback-journal mode, without vmqos's tables
+    conn.commit()
+    conn.close()
+    before, stamp = path.read_bytes(), os.stat(path).st_mtime_ns
+    with Store(f"sqlite:///{path}", read_only=True) as store:
+        with pytest.raises(VmqosError, match="no such table"):  # one line, the file untouched
+            store.load("")
+    assert path.read_bytes() == before and os.stat(path).st_mtime_ns == stamp
+    assert sorted(os.listdir(tmp_path)) == ["old.db"]
+
+
+def test_a_read_only_store_reads_what_was_written_and_refuses_to_write(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/v.db"
+    with Store(url) as writer:
+        writer.save("", host(100_000_000, ["tap0"]))
+    with Store(url, read_only=True) as store:
+        assert [p.device for _, p in store.load("").ports()] == ["tap0"]
+        assert store.revisions("")[0].actor == "cli"
+        with pytest.raises(VmqosError, match="readonly|read-only|query_only"):
+            store.save("", host(1_000_000, ["tap1"]))
+
+
+def test_a_read_only_store_of_a_missing_file_is_empty_and_creates_nothing(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/not/yet/v.db"
+    with Store(url, read_only=True) as store:
+        assert store.load("").instances == {}
+        assert store.scopes() == []
+    assert os.listdir(tmp_path) == []

@@ -143,7 +143,7 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
     from vmqos.services.instances import instance_show
     from vmqos.services.ports import open_store
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = instance_show(store, lab, inst)
     if as_json:
         print_json(shown)

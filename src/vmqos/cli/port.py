@@ -127,7 +127,7 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     Offered is what reached the limiter, delivered what passed it, dropped what it refused. The
     device's own rx/tx counters count before any limiter: never read them as "what got through".
     """
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = show_port(store, netns, device)
     if as_json:
         print_json(shown)
@@ -222,7 +222,7 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
 @kernel_options
 def check(as_json: bool, netns: str | None, db: str | None) -> None:
     """Compare the kernel with the desired state: exit 0 when they match, 1 with a per-port report."""
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = HostCheck(check_host(store, netns))
     ok = found.ok
     if as_json:

@@ -67,7 +67,7 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     from vmqos.services.ports import open_store
     from vmqos.services.vms import vm_show
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = vm_show(store, connect, domain)
     if as_json:
         print_json(shown)

@@ -37,10 +37,10 @@ def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str |
     return volume_scope(lab), lab, None
 
 
-def _store(db: str | None):
+def _store(db: str | None, read_only: bool = False):
     from vmqos.services.ports import open_store
 
-    return open_store(db)
+    return open_store(db, read_only=read_only)
 
 
 # ------------------------------------------------------------------------------------- volume types
@@ -117,7 +117,7 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
     from vmqos.services.volumes import volume_type_list
 
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_type_list(store, scope)
     if as_json:
         print_json(found)
@@ -142,7 +142,7 @@ def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: 
     from vmqos.services.volumes import volume_type_show
 
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_type_show(store, scope, name)
     if as_json:
         print_json(found)
@@ -288,7 +288,7 @@ def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None
     from vmqos.services.volumes import volume_list
 
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_list(store, scope)
     if as_json:
         print_json(found)
@@ -313,7 +313,7 @@ def vol_show(name: str, as_json: bool, lab: str | None, connect: str | None, db:
     from vmqos.core.errors import NotFound
 
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = store.volumes(scope).get(name)
         if found is None:
             raise NotFound(f"no volume {name!r} (`vmqos volume list` shows them)")

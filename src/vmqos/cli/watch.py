@@ -132,7 +132,7 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
 
     from vmqos.services.ports import open_store
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = monitoring.events(store, netns, since=parse_since(since), port=port, limit=limit)
         if as_json and not follow:
             print_json([e.as_json() for e in found])
@@ -181,7 +181,7 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
     from vmqos.services.ports import open_store
 
     smallest = parse_size(min_bytes)
-    with open_store(db) as store:
+    with open_store(db, read_only=not collect) as store:
         if collect:
             with Monitor(store, netns) as mon:
                 mon.fold_usage()
@@ -284,7 +284,7 @@ def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
     from vmqos.services.monitoring import quarantined
     from vmqos.services.ports import open_store
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = quarantined(store, netns)
     if as_json:
         print_json([{"port": q.device, "since": q.since.isoformat(), "reason": q.reason, "qos": to_data(q.qos)}

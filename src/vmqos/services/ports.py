@@ -176,5 +176,7 @@ def show_port(store: Store, netns: str | None, device: str) -> PortShow:
     )
 
 
-def open_store(db: str | None) -> Store:
-    return Store(db or os.environ.get("VMQOS_DB") or None)
+def open_store(db: str | None, *, read_only: bool = False) -> Store:
+    """The store named by --db, $VMQOS_DB or the default; `read_only` for a command that only reads
+    (check, port show, events, top...): it never writes the database, so it needs no write access."""
+    return Store(db or os.environ.get("VMQOS_DB") or None, read_only=read_only)
