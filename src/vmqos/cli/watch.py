@@ -216,7 +216,7 @@ def exporter(netns: str | None, db: str | None, listen: str) -> None:
     from vmqos.monitor.exporter import Exporter
     from vmqos.services.ports import open_store
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:  # it only reads: no write access needed
         server = Exporter(store, netns, listen).start()
         stderr.print(f"metrics on http://{server.address}/metrics (Ctrl-C stops)")
         try:
