@@ -35,6 +35,7 @@ from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its ta
 from vmqos.store import schema as t
 from vmqos.store.engine import BUSY_TIMEOUT_MS, DEFAULT_URL, _FIX, reason
 
+
 def open_read_only(url: str) -> tuple[Engine, str]:
     """An engine that never writes to the database, or a VmqosError that says how to name another one."""
     try:
