@@ -17,6 +17,7 @@ EXPECTED = {  # class: (exit_code, http_status)
     "NotFound": (1, 404),
     "KernelError": (1, 500),
     "ToolTimeout": (1, 504),
+    "PrivilegeError": (77, 500),  # sysexits' EX_NOPERM: run as root
 }
 
 

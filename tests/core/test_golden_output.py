@@ -56,7 +56,7 @@ class FakeReconciler:
                         None, {p for p in ports if p in self.gone})
 
     def reconcile(self, plans: dict[str, Any], *, applied: Any = None, force: bool = False, verify: bool = True,
-                  dry_run: bool = False) -> tuple[list[PortResult], dict[str, str | None]]:
+                  dry_run: bool = False, progress: Any = None) -> tuple[list[PortResult], dict[str, str | None]]:
         results, record = [], {}
         for port, plan in sorted(plans.items()):
             if port in self.gone:

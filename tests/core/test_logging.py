@@ -182,7 +182,7 @@ def _offline(monkeypatch, failed: dict[str, str], rolled_back: bool) -> Reconcil
     rec.netns = "lab-host"
     monkeypatch.setattr(rec, "observe", lambda ports, **kw: Observed({p: [] for p in ports}, {}, None, set()),
                         raising=False)
-    monkeypatch.setattr(rec, "_apply", lambda ops, meanwhile=None: dict(failed), raising=False)
+    monkeypatch.setattr(rec, "_apply", lambda ops, meanwhile=None, progress=None: dict(failed), raising=False)
     monkeypatch.setattr(rec, "_rollback", lambda port, before: rolled_back, raising=False)
     return rec
 

@@ -28,7 +28,7 @@ def run(group: click.Command, argv: list[str] | None) -> int:
         exc.show()
         return exc.exit_code
     except OSError as exc:
-        click.echo(f"vmqos: error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        click.echo(f"vmqos: error: {os_error(exc)}", err=True)
         return 1
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("VMQOS_DEBUG"):
@@ -37,3 +37,12 @@ def run(group: click.Command, argv: list[str] | None) -> int:
                    err=True)
         return 70
     return 0
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError that no driver translated, as one line: its file only when it has one (pyroute2's
+    say "failed to open netns" with no file), and what to do when it was a refusal."""
+    text = f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
+    if isinstance(exc, PermissionError):
+        text += " (permission denied: run vmqos as root)"
+    return text

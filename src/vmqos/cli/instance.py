@@ -137,7 +137,7 @@ def instance_show_cmd(inst: str, lab: str, as_json: bool, db: str | None) -> Non
       vmqos instance show vm1
       vmqos instance show vm2 --lab lab2 --json | jq .usage.cpu_seconds
     """
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = instance_show(store, lab, inst)
     if as_json:
         print_json(shown)

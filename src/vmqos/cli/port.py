@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -125,7 +127,7 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     Offered is what reached the limiter, delivered what passed it, dropped what it refused. The
     device's own rx/tx counters count before any limiter: never read them as "what got through".
     """
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = show_port(store, netns, device)
     if as_json:
         print_json(shown)
@@ -163,6 +165,29 @@ def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> 
     print_notes(shown.notes)
 
 
+@contextmanager
+def progress_bars(wanted: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """One bar per phase of a long apply, on stderr, only when stderr is a terminal and `wanted`:
+    a log, a pipe or --json gets nothing extra. The reconciler calls from two threads."""
+    if not (wanted and stderr.is_terminal):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    lock = threading.Lock()
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TextColumn("ports"),
+                  TimeElapsedColumn(), console=stderr, transient=True) as bars:
+
+        def report(phase: str, done: int, total: int) -> None:
+            with lock:
+                if phase not in tasks:
+                    tasks[phase] = bars.add_task(phase, total=total)
+                bars.update(tasks[phase], completed=done, total=total, refresh=True)  # a few calls a phase
+
+        yield report
+
+
 @click.command("apply")
 @click.option("-f", "--file", "path", required=True, metavar="HOST.yaml",
               help="the host's desired state in vmqos's host file format (`vmqos schema host`)")
@@ -176,14 +201,17 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
     """Make the kernel match a host file, and store it as the desired state.
 
     Re-applying an unchanged file performs no writes; after a restart, what is right is adopted.
+    On a terminal, a bar per phase (planning, reading back, links, queues, nft, deletions, saving)
+    shows on stderr how far it is; nothing extra is printed with --json or when stderr is not a
+    terminal.
 
     \b
     Example: vmqos apply -f host.yaml --netns lab-host --prune
     """
     state, notes = read_host_with_notes(read_input(path))
     print_notes(notes)
-    with open_store(db) as store:
-        report = apply_host(store, netns, state, prune=prune, force=force, dry_run=dry_run)
+    with open_store(db) as store, progress_bars(not as_json) as progress:
+        report = apply_host(store, netns, state, prune=prune, force=force, dry_run=dry_run, progress=progress)
     sys.exit(report_apply(report, as_json))
 
 
@@ -192,7 +220,7 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
 @kernel_options
 def check(as_json: bool, netns: str | None, db: str | None) -> None:
     """Compare the kernel with the desired state: exit 0 when they match, 1 with a per-port report."""
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = HostCheck(check_host(store, netns))
     ok = found.ok
     if as_json:

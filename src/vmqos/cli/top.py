@@ -15,7 +15,7 @@ from vmqos.cli.output import print_json, stdout
 from vmqos.cli.port import kernel_options
 from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound
-from vmqos.core.units import human_rate
+from vmqos.core.units import human_pps, human_rate
 from vmqos.services.ports import WatchedPlans, open_store
 
 SORT_KEYS = {"o": "offered", "d": "delivered", "x": "dropped", "p": "pps", "u": "util", "n": "port"}
@@ -23,11 +23,14 @@ SPARK = "▁▂▃▄▅▆▇█"
 ARROW = {"ingress": "↓ in", "egress": "↑ out"}
 
 
-def _rows(port_rates: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(port_rates: dict[str, Any], peaks: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
+    """One row per port and direction; `peaks`: (port, direction) -> the peak rate its plan allows."""
+    peaks = peaks or {}
     rows = []
     for port, pr in port_rates.items():
         for direction, r in pr.rates.items():
             rows.append({"instance": pr.instance, "port": port, "direction": direction, "limit_bps": r.limit_bps,
+                         "peak_bps": peaks.get((port, direction)),
                          "limit_pps": r.limit_pps, "offered_bps": r.offered_bps, "delivered_bps": r.delivered_bps,
                          "dropped_bps": r.dropped_bps, "offered_pps": r.offered_pps, "dropped_pps": r.dropped_pps,
                          "utilisation": r.utilisation, "syn_pps": pr.syn_pps if direction == "egress" else None})
@@ -47,6 +50,34 @@ def sparkline(values: list[float], top: float | None) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int(v / scale * (len(SPARK) - 1) + 0.5))] for v in values)
 
 
+def utilisation_cell(row: dict[str, Any]) -> str:
+    """Delivered against the port's average rate, the limit that holds in the long run.
+
+    A port with a peak above its average may send at the peak while its burst lasts: above 100 %
+    such a port is spending its burst, not overshooting, and the cell says so with the peak as a
+    multiple of the average ("200% (peak 2×)"). Above 100 % without a peak is a real overshoot."""
+    util = row["utilisation"]
+    if util is None:
+        return "-"
+    text = f"{util:.0%}"
+    peak, limit = row.get("peak_bps"), row["limit_bps"]
+    if util > 1 and peak and limit and peak > limit:
+        ratio = f"{peak / limit:.2f}".rstrip("0").rstrip(".")
+        text += f" (peak {ratio}×)"
+    return text
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    """The table's cells for one row: every rate with its unit (never a raw float)."""
+    if row["limit_bps"]:
+        limit = human_rate(row["limit_bps"])
+    else:
+        limit = human_pps(row["limit_pps"]) if row["limit_pps"] else "-"
+    dropped = f"{human_rate(row['dropped_bps'])} {human_pps(row['dropped_pps'])}" if row["dropped_pps"] else "0"
+    return [row["instance"] or "", row["port"], ARROW[row["direction"]], limit, human_rate(row["offered_bps"]),
+            human_rate(row["delivered_bps"]), dropped, human_pps(row["offered_pps"]), utilisation_cell(row)]
+
+
 def _table(rows: list[dict[str, Any]], history: dict[tuple[str, str], list[float]], title: str) -> Any:
     from rich.table import Table
 
@@ -54,13 +85,9 @@ def _table(rows: list[dict[str, Any]], history: dict[tuple[str, str], list[float
     for column in ("instance", "port", "dir", "limit", "offered", "delivered", "dropped", "pps", "util", "history"):
         table.add_column(column, justify="right" if column not in ("instance", "port", "dir", "history") else "left")
     for r in rows:
-        limit = human_rate(r["limit_bps"]) if r["limit_bps"] else (f"{r['limit_pps']:,} pps" if r["limit_pps"] else "-")
-        util = f"{r['utilisation']:.0%}" if r["utilisation"] is not None else "-"
-        dropped = f"{human_rate(r['dropped_bps'])} {r['dropped_pps']:,.0f}/s" if r["dropped_pps"] else "0"
         style = "red" if r["dropped_pps"] else None
-        table.add_row(r["instance"] or "", r["port"], ARROW[r["direction"]], limit, human_rate(r["offered_bps"]),
-                      human_rate(r["delivered_bps"]), dropped, f"{r['offered_pps']:,.0f}", util,
-                      sparkline(history.get((r["port"], r["direction"]), []), r["limit_bps"]), style=style)
+        table.add_row(*row_cells(r), sparkline(history.get((r["port"], r["direction"]), []), r["limit_bps"]),
+                      style=style)
     return table
 
 
@@ -106,6 +133,11 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
     Offered is what reached the limiter, delivered what it let through, dropped what it threw
     away; the device's own counters (which count before any limiter) are not used.
 
+    Util is delivered against the port's average rate, the limit that holds in the long run. A
+    port whose limit has a peak may send at the peak while its burst lasts: then util is above
+    100 % and says so, e.g. "200% (peak 2×)" (its peak is twice its average). Above 100 % with
+    no peak is an overshoot. With --json, utilisation is the same ratio and peak_bps the peak.
+
     \b
     Keys: o offered, d delivered, x dropped, p pps, u utilisation, n name (sort); r reverse;
           / filter (type, Enter; Esc clears); q quit.
@@ -120,11 +152,16 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
     if as_json and not once:
         raise click.UsageError("--json prints one sample: add --once")
     scope = scope_of(netns)
-    with open_store(db) as store, Sampler(netns) as sampler:
+    with open_store(db, read_only=True) as store, Sampler(netns) as sampler:
         watched = WatchedPlans(store, scope)
+        peaks: dict[tuple[str, str], int] = {}
 
         def sample() -> Any:
-            return sampler.sample(*watched.current())
+            plans, instances = watched.current()
+            peaks.clear()
+            peaks.update({(port, d): getattr(plan, d).peak_bps for port, plan in plans.items()
+                          for d in ("ingress", "egress") if getattr(plan, d).peak_bps})
+            return sampler.sample(plans, instances)
 
         def visible(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not filter_text:
@@ -138,7 +175,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
         if once:
             time.sleep(interval)
             current = sample()
-            rows = _sort(visible(_rows(rates(previous, current))), sort_by, False)
+            rows = _sort(visible(_rows(rates(previous, current), peaks)), sort_by, False)
             if as_json:
                 print_json({"netns": netns, "at": current.at.isoformat(), "interval_s": interval, "ports": rows})
             else:
@@ -178,11 +215,11 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
                     port_rates = rates(previous, current)
                     previous = current
                     next_at += interval
-                    for r in _rows(port_rates):
+                    rows = _rows(port_rates, peaks)
+                    for r in rows:
                         series = history.setdefault((r["port"], r["direction"]), [])
                         series.append(r["delivered_bps"])
                         del series[:-24]
-                    rows = _rows(port_rates)
                 shown = _sort(visible(rows), sort_by, reverse) if "rows" in locals() else []
                 prompt = f"  filter: {typing_filter}_" if typing_filter is not None else (
                     f"  filter: {filter_text}" if filter_text else "")

@@ -64,7 +64,7 @@ def vm_show_cmd(domain: str, connect: str | None, as_json: bool, db: str | None)
     \b
     Example: vmqos vm show web1 --json | jq .libvirt.live.cpu
     """
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         shown = vm_show(store, connect, domain)
     if as_json:
         print_json(shown)

@@ -50,8 +50,8 @@ def _where(lab: str | None, connect: str | None) -> tuple[str, str | None, str |
     return volume_scope(lab), lab, None
 
 
-def _store(db: str | None):
-    return open_store(db)
+def _store(db: str | None, read_only: bool = False):
+    return open_store(db, read_only=read_only)
 
 
 # ------------------------------------------------------------------------------------- volume types
@@ -121,7 +121,7 @@ def vt_create(name: str | None, consumer: str | None, specs: tuple[str, ...], pa
 def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volume types and their specs."""
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_type_list(store, scope)
     if as_json:
         print_json(found)
@@ -144,7 +144,7 @@ def vt_list(as_json: bool, lab: str | None, connect: str | None, db: str | None)
 def vt_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume type, with what Cinder would do with its specs."""
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_type_show(store, scope, name)
     if as_json:
         print_json(found)
@@ -276,7 +276,7 @@ def vol_delete(name: str, lab: str | None, connect: str | None, db: str | None) 
 def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """The volumes, their size, attachment and the limits they put on the host."""
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = volume_list(store, scope)
     if as_json:
         print_json(found)
@@ -299,7 +299,7 @@ def vol_list(as_json: bool, lab: str | None, connect: str | None, db: str | None
 def vol_show(name: str, as_json: bool, lab: str | None, connect: str | None, db: str | None) -> None:
     """One volume: its type's specs and the limits computed for its size."""
     scope, _, _ = _where(lab, connect)
-    with _store(db) as store:
+    with _store(db, read_only=True) as store:
         found = store.volumes(scope).get(name)
         if found is None:
             raise NotFound(f"no volume {name!r} (`vmqos volume list` shows them)")

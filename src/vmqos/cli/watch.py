@@ -135,7 +135,7 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
     """
     import json
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = monitoring.events(store, netns, since=parse_since(since), port=port, limit=limit)
         if as_json and not follow:
             print_json([e.as_json() for e in found])
@@ -181,7 +181,7 @@ def usage(netns: str | None, db: str | None, port: str | None, since: str | None
     from vmqos.monitor.daemon import Monitor  # lazy: pyroute2
 
     smallest = parse_size(min_bytes)
-    with open_store(db) as store:
+    with open_store(db, read_only=not collect) as store:
         if collect:
             with Monitor(store, netns) as mon:
                 mon.fold_usage()
@@ -215,7 +215,7 @@ def exporter(netns: str | None, db: str | None, listen: str) -> None:
     """
     from vmqos.monitor.exporter import Exporter  # lazy: prometheus_client and pyroute2
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:  # it only reads: no write access needed
         server = Exporter(store, netns, listen).start()
         stderr.print(f"metrics on http://{server.address}/metrics (Ctrl-C stops)")
         try:
@@ -274,7 +274,7 @@ def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
 @kernel_options
 @click.option("--json", "as_json", is_flag=True)
 def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         found = monitoring.quarantined(store, netns)
     if as_json:
         print_json([{"port": q.device, "since": q.since.isoformat(), "reason": q.reason, "qos": to_data(q.qos)}

@@ -102,6 +102,15 @@ class KernelError(VmqosError):
         super().__init__(message)
 
 
+class PrivilegeError(KernelError):
+    """vmqos lacks a privilege the operation needs: root's CAP_NET_ADMIN for tc and nftables,
+    CAP_SYS_ADMIN to enter another network namespace, write access to the cgroup files.
+
+    Exit 77 (sysexits' EX_NOPERM): neither the request nor the host is wrong, the caller is."""
+
+    exit_code = 77
+
+
 class ToolTimeout(KernelError):
     """A tool did not finish in time: the kernel is slow, no single request is to blame."""
 

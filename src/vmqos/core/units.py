@@ -198,25 +198,32 @@ def _trim(number: float, digits: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def human_rate(bps: int) -> str:
-    """A rate for people: SI prefixes on bit/s (`262.144 Mbit/s`)."""
+def human_rate(bps: float) -> str:
+    """A rate for people: SI prefixes on bit/s (`262.144 Mbit/s`).
+
+    A measured rate is a float (bytes counted over an interval): below 1 kbit/s it is rounded to
+    whole bit/s, never printed as `548.8502154478151 bit/s`."""
+    if bps < 1e3:
+        bps = round(bps)  # 999.6 becomes 1000, which the loop shows as 1 kbit/s
     for suffix, scale in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bps >= scale:
             return f"{_trim(bps / scale, 3)} {suffix}"
     return f"{bps} bit/s"
 
 
-def human_size(nbytes: int) -> str:
-    """A size for people: IEC prefixes on bytes (`128 MiB`)."""
+def human_size(nbytes: float) -> str:
+    """A size for people: IEC prefixes on bytes (`128 MiB`); a float below 1 KiB is rounded to bytes."""
+    if nbytes < 1024:
+        nbytes = round(nbytes)
     for suffix, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if nbytes >= scale:
             return f"{_trim(nbytes / scale, 2)} {suffix}"
     return f"{nbytes} B"
 
 
-def human_pps(pps: int) -> str:
-    """A packet rate for people (`10,000 pkt/s`)."""
-    return f"{pps:,} pkt/s"
+def human_pps(pps: float) -> str:
+    """A packet rate for people (`10,000 pkt/s`); a measured (float) rate is rounded to whole packets."""
+    return f"{round(pps):,} pkt/s"
 
 
 # --- The units of the formats operators already use, as multiples of canonical units. ---

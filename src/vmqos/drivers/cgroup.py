@@ -24,6 +24,7 @@ from vmqos.core.errors import InvalidValue, KernelError, NotFound, UnsupportedEr
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.undo import UndoLog
+from vmqos.drivers.privileges import CAP_DAC_OVERRIDE, refused
 from vmqos.core.plan.cgroup_values import (
     CPU,
     CPU_V1_FILES,
@@ -130,6 +131,9 @@ def _write(path: str, value: str) -> None:
             f.write(value)
     except OSError as exc:
         file = os.path.basename(path)
+        denied = refused(f"writing {path}", exc.errno, CAP_DAC_OVERRIDE)
+        if denied is not None:
+            raise denied from None
         raise KernelError(f"{path}: the kernel refused {value!r}: {exc.strerror or exc} ({_hint(file, exc.errno or 0)})",
                           exc.errno) from None
 
@@ -200,7 +204,9 @@ class Group:
                 except FileNotFoundError:
                     time.sleep(0.01 * (attempt + 1))
                 except OSError as exc:
-                    raise KernelError(f"cannot create cgroup {target}: {exc.strerror or exc}", exc.errno) from None
+                    denied = refused(f"creating cgroup {target}", exc.errno, CAP_DAC_OVERRIDE)
+                    raise denied or KernelError(f"cannot create cgroup {target}: {exc.strerror or exc}",
+                                                exc.errno) from None
 
     def _enable_v2(self, h: Hierarchy) -> None:
         """Each ancestor's cgroup.subtree_control must list the controllers the group uses."""

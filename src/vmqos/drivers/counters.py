@@ -22,6 +22,7 @@ from pyroute2.netns import create_socket
 
 from vmqos.core.errors import KernelError
 from vmqos.core.observed import CounterValue, LinkCounters, QdiscCounters, TcStats
+from vmqos.drivers.privileges import open_in_netns
 from vmqos.drivers.process import check_netns
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT
 from vmqos.drivers.tc_netlink import kernel_error
@@ -166,7 +167,9 @@ class CounterReader:
     def __init__(self, netns: str | None = None) -> None:
         check_netns(netns)
         self.netns = netns
-        self._sock = create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._sock = open_in_netns(netns, lambda **ns: create_socket(family=socket.AF_NETLINK,
+                                                                     socket_type=socket.SOCK_RAW,
+                                                                     proto=NETLINK_ROUTE, **ns))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._sock.bind((0, 0))
         self._nfsock: socket.socket | None = None
@@ -223,7 +226,8 @@ class CounterReader:
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""
         if self._nfsock is None:
-            self._nfsock = create_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            self._nfsock = open_in_netns(self.netns, lambda **ns: create_socket(
+                family=socket.AF_NETLINK, socket_type=socket.SOCK_RAW, proto=NETLINK_NETFILTER, **ns))
             self._nfsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self._nfsock.bind((0, 0))
         name = table.encode() + b"\0"

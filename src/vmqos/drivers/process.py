@@ -9,6 +9,7 @@ from typing import Sequence
 
 from vmqos.core.errors import KernelError, NotFound, ToolTimeout
 from vmqos.core.model.host import check_netns_name
+from vmqos.drivers.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, denied_text, missing, needs_root
 
 NETNS_DIR = "/run/netns"
 
@@ -33,7 +34,8 @@ def in_netns(argv: Sequence[str], netns: str | None) -> list[str]:
 
 def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = None, timeout: float = 120,
         check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a tool; a missing tool or a non-zero exit becomes a one-line `KernelError`."""
+    """Run a tool; a missing tool or a non-zero exit becomes a one-line `KernelError`, a refusal for
+    want of privileges (tc, nft, ip need CAP_NET_ADMIN; `ip netns exec` CAP_SYS_ADMIN) a PrivilegeError."""
     if shutil.which(argv[0]) is None:
         raise KernelError(f"{argv[0]} is not installed: run `make deps` (Debian: apt-get install "
                           f"{'nftables' if argv[0] == 'nft' else 'iproute2'})")
@@ -41,8 +43,13 @@ def run(argv: Sequence[str], netns: str | None = None, *, input: str | None = No
         done = subprocess.run(in_netns(argv, netns), input=input, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ToolTimeout(f"{' '.join(argv[:3])} did not finish within {timeout:g} s") from None
+    where = f" in netns {netns}" if netns else ""
+    if done.returncode != 0 and denied_text(done.stderr or done.stdout or ""):
+        # Whatever `check` says: a caller that reads the output itself expects other failures.
+        lacking = missing(*((CAP_SYS_ADMIN,) if netns else ()), CAP_NET_ADMIN)
+        if lacking:
+            raise needs_root(f"running {' '.join(argv[:3])}{where}", lacking)
     if check and done.returncode != 0:
-        where = f" in netns {netns}" if netns else ""
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise KernelError(f"{' '.join(argv[:3])}{where} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
     return done

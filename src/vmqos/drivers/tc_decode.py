@@ -16,6 +16,7 @@ from vmqos.core.errors import KernelError
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.objects import HtbClass, KernelObject, Qdisc
+from vmqos.drivers.privileges import CAP_NET_ADMIN, refused
 
 ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
 _PSCHED = "/proc/net/psched"
@@ -27,7 +28,7 @@ ERRNO_HINTS = {
     errnos.EEXIST: "an object with this handle already exists (run `vmqos check` to see the drift)",
     errnos.EINVAL: "the kernel rejected the parameters",
     errnos.EOPNOTSUPP: "this kernel lacks the feature (a qdisc, classifier or action that is not built in)",
-    errnos.EPERM: "not permitted: vmqos needs root (CAP_NET_ADMIN)",
+    errnos.EPERM: "not permitted, although vmqos has CAP_NET_ADMIN (a security module or a read-only object?)",
     errnos.EBUSY: "the device is busy (being changed by another process)",
     errnos.ENOMEM: "the kernel is out of memory",
     errnos.ENOSPC: "the kernel has no room for another object of this kind",
@@ -35,6 +36,10 @@ ERRNO_HINTS = {
 
 
 def kernel_error(what: str, code: int, detail: str = "") -> KernelError:
+    """A netlink refusal as one line; EPERM/EACCES without CAP_NET_ADMIN says that root is needed."""
+    lacking = refused(what, code, CAP_NET_ADMIN)
+    if lacking is not None:
+        return lacking
     hint = ERRNO_HINTS.get(code, "")
     reason = detail or errnos.errorcode.get(code, str(code))
     return KernelError(f"{what}: {reason}" + (f": {hint}" if hint else ""), errno=code)

@@ -42,6 +42,7 @@ from vmqos.core.plan.objects import (
     U32Filter,
 )
 from vmqos.core.plan.u32 import key_selector
+from vmqos.drivers.privileges import open_in_netns
 from vmqos.drivers.process import check_netns, run
 from vmqos.drivers.protocols import DeviceTc
 from vmqos.drivers.tc_decode import (
@@ -74,7 +75,7 @@ class TcNetlink:
     def __init__(self, netns: str | None = None) -> None:
         check_netns(netns)
         self.netns = netns
-        self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        self._ipr = open_in_netns(netns, IPRoute)
         self._ipr.status["nlm_generator"] = False  # pyroute2 0.9.7's sync nlm_request reads this key
         self._ticks = ticks_per_usec()
         self._index: dict[str, int | None] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -45,7 +46,14 @@ from vmqos.reconcile.decide import (
     what_to_read,
 )
 
-__all__ = ["PortResult", "Observed", "Reconciler", "fingerprint", "nft_by_port"]
+__all__ = ["PHASES", "PortResult", "Observed", "Progress", "Reconciler", "fingerprint", "nft_by_port"]
+
+# How far a long pass is, for an operator watching 10,000 ports being applied: (phase, done, total),
+# done and total counted in ports. The service reports the first and last phases, the reconciler
+# the rest; a phase with nothing to do is not reported. Called from two threads (nft runs beside
+# ip and tc), so a receiver must not assume one thread.
+Progress = Callable[[str, int, int], None]
+PHASES = ("planning", "reading back", "links", "queues", "nft", "deletions", "saving")
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc
@@ -142,10 +150,12 @@ class Reconciler:
     # -- the reconcile loop --------------------------------------------------------------------
 
     def reconcile(self, plans: dict[str, PortPlan], *, applied: dict[str, str] | None = None, force: bool = False,
-                  verify: bool = True, dry_run: bool = False) -> tuple[list[PortResult], dict[str, str | None]]:
+                  verify: bool = True, dry_run: bool = False,
+                  progress: Progress | None = None) -> tuple[list[PortResult], dict[str, str | None]]:
         """Bring each port of `plans` to its plan (an empty plan clears the port).
 
         Returns the per-port results and the fingerprints to record (None: forget the port).
+        `progress` hears each phase as it starts and ends (see `Progress`).
         """
         started_at = time.monotonic()
         wanted = what_to_read(plans, applied or {}, verify)
@@ -154,6 +164,9 @@ class Reconciler:
             self._log_pass(plans, results, 0, started_at, dry_run)
             return list(results.values()), {}
         need_tc, need_nft = wanted.tc, list(wanted.nft)
+        reading = len(set(need_tc) | set(need_nft))
+        if progress:
+            progress("reading back", 0, reading)
         log.debug("reconcile: reading back the queues of %d ports and the nft chains of %d", len(need_tc), len(need_nft))
 
         nothing = Observed({}, {}, None, set())
@@ -178,12 +191,14 @@ class Reconciler:
                             extra={"port": port, "rolled_back": False})
             else:
                 log.debug("port %s: %d operations to match its plan", port, len(decision.ops), extra={"port": port})
+        if progress:
+            progress("reading back", reading, reading)
 
         todo = {p: r for p, r in results.items() if r.ops and not r.error}
         if not dry_run and todo:
             # Fingerprinting thousands of plans takes a while: done while nft applies in bulk.
             failed = self._apply({p: r.ops for p, r in todo.items()},
-                                 meanwhile=lambda: [plans[p].fingerprint for p in todo])
+                                 meanwhile=lambda: [plans[p].fingerprint for p in todo], progress=progress)
             for port, message in failed.items():
                 results[port].error = message
                 results[port].rolled_back = self._rollback(port, before[port])
@@ -193,7 +208,7 @@ class Reconciler:
                             extra={"port": port, "rolled_back": results[port].rolled_back})
             if empties_table(op for r in todo.values() for op in r.ops):
                 self.nft.remove_table_if_empty()
-        self._log_pass(plans, results, len(set(need_tc) | set(need_nft)), started_at, dry_run)
+        self._log_pass(plans, results, reading, started_at, dry_run)
         return list(results.values()), to_record(plans, results, dry_run)
 
     def _log_pass(self, plans: Mapping[str, PortPlan], results: Mapping[str, PortResult], read_back: int,
@@ -211,15 +226,20 @@ class Reconciler:
 
     # -- applying ------------------------------------------------------------------------------
 
-    def _apply(self, ops_by_port: dict[str, list[Operation]],
-               meanwhile: Callable[[], object] | None = None) -> dict[str, str]:
+    def _apply(self, ops_by_port: dict[str, list[Operation]], meanwhile: Callable[[], object] | None = None,
+               progress: Progress | None = None) -> dict[str, str]:
         """Run the operations phase by phase across ports; return the ports that failed, with why.
 
         `meanwhile` is work of the caller's that runs while a bulk nft transaction is in the kernel."""
-        return self._run_phases(apply_phases(ops_by_port, CONCURRENT_MIN_PORTS), meanwhile)
+        return self._run_phases(apply_phases(ops_by_port, CONCURRENT_MIN_PORTS), meanwhile, progress)
 
-    def _run_phases(self, phases: ApplyPlan, meanwhile: Callable[[], object] | None = None) -> dict[str, str]:
+    def _run_phases(self, phases: ApplyPlan, meanwhile: Callable[[], object] | None = None,
+                    progress: Progress | None = None) -> dict[str, str]:
         failed: dict[str, str] = {}
+        tell = _PhaseProgress(progress, {
+            "links": [phases.links_up.ops], "queues": [phases.tc_up.ops],
+            "nft": [phases.early_first.ops, phases.early_then.ops, phases.nft.ops],
+            "deletions": [phases.tc_down.ops, phases.links_down.ops]})
         # Bulk work: nft objects that are only created (a port's first chains, its counters) take
         # nothing away, so they go in while ip and tc build the IFBs and queues: tc and nftables
         # are separate kernel subsystems. Two transactions: what needs no new device (counters,
@@ -236,12 +256,14 @@ class Reconciler:
             first, then = phases.early_first.ops, phases.early_then.ops
             encoding = pool.submit(lambda: self.nft.encode([op for ops in then.values() for op in ops]))
             self._run_nft(first, failed, self.nft.encode([op for ops in first.values() for op in ops]))
+            tell.done("nft", first)
             payload = encoding.result()  # encoded while the first transaction ran
             links_done.wait()
             if any(p in failed for p in then):  # that port is out: the payload is stale
                 self._run_nft(phases.early_then.live(failed), failed)
             else:
                 self._run_nft(then, failed, payload)
+            tell.done("nft", then)
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             early_done = pool.submit(run_early) if early else None
@@ -249,19 +271,24 @@ class Reconciler:
                 try:
                     self._run_tc("ip", phases.links_up.live(failed), failed)
                     self.tc.forget(_links(phases.links_up.ops))
+                    tell.done("links", phases.links_up.ops)
                 finally:
                     links_done.set()
                 self._run_tc("tc", phases.tc_up.live(failed), failed)
+                tell.done("queues", phases.tc_up.ops)
                 if early_done is not None and meanwhile is not None:
                     meanwhile()
             finally:
                 if early_done is not None:
                     early_done.result()
         self._run_nft(phases.nft.live(failed), failed)
+        tell.done("nft", phases.nft.ops)
         self._run_tc("tc", phases.tc_down.live(failed), failed)
+        tell.done("deletions", phases.tc_down.ops)
         links_down = phases.links_down.live(failed)
         self._run_tc("ip", links_down, failed)
         self.tc.forget(_links(links_down))
+        tell.done("deletions", phases.links_down.ops)
         return failed
 
     def _run_tc(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
@@ -336,6 +363,29 @@ class Reconciler:
             return not failed
         except VmqosError:
             return False
+
+
+class _PhaseProgress:
+    """Counts the ports each apply phase is done with and tells `Progress` (from two threads): a
+    port is done with a phase when every step of it that holds the port ran (nft: up to three
+    transactions; deletions: tc, then ip), whether it succeeded or failed."""
+
+    def __init__(self, progress: Progress | None, steps: Mapping[str, Sequence[Iterable[str]]]) -> None:
+        self._progress, self._lock = progress, threading.Lock()
+        self._left = {phase: Counter(p for step in found for p in step) for phase, found in steps.items()}
+        self._total = {phase: len(left) for phase, left in self._left.items() if left}
+        for phase, total in self._total.items():
+            if progress:
+                progress(phase, 0, total)
+
+    def done(self, phase: str, ports: Iterable[str]) -> None:
+        if self._progress is None or phase not in self._total:
+            return
+        with self._lock:
+            left = self._left[phase]
+            left.subtract(list(ports))
+            left += Counter()  # drops the ports that reached zero
+            self._progress(phase, self._total[phase] - len(left), self._total[phase])
 
 
 def _links(ops_by_port: Mapping[str, Iterable[Operation]]) -> list[str]:

@@ -24,7 +24,7 @@ from vmqos.core.model.host import EgressMode, HostState
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.planner import PortPlan
-from vmqos.reconcile.execute import Reconciler
+from vmqos.reconcile.execute import Progress, Reconciler
 from vmqos.services.results import ApplyReport, PortDesired, PortDrift, PortKernel, PortShow
 from vmqos.store import Store
 from vmqos.store.monitor import quarantines
@@ -66,15 +66,20 @@ class WatchedPlans:
 
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
-                    dry_run: bool = False) -> ApplyReport:
+                    dry_run: bool = False, progress: Progress | None = None) -> ApplyReport:
+    """`progress` hears the phases of a long pass: planning here, the kernel's in the reconciler."""
     scope = scope_of(netns)
+    if progress:
+        progress("planning", 0, (len(state.ports()) if ports is None else len(ports)) + len(clear))
     plans = desired_plans(store, scope, state, ports)
     for port in clear:
         plans[port] = empty_plan(port)
+    if progress:
+        progress("planning", len(plans), len(plans))
     notes = [n for plan in plans.values() for n in plan.notes]
     with Reconciler(netns) as rec:
         results, record = rec.reconcile(plans, applied=store.applied(scope), force=force, verify=verify,
-                                        dry_run=dry_run)
+                                        dry_run=dry_run, progress=progress)
     if record:
         store.record_applied_many(scope, record)
     return ApplyReport(results, notes)
@@ -107,13 +112,19 @@ def clear_port(store: Store, netns: str | None, device: str, *, force: bool = Fa
 
 
 def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool = False, force: bool = False,
-               dry_run: bool = False) -> ApplyReport:
+               dry_run: bool = False, progress: Progress | None = None) -> ApplyReport:
+    """Make the kernel match `state` and store it; `progress` hears each phase (a front end's bar)."""
     scope = scope_of(netns)
     wanted = {port.device for _, port in state.ports()}
     stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
-    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
+    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run,
+                             progress=progress)
     if not dry_run:
+        if progress:
+            progress("saving", 0, len(wanted))
         store.save(scope, state, actor="apply", summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
+        if progress:
+            progress("saving", len(wanted), len(wanted))
     return report
 
 
@@ -165,5 +176,7 @@ def show_port(store: Store, netns: str | None, device: str) -> PortShow:
     )
 
 
-def open_store(db: str | None) -> Store:
-    return Store(db or os.environ.get("VMQOS_DB") or None)
+def open_store(db: str | None, *, read_only: bool = False) -> Store:
+    """The store named by --db, $VMQOS_DB or the default; `read_only` for a command that only reads
+    (check, port show, events, top...): it never writes the database, so it needs no write access."""
+    return Store(db or os.environ.get("VMQOS_DB") or None, read_only=read_only)

@@ -27,6 +27,7 @@ from vmqos.core.model.host import HostState
 from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
 from vmqos.store.engine import check_scope, default_url, open_engine, reason
+from vmqos.store.readonly import open_read_only
 from vmqos.store.rows import Decoder, encode
 
 
@@ -44,9 +45,12 @@ class Revision:
 class Store:
     """Desired state per scope ("" is the host's own network namespace) in a SQL database."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, read_only: bool = False) -> None:
+        """`read_only`: for a command that only reads; it never writes the database, not even at open
+        (`vmqos.store.readonly`), so a user who may only read it can use it."""
         self.url = url or default_url()
-        self._engine, self._shown = open_engine(self.url)
+        self.read_only = read_only
+        self._engine, self._shown = (open_read_only if read_only else open_engine)(self.url)
 
     def __enter__(self) -> Store:
         return self
