@@ -4,7 +4,9 @@ A `tc` process dumps every link of the namespace before its first request, which
 milliseconds on a host with thousands of ports; one batch pays that once for all commands
 (kernel-lab-facts.md §4: 3,000 objects in 0.095 s, against 48 s for one process each). `-force`
 keeps going after a failed line and names it, so a failure is tied to its port and only that
-port is rolled back.
+port is rolled back. But tc and ip exit on some errors without naming the line or running the
+rest: a line is sent only when iproute2 reads it as a shell does, and a last line that must fail
+proves the batch was read to its end; otherwise the lines after the last one reported are failed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 from typing import Sequence
 
+from vmqos.core.plan.batch_line import unfit_for_batch
 from vmqos.drivers.process import run
 from vmqos.drivers.protocols import LineFailure
 
@@ -40,22 +43,50 @@ def guess_errno(message: str) -> int | None:
     return errnos.EINVAL if message.startswith("Error:") else None
 
 
+# A last line that fails without changing anything (no device name holds '/'), so that its
+# "Command failed" proves that the tool read the batch to its end: tc and ip exit on some errors
+# (an unterminated quote, a duplicate or missing argument) without a word about the lines after.
+_SENTINEL = {"tc": "qdisc show dev vq/none", "ip": "link show dev vq/none"}
+
+
 def run_batch(tool: str, lines: Sequence[str], netns: str | None) -> list[LineFailure]:
-    """Run `lines` (without the leading tool name) as one batch; return the lines that failed."""
+    """Run `lines` (without the leading tool name) as one batch; return the lines that failed.
+
+    Every line that did not demonstrably run is failed: a line iproute2 would read differently
+    from a shell is not sent at all (`unfit_for_batch`), and when the tool stops before its last
+    line, every line after the last one it reported is failed, never taken as done."""
     if not lines:
         return []
-    done = run([tool, "-force", "-batch", "-"], netns, input="\n".join(lines) + "\n", check=False,
-               timeout=600)
     failures: list[LineFailure] = []
+    sent: list[int] = []  # batch line number - 1 -> index into `lines`
+    for index, line in enumerate(lines):
+        why = unfit_for_batch(line)
+        if why is None:
+            sent.append(index)
+        else:
+            failures.append(LineFailure(index, f"not run: {why}", errnos.EINVAL))
+    if not sent:
+        return failures
+    text = "\n".join([*(lines[i] for i in sent), _SENTINEL[tool]]) + "\n"
+    done = run([tool, "-force", "-batch", "-"], netns, input=text, check=False, timeout=600)
     pending: list[str] = []
+    last = -1  # the last line (0-based, of the batch) the tool reported: every line up to it ran
+    finished = False
     for line in (done.stderr or "").splitlines():
         match = _FAILED.match(line.strip())
-        if match:
-            message = "; ".join(p for p in pending if p) or "failed"
-            failures.append(LineFailure(int(match.group(1)) - 1, message, guess_errno(pending[-1] if pending else "")))
-            pending = []
-        else:
+        if not match:
             pending.append(line.strip())
-    if done.returncode != 0 and not failures:
-        failures.append(LineFailure(0, (done.stderr or done.stdout).strip() or f"{tool} exit {done.returncode}", None))
-    return failures
+            continue
+        number = int(match.group(1)) - 1
+        if number == len(sent):
+            finished = True
+        elif 0 <= number < len(sent):
+            message = "; ".join(p for p in pending if p) or "failed"
+            failures.append(LineFailure(sent[number], message, guess_errno(pending[-1] if pending else "")))
+            last = max(last, number)
+        pending = []
+    if not finished:
+        why = "; ".join(p for p in pending if p) or (done.stderr or done.stdout).strip() or f"exit {done.returncode}"
+        failures += [LineFailure(sent[n], f"not known to have run: {tool} -batch stopped before its end ({why})",
+                                 None) for n in range(last + 1, len(sent))]
+    return sorted(failures, key=lambda f: f.index)
