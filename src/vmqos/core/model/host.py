@@ -37,11 +37,12 @@ def check_device_name(name: str, field_name: str = "port") -> str:
 
 def check_object_name(kind: str, name: str) -> str:
     """A policy, flavor, network or instance name: shown in tables, logs and one-line errors, and
-    never given to a kernel tool, so any printable text; a control character or a line break would
-    forge or split the lines that show it."""
-    if not isinstance(name, str) or not name.strip() or not name.isprintable():
-        raise InvalidValue(f"{kind} name", name, f"a {kind} name is printable text, not empty, without control "
-                                                 "characters or line breaks")
+    never given to a kernel tool, so any printable text (empty for an unnamed converted policy; the
+    host file refuses empty keys itself); a control character or a line break would forge or split
+    the lines that show it."""
+    if not isinstance(name, str) or not name.isprintable():
+        raise InvalidValue(f"{kind} name", name, f"a {kind} name is printable text, without control characters "
+                                                 "or line breaks")
     return name
 
 
