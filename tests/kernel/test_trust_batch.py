@@ -13,7 +13,11 @@ import subprocess
 import pytest
 
 from tests.kernel.conftest import sh
+from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
+from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
+from vmqos.core.plan.host import plan_host
 from vmqos.drivers.batch import run_batch
+from vmqos.reconcile.execute import Reconciler
 
 pytestmark = pytest.mark.kernel
 
@@ -84,3 +88,22 @@ def test_a_complete_batch_reports_only_its_failed_lines(ports):
     (failure,) = run_batch("tc", lines, ports)
     assert failure.index == 2 and "Cannot find device" in failure.message
     assert _limited(ports, "vqa0") and _limited(ports, "vqa1")
+
+
+def test_the_reconciler_limits_every_port_but_the_one_whose_line_tc_cannot_read(ports):
+    """End to end: vqa1's root qdisc line as it would be rendered had its name held a '#' (the model
+    now refuses such a name); the other ports are applied and limited, vqa1 is failed and rolled back."""
+    def sneaky(tool, lines, netns):
+        return run_batch(tool, [line.replace("dev vqa1 root", "dev 'vqa1#' root") for line in lines], netns)
+
+    qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10_000_000)),
+                     egress=DirectionQos(bandwidth=BandwidthLimit(10_000_000)))
+    plans = plan_host(HostState(instances={d: InstanceSpec(d, ports=(PortSpec(d, limits=qos),)) for d in DEVICES}))
+    with Reconciler(ports, batch=sneaky) as rec:
+        results, record = rec.reconcile(plans)
+    errors = {r.port: r.error for r in results}
+    assert "not run" in (errors.pop("vqa1") or "") and all(e is None for e in errors.values())
+    assert set(record) == set(DEVICES) - {"vqa1"}
+    for dev in set(DEVICES) - {"vqa1"}:
+        assert "rate 10Mbit" in sh(ports, f"tc class show dev {dev}").stdout
+    assert "htb" not in sh(ports, "tc qdisc show dev vqa1").stdout  # rolled back: as it was
