@@ -13,10 +13,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmqos.core.errors import VmqosError
-from vmqos.core.model.host import Flavor, HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
+from vmqos.core.errors import FormatError, VmqosError
+from vmqos.core.formats import hostfile
 from vmqos.core.model.document import QosDocument
-from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
+from vmqos.core.model.host import (
+    Flavor,
+    HostState,
+    InstanceSpec,
+    NetworkSpec,
+    Policy,
+    PortSpec,
+)
+from vmqos.core.model.network import (
+    BandwidthLimit,
+    DirectionQos,
+    NetworkQos,
+    PacketRateLimit,
+)
 from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
@@ -183,3 +196,14 @@ def test_the_reconciler_fails_only_the_port_whose_line_cannot_be_carried() -> No
     errors = {r.port: r.error for r in results}
     assert errors["tap0"] is None and errors["tap2"] is None and "not run" in (errors["tap1"] or "")
     assert set(record) == {"tap0", "tap2"}
+
+
+def test_a_host_file_with_a_port_named_d_hash_1_is_refused_whole_naming_the_line() -> None:
+    """The issue's case: `d#1` among 20 good ports. Nothing of the file is applied, not the others
+    either, and the error names the port's line and why."""
+    ports = "".join(f"      - device: tap{i}\n        limits: {{ingress: {{rate: 10mbit}}}}\n" for i in range(20))
+    text = ("version: 1\ninstances:\n  a:\n    ports:\n      - device: \"d#1\"\n"
+            "        limits: {ingress: {rate: 10mbit}}\n" + ports)
+    with pytest.raises(FormatError) as info:
+        hostfile.read_host(text)
+    assert info.value.line == 5 and "'d#1'" in str(info.value) and "batch lines" in str(info.value)
