@@ -86,7 +86,8 @@ def run_batch(tool: str, lines: Sequence[str], netns: str | None) -> list[LineFa
             last = max(last, number)
         pending = []
     if not finished:
-        why = "; ".join(p for p in pending if p) or (done.stderr or done.stdout).strip() or f"exit {done.returncode}"
+        said = [p for p in pending if p] or [f"exit {done.returncode}"]
+        why = said[-1]  # what the tool said last, before it exited
         failures += [LineFailure(sent[n], f"not known to have run: {tool} -batch stopped before its end ({why})",
                                  None) for n in range(last + 1, len(sent))]
     return sorted(failures, key=lambda f: f.index)
