@@ -136,51 +136,65 @@ def test_a_line_fit_for_a_batch_reads_as_a_shell_reads_it(line: str) -> None:
 
 # -- the batch runner: every line that did not demonstrably run is failed -------------------------
 
-def _tc_that(exit_at: int | None, failing: set[int]):
-    """A stand-in for `tc -force -batch -` that fails the lines (1-based) in `failing` as tc does,
-    and exits at line `exit_at` without a word about it or the lines after (as on a duplicate arg)."""
+def _tc_that(exits: set[str] = frozenset(), failing: set[str] = frozenset()):
+    """A stand-in for `tc -force -batch -`: a line on a device of `failing` fails as tc reports it,
+    one on a device of `exits` makes it exit without a word about that line or the ones after (as on
+    a duplicate argument); `seen` lists the devices of the lines each process read."""
     seen: list[list[str]] = []
 
     def run(argv, netns, *, input, check, timeout):
-        err = []
+        err: list[str] = []
+        seen.append([])
         for number, line in enumerate(input.splitlines(), 1):
-            seen.append(batch_words(line))
-            if number == exit_at:
+            dev = batch_words(line)[3]
+            seen[-1].append(dev)
+            if dev in exits:
                 err.append('Error: duplicate "dev": "x" is the second value.')
                 return SimpleNamespace(returncode=255, stderr="\n".join(err) + "\n", stdout="")
-            if number in failing or "vq/none" in line:
-                err += [f'Cannot find device "{batch_words(line)[3]}"', f"Command failed -:{number}"]
+            if dev in failing or dev == "vq/none":
+                err += [f'Cannot find device "{dev}"', f"Command failed -:{number}"]
         return SimpleNamespace(returncode=1 if err else 0, stderr="\n".join(err) + "\n", stdout="")
 
     return run, seen
 
 
+def _lines(count: int) -> list[str]:
+    return [f"qdisc replace dev p{i} root handle 1: htb default 10" for i in range(count)]
+
+
 def test_a_batch_read_to_its_end_fails_only_the_lines_tc_named(monkeypatch) -> None:
-    run, seen = _tc_that(None, {2})
+    run, seen = _tc_that(failing={"p1"})
     monkeypatch.setattr(batch_driver, "run", run)
-    lines = [f"qdisc replace dev p{i} root handle 1: htb default 10" for i in range(4)]
-    failures = batch_driver.run_batch("tc", lines, None)
+    failures = batch_driver.run_batch("tc", _lines(4), None)
     assert [(f.index, f.message) for f in failures] == [(1, 'Cannot find device "p1"')]
-    assert len(seen) == 5  # and the last line, which proves the batch was read to its end
+    assert seen == [["p0", "p1", "p2", "p3", "vq/none"]]  # the last line proves the batch was read to its end
 
 
-def test_a_batch_that_stops_fails_every_line_after_the_last_it_named_never_only_the_first(monkeypatch) -> None:
-    run, _ = _tc_that(4, {2})
+def test_a_batch_that_stops_fails_the_unproven_lines_of_its_chunk_and_runs_the_rest(monkeypatch) -> None:
+    run, seen = _tc_that(exits={"p3"}, failing={"p2"})
     monkeypatch.setattr(batch_driver, "run", run)
-    lines = [f"qdisc replace dev p{i} root handle 1: htb default 10" for i in range(6)]
-    failures = batch_driver.run_batch("tc", lines, None)
-    assert [f.index for f in failures] == [1, 2, 3, 4, 5]
-    assert "stopped before its end" in failures[-1].message and "duplicate" in failures[-1].message
+    monkeypatch.setattr(batch_driver, "CHUNK", 2)
+    failures = batch_driver.run_batch("tc", _lines(6), None)
+    assert [f.index for f in failures] == [2, 3]  # never the first line only, never the lines that ran
+    assert failures[0].message == 'Cannot find device "p2"'
+    assert "stopped here" in failures[1].message and "duplicate" in failures[1].message
+    assert seen == [["p0", "p1", "vq/none", "p2", "p3"], ["p4", "p5", "vq/none"]]
+
+
+def test_with_one_chunk_a_stop_fails_every_line_not_proven(monkeypatch) -> None:
+    run, _ = _tc_that(exits={"p3"})
+    monkeypatch.setattr(batch_driver, "run", run)
+    assert [f.index for f in batch_driver.run_batch("tc", _lines(6), None)] == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_line_the_batch_reader_would_misread_is_not_sent_and_fails_alone(monkeypatch) -> None:
-    run, seen = _tc_that(None, set())
+    run, seen = _tc_that()
     monkeypatch.setattr(batch_driver, "run", run)
     lines = ["qdisc replace dev p0 root handle 1: htb default 10", "qdisc replace dev 'd#1' root handle 1: htb",
              "qdisc replace dev 'a'\"'\"'b' root handle 1: htb", "qdisc replace dev p3 root handle 1: htb default 10"]
     failures = batch_driver.run_batch("tc", lines, None)
     assert [f.index for f in failures] == [1, 2] and all(f.message.startswith("not run:") for f in failures)
-    assert [w[3] for w in seen[:-1]] == ["p0", "p3"]
+    assert seen == [["p0", "p3", "vq/none"]]
 
 
 def test_the_reconciler_fails_only_the_port_whose_line_cannot_be_carried() -> None:

@@ -66,21 +66,23 @@ def test_a_line_cut_at_hash_fails_alone_and_the_ports_after_it_are_limited(ports
     assert all(_limited(ports, dev) for dev in DEVICES)
 
 
-def test_a_batch_that_stops_midway_fails_every_line_it_did_not_run(ports):
-    """tc exits without naming the line: the lines it ran before succeeded silently, so nothing
-    proves them; every line from the last one it reported on is failed (and rolled back by the
-    reconciler), never taken as done."""
-    lines = _port_lines("vqa0") + _port_lines("vqa1")
-    lines.insert(2, "qdisc replace dev vqa1 dev vqa1 root handle 1: htb default 10")  # tc exits: duplicate "dev"
-    owners: list[str | None] = ["vqa0", "vqa0", "vqa1", "vqa1", "vqa1"]
-    lines += _port_lines("vqa2") + _port_lines("vqa3")
-    owners += ["vqa2", "vqa2", "vqa3", "vqa3"]
+@pytest.mark.parametrize("chunk", [2, 16])
+def test_a_batch_that_stops_midway_fails_the_lines_it_did_not_run_and_runs_the_rest(ports, monkeypatch, chunk):
+    """tc exits without naming the line: the lines of that chunk it did not report are failed (it
+    may have run them silently, nothing proves it), never taken as done; the chunks after it, which
+    never ran, go in a new batch."""
+    monkeypatch.setattr("vmqos.drivers.batch.CHUNK", chunk)
+    lines = _port_lines("vqa0") + ["qdisc replace dev vqa1 dev vqa1 root handle 1: htb default 10"]  # tc exits
+    lines += _port_lines("vqa1") + _port_lines("vqa2") + _port_lines("vqa3")
+    owners = ["vqa0", "vqa0", "vqa1", "vqa1", "vqa1", "vqa2", "vqa2", "vqa3", "vqa3"]
     failures = run_batch("tc", lines, ports)
-    assert {f.index for f in failures} >= set(range(2, len(lines)))  # none after the exit is taken as done
-    assert "stopped before its end" in failures[-1].message and "duplicate" in failures[-1].message
-    assert not _limited(ports, "vqa2") and not _limited(ports, "vqa3")  # indeed never run
+    failed = {owners[f.index] for f in failures}
+    assert 2 in {f.index for f in failures}
+    assert any("stopped here" in f.message and "duplicate" in f.message for f in failures)
     for dev in DEVICES:
-        assert dev in {owners[f.index] for f in failures} or _limited(ports, dev)
+        assert dev in failed or _limited(ports, dev), f"{dev}: reported applied, but it has no HTB"
+    if chunk == 2:  # the exit is located within its chunk: only vqa1 fails, the others are limited
+        assert failed == {"vqa1"}
 
 
 def test_a_complete_batch_reports_only_its_failed_lines(ports):

@@ -43,51 +43,72 @@ def guess_errno(message: str) -> int | None:
     return errnos.EINVAL if message.startswith("Error:") else None
 
 
-# A last line that fails without changing anything (no device name holds '/'), so that its
-# "Command failed" proves that the tool read the batch to its end: tc and ip exit on some errors
-# (an unterminated quote, a duplicate or missing argument) without a word about the lines after.
+# A line that fails without changing anything (no device name holds '/'): its "Command failed"
+# proves that the tool read the batch up to it. tc and ip exit on some errors (an unterminated
+# quote, a duplicate or missing argument) without a word about that line or the ones after; one
+# such proof every CHUNK lines (35 us each) bounds what an exit leaves unknown to one chunk.
 _SENTINEL = {"tc": "qdisc show dev vq/none", "ip": "link show dev vq/none"}
+CHUNK = 16
 
 
 def run_batch(tool: str, lines: Sequence[str], netns: str | None) -> list[LineFailure]:
     """Run `lines` (without the leading tool name) as one batch; return the lines that failed.
 
-    Every line that did not demonstrably run is failed: a line iproute2 would read differently
-    from a shell is not sent at all (`unfit_for_batch`), and when the tool stops before its last
-    line, every line after the last one it reported is failed, never taken as done."""
-    if not lines:
-        return []
+    Every line that did not demonstrably run is failed, and no other: a line iproute2 would read
+    differently from a shell is not sent at all (`unfit_for_batch`); when the tool stops, the
+    lines of the chunk it stopped in that it did not report are failed, and the lines after that
+    chunk, which never ran, go in a new batch."""
     failures: list[LineFailure] = []
-    sent: list[int] = []  # batch line number - 1 -> index into `lines`
+    todo: list[int] = []  # indices into `lines` still to send
     for index, line in enumerate(lines):
         why = unfit_for_batch(line)
         if why is None:
-            sent.append(index)
+            todo.append(index)
         else:
             failures.append(LineFailure(index, f"not run: {why}", errnos.EINVAL))
-    if not sent:
-        return failures
-    text = "\n".join([*(lines[i] for i in sent), _SENTINEL[tool]]) + "\n"
-    done = run([tool, "-force", "-batch", "-"], netns, input=text, check=False, timeout=600)
+    while todo:
+        reported, proven, stopped = _one_batch(tool, [lines[i] for i in todo], netns)
+        failures += [LineFailure(todo[n], message, code) for n, (message, code) in reported.items()]
+        if stopped is None:
+            break
+        unknown = range(proven, min(proven + CHUNK, len(todo)))
+        failures += [LineFailure(todo[n], f"not known to have run: {tool} -batch stopped here ({stopped})", None)
+                     for n in unknown if n not in reported]
+        todo = todo[unknown.stop:]
+    return sorted(failures, key=lambda f: f.index)
+
+
+def _one_batch(tool: str, lines: Sequence[str], netns: str | None
+               ) -> tuple[dict[int, tuple[str, int | None]], int, str | None]:
+    """One process: the lines it reported failed (index -> message, errno), how many lines it is
+    proven to have read, and what it said last if it stopped before the end (None: it did not)."""
+    text: list[str] = []
+    at: list[int] = []  # batch line number - 1 -> index into `lines`, or -1 - (lines proven) for a proof
+    for n, line in enumerate(lines):
+        text.append(line)
+        at.append(n)
+        if (n + 1) % CHUNK == 0 or n + 1 == len(lines):
+            text.append(_SENTINEL[tool])
+            at.append(-1 - (n + 1))
+    done = run([tool, "-force", "-batch", "-"], netns, input="\n".join(text) + "\n", check=False, timeout=600)
+    reported: dict[int, tuple[str, int | None]] = {}
+    proven = 0
     pending: list[str] = []
-    last = -1  # the last line (0-based, of the batch) the tool reported: every line up to it ran
-    finished = False
     for line in (done.stderr or "").splitlines():
         match = _FAILED.match(line.strip())
         if not match:
             pending.append(line.strip())
             continue
         number = int(match.group(1)) - 1
-        if number == len(sent):
-            finished = True
-        elif 0 <= number < len(sent):
-            message = "; ".join(p for p in pending if p) or "failed"
-            failures.append(LineFailure(sent[number], message, guess_errno(pending[-1] if pending else "")))
-            last = max(last, number)
+        if 0 <= number < len(at):
+            where = at[number]
+            if where < 0:
+                proven = -1 - where
+            else:
+                said = [p for p in pending if p]
+                reported[where] = ("; ".join(said) or "failed", guess_errno(said[-1] if said else ""))
         pending = []
-    if not finished:
-        said = [p for p in pending if p] or [f"exit {done.returncode}"]
-        why = said[-1]  # what the tool said last, before it exited
-        failures += [LineFailure(sent[n], f"not known to have run: {tool} -batch stopped before its end ({why})",
-                                 None) for n in range(last + 1, len(sent))]
-    return sorted(failures, key=lambda f: f.index)
+    if proven == len(lines):
+        return reported, proven, None
+    said = [p for p in pending if p] or [f"exit {done.returncode}"]
+    return reported, proven, said[-1]
