@@ -60,10 +60,12 @@ def table_hooks(family: str, table: str, listing: str) -> list[ForeignHook]:
         if opened:
             chain = _unquote(opened.group(1).strip())
             continue
-        found = hook_devices(line) if chain is not None else None
-        if found is not None and chain is not None:
+        if chain is None or not line.strip():
+            continue
+        found = hook_devices(line) if line.split()[0] == "type" else None  # a base chain declares it first
+        if found is not None:
             hooks += [ForeignHook(family, table, chain, found[0], dev) for dev in found[1]]
-            chain = None
+        chain = None
     return hooks
 
 
