@@ -234,4 +234,7 @@ def check(as_json: bool, netns: str | None, db: str | None) -> None:
                 [f"foreign nft chain {h.table}/{h.chain} on {h.hook}" for h in d.foreign_hooks]
             stdout.print(f"[red]{d.port}[/]: " + "; ".join(problems), markup=True)
         stdout.print("in sync" if ok else "drift found: `vmqos apply` (with --force for foreign objects) fixes it")
+        if any(d.foreign_hooks for d in found.ports):
+            stdout.print("a foreign nft chain is not vmqos's to delete: remove it (`nft list ruleset netdev`), or "
+                         "`vmqos apply --force` applies the limits beside it")
     sys.exit(0 if ok else 1)

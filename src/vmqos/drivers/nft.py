@@ -23,7 +23,60 @@ __all__ = ["Nft", "TRANSACTION_TIMEOUT_S", "_set_decl", "encode", "transaction"]
 # 6.18), so a transaction of 20,000 base chains (10,000 ports) runs for minutes.
 TRANSACTION_TIMEOUT_S = 1800
 
-_HOOK = re.compile(r'chain (\S+) \{\s*type \w+ hook (\w+) (?:device|devices =) ("[^"]+"|\S+|\{[^}]*\})')
+_CHAIN = re.compile(r"^\s*chain (.+) \{\s*$")
+
+
+def _unquote(word: str) -> str:
+    return word[1:-1] if len(word) >= 2 and word[0] == word[-1] == '"' else word
+
+
+def hook_devices(declaration: str) -> tuple[str, list[str]] | None:
+    """(hook, devices) of a base chain's `type ... hook H device "D" | devices = { D1, D2 } priority P;`
+    line as nft lists it; None for a line that declares no hook.
+
+    Read word by word: a device name holds no whitespace (the kernel refuses it), so the words
+    between `{` and the last `}` before `priority` are the devices, each but the last followed by
+    the `,` nft writes after it (a name may end with a `,` or be `}` itself)."""
+    words = declaration.split()
+    if "hook" not in words[:-1]:
+        return None
+    at = words.index("hook")
+    hook, rest = words[at + 1], words[at + 2:]
+    end = rest.index("priority") if "priority" in rest else len(rest)
+    if rest[:1] == ["device"] and end >= 2:
+        return hook, [_unquote(rest[1])]
+    if rest[:3] == ["devices", "=", "{"] and end >= 4 and rest[end - 1] == "}":
+        items = rest[3:end - 1]
+        return hook, [_unquote(w[:-1] if i < len(items) - 1 and w.endswith(",") else w) for i, w in enumerate(items)]
+    return hook, []
+
+
+def table_hooks(family: str, table: str, listing: str) -> list[ForeignHook]:
+    """Every (chain, device) hook of one table's text listing (`nft list table FAMILY TABLE`)."""
+    hooks: list[ForeignHook] = []
+    chain = None
+    for line in listing.splitlines():
+        opened = _CHAIN.match(line)
+        if opened:
+            chain = _unquote(opened.group(1).strip())
+            continue
+        if chain is None or not line.strip():
+            continue
+        found = hook_devices(line) if line.split()[0] == "type" else None  # a base chain declares it first
+        if found is not None:
+            hooks += [ForeignHook(family, table, chain, found[0], dev) for dev in found[1]]
+        chain = None
+    return hooks
+
+
+def _json_devices(dev: object) -> list[str] | None:
+    """A chain's devices from nft's JSON ("dev": a name or a list of names); None when nft left
+    them out (nft 1.0.6 does, for every netdev chain)."""
+    if isinstance(dev, str):
+        return [dev]
+    if isinstance(dev, list) and all(isinstance(d, str) for d in dev):
+        return list(dev)
+    return None
 
 
 class Nft:
@@ -61,7 +114,7 @@ class Nft:
         watched = set(devices) if devices is not None else None
         rules: dict[str, list[Any]] = {}
         decls: dict[str, dict[str, Any]] = {}
-        foreign_tables: set[str] = set()
+        foreign_tables: set[str] = set()  # tables whose hooks nft's JSON does not name: read as text
         for item in json.loads(done.stdout or '{"nftables": []}')["nftables"]:
             (kind, body), = item.items()
             ours = body.get("table") == NFT_TABLE
@@ -77,8 +130,13 @@ class Nft:
                 kinds = body.get("type", ())
                 state.sets[body["name"]] = NftSet(body["name"], tuple([kinds] if isinstance(kinds, str) else kinds),
                                                   body.get("size", 0), body.get("timeout", 0))
-            elif kind == "chain" and "hook" in body:
-                foreign_tables.add(body["table"])
+            elif kind == "chain" and "hook" in body:  # a base chain of another table: drift on its devices
+                devices = _json_devices(body.get("dev"))
+                if devices is None:
+                    foreign_tables.add(body["table"])
+                else:
+                    state.foreign += [ForeignHook(NFT_FAMILY, body["table"], body["name"], body["hook"], dev)
+                                      for dev in devices if watched is None or dev in watched]
             elif kind == "rule" and ours:
                 rules.setdefault(body["chain"], []).append(rule_from_expr(body["expr"]))
         for name, body in decls.items():
@@ -93,11 +151,9 @@ class Nft:
     def _hooks(self, table: str) -> list[ForeignHook]:
         """Base chains of another netdev table, with their devices (read from nft's text listing)."""
         done = run(["nft", "list", "table", NFT_FAMILY, table], self.netns, check=False)
-        hooks: list[ForeignHook] = []
-        for match in _HOOK.finditer(done.stdout):
-            for dev in re.findall(r'[^\s",{}]+', match.group(3)):
-                hooks.append(ForeignHook(NFT_FAMILY, table, match.group(1), match.group(2), dev))
-        return hooks
+        if done.returncode != 0:
+            raise KernelError(f"nft list table {NFT_FAMILY} {table} failed: {done.stderr.strip()}")
+        return table_hooks(NFT_FAMILY, table, done.stdout)
 
     def set_elements(self, name: str) -> list[tuple[tuple[str, ...], CounterValue]]:
         """A set's elements (their key parts) with their counters; empty when there is no such set."""

@@ -42,7 +42,8 @@ class DeviceTc:
 
 @dataclass(frozen=True)
 class LineFailure:
-    """One line of an `ip -batch` / `tc -batch` that the kernel refused."""
+    """One line of an `ip -batch` / `tc -batch` that the kernel refused, or that is not known to have
+    run (not sent, or after the point where the tool stopped): either way, not done."""
 
     index: int  # 0-based index into the lines given
     message: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
-from vmqos.core.observed import NftState
+from vmqos.core.observed import ForeignHook, NftState
 from vmqos.core.plan.diff import Operation, diff
 from vmqos.core.plan.names import chain_owners, counter_port, ifb_name
 from vmqos.core.plan.objects import (
@@ -121,13 +121,26 @@ def drift_message(blocked: Sequence[Operation]) -> str:
             + " (run `vmqos check`; `--force` replaces it)")
 
 
+def hooks_message(port: str, hooks: Sequence[ForeignHook]) -> str:
+    return (f"drift: {'; '.join(f'{h.family} table {h.table} chain {h.chain} hooks {h.hook} of {port}' for h in hooks)}"
+            ", which vmqos did not make and which may divert the port's traffic past its limits (run `vmqos "
+            "check`; `--force` applies the limits beside it, leaving it in place)")
+
+
 def decide_port(port: str, planned: Sequence[KernelObject], *, read: Sequence[str],
                 seen_tc: list[KernelObject] | None, seen_nft: list[KernelObject] | None, missing: bool,
-                force: bool, netns: str | None) -> PortDecision:
+                force: bool, netns: str | None, foreign_hooks: Sequence[ForeignHook] = ()) -> PortDecision:
     """The diff of one port against what it holds: `read` are the port's devices that were read back
-    (`seen_tc` their objects), `seen_nft` its chains (None: not read, trusted as planned)."""
+    (`seen_tc` their objects), `seen_nft` its chains (None: not read, trusted as planned).
+
+    `foreign_hooks`: other tables' base chains on the port. vmqos cannot vouch for a port's limits
+    while a chain it did not make sees its packets first (one `fwd` and they skip vmqos's chain and
+    IFB), and it does not delete another table's chain: a port to be limited is refused, as drift,
+    unless forced; clearing a port is not held up by them."""
     if missing and planned:  # clearing a port whose device is gone is fine
         return PortDecision(port, error=missing_device(port, netns))
+    if foreign_hooks and planned and not force:
+        return PortDecision(port, error=hooks_message(port, foreign_hooks))
     # A part that was not read is trusted to be as planned: it is as it was applied (the
     # fingerprint's IFB part holds whatever is not on the port).
     trusted_tc = [o for o in planned if not is_nft(o)

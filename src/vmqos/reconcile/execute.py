@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from vmqos.core.errors import KernelError, ToolTimeout, VmqosError
-from vmqos.core.observed import NftState, TcStats
+from vmqos.core.observed import ForeignHook, NftState, TcStats
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.names import ifb_name
 from vmqos.core.plan.objects import KernelObject
@@ -179,10 +179,13 @@ class Reconciler:
             seen_tc = self.observe(list(need_tc), nft=False, only=need_tc) if need_tc else nothing
             seen_nft = self.observe(need_nft, tc=False) if need_nft else nothing
         before: dict[str, list[KernelObject]] = {}
+        hooks: dict[str, list[ForeignHook]] = {}
+        for hook in seen_nft.nft.foreign if seen_nft.nft is not None else ():
+            hooks.setdefault(hook.device, []).append(hook)
         for port, plan in plans.items():
             decision = decide_port(port, plan.objects, read=need_tc.get(port, ()), seen_tc=seen_tc.objects.get(port),
                                    seen_nft=seen_nft.objects.get(port), missing=port in seen_tc.missing,
-                                   force=force, netns=self.netns)
+                                   force=force, netns=self.netns, foreign_hooks=hooks.get(port, ()))
             results[port].ops, results[port].error = decision.ops, decision.error
             if decision.before is not None:
                 before[port] = decision.before

@@ -11,14 +11,38 @@ from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.document import QosDocument
 from vmqos.core.model.network import NetworkQos
 
-# Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
+# Linux interface names: at most 15 bytes, no '/', ':' or whitespace, not '.' or '..' (the
+# kernel's dev_valid_name). vmqos manages a narrower set, every name its command paths carry
+# faithfully (tests/core/test_trust_names.py):
+# - '#', "'", '"': iproute2's batch reader cuts a line at '#' even inside quotes and has no
+#   escapes, so tc would read another line than the one planned (and exit on the broken quote,
+#   skipping every later port of the batch);
+# - '\\' and '*': nft reads a trailing '*' in an interface name as a wildcard (nft 1.0.6 aborts on
+#   `update @set { "d*" . ... }`) and '\\' as its escape;
+# - a leading '@': nft's JSON reads such a string as a set reference, not a name;
+# - control and other non-printable characters: no terminal, log line or one-line error shows them.
 IFNAMSIZ = 16
+_NOT_IN_DEVICE_NAMES = "/:#'\"\\*"
 
 
 def check_device_name(name: str, field_name: str = "port") -> str:
-    if (not isinstance(name, str) or not 1 <= len(name.encode()) < IFNAMSIZ or name in (".", "..")
-            or any(c in name for c in "/: \t\n")):
-        raise InvalidValue(field_name, name, "a Linux device name is 1 to 15 characters without '/', ':' or spaces")
+    if (not isinstance(name, str) or not 1 <= len(name.encode(errors="surrogatepass")) < IFNAMSIZ
+            or name in (".", "..") or name.startswith("@")
+            or any(c in _NOT_IN_DEVICE_NAMES or c.isspace() or not c.isprintable() for c in name)):
+        raise InvalidValue(field_name, name, "a Linux device name is 1 to 15 characters without '/', ':' or spaces "
+                                             "(15 bytes, printable); vmqos also refuses '#', quotes, '\\', '*' and a "
+                                             "leading '@', which iproute2's batch lines and nft cannot carry")
+    return name
+
+
+def check_object_name(kind: str, name: str) -> str:
+    """A policy, flavor, network or instance name: shown in tables, logs and one-line errors, and
+    never given to a kernel tool, so any printable text (empty for an unnamed converted policy; the
+    host file refuses empty keys itself); a control character or a line break would forge or split
+    the lines that show it."""
+    if not isinstance(name, str) or not name.isprintable():
+        raise InvalidValue(f"{kind} name", name, f"a {kind} name is printable text, without control characters "
+                                                 "or line breaks")
     return name
 
 
@@ -51,17 +75,26 @@ class Policy:
     qos: NetworkQos
     origin: str = "vmqos"
 
+    def __post_init__(self) -> None:
+        check_object_name("policy", self.name)
+
 
 @dataclass(frozen=True)
 class Flavor:
     name: str
     qos: QosDocument
 
+    def __post_init__(self) -> None:
+        check_object_name("flavor", self.name)
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
     name: str
     policy: str | None = None
+
+    def __post_init__(self) -> None:
+        check_object_name("network", self.name)
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,9 @@ class InstanceSpec:
     cpu: CpuQos | None = None
     ports: tuple[PortSpec, ...] = ()
     disks: dict[str, DiskQos] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_object_name("instance", self.name)
 
 
 @dataclass(frozen=True)

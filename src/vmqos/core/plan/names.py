@@ -8,6 +8,7 @@ import re
 from typing import Iterable, Mapping
 
 _NFT_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HASHED = re.compile(r"_[0-9a-f]{6}$")  # how a mangled name ends: a port's own name may not look so
 
 
 @functools.lru_cache(maxsize=1 << 16)  # every pass of the monitor names every port's IFB and chains
@@ -22,8 +23,11 @@ def ifb_name(port: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def nft_ident(port: str) -> str:
-    """The port's name as an nft identifier; a hash suffix keeps `tap-a` and `tap_a` apart."""
-    if _NFT_IDENT.match(port):
+    """The port's name as an nft identifier; a hash suffix keeps `tap-a` and `tap_a` apart.
+
+    One port, one identifier: a name kept as it is never ends like a mangled one (`_` and six hex
+    digits), else port `tap_a_<hash of tap-a>` would share `tap-a`'s chains and replace them."""
+    if _NFT_IDENT.match(port) and not _HASHED.search(port):
         return port
     return re.sub(r"[^A-Za-z0-9_]", "_", port) + "_" + _digest(port)[:6]
 

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
+from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Qdisc, TcFilter, U32Filter
 from vmqos.core.plan.render import tc_commands
@@ -59,10 +60,13 @@ class FakeBatch:
         for index, line in enumerate(lines):
             with self.kernel.lock:
                 try:
+                    unfit = unfit_for_batch(line)  # the real runner never sends such a line
+                    if unfit is not None:
+                        raise Refused(f"not run: {unfit}", errnos.EINVAL)
                     injected = self.kernel.injected(line)
                     if injected is not None:
                         raise Refused(injected.message, injected.errno)
-                    (self._ip if tool == "ip" else self._tc)(shlex.split(line))
+                    (self._ip if tool == "ip" else self._tc)(batch_words(line))
                 except Refused as exc:
                     self.kernel.record(tool, line, ok=False)
                     failures.append(LineFailure(index, exc.message, exc.errno))
