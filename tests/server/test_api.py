@@ -128,3 +128,16 @@ def test_a_stored_policy_is_the_vmqos_models_and_a_stale_write_is_refused(api):
     assert policy.qos.ingress.bandwidth is None
     with pytest.raises(ConflictError, match="changed or deleted by another request"):
         qos.save_policy(store, stored, replaces=stored.revision_number - 1)
+
+
+def test_bootstrap_is_idempotent_and_sets_the_password(tmp_path):
+    with identity.open_store(f"sqlite:///{tmp_path / 'b.db'}") as store:
+        first = identity.bootstrap(store, "one")
+        second = identity.bootstrap(store, "two")
+        assert first.id == second.id
+        with pytest.raises(identity.NotAuthenticated):
+            identity.authenticate(store, {"name": "admin"}, "one", {"name": "admin"})
+        caller = identity.authenticate(store, {"name": "admin"}, "two", {"name": "admin"}).caller
+        assert [r.name for r in caller.roles] == ["admin"] and caller.project.name == "admin"
+        with pytest.raises(identity.NotAuthenticated):  # another domain than Default has no users
+            identity.authenticate(store, {"name": "admin", "domain": {"name": "Other"}}, "two", {"name": "admin"})
