@@ -17,6 +17,7 @@ from vmqos.cli.logs import LEVELS, configure
 from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
+from vmqos.cli.server import server
 from vmqos.cli.verify import verify
 from vmqos.cli.vm import vm
 from vmqos.cli.volume import volume, volume_type
@@ -52,6 +53,7 @@ cli.add_command(volume_type)
 cli.add_command(volume)
 cli.add_command(vm)
 cli.add_command(verify)
+cli.add_command(server)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)
 

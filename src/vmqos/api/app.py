@@ -1,0 +1,101 @@
+"""The API server's application: its routes, its one database, and every error as the client expects it.
+
+One server answers as Keystone (/v3) and as Neutron (/, /v2.0), so that the real `openstack` CLI
+needs nothing but OS_AUTH_URL. The root document lists Neutron's v2.0 and Keystone's v3 in the
+list form both Neutron and keystoneauth read: the network service finds v2.0 in it and an auth URL
+without /v3 finds v3. `vmqos server` starts it through uvicorn by the import string
+"vmqos.api.app:create_app" (the command line never imports this room, a contract), with the
+database named in $VMQOS_DB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from vmqos import __version__
+from vmqos.api import identity, network
+from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
+from vmqos.services.identity import NotAuthenticated
+from vmqos.services.neutron_input import NeutronError
+from vmqos.store import Store
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 500: "Internal Server Error"}
+_HTTP_TYPES = {400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
+               409: "HTTPConflict"}
+
+
+def _neutron(request: Request) -> bool:
+    return request.url.path.startswith("/v2.0")
+
+
+def neutron_error(status: int, type_: str, message: str) -> JSONResponse:
+    return JSONResponse({"NeutronError": {"type": type_, "message": message, "detail": ""}}, status_code=status)
+
+
+def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
+    """keystonemiddleware's (for /v2.0) and Keystone's 401: the same body, and where to get a token."""
+    response = identity.keystone_error(401, "Unauthorized", "The request you have made requires authentication.")
+    response.headers["WWW-Authenticate"] = f'Keystone uri="{identity.base_url(request)}/v3"'
+    return response
+
+
+def _vmqos_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, NeutronError):
+        return neutron_error(exc.http_status, exc.type, str(exc))
+    status = getattr(exc, "http_status", 500)
+    if isinstance(exc, NotAuthenticated):
+        return _unauthenticated(request, exc)
+    if _neutron(request):
+        kind = ("InvalidInput" if isinstance(exc, InvalidValue) else "Conflict" if isinstance(exc, ConflictError)
+                else "NotFound" if isinstance(exc, NotFound) else _HTTP_TYPES.get(status, "HTTPInternalServerError"))
+        return neutron_error(status, kind, str(exc))
+    return identity.keystone_error(status, _TITLES.get(status, "Error"), str(exc))
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    if _neutron(request):
+        message = "The resource could not be found." if status == 404 else str(getattr(exc, "detail", ""))
+        return neutron_error(status, _HTTP_TYPES.get(status, "HTTPError"), message)
+    return identity.keystone_error(status, _TITLES.get(status, "Error"), str(getattr(exc, "detail", "")))
+
+
+def _bad_body(request: Request, exc: Exception) -> JSONResponse:
+    """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody."""
+    if _neutron(request):
+        return neutron_error(400, "MalformedRequestBody", "Malformed request body: the body is not JSON.")
+    return identity.keystone_error(400, "Bad Request", "Malformed request body: the body is not JSON.")
+
+
+def create_app(url: str | None = None) -> FastAPI:
+    """The application on the database `url` ($VMQOS_DB, else the host's default)."""
+    store = Store(url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(title="vmqos API", version=__version__, lifespan=lifespan,
+                  description="Keystone v3 tokens and Neutron QoS policies for the openstack CLI.")
+    app.state.store = store
+    app.add_exception_handler(VmqosError, _vmqos_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _bad_body)
+
+    @app.get("/", tags=["discovery"], summary="The API versions: Neutron's v2.0 and Keystone's v3")
+    def versions(request: Request) -> dict[str, Any]:
+        return {"versions": [network.network_version(request), identity.identity_version(request)]}
+
+    app.include_router(identity.router)
+    app.include_router(network.router)
+
+    return app

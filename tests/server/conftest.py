@@ -1,0 +1,109 @@
+"""The server tier: `vmqos server` in a subprocess on a free loopback port, driven by the real `openstack` CLI.
+
+No root: the server touches no kernel. The client is python-openstackclient, unmodified, in its
+own virtualenv (it pulls many packages that must not move the project's pins): $VMQOS_OPENSTACK_CLI,
+else .venv-osc/bin/openstack in the checkout (`make test` installs it there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "admin-secret"
+PASSWORD = "user-secret"
+# name -> (project, role)
+USERS = {"alice": ("demo", "member"), "rita": ("demo", "reader"), "bob": ("other", "member")}
+
+
+def openstack_cli() -> Path:
+    path = Path(os.environ.get("VMQOS_OPENSTACK_CLI") or ROOT / ".venv-osc" / "bin" / "openstack")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"the openstack client is not at {path}: python3 -m venv .venv-osc && "
+                    ".venv-osc/bin/pip install python-openstackclient==10.5.0 (or set VMQOS_OPENSTACK_CLI)")
+    return path
+
+
+def vmqos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmqos.cli.main", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    db: str
+    cli: Path
+    cwd: Path
+
+    def openstack(self, *args: str, user: str = "admin", project: str | None = None,
+                  password: str | None = None) -> subprocess.CompletedProcess[str]:
+        project = project or ("admin" if user == "admin" else USERS[user][0])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env |= {"OS_AUTH_URL": f"{self.url}/v3", "OS_USERNAME": user, "OS_PROJECT_NAME": project,
+                "OS_PASSWORD": password or (ADMIN_PASSWORD if user == "admin" else PASSWORD),
+                "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+                "OS_IDENTITY_API_VERSION": "3", "HOME": str(self.cwd)}
+        return subprocess.run([str(self.cli), *args], cwd=self.cwd, env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    def json(self, *args: str, **kw: Any) -> Any:
+        result = self.openstack(*args, "-f", "json", **kw)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    cli = openstack_cli()
+    tmp = tmp_path_factory.mktemp("vq-server")
+    db = f"sqlite:///{tmp / 'vmqos.db'}"
+    init = vmqos("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db, cwd=tmp)
+    assert init.returncode == 0, init.stderr
+    for name, (project, role) in USERS.items():
+        made = vmqos("server", "user", name, "--password", PASSWORD, "--project", project, "--role", role,
+                     "--db", db, cwd=tmp)
+        assert made.returncode == 0, made.stderr
+    port = free_port()
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen", f"127.0.0.1:{port}",
+                             "--db", db], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start: {(tmp / 'server.log').read_text()}")
+            time.sleep(0.1)
+        yield Server(url, db, cli, tmp)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
