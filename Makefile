@@ -5,6 +5,7 @@
 
 PYTHON   ?= python3
 VENV     := .venv
+OSC      := .venv-osc
 VPY      := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 APT_STAMP := /var/lib/vmqos-apt.stamp
@@ -51,7 +52,11 @@ $(STAMP): pyproject.toml
 	  { echo "vmqos needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,libvirt]'
+	@# the real openstack CLI, which tests/server drives as operators do; in a virtualenv of its
+	@# own, since its many dependencies must not move the project's pins
+	test -x $(OSC)/bin/python || $(PYTHON) -m venv $(OSC)
+	$(OSC)/bin/pip install -q --disable-pip-version-check python-openstackclient==10.5.0
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OSC) build src/*.egg-info .pytest_cache .hypothesis
