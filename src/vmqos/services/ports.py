@@ -29,6 +29,8 @@ from vmqos.services.results import ApplyReport, PortDesired, PortDrift, PortKern
 from vmqos.store import Store
 from vmqos.store.monitor import quarantines
 
+PENDING = "pending"  # the `applied` row of a port whose first apply began (never a plan's fingerprint)
+
 # -- kernel work ---------------------------------------------------------------------------------
 
 def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
@@ -67,16 +69,26 @@ class WatchedPlans:
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
                     dry_run: bool = False) -> ApplyReport:
+    """Bring `ports` of `state` (all: None) and the `clear` ones to the kernel, as the scope's writer.
+
+    Before the kernel is touched, a port vmqos never applied is recorded as pending (the intent):
+    a crash in the middle leaves a row that `check` and `apply --prune` find, never an object that
+    belongs to nobody. Its fingerprint replaces the row once the port is applied."""
     scope = scope_of(netns)
-    plans = desired_plans(store, scope, state, ports)
-    for port in clear:
-        plans[port] = empty_plan(port)
-    notes = [n for plan in plans.values() for n in plan.notes]
-    with Reconciler(netns) as rec:
-        results, record = rec.reconcile(plans, applied=store.applied(scope), force=force, verify=verify,
-                                        dry_run=dry_run)
-    if record:
-        store.record_applied_many(scope, record)
+    with store.writer(scope):
+        plans = desired_plans(store, scope, state, ports)
+        for port in clear:
+            plans[port] = empty_plan(port)
+        notes = [n for plan in plans.values() for n in plan.notes]
+        applied = store.applied(scope)
+        pending = [] if dry_run else [p for p, plan in plans.items() if plan.objects and p not in applied]
+        store.record_applied_many(scope, dict.fromkeys(pending, PENDING))
+        with Reconciler(netns) as rec:
+            results, record = rec.reconcile(plans, applied=applied, force=force, verify=verify, dry_run=dry_run)
+        failed = {r.port for r in results if r.error and (r.rolled_back or not r.ops)}
+        record.update({p: None for p in pending if p in failed})  # the kernel holds what it held before
+        if record:
+            store.record_applied_many(scope, record)
     return ApplyReport(results, notes)
 
 
@@ -85,36 +97,40 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     scope = scope_of(netns)
-    state = store.load(scope)
-    new_state, _ = changed_port(state, device, change)
-    report = None
-    if live:
-        report = reconcile_ports(store, netns, new_state, [device], force=force)
-        if not report.ok:
-            return report  # the port was rolled back; the stored state stays as it was
-    if config:
-        store.save(scope, new_state, actor="port set", summary=f"port {device}")
-    return report
+    with store.writer(scope):  # load, kernel and save as one writer: no other change slips between
+        state = store.load(scope)
+        new_state, _ = changed_port(state, device, change)
+        report = None
+        if live:
+            report = reconcile_ports(store, netns, new_state, [device], force=force)
+            if not report.ok:
+                return report  # the port was rolled back; the stored state stays as it was
+        if config:
+            store.save(scope, new_state, actor="port set", summary=f"port {device}")
+        return report
 
 
 def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False) -> ApplyReport:
     scope = scope_of(netns)
-    state = store.load(scope)
-    report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
-    if report.ok:
-        store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
-    return report
+    with store.writer(scope):
+        state = store.load(scope)
+        report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
+        if report.ok:
+            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+        return report
 
 
 def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool = False, force: bool = False,
                dry_run: bool = False) -> ApplyReport:
     scope = scope_of(netns)
     wanted = {port.device for _, port in state.ports()}
-    stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
-    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
-    if not dry_run:
-        store.save(scope, state, actor="apply", summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
-    return report
+    with store.writer(scope):
+        stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
+        report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
+        if not dry_run:
+            store.save(scope, state, actor="apply",
+                       summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
+        return report
 
 
 def check_host(store: Store, netns: str | None) -> list[PortDrift]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +28,7 @@ from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
 from vmqos.store.engine import check_scope, default_url, open_engine, reason
 from vmqos.store.rows import Decoder, encode
+from vmqos.store.writer import WriterLocks
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
         self._engine, self._shown = open_engine(self.url)
+        self._writers = WriterLocks(self._engine, self.url, self._shown)
 
     def __enter__(self) -> Store:
         return self
@@ -56,6 +58,15 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def writer(self, scope: str) -> AbstractContextManager[None]:
+        """Be the only writer of `scope` (threads and processes alike) until the block ends.
+
+        Every use case that loads a scope, changes the kernel and saves holds it around all three:
+        without it two writers each save their own whole state and one change is lost, and their
+        kernel changes interleave on one device (`vmqos.store.writer`)."""
+        check_scope(scope)
+        return self._writers.hold(scope)
 
     # desired state -------------------------------------------------------------------------------
 
