@@ -28,7 +28,8 @@ from vmqos.core.errors import KernelError, ToolTimeout, VmqosError
 from vmqos.core.observed import NftState, TcStats
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.names import ifb_name
-from vmqos.core.plan.objects import KernelObject
+from vmqos.core.plan.objects import IfbLink, KernelObject, NftChain, NftCounter
+from vmqos.core.plan.orphans import Inventory, Orphans
 from vmqos.core.plan.planner import PortPlan, fingerprint
 from vmqos.core.plan.render import tc_commands
 from vmqos.drivers.batch import run_batch
@@ -322,6 +323,28 @@ class Reconciler:
                 self.nft.apply(ops)
             except KernelError as exc:
                 failed[port] = str(exc)
+
+    # -- what belongs to no port -----------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        """Every object of vmqos's naming in the namespace (`vmqos.core.plan.orphans`)."""
+        from vmqos.drivers.inventory import vmqos_inventory
+
+        return vmqos_inventory(self.netns)
+
+    def remove_loose(self, orphans: Orphans, *, dry_run: bool = False) -> list[PortResult]:
+        """Delete the IFBs, chains and counters of vmqos that belong to no device, one result each
+        (orphan ports, with a device, are cleared as ports by `reconcile`)."""
+        ops: dict[str, list[Operation]] = {name: [Operation("delete", IfbLink(name))] for name in orphans.ifbs}
+        if orphans.chains or orphans.counters:
+            chains = self.nft.read().chains
+            for name in orphans.chains:
+                ops[name] = [Operation("delete", chains.get(name) or NftChain(name, "", "", 0, ()))]
+            ops.update({name: [Operation("delete", NftCounter(name))] for name in orphans.counters})
+        failed = self._apply(ops) if ops and not dry_run else {}
+        if (orphans.chains or orphans.counters) and not dry_run:
+            self.nft.remove_table_if_empty()
+        return [PortResult(name, ops=o, error=failed.get(name)) for name, o in ops.items()]
 
     def _rollback(self, port: str, before: list[KernelObject]) -> bool:
         """Put back what the port held before the change (foreign objects excepted).

@@ -23,6 +23,7 @@ from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.host import EgressMode, HostState
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.orphans import Orphans, find_orphans
 from vmqos.core.plan.planner import PortPlan
 from vmqos.reconcile.execute import Reconciler
 from vmqos.services.results import ApplyReport, PortDesired, PortDrift, PortKernel, PortShow
@@ -125,8 +126,17 @@ def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool
     scope = scope_of(netns)
     wanted = {port.device for _, port in state.ports()}
     with store.writer(scope):
-        stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
+        applied = store.applied(scope)
+        stale = [p for p in applied if p not in wanted] if prune else []
+        orphans = Orphans()
+        if prune:  # and what a crash left of vmqos that no record names
+            with Reconciler(netns) as rec:
+                orphans = find_orphans(rec.inventory(), wanted | set(applied) | set(quarantines(store, scope)))
+            stale += orphans.ports
         report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run)
+        if orphans.loose():
+            with Reconciler(netns) as rec:
+                report = ApplyReport(report.results + rec.remove_loose(orphans, dry_run=dry_run), report.notes)
         if not dry_run:
             store.save(scope, state, actor="apply",
                        summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
@@ -142,13 +152,17 @@ def check_host(store: Store, netns: str | None) -> list[PortDrift]:
         plans.setdefault(port, empty_plan(port))  # applied before, no longer desired: must be clean
     out: list[PortDrift] = []
     with Reconciler(netns) as rec:
+        orphans = find_orphans(rec.inventory(), plans)  # what a crash left that no record names
+        for port in orphans.ports:
+            plans[port] = empty_plan(port)
         seen = rec.observe(sorted(plans))
         for port in sorted(plans):
             ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
             hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
             out.append(PortDrift(port, missing_device=port in seen.missing and bool(plans[port].objects),
                                  operations=[op.describe() for op in ops], foreign_hooks=hooks))
-    return out
+    return out + [PortDrift(name, missing_device=False, operations=[text], foreign_hooks=[])
+                  for name, text in orphans.loose()]
 
 
 # -- port show -----------------------------------------------------------------------------------
