@@ -64,6 +64,15 @@ def open_engine(url: str) -> tuple[Engine, str]:
     return engine, shown
 
 
+def sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file `url` names; None for another database or one in memory."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
 def _make_parent(url: URL, shown: str) -> None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):

@@ -26,7 +26,8 @@ from vmqos.core.errors import NotFound as NotFoundError
 from vmqos.core.model.host import HostState
 from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
-from vmqos.store.engine import check_scope, default_url, open_engine, reason
+from vmqos.store.engine import check_scope, default_url, open_engine, reason, sqlite_file
+from vmqos.store.health import FileWatch, abandon
 from vmqos.store.rows import Decoder, encode
 from vmqos.store.writer import WriterLocks
 
@@ -49,6 +50,13 @@ class Store:
         self.url = url or default_url()
         self._engine, self._shown = open_engine(self.url)
         self._writers = WriterLocks(self._engine, self.url, self._shown)
+        self._file = FileWatch.of(database) if (database := sqlite_file(self.url)) else None
+
+    def check_file(self) -> None:
+        """For a long-running process, once a pass: the SQLite file it opened is still the one at its
+        path, and writable (`vmqos.store.health`); DatabaseGone, one line, otherwise."""
+        if self._file is not None:
+            self._file.check()
 
     def __enter__(self) -> Store:
         return self
@@ -57,6 +65,9 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        if self._file is not None and self._file.frozen():
+            abandon(self._engine)  # closing would write the WAL index of an immutable file: SIGBUS
+            return
         self._engine.dispose()
 
     def writer(self, scope: str) -> AbstractContextManager[None]:
@@ -222,6 +233,8 @@ class Store:
     @contextmanager
     def _tx(self, action: str, write: str | None = None) -> Iterator[Connection]:
         """One transaction; `write` names the scope it changes. Database errors become one line."""
+        if write is not None and self._file is not None:
+            self._file.check()  # never write to a deleted file, nor touch an immutable one's mapping
         try:
             with self._engine.connect() as conn:
                 postgres = conn.dialect.name == "postgresql"
