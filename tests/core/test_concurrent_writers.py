@@ -149,3 +149,15 @@ def test_the_writer_lock_is_reentrant_and_excludes_other_processes(tmp_path):
         first, second = result.get(timeout=5), result.get(timeout=5)
         assert "another vmqos has been changing it" in first and "\n" not in first
         assert second == "y free"
+
+
+def test_the_postgresql_writer_lock_is_not_the_key_each_write_transaction_takes():
+    """On PostgreSQL the writer holds a session advisory lock on one connection while its writes take
+    a transaction lock on another: one key for both would make every writer wait for itself."""
+    import inspect
+
+    from vmqos.store import store as store_module
+    from vmqos.store import writer
+
+    assert f"{writer._ADVISORY_CLASS:#x}" not in inspect.getsource(store_module.Store._tx)
+    assert hex(writer._ADVISORY_CLASS) != "0x766d71"

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 WAIT_S = 3600.0  # a whole-host apply of 10,000 ports takes minutes; an hour means the holder is stuck
 _POLL_S = 0.02
-_ADVISORY_CLASS = 0x766D71  # "vmq": the first key of every vmqos advisory lock
+# "vmw": the first key of the writer locks; not "vmq" (0x766D71), which each write transaction takes
+# for itself (Store._tx) on another connection: the same key would make a writer wait for itself.
+_ADVISORY_CLASS = 0x766D77
 
 _memory_locks: dict[tuple[str, str], threading.Lock] = {}
 _memory_guard = threading.Lock()
