@@ -43,6 +43,11 @@ class FakeReconciler:
 
         self.tc = _Tc()
 
+    def inventory(self):
+        from vmqos.core.plan.orphans import Inventory
+
+        return Inventory()  # nothing of vmqos's beyond what the fake holds for its ports
+
     def __enter__(self) -> "FakeReconciler":
         return self
 

@@ -10,6 +10,7 @@ and day totals every `usage_interval_s`.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import threading
 import time
@@ -185,6 +186,7 @@ class Monitor:
         return self._plans.current()
 
     def step(self, now: float | None = None) -> StepReport:
+        self.store.check_file()  # deleted, replaced or immutable: stop now, not silently or by SIGBUS
         plans, instances = self.plans()
         sample = self.sampler.sample(plans, instances)
         now = sample.monotonic if now is None else now
@@ -274,6 +276,11 @@ class Monitor:
                  extra={"netns": self.netns, "interval_s": c.interval_s, "respond": c.respond,
                         "triggers": list(c.triggers), "cooldown_s": c.cooldown_s, "usage_interval_s": c.usage_interval_s})
         passes = 0
+        if not faulthandler.is_enabled():  # a fatal signal (SIGBUS from a mapped file) still says where
+            try:
+                faulthandler.enable()
+            except (RuntimeError, OSError, ValueError):  # no real stderr: nowhere to say it anyway
+                pass
         try:
             next_at = time.monotonic()
             while not stop.is_set():

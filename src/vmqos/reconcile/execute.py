@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -29,12 +28,19 @@ from vmqos.core.errors import KernelError, ToolTimeout, VmqosError
 from vmqos.core.observed import ForeignHook, NftState, TcStats
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.names import ifb_name
-from vmqos.core.plan.objects import KernelObject
+from vmqos.core.plan.objects import IfbLink, KernelObject, NftChain, NftCounter
+from vmqos.core.plan.orphans import Inventory, Orphans
 from vmqos.core.plan.planner import PortPlan, fingerprint
 from vmqos.core.plan.render import tc_commands
 from vmqos.drivers.batch import run_batch
 from vmqos.drivers.nft import Nft
-from vmqos.drivers.protocols import BatchRunner, Encoded, LineFailure, NftDriver, TcDriver
+from vmqos.drivers.protocols import (
+    BatchRunner,
+    Encoded,
+    LineFailure,
+    NftDriver,
+    TcDriver,
+)
 from vmqos.reconcile.decide import (
     ApplyPlan,
     apply_phases,
@@ -45,15 +51,9 @@ from vmqos.reconcile.decide import (
     to_record,
     what_to_read,
 )
+from vmqos.reconcile.progress import PHASES, PhaseProgress, Progress
 
 __all__ = ["PHASES", "PortResult", "Observed", "Progress", "Reconciler", "fingerprint", "nft_by_port"]
-
-# How far a long pass is, for an operator watching 10,000 ports being applied: (phase, done, total),
-# done and total counted in ports. The service reports the first and last phases, the reconciler
-# the rest; a phase with nothing to do is not reported. Called from two threads (nft runs beside
-# ip and tc), so a receiver must not assume one thread.
-Progress = Callable[[str, int, int], None]
-PHASES = ("planning", "reading back", "links", "queues", "nft", "deletions", "saving")
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc
@@ -239,7 +239,7 @@ class Reconciler:
     def _run_phases(self, phases: ApplyPlan, meanwhile: Callable[[], object] | None = None,
                     progress: Progress | None = None) -> dict[str, str]:
         failed: dict[str, str] = {}
-        tell = _PhaseProgress(progress, {
+        tell = PhaseProgress(progress, {
             "links": [phases.links_up.ops], "queues": [phases.tc_up.ops],
             "nft": [phases.early_first.ops, phases.early_then.ops, phases.nft.ops],
             "deletions": [phases.tc_down.ops, phases.links_down.ops]})
@@ -354,6 +354,28 @@ class Reconciler:
             except KernelError as exc:
                 failed[port] = str(exc)
 
+    # -- what belongs to no port -----------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        """Every object of vmqos's naming in the namespace (`vmqos.core.plan.orphans`)."""
+        from vmqos.drivers.inventory import vmqos_inventory
+
+        return vmqos_inventory(self.netns)
+
+    def remove_loose(self, orphans: Orphans, *, dry_run: bool = False) -> list[PortResult]:
+        """Delete the IFBs, chains and counters of vmqos that belong to no device, one result each
+        (orphan ports, with a device, are cleared as ports by `reconcile`)."""
+        ops: dict[str, list[Operation]] = {name: [Operation("delete", IfbLink(name))] for name in orphans.ifbs}
+        if orphans.chains or orphans.counters:
+            chains = self.nft.read().chains
+            for name in orphans.chains:
+                ops[name] = [Operation("delete", chains.get(name) or NftChain(name, "", "", 0, ()))]
+            ops.update({name: [Operation("delete", NftCounter(name))] for name in orphans.counters})
+        failed = self._apply(ops) if ops and not dry_run else {}
+        if (orphans.chains or orphans.counters) and not dry_run:
+            self.nft.remove_table_if_empty()
+        return [PortResult(name, ops=o, error=failed.get(name)) for name, o in ops.items()]
+
     def _rollback(self, port: str, before: list[KernelObject]) -> bool:
         """Put back what the port held before the change (foreign objects excepted).
 
@@ -366,29 +388,6 @@ class Reconciler:
             return not failed
         except VmqosError:
             return False
-
-
-class _PhaseProgress:
-    """Counts the ports each apply phase is done with and tells `Progress` (from two threads): a
-    port is done with a phase when every step of it that holds the port ran (nft: up to three
-    transactions; deletions: tc, then ip), whether it succeeded or failed."""
-
-    def __init__(self, progress: Progress | None, steps: Mapping[str, Sequence[Iterable[str]]]) -> None:
-        self._progress, self._lock = progress, threading.Lock()
-        self._left = {phase: Counter(p for step in found for p in step) for phase, found in steps.items()}
-        self._total = {phase: len(left) for phase, left in self._left.items() if left}
-        for phase, total in self._total.items():
-            if progress:
-                progress(phase, 0, total)
-
-    def done(self, phase: str, ports: Iterable[str]) -> None:
-        if self._progress is None or phase not in self._total:
-            return
-        with self._lock:
-            left = self._left[phase]
-            left.subtract(list(ports))
-            left += Counter()  # drops the ports that reached zero
-            self._progress(phase, self._total[phase] - len(left), self._total[phase])
 
 
 def _links(ops_by_port: Mapping[str, Iterable[Operation]]) -> list[str]:

@@ -70,22 +70,24 @@ def instance_set(store: Store, lab: str, inst: str, change: InstanceChange, *, l
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     scope = lab_scope(lab)
     group = lab_group(lab, inst)  # validates the instance's name before anything is read or stored
-    state = store.load(scope)
-    new_state, _ = changed_instance(state, inst, change)
-    eff = effective_instance(new_state, inst, store.volumes(scope), store.volume_types(scope))
-    check_cgroup_instance(eff)
-    writes = _lab_apply(group, eff, lab) if live else 0
-    if config:
-        store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
-    return InstanceReport(inst, writes, live, config, eff, list(eff.notes))
+    with store.writer(scope):  # load, cgroups and save as one writer
+        state = store.load(scope)
+        new_state, _ = changed_instance(state, inst, change)
+        eff = effective_instance(new_state, inst, store.volumes(scope), store.volume_types(scope))
+        check_cgroup_instance(eff)
+        writes = _lab_apply(group, eff, lab) if live else 0
+        if config:
+            store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
+        return InstanceReport(inst, writes, live, config, eff, list(eff.notes))
 
 
 def instance_apply(store: Store, lab: str, inst: str) -> InstanceReport:
     """Make a lab instance's cgroups match its stored desired state (after a volume change, a flavor)."""
     scope = lab_scope(lab)
-    state = store.load(scope)
-    eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
-    return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), True, False, eff, list(eff.notes))
+    with store.writer(scope):
+        state = store.load(scope)
+        eff = effective_instance(state, inst, store.volumes(scope), store.volume_types(scope))
+        return InstanceReport(inst, _lab_apply(lab_group(lab, inst), eff, lab), True, False, eff, list(eff.notes))
 
 
 def instance_show(store: Store, lab: str, inst: str) -> InstanceShow:

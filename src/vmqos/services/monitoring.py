@@ -63,20 +63,22 @@ def quarantine(store: Store, netns: str | None, device: str, qos: NetworkQos, re
     Stored, then enforced; when the reconciler fails the quarantine is removed again and the report
     says why (the port itself was rolled back by the reconciler)."""
     scope = scope_of(netns)
-    state = store.load(scope)
-    if managed_only and device not in {p.device for _, p in state.ports()}:
-        raise NotFound(f"port {device} is not managed in {_where(netns)}")
-    records.put_quarantine(store, scope, Quarantine(device, qos, reason, at or datetime.now(UTC)))
-    report = reconcile_ports(store, netns, state, [device], verify=verify)
-    if not report.ok:
-        records.lift_quarantine(store, scope, device)
-    return report
+    with store.writer(scope):  # one writer: the stored quarantine and the kernel agree
+        state = store.load(scope)
+        if managed_only and device not in {p.device for _, p in state.ports()}:
+            raise NotFound(f"port {device} is not managed in {_where(netns)}")
+        records.put_quarantine(store, scope, Quarantine(device, qos, reason, at or datetime.now(UTC)))
+        report = reconcile_ports(store, netns, state, [device], verify=verify)
+        if not report.ok:
+            records.lift_quarantine(store, scope, device)
+        return report
 
 
 def lift(store: Store, netns: str | None, device: str, *, verify: bool = True,
          missing_ok: bool = False) -> ApplyReport:
     """End a quarantine: removed from the store, the port back to its own limits."""
     scope = scope_of(netns)
-    if not records.lift_quarantine(store, scope, device) and not missing_ok:
-        raise NotFound(f"port {device} is not quarantined in {_where(netns)}")
-    return reconcile_ports(store, netns, store.load(scope), [device], verify=verify)
+    with store.writer(scope):
+        if not records.lift_quarantine(store, scope, device) and not missing_ok:
+            raise NotFound(f"port {device} is not quarantined in {_where(netns)}")
+        return reconcile_ports(store, netns, store.load(scope), [device], verify=verify)

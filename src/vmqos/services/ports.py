@@ -23,11 +23,14 @@ from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.host import EgressMode, HostState
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.orphans import Orphans, find_orphans
 from vmqos.core.plan.planner import PortPlan
 from vmqos.reconcile.execute import Progress, Reconciler
 from vmqos.services.results import ApplyReport, PortDesired, PortDrift, PortKernel, PortShow
 from vmqos.store import Store
 from vmqos.store.monitor import quarantines
+
+PENDING = "pending"  # the `applied` row of a port whose first apply began (never a plan's fingerprint)
 
 # -- kernel work ---------------------------------------------------------------------------------
 
@@ -67,21 +70,32 @@ class WatchedPlans:
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
                     dry_run: bool = False, progress: Progress | None = None) -> ApplyReport:
-    """`progress` hears the phases of a long pass: planning here, the kernel's in the reconciler."""
+    """Bring `ports` of `state` (all: None) and the `clear` ones to the kernel, as the scope's writer.
+
+    Before the kernel is touched, a port vmqos never applied is recorded as pending (the intent):
+    a crash in the middle leaves a row that `check` and `apply --prune` find, never an object that
+    belongs to nobody. Its fingerprint replaces the row once the port is applied. `progress` hears
+    the phases of a long pass: planning here, the kernel's in the reconciler."""
     scope = scope_of(netns)
-    if progress:
-        progress("planning", 0, (len(state.ports()) if ports is None else len(ports)) + len(clear))
-    plans = desired_plans(store, scope, state, ports)
-    for port in clear:
-        plans[port] = empty_plan(port)
-    if progress:
-        progress("planning", len(plans), len(plans))
-    notes = [n for plan in plans.values() for n in plan.notes]
-    with Reconciler(netns) as rec:
-        results, record = rec.reconcile(plans, applied=store.applied(scope), force=force, verify=verify,
-                                        dry_run=dry_run, progress=progress)
-    if record:
-        store.record_applied_many(scope, record)
+    with store.writer(scope):
+        if progress:
+            progress("planning", 0, (len(state.ports()) if ports is None else len(ports)) + len(clear))
+        plans = desired_plans(store, scope, state, ports)
+        for port in clear:
+            plans[port] = empty_plan(port)
+        if progress:
+            progress("planning", len(plans), len(plans))
+        notes = [n for plan in plans.values() for n in plan.notes]
+        applied = store.applied(scope)
+        pending = [] if dry_run else [p for p, plan in plans.items() if plan.objects and p not in applied]
+        store.record_applied_many(scope, dict.fromkeys(pending, PENDING))
+        with Reconciler(netns) as rec:
+            results, record = rec.reconcile(plans, applied=applied, force=force, verify=verify, dry_run=dry_run,
+                                            progress=progress)
+        failed = {r.port for r in results if r.error and (r.rolled_back or not r.ops)}
+        record.update({p: None for p in pending if p in failed})  # the kernel holds what it held before
+        if record:
+            store.record_applied_many(scope, record)
     return ApplyReport(results, notes)
 
 
@@ -90,25 +104,27 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     scope = scope_of(netns)
-    state = store.load(scope)
-    new_state, _ = changed_port(state, device, change)
-    report = None
-    if live:
-        report = reconcile_ports(store, netns, new_state, [device], force=force)
-        if not report.ok:
-            return report  # the port was rolled back; the stored state stays as it was
-    if config:
-        store.save(scope, new_state, actor="port set", summary=f"port {device}")
-    return report
+    with store.writer(scope):  # load, kernel and save as one writer: no other change slips between
+        state = store.load(scope)
+        new_state, _ = changed_port(state, device, change)
+        report = None
+        if live:
+            report = reconcile_ports(store, netns, new_state, [device], force=force)
+            if not report.ok:
+                return report  # the port was rolled back; the stored state stays as it was
+        if config:
+            store.save(scope, new_state, actor="port set", summary=f"port {device}")
+        return report
 
 
 def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False) -> ApplyReport:
     scope = scope_of(netns)
-    state = store.load(scope)
-    report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
-    if report.ok:
-        store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
-    return report
+    with store.writer(scope):
+        state = store.load(scope)
+        report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
+        if report.ok:
+            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+        return report
 
 
 def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool = False, force: bool = False,
@@ -116,16 +132,27 @@ def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool
     """Make the kernel match `state` and store it; `progress` hears each phase (a front end's bar)."""
     scope = scope_of(netns)
     wanted = {port.device for _, port in state.ports()}
-    stale = [p for p in store.applied(scope) if p not in wanted] if prune else []
-    report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run,
-                             progress=progress)
-    if not dry_run:
-        if progress:
-            progress("saving", 0, len(wanted))
-        store.save(scope, state, actor="apply", summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
-        if progress:
-            progress("saving", len(wanted), len(wanted))
-    return report
+    with store.writer(scope):
+        applied = store.applied(scope)
+        stale = [p for p in applied if p not in wanted] if prune else []
+        orphans = Orphans()
+        if prune:  # and what a crash left of vmqos that no record names
+            with Reconciler(netns) as rec:
+                orphans = find_orphans(rec.inventory(), wanted | set(applied) | set(quarantines(store, scope)))
+            stale += orphans.ports
+        report = reconcile_ports(store, netns, state, None, clear=stale, force=force, dry_run=dry_run,
+                                 progress=progress)
+        if orphans.loose():
+            with Reconciler(netns) as rec:
+                report = ApplyReport(report.results + rec.remove_loose(orphans, dry_run=dry_run), report.notes)
+        if not dry_run:
+            if progress:
+                progress("saving", 0, len(wanted))
+            store.save(scope, state, actor="apply",
+                       summary=f"{len(wanted)} ports" + (f", pruned {len(stale)}" if stale else ""))
+            if progress:
+                progress("saving", len(wanted), len(wanted))
+        return report
 
 
 def check_host(store: Store, netns: str | None) -> list[PortDrift]:
@@ -137,13 +164,17 @@ def check_host(store: Store, netns: str | None) -> list[PortDrift]:
         plans.setdefault(port, empty_plan(port))  # applied before, no longer desired: must be clean
     out: list[PortDrift] = []
     with Reconciler(netns) as rec:
+        orphans = find_orphans(rec.inventory(), plans)  # what a crash left that no record names
+        for port in orphans.ports:
+            plans[port] = empty_plan(port)
         seen = rec.observe(sorted(plans))
         for port in sorted(plans):
             ops = [] if port in seen.missing else diff(plans[port].objects, seen.objects[port])
             hooks = [h for h in (seen.nft.foreign if seen.nft else []) if h.device == port]
             out.append(PortDrift(port, missing_device=port in seen.missing and bool(plans[port].objects),
                                  operations=[op.describe() for op in ops], foreign_hooks=hooks))
-    return out
+    return out + [PortDrift(name, missing_device=False, operations=[text], foreign_hooks=[])
+                  for name, text in orphans.loose()]
 
 
 # -- port show -----------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
            config: bool = True, force: bool = False) -> VmReport:
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
-    with Libvirt(connect) as lv:
+    with store.writer(SCOPE), Libvirt(connect) as lv:  # load, libvirt, the tap and save as one writer
         info = lv.info(domain)
         check_flags(info, live, config)
         state = with_domain(store.load(SCOPE), info)
@@ -130,7 +130,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
 
 def vm_apply(store: Store, domain: str, connect: str | None) -> VmReport:
     """Apply a domain's stored CPU and disk limits live (after a volume change)."""
-    with Libvirt(connect) as lv:
+    with store.writer(SCOPE), Libvirt(connect) as lv:
         info = lv.info(domain)
         state = with_domain(store.load(SCOPE), info)
         eff = effective_instance(state, domain, store.volumes(SCOPE), store.volume_types(SCOPE))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
+from functools import wraps
+from typing import Any, Callable, TypeVar, cast
 
 from vmqos.core.desired.instances import check_volume_type, volume_qos
 from vmqos.core.errors import InvalidValue, NotFound
@@ -13,6 +14,21 @@ from vmqos.core.undo import UndoLog
 from vmqos.services.instances import instance_apply, lab_scope
 from vmqos.services.results import VolumeInfo, VolumeTypeInfo
 from vmqos.store import Store
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _writer(func: _F) -> _F:
+    """Run a volume change as the writer of its scope (`Store.writer`): the check of the volume as it
+    is, the stored change and the instance's new limits, with no other change in between."""
+
+    @wraps(func)
+    def as_writer(store: Store, scope: str, *args: Any, **kwargs: Any) -> Any:
+        with store.writer(scope):
+            return func(store, scope, *args, **kwargs)
+
+    return cast(_F, as_writer)
 
 
 class VolumeTarget:
@@ -89,6 +105,7 @@ def _live(store: Store, scope: str, lab: str | None, connect: str | None, volume
         return VolumeTarget(store, scope, lab, connect).apply(target_instance)
 
 
+@_writer
 def volume_create(store: Store, scope: str, name: str, vtype: str | None, size_gb: int) -> Volume:
     if name in store.volumes(scope):
         raise InvalidValue("volume", name, "a volume of that name exists (`vmqos volume extend` resizes it)")
@@ -104,6 +121,7 @@ def _volume(store: Store, scope: str, name: str) -> Volume:
     return found
 
 
+@_writer
 def volume_extend(store: Store, scope: str, name: str, size_gb: int, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     """Grow a volume; when attached, its per-GB limits are recomputed and applied now (Cinder waits
@@ -118,6 +136,7 @@ def volume_extend(store: Store, scope: str, name: str, size_gb: int, *, lab: str
     return new, writes
 
 
+@_writer
 def volume_attach(store: Store, scope: str, name: str, inst: str, device: str, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     volume = _volume(store, scope, name)
@@ -134,6 +153,7 @@ def volume_attach(store: Store, scope: str, name: str, inst: str, device: str, *
     return new, writes
 
 
+@_writer
 def volume_detach(store: Store, scope: str, name: str, *, lab: str | None = None,
                   connect: str | None = None) -> tuple[Volume, int]:
     volume = _volume(store, scope, name)

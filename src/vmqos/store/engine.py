@@ -8,6 +8,7 @@ opening can fail becomes one VmqosError that says how to name another database.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from vmqos.core.errors import InvalidValue, VmqosError
 from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, created with the rest)
 from vmqos.store import schema as t
+from vmqos.store.writer import opening
 
 ENV = "VMQOS_DB"
 DEFAULT_URL = "sqlite:////var/lib/vmqos/vmqos.db"
@@ -49,15 +51,26 @@ def open_engine(url: str) -> tuple[Engine, str]:
                          f"{_FIX}") from None
     except SQLAlchemyError as exc:
         raise VmqosError(f"cannot open the database {shown}: {reason(exc)}; {_FIX}") from None
+    database = parsed.database or ""
+    local = sqlite and database not in ("", ":memory:") and not database.startswith("file:")
     if sqlite:
         _tune_sqlite(engine)
     try:
-        with engine.begin() as conn:
+        with opening(database) if local else nullcontext(), engine.begin() as conn:
             t.metadata.create_all(conn)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise VmqosError(f"cannot open the database {shown}: {reason(exc)}; {_FIX}") from None
     return engine, shown
+
+
+def sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file `url` names; None for another database or one in memory."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
 
 
 def _make_parent(url: URL, shown: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,9 +26,11 @@ from vmqos.core.errors import NotFound as NotFoundError
 from vmqos.core.model.host import HostState
 from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
-from vmqos.store.engine import check_scope, default_url, open_engine, reason
+from vmqos.store.engine import check_scope, default_url, open_engine, reason, sqlite_file
+from vmqos.store.health import FileWatch, abandon
 from vmqos.store.readonly import open_read_only
 from vmqos.store.rows import Decoder, encode
+from vmqos.store.writer import WriterLocks
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class Store:
         self.url = url or default_url()
         self.read_only = read_only
         self._engine, self._shown = (open_read_only if read_only else open_engine)(self.url)
+        self._writers = WriterLocks(self._engine, self.url, self._shown)
+        self._file = FileWatch.of(database) if (database := sqlite_file(self.url)) else None
+
+    def check_file(self) -> None:
+        """For a long-running process, once a pass: the SQLite file it opened is still the one at its
+        path, and writable (`vmqos.store.health`); DatabaseGone, one line, otherwise."""
+        if self._file is not None:
+            self._file.check()
 
     def __enter__(self) -> Store:
         return self
@@ -59,7 +69,19 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        if self._file is not None and self._file.frozen():
+            abandon(self._engine)  # closing would write the WAL index of an immutable file: SIGBUS
+            return
         self._engine.dispose()
+
+    def writer(self, scope: str) -> AbstractContextManager[None]:
+        """Be the only writer of `scope` (threads and processes alike) until the block ends.
+
+        Every use case that loads a scope, changes the kernel and saves holds it around all three:
+        without it two writers each save their own whole state and one change is lost, and their
+        kernel changes interleave on one device (`vmqos.store.writer`)."""
+        check_scope(scope)
+        return self._writers.hold(scope)
 
     # desired state -------------------------------------------------------------------------------
 
@@ -215,6 +237,8 @@ class Store:
     @contextmanager
     def _tx(self, action: str, write: str | None = None) -> Iterator[Connection]:
         """One transaction; `write` names the scope it changes. Database errors become one line."""
+        if write is not None and self._file is not None:
+            self._file.check()  # never write to a deleted file, nor touch an immutable one's mapping
         try:
             with self._engine.connect() as conn:
                 postgres = conn.dialect.name == "postgresql"

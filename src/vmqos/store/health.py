@@ -1,0 +1,118 @@
+"""Whether a SQLite file a long-running process opened is still the one at its path, and writable.
+
+SQLite keeps its file open: deleted, the process goes on writing to the unlinked inode and every
+event and quarantine it records is lost when it exits; replaced, it writes to the old one. Made
+immutable (`chattr +i`) while open, the next write to the WAL index, which SQLite maps in memory,
+kills the process with SIGBUS (the kernel refuses the page fault) and no message at all. A
+monitor therefore checks, once a pass and before it writes, that the path still names the file
+it opened and that none of the three files (database, -wal, -shm) is immutable or append-only:
+three stats and three ioctls, nothing beside the cost of a pass. Every write transaction checks
+the same first (nothing beside a commit), which leaves a window of microseconds, not a pass.
+
+It stops rather than reopening: a new file at the path is empty (reopening would forget the
+desired state and the quarantines in force), and an immutable one cannot be written at all; what
+to do is the operator's to decide, and a supervisor restarts the monitor once it is done.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import logging
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from vmqos.core.errors import VmqosError
+
+FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
+FS_IMMUTABLE_FL = 0x10
+FS_APPEND_FL = 0x20
+_FIX = "vmqos stopped before writing, so that nothing is recorded where nobody will read it"
+
+
+_abandoned: list[Any] = []
+
+
+def _exit_without_closing() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(1)
+
+
+def abandon(engine: Any) -> None:
+    """Leave an engine's connections open until the process ends, and end it with exit status 1
+    without closing them: closing the last connection checkpoints the WAL, which writes its mapped
+    index, and a write to the mapping of an immutable file is SIGBUS. The committed transactions
+    stay in the WAL, which SQLite recovers at the next open once the file is writable again."""
+    if not _abandoned:
+        atexit.register(_exit_without_closing)
+    _abandoned.append(engine)
+
+
+class DatabaseGone(VmqosError):
+    """The database file under a running process was deleted, replaced or made unwritable."""
+
+
+def _flags(path: str) -> int:
+    """The file's inode flags (chattr), 0 where the filesystem has none (tmpfs) or it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0])
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class FileWatch:
+    """The identity of an open SQLite file (device and inode), to compare its path with later."""
+
+    path: str
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: str) -> FileWatch | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(path, st.st_dev, st.st_ino)
+
+    def frozen(self) -> bool:
+        """Whether the database or its WAL files are immutable or append-only now."""
+        return any(_flags(p) & (FS_IMMUTABLE_FL | FS_APPEND_FL)
+                   for p in (self.path, f"{self.path}-wal", f"{self.path}-shm"))
+
+    def check(self) -> None:
+        """Raise DatabaseGone (one line: what happened, how to fix it) unless all is well."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise DatabaseGone(f"the database file {self.path} was deleted while vmqos had it open: restore it "
+                               f"(or name another with --db) and start again; {_FIX}") from None
+        except OSError as exc:
+            raise DatabaseGone(f"the database file {self.path} cannot be read ({exc.strerror or exc}); {_FIX}") from None
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            raise DatabaseGone(f"the database file {self.path} was replaced by another file while vmqos had it "
+                               f"open: start again to use the new one; {_FIX}")
+        for path in (self.path, f"{self.path}-wal", f"{self.path}-shm"):
+            flags = _flags(path)
+            if flags & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+                what, attr = ("immutable", "i") if flags & FS_IMMUTABLE_FL else ("append-only", "a")
+                raise DatabaseGone(f"the database file {path} was made {what}: vmqos cannot write it (writing "
+                                   f"would kill it with SIGBUS); `chattr -{attr} {path}` and start again; {_FIX}")
+        if not os.access(self.path, os.W_OK) or not os.access(os.path.dirname(self.path) or ".", os.W_OK):
+            raise DatabaseGone(f"the database file {self.path} (or its directory) is no longer writable: make it "
+                               f"writable and start again; {_FIX}")
