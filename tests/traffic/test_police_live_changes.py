@@ -102,7 +102,10 @@ def _run(lab, ports, changes: list[PortChange], limits_mbit: list[int]) -> None:
         tokens -= b1 - b0
         rates.append((round(r0 - start, 1), round((b1 - b0) * 8 / (r1 - s0) / MBIT),
                       max(limits_mbit[before], limits_mbit[during]), round(tokens / rate, 2)))
-        if tokens < -GSO_MAX:
+        # One aggregate may land on either side of a read, and nft's bucket is a little larger than
+        # this model's (its burst is rounded up): 20 ms of traffic more. A refilled bucket shows up
+        # as -0.7 s or less (the xfail cases below), far outside this margin.
+        if tokens < -(GSO_MAX + rate // 50):
             below.append(rates[-1])
             tokens = 0.0  # count each refill once
     log(f"police under {len(changes)} live changes: (t s, passed Mbit/s, limit Mbit/s, bucket s) per 100 ms "
