@@ -1,20 +1,10 @@
-"""CPU and disk QoS of instances: what the instance, volume, vm and lab commands do.
+"""What the instance commands do to lab instances: their CPU and disk QoS in their cgroups.
 
-The pure half computes an instance's effective CPU and disk QoS with the source of every value:
-
-* CPU: the flavor's values, each replaced by the instance's own value when it has one
-  (`vmqos instance set --cpu-shares ...`). A weight and a quota are set, not combined.
-* Disks: a disk of the instance's own (a lab instance's host block device, a VM's image disk)
-  gets the flavor's disk QoS, as Nova's `quota:disk_*` keys apply to image-backed disks; a
-  volume's disk gets its volume type's front-end specs, computed per GB exactly as Cinder does
-  for the volume's current size; on either, a key the instance sets replaces that key (and a
-  read/write key replaces a total of the same kind, and the other way round, since the two
-  cannot be combined).
-
-The I/O half writes the result into the instance's cgroups (lab instances) or through libvirt
-(VMs, `vmqos.drivers.libvirt_driver`), reads it back and keeps the desired state in the store.
-A lab instance LAB-vmN lives in scope LAB-host, the namespace that owns its port, under the name
-vmN, so a host file's `instances: {vm1: ...}` and `instance set vm1 --lab LAB` are the same object.
+The effective values and their sources are computed in the core (`vmqos.core.desired.instances`);
+this half writes them into the instance's cgroups, reads them back and keeps the desired state in
+the store (VMs go through libvirt: `vmqos.services.vms`). A lab instance LAB-vmN lives in scope
+LAB-host, the namespace that owns its port, under the name vmN, so a host file's
+`instances: {vm1: ...}` and `instance set vm1 --lab LAB` are the same object.
 """
 
 from __future__ import annotations

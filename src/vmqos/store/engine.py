@@ -33,14 +33,19 @@ def default_url() -> str:
 
 
 
-def open_engine(url: str) -> tuple[Engine, str]:
-    """An engine with the tables created, or a VmqosError that says how to name another database."""
+def parse_url(url: str) -> tuple[URL, str]:
+    """The URL, and how to show it (without its password), or a VmqosError naming the fix."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise VmqosError(f"{url!r} is not a database URL (e.g. {DEFAULT_URL} or postgresql://host/vmqos); "
                          f"{_FIX}") from None
-    shown = parsed.render_as_string(hide_password=True)
+    return parsed, parsed.render_as_string(hide_password=True)
+
+
+def open_engine(url: str) -> tuple[Engine, str]:
+    """An engine with the tables created, or a VmqosError that says how to name another database."""
+    parsed, shown = parse_url(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite:
         _make_parent(parsed, shown)

@@ -26,24 +26,18 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from vmqos.core.errors import VmqosError
 from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, for the empty database)
 from vmqos.store import schema as t
-from vmqos.store.engine import BUSY_TIMEOUT_MS, DEFAULT_URL, _FIX, reason
+from vmqos.store.engine import _FIX, BUSY_TIMEOUT_MS, parse_url, reason
 
 
 def open_read_only(url: str) -> tuple[Engine, str]:
     """An engine that never writes to the database, or a VmqosError that says how to name another one."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise VmqosError(f"{url!r} is not a database URL (e.g. {DEFAULT_URL} or postgresql://host/vmqos); "
-                         f"{_FIX}") from None
-    shown = parsed.render_as_string(hide_password=True)
+    parsed, shown = parse_url(url)
     database = parsed.database or ""
     try:
         if parsed.get_backend_name() != "sqlite":
