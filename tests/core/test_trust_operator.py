@@ -190,7 +190,7 @@ import os  # noqa: E402
 import sqlite3  # noqa: E402
 
 from vmqos.cli.errors import os_error  # noqa: E402
-from vmqos.core.errors import PrivilegeError, VmqosError  # noqa: E402
+from vmqos.core.errors import NotFound, PrivilegeError, VmqosError  # noqa: E402
 from vmqos.drivers import privileges  # noqa: E402
 from vmqos.drivers.process import run  # noqa: E402
 from vmqos.drivers.tc_decode import kernel_error  # noqa: E402
@@ -209,7 +209,7 @@ def privileged(monkeypatch):
 
 
 def test_a_refused_netns_is_one_line_naming_the_privilege(unprivileged) -> None:
-    def pyroute2_refuses(netns: str) -> None:
+    def pyroute2_refuses(netns: str, flags: int) -> None:
         raise OSError(errno.EPERM, "failed to open netns", netns)  # what pyroute2's child sends back
 
     with pytest.raises(PrivilegeError) as caught:
@@ -221,7 +221,7 @@ def test_a_refused_netns_is_one_line_naming_the_privilege(unprivileged) -> None:
 
 
 def test_a_refused_netns_with_the_capability_blames_the_sandbox(privileged) -> None:
-    def refuses(netns: str) -> None:
+    def refuses(netns: str, flags: int) -> None:
         raise OSError(errno.EPERM, "failed to open netns", netns)
 
     with pytest.raises(VmqosError) as caught:
@@ -298,3 +298,19 @@ def test_a_read_only_store_of_a_missing_file_is_empty_and_creates_nothing(tmp_pa
         assert store.load("").instances == {}
         assert store.scopes() == []
     assert os.listdir(tmp_path) == []
+
+
+def test_a_namespace_is_opened_never_created() -> None:
+    """pyroute2 creates a missing namespace unless told not to (O_CREAT by default): one deleted
+    between the check and the open must be an error, not a new namespace for the next steps."""
+    seen: dict[str, object] = {}
+
+    def opener(**kwargs: object) -> str:
+        seen.update(kwargs)
+        if kwargs.get("flags") != 0:
+            return "a new, empty namespace"
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    with pytest.raises(NotFound, match="network namespace 'vqgone' does not exist"):
+        privileges.open_in_netns("vqgone", opener)
+    assert seen == {"netns": "vqgone", "flags": 0}

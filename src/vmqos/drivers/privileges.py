@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno as errnos
 from typing import Callable, TypeVar
 
-from vmqos.core.errors import KernelError, PrivilegeError
+from vmqos.core.errors import KernelError, NotFound, PrivilegeError
 
 CAP_DAC_OVERRIDE = 1  # write a file whatever its mode: the cgroup files belong to root
 CAP_NET_ADMIN = 12  # tc, nftables, links
@@ -68,8 +68,13 @@ def open_in_netns(netns: str | None, opener: Callable[..., T]) -> T:
     if not netns:
         return opener()
     try:
-        return opener(netns=netns)
+        # flags=0: pyroute2 creates a missing namespace by default (O_CREAT); one deleted since it
+        # was checked must be an error, not a new empty namespace that the next steps would fill.
+        return opener(netns=netns, flags=0)
     except OSError as exc:
+        if exc.errno == errnos.ENOENT:
+            raise NotFound(f"network namespace {netns!r} does not exist (`ip netns list` shows the existing "
+                           "ones)") from None
         if exc.errno not in DENIED_ERRNOS:
             raise
         action = f"opening network namespace {netns}"
