@@ -30,7 +30,7 @@ from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.names import ifb_name
 from vmqos.core.plan.objects import IfbLink, KernelObject, NftChain, NftCounter
 from vmqos.core.plan.orphans import Inventory, Orphans
-from vmqos.core.plan.planner import PortPlan, fingerprint
+from vmqos.core.plan.planner import PortPlan
 from vmqos.core.plan.render import tc_commands
 from vmqos.drivers.batch import run_batch
 from vmqos.drivers.nft import Nft
@@ -53,7 +53,7 @@ from vmqos.reconcile.decide import (
 )
 from vmqos.reconcile.progress import PHASES, PhaseProgress, Progress
 
-__all__ = ["PHASES", "PortResult", "Observed", "Progress", "Reconciler", "fingerprint", "nft_by_port"]
+__all__ = ["PHASES", "PortResult", "Observed", "Progress", "Reconciler"]
 
 LIVE_REPLACE_LIMIT = 64  # up to this many class or leaf-queue changes go over netlink, one request each
 CONCURRENT_MIN_PORTS = 16  # from this many ports with new nft objects, nft runs beside ip and tc

@@ -49,7 +49,7 @@ def _lab_apply(group: Group, eff: EffectiveInstance, lab: str) -> int:
         if devno in devnos:
             raise InvalidValue("disk", dev, f"names the same device {devno_text(devno)} as another disk of "
                                             f"{eff.name}")
-        devnos[devno] = DiskQos(**{k: v for k, v in disk.items().items() if k in CGROUP_DISK_KEYS})  # type: ignore[arg-type]
+        devnos[devno] = DiskQos.from_items({k: v for k, v in disk.items().items() if k in CGROUP_DISK_KEYS})
     return group.apply(eff.cpu or CpuQos(), devnos)
 
 

@@ -96,7 +96,7 @@ def changed_instance(state: HostState, name: str, change: InstanceChange) -> tup
         values = {k: v for k, v in (disks.get(dev) or DiskQos()).items().items() if items.get(k, 1) not in (0, "")}
         # a new total replaces the read/write pair of its kind, and the other way round
         values = override_disk(values, {k: v for k, v in items.items() if v not in (0, "")})
-        disks[dev] = DiskQos(**values)
+        disks[dev] = DiskQos.from_items(values)
     spec = replace(inst, cpu=None if cpu.is_empty else cpu, disks=disks)
     return replace(state, instances={**state.instances, name: spec}), spec
 
@@ -186,7 +186,7 @@ def effective_instance(state: HostState, name: str, volumes: dict[str, Volume] |
             label = flavor_label
         base = (base_qos or DiskQos()).items()
         merged = override_disk(base, own)
-        disks[dev] = DiskQos(**merged)
+        disks[dev] = DiskQos.from_items(merged)
         disk_sources[dev] = {k: INSTANCE if k in own else label for k in merged}
     return EffectiveInstance(name, cpu, sources, disks, disk_sources,
                              {dev: v.name for dev, v in attached.items()}, tuple(notes))

@@ -118,7 +118,7 @@ def read_iotune(element: Any, prefix: str = "") -> DiskQos:
             values[key] = text_of(child) or None
         else:
             values[key] = strict_int(f"{where}.{key}", text_of(child)) or None
-    return DiskQos(**values)
+    return DiskQos.from_items(values)
 
 
 def iotune_element(disk: DiskQos) -> ET.Element | None:

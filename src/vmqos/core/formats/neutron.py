@@ -21,10 +21,8 @@ from vmqos.core.formats._common import load_json
 from vmqos.core.formats.neutron_rules import (
     BANDWIDTH_LIMIT,
     DSCP_MARKING,
-    FIELDS,
     MAX_INT,
     MIN_BURST_KBIT,
-    METADATA,
     MIN_FRAME_BYTES,
     MINIMUM_BANDWIDTH,
     MINIMUM_PACKET_RATE,
@@ -49,8 +47,6 @@ from vmqos.core.units import (
 FMT = "neutron"
 # neutron-lib DEFAULT_BURST_RATE: the egress policer's burst when max_burst_kbps is 0, as 8/10 exactly.
 DEFAULT_BURST_NUM, DEFAULT_BURST_DEN = 8, 10
-# The host file reader looks these up here by getattr (its strict key check); neutron_rules owns them.
-_FIELDS, _METADATA = FIELDS, METADATA
 
 
 # --------------------------------------------------------------------------------------------- read

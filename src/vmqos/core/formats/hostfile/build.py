@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from vmqos.core.errors import FormatError, VmqosError
-from vmqos.core.formats import neutron
+from vmqos.core.formats import neutron, nova
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path, where
 from vmqos.core.formats.hostfile.wire import (
     QOS_KEYS,
@@ -208,10 +208,6 @@ class Builder:
             raise self.lines.fail((*path, canonical[0]), f"{where(path)}: a flavor has either extra_specs or "
                                                          f"canonical cpu/disk/network, not both; move {canonical[0]}")
         specs_path = (*path, "extra_specs")
-        nova = nova_module()
-        if nova is None:
-            raise self.lines.fail(specs_path, f"{where(specs_path)}: reading Nova extra specs needs "
-                                              "vmqos.core.formats.nova, which this installation lacks")
         try:
             doc = nova.read(json.dumps(wire.extra_specs))
         except VmqosError as exc:
@@ -290,10 +286,3 @@ def _undefined(kind: str, ref: str, path: Path, key: str, table: dict[str, Any])
         return f"{message}; did you mean {close[0]!r}?"
     return f"{message} (defined: {', '.join(table)})" if table else f"{message} (the file defines none)"
 
-
-def nova_module() -> Any:
-    try:
-        from vmqos.core.formats import nova
-    except ImportError:
-        return None
-    return nova

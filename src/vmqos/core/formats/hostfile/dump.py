@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from vmqos.core.errors import VmqosError
-from vmqos.core.formats.hostfile.build import nova_module
+from vmqos.core.formats import nova
 from vmqos.core.formats.hostfile.wire import is_byte_key
 from vmqos.core.model.checks import DEFAULT_MTU
 from vmqos.core.model.cpu import CPU_FIELDS, CpuQos
@@ -102,17 +102,15 @@ def dump_document(doc: QosDocument) -> dict[str, Any]:
 
 def dump_flavor(flavor: Flavor) -> dict[str, Any]:
     """Nova extra specs when they read back to exactly this flavor, else the canonical form."""
-    nova = nova_module()
-    if nova is not None:
-        try:
-            specs = json.loads(nova.write(flavor.qos, json=True))
-            if isinstance(specs, dict) and set(specs) == {"extra_specs"}:
-                specs = specs["extra_specs"]
-            if (isinstance(specs, dict) and specs and all(isinstance(v, str) for v in specs.values())
-                    and replace(nova.read(json.dumps(specs)), name=flavor.name) == flavor.qos):
-                return {"extra_specs": specs}
-        except (VmqosError, ValueError, TypeError):
-            pass
+    try:
+        specs = json.loads(nova.write(flavor.qos, json=True))
+        if isinstance(specs, dict) and set(specs) == {"extra_specs"}:
+            specs = specs["extra_specs"]
+        if (isinstance(specs, dict) and specs and all(isinstance(v, str) for v in specs.values())
+                and replace(nova.read(json.dumps(specs)), name=flavor.name) == flavor.qos):
+            return {"extra_specs": specs}
+    except (VmqosError, ValueError, TypeError):
+        pass
     return dump_document(flavor.qos)
 
 
