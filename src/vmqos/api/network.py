@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from vmqos.api import models as m
+from vmqos.api.openapi_body import json_body
 from vmqos.services import identity, policies
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_input import NeutronError
@@ -88,9 +89,8 @@ def extension(alias: str, who: Caller = Depends(caller)) -> dict[str, Any]:
 # ------------------------------------------------------------------ policies
 
 
-_POLICY_BODY = {"requestBody": {"content": {"application/json": {"schema": m.QosPolicyRequest.model_json_schema()}}}}
-_RULE_BODY = {"requestBody": {"content": {"application/json": {
-    "schema": m.BandwidthLimitRuleRequest.model_json_schema()}}}}
+_POLICY_BODY = json_body(m.QosPolicyRequest)
+_RULE_BODY = json_body(m.BandwidthLimitRuleRequest)
 
 
 @router.get("/qos/policies", responses={200: {"model": m.QosPolicyList}, **_ERRORS},

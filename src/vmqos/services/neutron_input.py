@@ -18,6 +18,7 @@ from vmqos.core.formats.neutron_rules import MAX_INT
 
 NAME_FIELD_SIZE = 255  # neutron-lib db constants
 DESCRIPTION_FIELD_SIZE = 255
+PROJECT_ID_FIELD_SIZE = 255
 DIRECTIONS = ("egress", "ingress")  # neutron-lib constants.VALID_DIRECTIONS, as qos-bw-limit-direction validates
 _TRUE = {"1", "t", "true", "on", "y", "yes"}  # oslo.utils strutils.bool_from_string
 _FALSE = {"0", "f", "false", "off", "n", "no"}
@@ -127,11 +128,11 @@ POLICY = {
     "id": Attribute(False, False),
     "name": Attribute(True, True, "", None, check_name),
     "shared": Attribute(True, True, False, to_boolean),
-    "tenant_id": Attribute(True, False, ""),
+    "tenant_id": Attribute(True, False, "", None, lambda v: check_string(v, PROJECT_ID_FIELD_SIZE)),
     "rules": Attribute(False, False),
     "is_default": Attribute(True, True, False, to_boolean),
     "description": Attribute(True, True, "", None, lambda v: check_string(v, DESCRIPTION_FIELD_SIZE)),
-    "project_id": Attribute(True, False, ""),
+    "project_id": Attribute(True, False, "", None, lambda v: check_string(v, PROJECT_ID_FIELD_SIZE)),
     "tags": Attribute(True, False, [], None, check_tags),
     "revision_number": Attribute(False, False),
     "created_at": Attribute(False, False),

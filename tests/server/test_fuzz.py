@@ -1,0 +1,119 @@
+"""Fuzzing the API over its own OpenAPI document with schemathesis (bounded here; longer in bench/).
+
+Every operation the server documents gets generated requests, valid and invalid, as an admin (who
+may reach every branch): no answer may be a 5xx, every 4xx must carry a JSON body (the client
+reads the message from it), and after every call every QoS policy in the store must still read as
+a vmqos Policy (0 invalid rows). The application is served by uvicorn on a loopback port in a
+thread of the test, over real HTTP, as `vmqos server` serves it.
+`VMQOS_FUZZ_EXAMPLES=500 .venv/bin/python -m pytest tests/server/test_fuzz.py` runs
+the same checks with many more examples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+
+from vmqos.api.app import create_app
+from vmqos.services import identity, policies
+from vmqos.store import qos as records
+
+EXAMPLES = int(os.environ.get("VMQOS_FUZZ_EXAMPLES", "20"))  # per operation; bounded in the suite
+_COUNT = [0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory):
+    db = f"sqlite:///{tmp_path_factory.mktemp('vq-fuzz') / 'vmqos.db'}"
+    app = create_app(db)
+    identity.bootstrap(app.state.store, "admin-secret")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        auth = {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"id": "default"}, "password": "admin-secret"}}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}
+        issued = httpx.post(f"{url}/v3/auth/tokens", json={"auth": auth})
+        assert issued.status_code == 201, issued.text
+        token = issued.headers["X-Subject-Token"]
+        # Something to find for the generated ids of show/update/delete.
+        made = httpx.post(f"{url}/v2.0/qos/policies", json={"policy": {"name": "seed"}},
+                          headers={"X-Auth-Token": token})
+        assert made.status_code == 201, made.text
+        policy_id = made.json()["policy"]["id"]
+        rule = httpx.post(f"{url}/v2.0/qos/policies/{policy_id}/bandwidth_limit_rules",
+                          json={"bandwidth_limit_rule": {"max_kbps": 1000}}, headers={"X-Auth-Token": token})
+        assert rule.status_code == 201, rule.text
+        app.state.fuzz_ids = {"policy_id": policy_id, "rule_id": rule.json()["bandwidth_limit_rule"]["id"]}
+        yield app, url, token
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema(fuzzed):
+    _app, url, _token = fuzzed
+    return schemathesis.openapi.from_url(f"{url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+def json_error_body(ctx, response, case):
+    """Every 4xx and 5xx carries a JSON object: the openstack CLI prints its message from it."""
+    if response.status_code >= 400:
+        try:
+            body = json.loads(response.content or b"")
+        except ValueError:
+            raise AssertionError(f"{response.status_code} without a JSON body: {response.content[:200]!r}") from None
+        assert isinstance(body, dict) and body, f"{response.status_code} with the body {body!r}"
+
+
+def _stored_policies_valid(app) -> None:
+    """0 invalid rows: every stored policy reads back as the vmqos model reads a Neutron policy."""
+    for stored in records.list_policies(app.state.store):
+        policies.as_policy(stored)
+
+
+@pytest.mark.server
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_no_server_error_and_json_errors(case, fuzzed):
+    app, url, token = fuzzed
+    _COUNT[0] += 1
+    if _COUNT[0] % 2 and case.path_parameters:  # every other case on objects that exist (while they do)
+        for name, value in app.state.fuzz_ids.items():
+            if name in case.path_parameters:
+                case.path_parameters[name] = value
+    headers = dict(case.headers or {})
+    headers["X-Auth-Token"] = token
+    if case.path == "/v3/auth/tokens" and case.method in ("GET", "HEAD", "DELETE"):
+        headers.setdefault("X-Subject-Token", "not-a-token")  # never the caller's own: keep fuzzing as admin
+    response = case.call(base_url=url, headers=headers)
+    case.validate_response(response, checks=[schemathesis.checks.not_a_server_error],
+                           additional_checks=[json_error_body] if case.method != "HEAD" else [])
+    _stored_policies_valid(app)
