@@ -10,10 +10,9 @@ every change, and the bucket is the burst the user asked for.
 
 The program does not drop: it sets `POLICE_MARK` in skb->mark on a packet over the limit, and the
 port's nft chain (which runs right after tc's ingress) drops and counts it, so the accounting
-(offered, dropped, passed) stays in nft. It measures skb->len as cls_bpf shows it at ingress, with
-the Ethernet header pushed back: L2 frame bytes, like HTB. One packet longer than the whole
-bucket (a 64 KiB GSO aggregate behind a small burst) passes when the bucket is full and leaves it
-in debt, so that a large aggregate is never dropped for ever.
+(offered, dropped, passed) stays in nft. It charges skb->len less the Ethernet header (cls_bpf
+pushes it back at ingress): IP bytes, as nft's limit did. A packet passes when the bucket holds
+its cost (or is full, for a packet longer than the whole bucket), as with nft's limit.
 
 Bytecode is assembled here (no compiler on our hosts); loading and map access use the bpf(2)
 system call through ctypes. Programs and maps are not bound to a network namespace: the filter
@@ -82,10 +81,11 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
 _MOV_X, _MOV_K, _ADD_K, _ADD_X, _SUB_X, _MUL_K, _DIV_X, _OR_K = 0xBF, 0xB7, 0x07, 0x0F, 0x1F, 0x27, 0x3F, 0x47
 _LDX_W, _LDX_DW, _STX_W, _ST_W = 0x61, 0x79, 0x63, 0x62
-_JEQ_K, _JEQ_X, _JGE_X, _JGT_X, _JLE_X, _CALL, _EXIT = 0x15, 0x1D, 0x3D, 0x2D, 0xBD, 0x85, 0x95
+_JEQ_K, _JEQ_X, _JGE_X, _JGT_X, _JLE_X, _JLT_K, _CALL, _EXIT = 0x15, 0x1D, 0x3D, 0x2D, 0xBD, 0xA5, 0x85, 0x95
 _CMPXCHG_DW, _CMPXCHG = 0xDB, 0xF1
 _LOOKUP, _KTIME = 1, 5
 _SKB_LEN, _SKB_MARK = 0, 8  # offsets in struct __sk_buff
+ETH_HLEN = 14
 ATTEMPTS = 3  # compare-and-swap tries when two CPUs charge the bucket at once; then the packet is over
 
 
@@ -122,6 +122,8 @@ def program(map_fd: int) -> bytes:
     code.append(_insn(_CALL, imm=_KTIME))
     code.append(_insn(_MOV_X, _R5, _R0))  # now
     code.append(_insn(_LDX_W, _R3, _R6, _SKB_LEN))
+    jump(_JLT_K, _R3, 0, ETH_HLEN, "pass")
+    code.append(_insn(_ADD_K, _R3, imm=-ETH_HLEN))  # IP bytes
     code.append(_insn(_MUL_K, _R3, imm=NSEC))
     code.append(_insn(_DIV_X, _R3, _R7))  # cost, ns
     code.append(_insn(_MUL_K, _R8, imm=NSEC))
@@ -234,17 +236,17 @@ def change(map_fd: int, rate_bytes: int, bucket_bytes: int) -> None:
     _put(map_fd, 1, carried_tat(tat, now, old, (rate_bytes, bucket_bytes)), 0)
 
 
-def load(rate_bytes: int, burst_bytes: int) -> Loaded:
-    """A new map holding (rate, burst) and an empty bucket state, and the program that uses it.
-
-    The state starts at tat = 0: a full bucket of `burst_bytes`, the burst the user asked for."""
+def load(rate_bytes: int, bucket_bytes: int, tokens: int) -> Loaded:
+    """A new map holding (rate, bucket size) and a bucket of `tokens` bytes, and the program using it."""
     try:
         map_fd = _map_create()
     except OSError as exc:
         raise KernelError(f"creating the police bucket's map failed: {exc.strerror}; police mode needs "
                           "CONFIG_BPF_SYSCALL and root") from None
     try:
-        write_config(map_fd, rate_bytes, burst_bytes)
+        write_config(map_fd, rate_bytes, bucket_bytes)
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        _put(map_fd, 1, carried_tat(now, now, (rate_bytes, tokens), (rate_bytes, bucket_bytes)), 0)
         insns = program(map_fd)
         license_ = ctypes.create_string_buffer(b"GPL")
         log = ctypes.create_string_buffer(65536)
@@ -303,13 +305,13 @@ def prog_id(msg: Any) -> int | None:
 
 
 def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> Policer:
-    """The policer a filter holds, with its map's rate and bucket."""
+    """The policer a filter holds, with its map's rate and burst (its size less one second of the rate)."""
     fd = map_of(program)
     try:
         rate, bucket = read_config(fd)
     finally:
         os.close(fd)
-    return Policer(dev, parent, prio, protocol, rate_bytes=rate, bucket_bytes=bucket)
+    return Policer(dev, parent, prio, protocol, rate_bytes=rate, burst_bytes=bucket - rate)
 
 
 def put(ipr: Any, idx: int, obj: Policer) -> None:
@@ -329,7 +331,7 @@ def put(ipr: Any, idx: int, obj: Policer) -> None:
             finally:
                 os.close(fd)
             return
-    loaded = load(obj.rate_bytes, obj.bucket_bytes)
+    loaded = load(obj.rate_bytes, obj.bucket_bytes, obj.burst_bytes)  # a new bucket: the burst asked for
     try:
         ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(obj.parent), prio=obj.prio, protocol=ETH_P_ALL,
                fd=loaded.prog_fd, name=PROGRAM_NAME, direct_action=True)

@@ -298,6 +298,8 @@ class TcNetlink:
         proto = int.from_bytes(proto.to_bytes(2, "little"), "big")  # carried in network order
         protocol = ETH_P.get(proto, f"{proto:#06x}")
         where = handle_str(parent)
+        if kind == "bpf" and msg.get_attr("TCA_OPTIONS") is None:
+            return None  # the classifier's head, listed before its filters
         program = bpf_police.prog_id(msg) if kind == "bpf" else None
         if program is not None:
             return bpf_police.observed(dev, where, prio, protocol, program)

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 from vmqos.core.desired.effective import EffectiveDirection, EffectiveNetwork
 from vmqos.core.errors import UnsupportedError
-from vmqos.core.model.checks import frame_bytes
+from vmqos.core.model.checks import ETH_HLEN, frame_bytes
 from vmqos.core.model.document import Note
 from vmqos.core.model.host import EgressMode
 from vmqos.core.model.network import PROTOCOLS, Direction, TrafficMatch
@@ -292,7 +292,7 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
             objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
             out_mech = f"htb on ifb {shaper}"
         else:
-            police, bucket = _police(device, from_chain, eff_out, out_burst, notes)
+            police, bucket = _police(device, from_chain, eff_out, out_burst, mtu, notes)
             rules_out.append(police)
             objects += [Qdisc(device, "ingress", "ffff:", "ingress"), bucket]
             out_mech = "police (tc ingress bucket, nftables drop)"
@@ -330,7 +330,7 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     )
 
 
-def _police(device: str, chain: str, eff: EffectiveDirection, burst: int,
+def _police(device: str, chain: str, eff: EffectiveDirection, burst: int, mtu: int,
             notes: list[Note]) -> tuple[NftRule, KernelObject]:
     """The bucket on the port's tc ingress and the nft rule that drops what it marks (see `Policer`)."""
     assert eff.rate_bps is not None
@@ -340,9 +340,14 @@ def _police(device: str, chain: str, eff: EffectiveDirection, burst: int,
     if eff.peak_bps is not None:
         notes.append(Note("egress.peak", "a policer has no peak rate: police mode enforces the average only; "
                           "use egress mode shape to honour peak"))
-    rate_bytes = eff.rate_bps.value // 8
-    notes.append(Note("egress.rate", f"police mode's bucket holds the burst plus one second of traffic "
-                      f"({burst + rate_bytes} bytes), which TCP through a policer needs: after an idle second "
-                      "the instance may send that much at once; TCP sees drops, not queueing", "info"))
+    # The bucket counts skb->len without the 14-byte Ethernet header, as nft's limit did: scale so
+    # that full-size frames are held to the frame rate the limit states.
+    rate_bytes = eff.rate_bps.value * mtu // (8 * (mtu + ETH_HLEN))
+    burst_bytes = burst * mtu // (mtu + ETH_HLEN)
+    notes.append(Note("egress.rate", f"police mode counts IP bytes, so vmqos sets {rate_bytes} bytes/s "
+                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); its bucket starts with the burst and fills "
+                      "up to one second of traffic more while the instance sends less than the rate (TCP "
+                      "through a policer needs it), so after an idle second the instance may send that much at "
+                      "once; a live change keeps the bucket's tokens; TCP sees drops, not queueing", "info"))
     return (NftRule(f"{chain}_dropped", mark_bit=POLICE_MARK, verdict="drop"),
-            policer(device, rate_bytes, burst + rate_bytes))
+            policer(device, rate_bytes, burst_bytes))

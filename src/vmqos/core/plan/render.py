@@ -102,7 +102,7 @@ def policer_line(p: Policer) -> str:
     without an object file, so vmqos loads it over bpf(2) and netlink (`drivers/bpf_police`), and
     changes an existing one's rate in its map, keeping the bucket's state."""
     return (f"{POLICER_COMMENT} vmqos police program on {_q(p.dev)} ingress (tc filter parent ffff: prio {p.prio} bpf "
-            f"direct-action): rate {p.rate_bytes} bytes/s, bucket {p.bucket_bytes} bytes")
+            f"direct-action): rate {p.rate_bytes} bytes/s, burst {p.burst_bytes} bytes, bucket {p.bucket_bytes} bytes")
 
 
 def tc_commands(op: Operation) -> list[str]:
