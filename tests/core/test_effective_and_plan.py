@@ -135,7 +135,7 @@ def test_seed_bw_limiter_and_dscp():
     assert p.objects.index(chain) > p.objects.index(parent)
 
 
-def test_police_mode_counts_frames_in_a_bucket_of_the_burst_and_one_second():
+def test_police_mode_compensates_for_the_missing_l2_header_in_a_bucket_of_the_burst_and_one_second():
     p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
     assert not _find(p.objects, IfbLink)
     assert _find(p.objects, Qdisc) == [Qdisc("tap-vm1", "ingress", "ffff:", "ingress")]
@@ -143,8 +143,10 @@ def test_police_mode_counts_frames_in_a_bucket_of_the_burst_and_one_second():
     (police,) = [r for r in chain.rules if r.mark_bit]
     (bucket,) = _find(p.objects, Policer)
     assert police.mark_bit == POLICE_MARK and police.verdict == "drop" and not _find(p.objects, NftLimit)
-    # cls_bpf sees the Ethernet header at ingress: the frame rate, as HTB counts it
-    assert (bucket.rate_bytes, bucket.bucket_bytes) == (100_000_000 // 8, 125_000 + 100_000_000 // 8)
+    # the bucket counts IP bytes (as nft's limit did): full-size frames are held to the frame rate
+    rate = 100_000_000 * 1500 // (8 * 1514)
+    assert (bucket.rate_bytes, bucket.burst_bytes, bucket.bucket_bytes) == \
+        (rate, 125_000 * 1500 // 1514, 125_000 * 1500 // 1514 + rate)
     assert p.objects.index(bucket) < p.objects.index(chain)  # it marks before the rule drops
     assert any("one second" in n.message for n in p.notes)
     with pytest.raises(UnsupportedError, match="shape"):
