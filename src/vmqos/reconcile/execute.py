@@ -295,9 +295,9 @@ class Reconciler:
         return failed
 
     def _run_tc(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
-        rest, loads = split_policers(ops_by_port)  # policers: after the batch that makes their qdisc
+        rest, loads = split_policers(ops_by_port)
         self._run_tc_ops(tool, rest, failed)
-        self._replace_each(loads, failed)
+        self._replace_each(loads, failed)  # policers: after the batch that makes their qdisc
 
     def _replace_each(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
         for port, ops in ops_by_port.items():
@@ -309,6 +309,8 @@ class Reconciler:
 
     def _run_tc_ops(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
         all_ops = [op for ops in ops_by_port.values() for op in ops]
+        if not all_ops:
+            return
         if tool == "tc" and len(all_ops) <= LIVE_REPLACE_LIMIT and all(
                 op.action == "replace" and self.tc.can_replace(op.obj) for op in all_ops):
             log.debug("tc: %d replacements over netlink for %d ports", len(all_ops), len(ops_by_port))
@@ -322,8 +324,7 @@ class Reconciler:
                     owner.append(port)
         log.debug("%s -batch: %d commands for %d ports", tool, len(lines), len(ops_by_port))
         for failure in self._run_batch(tool, lines):
-            port = owner[failure.index]
-            failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
+            failed.setdefault(owner[failure.index], f"{tool} {lines[failure.index]}: {failure.message}")
 
     def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str],
                  encoded: Encoded | None = None) -> None:
