@@ -15,7 +15,8 @@ from vmqos.core.model import (
 from vmqos.core.model.host import EgressMode
 from vmqos.core.plan.diff import diff, replay
 from vmqos.core.plan.names import chain_from, ifb_name
-from vmqos.core.plan.objects import HtbClass, NftChain, Qdisc
+from vmqos.core.plan.objects import HtbClass, NftChain, Policer, Qdisc
+from vmqos.core.plan.tc_objects import POLICER_PRIO
 from vmqos.core.plan.planner import plan_port
 from vmqos.core.plan.render import render
 
@@ -72,9 +73,9 @@ def limited(objects, qos):
         chain = keys.get(("nft-chain", "vmqos", chain_from(PORT)))
         shaped = (isinstance(chain, NftChain) and ifb in chain.forwards_to() and ("qdisc", ifb, "root") in keys
                   and ("class", ifb, "1:10") in keys)
-        # the police rule counts into a named limit, which must exist as long as the rule does
-        policed = isinstance(chain, NftChain) and any(
-            r.limit_name and ("nft-limit", "vmqos", r.limit_name) in keys for r in chain.rules)
+        # the police rule drops what the port's bucket (tc ingress) marks: both exist, or nothing polices
+        policed = isinstance(chain, NftChain) and any(r.mark_bit for r in chain.rules) and isinstance(
+            keys.get(("filter", PORT, "ffff:", POLICER_PRIO)), Policer) and ("qdisc", PORT, "ingress") in keys
         out["egress"] = shaped or policed
     return out
 

@@ -24,11 +24,13 @@ from vmqos.core.model.host import (
 )
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.names import chain_from, ifb_name, nft_ident
+from vmqos.core.plan.nft_objects import POLICE_MARK
 from vmqos.core.plan.objects import (
     HtbClass,
     IfbLink,
     NftChain,
     NftLimit,
+    Policer,
     Qdisc,
     U32Filter,
     rule_from_expr,
@@ -133,14 +135,19 @@ def test_seed_bw_limiter_and_dscp():
     assert p.objects.index(chain) > p.objects.index(parent)
 
 
-def test_police_mode_compensates_for_the_missing_l2_header():
+def test_police_mode_compensates_for_the_missing_l2_header_in_a_bucket_of_the_burst_and_one_second():
     p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
-    assert not _find(p.objects, IfbLink) and not _find(p.objects, Qdisc)
+    assert not _find(p.objects, IfbLink)
+    assert _find(p.objects, Qdisc) == [Qdisc("tap-vm1", "ingress", "ffff:", "ingress")]
     (chain,) = [c for c in _find(p.objects, NftChain) if c.hook == "ingress"]
-    (police,) = [r for r in chain.rules if r.limit_name]
-    (limit,) = _find(p.objects, NftLimit)
-    assert police.limit_name == limit.name and police.verdict == "drop"
-    assert limit.rate_bytes == 100_000_000 * 1500 // (8 * 1514)
+    (police,) = [r for r in chain.rules if r.mark_bit]
+    (bucket,) = _find(p.objects, Policer)
+    assert police.mark_bit == POLICE_MARK and police.verdict == "drop" and not _find(p.objects, NftLimit)
+    # the bucket counts IP bytes (as nft's limit did): full-size frames are held to the frame rate
+    rate = 100_000_000 * 1500 // (8 * 1514)
+    assert (bucket.rate_bytes, bucket.burst_bytes, bucket.bucket_bytes) == \
+        (rate, 125_000 * 1500 // 1514, 125_000 * 1500 // 1514 + rate)
+    assert p.objects.index(bucket) < p.objects.index(chain)  # it marks before the rule drops
     assert any("one second" in n.message for n in p.notes)
     with pytest.raises(UnsupportedError, match="shape"):
         _plan(egress(bandwidth=BandwidthLimit(10**8), classes=(TrafficClass("web", 50, TrafficMatch("tcp", (80,))),

@@ -24,10 +24,12 @@ from vmqos.core.model import (
 from vmqos.core.model.host import EgressMode
 from vmqos.core.plan.diff import Operation, diff
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
-from vmqos.core.plan.objects import NftLimit, limit_from_json
+from vmqos.core.plan.objects import Policer
 from vmqos.core.plan.planner import plan_port
-from vmqos.core.plan.render import render
-from vmqos.drivers.nft import _set_decl
+from vmqos.core.plan.render import POLICER_COMMENT, render
+from vmqos.drivers import bpf_police
+from vmqos.drivers.nft import Nft, _set_decl
+from vmqos.drivers.tc_netlink import TcNetlink
 
 from .conftest import sh
 
@@ -49,9 +51,27 @@ def _port(ns: str) -> None:
 
 
 def _apply(ns: str, ops) -> None:
+    """The rendered commands, in order; police mode's bucket (which tc cannot load) by the driver."""
+    policers = iter([op.obj for op in ops if isinstance(op.obj, Policer) and op.action != "delete"])
     for command in render(ops):
+        if command.startswith(POLICER_COMMENT):
+            with TcNetlink(ns) as tc:
+                tc.replace(next(policers))
+            continue
         result = sh(ns, command)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
+
+
+def _programs(ns: str) -> set[int]:
+    with TcNetlink(ns) as tc:
+        msgs = tc._ipr.get_filters(index=tc.index(PORT), parent=0xFFFF0000)
+        return {p for m in msgs if m.get_attr("TCA_OPTIONS") and (p := bpf_police.prog_id(m)) is not None}
+
+
+def _policer(ns: str) -> Policer | None:
+    with TcNetlink(ns) as tc:
+        found = [o for o in tc.read([PORT])[PORT].objects or [] if isinstance(o, Policer)]
+    return found[0] if found else None
 
 
 def _plan(qos: NetworkQos, mode: EgressMode = EgressMode.SHAPE):
@@ -97,9 +117,11 @@ def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
     _apply(netns, diff(policed.objects, shaped.objects))
     assert ifb_name(PORT) not in sh(netns, "ip -o link show").stdout
     listed = sh(netns, "nft list table netdev vmqos").stdout
-    # the police rule counts into a named limit object (its bucket survives chain rewrites)
-    assert "rate over 371532 bytes/second" in listed and 'limit name "from_' in listed
+    # the police rule drops what the bucket on tc ingress marks; nft holds no byte limit of its own
+    assert "meta mark & 0x00800000 == 0x00800000" in listed and "bytes/second" not in listed
+    assert _policer(netns) is not None and _policer(netns).rate_bytes == 371532
     _apply(netns, diff(slower.objects, policed.objects))
+    assert _policer(netns) is None
     assert set(_classes(netns, PORT)) == {"1:1", "1:10"}  # the class leaves and their filters are gone
     assert "rate 10Mbit" in _classes(netns, PORT)["1:1"]
     assert "rate 102400Kbit" in _classes(netns, ifb_name(PORT))["1:1"]
@@ -116,22 +138,25 @@ def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
     assert [k for item in ruleset for k in item if k not in ("metainfo", "table")] == ["set"] * 4
 
 
-def _limits(objects) -> list[NftLimit]:
-    return [o for o in objects if isinstance(o, NftLimit)]
-
-
-def test_police_mode_rule_is_what_nft_reads_back(netns):
+def test_police_mode_reads_back_as_planned_and_a_rate_change_keeps_its_program(netns):
     _port(netns)
     plan = _plan(NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(100_000_000, None, 125_000))),
                  EgressMode.POLICE)
     _apply(netns, diff(plan.objects, []))
-    ruleset = json.loads(sh(netns, "nft -j list table netdev vmqos").stdout)["nftables"]
-    used = [e["limit"] for item in ruleset if "rule" in item for e in item["rule"]["expr"] if "limit" in e]
-    limits = {item["limit"]["name"]: item["limit"] for item in ruleset if "limit" in item}
-    assert len(used) == 1 and used[0] in limits  # the rule refers to the named limit object
-    (limit,) = _limits(plan.objects)
-    assert limit_from_json(limits[used[0]]) == limit and limit.rate_bytes == 100_000_000 * 1500 // (8 * 1514)
-    assert limits[used[0]]["inv"] is True
+    (planned,) = [o for o in plan.objects if isinstance(o, Policer)]
+    assert _policer(netns) == planned and planned.rate_bytes == 100_000_000 * 1500 // (8 * 1514)
+    chains = Nft(netns).read([PORT]).chains
+    assert chains[chain_from(PORT)].rules == next(o for o in plan.objects if getattr(o, "name", "") ==
+                                                  chain_from(PORT)).rules
+    ids = _programs(netns)
+    assert len(ids) == 1
+    slower = _plan(NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(20_000_000, None, 25_000))),
+                   EgressMode.POLICE)
+    ops = diff(slower.objects, plan.objects)
+    assert [(op.action, type(op.obj)) for op in ops] == [("replace", Policer)]
+    _apply(netns, ops)
+    assert _policer(netns) == next(o for o in slower.objects if isinstance(o, Policer))
+    assert _programs(netns) == ids  # the same program: its map changed, its bucket kept
 
 
 def test_plan_cli_commands_apply(netns, capsys):

@@ -15,7 +15,7 @@ from typing import Any
 from vmqos.core.errors import KernelError
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
-from vmqos.core.plan.objects import HtbClass, KernelObject, Qdisc
+from vmqos.core.plan.objects import HtbClass, KernelObject, Policer, Qdisc
 from vmqos.drivers.privileges import CAP_NET_ADMIN, refused
 
 ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
@@ -139,6 +139,6 @@ def _u32_keys(sel: Any) -> list[tuple[int, int, int]]:
 
 
 def live_replaceable(obj: KernelObject) -> bool:
-    """What a live rate change touches, and one netlink request changes in place: HTB classes and
-    the leaves' bfifo limits."""
-    return isinstance(obj, HtbClass) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
+    """What a live rate change touches, and one netlink request changes in place: HTB classes,
+    the leaves' bfifo limits and police mode's bucket."""
+    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")

@@ -38,10 +38,12 @@ from vmqos.core.plan.objects import (
     HtbClass,
     IfbLink,
     KernelObject,
+    Policer,
     Qdisc,
     U32Filter,
 )
 from vmqos.core.plan.u32 import key_selector
+from vmqos.drivers import bpf_police
 from vmqos.drivers.privileges import open_in_netns
 from vmqos.drivers.process import check_netns, run
 from vmqos.drivers.protocols import DeviceTc
@@ -296,6 +298,11 @@ class TcNetlink:
         proto = int.from_bytes(proto.to_bytes(2, "little"), "big")  # carried in network order
         protocol = ETH_P.get(proto, f"{proto:#06x}")
         where = handle_str(parent)
+        if kind == "bpf" and msg.get_attr("TCA_OPTIONS") is None:
+            return None  # the classifier's head, listed before its filters
+        program = bpf_police.prog_id(msg) if kind == "bpf" else None
+        if program is not None:
+            return bpf_police.observed(dev, where, prio, protocol, program)
         if kind != "u32":
             return ForeignFilter(dev, where, prio, protocol, kind or "?")
         opts = msg.get_attr("TCA_OPTIONS")
@@ -329,15 +336,18 @@ class TcNetlink:
 
     @staticmethod
     def can_replace(obj: KernelObject) -> bool:
-        """What a live rate change touches: HTB classes and the leaves' bfifo limits."""
+        """What a live rate change touches: HTB classes, the leaves' bfifo limits, police mode's bucket."""
         return live_replaceable(obj)
 
     def replace(self, obj: KernelObject) -> None:
-        """Change one class or leaf queue in place: one netlink request, no `tc` process."""
+        """Change one class, leaf queue or policer in place (a policer is also created here: tc cannot
+        load its program): one netlink request, no `tc` process."""
         assert self.can_replace(obj)
         idx = self._require(obj.device or "")
         try:
-            if isinstance(obj, HtbClass):
+            if isinstance(obj, Policer):
+                bpf_police.put(self._ipr, idx, obj)
+            elif isinstance(obj, HtbClass):
                 self._ipr.tc("replace-class", "htb", idx, handle_int(obj.classid), parent=handle_int(obj.parent),
                              rate=obj.rate_bps // 8, ceil=obj.ceil_bps // 8, burst=obj.burst_bytes,
                              cburst=obj.cburst_bytes, quantum=obj.quantum)

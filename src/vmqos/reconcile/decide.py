@@ -20,6 +20,7 @@ from vmqos.core.plan.objects import (
     NftChain,
     NftCounter,
     NftLimit,
+    Policer,
     is_foreign,
     is_nft,
 )
@@ -231,6 +232,17 @@ def _is_link(op: Operation) -> bool:
 
 def _is_tc(op: Operation) -> bool:
     return not is_nft(op.obj) and not isinstance(op.obj, IfbLink)
+
+
+def _is_load(op: Operation) -> bool:
+    return isinstance(op.obj, Policer) and op.action != "delete"
+
+
+def split_policers(ops_by_port: Mapping[str, Sequence[Operation]]) -> tuple[PortOps, PortOps]:
+    """(what tc's batch or netlink runs, the policers to load or change): tc cannot load police mode's
+    program, so the driver does it over bpf(2) and netlink, once the batch made its ingress qdisc;
+    an existing policer's rate is changed in its map, which keeps its bucket."""
+    return _pick(ops_by_port, lambda op: not _is_load(op)), _pick(ops_by_port, _is_load)
 
 
 def apply_phases(ops_by_port: Mapping[str, Sequence[Operation]], concurrent_min: int) -> ApplyPlan:

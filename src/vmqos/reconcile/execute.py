@@ -48,6 +48,7 @@ from vmqos.reconcile.decide import (
     empties_table,
     nft_by_port,
     restore_ops,
+    split_policers,
     to_record,
     what_to_read,
 )
@@ -251,9 +252,8 @@ class Reconciler:
         # limiter moving from nft to tc) waits for tc, as below.
         early = phases.early
         links_done = threading.Event()
-        log.debug("apply: devices to add for %d ports, queues to add or change for %d, nft changes for %d (%d of "
-                  "them beside tc), deletions last", len(phases.links_up.ops), len(phases.tc_up.ops),
-                  len(phases.nft.ops) + len(early), len(early))
+        log.debug("apply: devices to add for %d ports, queues for %d, nft for %d (%d beside tc), deletions last",
+                  len(phases.links_up.ops), len(phases.tc_up.ops), len(phases.nft.ops) + len(early), len(early))
 
         def run_early() -> None:
             first, then = phases.early_first.ops, phases.early_then.ops
@@ -295,20 +295,26 @@ class Reconciler:
         return failed
 
     def _run_tc(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
-        ops_by_port = {p: ops for p, ops in ops_by_port.items() if ops}
-        if not ops_by_port:
-            return
+        rest, loads = split_policers(ops_by_port)
+        self._run_tc_ops(tool, rest, failed)
+        self._replace_each(loads, failed)  # policers: after the batch that makes their qdisc
+
+    def _replace_each(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
+        for port, ops in ops_by_port.items():
+            try:
+                for op in ops if port not in failed else ():
+                    self.tc.replace(op.obj)
+            except VmqosError as exc:
+                failed[port] = str(exc)
+
+    def _run_tc_ops(self, tool: str, ops_by_port: dict[str, list[Operation]], failed: dict[str, str]) -> None:
         all_ops = [op for ops in ops_by_port.values() for op in ops]
+        if not all_ops:
+            return
         if tool == "tc" and len(all_ops) <= LIVE_REPLACE_LIMIT and all(
                 op.action == "replace" and self.tc.can_replace(op.obj) for op in all_ops):
             log.debug("tc: %d replacements over netlink for %d ports", len(all_ops), len(ops_by_port))
-            for port, ops in ops_by_port.items():
-                try:
-                    for op in ops:
-                        self.tc.replace(op.obj)
-                except VmqosError as exc:
-                    failed[port] = str(exc)
-            return
+            return self._replace_each(ops_by_port, failed)
         lines: list[str] = []
         owner: list[str] = []
         for port, ops in ops_by_port.items():
@@ -318,8 +324,7 @@ class Reconciler:
                     owner.append(port)
         log.debug("%s -batch: %d commands for %d ports", tool, len(lines), len(ops_by_port))
         for failure in self._run_batch(tool, lines):
-            port = owner[failure.index]
-            failed.setdefault(port, f"{tool} {lines[failure.index]}: {failure.message}")
+            failed.setdefault(owner[failure.index], f"{tool} {lines[failure.index]}: {failure.message}")
 
     def _run_nft(self, ops_by_port: dict[str, list[Operation]], failed: dict[str, str],
                  encoded: Encoded | None = None) -> None:

@@ -13,6 +13,10 @@ from vmqos.core.plan.kernel_object import KernelObject
 
 NFT_FAMILY = "netdev"
 NFT_TABLE = "vmqos"
+# The skb->mark bit that police mode's program (tc ingress, `Policer`) sets on a packet over its
+# bucket; the port's nft chain, which runs next in the same ingress path, drops every such packet,
+# so the bit never travels further.
+POLICE_MARK = 0x00800000
 
 @dataclass(frozen=True)
 class NftCounter(KernelObject):
@@ -117,7 +121,8 @@ class NftRule:
     account_port: str | None = None
     account_local: str | None = None  # "saddr" or "daddr": which address is the instance's
     fwd_to: str | None = None  # hand the packet to this device's egress (the port's IFB): the last rule
-    limit_name: str | None = None  # over this named limit (`NftLimit`): the police rule
+    limit_name: str | None = None  # over this named limit (`NftLimit`): the police rule of earlier versions
+    mark_bit: int | None = None  # only packets with this skb->mark bit set (`POLICE_MARK`): the police rule
 
     def _remote(self) -> str:
         return "daddr" if self.account_local == "saddr" else "saddr"
@@ -141,6 +146,8 @@ class NftRule:
                 f"limit rate over {self.limit_bytes_per_s} bytes/second burst {self.limit_bytes_burst} bytes")
         if self.limit_name is not None:
             parts.append(f'limit name "{self.limit_name}"')
+        if self.mark_bit is not None:
+            parts.append(f"meta mark & {self.mark_bit:#x} == {self.mark_bit:#x}")
         if self.counter:
             parts.append(f'counter name "{self.counter}"')
         if self.dscp is not None:
@@ -173,6 +180,8 @@ class NftRule:
                                    "burst": self.limit_bytes_burst, "burst_unit": "bytes", "inv": True}})
         if self.limit_name is not None:
             expr.append({"limit": self.limit_name})
+        if self.mark_bit is not None:
+            expr.append(_match({"&": [{"meta": {"key": "mark"}}, self.mark_bit]}, "==", self.mark_bit))
         if self.counter:
             expr.append({"counter": self.counter})
         if self.dscp is not None:
@@ -203,6 +212,9 @@ def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
                 fields["ip_family"] = value["right"]
             elif name == "match" and value["left"] == {"meta": {"key": "length"}} and value["op"] == "<=":
                 fields["max_length"] = value["right"]
+            elif (name == "match" and value["op"] == "==" and isinstance(value["right"], int)
+                  and value["left"] == {"&": [{"meta": {"key": "mark"}}, value["right"]]}):
+                fields["mark_bit"] = value["right"]
             elif (name == "match" and value["op"] == "==" and value["right"] == "syn"
                   and value["left"] == {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
                                               list(TCP_FLAGS_MASK)]}):

@@ -28,14 +28,16 @@ from vmqos.core.plan.tc_objects import (
     ForeignFilter,
     HtbClass,
     IfbLink,
+    Policer,
     Qdisc,
     TcFilter,
     U32Filter,
     is_foreign,
+    policer,
 )
 
 __all__ = [
     "FOREIGN_COUNTER", "NFT_FAMILY", "NFT_TABLE", "OWN_QDISC_KINDS", "TCP_FLAGS_MASK", "ForeignFilter", "HtbClass",
-    "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftLimit", "NftRule", "NftSet", "Qdisc", "TcFilter", "U32Filter",
-    "is_foreign", "is_nft", "limit_from_json", "rule_from_expr",
+    "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftLimit", "NftRule", "NftSet", "Policer", "Qdisc", "TcFilter",
+    "U32Filter", "is_foreign", "is_nft", "limit_from_json", "policer", "rule_from_expr",
 ]

@@ -32,18 +32,19 @@ from vmqos.core.model.document import Note
 from vmqos.core.model.host import EgressMode
 from vmqos.core.model.network import PROTOCOLS, Direction, TrafficMatch
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
+from vmqos.core.plan.nft_objects import POLICE_MARK
 from vmqos.core.plan.objects import (
     HtbClass,
     IfbLink,
     KernelObject,
     NftChain,
     NftCounter,
-    NftLimit,
     NftRule,
     NftSet,
     Qdisc,
     U32Filter,
     is_nft,
+    policer,
 )
 from vmqos.core.units import human_rate, human_size
 
@@ -255,7 +256,6 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
     chains: list[NftChain] = []
-    limits: list[NftLimit] = []
 
     # Towards the instance: HTB on the port's root; nft on its egress hook counts and limits pps first.
     eff_in = effective.ingress
@@ -292,10 +292,10 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
             objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
             out_mech = f"htb on ifb {shaper}"
         else:
-            police, limit = _police_rule(from_chain, eff_out, out_burst, mtu, notes)
+            police, bucket = _police(device, from_chain, eff_out, out_burst, mtu, notes)
             rules_out.append(police)
-            limits.append(limit)
-            out_mech = "nftables police"
+            objects += [Qdisc(device, "ingress", "ffff:", "ingress"), bucket]
+            out_mech = "police (tc ingress bucket, nftables drop)"
     if eff_out.dscp is not None:
         for fam in ("ip", "ip6"):
             rules_out.append(NftRule(f"{from_chain}_marked", dscp=eff_out.dscp.value, ip_family=fam))
@@ -321,7 +321,6 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         used = {name for chain in chains for name in chain.sets()}
         objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
         objects += [NftCounter(name) for name in counters]
-        objects += limits
         objects += chains
 
     return PortPlan(
@@ -331,8 +330,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     )
 
 
-def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int,
-                 notes: list[Note]) -> tuple[NftRule, NftLimit]:
+def _police(device: str, chain: str, eff: EffectiveDirection, burst: int, mtu: int,
+            notes: list[Note]) -> tuple[NftRule, KernelObject]:
+    """The bucket on the port's tc ingress and the nft rule that drops what it marks (see `Policer`)."""
     assert eff.rate_bps is not None
     if eff.classes is not None:
         raise UnsupportedError(
@@ -340,15 +340,14 @@ def _police_rule(chain: str, eff: EffectiveDirection, burst: int, mtu: int,
     if eff.peak_bps is not None:
         notes.append(Note("egress.peak", "a policer has no peak rate: police mode enforces the average only; "
                           "use egress mode shape to honour peak"))
-    # nft counts skb->len, which at the ingress hook is the IP packet without its 14-byte Ethernet
-    # header: scale so that full-size frames are held to the frame rate the limit states.
+    # The bucket counts skb->len without the 14-byte Ethernet header, as nft's limit did: scale so
+    # that full-size frames are held to the frame rate the limit states.
     rate_bytes = eff.rate_bps.value * mtu // (8 * (mtu + ETH_HLEN))
     burst_bytes = burst * mtu // (mtu + ETH_HLEN)
     notes.append(Note("egress.rate", f"police mode counts IP bytes, so vmqos sets {rate_bytes} bytes/s "
-                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); nft's bucket always holds at least one second "
-                      "of traffic, so the first second after idle may overshoot; TCP sees drops, not queueing", "info"))
-    # A named limit keeps its bucket when the chain is rewritten (a rule's own limit would start full:
-    # one second of traffic let through at each live change); its name carries its values, since the
-    # kernel cannot change a limit object in place.
-    limit = NftLimit(f"{chain}_police_{rate_bytes}_{burst_bytes}", rate_bytes, burst_bytes)
-    return NftRule(f"{chain}_dropped", limit_name=limit.name, verdict="drop"), limit
+                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); its bucket starts with the burst and fills "
+                      "up to one second of traffic more while the instance sends less than the rate (TCP "
+                      "through a policer needs it), so after an idle second the instance may send that much at "
+                      "once; a live change keeps the bucket's tokens; TCP sees drops, not queueing", "info"))
+    return (NftRule(f"{chain}_dropped", mark_bit=POLICE_MARK, verdict="drop"),
+            policer(device, rate_bytes, burst_bytes))

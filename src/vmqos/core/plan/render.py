@@ -20,6 +20,7 @@ from vmqos.core.plan.objects import (
     NftCounter,
     NftLimit,
     NftSet,
+    Policer,
     Qdisc,
     TcFilter,
     U32Filter,
@@ -93,6 +94,17 @@ def _nft(op: Operation) -> list[str]:
     return lines
 
 
+POLICER_COMMENT = "#"
+
+
+def policer_line(p: Policer) -> str:
+    """What `vmqos plan` shows for police mode's bucket. Not a tc command: tc cannot load a program
+    without an object file, so vmqos loads it over bpf(2) and netlink (`drivers/bpf_police`), and
+    changes an existing one's rate in its map, keeping the bucket's state."""
+    return (f"{POLICER_COMMENT} vmqos police program on {_q(p.dev)} ingress (tc filter parent ffff: prio {p.prio} bpf "
+            f"direct-action): rate {p.rate_bytes} bytes/s, burst {p.burst_bytes} bytes, bucket {p.bucket_bytes} bytes")
+
+
 def tc_commands(op: Operation) -> list[str]:
     """The `ip`/`tc` commands of one operation on a device or its queues."""
     obj = op.obj
@@ -113,6 +125,8 @@ def tc_commands(op: Operation) -> list[str]:
         return [_qdisc("add" if obj.parent == "ingress" else "replace", obj)]
     if isinstance(obj, HtbClass):
         return [f"tc class del dev {_q(obj.dev)} classid {obj.classid}"] if op.action == "delete" else [_class(obj)]
+    if isinstance(obj, Policer) and op.action != "delete":
+        return [policer_line(obj)]
     if isinstance(obj, TcFilter):
         if op.action == "delete":
             return [_filter("del", obj)]

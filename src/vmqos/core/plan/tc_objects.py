@@ -158,6 +158,40 @@ class ForeignFilter(TcFilter):
         return False
 
 
+POLICER_PRIO = 1  # the police program's place on the port's ingress qdisc (ffff:)
+
+
+@dataclass(frozen=True)
+class Policer(TcFilter):
+    """Police mode's token bucket: vmqos's eBPF program on the port's tc ingress (cls_bpf), which marks
+    the packets over the bucket for the port's nft chain to drop and count (`drivers/bpf_police`).
+
+    Its rate and size live in a BPF map that a change rewrites in place, so the bucket keeps its
+    tokens across every live change (nft's limit objects cannot be changed: a new rate was a new,
+    full bucket of one second of traffic, handed to the instance at each change). A new policer
+    starts with `burst_bytes` of tokens, the burst the user asked for, whatever its size.
+
+    It counts IP bytes, as nft's limit did (the planner scales the rate so that full-size frames are
+    held to the frame rate), and its size is the burst plus one second of the rate, as nft's was:
+    TCP through a policer with 64 KiB GSO aggregates needs that much to fill (measured on 6.18 at
+    50 Mbit/s: 5 Mbit/s through a 128 KiB bucket, 25 through 100 ms of traffic, 50 through one
+    second). An idle instance can therefore send up to that size at once; a change never adds to it."""
+
+    rate_bytes: int = 0  # IP bytes/s
+    burst_bytes: int = 0
+
+    @property
+    def bucket_bytes(self) -> int:
+        return self.burst_bytes + self.rate_bytes
+
+    def describe(self) -> str:
+        return f"policer {self.dev} {self.rate_bytes} bytes/s burst {self.burst_bytes} bytes"
+
+
+def policer(dev: str, rate_bytes: int, burst_bytes: int) -> Policer:
+    return Policer(dev, "ffff:", POLICER_PRIO, "all", rate_bytes=rate_bytes, burst_bytes=burst_bytes)
+
+
 OWN_QDISC_KINDS = ("htb", "bfifo", "ingress")
 
 

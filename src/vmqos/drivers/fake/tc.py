@@ -17,7 +17,7 @@ from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import Operation
-from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Qdisc, TcFilter, U32Filter
+from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Policer, Qdisc, TcFilter, U32Filter
 from vmqos.core.plan.render import tc_commands
 from vmqos.core.units import parse_rate, parse_size
 from vmqos.drivers.fake.kernel import Device, FakeKernel
@@ -245,7 +245,7 @@ class FakeTc:
 
     @staticmethod
     def can_replace(obj: KernelObject) -> bool:
-        return isinstance(obj, HtbClass) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
+        return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
 
     def replace(self, obj: KernelObject) -> None:
         assert self.can_replace(obj)
@@ -261,7 +261,11 @@ class FakeTc:
                 injected = self.kernel.injected(line)
                 if injected is not None:
                     raise Refused(injected.message, injected.errno)
-                if isinstance(obj, HtbClass):
+                if isinstance(obj, Policer):  # as the driver: on the ingress qdisc, rate changed in place
+                    if not any(isinstance(o, Qdisc) and o.handle == obj.parent for o in device.objects.values()):
+                        raise Refused(ENOENT, errnos.ENOENT)
+                    device.objects[obj.key] = obj
+                elif isinstance(obj, HtbClass):
                     self._batch.put_class(device, obj)
                 else:
                     words = shlex.split(line)[2:]
