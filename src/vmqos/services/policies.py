@@ -158,6 +158,11 @@ def register_usage(finder: UsageFinder) -> None:
         _USAGE_FINDERS.append(finder)
 
 
+def unregister_usage(finder: UsageFinder) -> None:
+    if finder in _USAGE_FINDERS:
+        _USAGE_FINDERS.remove(finder)
+
+
 def usages(store: Store, policy_id: str) -> list[Usage]:
     return [usage for finder in _USAGE_FINDERS for usage in finder(store, policy_id)]
 
