@@ -7,7 +7,7 @@ services and described here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, create_model
 
@@ -102,11 +102,14 @@ class QosPolicyList(BaseModel):
 
 def _rule_models(rtype: str, rule: type[BaseModel]) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
     """The request, response and list bodies of one rule type: {"<type>_rule": ...}, {"<type>_rules": [...]}."""
-    fields = {k: (v.annotation | None, None) for k, v in rule.model_fields.items() if k != "id"}
-    request_inner = create_model(f"{rule.__name__}Input", **fields)  # type: ignore[call-overload]
-    request = create_model(f"{rule.__name__}Request", **{f"{rtype}_rule": (request_inner, ...)})
-    response = create_model(f"{rule.__name__}Response", **{f"{rtype}_rule": (rule, ...)})
-    listing = create_model(f"{rule.__name__}List", **{f"{rtype}_rules": (list[rule], ...)})  # type: ignore[valid-type]
+    fields: dict[str, Any] = {k: (Optional[v.annotation], None) for k, v in rule.model_fields.items() if k != "id"}
+    request_inner = create_model(f"{rule.__name__}Input", **fields)
+    wrapped: dict[str, Any] = {f"{rtype}_rule": (request_inner, ...)}
+    request = create_model(f"{rule.__name__}Request", **wrapped)
+    wrapped = {f"{rtype}_rule": (rule, ...)}
+    response = create_model(f"{rule.__name__}Response", **wrapped)
+    wrapped = {f"{rtype}_rules": (list[rule], ...)}  # type: ignore[valid-type]
+    listing = create_model(f"{rule.__name__}List", **wrapped)
     return request, response, listing
 
 
