@@ -219,7 +219,7 @@ RBAC_OBJECT_TYPES = ("qos_policy",)
 # neutron/extensions/rbac.py RESOURCE_ATTRIBUTE_MAP (target_tenant raises from its own validator)
 RBAC_POLICY = {
     "id": _ID,
-    "object_type": Attribute(True, False, "", to_rbac_object_type),
+    "object_type": Attribute(True, False, None, to_rbac_object_type),
     "object_id": Attribute(True, False, None, None, check_uuid),
     "target_tenant": Attribute(True, True, None, None, lambda v: check_target_project(v)),
     "tenant_id": Attribute(True, False, "", None, lambda v: check_string(v, 255)),
