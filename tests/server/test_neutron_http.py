@@ -62,6 +62,8 @@ def test_alias_routes_show_change_and_delete_a_rule_by_its_id(api):
     assert api.get(path, headers=alice).json() == {"alias_dscp_marking_rule": {"id": dscp["id"], "dscp_mark": 26}}
     changed = api.put(path, json={"alias_dscp_marking_rule": {"dscp_mark": 34}}, headers=alice)
     assert changed.json() == {"alias_dscp_marking_rule": {"id": dscp["id"], "dscp_mark": 34}}
+    read_only = api.put(path, json={"alias_dscp_marking_rule": {"tenant_id": "x"}}, headers=alice)
+    assert _error(read_only, 400)["message"] == "Cannot update read-only attribute tenant_id"
     wrong_key = api.put(path, json={"dscp_marking_rule": {"dscp_mark": 34}}, headers=alice)
     assert _error(wrong_key, 400)["message"] == "Unable to find 'alias_dscp_marking_rule' in request body"
     # shared with bob: the policy is his to see, its rules alone are not (Neutron's parent-owner rules)

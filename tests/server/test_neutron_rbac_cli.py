@@ -65,6 +65,15 @@ def test_sharing_a_policy_with_another_project(server):
     assert reshare.returncode == 1
     assert "Only admins can manipulate policies on objects they do not own" in reshare.stderr
 
+    # retargeted to another project, the policy leaves bob's sight; set back, it returns
+    admin_project = server.json("project", "show", "admin")["id"]
+    assert server.openstack("network", "rbac", "set", "--target-project", admin_project, entry["id"],
+                            user="alice").returncode == 0
+    assert server.json("network", "qos", "policy", "list", user="bob") == []
+    assert server.openstack("network", "rbac", "set", "--target-project", other["id"], entry["id"],
+                            user="alice").returncode == 0
+    assert server.json("network", "rbac", "show", entry["id"], user="alice")["target_project_id"] == other["id"]
+
     # the same entry twice is a conflict; a reader shares nothing; only an admin shares with everyone
     twice = server.openstack("network", "rbac", "create", "--target-project", other["id"], "--action",
                              "access_as_shared", "--type", "qos_policy", "team-bw", user="alice")

@@ -36,6 +36,7 @@ from vmqos.services.neutron_input import (
     DIRECTIONS_AND_ANY,
     DSCP_MARKS,
     RULES,
+    Attribute,
     NeutronError,
     read_body,
     to_boolean,
@@ -170,7 +171,9 @@ def update_rule(store: Store, caller: Caller, policy_id: str, rtype: str, rule_i
                 at: datetime | None = None) -> dict[str, Any]:
     policy, rule = _changeable(store, caller, policy_id, rtype, rule_id,
                                action or f"update_policy_{rtype}_rule")
-    values = read_body(body, resource or f"{rtype}_rule", RULES[rtype], create=False)
+    # the alias resources also declare tenant_id (read-only), as qos_rules_alias's attribute maps do
+    attributes = RULES[rtype] | {"tenant_id": Attribute(False, False)} if resource else RULES[rtype]
+    values = read_body(body, resource or f"{rtype}_rule", attributes, create=False)
     _check_bandwidth(policy, values)
     changed = StoredRule(rule.id, rule.policy_id, rtype, rule.values | values)
     _check_min_pps(policy, changed)
