@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import identity, network
+from vmqos.api import identity, identity_projects, network, neutron_policies, neutron_rbac, neutron_rules
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
@@ -96,6 +96,10 @@ def create_app(url: str | None = None) -> FastAPI:
         return {"versions": [network.network_version(request), identity.identity_version(request)]}
 
     app.include_router(identity.router)
+    app.include_router(identity_projects.router)
     app.include_router(network.router)
+    app.include_router(neutron_policies.router)
+    app.include_router(neutron_rules.router)
+    app.include_router(neutron_rbac.router)
 
     return app

@@ -10,16 +10,29 @@ neutron-lib's converters and validators (`api/converters.py`, `api/validators/__
 from __future__ import annotations
 
 import unicodedata
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from vmqos.core.errors import VmqosError
-from vmqos.core.formats.neutron_rules import MAX_INT
+from vmqos.core.formats.neutron_rules import (
+    BANDWIDTH_LIMIT,
+    DSCP_MARKING,
+    MAX_INT,
+    MINIMUM_BANDWIDTH,
+    MINIMUM_PACKET_RATE,
+    PACKET_RATE_LIMIT,
+)
+from vmqos.core.model.network import VALID_DSCP_MARKS
 
 NAME_FIELD_SIZE = 255  # neutron-lib db constants
 DESCRIPTION_FIELD_SIZE = 255
 PROJECT_ID_FIELD_SIZE = 255
-DIRECTIONS = ("egress", "ingress")  # neutron-lib constants.VALID_DIRECTIONS, as qos-bw-limit-direction validates
+DIRECTIONS = ("ingress", "egress")  # neutron-lib constants.VALID_DIRECTIONS, as qos-bw-limit-direction validates
+DIRECTIONS_AND_ANY = ("any", "ingress", "egress")  # VALID_DIRECTIONS_AND_ANY (minimum_packet_rate only)
+DSCP_MARKS = tuple(sorted(VALID_DSCP_MARKS))  # constants.VALID_DSCP_MARKS, in Neutron's order
+MAX_TAG_LEN = 255  # neutron/extensions/tagging.py
+MAX_TAGS_COUNT = 50
 _TRUE = {"1", "t", "true", "on", "y", "yes"}  # oslo.utils strutils.bool_from_string
 _FALSE = {"0", "f", "false", "off", "n", "no"}
 
@@ -104,10 +117,52 @@ def check_values(value: Any, valid: tuple[str, ...]) -> str | None:
     return None if value in valid else f"{value} is not in valid_values"
 
 
-def check_tags(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in value):
-        return f"'{value}' is not a list of tags of 1 to 255 characters"
+def is_uuid_like(value: Any) -> bool:
+    """oslo.utils uuidutils.is_uuid_like: Keystone's 32-hex ids count, as do dashed UUIDs."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)).replace("-", "") == \
+            value.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "").lower()
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def check_uuid(value: Any) -> str | None:
+    return None if is_uuid_like(value) else f"'{value}' is not a valid UUID"
+
+
+def check_unique_strings(value: Any, max_len: int = MAX_TAG_LEN) -> str | None:
+    """validate_list_of_unique_strings: a list, no duplicate, each a string of at most max_len."""
+    if not isinstance(value, list):
+        return f"'{value}' is not a list"
+    seen: list[Any] = []
+    dups: list[Any] = []
+    for item in value:
+        if item in seen and item not in dups:
+            dups.append(item)
+        seen.append(item)
+    if dups:
+        return f"Duplicate items in the list: '{', '.join(str(d) for d in dups)}'"
+    for item in value:
+        problem = check_string(item, max_len)
+        if problem:
+            return problem
     return None
+
+
+def check_target_project(value: Any) -> None:
+    """neutron/extensions/rbac.py _validate_valid_target_project: it raises instead of returning."""
+    if value != "*" and not is_uuid_like(value):
+        raise invalid_input(f"'{value}' is not a valid target project ID; expected a UUID or '*'")
+
+
+def to_rbac_object_type(value: Any) -> str:
+    """convert_valid_object_type: the types this server shares (Neutron also has network, security_group...)."""
+    normalized = value.strip().lower() if isinstance(value, str) else value
+    if normalized in RBAC_OBJECT_TYPES:
+        return str(normalized)
+    raise invalid_input(f"'{value}' is not a valid RBAC object type")
 
 
 # ------------------------------------------------------------------ attribute maps and the body
@@ -133,16 +188,44 @@ POLICY = {
     "is_default": Attribute(True, True, False, to_boolean),
     "description": Attribute(True, True, "", None, lambda v: check_string(v, DESCRIPTION_FIELD_SIZE)),
     "project_id": Attribute(True, False, "", None, lambda v: check_string(v, PROJECT_ID_FIELD_SIZE)),
-    "tags": Attribute(True, False, [], None, check_tags),
+    "tags": Attribute(False, False),  # standard-attr-tag: set through .../tags, not in the body
     "revision_number": Attribute(False, False),
     "created_at": Attribute(False, False),
     "updated_at": Attribute(False, False),
 }
-BANDWIDTH_LIMIT_RULE = {
-    "id": Attribute(False, False),
-    "max_kbps": Attribute(True, True, None, to_int, check_range),
-    "max_burst_kbps": Attribute(True, True, 0, to_int, check_range),
-    "direction": Attribute(True, True, "egress", None, lambda v: check_values(v, DIRECTIONS)),
+_ID = Attribute(False, False)
+
+
+def _values(valid: tuple[Any, ...]) -> Callable[[Any], str | None]:
+    return lambda v: check_values(v, valid)
+
+
+# neutron-lib api/definitions qos, qos_bw_limit_direction, qos_bw_minimum_ingress, qos_pps_rule and
+# qos_pps_minimum_rule: every rule type's body, in the order Neutron declares its attributes.
+RULES: dict[str, dict[str, Attribute]] = {
+    BANDWIDTH_LIMIT: {"id": _ID, "max_kbps": Attribute(True, True, None, to_int, check_range),
+                      "max_burst_kbps": Attribute(True, True, 0, to_int, check_range),
+                      "direction": Attribute(True, True, "egress", None, _values(DIRECTIONS))},
+    DSCP_MARKING: {"id": _ID, "dscp_mark": Attribute(True, True, None, to_int, _values(DSCP_MARKS))},
+    MINIMUM_BANDWIDTH: {"id": _ID, "min_kbps": Attribute(True, True, None, to_int, check_range),
+                        "direction": Attribute(True, True, "egress", None, _values(DIRECTIONS))},
+    PACKET_RATE_LIMIT: {"id": _ID, "max_kpps": Attribute(True, True, None, to_int, check_range),
+                        "max_burst_kpps": Attribute(True, True, 0, to_int, check_range),
+                        "direction": Attribute(True, True, "egress", None, _values(DIRECTIONS))},
+    MINIMUM_PACKET_RATE: {"id": _ID, "min_kpps": Attribute(True, True, None, to_int, check_range),
+                          "direction": Attribute(True, True, "egress", None, _values(DIRECTIONS_AND_ANY))},
+}
+BANDWIDTH_LIMIT_RULE = RULES[BANDWIDTH_LIMIT]
+RBAC_OBJECT_TYPES = ("qos_policy",)
+# neutron/extensions/rbac.py RESOURCE_ATTRIBUTE_MAP (target_tenant raises from its own validator)
+RBAC_POLICY = {
+    "id": _ID,
+    "object_type": Attribute(True, False, None, to_rbac_object_type),
+    "object_id": Attribute(True, False, None, None, check_uuid),
+    "target_tenant": Attribute(True, True, None, None, lambda v: check_target_project(v)),
+    "tenant_id": Attribute(True, False, "", None, lambda v: check_string(v, 255)),
+    "project_id": Attribute(True, False, "", None, lambda v: check_string(v, 255)),
+    "action": Attribute(True, False, None, None, lambda v: check_string(v, DESCRIPTION_FIELD_SIZE)),
 }
 
 

@@ -1,58 +1,88 @@
-"""Neutron QoS policies and their bandwidth-limit rules, as a project's callers may see and change them.
+"""Neutron QoS policies and their tags, as a project's callers may see, change and attach them.
 
 The use cases behind the API server's `/v2.0/qos/policies`. Every change is read first as the vmqos
 model reads a Neutron policy (`core.formats.neutron.qos_from_rules`: one rule per type and
 direction, the same checks and notes as `vmqos convert`), so a stored policy is always one vmqos
-can enforce; `as_policy` gives it as the model's Policy for the slice that binds policies to ports.
+can enforce; `as_policy` gives it as the model's Policy. Rules are in `policy_rules`, RBAC
+entries in `rbac`.
 
-Who sees what follows Neutron's defaults: a project sees its own policies and the shared ones, an
-admin sees all; another project's policy is "not found", not "forbidden", so ids do not leak; a
-reader may read but not write (403 on what it can see). Neutron's own default lets only admins
+Who sees what follows Neutron's defaults: a project sees its own policies and those shared with
+it (an RBAC entry for '*' or for the project: `shared` is true for it then, as Neutron shows it),
+an admin sees all; another project's policy is "not found", not "forbidden", so ids do not leak;
+a reader may read but not write (403 on what it can see). Neutron's own default lets only admins
 (or a project manager) write QoS policies; here a project's member may too.
+
+The port and network slices call `attachable` ("may this caller attach this policy?") and
+register, with `register_usage`, a function that says which ports and networks use a policy:
+deleting a policy in use, or an RBAC entry a project's ports depend on, is refused through it.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any, Callable
 
 from vmqos.core.formats.neutron import qos_from_rules
-from vmqos.core.formats.neutron_rules import BANDWIDTH_LIMIT
+from vmqos.core.formats.neutron_rules import FIELDS
 from vmqos.core.model.host import Policy
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_input import (
-    BANDWIDTH_LIMIT_RULE,
+    MAX_TAG_LEN,
+    MAX_TAGS_COUNT,
     POLICY,
     NeutronError,
     bad_request,
+    check_string,
+    check_unique_strings,
+    invalid_input,
     read_body,
     to_boolean,
 )
+from vmqos.services.neutron_listing import Listing, Page, as_is, read_query, select
 from vmqos.store import Store
 from vmqos.store import qos as records
 from vmqos.store.qos import DefaultPolicyExists, StoredPolicy, StoredRule
 
-_RULE_FIELDS = ("max_kbps", "max_burst_kbps", "direction")
-FILTERS = ("id", "name", "description", "project_id", "tenant_id", "shared", "is_default", "revision_number")
+
+def _revision(value: str) -> int | None:
+    return int(value) if value.isdigit() else None  # Neutron compares in SQL: a word matches nothing
+
+
+# neutron-lib qos (+ qos-default, standard-attr-description, standard-attr-revisions, -tag): is_filter, is_sort_key
+LISTING = Listing(filters={"id": as_is, "name": as_is, "description": as_is, "project_id": as_is,
+                           "tenant_id": as_is, "shared": to_boolean, "is_default": to_boolean,
+                           "revision_number": _revision},
+                  sort_keys=("id", "name", "project_id", "tenant_id"), tags=True)
 
 
 def _time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now(at: datetime | None = None) -> datetime:
+    return (at or datetime.now(UTC)).replace(microsecond=0)
+
+
 def rule_view(rule: StoredRule, *, in_policy: bool = False) -> dict[str, Any]:
-    """A rule as Neutron shows it: alone, or in its policy's `rules` (with its type and policy id)."""
-    view: dict[str, Any] = {"id": rule.id, **{k: rule.values[k] for k in _RULE_FIELDS}}
+    """A rule as Neutron shows it: alone (its id and fields), or in its policy's `rules` (with its
+    type and policy id, as QosRule.to_dict gives it)."""
+    view: dict[str, Any] = {"id": rule.id, **{k: rule.values[k] for k in FIELDS[rule.type] if k in rule.values}}
     if in_policy:
-        view |= {"type": rule.type, "qos_policy_id": rule.policy_id}
+        view |= {"qos_policy_id": rule.policy_id, "type": rule.type}
     return view
 
 
-def policy_view(policy: StoredPolicy) -> dict[str, Any]:
-    return {"id": policy.id, "name": policy.name, "description": policy.description, "shared": policy.shared,
-            "is_default": policy.is_default, "project_id": policy.project_id, "tenant_id": policy.project_id,
+def _project(caller: Caller) -> str | None:
+    return caller.project.id if caller.project else None
+
+
+def policy_view(policy: StoredPolicy, caller: Caller) -> dict[str, Any]:
+    """The policy as `caller` sees it: `shared` says whether it is shared with the caller's project."""
+    return {"id": policy.id, "name": policy.name, "description": policy.description,
+            "shared": policy.shared_with(_project(caller)), "is_default": policy.is_default,
+            "project_id": policy.project_id, "tenant_id": policy.project_id,
             "rules": [rule_view(r, in_policy=True) for r in policy.rules], "tags": list(policy.tags),
             "revision_number": policy.revision_number, "created_at": _time(policy.created_at),
             "updated_at": _time(policy.updated_at)}
@@ -64,42 +94,84 @@ def as_policy(policy: StoredPolicy) -> Policy:
     return Policy(name=policy.name or policy.id, qos=qos, origin="neutron")
 
 
-# ------------------------------------------------------------------ who may see and change what
+# ------------------------------------------------------------------ who may see, change and attach what
 
 
-def _visible(caller: Caller, policy: StoredPolicy) -> bool:
-    return caller.is_admin or policy.shared or (caller.project is not None and policy.project_id == caller.project.id)
+def owns(caller: Caller, policy: StoredPolicy) -> bool:
+    return caller.project is not None and policy.project_id == caller.project.id
 
 
-def _not_found(policy_id: str) -> NeutronError:
+def visible(caller: Caller, policy: StoredPolicy) -> bool:
+    return caller.is_admin or owns(caller, policy) or policy.shared_with(_project(caller))
+
+
+def not_found(policy_id: str) -> NeutronError:
     return NeutronError(404, "QosPolicyNotFound", f"QoS policy {policy_id} could not be found.")
 
 
-def _forbidden(action: str) -> NeutronError:
+def forbidden(action: str) -> NeutronError:
     return NeutronError(403, "PolicyNotAuthorized", f"rule:{action} is disallowed by policy")
 
 
-def _get(store: Store, caller: Caller, policy_id: str) -> StoredPolicy:
+def get(store: Store, caller: Caller, policy_id: str) -> StoredPolicy:
+    """The policy if the caller sees it; QosPolicyNotFound otherwise."""
     found = records.list_policies(store, policy_id)
-    if not found or not _visible(caller, found[0]):
-        raise _not_found(policy_id)
+    if not found or not visible(caller, found[0]):
+        raise not_found(policy_id)
     return found[0]
 
 
-def _writable(store: Store, caller: Caller, policy_id: str, action: str) -> StoredPolicy:
+def writable(store: Store, caller: Caller, policy_id: str, action: str) -> StoredPolicy:
     """The policy if the caller may change it; 404 when it may not even see it, 403 when it sees it."""
-    policy = _get(store, caller, policy_id)
-    own = caller.project is not None and policy.project_id == caller.project.id
-    if not caller.can_write or not (caller.is_admin or own):
-        raise _forbidden(action)
+    policy = get(store, caller, policy_id)
+    if not caller.can_write or not (caller.is_admin or owns(caller, policy)):
+        raise forbidden(action)
     return policy
 
 
-def _checked(policy: StoredPolicy) -> StoredPolicy:
+def attachable(store: Store, caller: Caller, policy_id: str) -> StoredPolicy:
+    """The policy if `caller` may attach it to a port or a network: its own project's, shared with the
+    caller's project (`shared`, or an RBAC entry for it), or any policy for an admin. Otherwise
+    Neutron's QosPolicyNotFound (404), which a port create or update answers with too."""
+    return get(store, caller, policy_id)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One port or network that uses a policy, and the project that owns it."""
+
+    object_type: str  # "port" or "network", as QosPolicyInUse names them
+    object_id: str
+    project_id: str
+
+
+UsageFinder = Callable[[Store, str], list[Usage]]
+_USAGE_FINDERS: list[UsageFinder] = []
+
+
+def register_usage(finder: UsageFinder) -> None:
+    """Let the port and network slices say which of their objects use a policy (by policy id).
+
+    Until one registers, nothing uses a policy: a policy delete and an RBAC entry's delete are then
+    never refused as in use."""
+    if finder not in _USAGE_FINDERS:
+        _USAGE_FINDERS.append(finder)
+
+
+def unregister_usage(finder: UsageFinder) -> None:
+    if finder in _USAGE_FINDERS:
+        _USAGE_FINDERS.remove(finder)
+
+
+def usages(store: Store, policy_id: str) -> list[Usage]:
+    return [usage for finder in _USAGE_FINDERS for usage in finder(store, policy_id)]
+
+
+def check_policy(policy: StoredPolicy) -> StoredPolicy:
     """The policy if the vmqos model reads its rules (one per type and direction, valid values)."""
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str | None], str] = {}
     for rule in policy.rules:
-        key = (rule.type, rule.values["direction"])
+        key = (rule.type, rule.values.get("direction"))
         if key in seen:
             raise NeutronError(409, "QoSRulesConflict", f"Rule {rule.type} conflicts with rule {seen[key]} which "
                                                         f"already exists in QoS Policy {policy.id}.")
@@ -108,129 +180,166 @@ def _checked(policy: StoredPolicy) -> StoredPolicy:
     return policy
 
 
-def _save(store: Store, policy: StoredPolicy, replaces: int | None) -> StoredPolicy:
+def save(store: Store, policy: StoredPolicy, replaces: int | None, sharer: str | None = None) -> StoredPolicy:
     try:
-        records.save_policy(store, _checked(policy), replaces=replaces)
+        records.save_policy(store, check_policy(policy), replaces=replaces, sharer=sharer)
     except DefaultPolicyExists as exc:
         raise NeutronError(409, "QoSPolicyDefaultAlreadyExists", str(exc)) from None
     return policy
 
 
+def bump(policy: StoredPolicy, at: datetime | None = None, **changes: Any) -> StoredPolicy:
+    """A change of the policy, its rules or its tags raises its revision_number, as Neutron does."""
+    return replace(policy, **changes, revision_number=policy.revision_number + 1, updated_at=now(at))
+
+
 # ------------------------------------------------------------------ policies
 
 
-def list_policies(store: Store, caller: Caller, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """The policies the caller sees that match every filter (a filter given twice matches either value)."""
-    wanted: dict[str, set[Any]] = {}
-    for key, values in filters.items():
-        if key not in FILTERS:
-            continue
-        field = "project_id" if key == "tenant_id" else key
-        if field in ("shared", "is_default"):
-            wanted[field] = {to_boolean(v) for v in values}
-        elif field == "revision_number":
-            wanted[field] = {int(v) for v in values if v.isdigit()}
-        else:
-            wanted[field] = set(values)
-    views = []
-    for policy in records.list_policies(store):
-        if _visible(caller, policy) and all(getattr(policy, f) in vs for f, vs in wanted.items()):
-            views.append(policy_view(policy))
-    return views
+def list_policies(store: Store, caller: Caller, params: list[tuple[str, str]]) -> Page:
+    """The policies the caller sees that the query's filters match, sorted and paged as Neutron does."""
+    query = read_query(params, LISTING)
+    return select([policy_view(p, caller) for p in records.list_policies(store) if visible(caller, p)], query)
 
 
 def show_policy(store: Store, caller: Caller, policy_id: str) -> dict[str, Any]:
-    return policy_view(_get(store, caller, policy_id))
+    return policy_view(get(store, caller, policy_id), caller)
 
 
-def create_policy(store: Store, caller: Caller, body: Any, *, now: datetime | None = None) -> dict[str, Any]:
-    if not caller.can_write:
-        raise _forbidden("create_policy")
-    values = read_body(body, "policy", POLICY, create=True)
+def owner_of_new(caller: Caller, values: dict[str, Any]) -> str:
+    """The project a new object belongs to: the caller's, or another one only an admin may name."""
     own = caller.project.id if caller.project else ""
     project = values.get("project_id") or values.get("tenant_id") or own
     if project != own and not caller.is_admin:
         raise bad_request("Specifying 'project_id' or 'tenant_id' other than the authenticated project in "
                           "request requires admin privileges")
-    at = (now or datetime.now(UTC)).replace(microsecond=0)
+    return str(project)
+
+
+def create_policy(store: Store, caller: Caller, body: Any, *, at: datetime | None = None) -> dict[str, Any]:
+    if not caller.can_write:
+        raise forbidden("create_policy")
+    values = read_body(body, "policy", POLICY, create=True)
+    project = owner_of_new(caller, values)
+    created = now(at)
     policy = StoredPolicy(str(uuid.uuid4()), project, values["name"], values["description"], values["shared"],
-                          values["is_default"], 1, tuple(values["tags"]), at, at, ())
-    return policy_view(_save(store, policy, None))
+                          values["is_default"], 1, (), created, created, ())
+    save(store, policy, None, sharer=_project(caller))
+    return show_policy(store, caller, policy.id)
+
+
+def check_unshare(store: Store, policy: StoredPolicy, target: str) -> None:
+    """Neutron's _validate_rbac_policy_delete: removing the sharing with `target` ('*' or a project)
+    must leave every project whose ports or networks use the policy a way to it (RbacPolicyInUse)."""
+    if target == policy.project_id:
+        return
+    bound = {u.project_id for u in usages(store, policy.id)} - {policy.project_id}
+    shared = [e.target_project for e in policy.access if e.action == records.ACCESS_AS_SHARED]
+    if target != records.WILDCARD:
+        in_use = records.WILDCARD not in shared and target in bound
+    else:
+        in_use = not bound <= {t for t in shared if t != records.WILDCARD}
+    if in_use:
+        raise NeutronError(409, "RbacPolicyInUse", f"RBAC policy on object {policy.id} cannot be removed because "
+                                                   f"other objects depend on it.\nDetails: project_id={target}")
 
 
 def update_policy(store: Store, caller: Caller, policy_id: str, body: Any,
-                  *, now: datetime | None = None) -> dict[str, Any]:
-    policy = _writable(store, caller, policy_id, "update_policy")
+                  *, at: datetime | None = None) -> dict[str, Any]:
+    policy = writable(store, caller, policy_id, "update_policy")
     values = read_body(body, "policy", POLICY, create=False)
     changes = {k: values[k] for k in ("name", "description", "shared", "is_default") if k in values}
-    updated = replace(policy, **changes, revision_number=policy.revision_number + 1,
-                      updated_at=(now or datetime.now(UTC)).replace(microsecond=0))
-    return policy_view(_save(store, updated, policy.revision_number))
+    if policy.shared and changes.get("shared") is False:
+        check_unshare(store, policy, records.WILDCARD)
+    save(store, bump(policy, at, **changes), policy.revision_number, sharer=_project(caller))
+    return show_policy(store, caller, policy_id)
 
 
 def delete_policy(store: Store, caller: Caller, policy_id: str) -> None:
-    _writable(store, caller, policy_id, "delete_policy")
+    writable(store, caller, policy_id, "delete_policy")
+    for usage in usages(store, policy_id)[:1]:
+        raise NeutronError(409, "QosPolicyInUse", f"QoS Policy {policy_id} is used by "
+                                                  f"{usage.object_type} {usage.object_id}.")
     if not records.delete_policy(store, policy_id):
-        raise _not_found(policy_id)
+        raise not_found(policy_id)
 
 
-# ------------------------------------------------------------------ bandwidth-limit rules
+# ------------------------------------------------------------------ tags (standard-attr-tag)
 
 
-def _rule_not_found(rule_id: str, policy_id: str) -> NeutronError:
-    return NeutronError(404, "QosRuleNotFound", f"QoS rule {rule_id} for policy {policy_id} could not be found.")
+def _tag_target(store: Store, caller: Caller, policy_id: str, action: str) -> StoredPolicy:
+    """The policy whose tags are read or changed: 404 when the caller does not see it (Neutron's tag
+    controller would answer 403 for another project's policy, and so tell that it exists)."""
+    policy = get(store, caller, policy_id)
+    if action != "get" and (not caller.can_write or not (caller.is_admin or owns(caller, policy))):
+        raise forbidden(f"{action}_policy:tags")
+    return policy
 
 
-def _bandwidth_rules(policy: StoredPolicy) -> Iterable[StoredRule]:
-    return (r for r in policy.rules if r.type == BANDWIDTH_LIMIT)
+def _one_tag(tag: str) -> str:
+    problem = check_string(tag, MAX_TAG_LEN)
+    if problem:
+        raise invalid_input(problem)
+    return tag
 
 
-def list_rules(store: Store, caller: Caller, policy_id: str) -> list[dict[str, Any]]:
-    return [rule_view(r) for r in _bandwidth_rules(_get(store, caller, policy_id))]
+def _tags_body(body: Any) -> list[str]:
+    if not isinstance(body, dict) or "tags" not in body:
+        raise invalid_input("Invalid tags body")
+    problem = check_unique_strings(body["tags"], MAX_TAG_LEN)
+    if problem:
+        raise invalid_input(problem)
+    tags = list(body["tags"])
+    if len(set(tags)) > MAX_TAGS_COUNT:
+        raise NeutronError(400, "BadRequest", "Bad policies request: The number of tags exceed the per-resource "
+                                              f"limit of {MAX_TAGS_COUNT}.")
+    return tags
 
 
-def show_rule(store: Store, caller: Caller, policy_id: str, rule_id: str) -> dict[str, Any]:
-    for rule in _bandwidth_rules(_get(store, caller, policy_id)):
-        if rule.id == rule_id:
-            return rule_view(rule)
-    raise _rule_not_found(rule_id, policy_id)
+def _set_tags(store: Store, policy: StoredPolicy, tags: list[str], at: datetime | None) -> None:
+    if tuple(tags) != policy.tags:
+        save(store, bump(policy, at, tags=tuple(tags)), policy.revision_number)
 
 
-def _bump(policy: StoredPolicy, rules: tuple[StoredRule, ...], now: datetime | None) -> StoredPolicy:
-    """A rule changes its policy: Neutron raises the policy's revision_number with it."""
-    return replace(policy, rules=rules, revision_number=policy.revision_number + 1,
-                   updated_at=(now or datetime.now(UTC)).replace(microsecond=0))
+def get_tags(store: Store, caller: Caller, policy_id: str) -> list[str]:
+    return list(_tag_target(store, caller, policy_id, "get").tags)
 
 
-def create_rule(store: Store, caller: Caller, policy_id: str, body: Any,
-                *, now: datetime | None = None) -> dict[str, Any]:
-    policy = _writable(store, caller, policy_id, "create_policy_bandwidth_limit_rule")
-    values = read_body(body, "bandwidth_limit_rule", BANDWIDTH_LIMIT_RULE, create=True)
-    rule = StoredRule(str(uuid.uuid4()), policy.id, BANDWIDTH_LIMIT, {k: values[k] for k in _RULE_FIELDS})
-    _save(store, _bump(policy, (*policy.rules, rule), now), policy.revision_number)
-    return rule_view(rule)
+def has_tag(store: Store, caller: Caller, policy_id: str, tag: str) -> None:
+    """Nothing when the policy has the tag; TagNotFound (404) otherwise."""
+    if _one_tag(tag) not in _tag_target(store, caller, policy_id, "get").tags:
+        raise NeutronError(404, "TagNotFound", f"Tag {tag} could not be found.")
 
 
-def update_rule(store: Store, caller: Caller, policy_id: str, rule_id: str, body: Any,
-                *, now: datetime | None = None) -> dict[str, Any]:
-    policy = _writable(store, caller, policy_id, "update_policy_bandwidth_limit_rule")
-    values = read_body(body, "bandwidth_limit_rule", BANDWIDTH_LIMIT_RULE, create=False)
-    rules, found = [], None
-    for rule in policy.rules:
-        if rule.id == rule_id and rule.type == BANDWIDTH_LIMIT:
-            found = StoredRule(rule.id, rule.policy_id, rule.type,
-                               rule.values | {k: values[k] for k in _RULE_FIELDS if k in values})
-            rule = found
-        rules.append(rule)
-    if found is None:
-        raise _rule_not_found(rule_id, policy_id)
-    _save(store, _bump(policy, tuple(rules), now), policy.revision_number)
-    return rule_view(found)
+def replace_tags(store: Store, caller: Caller, policy_id: str, body: Any, *, at: datetime | None = None) -> list[str]:
+    tags = _tags_body(body)
+    _set_tags(store, _tag_target(store, caller, policy_id, "update"), tags, at)
+    return tags
 
 
-def delete_rule(store: Store, caller: Caller, policy_id: str, rule_id: str, *, now: datetime | None = None) -> None:
-    policy = _writable(store, caller, policy_id, "delete_policy_bandwidth_limit_rule")
-    rules = tuple(r for r in policy.rules if not (r.id == rule_id and r.type == BANDWIDTH_LIMIT))
-    if len(rules) == len(policy.rules):
-        raise _rule_not_found(rule_id, policy_id)
-    _save(store, _bump(policy, rules, now), policy.revision_number)
+def add_tags(store: Store, caller: Caller, policy_id: str, body: Any, *, at: datetime | None = None) -> list[str]:
+    """POST .../tags (tag-creation): add the tags not there yet; the answer is the body's list."""
+    tags = _tags_body(body)
+    policy = _tag_target(store, caller, policy_id, "create")
+    _set_tags(store, policy, [*policy.tags, *(t for t in tags if t not in policy.tags)], at)
+    return tags
+
+
+def add_tag(store: Store, caller: Caller, policy_id: str, tag: str, *, at: datetime | None = None) -> None:
+    policy = _tag_target(store, caller, policy_id, "update")
+    if _one_tag(tag) not in policy.tags:
+        if len(set(policy.tags)) + 1 > MAX_TAGS_COUNT:
+            raise NeutronError(400, "BadRequest", "Bad policies request: The number of tags exceed the "
+                                                  f"per-resource limit of {MAX_TAGS_COUNT}.")
+        _set_tags(store, policy, [*policy.tags, tag], at)
+
+
+def remove_tag(store: Store, caller: Caller, policy_id: str, tag: str, *, at: datetime | None = None) -> None:
+    policy = _tag_target(store, caller, policy_id, "delete")
+    if _one_tag(tag) not in policy.tags:
+        raise NeutronError(404, "TagNotFound", f"Tag {tag} could not be found.")
+    _set_tags(store, policy, [t for t in policy.tags if t != tag], at)
+
+
+def remove_tags(store: Store, caller: Caller, policy_id: str, *, at: datetime | None = None) -> None:
+    _set_tags(store, _tag_target(store, caller, policy_id, "delete"), [], at)

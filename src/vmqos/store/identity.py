@@ -192,3 +192,13 @@ def get_token(store: Store, digest: str) -> TokenRecord | None:
 def revoke_token(store: Store, digest: str) -> bool:
     with store._tx("revoking a token", write=_W) as conn:
         return bool(conn.execute(delete(tokens).where(tokens.c.digest == digest)).rowcount)
+
+
+def list_projects(store: Store, *, name: str | None = None) -> list[Project]:
+    """Every project (or those named `name`), in name order."""
+    p = projects.c
+    query = select(p.id, p.name, p.domain_id).order_by(p.name, p.id)
+    if name is not None:
+        query = query.where(p.name == name)
+    with store._tx("listing projects") as conn:
+        return [Project(*row) for row in conn.execute(query).all()]
