@@ -192,3 +192,10 @@ def get_token(store: Store, digest: str) -> TokenRecord | None:
 def revoke_token(store: Store, digest: str) -> bool:
     with store._tx("revoking a token", write=_W) as conn:
         return bool(conn.execute(delete(tokens).where(tokens.c.digest == digest)).rowcount)
+
+
+def list_projects(store: Store) -> list[Project]:
+    """Every project, by name."""
+    p = projects.c
+    with store._tx("reading projects") as conn:
+        return [Project(*row) for row in conn.execute(select(p.id, p.name, p.domain_id).order_by(p.name)).all()]
