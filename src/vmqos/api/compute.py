@@ -19,7 +19,7 @@ from vmqos.api.microversion import Service, VersionedRoute, negotiate, shown
 from vmqos.services import flavors, identity
 from vmqos.services.identity import Caller
 from vmqos.services.nova_input import Version
-from vmqos.services.openstack_input import Fault, bad_request
+from vmqos.services.openstack_input import Fault, bad_request, decoded
 from vmqos.store import Store
 from vmqos.store.nova import StoredFlavor
 
@@ -214,6 +214,7 @@ def list_access(request: Request, flavor_id: str, who: Caller = Depends(caller),
 def flavor_action(request: Request, flavor_id: str, body: Any = Body(None), who: Caller = Depends(caller),
                   at: Version = Depends(version)) -> dict[str, Any]:
     store = _store(request)
+    body = decoded(body)
     action = next(iter(body), None) if isinstance(body, dict) and len(body) == 1 else None
     if action == "addTenantAccess":
         return _access(flavor_id, flavors.add_access(store, who, flavor_id, body, at))

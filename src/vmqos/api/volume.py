@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from vmqos.api.microversion import Service, VersionedRoute, negotiate, shown
 from vmqos.services import cinder_qos, identity
 from vmqos.services.identity import Caller
-from vmqos.services.openstack_input import Fault, bad_request, query_boolean
+from vmqos.services.openstack_input import Fault, bad_request, decoded, query_boolean
 from vmqos.store import Store
 from vmqos.store.cinder import StoredQosSpec, StoredVolumeType
 
@@ -244,6 +244,7 @@ def type_access(request: Request, type_id: str, who: Caller = Depends(caller),
 @router.post(_TYPES + "/{type_id}/action", status_code=202, summary="addProjectAccess / removeProjectAccess (admin)")
 def type_action(request: Request, type_id: str, body: Any = Body(None), who: Caller = Depends(caller),
                 at: Any = Depends(version)) -> Response:
+    body = decoded(body)
     action = next(iter(body), None) if isinstance(body, dict) and len(body) == 1 else None
     if action not in ("addProjectAccess", "removeProjectAccess"):
         raise bad_request(f"There is no such action: {action}" if action else "Malformed request body")

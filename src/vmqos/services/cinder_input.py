@@ -19,6 +19,7 @@ from vmqos.core.errors import VmqosError
 from vmqos.core.formats import cinder
 from vmqos.core.model import QosDocument
 from vmqos.services.openstack_input import (
+    decoded,
     CINDER_BOOLEAN_ENUM,
     CINDER_KEY,
     Fault,
@@ -83,6 +84,7 @@ def _name(field: str, value: Any) -> str:
 
 def read_qos_create(body: Any) -> tuple[str, str, dict[str, str]]:
     """POST /qos-specs: (name, consumer, specs); the consumer defaults to Cinder's back-end."""
+    body = decoded(body)
     values = dict(body_object(body, "qos_specs"))
     required("qos_specs", values, ("name",))
     name = _name("name", values.pop("name"))
@@ -94,6 +96,7 @@ def read_qos_create(body: Any) -> tuple[str, str, dict[str, str]]:
 
 def read_qos_set(body: Any) -> dict[str, str]:
     """PUT /qos-specs/{id}: the keys to add or change (`consumer` among them)."""
+    body = decoded(body)
     if not isinstance(body, dict) or "qos_specs" not in body:
         raise bad_request("'qos_specs' is a required property")
     only("", body, ("qos_specs",))
@@ -106,6 +109,7 @@ def read_qos_set(body: Any) -> dict[str, str]:
 
 def read_keys(body: Any) -> list[str]:
     """PUT /qos-specs/{id}/delete_keys: {"keys": [...]}, unique strings of 1 to 255 characters."""
+    body = decoded(body)
     if not isinstance(body, dict) or "keys" not in body:
         raise bad_request("'keys' is a required property")
     keys = body["keys"]
@@ -148,6 +152,7 @@ def check_spec(name: str, consumer: str, specs: dict[str, str], sizes: list[int]
 
 def read_type_create(body: Any) -> tuple[str, str | None, dict[str, str], bool]:
     """POST /types: (name, description, extra specs, public)."""
+    body = decoded(body)
     values = body_object(body, "volume_type")
     name = _name("name", values["name"]) if "name" in values else ""
     description = text("description", values.get("description"), 255, nullable=True)
@@ -162,6 +167,7 @@ def read_type_create(body: Any) -> tuple[str, str | None, dict[str, str], bool]:
 
 def read_type_update(body: Any) -> tuple[str | None, str | None, bool | None]:
     """PUT /types/{id}: (name, description, public), each None when not changed."""
+    body = decoded(body)
     values = body_object(body, "volume_type")
     name = values.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 255):
@@ -180,6 +186,7 @@ def read_type_update(body: Any) -> tuple[str | None, str | None, bool | None]:
 
 def read_type_specs(body: Any) -> dict[str, str]:
     """POST /types/{id}/extra_specs: {"extra_specs": {key: value}}."""
+    body = decoded(body)
     if not isinstance(body, dict) or "extra_specs" not in body:
         raise bad_request("'extra_specs' is a required property")
     only("", body, ("extra_specs",))
@@ -188,6 +195,7 @@ def read_type_specs(body: Any) -> dict[str, str]:
 
 def read_project(body: Any, action: str) -> str:
     """The project of an addProjectAccess / removeProjectAccess action."""
+    body = decoded(body)
     values = body.get(action) if isinstance(body, dict) else None
     if not isinstance(values, dict) or not isinstance(values.get("project"), str) or not values["project"]:
         raise bad_request("Missing required element 'project' in request body.")
@@ -199,6 +207,7 @@ def read_project(body: Any, action: str) -> str:
 
 def read_volume(body: Any) -> VolumeInput:
     """POST /volumes (schemas/volumes.py create and volume/api.py's size check)."""
+    body = decoded(body)
     values = body_object(body, "volume")
     only("", body, ("volume", "OS-SCH-HNT:scheduler_hints"))
     size = values.get("size")

@@ -27,7 +27,7 @@ from vmqos.services.cinder_input import (
     read_type_update,
 )
 from vmqos.services.identity import Caller
-from vmqos.services.openstack_input import Fault, bad_request, forbidden
+from vmqos.services.openstack_input import Fault, bad_request, decoded, forbidden
 from vmqos.store import Store
 from vmqos.store import cinder as records
 from vmqos.store.cinder import AlreadyAssociated, InUse, Missing, NameTaken, StoredQosSpec, StoredVolumeType
@@ -110,6 +110,7 @@ def _change_spec(store: Store, spec_id: str, specs: dict[str, str] | None, drop:
 def set_qos_spec(store: Store, caller: Caller, spec_id: str, body: Any) -> dict[str, Any]:
     """PUT: add or change keys (and the consumer); Cinder answers with the body it was sent."""
     _admin(caller, "volume_extension:qos_specs_manage:update")
+    body = decoded(body)
     _change_spec(store, spec_id, read_qos_set(body), [])
     return dict(body)
 

@@ -29,7 +29,7 @@ from vmqos.services.nova_input import (
     read_flavor,
     read_tenant,
 )
-from vmqos.services.openstack_input import Fault, bad_request, forbidden, query_boolean
+from vmqos.services.openstack_input import Fault, bad_request, decoded, forbidden, query_boolean
 from vmqos.store import Store
 from vmqos.store import identity as identity_records
 from vmqos.store import nova as records
@@ -201,12 +201,14 @@ def _change_specs(store: Store, caller: Caller, flavor_id: str, specs: dict[str,
 def set_extra_specs(store: Store, caller: Caller, flavor_id: str, body: Any) -> dict[str, Any]:
     """POST os-extra_specs: add or replace these keys; Nova answers with the body as it was sent."""
     _admin(caller, "os-flavor-extra-specs:create")
+    body = decoded(body)
     _change_specs(store, caller, flavor_id, read_extra_specs(body))
     return dict(body)
 
 
 def update_extra_spec(store: Store, caller: Caller, flavor_id: str, key: str, body: Any) -> dict[str, Any]:
     _admin(caller, "os-flavor-extra-specs:update")
+    body = decoded(body)
     _change_specs(store, caller, flavor_id, read_extra_spec(body, key))
     return dict(body)
 

@@ -19,6 +19,7 @@ from vmqos.core.errors import VmqosError
 from vmqos.core.formats import nova
 from vmqos.core.model import QosDocument
 from vmqos.services.openstack_input import (
+    decoded,
     Fault,
     bad_request,
     body_object,
@@ -111,6 +112,7 @@ def _rxtx(value: Any) -> float:
 
 def read_flavor(body: Any, version: Version) -> FlavorInput:
     """POST /flavors's body (schemas/flavors.py create, create_v255, create_v2102)."""
+    body = decoded(body)
     values = body_object(body, "flavor")
     allowed = ["name", "id", "ram", "vcpus", "disk", "OS-FLV-EXT-DATA:ephemeral", "swap",
                "os-flavor-access:is_public"]
@@ -137,6 +139,7 @@ def read_flavor(body: Any, version: Version) -> FlavorInput:
 
 def read_description(body: Any) -> str | None:
     """PUT /flavors/{id}'s body (2.55's update schema): the description alone, required."""
+    body = decoded(body)
     values = body_object(body, "flavor")
     description = text("description", values["description"], DESCRIPTION_MAX, nullable=True) \
         if "description" in values else None
@@ -148,6 +151,7 @@ def read_description(body: Any) -> str | None:
 
 def read_extra_specs(body: Any) -> dict[str, str]:
     """POST /flavors/{id}/os-extra_specs's body: {"extra_specs": {key: value}}, values as strings."""
+    body = decoded(body)
     if not isinstance(body, dict) or "extra_specs" not in body:
         raise bad_request("'extra_specs' is a required property")
     specs = metadata("extra_specs", body["extra_specs"], numbers=True)
@@ -157,6 +161,7 @@ def read_extra_specs(body: Any) -> dict[str, str]:
 
 def read_extra_spec(body: Any, key: str) -> dict[str, str]:
     """PUT /flavors/{id}/os-extra_specs/{key}'s body: exactly {key: value}."""
+    body = decoded(body)
     if not isinstance(body, dict):
         raise bad_request(f"{body!r} is not of type 'object'")
     if len(body) < 1:
@@ -171,6 +176,7 @@ def read_extra_spec(body: Any, key: str) -> dict[str, str]:
 
 def read_tenant(body: Any, action: str) -> str:
     """The project of an addTenantAccess / removeTenantAccess action (schemas/flavor_access.py)."""
+    body = decoded(body)
     values = body.get(action) if isinstance(body, dict) else None
     if not isinstance(values, dict):
         raise invalid(action, values, f"{values!r} is not of type 'object'")
