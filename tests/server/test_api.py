@@ -42,7 +42,8 @@ def test_a_token_names_the_caller_and_the_catalog_and_can_be_revoked(api):
     assert body["user"]["name"] == "admin" and body["project"]["name"] == "admin"
     assert [r["name"] for r in body["roles"]] == ["admin"]
     assert {(s["type"], s["endpoints"][0]["url"]) for s in body["catalog"]} == \
-        {("identity", "http://vq.test/v3"), ("network", "http://vq.test")}
+        {("identity", "http://vq.test/v3"), ("network", "http://vq.test"), ("compute", "http://vq.test/compute/v2.1"),
+         ("volumev3", f"http://vq.test/volume/v3/{body['project']['id']}")}
     issued = datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
     assert datetime.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%S.%fZ") - issued == timedelta(hours=1)
     headers = {"X-Auth-Token": token, "X-Subject-Token": token}

@@ -6,6 +6,9 @@ list form both Neutron and keystoneauth read: the network service finds v2.0 in 
 without /v3 finds v3. `vmqos server` starts it through uvicorn by the import string
 "vmqos.api.app:create_app" (the command line never imports this room, a contract), with the
 database named in $VMQOS_DB.
+
+It answers as Nova (/compute/v2.1) and Cinder (/volume/v3/{project_id}) too, whose errors are
+their shared fault body, routed by path as Neutron's are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import identity, identity_projects, network, neutron_policies, neutron_rbac, neutron_rules
+from vmqos.api import (compute, identity, microversion, network, neutron_policies, neutron_rbac, neutron_rules,
+                       projects, volume, volume_volumes)
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
@@ -34,6 +38,11 @@ _HTTP_TYPES = {400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound",
 
 def _neutron(request: Request) -> bool:
     return request.url.path.startswith("/v2.0")
+
+
+def _nova_or_cinder(request: Request) -> bool:
+    """Nova (/compute) and Cinder (/volume) answer errors with the same fault body."""
+    return request.url.path.startswith((compute.PREFIX, volume.PREFIX))
 
 
 def neutron_error(status: int, type_: str, message: str) -> JSONResponse:
@@ -53,6 +62,8 @@ def _vmqos_error(request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "http_status", 500)
     if isinstance(exc, NotAuthenticated):
         return _unauthenticated(request, exc)
+    if _nova_or_cinder(request):
+        return microversion.fault(request, status, str(exc))
     if _neutron(request):
         kind = ("InvalidInput" if isinstance(exc, InvalidValue) else "Conflict" if isinstance(exc, ConflictError)
                 else "NotFound" if isinstance(exc, NotFound) else _HTTP_TYPES.get(status, "HTTPInternalServerError"))
@@ -62,6 +73,9 @@ def _vmqos_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
+    if _nova_or_cinder(request):
+        return microversion.fault(request, status, "The resource could not be found." if status == 404
+                                  else str(getattr(exc, "detail", "")))
     if _neutron(request):
         message = "The resource could not be found." if status == 404 else str(getattr(exc, "detail", ""))
         return neutron_error(status, _HTTP_TYPES.get(status, "HTTPError"), message)
@@ -70,6 +84,8 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _bad_body(request: Request, exc: Exception) -> JSONResponse:
     """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody."""
+    if _nova_or_cinder(request):
+        return microversion.fault(request, 400, "Malformed request body")
     if _neutron(request):
         return neutron_error(400, "MalformedRequestBody", "Malformed request body: the body is not JSON.")
     return identity.keystone_error(400, "Bad Request", "Malformed request body: the body is not JSON.")
@@ -85,7 +101,8 @@ def create_app(url: str | None = None) -> FastAPI:
         store.close()
 
     app = FastAPI(title="vmqos API", version=__version__, lifespan=lifespan,
-                  description="Keystone v3 tokens and Neutron QoS policies for the openstack CLI.")
+                  description="Keystone v3 tokens, Neutron QoS policies, Nova flavors and Cinder QoS specs, "
+                              "types and volumes for the openstack CLI.")
     app.state.store = store
     app.add_exception_handler(VmqosError, _vmqos_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -96,10 +113,13 @@ def create_app(url: str | None = None) -> FastAPI:
         return {"versions": [network.network_version(request), identity.identity_version(request)]}
 
     app.include_router(identity.router)
-    app.include_router(identity_projects.router)
+    app.include_router(projects.router)
     app.include_router(network.router)
     app.include_router(neutron_policies.router)
     app.include_router(neutron_rules.router)
     app.include_router(neutron_rbac.router)
+    app.include_router(compute.router)
+    app.include_router(volume.router)
+    app.include_router(volume_volumes.router)
 
     return app

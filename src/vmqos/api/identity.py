@@ -2,8 +2,9 @@
 
 Shapes are Keystone's (keystone/api/auth.py, keystone/token/token_formatters): the token in
 `X-Subject-Token`, the body with the user, the project, the roles and a service catalog that
-names this server as the `identity` and the `network` endpoint, so that keystoneauth finds
-Neutron here once it has a token. Errors are Keystone's `{"error": {code, message, title}}`.
+names this server as the `identity`, `network`, `compute` and `volumev3` endpoints, so that
+keystoneauth finds Neutron, Nova and Cinder here once it has a token. Errors are Keystone's
+`{"error": {code, message, title}}`.
 """
 
 from __future__ import annotations
@@ -57,10 +58,15 @@ def _endpoints(url: str) -> list[dict[str, str]]:
              "region_id": REGION, "url": url} for i in ("public", "internal", "admin")]
 
 
-def catalog(request: Request) -> list[dict[str, Any]]:
+def catalog(request: Request, project_id: str) -> list[dict[str, Any]]:
+    """This server as every service it answers for; compute and volume at devstack's paths (the
+    volume URL names the token's project, as Cinder's catalog entry does)."""
     base = base_url(request)
     return [{"id": "vmqos-identity", "type": "identity", "name": "keystone", "endpoints": _endpoints(f"{base}/v3")},
-            {"id": "vmqos-network", "type": "network", "name": "neutron", "endpoints": _endpoints(base)}]
+            {"id": "vmqos-network", "type": "network", "name": "neutron", "endpoints": _endpoints(base)},
+            {"id": "vmqos-compute", "type": "compute", "name": "nova", "endpoints": _endpoints(f"{base}/compute/v2.1")},
+            {"id": "vmqos-volumev3", "type": "volumev3", "name": "cinderv3",
+             "endpoints": _endpoints(f"{base}/volume/v3/{project_id}")}]
 
 
 def token_body(request: Request, caller: Caller) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def token_body(request: Request, caller: Caller) -> dict[str, Any]:
     if caller.project is not None:
         token["project"] = {"id": caller.project.id, "name": caller.project.name, "domain": domain}
         token["roles"] = [{"id": role.id, "name": role.name} for role in caller.roles]
-        token["catalog"] = catalog(request)
+        token["catalog"] = catalog(request, caller.project.id)
     return {"token": token}
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,18 +61,49 @@ class DatabaseGone(VmqosError):
     """The database file under a running process was deleted, replaced or made unwritable."""
 
 
+# path -> (device, inode, descriptor): one descriptor per SQLite file, kept open (see _flags)
+_descriptors: dict[str, tuple[int, int, int]] = {}
+_descriptors_guard = threading.Lock()
+
+
+def _descriptor(path: str) -> int | None:
+    """A descriptor of the file now at `path`, opened once and never closed while it is that file.
+
+    POSIX drops every fcntl lock a process holds on a file when the process closes ANY descriptor
+    of it (fcntl(2)); SQLite's shared lock on the -shm file is what tells another process that this
+    one still uses the WAL. Opening and closing the -shm file here at each write dropped it: the
+    next process that closed its last connection to the database (`vmqos port show` beside a
+    running monitor or server) then found itself alone, checkpointed and deleted the WAL, and every
+    later commit of this process went to the unlinked file, seen by no one and lost at exit. The
+    descriptor of a file that was replaced is closed: it names an inode nobody uses any more."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    with _descriptors_guard:
+        held = _descriptors.get(path)
+        if held is not None and held[:2] == (st.st_dev, st.st_ino):
+            return held[2]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            return None
+        opened = os.fstat(fd)
+        _descriptors[path] = (opened.st_dev, opened.st_ino, fd)
+        if held is not None:
+            os.close(held[2])
+        return fd
+
+
 def _flags(path: str) -> int:
     """The file's inode flags (chattr), 0 where the filesystem has none (tmpfs) or it does not exist."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
+    fd = _descriptor(path)
+    if fd is None:
         return 0
     try:
         return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0])
     except OSError:
         return 0
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
