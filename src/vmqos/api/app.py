@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import identity, network
+from vmqos.api import identity, network, neutron_ports
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
@@ -97,5 +97,6 @@ def create_app(url: str | None = None) -> FastAPI:
 
     app.include_router(identity.router)
     app.include_router(network.router)
+    app.include_router(neutron_ports.router)
 
     return app

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from vmqos.api import models as m
 from vmqos.services import identity, policies
 from vmqos.services.identity import Caller
+from vmqos.services.neutron_attributes import EXTENSIONS as PORT_EXTENSIONS
 from vmqos.services.neutron_input import NeutronError
 from vmqos.store import Store
 
@@ -37,7 +38,7 @@ EXTENSIONS = (
     ("standard-attr-timestamp", "Resource timestamps",
      "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
      "2016-09-12T10:00:00-00:00"),
-)
+) + PORT_EXTENSIONS  # networks and ports: binding, qos-port-network-policy, net-mtu
 
 
 def network_version(request: Request) -> dict[str, Any]:
@@ -64,8 +65,11 @@ def _select(view: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
 @router.get("", summary="The v2.0 resources")
 @router.get("/", include_in_schema=False)
 def resources(request: Request) -> dict[str, Any]:
-    href = f"{str(request.base_url).rstrip('/')}/v2.0/qos/policies"
-    return {"resources": [{"name": "policy", "collection": "qos/policies", "links": [{"rel": "self", "href": href}]}]}
+    base = f"{str(request.base_url).rstrip('/')}/v2.0"
+    return {"resources": [{"name": name, "collection": collection,
+                           "links": [{"rel": "self", "href": f"{base}/{collection}"}]}
+                          for name, collection in (("policy", "qos/policies"), ("network", "networks"),
+                                                   ("port", "ports"))]}
 
 
 def _extension(alias: str, name: str, description: str, updated: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from vmqos.services.neutron_input import (
 )
 from vmqos.store import Store
 from vmqos.store import qos as records
-from vmqos.store.qos import DefaultPolicyExists, StoredPolicy, StoredRule
+from vmqos.store.qos import DefaultPolicyExists, PolicyInUse, StoredPolicy, StoredRule
 
 _RULE_FIELDS = ("max_kbps", "max_burst_kbps", "direction")
 FILTERS = ("id", "name", "description", "project_id", "tenant_id", "shared", "is_default", "revision_number")
@@ -170,7 +170,11 @@ def update_policy(store: Store, caller: Caller, policy_id: str, body: Any,
 
 def delete_policy(store: Store, caller: Caller, policy_id: str) -> None:
     _writable(store, caller, policy_id, "delete_policy")
-    if not records.delete_policy(store, policy_id):
+    try:
+        deleted = records.delete_policy(store, policy_id)
+    except PolicyInUse as exc:  # networks and ports: attached to one, Neutron's 409
+        raise NeutronError(409, "QosPolicyInUse", str(exc)) from None
+    if not deleted:
         raise _not_found(policy_id)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, delete, inser
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vmqos.core.errors import ConflictError
+from vmqos.store.neutron_tables import bump, policy_user
 from vmqos.store.schema import Base, UtcDateTime, table_of
 from vmqos.store.store import Store
 
@@ -26,6 +27,14 @@ _W = "qos"  # the writer lock's name for every change here
 
 class DefaultPolicyExists(ConflictError):
     """The project has a default QoS policy already (Neutron's QoSPolicyDefaultAlreadyExists)."""
+
+
+class PolicyInUse(ConflictError):
+    """The policy is attached to a port or a network (Neutron's QosPolicyInUse)."""
+
+    def __init__(self, policy_id: str, object_type: str, object_id: str) -> None:
+        self.policy_id, self.object_type, self.object_id = policy_id, object_type, object_id
+        super().__init__(f"QoS Policy {policy_id} is used by {object_type} {object_id}.")
 
 
 class QosPolicyRow(Base):
@@ -132,9 +141,17 @@ def save_policy(store: Store, policy: StoredPolicy, *, replaces: int | None = No
             conn.execute(insert(qos_rules), [{"id": rule.id, "policy_id": policy.id, "type": rule.type,
                                                "values": json.dumps(rule.values, sort_keys=True)}
                                               for rule in policy.rules])
+        bump(conn)  # networks and ports: the all-in-one enforcer follows this counter
 
 
 def delete_policy(store: Store, policy_id: str) -> bool:
+    """False when it does not exist; PolicyInUse while a port or network names it (checked here, in the
+    delete's transaction, so that an attach cannot slip in between)."""
     with store._tx(f"deleting QoS policy {policy_id}", write=_W) as conn:
+        # networks and ports: a policy still attached is not deleted; every deletion is counted
+        user = policy_user(conn, policy_id)
+        if user is not None:
+            raise PolicyInUse(policy_id, *user)
+        bump(conn)
         conn.execute(delete(qos_rules).where(qos_rules.c.policy_id == policy_id))
         return bool(conn.execute(delete(qos_policies).where(qos_policies.c.id == policy_id)).rowcount)
