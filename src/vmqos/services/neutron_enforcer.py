@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from vmqos.core.desired.neutron_ports import without_unused_policies
 from vmqos.core.desired.ports import PortChange, scope_of
@@ -121,7 +122,7 @@ class Enforcer:
         with self.store.writer(self.scope):  # the operator's `port set` waits for the pass, not the other way
             marks = records.enforced(self.store, self.scope)
             for device in sorted(set(marks) - set(wanted)):
-                self._guard(device, lambda d=device: self._release(d))
+                self._guard(device, partial(self._release, device))
             state = self.store.load(self.scope)
             stored = {port.device for _, port in state.ports()}
             for device, binding in sorted(wanted.items()):
@@ -130,7 +131,7 @@ class Enforcer:
                                "port set`; vmqos server leaves it alone (`vmqos port clear` hands it over)")
                     continue
                 if full or device in self.failing or self.placed.get(device) != binding.policy:
-                    self._guard(device, lambda b=binding: self._place(b, state, marks))
+                    self._guard(device, partial(self._place, binding, state, marks))
             state = self.store.load(self.scope)
             pruned = without_unused_policies(state)
             if pruned is not state:
