@@ -52,13 +52,14 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     Run `vmqos server init --admin-password PW` once first; then
     OS_AUTH_URL=http://ADDR:PORT/v3 OS_USERNAME=admin OS_PROJECT_NAME=admin ... openstack network qos policy list
 
+    With --all-in-one it also limits, on this host, every port whose binding:host_id is --host: its
+    device (Nova's tap + the first 11 characters of the port id, or binding:profile device=NAME)
+    gets its QoS policy, or its network's, within about a second of a change. Root is needed for
+    that part only. Stopping the server leaves the limits in place; unsetting the policy, or
+    deleting or unbinding the port, removes them.
+
     \b
-    --all-in-one also limits, on this host, every port whose binding:host_id is --host: its device
-    (Nova's tap + the first 11 characters of the port id, or binding:profile device=NAME) gets its
-    QoS policy, or its network's, within about a second of a change. Root is needed for this part
-    only. Stopping the server leaves the limits in place; unsetting the policy or deleting or
-    unbinding the port removes them.
-      vmqos server --all-in-one --netns lab-host --host lab
+    Example: vmqos server --all-in-one --netns lab-host --host compute1
     """
     if ctx.invoked_subcommand is not None:
         return

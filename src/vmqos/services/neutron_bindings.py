@@ -67,7 +67,11 @@ def host_bindings(store: Store, host: str) -> HostBindings:
         stored = policies.get(chosen.policy_id) if chosen else None
         if chosen is not None and stored is not None:
             if stored.id not in converted:
-                converted[stored.id] = replace(as_policy(stored), name=policy_name(stored.id))
+                try:
+                    converted[stored.id] = replace(as_policy(stored), name=policy_name(stored.id))
+                except VmqosError as exc:  # every stored policy reads (services.policies checks), but not blindly
+                    problems.append(f"port {port.id}: QoS policy {stored.id} cannot be enforced: {exc}")
+                    continue
             binding = replace(binding, policy_id=stored.id, source=chosen.source, policy=converted[stored.id])
         found[device] = binding
     return HostBindings(found, tuple(problems))

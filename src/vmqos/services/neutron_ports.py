@@ -131,9 +131,11 @@ def random_mac() -> str:
 def list_ports(store: Store, caller: Caller, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The ports the caller sees that match every filter."""
     policies = _network_policies(store)
-    views = (port_view(p, policies.get(p.network_id), admin=caller.is_admin)
-             for p in records.list_ports(store) if visible(caller, p))
-    return [view for view in views if matches(view, filters)]
+    found = (p for p in records.list_ports(store) if visible(caller, p))
+    views = ((port_view(p, policies.get(p.network_id), admin=True), p) for p in found)
+    # filtered on every attribute, as Neutron filters in its query, shown without what the caller may not see
+    return [port_view(p, view["qos_network_policy_id"], admin=caller.is_admin) for view, p in views
+            if matches(view, filters)]
 
 
 def show_port(store: Store, caller: Caller, port_id: str) -> dict[str, Any]:
