@@ -182,3 +182,14 @@ def test_the_pure_rules():
                       networks={"n": NetworkSpec("n", "neutron:b")},
                       instances={"i": InstanceSpec("i", ports=(PortSpec("d", policy=None),))})
     assert set(without_unused_policies(state).policies) == {"neutron:b", "mine"}
+
+
+def test_a_member_filters_on_the_binding_it_does_not_see(api):
+    admin, alice = _headers(api), _headers(api, "alice", "demo")
+    net = _made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=alice), "network")
+    demo = net["project_id"]
+    bound = _port(api, admin, net["id"], "bound", project_id=demo, **{"binding:host_id": "h1"})
+    _port(api, alice, net["id"], "free")
+    listed = api.get("/v2.0/ports", params={"binding:host_id": "h1"}, headers=alice).json()["ports"]
+    assert [p["id"] for p in listed] == [bound["id"]]
+    assert "binding:host_id" not in listed[0] and listed[0]["binding:vnic_type"] == "normal"
