@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from vmqos.api.app import create_app
 from vmqos.services import identity, policies
-from vmqos.services.policies import Usage
 from vmqos.store import qos as records
 
 pytestmark = pytest.mark.server
@@ -229,23 +228,22 @@ def test_rbac_over_http_and_what_the_port_slice_calls(api):
     assert (refused.value.http_status, refused.value.type) == (404, "QosPolicyNotFound")
     assert policies.attachable(store, identity.validate(store, admin["X-Auth-Token"]), private["id"])
 
-    # once bob's ports use it, neither the entry nor the policy can go (the port slice registers the finder)
-    def finder(_store, policy_id: str) -> list[Usage]:
-        return [Usage("port", "p-1", bob_project)] if policy_id == policy["id"] else []
-
-    policies.register_usage(finder)
-    try:
-        in_use = api.delete(f"/v2.0/rbac-policies/{made['id']}", headers=alice)
-        assert _error(in_use, 409) == {"type": "RbacPolicyInUse", "detail": "", "message":
-                                       f"RBAC policy on object {policy['id']} cannot be removed because other "
-                                       f"objects depend on it.\nDetails: project_id={bob_project}"}
-        used = api.delete(f"{BASE}/{policy['id']}", headers=alice)
-        assert _error(used, 409)["message"] == f"QoS Policy {policy['id']} is used by port p-1."
-        retarget = api.put(f"/v2.0/rbac-policies/{made['id']}", json={"rbac_policy": {"target_tenant": "0" * 32}},
-                           headers=alice)
-        assert _error(retarget, 409)["type"] == "RbacPolicyInUse"
-    finally:
-        policies.unregister_usage(finder)
+    # once bob's port uses it, neither the entry nor the policy can go
+    network = api.post("/v2.0/networks", json={"network": {"name": "bob-net"}}, headers=bob).json()["network"]
+    port = api.post("/v2.0/ports", json={"port": {"network_id": network["id"], "qos_policy_id": policy["id"]}},
+                    headers=bob)
+    assert port.status_code == 201, port.text
+    port_id = port.json()["port"]["id"]
+    in_use = api.delete(f"/v2.0/rbac-policies/{made['id']}", headers=alice)
+    assert _error(in_use, 409) == {"type": "RbacPolicyInUse", "detail": "", "message":
+                                   f"RBAC policy on object {policy['id']} cannot be removed because other "
+                                   f"objects depend on it.\nDetails: project_id={bob_project}"}
+    used = api.delete(f"{BASE}/{policy['id']}", headers=alice)
+    assert _error(used, 409)["message"] == f"QoS Policy {policy['id']} is used by port {port_id}."
+    retarget = api.put(f"/v2.0/rbac-policies/{made['id']}", json={"rbac_policy": {"target_tenant": "0" * 32}},
+                       headers=alice)
+    assert _error(retarget, 409)["type"] == "RbacPolicyInUse"
+    assert api.delete(f"/v2.0/ports/{port_id}", headers=bob).status_code == 204
     moved = api.put(f"/v2.0/rbac-policies/{made['id']}", json={"rbac_policy": {"target_tenant": "0" * 32}},
                     headers=alice)
     assert moved.json()["rbac_policy"]["target_tenant"] == "0" * 32
@@ -261,7 +259,8 @@ def test_discovery_lists_every_extension_implemented(api):
                        "qos-pps-minimum", "qos-pps-minimum-rule-alias", "qos-rule-type-details",
                        "qos-rule-type-filter", "qos-rules-alias", "rbac-policies", "project-id",
                        "standard-attr-description", "standard-attr-revisions", "standard-attr-tag",
-                       "standard-attr-timestamp", "tag-creation", "sorting", "pagination", "filter-validation"}
+                       "standard-attr-timestamp", "tag-creation", "sorting", "pagination", "filter-validation",
+                       "binding", "qos-port-network-policy", "net-mtu"}
     spec = api.get("/openapi.json").json()["paths"]
     assert {"/v2.0/qos/alias_bandwidth_limit_rules/{rule_id}", "/v2.0/rbac-policies/{entry_id}",
             "/v2.0/qos/rule-types/{rule_type}", "/v2.0/qos/policies/{policy_id}/packet_rate_limit_rules"} <= set(spec)

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import (compute, identity, microversion, network, neutron_policies, neutron_rbac, neutron_rules,
-                       projects, volume, volume_volumes)
+from vmqos.api import (compute, identity, microversion, network, neutron_policies, neutron_ports, neutron_rbac,
+                       neutron_rules, projects, volume, volume_volumes)
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
@@ -118,6 +118,7 @@ def create_app(url: str | None = None) -> FastAPI:
     app.include_router(neutron_policies.router)
     app.include_router(neutron_rules.router)
     app.include_router(neutron_rbac.router)
+    app.include_router(neutron_ports.router)
     app.include_router(compute.router)
     app.include_router(volume.router)
     app.include_router(volume_volumes.router)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from vmqos.api import models as m
 from vmqos.services import identity
 from vmqos.services.identity import Caller
+from vmqos.services.neutron_attributes import EXTENSIONS as PORT_EXTENSIONS
 from vmqos.services.neutron_input import NeutronError
 from vmqos.services.neutron_listing import Page, link_params
 from vmqos.store import Store
@@ -69,7 +70,7 @@ EXTENSIONS = (
      "2016-06-12T00:00:00-00:00"),
     ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters.",
      "2018-07-04T10:00:00-00:00"),
-)
+) + PORT_EXTENSIONS  # networks and ports: binding, qos-port-network-policy, net-mtu
 
 
 def network_version(request: Request) -> dict[str, Any]:
@@ -118,7 +119,8 @@ def resources(request: Request) -> dict[str, Any]:
     base = f"{str(request.base_url).rstrip('/')}/v2.0"
     return {"resources": [{"name": name, "collection": collection,
                            "links": [{"rel": "self", "href": f"{base}/{collection}"}]}
-                          for name, collection in (("policy", "qos/policies"), ("rbac_policy", "rbac-policies"))]}
+                          for name, collection in (("policy", "qos/policies"), ("rbac_policy", "rbac-policies"),
+                                                   ("network", "networks"), ("port", "ports"))]}
 
 
 def _extension(alias: str, name: str, description: str, updated: str) -> dict[str, Any]:

@@ -8,9 +8,13 @@ is handed over in $VMQOS_DB. Listening on loopback is the default; the server ne
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from typing import Any
 
 import click
 
+from vmqos.cli.logs import HANDLER, StderrHandler, TextFormatter
 from vmqos.cli.port import DB_HELP
 from vmqos.core.errors import InvalidValue
 from vmqos.services import identity
@@ -31,23 +35,49 @@ def parse_listen(listen: str) -> tuple[str, int]:
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="ADDR:PORT",
               help="where to listen (0.0.0.0:9696 for every address)")
 @click.option("--db", metavar="URL", help=DB_HELP)
+@click.option("--all-in-one", "all_in_one", is_flag=True,
+              help="also enforce, on this host's kernel, the QoS policies of the ports bound to it "
+                   "(needs root for that part: tc and nftables; the API itself needs none)")
+@click.option("--host", "host_name", metavar="NAME",
+              help="with --all-in-one: the binding:host_id whose ports this host enforces "
+                   "(default: this machine's hostname)")
+@click.option("--netns", metavar="NS",
+              help="with --all-in-one: the network namespace that holds the ports' devices "
+                   "(default: this one; a lab's host namespace is LAB-host)")
 @click.pass_context
-def server(ctx: click.Context, listen: str, db: str | None) -> None:
-    """Serve Keystone v3 tokens and Neutron QoS policies (/v3, /v2.0) for the openstack CLI.
+def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, host_name: str | None,
+           netns: str | None) -> None:
+    """Serve Keystone v3 tokens and Neutron QoS policies, networks and ports (/v3, /v2.0) for the openstack CLI.
 
     Run `vmqos server init --admin-password PW` once first; then
     OS_AUTH_URL=http://ADDR:PORT/v3 OS_USERNAME=admin OS_PROJECT_NAME=admin ... openstack network qos policy list
+
+    With --all-in-one it also limits, on this host, every port whose binding:host_id is --host: its
+    device (Nova's tap + the first 11 characters of the port id, or binding:profile device=NAME)
+    gets its QoS policy, or its network's, within about a second of a change. Root is needed for
+    that part only. Stopping the server leaves the limits in place; unsetting the policy, or
+    deleting or unbinding the port, removes them.
+
+    \b
+    Example: vmqos server --all-in-one --netns lab-host --host compute1
     """
     if ctx.invoked_subcommand is not None:
         return
     host, port = parse_listen(listen)
+    if not all_in_one and (host_name is not None or netns is not None):
+        raise InvalidValue("--host/--netns", host_name or netns, "they say where --all-in-one enforces: add "
+                                                                 "--all-in-one, or leave them out")
     url = db or os.environ.get("VMQOS_DB") or None
     identity.open_store(url).close()  # a database that cannot be opened is one line here, not a traceback
     if url:
         os.environ["VMQOS_DB"] = url
     import uvicorn  # lazy: ~100 ms that every other `vmqos` command would pay
 
-    uvicorn.run("vmqos.api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    if not all_in_one:
+        uvicorn.run("vmqos.api.app:create_app", factory=True, host=host, port=port, log_level="info")
+        return
+    all_in_one_server(uvicorn.Config("vmqos.api.app:create_app", factory=True, host=host, port=port,
+                                     log_level="info"), url, host_name or socket.gethostname(), netns)
 
 
 @server.command()
@@ -73,3 +103,52 @@ def user(name: str, password: str, project: str, role: str, db: str | None) -> N
     with identity.open_store(db) as store:
         found = identity.add_user(store, name, password, project, role)
     click.echo(f"user {found.name} ({found.id}) has role {role} on project {project}")
+
+
+def _show_enforcer_logs() -> None:
+    """The enforcer's lines on stderr beside uvicorn's, at INFO, when no -v/--log-level asked for logs
+    (then `vmqos` logs nowhere): an operator must see a port that could not be limited."""
+    import logging
+
+    if any(h.get_name() == HANDLER and not isinstance(h, logging.NullHandler)
+           for h in logging.getLogger("vmqos").handlers):
+        return
+    logger = logging.getLogger("vmqos.services.neutron_enforcer")
+    handler = StderrHandler()
+    handler.setFormatter(TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str | None) -> None:
+    """uvicorn in this (the main) thread, the enforcer in another; Ctrl-C or SIGTERM stops both.
+
+    uvicorn handles the signals while it serves and raises them again once it has shut down: the
+    handlers set here then only ask the enforcer to stop, so both end cleanly and the exit status
+    is 0 (1 when the enforcer stopped on an error, which stops the server too)."""
+    import uvicorn
+
+    from vmqos.services.neutron_enforcer import EnforcerThread  # lazy: the reconciler, only for --all-in-one
+
+    _show_enforcer_logs()
+    served = uvicorn.Server(config)
+
+    def stop_serving() -> None:
+        served.should_exit = True
+
+    enforcer = EnforcerThread(url, host_name, netns, on_failure=stop_serving)
+    enforcer.start()  # no privileges, no namespace: one line here, before anything listens
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_serving()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        served.run()
+    finally:
+        enforcer.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if enforcer.error is not None:
+        raise enforcer.error

@@ -12,9 +12,8 @@ an admin sees all; another project's policy is "not found", not "forbidden", so 
 a reader may read but not write (403 on what it can see). Neutron's own default lets only admins
 (or a project manager) write QoS policies; here a project's member may too.
 
-The port and network slices call `attachable` ("may this caller attach this policy?") and
-register, with `register_usage`, a function that says which ports and networks use a policy:
-deleting a policy in use, or an RBAC entry a project's ports depend on, is refused through it.
+The port and network use cases call `attachable` ("may this caller attach this policy?");
+deleting a policy in use, or an RBAC entry a project's ports depend on, is refused (`usages`).
 """
 
 from __future__ import annotations
@@ -42,8 +41,9 @@ from vmqos.services.neutron_input import (
 )
 from vmqos.services.neutron_listing import Listing, Page, as_is, read_query, select
 from vmqos.store import Store
+from vmqos.store import neutron_tables as neutron_records
 from vmqos.store import qos as records
-from vmqos.store.qos import DefaultPolicyExists, StoredPolicy, StoredRule
+from vmqos.store.qos import DefaultPolicyExists, PolicyInUse, StoredPolicy, StoredRule
 
 
 def _revision(value: str) -> int | None:
@@ -145,26 +145,9 @@ class Usage:
     project_id: str
 
 
-UsageFinder = Callable[[Store, str], list[Usage]]
-_USAGE_FINDERS: list[UsageFinder] = []
-
-
-def register_usage(finder: UsageFinder) -> None:
-    """Let the port and network slices say which of their objects use a policy (by policy id).
-
-    Until one registers, nothing uses a policy: a policy delete and an RBAC entry's delete are then
-    never refused as in use."""
-    if finder not in _USAGE_FINDERS:
-        _USAGE_FINDERS.append(finder)
-
-
-def unregister_usage(finder: UsageFinder) -> None:
-    if finder in _USAGE_FINDERS:
-        _USAGE_FINDERS.remove(finder)
-
-
 def usages(store: Store, policy_id: str) -> list[Usage]:
-    return [usage for finder in _USAGE_FINDERS for usage in finder(store, policy_id)]
+    """The ports and networks that use the policy (an RBAC entry they depend on cannot go)."""
+    return [Usage(*user) for user in neutron_records.policy_users(store, policy_id)]
 
 
 def check_policy(policy: StoredPolicy) -> StoredPolicy:
@@ -257,10 +240,11 @@ def update_policy(store: Store, caller: Caller, policy_id: str, body: Any,
 
 def delete_policy(store: Store, caller: Caller, policy_id: str) -> None:
     writable(store, caller, policy_id, "delete_policy")
-    for usage in usages(store, policy_id)[:1]:
-        raise NeutronError(409, "QosPolicyInUse", f"QoS Policy {policy_id} is used by "
-                                                  f"{usage.object_type} {usage.object_id}.")
-    if not records.delete_policy(store, policy_id):
+    try:  # checked in the delete's own transaction, so that no attach slips in between
+        deleted = records.delete_policy(store, policy_id)
+    except PolicyInUse as exc:  # attached to a port or a network: Neutron's 409
+        raise NeutronError(409, "QosPolicyInUse", str(exc)) from None
+    if not deleted:
         raise not_found(policy_id)
 
 

@@ -6,7 +6,7 @@ immutable (`chattr +i`) while open, the next write to the WAL index, which SQLit
 kills the process with SIGBUS (the kernel refuses the page fault) and no message at all. A
 monitor therefore checks, once a pass and before it writes, that the path still names the file
 it opened and that none of the three files (database, -wal, -shm) is immutable or append-only:
-three stats and three ioctls, nothing beside the cost of a pass. Every write transaction checks
+four stats (statx for the flags, never an open: see `_flags`), nothing beside the cost of a pass. Every write transaction checks
 the same first (nothing beside a commit), which leaves a window of microseconds, not a pass.
 
 It stops rather than reopening: a new file at the path is empty (reopening would forget the
@@ -17,20 +17,21 @@ to do is the operator's to decide, and a supervisor restarts the monitor once it
 from __future__ import annotations
 
 import atexit
-import fcntl
+import ctypes
 import logging
 import os
 import struct
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from vmqos.core.errors import VmqosError
 
-FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
-FS_IMMUTABLE_FL = 0x10
-FS_APPEND_FL = 0x20
+FS_IMMUTABLE_FL = 0x10  # STATX_ATTR_IMMUTABLE has the same value
+FS_APPEND_FL = 0x20  # STATX_ATTR_APPEND likewise
+_AT_FDCWD = -100
+_STATX_SIZE = 256  # struct statx; stx_attributes at offset 8, stx_attributes_mask at 56
+_statx = ctypes.CDLL(None, use_errno=True).statx  # glibc >= 2.28 (Debian 12 has 2.36)
 _FIX = "vmqos stopped before writing, so that nothing is recorded where nobody will read it"
 
 
@@ -61,49 +62,20 @@ class DatabaseGone(VmqosError):
     """The database file under a running process was deleted, replaced or made unwritable."""
 
 
-# path -> (device, inode, descriptor): one descriptor per SQLite file, kept open (see _flags)
-_descriptors: dict[str, tuple[int, int, int]] = {}
-_descriptors_guard = threading.Lock()
-
-
-def _descriptor(path: str) -> int | None:
-    """A descriptor of the file now at `path`, opened once and never closed while it is that file.
-
-    POSIX drops every fcntl lock a process holds on a file when the process closes ANY descriptor
-    of it (fcntl(2)); SQLite's shared lock on the -shm file is what tells another process that this
-    one still uses the WAL. Opening and closing the -shm file here at each write dropped it: the
-    next process that closed its last connection to the database (`vmqos port show` beside a
-    running monitor or server) then found itself alone, checkpointed and deleted the WAL, and every
-    later commit of this process went to the unlinked file, seen by no one and lost at exit. The
-    descriptor of a file that was replaced is closed: it names an inode nobody uses any more."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    with _descriptors_guard:
-        held = _descriptors.get(path)
-        if held is not None and held[:2] == (st.st_dev, st.st_ino):
-            return held[2]
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError:
-            return None
-        opened = os.fstat(fd)
-        _descriptors[path] = (opened.st_dev, opened.st_ino, fd)
-        if held is not None:
-            os.close(held[2])
-        return fd
-
-
 def _flags(path: str) -> int:
-    """The file's inode flags (chattr), 0 where the filesystem has none (tmpfs) or it does not exist."""
-    fd = _descriptor(path)
-    if fd is None:
+    """The file's inode flags (chattr) that statx(2) reports (immutable, append-only), 0 where the
+    filesystem reports none or the file does not exist.
+
+    Read with statx, never by opening the file: closing any descriptor of a file releases every POSIX
+    lock this process holds on it (fcntl(2)), SQLite's included. With its locks gone, another process
+    that closes its last connection believes it is the last one, checkpoints and deletes the WAL, and
+    this process goes on committing into the unlinked WAL, where no other process sees its changes
+    (tests/core/test_store_locks.py)."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(_AT_FDCWD, os.fsencode(path), 0, 0, buf) != 0:
         return 0
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0])
-    except OSError:
-        return 0
+    attributes, supported = struct.unpack_from("=Q", buf, 8)[0], struct.unpack_from("=Q", buf, 56)[0]
+    return int(attributes & supported & (FS_IMMUTABLE_FL | FS_APPEND_FL))
 
 
 @dataclass(frozen=True)

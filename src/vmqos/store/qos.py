@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vmqos.core.errors import ConflictError
+from vmqos.store.neutron_tables import bump, policy_user
 from vmqos.store.schema import Base, UtcDateTime, table_of
 from vmqos.store.store import Store
 
@@ -47,6 +48,14 @@ class DefaultPolicyExists(ConflictError):
 
 class DuplicateRbac(ConflictError):
     """An RBAC entry with the same object, action and target exists (Neutron's DuplicateRbacPolicy)."""
+
+
+class PolicyInUse(ConflictError):
+    """The policy is attached to a port or a network (Neutron's QosPolicyInUse)."""
+
+    def __init__(self, policy_id: str, object_type: str, object_id: str) -> None:
+        self.policy_id, self.object_type, self.object_id = policy_id, object_type, object_id
+        super().__init__(f"QoS Policy {policy_id} is used by {object_type} {object_id}.")
 
 
 class QosPolicyRow(Base):
@@ -203,10 +212,18 @@ def save_policy(store: Store, policy: StoredPolicy, *, replaces: int | None = No
             conn.execute(insert(qos_policy_rbacs).values(
                 id=str(uuid.uuid4()), project_id=sharer or policy.project_id, object_id=policy.id,
                 action=ACCESS_AS_SHARED, target_project=WILDCARD))
+        bump(conn)  # networks and ports: the all-in-one enforcer follows this counter
 
 
 def delete_policy(store: Store, policy_id: str) -> bool:
+    """False when it does not exist; PolicyInUse while a port or network names it (checked here, in the
+    delete's transaction, so that an attach cannot slip in between)."""
     with store._tx(f"deleting QoS policy {policy_id}", write=_W) as conn:
+        # networks and ports: a policy still attached is not deleted; every deletion is counted
+        user = policy_user(conn, policy_id)
+        if user is not None:
+            raise PolicyInUse(policy_id, *user)
+        bump(conn)
         conn.execute(delete(qos_rules).where(qos_rules.c.policy_id == policy_id))
         conn.execute(delete(qos_policy_rbacs).where(qos_policy_rbacs.c.object_id == policy_id))
         return bool(conn.execute(delete(qos_policies).where(qos_policies.c.id == policy_id)).rowcount)

@@ -1,0 +1,77 @@
+"""What a host's kernel must hold for the Neutron ports bound to it: device -> vmqos Policy.
+
+Read from the API's objects (ports bound to the host, their networks, the QoS policies) with the
+rules of `core.desired.neutron_ports`: the device is Nova's tap name or binding:profile's
+"device"; the policy is the port's own, else its network's when Neutron would apply it. The
+policy becomes the vmqos model's Policy (`services.policies.as_policy`), named by its id
+("neutron:<id>") so that two Neutron policies of one name never share a slot in a scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from vmqos.core.desired.neutron_ports import device_name, effective_policy, policy_name
+from vmqos.core.errors import VmqosError
+from vmqos.core.model.host import Policy
+from vmqos.services.policies import as_policy
+from vmqos.store import Store
+from vmqos.store import neutron_ports as records
+from vmqos.store import qos as qos_records
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """One Neutron port bound to the host: its device, and the policy that applies (None: none does)."""
+
+    port_id: str
+    device: str
+    policy_id: str | None = None
+    source: str | None = None  # "port" or "network": where the policy comes from
+    policy: Policy | None = None
+
+    @property
+    def limits(self) -> bool:
+        """Whether the port holds anything on the kernel (a policy without rules holds nothing)."""
+        return self.policy is not None and not self.policy.qos.is_empty
+
+
+@dataclass(frozen=True)
+class HostBindings:
+    """The host's ports by device (the first port to name a device keeps it), and why others were left out."""
+
+    ports: dict[str, PortBinding]
+    problems: tuple[str, ...] = ()
+
+
+def host_bindings(store: Store, host: str) -> HostBindings:
+    """Every port bound to `host`, with its device and its effective policy."""
+    networks = {n.id: n for n in records.list_networks(store)}
+    policies = {p.id: p for p in qos_records.list_policies(store)}
+    converted: dict[str, Policy] = {}
+    found: dict[str, PortBinding] = {}
+    problems = []
+    for port in records.list_ports(store, host_id=host):
+        try:
+            device = device_name(port.id, port.profile)
+        except VmqosError as exc:
+            problems.append(f"port {port.id}: {exc}")
+            continue
+        if device in found:
+            problems.append(f"port {port.id}: device {device} on host {host} is port {found[device].port_id}'s; "
+                            "give one of them another binding:profile device")
+            continue
+        network = networks.get(port.network_id)
+        chosen = effective_policy(port.qos_policy_id, network.qos_policy_id if network else None, port.device_owner)
+        binding = PortBinding(port.id, device)
+        stored = policies.get(chosen.policy_id) if chosen else None
+        if chosen is not None and stored is not None:
+            if stored.id not in converted:
+                try:
+                    converted[stored.id] = replace(as_policy(stored), name=policy_name(stored.id))
+                except VmqosError as exc:  # every stored policy reads (services.policies checks), but not blindly
+                    problems.append(f"port {port.id}: QoS policy {stored.id} cannot be enforced: {exc}")
+                    continue
+            binding = replace(binding, policy_id=stored.id, source=chosen.source, policy=converted[stored.id])
+        found[device] = binding
+    return HostBindings(found, tuple(problems))

@@ -1,0 +1,196 @@
+"""Neutron ports as a project's callers see and change them: bound to a host, with a QoS policy.
+
+The use cases behind the API server's `/v2.0/ports`. What vmqos reads of a port: its host
+(`binding:host_id`), its device there (Nova's tap name, or `binding:profile` {"device": NAME}), its
+`qos_policy_id`, and its network's (`qos_network_policy_id`, which applies when the port has none).
+The all-in-one enforcer (`services.neutron_enforcer`) turns them into limits on the host's kernel.
+
+A bound port answers `binding:vif_type` "tap" and names its device in `binding:vif_details`
+({"device": NAME}); an unbound one "unbound" and {}, as Neutron does. vmqos wires nothing, so a
+port's `status` stays DOWN and `fixed_ips` stays empty (there are no subnets).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from vmqos.core.desired.neutron_ports import device_name
+from vmqos.services.identity import Caller
+from vmqos.services.neutron_access import (
+    check_admin_attributes,
+    check_policy_change,
+    check_write,
+    forbidden,
+    matches,
+    now_utc,
+    owns,
+    policy_not_found,
+    project_for,
+    time_text,
+)
+from vmqos.services.neutron_attributes import ADMIN_VISIBLE, PORT, UNSET, absent_as_none
+from vmqos.services.neutron_input import NeutronError, invalid_input, read_body
+from vmqos.services.networks import get_network, network_not_found, show_subnet
+from vmqos.store import Store
+from vmqos.store import neutron_ports as records
+from vmqos.store.neutron_ports import MacAddressInUse, NetworkGone, PolicyGone, StoredNetwork, StoredPort
+
+BASE_MAC = "fa:16:3e"  # neutron's base_mac: the first three octets of the MAC addresses it makes
+MAC_GENERATION_RETRIES = 16  # neutron's mac_generation_retries
+# A port's body attribute -> the stored field
+_FIELDS = {"name": "name", "description": "description", "admin_state_up": "admin_state_up",
+           "mac_address": "mac_address", "device_id": "device_id", "device_owner": "device_owner",
+           "binding:host_id": "host_id", "binding:profile": "profile", "binding:vnic_type": "vnic_type",
+           "qos_policy_id": "qos_policy_id"}
+
+
+def port_view(port: StoredPort, network_policy: str | None, *, admin: bool) -> dict[str, Any]:
+    """The port as Neutron shows it; a non-admin does not see where it is bound."""
+    bound = bool(port.host_id)
+    view = {"id": port.id, "name": port.name, "network_id": port.network_id, "tenant_id": port.project_id,
+            "project_id": port.project_id, "mac_address": port.mac_address, "admin_state_up": port.admin_state_up,
+            "status": "DOWN", "device_id": port.device_id, "device_owner": port.device_owner, "fixed_ips": [],
+            "security_groups": [], "description": port.description, "binding:host_id": port.host_id,
+            "binding:profile": dict(port.profile), "binding:vnic_type": port.vnic_type,
+            "binding:vif_type": "tap" if bound else "unbound",
+            "binding:vif_details": {"device": device_name(port.id, port.profile)} if bound else {},
+            "qos_policy_id": port.qos_policy_id, "qos_network_policy_id": network_policy, "tags": [],
+            "revision_number": port.revision_number, "created_at": time_text(port.created_at),
+            "updated_at": time_text(port.updated_at)}
+    return view if admin else {k: v for k, v in view.items() if k not in ADMIN_VISIBLE}
+
+
+def port_not_found(port_id: str) -> NeutronError:
+    return NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
+
+
+def visible(caller: Caller, port: StoredPort) -> bool:
+    return caller.is_admin or owns(caller, port.project_id)
+
+
+def _network_policies(store: Store) -> dict[str, str | None]:
+    return {n.id: n.qos_policy_id for n in records.list_networks(store)}
+
+
+def _view(store: Store, caller: Caller, port: StoredPort) -> dict[str, Any]:
+    network = records.list_networks(store, port.network_id)
+    return port_view(port, network[0].qos_policy_id if network else None, admin=caller.is_admin)
+
+
+def _get(store: Store, caller: Caller, port_id: str) -> StoredPort:
+    found = records.list_ports(store, port_id)
+    if not found or not visible(caller, found[0]):
+        raise port_not_found(port_id)
+    return found[0]
+
+
+def _writable(store: Store, caller: Caller, port_id: str, action: str) -> StoredPort:
+    port = _get(store, caller, port_id)
+    if not caller.can_write:
+        raise forbidden(action)
+    return port
+
+
+def _check_addresses(caller: Caller, values: dict[str, Any]) -> None:
+    """There are no subnets nor security groups here: naming one is naming what does not exist."""
+    for fixed_ip in values.get("fixed_ips") or []:
+        if not isinstance(fixed_ip, dict):
+            raise NeutronError(400, "HTTPBadRequest", f"Invalid input for fixed_ips. Reason: Invalid data format "
+                                                      f"for fixed IP: '{fixed_ip}'.")
+        if "subnet_id" in fixed_ip:
+            show_subnet(caller, str(fixed_ip["subnet_id"]))
+        raise invalid_input(f"IP address {fixed_ip.get('ip_address')} is not a valid IP for any of the subnets on "
+                            "the specified network")
+    for group in values.get("security_groups") or []:
+        raise NeutronError(404, "SecurityGroupNotFound", f"Security group {group} does not exist")
+
+
+def _save(store: Store, port: StoredPort, replaces: int | None) -> StoredPort:
+    try:
+        records.save_port(store, port, replaces=replaces)
+    except PolicyGone as exc:
+        raise policy_not_found(exc.policy_id) from None
+    except NetworkGone as exc:
+        raise network_not_found(exc.network_id) from None
+    except MacAddressInUse as exc:
+        raise NeutronError(409, "MacAddressInUse", str(exc)) from None
+    return port
+
+
+def random_mac() -> str:
+    return BASE_MAC + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+
+
+# ------------------------------------------------------------------ the use cases
+
+
+def list_ports(store: Store, caller: Caller, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The ports the caller sees that match every filter."""
+    policies = _network_policies(store)
+    found = (p for p in records.list_ports(store) if visible(caller, p))
+    views = ((port_view(p, policies.get(p.network_id), admin=True), p) for p in found)
+    # filtered on every attribute, as Neutron filters in its query, shown without what the caller may not see
+    return [port_view(p, view["qos_network_policy_id"], admin=caller.is_admin) for view, p in views
+            if matches(view, filters)]
+
+
+def show_port(store: Store, caller: Caller, port_id: str) -> dict[str, Any]:
+    return _view(store, caller, _get(store, caller, port_id))
+
+
+def _usable_network(store: Store, caller: Caller, network_id: str, project: str) -> StoredNetwork:
+    """The network a port is made on: one the caller sees, and, for a non-admin, its project's or shared
+    (neutron's _validate_network_tenant_ownership: a 404 that hides the network)."""
+    network = get_network(store, caller, network_id)
+    if not (caller.is_admin or network.shared or network.project_id == project):
+        raise NeutronError(404, "HTTPNotFound", "The resource could not be found.")
+    return network
+
+
+def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    check_write(caller, "create_port")
+    values = read_body(body, "port", PORT, create=True)
+    check_admin_attributes(caller, "port", "create_port", values, body, create=True)
+    project = project_for(caller, values)
+    network = _usable_network(store, caller, values["network_id"], project)
+    _check_addresses(caller, values)
+    check_policy_change(store, caller, None, values["qos_policy_id"])
+    values = absent_as_none(values)
+    at = now_utc(now)
+    port = StoredPort(str(uuid.uuid4()), project, network.id, values["name"], values["description"],
+                      values["admin_state_up"], values["mac_address"] or random_mac(), values["device_id"],
+                      values["device_owner"], values["binding:host_id"], values["binding:vnic_type"],
+                      values["qos_policy_id"], 1, at, at, values["binding:profile"])
+    for _attempt in range(MAC_GENERATION_RETRIES):
+        try:
+            return port_view(_save(store, port, None), network.qos_policy_id, admin=caller.is_admin)
+        except NeutronError as exc:
+            if exc.type != "MacAddressInUse" or values["mac_address"]:
+                raise
+            port = replace(port, mac_address=random_mac())
+    raise NeutronError(503, "MacAddressGenerationFailure",
+                       f"Unable to generate unique mac on network {network.id}.")
+
+
+def update_port(store: Store, caller: Caller, port_id: str, body: Any,
+                *, now: datetime | None = None) -> dict[str, Any]:
+    port = _writable(store, caller, port_id, "update_port")
+    values = read_body(body, "port", PORT, create=False)
+    check_admin_attributes(caller, "port", "update_port", values, body, create=False)
+    _check_addresses(caller, values)
+    check_policy_change(store, caller, port.qos_policy_id, values.get("qos_policy_id", UNSET))
+    updated = replace(port, **{_FIELDS[k]: v for k, v in values.items() if k in _FIELDS})
+    if updated == port:
+        return _view(store, caller, port)
+    updated = replace(updated, revision_number=port.revision_number + 1, updated_at=now_utc(now))
+    return _view(store, caller, _save(store, updated, port.revision_number))
+
+
+def delete_port(store: Store, caller: Caller, port_id: str) -> None:
+    _writable(store, caller, port_id, "delete_port")
+    if not records.delete_port(store, port_id):
+        raise port_not_found(port_id)
