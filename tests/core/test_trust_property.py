@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vmqos.core.errors import VmqosError
@@ -63,6 +63,8 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(tokens)
+@example("0 '")  # an unmatched quote was stripped: strict_int read 0 (found by this test, 2026-12-06)
+@example("'5")
 def test_item15_strict_int_and_units_take_only_ascii_numbers(token: str) -> None:
     if outcome(lambda: strict_int("f", token, minimum=-(2**63))) is not None:
         assert_ascii_number(token)

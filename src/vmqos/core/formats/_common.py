@@ -45,6 +45,13 @@ def ascii_int(field: str, text: str, *, signs: str = "+-") -> int:
     return parse_integer(field, text.strip(ASCII_WHITESPACE), signs=signs)
 
 
+def _unquoted(text: str) -> str:
+    """`text` without one pair of matching quotes around it; a lone or unmatched quote stays (and is refused)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def strict_int(field: str, value: Any, *, minimum: int = 0, maximum: int | None = None,
                signs: str = "+-") -> int:
     """An integer from a JSON number or a decimal string, as the APIs accept them; never a bool or float.
@@ -57,7 +64,7 @@ def strict_int(field: str, value: Any, *, minimum: int = 0, maximum: int | None 
     if isinstance(value, HugeNumber):
         raise InvalidValue(field, value, f"no value vmqos takes has more than {MAX_DIGITS} digits")
     if isinstance(value, str):
-        value = ascii_int(field, value.strip(ASCII_WHITESPACE).strip("'\""), signs=signs)
+        value = ascii_int(field, _unquoted(value.strip(ASCII_WHITESPACE)), signs=signs)
     if isinstance(value, float) and value.is_integer() and abs(value) < 10.0**MAX_DIGITS:
         value = int(value)
     if not isinstance(value, int):
