@@ -12,6 +12,10 @@ the same first (nothing beside a commit), which leaves a window of microseconds,
 It stops rather than reopening: a new file at the path is empty (reopening would forget the
 desired state and the quarantines in force), and an immutable one cannot be written at all; what
 to do is the operator's to decide, and a supervisor restarts the monitor once it is done.
+
+On PostgreSQL there is no file to watch: the same check, once a pass, asks the server (one
+`SELECT 1` on a pooled connection, which the pool's pre-ping replaces if the server restarted),
+and a server that went away, or a database that was dropped, stops the process the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import struct
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from vmqos.core.errors import VmqosError
 
@@ -116,3 +123,24 @@ class FileWatch:
         if not os.access(self.path, os.W_OK) or not os.access(os.path.dirname(self.path) or ".", os.W_OK):
             raise DatabaseGone(f"the database file {self.path} (or its directory) is no longer writable: make it "
                                f"writable and start again; {_FIX}")
+
+
+class ServerWatch:
+    """A PostgreSQL database a long-running process writes to: whether its server still answers."""
+
+    def __init__(self, engine: Engine, shown: str) -> None:
+        self._engine, self._shown = engine, shown
+
+    def frozen(self) -> bool:
+        return False  # closing a PostgreSQL connection writes nothing anywhere: always safe
+
+    def check(self) -> None:
+        """Raise DatabaseGone (one line) unless the server answers a query in the database."""
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+            why = (message.strip().splitlines() or [type(exc).__name__])[0]
+            raise DatabaseGone(f"the database {self._shown} went away ({why}): start its server again (or name "
+                               f"another database with --db) and start vmqos again; {_FIX}") from None
