@@ -96,12 +96,32 @@ def _migrate(engine: Engine, shown: str) -> None:
         if upgrade.is_current(conn, shown):
             return
     with engine.connect() as conn:
-        conn.execution_options(vmqos_write=True)
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                key = dict(zip("ab", upgrade.ADVISORY_KEY))
-                conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), key)
-            upgrade.upgrade(conn, shown)
+        sqlite = conn.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection
+        if sqlite:  # outside a transaction, or SQLite ignores it: see _foreign_keys_after
+            raw.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            conn.execution_options(vmqos_write=True)
+            with conn.begin():
+                if not sqlite:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), dict(zip("ab", upgrade.ADVISORY_KEY)))
+                upgrade.upgrade(conn, shown)
+                if sqlite:
+                    _foreign_keys_after(conn, shown)
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+def _foreign_keys_after(conn: Connection, shown: str) -> None:
+    """A revision that changes a column on SQLite copies its table, drops the old one and renames the
+    copy (Alembic's batch mode): with foreign keys on, the drop would delete or refuse the rows that
+    reference it. They are off during the migration and checked before it commits instead."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if broken is not None:
+        raise VmqosError(f"cannot open the database {shown}: upgrading its schema would leave a row of table "
+                         f"{broken[0]} referring to a missing row of {broken[2]}; nothing was changed; report it "
+                         "as a bug of the revision, and use the previous vmqos meanwhile")
 
 
 def sqlite_file(url: str) -> str | None:
