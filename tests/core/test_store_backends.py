@@ -132,6 +132,24 @@ def test_the_writer_lock_is_an_advisory_lock_released_when_its_holder_is_killed(
 
 
 @pytest.mark.postgres
+def test_a_role_that_only_owns_its_database_is_enough(postgres_cluster: Cluster) -> None:
+    """The README's set-up: createuser (no superuser) and createdb --owner; vmqos makes its tables."""
+    role = f"vq_owner_{os.getpid()}"
+    postgres_cluster.sql(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+    name = postgres_cluster.create_database()
+    try:
+        postgres_cluster.sql(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
+        url = postgres_cluster.url(name).replace("//postgres@", f"//{role}@")
+        with Store(url) as store, store.writer("x"):
+            store.save("", STATE)
+        with Store(url, read_only=True) as store:
+            assert store.load("") == STATE
+    finally:
+        postgres_cluster.drop_database(name)
+        postgres_cluster.sql(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.postgres
 def test_a_dropped_database_is_database_gone(postgres_cluster: Cluster) -> None:
     name = postgres_cluster.create_database()
     try:
