@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from vmqos.store import monitor as mstore
 from vmqos.store import qos
 from vmqos.store.migrations import upgrade
 from vmqos.store.migrations.models import full_metadata
-from vmqos.store.migrations.versions import v0001_first_wave, v0002_server_first_slice
+from vmqos.store.migrations.versions import HEAD, v0001_first_wave, v0002_server_first_slice
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FIX = 'python -m vmqos.store.migrations "what changed"'
@@ -52,7 +55,7 @@ def version(store: Store) -> str | None:
 
 def test_a_migrated_database_is_what_the_models_declare(db_url: str) -> None:
     with Store(db_url) as store:
-        assert version(store) == upgrade.head()
+        assert version(store) == HEAD
         found = differences(store)
     assert found == [], (f"the models differ from what the migrations make: {found}; a new table or column needs "
                          f"a revision in src/vmqos/store/migrations/versions ({FIX})")
@@ -69,6 +72,21 @@ def test_the_comparison_sees_a_table_and_a_column_no_revision_makes(db_url: str)
         found = differences(store, extra)
     assert {(d[0], d[1].name if d[0] == "add_table" else (d[2], d[3].name)) for d in found
             if isinstance(d, tuple)} == {("add_table", "vq_new_things"), ("add_column", ("policies", "colour"))}
+
+
+def test_head_is_alembics_head_and_every_revision_is_in_one_line() -> None:
+    """versions.HEAD (what an up-to-date database is compared with, without Alembic) is the newest revision."""
+    scripts = upgrade.scripts()
+    assert scripts.get_heads() == [HEAD], "a new revision moves HEAD in src/vmqos/store/migrations/versions/__init__.py"
+    assert [s.revision for s in scripts.walk_revisions()][-1] == v0001_first_wave.revision
+
+
+def test_opening_an_up_to_date_database_does_not_load_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'vmqos.db'}"
+    Store(url).close()
+    code = f"import sys; from vmqos.store import Store; Store({url!r}).close(); print('alembic' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
 
 
 # --------------------------------------------------------------------------------- the first wave
@@ -112,7 +130,7 @@ def test_a_first_wave_database_is_migrated_in_place_and_reads_as_before(tmp_path
     path = _first_wave_database(tmp_path)
     url = f"sqlite:///{path}"
     with Store(url) as store:
-        assert version(store) == upgrade.head()
+        assert version(store) == HEAD
         for scope, text in expected.pop("states").items():
             assert store.load(scope) == read_host(text), scope
         assert seen(store) == expected
@@ -122,7 +140,7 @@ def test_a_first_wave_database_is_migrated_in_place_and_reads_as_before(tmp_path
         assert qos.list_policies(store) == []
     after = _dump(path)
     with Store(url) as store:
-        assert version(store) == upgrade.head()
+        assert version(store) == HEAD
     assert _dump(path) == after, "a second open changed the database"
 
 
@@ -161,7 +179,7 @@ def test_todays_schema_made_by_create_all_is_stamped_and_its_rows_kept(db_url: s
         conn.exec_driver_sql("INSERT INTO identity_roles (id, name) VALUES ('r1', 'admin')")
     engine.dispose()
     with identity.open_store(db_url) as store:
-        assert version(store) == upgrade.head()
+        assert version(store) == HEAD
         assert differences(store) == []
         assert identity.bootstrap(store, "pw").name == "admin"  # the existing role is reused, not duplicated
         with store._tx("test") as conn:
@@ -174,7 +192,7 @@ def test_a_database_with_only_some_of_the_servers_tables_gets_the_others(db_url:
         Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
     _create_all(db_url, v0001_first_wave.TABLES + ("qos_policies", "qos_rules"))
     with Store(db_url) as store:
-        assert version(store) == upgrade.head()
+        assert version(store) == HEAD
         assert differences(store) == []
 
 
@@ -221,5 +239,5 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(db_url: str) -
     assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 6
     with Store(db_url) as store:
         with store._tx("test") as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [upgrade.head()]
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
         assert differences(store) == []

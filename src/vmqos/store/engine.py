@@ -15,7 +15,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -82,7 +81,7 @@ def open_engine(url: str) -> tuple[Engine, str]:
     except VmqosError:
         engine.dispose()
         raise
-    except (SQLAlchemyError, CommandError) as exc:
+    except SQLAlchemyError as exc:
         engine.dispose()
         raise VmqosError(f"cannot open the database {shown}: {reason(exc)}; {_FIX}") from None
     return engine, shown
@@ -165,7 +164,7 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("vmqos_write") else "BEGIN")
 
 
-def reason(exc: SQLAlchemyError | CommandError) -> str:
+def reason(exc: SQLAlchemyError) -> str:
     message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
     return (message.strip().splitlines() or [type(exc).__name__])[0]
 

@@ -1,8 +1,9 @@
 """Bringing a database to the newest schema when a Store opens it: Alembic, run from code.
 
 Every database goes through the revisions in `versions/`, SQLite and PostgreSQL alike; no
-alembic.ini is read. Opening an up-to-date database costs one query (the version table's row);
-the rest runs only when it is behind, in ONE transaction that the caller began and holds its
+alembic.ini is read. Opening an up-to-date database costs a query or two (is there a version
+table, and its row) and does not even import Alembic (a tenth of a second of every command's
+start); the rest runs only when it is behind, in ONE transaction that the caller began and holds its
 openers' lock around (`engine.open_engine`): a crash halfway leaves the database as it was.
 
 A database made before migrations existed has no `alembic_version`: the first wave's (and
@@ -17,16 +18,16 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 
 from vmqos.core.errors import VmqosError
-from vmqos.store.migrations.versions import v0001_first_wave as first_wave
-from vmqos.store.migrations.versions import v0002_server_first_slice as server_first_slice
+from vmqos.store.migrations.versions import HEAD
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class SchemaTooNew(VmqosError):
 @functools.cache
 def scripts() -> ScriptDirectory:
     """The revisions shipped in this package (read once per process)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(HERE))
 
 
@@ -51,14 +54,10 @@ def known() -> frozenset[str]:
     return frozenset(script.revision for script in scripts().walk_revisions())
 
 
-def head() -> str:
-    found = scripts().get_current_head()
-    assert found is not None, "versions/ holds no revision"
-    return found
-
-
 def config(connection: Connection | None = None) -> Config:
     """Alembic's configuration without a file: the scripts here, and the connection env.py runs on."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.attributes["connection"] = connection
@@ -67,20 +66,31 @@ def config(connection: Connection | None = None) -> Config:
 
 def current(conn: Connection) -> str | None:
     """The revision the database is at; None when it has no version table (new, or made before migrations)."""
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(versions) > 1:  # branches: vmqos never makes them
+        raise VmqosError(f"the database has several schema revisions at once ({', '.join(sorted(versions))}); "
+                         "vmqos keeps one line of revisions: restore the database from a backup")
+    return versions[0] if versions else None
 
 
 def is_current(conn: Connection, shown: str) -> bool:
     """Whether the database is at the head revision; SchemaTooNew if it is at one this vmqos lacks."""
     version = current(conn)
+    if version == HEAD:
+        return True
     if version is not None and version not in known():
         raise SchemaTooNew(f"the database {shown} has schema revision {version!r}, which this vmqos does not know "
-                           f"(it knows up to {head()!r}): a newer vmqos wrote it; upgrade vmqos")
-    return version == head()
+                           f"(it knows up to {HEAD!r}): a newer vmqos wrote it; upgrade vmqos")
+    return False
 
 
 def legacy_revision(conn: Connection, shown: str) -> str | None:
     """The revision a database without a version table matches; None for one without vmqos's tables."""
+    from vmqos.store.migrations.versions import v0001_first_wave as first_wave
+    from vmqos.store.migrations.versions import v0002_server_first_slice as server_first_slice
+
     tables = set(inspect(conn).get_table_names())
     have = tables & set(first_wave.TABLES)
     if not have:
@@ -96,14 +106,19 @@ def upgrade(conn: Connection, shown: str) -> None:
     """Stamp a database made before migrations, then bring it to head; on `conn`, in its transaction.
 
     The caller holds the openers' lock: this checks again what the fast path saw without it."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     if is_current(conn, shown):
         return
     cfg = config(conn)
     before = current(conn)
-    if before is None and (stamp := legacy_revision(conn, shown)) is not None:
-        log.info("database %s: made before schema revisions, its tables are those of %s", shown, stamp)
-        command.stamp(cfg, stamp)
-        before = stamp
-    command.upgrade(cfg, "head")
-    log.info("database %s: schema upgraded from %s to %s", shown, before or "nothing", head(),
-             extra={"database": shown, "from": before, "to": head()})
+    try:
+        if before is None and (stamp := legacy_revision(conn, shown)) is not None:
+            log.info("database %s: made before schema revisions, its tables are those of %s", shown, stamp)
+            command.stamp(cfg, stamp)
+            before = stamp
+        command.upgrade(cfg, HEAD)
+    except CommandError as exc:
+        raise VmqosError(f"cannot upgrade the schema of the database {shown}: {exc}") from None
+    log.info("database %s: schema upgraded from %s to %s", shown, before or "nothing", HEAD)
