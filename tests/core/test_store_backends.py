@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -86,6 +88,30 @@ def test_a_read_only_store_reads_and_cannot_write(db_url: str) -> None:
         assert "\n" not in str(caught.value)
     with Store(db_url) as store:
         assert store.load("") == STATE
+
+
+# ------------------------------------------------------------------------------------ SQLite only
+
+_READ = ("import sqlite3, sys\n"
+         "db = sqlite3.connect(sys.argv[1])\n"
+         "print(','.join(r[0] for r in db.execute('SELECT summary FROM revisions ORDER BY id')))\n"
+         "db.close()\n")
+
+
+def test_a_writers_commits_survive_another_process_opening_and_closing_its_file(tmp_path: Path) -> None:
+    """The file checks of every write (store.health) open nothing: closing a descriptor of the database,
+    its -wal or its -shm would drop this process's SQLite locks, and the next process to close the
+    database would take itself for the last, delete the -wal under this one, and its commits be lost."""
+    path = tmp_path / "vmqos.db"
+    with Store(f"sqlite:///{path}") as store:
+        store.save("", STATE, summary="one")
+        store.check_file()
+        other = subprocess.run([sys.executable, "-c", _READ, str(path)], capture_output=True, text=True, timeout=60)
+        assert other.stdout.strip() == "one", other.stderr
+        assert Path(f"{path}-wal").exists(), "another process deleted the WAL of a database this one has open"
+        store.save("", STATE, summary="two")
+        fresh = subprocess.run([sys.executable, "-c", _READ, str(path)], capture_output=True, text=True, timeout=60)
+        assert fresh.stdout.strip() == "one,two", fresh.stderr
 
 
 # ------------------------------------------------------------------------------- PostgreSQL only

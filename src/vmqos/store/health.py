@@ -6,8 +6,9 @@ immutable (`chattr +i`) while open, the next write to the WAL index, which SQLit
 kills the process with SIGBUS (the kernel refuses the page fault) and no message at all. A
 monitor therefore checks, once a pass and before it writes, that the path still names the file
 it opened and that none of the three files (database, -wal, -shm) is immutable or append-only:
-three stats and three ioctls, nothing beside the cost of a pass. Every write transaction checks
-the same first (nothing beside a commit), which leaves a window of microseconds, not a pass.
+a stat and three statx calls (which open nothing: see `_flags`), nothing beside the cost of a
+pass. Every write transaction checks the same first (nothing beside a commit), which leaves a
+window of microseconds, not a pass.
 
 It stops rather than reopening: a new file at the path is empty (reopening would forget the
 desired state and the quarantines in force), and an immutable one cannot be written at all; what
@@ -21,7 +22,8 @@ and a server that went away, or a database that was dropped, stops the process t
 from __future__ import annotations
 
 import atexit
-import fcntl
+import ctypes
+import functools
 import logging
 import os
 import struct
@@ -34,9 +36,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from vmqos.core.errors import VmqosError
 
-FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
-FS_IMMUTABLE_FL = 0x10
-FS_APPEND_FL = 0x20
+# statx(2)'s attributes, the bits chattr's +i and +a set (FS_IMMUTABLE_FL and FS_APPEND_FL have the same values)
+STATX_ATTR_IMMUTABLE = 0x10
+STATX_ATTR_APPEND = 0x20
+FS_IMMUTABLE_FL, FS_APPEND_FL = STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND
+_AT_FDCWD = -100
+_STATX_BASIC_STATS = 0x7FF
 _FIX = "vmqos stopped before writing, so that nothing is recorded where nobody will read it"
 
 
@@ -68,17 +73,27 @@ class DatabaseGone(VmqosError):
 
 
 def _flags(path: str) -> int:
-    """The file's inode flags (chattr), 0 where the filesystem has none (tmpfs) or it does not exist."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
+    """The file's inode flags (chattr's i and a), 0 where the filesystem has none or it does not exist.
+
+    Read with statx(2) on the path, never by opening the file: closing ANY descriptor of a file
+    releases every POSIX lock this process holds on it, and SQLite's locks on the database, its
+    -wal and its -shm are POSIX locks. A check that opened and closed them (an ioctl did) dropped
+    this process's hold on the WAL index: another process closing the database then believed it
+    was the last one and deleted the -wal and -shm under it, so that every commit after that went
+    to an unlinked file and was lost, or reset the index under its mapping (SIGBUS)."""
+    statx = getattr(_libc(), "statx", None)
+    if statx is None:  # a C library older than glibc 2.28: no way to ask without opening
         return 0
-    try:
-        return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0])
-    except OSError:
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BASIC_STATS, buf) != 0:
         return 0
-    finally:
-        os.close(fd)
+    attributes, supported = struct.unpack_from("=Q", buf, 8)[0], struct.unpack_from("=Q", buf, 56)[0]
+    return int(attributes & supported)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
