@@ -25,6 +25,12 @@ SCOPE_NS = "vqwriters"
 KERNEL_WORK_S = 0.03  # what a reconcile of one port costs, roughly: the window a second writer falls into
 
 
+@pytest.fixture
+def url(db_url):
+    """A SQLite file, then a PostgreSQL database (tests/pgcluster.py)."""
+    return db_url
+
+
 def _slow_changes(monkeypatch_target=port_service) -> None:
     original = port_service.changed_port
 
@@ -70,8 +76,7 @@ def _writer_of(rates: tuple[int | None, int | None]) -> tuple[int, int]:
     return inbound // 8000 - 1000, outbound // 8000 - 2000
 
 
-def test_twenty_processes_on_twenty_ports_lose_no_update(db_url):
-    url = db_url
+def test_twenty_processes_on_twenty_ports_lose_no_update(url):
     devices = [f"tap{i}" for i in range(20)]
     _run_processes(url, devices)
     with Store(url) as store:
@@ -81,8 +86,7 @@ def test_twenty_processes_on_twenty_ports_lose_no_update(db_url):
         assert len(store.revisions(SCOPE_NS, limit=100)) == 20
 
 
-def test_ten_processes_on_one_port_last_writer_wins_whole(db_url):
-    url = db_url
+def test_ten_processes_on_one_port_last_writer_wins_whole(url):
     _run_processes(url, ["tap0"] * 10)
     with Store(url) as store:
         inbound_of, outbound_of = _writer_of(_limits(store)["tap0"])
@@ -91,8 +95,7 @@ def test_ten_processes_on_one_port_last_writer_wins_whole(db_url):
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one store", "a store per thread"])
-def test_threads_lose_no_update(db_url, monkeypatch, shared):
-    url = db_url
+def test_threads_lose_no_update(url, monkeypatch, shared):
     original = port_service.changed_port
     monkeypatch.setattr(port_service, "changed_port",
                         lambda *a, **k: (time.sleep(KERNEL_WORK_S), original(*a, **k))[1])
@@ -125,8 +128,7 @@ def test_threads_lose_no_update(db_url, monkeypatch, shared):
     assert sorted(found) == sorted(devices)
 
 
-def test_the_writer_lock_is_reentrant_and_excludes_other_processes(db_url):
-    url = db_url
+def test_the_writer_lock_is_reentrant_and_excludes_other_processes(url):
     with Store(url) as store, store.writer("x"), store.writer("x"):
         with Store(url) as other, other.writer("x"):  # the same thread, another Store: no deadlock
             pass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -234,9 +235,18 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(db_url: str) -
     procs = [ctx.Process(target=_open, args=(db_url, i, barrier, results)) for i in range(6)]
     for proc in procs:
         proc.start()
+    said = []
+    try:
+        for _ in procs:  # drained before joining: a child exits only once its message is out
+            said.append(results.get(timeout=90))
+    except queue.Empty:
+        pass
     for proc in procs:
-        proc.join(timeout=60)
-    assert sorted(results.get(timeout=5) for _ in procs) == ["ok"] * 6
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
+    assert (sorted(said), [p.exitcode for p in procs]) == (["ok"] * 6, [0] * 6)
     with Store(db_url) as store:
         with store._tx("test") as conn:
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [HEAD]

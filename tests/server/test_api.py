@@ -22,11 +22,10 @@ def _auth(user: str, password: str, project: str) -> dict:
 
 @pytest.fixture()
 def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
-    url = db_url
-    with identity.open_store(url) as store:
+    with identity.open_store(db_url) as store:
         identity.bootstrap(store, "pw")
         identity.add_user(store, "rita", "pw", "demo", "reader")
-    with TestClient(create_app(url), base_url="http://vq.test") as client:
+    with TestClient(create_app(db_url), base_url="http://vq.test") as client:
         yield client
 
 
