@@ -1,9 +1,10 @@
 """`python -m vmqos.store.migrations "what changed"`: draft the next revision from the models.
 
 It brings a throw-away SQLite database to the newest revision, compares it with every table the
-models declare (`models.full_metadata`) and writes `versions/vNNNN_<slug>.py` with the
-operations that make up the difference, for a person to read, name and complete (autogenerate
-sees no renames and no data changes). Run it from a checkout (the file goes into the source tree).
+models declare (`models.full_metadata`), writes `versions/vNNNN_<slug>.py` with the operations
+that make up the difference, for a person to read, name and complete (autogenerate sees no
+renames and no data changes), and moves `versions.HEAD` to it. Run it from a checkout (the files
+are in the source tree).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def draft(message: str) -> Path:
         finally:
             engine.dispose()
     assert script is not None and not isinstance(script, list)
+    heads = upgrade.HERE / "versions" / "__init__.py"
+    heads.write_text(re.sub(r'(?m)^HEAD = ".*"$', f"HEAD = {rev_id!r}".replace("'", '"'), heads.read_text()))
     return Path(script.path)
 
 
