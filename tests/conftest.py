@@ -1,4 +1,5 @@
-"""Shared test settings: hypothesis profiles sized for CI on two cores; matplotlib's cache kept in tmp."""
+"""Shared test settings: hypothesis profiles sized for CI on two cores; matplotlib's cache kept in tmp;
+the throw-away PostgreSQL cluster and the two back ends' fixtures (tests/pgcluster.py)."""
 
 import os
 import shutil
@@ -6,6 +7,8 @@ import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["pgcluster"]  # postgres_cluster, pg_url, db_url
 
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")

@@ -5,6 +5,7 @@ one writer at a time, two `port set` each save their own copy and one change is 
 ends with one writer's inbound and the other's outbound. The writers here are processes (as two
 CLIs are) and threads (as the server's workers will be), released together by a barrier; the
 window between load and save is widened to what a kernel change costs (a sleep in the change).
+Each runs on a SQLite file (flock) and on PostgreSQL (advisory locks), through `db_url`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from vmqos.store import Store
 
 SCOPE_NS = "vqwriters"
 KERNEL_WORK_S = 0.03  # what a reconcile of one port costs, roughly: the window a second writer falls into
+
+
+@pytest.fixture
+def url(db_url):
+    """A SQLite file, then a PostgreSQL database (tests/pgcluster.py)."""
+    return db_url
 
 
 def _slow_changes(monkeypatch_target=port_service) -> None:
@@ -69,8 +76,7 @@ def _writer_of(rates: tuple[int | None, int | None]) -> tuple[int, int]:
     return inbound // 8000 - 1000, outbound // 8000 - 2000
 
 
-def test_twenty_processes_on_twenty_ports_lose_no_update(tmp_path):
-    url = f"sqlite:///{tmp_path / 'vmqos.db'}"
+def test_twenty_processes_on_twenty_ports_lose_no_update(url):
     devices = [f"tap{i}" for i in range(20)]
     _run_processes(url, devices)
     with Store(url) as store:
@@ -80,8 +86,7 @@ def test_twenty_processes_on_twenty_ports_lose_no_update(tmp_path):
         assert len(store.revisions(SCOPE_NS, limit=100)) == 20
 
 
-def test_ten_processes_on_one_port_last_writer_wins_whole(tmp_path):
-    url = f"sqlite:///{tmp_path / 'vmqos.db'}"
+def test_ten_processes_on_one_port_last_writer_wins_whole(url):
     _run_processes(url, ["tap0"] * 10)
     with Store(url) as store:
         inbound_of, outbound_of = _writer_of(_limits(store)["tap0"])
@@ -90,8 +95,7 @@ def test_ten_processes_on_one_port_last_writer_wins_whole(tmp_path):
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one store", "a store per thread"])
-def test_threads_lose_no_update(tmp_path, monkeypatch, shared):
-    url = f"sqlite:///{tmp_path / 'vmqos.db'}"
+def test_threads_lose_no_update(url, monkeypatch, shared):
     original = port_service.changed_port
     monkeypatch.setattr(port_service, "changed_port",
                         lambda *a, **k: (time.sleep(KERNEL_WORK_S), original(*a, **k))[1])
@@ -124,8 +128,7 @@ def test_threads_lose_no_update(tmp_path, monkeypatch, shared):
     assert sorted(found) == sorted(devices)
 
 
-def test_the_writer_lock_is_reentrant_and_excludes_other_processes(tmp_path):
-    url = f"sqlite:///{tmp_path / 'vmqos.db'}"
+def test_the_writer_lock_is_reentrant_and_excludes_other_processes(url):
     with Store(url) as store, store.writer("x"), store.writer("x"):
         with Store(url) as other, other.writer("x"):  # the same thread, another Store: no deadlock
             pass

@@ -167,8 +167,8 @@ def test_usage_counts_deltas_and_periods():
     assert period_start(at, "day") == datetime(2026, 12, 2, tzinfo=UTC)
 
 
-def test_events_quarantines_and_usage_in_the_store(tmp_path):
-    with Store(f"sqlite:///{tmp_path}/m.db") as store:
+def test_events_quarantines_and_usage_in_the_store(db_url):  # SQLite and PostgreSQL (its ON CONFLICT upsert)
+    with Store(db_url) as store:
         t0 = datetime(2026, 12, 2, 13, 0, tzinfo=UTC)
         first = mstore.add_event(store, "ns", t0, "tap1", "detected", "80,000 packets/s", instance="vm1",
                                  direction="egress", detector=PACKET_RATE)

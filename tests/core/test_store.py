@@ -1,5 +1,6 @@
-"""The desired-state store on a temporary SQLite file: round trips, scopes, history, what was
-applied, two stores on one file, atomic saves, and every failure as one VmqosError line."""
+"""The desired-state store on a temporary SQLite file and on a fresh PostgreSQL database (`db_url`,
+tests/pgcluster.py): round trips, scopes, history, what was applied, two stores on one database,
+atomic saves, and every failure as one VmqosError line."""
 
 from __future__ import annotations
 
@@ -45,9 +46,16 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path):  # type: ignore[no-untyped-def]
-    with Store(f"sqlite:///{path}") as opened:
+def store(db_url: str):  # type: ignore[no-untyped-def]
+    with Store(db_url) as opened:
         yield opened
+
+
+def _sql(store: Store, statement: str) -> list[tuple[object, ...]]:
+    """A statement straight to the database, as another program would send it (either back end)."""
+    with store._tx("test", write="test") as conn:
+        result = conn.exec_driver_sql(statement)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def limits(rate_mbit: int, **egress: object) -> NetworkQos:
@@ -116,11 +124,11 @@ def test_an_emptied_scope_loads_empty_and_leaves_the_list(store: Store) -> None:
     assert len(store.revisions("lab")) == 2
 
 
-def test_values_are_stored_as_the_host_file_writes_them(store: Store, path: Path) -> None:
+def test_values_are_stored_as_the_host_file_writes_them(store: Store) -> None:
     store.save("", full_state())
-    with sqlite3.connect(path) as db:
-        (qos,) = db.execute("SELECT limits FROM ports WHERE device = 'tap-a'").fetchone()
-        (origin,) = db.execute("SELECT origin FROM policies WHERE name = 'bw-limiter'").fetchone()
+    [(qos,)] = _sql(store, "SELECT limits FROM ports WHERE device = 'tap-a'")
+    [(origin,)] = _sql(store, "SELECT origin FROM policies WHERE name = 'bw-limiter'")
+    assert isinstance(qos, str)
     assert json.loads(qos)["egress"] == {"rate": "200mbit", "dscp": 46}
     assert origin == "neutron"
 
@@ -237,14 +245,13 @@ def test_a_save_that_fails_midway_changes_nothing(store: Store) -> None:
     assert store.load("") == full_state() and len(store.revisions("")) == 1
 
 
-def test_readers_never_see_half_a_state(path: Path) -> None:
+def test_readers_never_see_half_a_state(db_url: str) -> None:
     def state(tag: str) -> HostState:
         return HostState(instances={f"{tag}{i}": InstanceSpec(f"{tag}{i}", ports=(PortSpec(f"{tag}-{i}"),))
                                     for i in range(300)})
 
     a, b = state("a"), state("b")
-    url = f"sqlite:///{path}"
-    with Store(url) as writer, Store(url) as reader:
+    with Store(db_url) as writer, Store(db_url) as reader:
         writer.save("", a)
         seen: list[HostState] = []
         done = threading.Event()
@@ -279,14 +286,18 @@ def test_applied_fingerprints(store: Store) -> None:
     assert store.scopes() == ["", "lab"]  # something applied still needs the scope reconciled
 
 
-def test_a_second_store_on_the_same_file_sees_the_first(path: Path) -> None:
-    url = f"sqlite:///{path}"
-    with Store(url) as first, Store(url) as second:
+def test_a_second_store_on_the_same_database_sees_the_first(db_url: str) -> None:
+    with Store(db_url) as first, Store(db_url) as second:
         first.save("lab-host", full_state(), actor="daemon")
         assert second.load("lab-host") == full_state()
         second.record_applied("lab-host", "tap-a", "fp")
         assert first.applied("lab-host") == {"tap-a": "fp"}
         assert [r.actor for r in second.revisions("lab-host")] == ["daemon"]
+
+
+def test_a_sqlite_file_is_shared_in_wal_mode(path: Path) -> None:
+    with Store(f"sqlite:///{path}") as store:
+        store.save("", full_state())
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -306,19 +317,37 @@ def test_a_database_that_cannot_be_opened_is_one_line(url: str) -> None:
     assert "\n" not in message and "--db URL" in message
 
 
+@pytest.mark.postgres
+def test_a_postgresql_database_that_cannot_be_opened_is_one_line(postgres_cluster, tmp_path: Path) -> None:
+    for url in (postgres_cluster.url("vq_no_such_database"),  # the server says so
+                f"postgresql://postgres@/vmqos?host={tmp_path}",  # no server on that socket
+                "postgresql+nosuchdriver://host/db"):
+        with pytest.raises(VmqosError) as caught:
+            Store(url)
+        assert "\n" not in str(caught.value) and "--db URL" in str(caught.value), url
+
+
+@pytest.mark.postgres
+def test_postgresql_urls_without_a_driver_use_psycopg(pg_url: str) -> None:
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with Store(plain) as store:
+        store.save("", full_state())
+        assert store._engine.dialect.driver == "psycopg"
+    with Store(pg_url) as store:
+        assert store.load("") == full_state()
+
+
 def test_a_directory_in_place_of_the_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(VmqosError, match=r"cannot open the database .*--db URL"):
         Store(f"sqlite:///{tmp_path}")
 
 
-def test_invalid_stored_data_is_reported_not_raised_as_a_traceback(store: Store, path: Path) -> None:
+def test_invalid_stored_data_is_reported_not_raised_as_a_traceback(store: Store) -> None:
     store.save("", full_state())
-    with sqlite3.connect(path) as db:
-        db.execute("""UPDATE ports SET limits = '{"egress": {"rate": "fast"}}' WHERE device = 'tap-a'""")
+    _sql(store, """UPDATE ports SET limits = '{"egress": {"rate": "fast"}}' WHERE device = 'tap-a'""")
     with pytest.raises(VmqosError, match=r"invalid scope ''.*instances\.vm1\.ports\[1\]\.limits\.egress"):
         store.load("")
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE ports SET limits = 'not json' WHERE device = 'tap-a'")
+    _sql(store, "UPDATE ports SET limits = 'not json' WHERE device = 'tap-a'")
     with pytest.raises(VmqosError, match="invalid scope"):
         store.load("")
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vmqos.store import Store
+
 pytestmark = pytest.mark.kernel
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -31,6 +33,7 @@ def test_an_immutable_database_stops_the_monitor_with_one_line(netns, tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     config = tmp_path / "monitor.yaml"
     config.write_text("interval: 0.05\nusage: {interval: 0.05}\n")  # a write to the store every pass
+    Store(f"sqlite:///{db}").close()  # made (and migrated) first, as on a host: the monitor's start is quick
     proc = subprocess.Popen([sys.executable, "-c", "from vmqos.cli.main import main; main()", "monitor", "--netns",
                              netns, "--db", f"sqlite:///{db}", "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

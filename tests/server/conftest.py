@@ -1,6 +1,8 @@
 """The server tier: `vmqos server` in a subprocess on a free loopback port, driven by the real `openstack` CLI.
 
-No root: the server touches no kernel. The client is python-openstackclient, unmodified, in its
+Every test of the tier runs twice: on a SQLite file and on a fresh database of the throw-away
+PostgreSQL cluster (tests/pgcluster.py), the `server` fixture's two params. No root: the server
+touches no kernel. The client is python-openstackclient, unmodified, in its
 own virtualenv (it pulls many packages that must not move the project's pins): $VMQOS_OPENSTACK_CLI,
 else .venv-osc/bin/openstack in the checkout (`make test` installs it there).
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgcluster import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "admin-secret"
@@ -70,11 +73,17 @@ class Server:
         return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request, tmp_path_factory):
     cli = openstack_cli()
     tmp = tmp_path_factory.mktemp("vq-server")
-    db = f"sqlite:///{tmp / 'vmqos.db'}"
+    if request.param == "sqlite":
+        db = f"sqlite:///{tmp / 'vmqos.db'}"
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        name = cluster.create_database()
+        request.addfinalizer(lambda: cluster.drop_database(name))
+        db = cluster.url(name)
     init = vmqos("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db, cwd=tmp)
     assert init.returncode == 0, init.stderr
     for name, (project, role) in USERS.items():

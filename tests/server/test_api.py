@@ -21,12 +21,11 @@ def _auth(user: str, password: str, project: str) -> dict:
 
 
 @pytest.fixture()
-def api(tmp_path):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    with identity.open_store(url) as store:
+def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
+    with identity.open_store(db_url) as store:
         identity.bootstrap(store, "pw")
         identity.add_user(store, "rita", "pw", "demo", "reader")
-    with TestClient(create_app(url), base_url="http://vq.test") as client:
+    with TestClient(create_app(db_url), base_url="http://vq.test") as client:
         yield client
 
 
@@ -131,8 +130,8 @@ def test_a_stored_policy_is_the_vmqos_models_and_a_stale_write_is_refused(api):
         qos.save_policy(store, stored, replaces=stored.revision_number - 1)
 
 
-def test_bootstrap_is_idempotent_and_sets_the_password(tmp_path):
-    with identity.open_store(f"sqlite:///{tmp_path / 'b.db'}") as store:
+def test_bootstrap_is_idempotent_and_sets_the_password(db_url):
+    with identity.open_store(db_url) as store:
         first = identity.bootstrap(store, "one")
         second = identity.bootstrap(store, "two")
         assert first.id == second.id

@@ -6,18 +6,24 @@ immutable (`chattr +i`) while open, the next write to the WAL index, which SQLit
 kills the process with SIGBUS (the kernel refuses the page fault) and no message at all. A
 monitor therefore checks, once a pass and before it writes, that the path still names the file
 it opened and that none of the three files (database, -wal, -shm) is immutable or append-only:
-four stats (statx for the flags, never an open: see `_flags`), nothing beside the cost of a pass. Every write transaction checks
-the same first (nothing beside a commit), which leaves a window of microseconds, not a pass.
+a stat and three statx calls (which open nothing: see `_flags`), nothing beside the cost of a
+pass. Every write transaction checks the same first (nothing beside a commit), which leaves a
+window of microseconds, not a pass.
 
 It stops rather than reopening: a new file at the path is empty (reopening would forget the
 desired state and the quarantines in force), and an immutable one cannot be written at all; what
 to do is the operator's to decide, and a supervisor restarts the monitor once it is done.
+
+On PostgreSQL there is no file to watch: the same check, once a pass, asks the server (one
+`SELECT 1` on a pooled connection, which the pool's pre-ping replaces if the server restarted),
+and a server that went away, or a database that was dropped, stops the process the same way.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import logging
 import os
 import struct
@@ -25,13 +31,17 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
 from vmqos.core.errors import VmqosError
 
-FS_IMMUTABLE_FL = 0x10  # STATX_ATTR_IMMUTABLE has the same value
-FS_APPEND_FL = 0x20  # STATX_ATTR_APPEND likewise
+# statx(2)'s attributes, the bits chattr's +i and +a set (FS_IMMUTABLE_FL and FS_APPEND_FL have the same values)
+STATX_ATTR_IMMUTABLE = 0x10
+STATX_ATTR_APPEND = 0x20
+FS_IMMUTABLE_FL, FS_APPEND_FL = STATX_ATTR_IMMUTABLE, STATX_ATTR_APPEND
 _AT_FDCWD = -100
-_STATX_SIZE = 256  # struct statx; stx_attributes at offset 8, stx_attributes_mask at 56
-_statx = ctypes.CDLL(None, use_errno=True).statx  # glibc >= 2.28 (Debian 12 has 2.36)
+_STATX_BASIC_STATS = 0x7FF
 _FIX = "vmqos stopped before writing, so that nothing is recorded where nobody will read it"
 
 
@@ -63,19 +73,27 @@ class DatabaseGone(VmqosError):
 
 
 def _flags(path: str) -> int:
-    """The file's inode flags (chattr) that statx(2) reports (immutable, append-only), 0 where the
-    filesystem reports none or the file does not exist.
+    """The file's inode flags (chattr's i and a), 0 where the filesystem has none or it does not exist.
 
-    Read with statx, never by opening the file: closing any descriptor of a file releases every POSIX
-    lock this process holds on it (fcntl(2)), SQLite's included. With its locks gone, another process
-    that closes its last connection believes it is the last one, checkpoints and deletes the WAL, and
-    this process goes on committing into the unlinked WAL, where no other process sees its changes
-    (tests/core/test_store_locks.py)."""
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
-    if _statx(_AT_FDCWD, os.fsencode(path), 0, 0, buf) != 0:
+    Read with statx(2) on the path, never by opening the file: closing ANY descriptor of a file
+    releases every POSIX lock this process holds on it, and SQLite's locks on the database, its
+    -wal and its -shm are POSIX locks. A check that opened and closed them (an ioctl did) dropped
+    this process's hold on the WAL index: another process closing the database then believed it
+    was the last one and deleted the -wal and -shm under it, so that every commit after that went
+    to an unlinked file and was lost, or reset the index under its mapping (SIGBUS)."""
+    statx = getattr(_libc(), "statx", None)
+    if statx is None:  # a C library older than glibc 2.28: no way to ask without opening
+        return 0
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BASIC_STATS, buf) != 0:
         return 0
     attributes, supported = struct.unpack_from("=Q", buf, 8)[0], struct.unpack_from("=Q", buf, 56)[0]
-    return int(attributes & supported & (FS_IMMUTABLE_FL | FS_APPEND_FL))
+    return int(attributes & supported)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -120,3 +138,24 @@ class FileWatch:
         if not os.access(self.path, os.W_OK) or not os.access(os.path.dirname(self.path) or ".", os.W_OK):
             raise DatabaseGone(f"the database file {self.path} (or its directory) is no longer writable: make it "
                                f"writable and start again; {_FIX}")
+
+
+class ServerWatch:
+    """A PostgreSQL database a long-running process writes to: whether its server still answers."""
+
+    def __init__(self, engine: Engine, shown: str) -> None:
+        self._engine, self._shown = engine, shown
+
+    def frozen(self) -> bool:
+        return False  # closing a PostgreSQL connection writes nothing anywhere: always safe
+
+    def check(self) -> None:
+        """Raise DatabaseGone (one line) unless the server answers a query in the database."""
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+            why = (message.strip().splitlines() or [type(exc).__name__])[0]
+            raise DatabaseGone(f"the database {self._shown} went away ({why}): start its server again (or name "
+                               f"another database with --db) and start vmqos again; {_FIX}") from None

@@ -15,6 +15,9 @@ look, so opening here writes nothing, ever:
   the main file changed (a writer came and checkpointed) fails instead of returning a torn read.
 - A file that does not exist reads as an empty database: nothing was stored yet, which is what
   opening for writing would have shown (after creating it).
+- PostgreSQL: every transaction is read-only (`default_transaction_read_only`), which the server
+  enforces; the schema is not migrated (the writers' business) but one stamped by a newer vmqos
+  is refused, as opening for writing refuses it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from sqlalchemy.pool import NullPool
 from vmqos.core.errors import VmqosError
 from vmqos.store import monitor_tables as _monitor_tables  # noqa: F401  (its tables, for the empty database)
 from vmqos.store import schema as t
-from vmqos.store.engine import _FIX, BUSY_TIMEOUT_MS, parse_url, reason
+from vmqos.store.engine import _FIX, BUSY_TIMEOUT_MS, create, parse_url, reason
+from vmqos.store.migrations import upgrade
 
 
 def open_read_only(url: str) -> tuple[Engine, str]:
@@ -41,7 +45,10 @@ def open_read_only(url: str) -> tuple[Engine, str]:
     database = parsed.database or ""
     try:
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(parsed, future=True), shown  # no create_all: tables are the writers' business
+            postgres = parsed.get_backend_name() == "postgresql"
+            engine = create(parsed, **({"connect_args": {"options": "-c default_transaction_read_only=on"}}
+                                       if postgres else {}))
+            return _checked(engine, shown), shown
         if database in ("", ":memory:") or database.startswith("file:") or not Path(database).exists():
             return _empty(), shown
         path = os.path.abspath(database)
@@ -49,13 +56,24 @@ def open_read_only(url: str) -> tuple[Engine, str]:
             raise VmqosError(f"cannot open the database {shown}: this user may not read {path}; run the command "
                              f"as root or {_FIX}")
         engine = create_engine("sqlite://", creator=lambda: _connect(path, shown), poolclass=NullPool, future=True)
+        _guard(engine, path, shown)
+        return _checked(engine, shown), shown
     except ImportError as exc:
         raise VmqosError(f"cannot open the database {shown}: its driver is missing ({exc}); install it or "
                          f"{_FIX}") from None
     except SQLAlchemyError as exc:
         raise VmqosError(f"cannot open the database {shown}: {reason(exc)}; {_FIX}") from None
-    _guard(engine, path, shown)
-    return engine, shown
+
+
+def _checked(engine: Engine, shown: str) -> Engine:
+    """The engine, unless a newer vmqos stamped the database (SchemaTooNew); one behind reads as it is."""
+    try:
+        with engine.connect() as conn:
+            upgrade.is_current(conn, shown)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _empty() -> Engine:

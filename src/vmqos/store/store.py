@@ -27,7 +27,7 @@ from vmqos.core.model.host import HostState
 from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
 from vmqos.store.engine import check_scope, default_url, open_engine, reason, sqlite_file
-from vmqos.store.health import FileWatch, abandon
+from vmqos.store.health import FileWatch, ServerWatch, abandon
 from vmqos.store.readonly import open_read_only
 from vmqos.store.rows import Decoder, encode
 from vmqos.store.writer import WriterLocks
@@ -55,12 +55,16 @@ class Store:
         self._engine, self._shown = (open_read_only if read_only else open_engine)(self.url)
         self._writers = WriterLocks(self._engine, self.url, self._shown)
         self._file = FileWatch.of(database) if (database := sqlite_file(self.url)) else None
+        self._server = ServerWatch(self._engine, self._shown) if self._engine.dialect.name == "postgresql" else None
 
     def check_file(self) -> None:
         """For a long-running process, once a pass: the SQLite file it opened is still the one at its
-        path, and writable (`vmqos.store.health`); DatabaseGone, one line, otherwise."""
+        path, and writable, or the PostgreSQL server still answers (`vmqos.store.health`); DatabaseGone,
+        one line, otherwise."""
         if self._file is not None:
             self._file.check()
+        elif self._server is not None:
+            self._server.check()
 
     def __enter__(self) -> Store:
         return self

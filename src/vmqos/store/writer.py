@@ -9,8 +9,8 @@ changes interleave on one device. The writer lock is held around the whole seque
 * SQLite (one host): an exclusive `flock` on a lock file per scope, next to the database
   (`vmqos.db.locks/<hash of the scope>`); the kernel releases it when its holder dies, so a
   `kill -9` leaves no stale lock behind.
-* PostgreSQL (a fleet, later): `pg_advisory_lock` on a connection of its own, held open for as
-  long as the lock; the server releases it when that connection goes.
+* PostgreSQL (a fleet): `pg_try_advisory_lock` on a connection of its own, held open for as
+  long as the lock; the server releases it when that connection goes (a crash, a kill -9).
 * An in-memory SQLite database lives in one process: a lock of that process.
 
 The lock is re-entrant in one thread (a use case calls another through the same store), and a
@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from vmqos.core.errors import ConflictError, VmqosError
 
@@ -162,17 +162,40 @@ class WriterLocks:
 
     @contextmanager
     def _postgres_lock(self, scope: str) -> Iterator[None]:
+        """A session advisory lock, on a connection held for as long as the lock; a waiter holds none
+        between its tries, so a hundred waiting threads do not empty the pool the holder writes through."""
         key = {"a": _ADVISORY_CLASS, "b": zlib.crc32(scope.encode()) - 2**31}
-        try:
+        held: list[Connection] = []
+
+        def try_once() -> bool:
             conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except SQLAlchemyError as exc:
-            raise VmqosError(f"cannot take the writer lock of scope {scope!r} in {self._shown}: {exc}") from None
-        try:
-            self._wait(scope, lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), key).scalar()),
-                       f"advisory lock ({key['a']}, {key['b']}) in {self._shown}")
             try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), key)
-        finally:
+                if conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), key).scalar():
+                    held.append(conn)
+                    return True
+            except BaseException:
+                conn.close()
+                raise
             conn.close()
+            return False
+
+        try:
+            self._wait(scope, try_once, f"advisory lock ({key['a']}, {key['b']}) in {self._shown}")
+        except SQLAlchemyError as exc:
+            raise VmqosError(f"cannot take the writer lock of scope {scope!r} in {self._shown}: "
+                             f"{_first_line(exc)}") from None
+        conn = held[0]
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), key)
+            except SQLAlchemyError:
+                conn.invalidate()  # its session is gone, and the server released the lock with it
+            finally:
+                conn.close()
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+    return (message.strip().splitlines() or [type(exc).__name__])[0]
