@@ -1,8 +1,11 @@
 """The server tier: `vmqos server` in a subprocess on a free loopback port, driven by the real `openstack` CLI.
 
-Every test of the tier runs twice: on a SQLite file and on a fresh database of the throw-away
-PostgreSQL cluster (tests/pgcluster.py), the `server` fixture's two params. No root: the server
-touches no kernel. The client is python-openstackclient, unmodified, in its
+The in-process API tests run on both back ends (the `db_url` fixture: a SQLite file and a fresh
+database of the throw-away PostgreSQL cluster, tests/pgcluster.py). The real-CLI modules run on
+SQLite, and those marked `both_backends` (the seeds' commands) on PostgreSQL too: each CLI call
+is a new Python process of about a second, and the whole CLI tier twice would take most of the
+suite's budget for what the in-process tests already prove on both. No root: the server touches
+no kernel. The client is python-openstackclient, unmodified, in its
 own virtualenv (it pulls many packages that must not move the project's pins): $VMQOS_OPENSTACK_CLI,
 else .venv-osc/bin/openstack in the checkout (`make test` installs it there).
 """
@@ -73,7 +76,14 @@ class Server:
         return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The `server` fixture's back ends: both for a module marked both_backends, else SQLite."""
+    if "server" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        metafunc.parametrize("server", BACKENDS if both else BACKENDS[:1], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
     cli = openstack_cli()
     tmp = tmp_path_factory.mktemp("vq-server")

@@ -22,6 +22,7 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
+from pgcluster import BACKENDS
 
 from vmqos.api.app import create_app
 from vmqos.services import identity, policies
@@ -37,9 +38,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
-    db = f"sqlite:///{tmp_path_factory.mktemp('vq-fuzz') / 'vmqos.db'}"
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzzed(request, tmp_path_factory):
+    if request.param == "sqlite":
+        db = f"sqlite:///{tmp_path_factory.mktemp('vq-fuzz') / 'vmqos.db'}"
+    else:  # PostgreSQL refuses what SQLite stores (a NUL in a string): the fuzzer must see both
+        cluster = request.getfixturevalue("postgres_cluster")
+        name = cluster.create_database()
+        request.addfinalizer(lambda: cluster.drop_database(name))
+        db = cluster.url(name)
     app = create_app(db)
     identity.bootstrap(app.state.store, "admin-secret")
     port = _free_port()

@@ -33,8 +33,8 @@ def _auth(user: str, project: str) -> dict:
 
 
 @pytest.fixture()
-def api(tmp_path):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
+def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
+    url = db_url
     with identity.open_store(url) as store:
         identity.bootstrap(store, "pw")
         identity.add_user(store, "alice", "pw", "demo", "member")

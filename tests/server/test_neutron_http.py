@@ -18,8 +18,8 @@ BASE = "/v2.0/qos/policies"
 
 
 @pytest.fixture()
-def api(tmp_path):
-    url = f"sqlite:///{tmp_path / 'neutron.db'}"
+def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
+    url = db_url
     with identity.open_store(url) as store:
         identity.bootstrap(store, "pw")
         for user, project, role in (("alice", "demo", "member"), ("rita", "demo", "reader"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.both_backends]
 
 
 def test_policy_and_rule_lifecycle_as_the_seed_commands(server):
