@@ -207,6 +207,17 @@ def show_port(store: Store, netns: str | None, device: str) -> PortShow:
     )
 
 
+def device_objects(netns: str | None, device: str) -> tuple[Any, ...]:
+    """What the kernel holds on a device for vmqos (its qdiscs, classes and filters, its IFB's, its nft
+    chain), whether a store manages it or not: how a released port is seen to be clean. Nothing is
+    written; NotFound when the device does not exist."""
+    with Reconciler(netns) as rec:
+        seen = rec.observe([device])
+    if device in seen.missing:
+        raise NotFound(f"device {device} does not exist in {'netns ' + netns if netns else 'this namespace'}")
+    return tuple(seen.objects[device])
+
+
 def open_store(db: str | None, *, read_only: bool = False) -> Store:
     """The store named by --db, $VMQOS_DB or the default; `read_only` for a command that only reads
     (check, port show, events, top...): it never writes the database, so it needs no write access."""
