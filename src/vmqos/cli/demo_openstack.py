@@ -132,8 +132,8 @@ def _verify(sec: Section, seconds: str) -> str:
     sys.stdout.write(text)
     sys.stdout.flush()
     found = re.search(r"^egress tcp: (.+)$", Text.from_ansi(text).plain, re.MULTILINE)
-    reason = found.group(1).strip() if found else "no verdict printed"
-    return reason if code == 0 else f"FAIL: {reason}"
+    reason = found.group(1).split(";")[0].strip() if found else "no verdict printed"  # its first clause
+    return f"pass: {reason}" if code == 0 else f"FAIL: {reason}"
 
 
 def _network_qos(sec: Section) -> None:
@@ -153,7 +153,7 @@ def _network_qos(sec: Section) -> None:
     sec.openstack("network", "qos", "rule", "set", "--max-kbps", "6000", "bw-limiter", rule)
     shown, took = sec.kernel("the rule's new 6 Mbit/s", egress_held(6_000_000))
     vmqos_step(["port", "show", inst.port, "--netns", ns, "--db", sec.server.db], prompt="#")
-    sec.rows.append(Row("network qos rule set --max-kbps 6000", _limit(shown), f"{took:.1f} s", _verify(sec, "4")))
+    sec.rows.append(Row("network qos rule set --max-kbps 6000", _limit(shown), f"{took:.1f} s", _verify(sec, "5")))
 
     sec.openstack("port", "unset", "--qos-policy", f"{inst.name}-port")
     _, took = sec.kernel("the port's release", lambda s: s is None)
