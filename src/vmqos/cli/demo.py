@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 from functools import partial
 from importlib import resources
 from typing import Callable
 
 import click
 
-from vmqos.cli.errors import run
+from vmqos.cli.demo_steps import vmqos_step as _run
 from vmqos.cli.output import print_notes, stderr, stdout
 from vmqos.core.analysis.flows import Flow
 from vmqos.core.formats.hostfile import read_host_with_notes
@@ -29,19 +28,6 @@ from vmqos.services.ports import apply_host, open_store, show_port
 
 def demo_dir() -> str:
     return str(resources.files("vmqos") / "demo")
-
-
-def _run(args: list[str], ok: tuple[int, ...] = (0,)) -> None:
-    """One step: `vmqos ARGS` in this process, through the root command the demo was started from."""
-    root = click.get_current_context().find_root().command
-    stdout.print()
-    stdout.rule(f"[bold]$ vmqos {' '.join(shlex.quote(a) for a in args)}", align="left")
-    try:
-        code = run(root, args)
-    except SystemExit as exc:  # commands that end with an exit status of their own (port set, check, verify)
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    if code not in ok:
-        raise click.ClickException(f"demo step failed with exit code {code}: vmqos {' '.join(args)}")
 
 
 def _traffic_table(lab_name: str, netns: str, store) -> None:
@@ -192,59 +178,68 @@ def _verify_section(lab_name: str) -> None:
             stdout.print(f"  {base}.png  {base}.svg")
 
 
+SECTIONS = ("traffic", "cpu-disk", "watch", "verify", "openstack")
+HOST_FILE_SECTIONS = {"traffic", "cpu-disk", "watch", "verify"}  # they run on the demo host file's limits
+
+
 @click.command()
 @click.option("--lab", "lab_name", default="lab", show_default=True, metavar="NAME",
               help="The lab to build and remove (1 to 8 of a-z, 0-9, '-').")
-def demo(lab_name: str) -> None:
+@click.option("--only", "only", multiple=True, type=click.Choice(SECTIONS), metavar="SECTION",
+              help=f"Run only this section (repeatable; {', '.join(SECTIONS)}): the lab is built and removed "
+                   "all the same, the host file applied when a section needs it.")
+def demo(lab_name: str, only: tuple[str, ...]) -> None:
     """Run the demo: a lab of namespaces, the seed examples applied to it, and real traffic.
 
     \b
-    Brings up the lab `lab` (--lab NAME: another; 3 instances), applies the demo host file: the m1.resquota flavor
+    Brings up the lab `lab` (--lab NAME: another; 4 instances), applies the demo host file: the m1.resquota flavor
     (seed 003) on vm1, the bw-limiter and dscp-marking Neutron policies on vm2 and vm3; drives
     TCP both ways through every port and a UDP flood from vm2, and prints offered / delivered /
-    dropped per port. Then CPU and disk: vm1 gets its flavor's shares and a 20 % quota, vm2 a
-    1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold. Then
+    dropped per port (traffic). Then CPU and disk: vm1 gets its flavor's shares and a 20 % quota, vm2 a
+    1 MiB/s write limit on a loop device; a busy loop and direct writes show both hold (cpu-disk). Then
     `vmqos top` under traffic, a SYN flood from vm3 that the monitor detects, quarantines and
-    lifts, the events and the per-IP usage. Last, `vmqos verify` of each port (TCP, 3 s each way;
-    5 s for vm2's 3 Mbit/s) judges it against its limits and writes its plots to ./vmqos-demo-out/.
+    lifts, the events and the per-IP usage (watch). Then `vmqos verify` of each port (TCP, 3 s each way;
+    5 s for vm2's 3 Mbit/s) judges it against its limits and writes its plots to ./vmqos-demo-out/ (verify).
+    Last, the seeds' workflow through the real openstack CLI (openstack, about a minute): a throw-away
+    `vmqos server --all-in-one` on the lab's host, the bw-limiter policy set on vm4's port, read back
+    from the kernel and verified with traffic, its rule changed live, then unset; the seed's flavor and
+    a front-end volume QoS spec as vmqos reads them.
     The lab (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os
 
+    from vmqos.cli.demo_openstack import INSTANCE, openstack_section
+    from vmqos.lab.control_plane import openstack_cli
+
+    chosen = set(only or SECTIONS)
+    if "openstack" in chosen:
+        openstack_cli()  # one line before anything is built when the client is missing
     d = demo_dir()
-    for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],
-                 ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json"]):
-        _run(args)
+    if not only:
+        for args in (["convert", "--from", "nova", "--to", "libvirt", f"{d}/m1.resquota.specs"],
+                     ["plan", "--port", "tap-vm2", "--policy", f"{d}/bw-limiter.json"]):
+            _run(args)
     lab = Lab(lab_name)
+    host_file = bool(chosen & HOST_FILE_SECTIONS)
     stdout.print()
-    stdout.rule(f"[bold]$ vmqos lab up --name {lab.name} && vmqos apply -f host.yaml --netns {lab.host_ns}",
-                align="left")
-    lab_up(lab.name, 3)
+    stdout.rule(f"[bold]$ vmqos lab up --name {lab.name} --instances {INSTANCE}"
+                + (f" && vmqos apply -f host.yaml --netns {lab.host_ns}" if host_file else ""), align="left")
+    lab_up(lab.name, INSTANCE)
     try:
-        with open(f"{d}/host.yaml") as f:
-            state, notes = read_host_with_notes(f.read())
-        print_notes(notes)
-        with open_store(None) as store:
-            report = apply_host(store, lab.host_ns, state, prune=True)
-            for r in report.results:
-                stdout.print(f"{r.port}: {r.error or f'{r.writes} kernel objects written'}")
-            if not report.ok:
-                raise click.ClickException("applying the demo host file failed")
-            for port in ("tap-vm1", "tap-vm2", "tap-vm3"):
-                _run(["port", "show", port, "--netns", lab.host_ns])
+        if host_file:
+            _host_file_sections(lab, d, chosen)
+        if "verify" in chosen:
             stdout.print()
-            stdout.rule("[bold]traffic", align="left")
-            _traffic_table(lab.name, lab.host_ns, store)
+            stdout.rule("[bold]verification: real traffic through every port, judged against its limits",
+                        align="left")
+            _verify_section(lab.name)
+        if "openstack" in chosen:
             stdout.print()
-            stdout.rule("[bold]CPU and disk", align="left")
-            _cpu_disk_table(lab.name, store)
-            _run(["instance", "show", "vm1", "--lab", lab.name])
-            stdout.print()
-            stdout.rule("[bold]watching: top, a flood and its answer, usage per IP", align="left")
-            _watch_section(lab.name, lab.host_ns, store)
-        stdout.print()
-        stdout.rule("[bold]verification: real traffic through every port, judged against its limits", align="left")
-        _verify_section(lab.name)
+            stdout.rule("[bold]the seeds' workflow through the openstack CLI: vmqos server --all-in-one on "
+                        f"{lab.host_ns}", align="left")
+            openstack_section(lab.name)
+            if host_file:  # the server's database and the host file's share the namespace, not a device
+                _run(["check", "--netns", lab.host_ns])
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "
@@ -254,3 +249,31 @@ def demo(lab_name: str) -> None:
             stdout.print(f"lab {lab.name} torn down (KEEP=1 keeps it)")
     stdout.print()
     stdout.print("[bold green]demo finished:[/] every step above ran the real vmqos commands on this host's kernel.")
+
+
+def _host_file_sections(lab: Lab, d: str, chosen: set[str]) -> None:
+    """The demo host file applied to the lab, then the sections that run on its limits."""
+    with open(f"{d}/host.yaml") as f:
+        state, notes = read_host_with_notes(f.read())
+    print_notes(notes)
+    with open_store(None) as store:
+        report = apply_host(store, lab.host_ns, state, prune=True)
+        for r in report.results:
+            stdout.print(f"{r.port}: {r.error or f'{r.writes} kernel objects written'}")
+        if not report.ok:
+            raise click.ClickException("applying the demo host file failed")
+        for port in ("tap-vm1", "tap-vm2", "tap-vm3"):
+            _run(["port", "show", port, "--netns", lab.host_ns])
+        if "traffic" in chosen:
+            stdout.print()
+            stdout.rule("[bold]traffic", align="left")
+            _traffic_table(lab.name, lab.host_ns, store)
+        if "cpu-disk" in chosen:
+            stdout.print()
+            stdout.rule("[bold]CPU and disk", align="left")
+            _cpu_disk_table(lab.name, store)
+            _run(["instance", "show", "vm1", "--lab", lab.name])
+        if "watch" in chosen:
+            stdout.print()
+            stdout.rule("[bold]watching: top, a flood and its answer, usage per IP", align="left")
+            _watch_section(lab.name, lab.host_ns, store)

@@ -23,6 +23,7 @@ from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.host import EgressMode, HostState
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.nft_objects import NftSet
 from vmqos.core.plan.orphans import Orphans, find_orphans
 from vmqos.core.plan.planner import PortPlan
 from vmqos.reconcile.execute import Progress, Reconciler
@@ -205,6 +206,18 @@ def show_port(store: Store, netns: str | None, device: str) -> PortShow:
         device_counters=link,
         notes=tuple(plan.notes),
     )
+
+
+def device_objects(netns: str | None, device: str) -> tuple[Any, ...]:
+    """What the kernel holds on a device for vmqos (its qdiscs, classes and filters, its IFB's, its nft
+    chain and counters), whether a store manages it or not: how a released port is seen to be clean.
+    The table's sets (per-IP accounting) are the namespace's, shared by every port: not the device's.
+    Nothing is written; NotFound when the device does not exist."""
+    with Reconciler(netns) as rec:
+        seen = rec.observe([device])
+    if device in seen.missing:
+        raise NotFound(f"device {device} does not exist in {'netns ' + netns if netns else 'this namespace'}")
+    return tuple(o for o in seen.objects[device] if not isinstance(o, NftSet))
 
 
 def open_store(db: str | None, *, read_only: bool = False) -> Store:

@@ -1,0 +1,111 @@
+"""Traffic tier: `vmqos demo --only traffic --only openstack`: the seeds' workflow through the real openstack CLI.
+
+The demo runs as an operator runs it (`vmqos demo`, a process of its own, as root) on a lab of its
+own, `vqd<4 hex>`: `vmqos server init`, `vmqos server --all-in-one` on the lab's host namespace,
+python-openstackclient 10.5.0 creating seed 003's bw-limiter policy and rule, a port bound to the
+lab host with vm4's device, `port set --qos-policy`; the kernel read back, `vmqos verify` of the
+egress, `rule set --max-kbps 6000` live, `port unset`, the flavor and volume QoS spec as vmqos reads
+them. The demo host file's ports (vm1..3, the traffic section) share the host namespace with the
+server's port in another database: `vmqos check` after the section says they are untouched. The
+test judges what the demo printed (the read-back and verify's verdicts, which measure with real
+traffic), then that nothing was left behind: no namespace of the lab, no server listening, no
+section directory. Bounded: the demo must end within DEMO_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.conftest import require
+from tests.server.conftest import openstack_cli
+from tests.traffic.conftest import _missing, _namespaces, _remove_leftovers
+from vmqos.lab import lab_down
+
+pytestmark = [pytest.mark.kernel, pytest.mark.traffic]
+
+DEMO_TIMEOUT_S = 400  # about 75 s on an idle 2-vCPU machine: 21 s of traffic, ~15 openstack commands, 9 s of verify
+
+
+def _demo(lab: str, cwd: Path, *sections: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("KEEP", "VMQOS_DB")} | env
+    environ["VMQOS_DB"] = f"sqlite:///{cwd / 'host.db'}"  # the host file's store, not the machine's
+    environ["TMPDIR"] = str(cwd)  # the section's directory, which a failed demo keeps, goes with tmp_path
+    only = [arg for section in sections for arg in ("--only", section)]
+    return subprocess.run([sys.executable, "-m", "vmqos.cli.main", "demo", "--lab", lab, *only],
+                          cwd=cwd, env=environ, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
+
+
+@pytest.fixture
+def lab_name():
+    require("traffic", _missing())
+    name = f"vqd{uuid.uuid4().hex[:4]}"
+    try:
+        yield name
+    finally:
+        try:
+            lab_down(name)
+        finally:
+            _remove_leftovers(name)
+
+
+def _row(out: str, step: str) -> str:
+    found = re.search(rf"^ {re.escape(step)} +│(.*)$", out, re.MULTILINE)
+    assert found, f"no summary row for {step!r} in:\n{out}"
+    return found.group(1)
+
+
+def test_the_seeds_openstack_workflow_ends_as_measured_limits_and_leaves_nothing(lab_name, tmp_path):
+    done = _demo(lab_name, tmp_path, "traffic", "openstack", VMQOS_OPENSTACK_CLI=str(openstack_cli()))
+    out = done.stdout
+    assert done.returncode == 0, f"{out}\n{done.stderr}"
+    assert "Traceback" not in out + done.stderr
+
+    # the seed's policy reached the kernel as 3 Mbit/s with a 300 kbit burst, and traffic held it
+    held = _row(out, "port set --qos-policy bw-limiter")
+    assert "3 Mbit/s, burst 37,500 bytes" in held, held
+    assert re.search(r"achieved [\d.]+ Mbit/s, within 5% of 3 Mbit/s", held), held
+    # the rule changed live: the same port at 6 Mbit/s, measured again
+    changed = _row(out, "network qos rule set --max-kbps 6000")
+    assert "6 Mbit/s, burst 37,500 bytes" in changed, changed
+    assert re.search(r"achieved [\d.]+ Mbit/s, within 5% of 6 Mbit/s", changed), changed
+    # unset: nothing of vmqos on the device (the demo read it back), and traffic far above the old limit
+    released = _row(out, "port unset --qos-policy")
+    assert "no limit (nothing of vmqos on the device)" in released, released
+    goodput = re.search(r"iperf3 goodput ([\d.]+) (Gbit/s|Mbit/s)", released)
+    assert goodput and float(goodput.group(1)) * (1000 if goodput.group(2) == "Gbit/s" else 1) > 60, released
+
+    # the flavor and the volume spec as vmqos reads them (Cinder's per-GB key at the volume's 20 GB)
+    assert "flavor m1.resquota: network ingress: 262.144 Mbit/s, peak 524.288 Mbit/s, burst 128 MiB" in out
+    assert "flavor m1.resquota: cpu: shares 512" in out
+    assert re.search(r"consumer front-end: read_bytes_sec 1,000,000, write_bytes_sec 1,024,000, total_iops_sec 200",
+                     out), out
+    assert "vmqos server stopped (exit status 0)" in out
+    # the host file's ports, in the same namespace under another database: as the host file left them
+    checked = out[out.index("$ vmqos check --netns"):]
+    assert all(f"tap-vm{i}: ok" in checked for i in (1, 2, 3)) and "\nin sync" in checked, checked
+
+    # nothing left behind: the lab, the server, the section's directory
+    assert not {ns for ns in _namespaces() if ns.startswith(f"{lab_name}-")}
+    url = re.search(r"serving on http://127\.0\.0\.1:(\d+)", out)
+    assert url, out
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(url.group(1)))) != 0, "the server still listens"
+    log = re.search(r"its log: (/\S+)/server\.log\)", out)
+    assert log and not Path(log.group(1)).exists(), out
+
+
+def test_without_the_openstack_cli_one_line_says_how_to_get_it_and_nothing_is_built(lab_name, tmp_path):
+    done = _demo(lab_name, tmp_path, "openstack", VMQOS_OPENSTACK_CLI=str(tmp_path / "no-openstack"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"vmqos: error: the openstack CLI is not at {tmp_path / 'no-openstack'}: `make demo` installs it "
+        "(python-openstackclient 10.5.0 in .venv-osc), or set $VMQOS_OPENSTACK_CLI to an `openstack` command"]
+    assert not {ns for ns in _namespaces() if ns.startswith(f"{lab_name}-")}
