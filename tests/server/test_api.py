@@ -141,3 +141,20 @@ def test_bootstrap_is_idempotent_and_sets_the_password(db_url):
         assert [r.name for r in caller.roles] == ["admin"] and caller.project.name == "admin"
         with pytest.raises(identity.NotAuthenticated):  # another domain than Default has no users
             identity.authenticate(store, {"name": "admin", "domain": {"name": "Other"}}, "two", {"name": "admin"})
+
+
+def test_a_nul_anywhere_is_refused_in_the_services_shape_not_a_500(api):
+    """PostgreSQL's text holds no NUL: an id, a filter or a body with one never reaches the store."""
+    headers = {"X-Auth-Token": _token(api)}
+    missing = api.get("/v2.0/qos/policies/ab%00cd", headers=headers)
+    assert missing.status_code == 404 and missing.json()["NeutronError"]["type"] == "HTTPNotFound"
+    project = api.get("/v3/projects/ab%00cd", headers=headers)
+    assert project.status_code == 404 and project.json()["error"]["code"] == 404
+    flavor = api.get("/compute/v2.1/flavors/ab%00cd", headers=headers)
+    assert flavor.status_code == 404 and flavor.json()["itemNotFound"]["code"] == 404
+    filtered = api.get("/v2.0/qos/policies", params={"name": "a\x00b"}, headers=headers)
+    assert filtered.status_code == 400 and "NUL" in filtered.json()["NeutronError"]["message"]
+    body = api.post("/v2.0/qos/policies", content=b'{"policy": {"name": "a\\u0000b"}}',
+                    headers=headers | {"Content-Type": "application/json"})
+    assert body.status_code == 400 and "NUL" in body.json()["NeutronError"]["message"]
+    assert api.get("/v2.0/qos/policies", headers=headers).json()["policies"] == []
