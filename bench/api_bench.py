@@ -13,7 +13,7 @@ validated once per call, as the route does), in this process. For each operation
 
   policy list   GET /v2.0/qos/policies (all N)      services.policies.list_policies
   policy show   GET /v2.0/qos/policies/{id}         services.policies.show_policy
-  rule update   PUT .../bandwidth_limit_rules/{id}  services.policies.update_rule (max_kbps alternates)
+  rule update   PUT .../bandwidth_limit_rules/{id}  services.policy_rules.update_rule (max_kbps alternates)
 
 Reported: requests/s, p50 and p99 latency over HTTP, the same for the direct calls, and the ratio
 of the p50s (the framework's overhead, both sides in this run). Median of --runs runs.
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import httpx
 
-from vmqos.services import identity, policies
+from vmqos.services import identity, policies, policy_rules
 from vmqos.store import Store
 
 ADMIN_PASSWORD = "bench-secret"
@@ -60,8 +60,8 @@ def _populate(db: str, count: int) -> tuple[str, str, str]:
         first = ("", "")
         for i in range(count):
             made = policies.create_policy(store, issued.caller, {"policy": {"name": f"bench-{i:05d}"}})
-            rule = policies.create_rule(store, issued.caller, made["id"],
-                                        {"bandwidth_limit_rule": {"max_kbps": 10_000 + i, "max_burst_kbps": 800}})
+            rule = policy_rules.create_rule(store, issued.caller, made["id"], "bandwidth_limit",
+                                            {"bandwidth_limit_rule": {"max_kbps": 10_000 + i, "max_burst_kbps": 800}})
             if i == 0:
                 first = (made["id"], rule["id"])
     return issued.token, *first
@@ -137,8 +137,8 @@ def run_once(count: int, requests: int) -> dict[str, Any]:
                 "policy list": _timed(direct(lambda who, i: policies.list_policies(store, who, {})),
                                       max(10, requests // 10)),
                 "policy show": _timed(direct(lambda who, i: policies.show_policy(store, who, policy_id)), requests),
-                "rule update": _timed(direct(lambda who, i: policies.update_rule(
-                    store, who, policy_id, rule_id, rule_body(i))), requests),
+                "rule update": _timed(direct(lambda who, i: policy_rules.update_rule(
+                    store, who, policy_id, "bandwidth_limit", rule_id, rule_body(i))), requests),
             }
     return {"http": over_http, "direct": direct_calls}
 
