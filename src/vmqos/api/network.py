@@ -1,7 +1,8 @@
 """Neutron at /v2.0: the version, the resources, the extensions, and what every Neutron route shares.
 
-The routes themselves are in neutron_policies (qos/policies and their tags), neutron_rules (the five
-rule types, their aliases, qos/rule-types) and neutron_rbac (rbac-policies); each needs a token
+The routes themselves are in neutron_policies (qos/policies), neutron_rules (the five rule types,
+their aliases, qos/rule-types), neutron_rbac (rbac-policies), neutron_ports (networks and ports) and
+neutron_tags (the tags of policies, networks and ports); each needs a token
 (X-Auth-Token) and runs as its caller through services/. A list answers `{collection: [...]}` with
 `{collection}_links` when it was paged, as Neutron's base controller does.
 """
@@ -58,7 +59,7 @@ EXTENSIONS = (
      "Extension to add descriptions to standard attributes", "2016-02-10T10:00:00-00:00"),
     ("standard-attr-revisions", "Resource revision numbers",
      "This extension will display the revision number of neutron resources.", "2016-04-11T10:00:00-00:00"),
-    ("standard-attr-tag", "Tag support for resources with standard attribute: policy",
+    ("standard-attr-tag", "Tag support for resources with standard attribute: network, port, policy",
      "Enables to set tag on resources with standard attribute.", "2017-01-01T00:00:00-00:00"),
     ("standard-attr-timestamp", "Resource timestamps",
      "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
@@ -70,7 +71,7 @@ EXTENSIONS = (
      "2016-06-12T00:00:00-00:00"),
     ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters.",
      "2018-07-04T10:00:00-00:00"),
-) + PORT_EXTENSIONS  # networks and ports: binding, qos-port-network-policy, net-mtu
+) + PORT_EXTENSIONS  # networks and ports: binding, qos-port-network-policy, net-mtu, tag-ports-during-bulk-creation
 
 
 def network_version(request: Request) -> dict[str, Any]:

@@ -1,11 +1,10 @@
 """Neutron's qos/policies and their tags at /v2.0, through services.policies.
 
 Paths, bodies and status codes are those of openstacksdk's QoSPolicy (openstack/network/v2/
-qos_policy.py) and of Neutron's tagging extension (neutron/extensions/tagging.py: index 200,
-show 204, update 201, update_all 200, delete 204, delete_all 204; POST adds tags, tag-creation).
-Neutron serves a policy's tags at /v2.0/policies/{id}/tags (the tag extension keys resources by
-collection name without the qos/ prefix; openstacksdk's QoSPolicy.set_tags uses that path) and the
-SDK's other tag calls use /v2.0/qos/policies/{id}/tags: both are served.
+qos_policy.py); the tag routes are api.neutron_tags'. Neutron serves a policy's tags at
+/v2.0/policies/{id}/tags (the tag extension keys resources by collection name without the qos/
+prefix; openstacksdk's QoSPolicy.set_tags uses that path) and the SDK's other tag calls use
+/v2.0/qos/policies/{id}/tags: both are served.
 """
 
 from __future__ import annotations
@@ -13,18 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from fastapi.responses import JSONResponse
 
 from vmqos.api import models as m
 from vmqos.api.openapi_body import json_body
 from vmqos.api.network import ERRORS, caller, fields_of, listed, params, select_fields, store_of
+from vmqos.api.neutron_tags import tag_routes
 from vmqos.services import policies
 from vmqos.services.identity import Caller
 
 router = APIRouter(prefix="/v2.0", tags=["network"])
 
 _POLICY_BODY = json_body(m.QosPolicyRequest)
-_TAGS_BODY = json_body(m.Tags)
 
 
 @router.get("/qos/policies", responses={200: {"model": m.QosPolicyList}, **ERRORS},
@@ -62,50 +60,5 @@ def delete_policy(request: Request, policy_id: str, who: Caller = Depends(caller
 # ------------------------------------------------------------------ tags
 
 
-def _tag_routes(prefix: str) -> None:
-    path = prefix + "/{policy_id}/tags"
-
-    @router.get(path, responses={200: {"model": m.Tags}, **ERRORS},
-                summary="The policy's tags")
-    def get_tags(request: Request, policy_id: str, who: Caller = Depends(caller)) -> dict[str, Any]:
-        return {"tags": policies.get_tags(store_of(request), who, policy_id)}
-
-    @router.put(path, responses={200: {"model": m.Tags}, **ERRORS},
-                openapi_extra=_TAGS_BODY, summary="Replace the policy's tags")
-    def replace_tags(request: Request, policy_id: str, body: Any = Body(None),
-                     who: Caller = Depends(caller)) -> dict[str, Any]:
-        return {"tags": policies.replace_tags(store_of(request), who, policy_id, body)}
-
-    @router.post(path, status_code=201, responses={201: {"model": m.Tags}, **ERRORS},
-                 openapi_extra=_TAGS_BODY, summary="Add tags to the policy (tag-creation)")
-    def add_tags(request: Request, policy_id: str, body: Any = Body(None),
-                 who: Caller = Depends(caller)) -> dict[str, Any]:
-        return {"tags": policies.add_tags(store_of(request), who, policy_id, body)}
-
-    @router.delete(path, status_code=204, responses=ERRORS,
-                   summary="Remove every tag of the policy")
-    def remove_tags(request: Request, policy_id: str, who: Caller = Depends(caller)) -> Response:
-        policies.remove_tags(store_of(request), who, policy_id)
-        return Response(status_code=204)
-
-    @router.get(path + "/{tag}", status_code=204, responses=ERRORS,
-                summary="204 when the policy has the tag, 404 otherwise")
-    def has_tag(request: Request, policy_id: str, tag: str, who: Caller = Depends(caller)) -> Response:
-        policies.has_tag(store_of(request), who, policy_id, tag)
-        return Response(status_code=204)
-
-    @router.put(path + "/{tag}", status_code=201, responses=ERRORS,
-                summary="Add one tag (Neutron answers 201 with a null body)")
-    def add_tag(request: Request, policy_id: str, tag: str, who: Caller = Depends(caller)) -> JSONResponse:
-        policies.add_tag(store_of(request), who, policy_id, tag)
-        return JSONResponse(None, status_code=201)
-
-    @router.delete(path + "/{tag}", status_code=204, responses=ERRORS,
-                   summary="Remove one tag")
-    def remove_tag(request: Request, policy_id: str, tag: str, who: Caller = Depends(caller)) -> Response:
-        policies.remove_tag(store_of(request), who, policy_id, tag)
-        return Response(status_code=204)
-
-
-_tag_routes("/qos/policies")
-_tag_routes("/policies")
+tag_routes(router, "/qos/policies", policies.TAGGABLE)
+tag_routes(router, "/policies", policies.TAGGABLE)

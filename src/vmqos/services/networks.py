@@ -20,15 +20,16 @@ from vmqos.services.neutron_access import (
     check_policy_change,
     check_write,
     forbidden,
-    matches,
     now_utc,
     owns,
     policy_not_found,
     project_for,
     time_text,
 )
-from vmqos.services.neutron_attributes import NETWORK, NETWORK_MTU, UNSET, absent_as_none
+from vmqos.services.neutron_attributes import NETWORK, NETWORK_LISTING, NETWORK_MTU, UNSET, absent_as_none
 from vmqos.services.neutron_input import NeutronError, read_body
+from vmqos.services.neutron_listing import Page, read_query, select
+from vmqos.services.neutron_tags import Taggable
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
 from vmqos.store.neutron_ports import NetworkInUse, PolicyGone, StoredNetwork
@@ -38,8 +39,9 @@ def network_view(network: StoredNetwork) -> dict[str, Any]:
     return {"id": network.id, "name": network.name, "tenant_id": network.project_id,
             "project_id": network.project_id, "admin_state_up": network.admin_state_up, "status": "ACTIVE",
             "shared": network.shared, "subnets": [], "mtu": network.mtu, "qos_policy_id": network.qos_policy_id,
-            "description": network.description, "tags": [], "revision_number": network.revision_number,
-            "created_at": time_text(network.created_at), "updated_at": time_text(network.updated_at)}
+            "description": network.description, "tags": list(network.tags),
+            "revision_number": network.revision_number, "created_at": time_text(network.created_at),
+            "updated_at": time_text(network.updated_at)}
 
 
 def visible(caller: Caller, network: StoredNetwork) -> bool:
@@ -58,9 +60,14 @@ def get_network(store: Store, caller: Caller, network_id: str) -> StoredNetwork:
     return found[0]
 
 
+def _may_change(caller: Caller, network: StoredNetwork) -> bool:
+    """Beyond the role's right to write: an admin, or the network's own project."""
+    return caller.is_admin or owns(caller, network.project_id)
+
+
 def _writable(store: Store, caller: Caller, network_id: str, action: str) -> StoredNetwork:
     network = get_network(store, caller, network_id)
-    if not caller.can_write or not (caller.is_admin or owns(caller, network.project_id)):
+    if not caller.can_write or not _may_change(caller, network):
         raise forbidden(action)
     return network
 
@@ -73,10 +80,10 @@ def _save(store: Store, network: StoredNetwork, replaces: int | None) -> StoredN
     return network
 
 
-def list_networks(store: Store, caller: Caller, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """The networks the caller sees that match every filter."""
-    views = (network_view(n) for n in records.list_networks(store) if visible(caller, n))
-    return [view for view in views if matches(view, filters)]
+def list_networks(store: Store, caller: Caller, params: list[tuple[str, str]]) -> Page:
+    """The networks the caller sees that the query's filters match, sorted and paged as Neutron does."""
+    query = read_query(params, NETWORK_LISTING)
+    return select([network_view(n) for n in records.list_networks(store) if visible(caller, n)], query)
 
 
 def show_network(store: Store, caller: Caller, network_id: str) -> dict[str, Any]:
@@ -110,6 +117,15 @@ def update_network(store: Store, caller: Caller, network_id: str, body: Any,
         return network_view(network)
     updated = replace(updated, revision_number=network.revision_number + 1, updated_at=now_utc(now))
     return network_view(_save(store, updated, network.revision_number))
+
+
+def _retag(store: Store, network: StoredNetwork, tags: tuple[str, ...], at: datetime | None) -> None:
+    _save(store, replace(network, tags=tags, revision_number=network.revision_number + 1, updated_at=now_utc(at)),
+          network.revision_number)
+
+
+TAGGABLE: Taggable[StoredNetwork] = Taggable("networks", "network", get_network, _may_change,
+                                              lambda network: network.tags, _retag)
 
 
 def delete_network(store: Store, caller: Caller, network_id: str) -> None:

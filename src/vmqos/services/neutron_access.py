@@ -20,12 +20,9 @@ from typing import Any
 from vmqos.services import policies
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_attributes import ADMIN_ONLY, ATTRIBUTES, UNSET
-from vmqos.services.neutron_input import NeutronError, bad_request, to_boolean
+from vmqos.services.neutron_input import NeutronError, bad_request
 from vmqos.store import Store
 from vmqos.store.qos import StoredPolicy
-
-# Query parameters that are not filters (sdk's pagination and sorting, and fields=).
-NOT_FILTERS = frozenset({"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"})
 
 
 def time_text(at: datetime) -> str:
@@ -108,23 +105,3 @@ def check_policy_change(store: Store, caller: Caller, old: str | None, new: Any)
     if new is not None:
         attachable_policy(store, caller, new)
 
-
-# ------------------------------------------------------------------ list filters
-
-
-def matches(view: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    """Whether a shown object passes every filter (a filter given twice matches either value), as
-    Neutron compares them: booleans converted, scalars as text; a filter on an attribute that is not
-    shown (or is a list or a mapping) is ignored, as Neutron does without filter-validation."""
-    for key, values in filters.items():
-        if key in NOT_FILTERS or key not in view:
-            continue
-        have = view[key]
-        if isinstance(have, bool):
-            if have not in {to_boolean(v) for v in values}:
-                return False
-        elif isinstance(have, (list, dict)):
-            continue
-        elif ("" if have is None else str(have)) not in values:
-            return False
-    return True

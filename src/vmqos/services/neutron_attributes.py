@@ -25,9 +25,12 @@ from vmqos.services.neutron_input import (
     NAME_FIELD_SIZE,
     Attribute,
     check_string,
+    check_unique_strings,
     check_values,
+    invalid_input,
     to_boolean,
 )
+from vmqos.services.neutron_listing import Listing, as_integer, as_is
 
 PROJECT_ID_FIELD_SIZE = DEVICE_ID_FIELD_SIZE = DEVICE_OWNER_FIELD_SIZE = 255  # neutron-lib db constants
 VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "virtio-forwarder")  # portbindings
@@ -150,13 +153,40 @@ PORT = {
     "binding:vif_details": READ_ONLY,
     "qos_policy_id": Attribute(True, True, UNSET, None, check_uuid_or_none),
     "qos_network_policy_id": READ_ONLY,
-    "tags": READ_ONLY,
+    # tagging.py TAG_ATTRIBUTE_MAP_PORTS: a port takes its first tags in its POST (tag-ports-during-bulk-creation)
+    "tags": Attribute(True, False, [], None, check_unique_strings),
     "revision_number": READ_ONLY,
     "created_at": READ_ONLY,
     "updated_at": READ_ONLY,
 }
 
 ATTRIBUTES = {"network": NETWORK, "port": PORT}
+
+
+def _kvp(value: str) -> str:
+    """convert_kvp_str_to_list's check of a fixed_ips filter (key=value); no port here has an address."""
+    key, equals, _rest = value.partition("=")
+    if not (equals and key.strip()):
+        raise invalid_input(f"'{value}' is not of the form <key>=[value]")
+    return value
+
+
+# What a list filters and sorts on: the attributes neutron-lib declares `is_filter` / `is_sort_key`
+# (network.py, port.py, project_id as tenant_id, network_mtu, portbindings' binding:host_id,
+# securitygroup's security_groups, standard-attr description and revision_number, the tag filters).
+# A port's or network's qos_policy_id is not one (qos.py declares no is_filter): filter-validation's 400.
+NETWORK_LISTING = Listing(
+    filters={"id": as_is, "name": as_is, "admin_state_up": to_boolean, "status": as_is, "tenant_id": as_is,
+             "project_id": as_is, "shared": to_boolean, "mtu": as_integer, "description": as_is,
+             "revision_number": as_integer},
+    sort_keys=("id", "name", "admin_state_up", "status", "tenant_id", "project_id", "mtu"), tags=True)
+PORT_LISTING = Listing(
+    filters={"id": as_is, "name": as_is, "network_id": as_is, "admin_state_up": to_boolean, "mac_address": _mac,
+             "fixed_ips": _kvp, "device_id": as_is, "device_owner": as_is, "tenant_id": as_is, "project_id": as_is,
+             "status": as_is, "description": as_is, "security_groups": as_is, "binding:host_id": as_is,
+             "revision_number": as_integer},
+    sort_keys=("id", "name", "network_id", "admin_state_up", "mac_address", "device_id", "device_owner",
+               "tenant_id", "project_id", "status"), tags=True)
 
 # Attributes whose change needs more than the resource's own rule (neutron's default policies,
 # neutron/conf/policies/network.py and port.py): admin only.
@@ -174,4 +204,6 @@ EXTENSIONS = (
     ("qos-port-network-policy", "QoS port network policy ID", "Adds a the QoS network ID to the port definition",
      "2019-11-01T10:00:00-00:00"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource.", "2015-03-25T10:00:00-00:00"),
+    ("tag-ports-during-bulk-creation", "Tag Ports During Bulk Creation", "Allow to tag ports during bulk creation",
+     "2019-12-29T19:00:00-00:00"),
 )

@@ -32,6 +32,12 @@ def as_is(value: str) -> Any:
     return value
 
 
+def as_integer(value: str) -> int | None:
+    """An integer attribute without convert_to (revision_number, mtu): Neutron compares it in SQL, where
+    '7' matches 7 and a word matches nothing."""
+    return int(value) if value.isdigit() else None
+
+
 @dataclass(frozen=True)
 class Listing:
     """What a resource lets a list filter and sort on (its attribute map's is_filter / is_sort_key)."""
@@ -139,8 +145,13 @@ def _compare(sorts: tuple[tuple[str, bool], ...], one: dict[str, Any], other: di
     return 0
 
 
-def select(views: list[dict[str, Any]], query: Query, key: str = "id") -> Page:
-    """The page of `views` (those the caller sees, as it sees them) that the query asks for."""
+def select(views: list[dict[str, Any]], query: Query, key: str = "id",
+           shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Page:
+    """The page of `views` (the objects the caller sees) that the query asks for.
+
+    Filters, sorts and the marker apply to `views` as given; `shown`, if any, is what the caller is shown
+    of each (a port's binding attributes are an admin's): Neutron filters in its query, on every column,
+    and strips what the caller may not see only from the answer."""
     matched = [v for v in views if _matches(v, query)]
     sorts = query.sorts if not query.page_reverse or not query.limit else \
         tuple((k, not asc) for k, asc in query.sorts)
@@ -156,7 +167,8 @@ def select(views: list[dict[str, Any]], query: Query, key: str = "id") -> Page:
             matched.reverse()
         links = _links(matched, query, key)
     fields = query.fields
-    return Page([{k: v for k, v in view.items() if k in fields} if fields else view for view in matched], links)
+    answer = [shown(view) for view in matched] if shown else matched
+    return Page([{k: v for k, v in view.items() if k in fields} if fields else view for view in answer], links)
 
 
 def _links(items: list[dict[str, Any]], query: Query, key: str) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -176,4 +188,4 @@ def link_params(params: list[tuple[str, str]], rel: str, extra: list[tuple[str, 
     return [(k, v) for k, v in params if k not in drop] + extra
 
 
-__all__ = ["Listing", "Page", "Query", "as_is", "link_params", "read_query", "select"]
+__all__ = ["Listing", "Page", "Query", "as_integer", "as_is", "link_params", "read_query", "select"]

@@ -25,15 +25,16 @@ from vmqos.services.neutron_access import (
     check_policy_change,
     check_write,
     forbidden,
-    matches,
     now_utc,
     owns,
     policy_not_found,
     project_for,
     time_text,
 )
-from vmqos.services.neutron_attributes import ADMIN_VISIBLE, PORT, UNSET, absent_as_none
+from vmqos.services.neutron_attributes import ADMIN_VISIBLE, PORT, PORT_LISTING, UNSET, absent_as_none
 from vmqos.services.neutron_input import NeutronError, invalid_input, read_body
+from vmqos.services.neutron_listing import Page, read_query, select
+from vmqos.services.neutron_tags import Taggable, check_limit
 from vmqos.services.networks import get_network, network_not_found, show_subnet
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
@@ -58,10 +59,15 @@ def port_view(port: StoredPort, network_policy: str | None, *, admin: bool) -> d
             "binding:profile": dict(port.profile), "binding:vnic_type": port.vnic_type,
             "binding:vif_type": "tap" if bound else "unbound",
             "binding:vif_details": {"device": device_name(port.id, port.profile)} if bound else {},
-            "qos_policy_id": port.qos_policy_id, "qos_network_policy_id": network_policy, "tags": [],
+            "qos_policy_id": port.qos_policy_id, "qos_network_policy_id": network_policy, "tags": list(port.tags),
             "revision_number": port.revision_number, "created_at": time_text(port.created_at),
             "updated_at": time_text(port.updated_at)}
-    return view if admin else {k: v for k, v in view.items() if k not in ADMIN_VISIBLE}
+    return view if admin else without_binding(view)
+
+
+def without_binding(view: dict[str, Any]) -> dict[str, Any]:
+    """A port's view as a non-admin sees it: without where it is bound."""
+    return {k: v for k, v in view.items() if k not in ADMIN_VISIBLE}
 
 
 def port_not_found(port_id: str) -> NeutronError:
@@ -128,14 +134,16 @@ def random_mac() -> str:
 # ------------------------------------------------------------------ the use cases
 
 
-def list_ports(store: Store, caller: Caller, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """The ports the caller sees that match every filter."""
+def list_ports(store: Store, caller: Caller, params: list[tuple[str, str]]) -> Page:
+    """The ports the caller sees that the query's filters match, sorted and paged as Neutron does.
+
+    Filtered on every filterable attribute, binding:host_id too, as Neutron filters in its query; shown
+    without what the caller may not see."""
+    query = read_query(params, PORT_LISTING)
     policies = _network_policies(store)
-    found = (p for p in records.list_ports(store) if visible(caller, p))
-    views = ((port_view(p, policies.get(p.network_id), admin=True), p) for p in found)
-    # filtered on every attribute, as Neutron filters in its query, shown without what the caller may not see
-    return [port_view(p, view["qos_network_policy_id"], admin=caller.is_admin) for view, p in views
-            if matches(view, filters)]
+    views = [port_view(p, policies.get(p.network_id), admin=True) for p in records.list_ports(store)
+             if visible(caller, p)]
+    return select(views, query, shown=None if caller.is_admin else without_binding)
 
 
 def show_port(store: Store, caller: Caller, port_id: str) -> dict[str, Any]:
@@ -159,12 +167,13 @@ def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None
     network = _usable_network(store, caller, values["network_id"], project)
     _check_addresses(caller, values)
     check_policy_change(store, caller, None, values["qos_policy_id"])
+    check_limit("ports", values["tags"])
     values = absent_as_none(values)
     at = now_utc(now)
     port = StoredPort(str(uuid.uuid4()), project, network.id, values["name"], values["description"],
                       values["admin_state_up"], values["mac_address"] or random_mac(), values["device_id"],
                       values["device_owner"], values["binding:host_id"], values["binding:vnic_type"],
-                      values["qos_policy_id"], 1, at, at, values["binding:profile"])
+                      values["qos_policy_id"], 1, at, at, values["binding:profile"], tuple(values["tags"]))
     for _attempt in range(MAC_GENERATION_RETRIES):
         try:
             return port_view(_save(store, port, None), network.qos_policy_id, admin=caller.is_admin)
@@ -188,6 +197,16 @@ def update_port(store: Store, caller: Caller, port_id: str, body: Any,
         return _view(store, caller, port)
     updated = replace(updated, revision_number=port.revision_number + 1, updated_at=now_utc(now))
     return _view(store, caller, _save(store, updated, port.revision_number))
+
+
+def _retag(store: Store, port: StoredPort, tags: tuple[str, ...], at: datetime | None) -> None:
+    _save(store, replace(port, tags=tags, revision_number=port.revision_number + 1, updated_at=now_utc(at)),
+          port.revision_number)
+
+
+# a port the caller sees is its project's (or it is an admin): it may change it if its role writes
+TAGGABLE: Taggable[StoredPort] = Taggable("ports", "port", _get, lambda caller, port: True,
+                                          lambda port: port.tags, _retag)
 
 
 def delete_port(store: Store, caller: Caller, port_id: str) -> None:

@@ -28,32 +28,24 @@ from vmqos.core.formats.neutron_rules import FIELDS
 from vmqos.core.model.host import Policy
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_input import (
-    MAX_TAG_LEN,
-    MAX_TAGS_COUNT,
     POLICY,
     NeutronError,
     bad_request,
-    check_string,
-    check_unique_strings,
-    invalid_input,
     read_body,
     to_boolean,
 )
-from vmqos.services.neutron_listing import Listing, Page, as_is, read_query, select
+from vmqos.services.neutron_listing import Listing, Page, as_integer, as_is, read_query, select
+from vmqos.services.neutron_tags import Taggable
 from vmqos.store import Store
 from vmqos.store import neutron_tables as neutron_records
 from vmqos.store import qos as records
 from vmqos.store.qos import DefaultPolicyExists, PolicyInUse, StoredPolicy, StoredRule
 
 
-def _revision(value: str) -> int | None:
-    return int(value) if value.isdigit() else None  # Neutron compares in SQL: a word matches nothing
-
-
 # neutron-lib qos (+ qos-default, standard-attr-description, standard-attr-revisions, -tag): is_filter, is_sort_key
 LISTING = Listing(filters={"id": as_is, "name": as_is, "description": as_is, "project_id": as_is,
                            "tenant_id": as_is, "shared": to_boolean, "is_default": to_boolean,
-                           "revision_number": _revision},
+                           "revision_number": as_integer},
                   sort_keys=("id", "name", "project_id", "tenant_id"), tags=True)
 
 
@@ -251,79 +243,10 @@ def delete_policy(store: Store, caller: Caller, policy_id: str) -> None:
 # ------------------------------------------------------------------ tags (standard-attr-tag)
 
 
-def _tag_target(store: Store, caller: Caller, policy_id: str, action: str) -> StoredPolicy:
-    """The policy whose tags are read or changed: 404 when the caller does not see it (Neutron's tag
-    controller would answer 403 for another project's policy, and so tell that it exists)."""
-    policy = get(store, caller, policy_id)
-    if action != "get" and (not caller.can_write or not (caller.is_admin or owns(caller, policy))):
-        raise forbidden(f"{action}_policy:tags")
-    return policy
+def _retag(store: Store, policy: StoredPolicy, tags: tuple[str, ...], at: datetime | None) -> None:
+    save(store, bump(policy, at, tags=tags), policy.revision_number)
 
 
-def _one_tag(tag: str) -> str:
-    problem = check_string(tag, MAX_TAG_LEN)
-    if problem:
-        raise invalid_input(problem)
-    return tag
-
-
-def _tags_body(body: Any) -> list[str]:
-    if not isinstance(body, dict) or "tags" not in body:
-        raise invalid_input("Invalid tags body")
-    problem = check_unique_strings(body["tags"], MAX_TAG_LEN)
-    if problem:
-        raise invalid_input(problem)
-    tags = list(body["tags"])
-    if len(set(tags)) > MAX_TAGS_COUNT:
-        raise NeutronError(400, "BadRequest", "Bad policies request: The number of tags exceed the per-resource "
-                                              f"limit of {MAX_TAGS_COUNT}.")
-    return tags
-
-
-def _set_tags(store: Store, policy: StoredPolicy, tags: list[str], at: datetime | None) -> None:
-    if tuple(tags) != policy.tags:
-        save(store, bump(policy, at, tags=tuple(tags)), policy.revision_number)
-
-
-def get_tags(store: Store, caller: Caller, policy_id: str) -> list[str]:
-    return list(_tag_target(store, caller, policy_id, "get").tags)
-
-
-def has_tag(store: Store, caller: Caller, policy_id: str, tag: str) -> None:
-    """Nothing when the policy has the tag; TagNotFound (404) otherwise."""
-    if _one_tag(tag) not in _tag_target(store, caller, policy_id, "get").tags:
-        raise NeutronError(404, "TagNotFound", f"Tag {tag} could not be found.")
-
-
-def replace_tags(store: Store, caller: Caller, policy_id: str, body: Any, *, at: datetime | None = None) -> list[str]:
-    tags = _tags_body(body)
-    _set_tags(store, _tag_target(store, caller, policy_id, "update"), tags, at)
-    return tags
-
-
-def add_tags(store: Store, caller: Caller, policy_id: str, body: Any, *, at: datetime | None = None) -> list[str]:
-    """POST .../tags (tag-creation): add the tags not there yet; the answer is the body's list."""
-    tags = _tags_body(body)
-    policy = _tag_target(store, caller, policy_id, "create")
-    _set_tags(store, policy, [*policy.tags, *(t for t in tags if t not in policy.tags)], at)
-    return tags
-
-
-def add_tag(store: Store, caller: Caller, policy_id: str, tag: str, *, at: datetime | None = None) -> None:
-    policy = _tag_target(store, caller, policy_id, "update")
-    if _one_tag(tag) not in policy.tags:
-        if len(set(policy.tags)) + 1 > MAX_TAGS_COUNT:
-            raise NeutronError(400, "BadRequest", "Bad policies request: The number of tags exceed the "
-                                                  f"per-resource limit of {MAX_TAGS_COUNT}.")
-        _set_tags(store, policy, [*policy.tags, tag], at)
-
-
-def remove_tag(store: Store, caller: Caller, policy_id: str, tag: str, *, at: datetime | None = None) -> None:
-    policy = _tag_target(store, caller, policy_id, "delete")
-    if _one_tag(tag) not in policy.tags:
-        raise NeutronError(404, "TagNotFound", f"Tag {tag} could not be found.")
-    _set_tags(store, policy, [t for t in policy.tags if t != tag], at)
-
-
-def remove_tags(store: Store, caller: Caller, policy_id: str, *, at: datetime | None = None) -> None:
-    _set_tags(store, _tag_target(store, caller, policy_id, "delete"), [], at)
+TAGGABLE: Taggable[StoredPolicy] = Taggable(
+    "policies", "policy", get, lambda caller, policy: caller.is_admin or owns(caller, policy),
+    lambda policy: policy.tags, _retag)

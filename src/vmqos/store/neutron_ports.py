@@ -74,6 +74,7 @@ class StoredNetwork:
     revision_number: int
     created_at: datetime
     updated_at: datetime
+    tags: tuple[str, ...] = ()  # standard-attr-tag
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class StoredPort:
     created_at: datetime
     updated_at: datetime
     profile: dict[str, Any] = field(default_factory=dict)  # binding:profile
+    tags: tuple[str, ...] = ()  # standard-attr-tag
 
 
 _NETWORK_COLUMNS = tuple(StoredNetwork.__dataclass_fields__)
@@ -111,8 +113,12 @@ def _read(store: Store, table: Table, columns: tuple[str, ...], action: str, **w
 def list_networks(store: Store, network_id: str | None = None) -> list[StoredNetwork]:
     """Every network (or the one with `network_id`), in creation order."""
     where = {} if network_id is None else {"id": network_id}
-    return [StoredNetwork(*row) for row in _read(store, neutron_networks, _NETWORK_COLUMNS, "reading networks",
-                                                 **where)]
+    found = []
+    for row in _read(store, neutron_networks, _NETWORK_COLUMNS, "reading networks", **where):
+        values = dict(zip(_NETWORK_COLUMNS, row))
+        values["tags"] = tuple(json.loads(values["tags"]))
+        found.append(StoredNetwork(**values))
+    return found
 
 
 def list_ports(store: Store, port_id: str | None = None, *, host_id: str | None = None) -> list[StoredPort]:
@@ -122,6 +128,7 @@ def list_ports(store: Store, port_id: str | None = None, *, host_id: str | None 
     for row in _read(store, neutron_ports, _PORT_COLUMNS, "reading ports", **where):
         values = dict(zip(_PORT_COLUMNS, row))
         values["profile"] = json.loads(values["profile"])
+        values["tags"] = tuple(json.loads(values["tags"]))
         found.append(StoredPort(**values))
     return found
 
@@ -147,7 +154,8 @@ def save_network(store: Store, network: StoredNetwork, *, replaces: int | None =
     """Create the network (`replaces` None) or replace the one at revision `replaces`."""
     with store._tx(f"saving network {network.id}", write=WRITER) as conn:
         _check_policy(conn, network.qos_policy_id)
-        _write(conn, neutron_networks, asdict(network), replaces, "network")
+        _write(conn, neutron_networks, asdict(network) | {"tags": json.dumps(list(network.tags))}, replaces,
+               "network")
         bump(conn)
 
 
@@ -165,7 +173,7 @@ def delete_network(store: Store, network_id: str) -> bool:
 def save_port(store: Store, port: StoredPort, *, replaces: int | None = None) -> None:
     """Create the port (`replaces` None) or replace the one at revision `replaces`."""
     p = neutron_ports.c
-    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True)}
+    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags))}
     with store._tx(f"saving port {port.id}", write=WRITER) as conn:
         if conn.execute(select(neutron_networks.c.id).where(neutron_networks.c.id == port.network_id)).first() is None:
             raise NetworkGone(port.network_id)

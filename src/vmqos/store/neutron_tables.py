@@ -40,6 +40,7 @@ class NeutronNetworkRow(Base):
     revision_number: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    tags: Mapped[str] = mapped_column(Text)  # standard-attr-tag: a JSON list of strings, as a QoS policy's
 
 
 class NeutronPortRow(Base):
@@ -61,6 +62,7 @@ class NeutronPortRow(Base):
     revision_number: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    tags: Mapped[str] = mapped_column(Text)  # standard-attr-tag: a JSON list of strings
 
 
 class NeutronChangeRow(Base):
