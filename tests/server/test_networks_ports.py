@@ -143,3 +143,34 @@ def test_a_policy_the_project_may_not_use_is_not_found_and_a_shared_one_is(serve
     _ok(server.openstack("network", "delete", "vq-attach", user="alice"))
     for name in ("bob-only", "bob-shared"):
         _ok(server.openstack("network", "qos", "policy", "delete", name, user="bob"))
+
+
+def test_tags_and_pages_with_the_cli(server):
+    net = server.json("network", "create", "--tag", "red", "--tag", "blue", "vq-tagged")  # create, then PUT tags
+    assert sorted(net["tags"]) == ["blue", "red"]
+    _ok(server.openstack("network", "set", "--tag", "green", "vq-tagged"))
+    _ok(server.openstack("network", "unset", "--tag", "blue", "vq-tagged"))
+    assert sorted(server.json("network", "show", "vq-tagged")["tags"]) == ["green", "red"]
+    assert [n["Name"] for n in server.json("network", "list", "--tags", "green,red")] == ["vq-tagged"]
+    assert server.json("network", "list", "--tags", "green,blue") == []
+    assert [n["Name"] for n in server.json("network", "list", "--any-tags", "blue,red")] == ["vq-tagged"]
+    assert server.json("network", "list", "--not-tags", "red") == []
+
+    made = server.json("port", "create", "--network", "vq-tagged", "--tag", "web", "--tag", "db", "p-b")
+    assert sorted(made["tags"]) == ["db", "web"]  # in the POST: the server lists tag-ports-during-bulk-creation
+    _ok(server.openstack("port", "set", "--tag", "cache", "p-b"))
+    _ok(server.openstack("port", "unset", "--tag", "db", "p-b"))
+    assert sorted(server.json("port", "show", "p-b")["tags"]) == ["cache", "web"]
+    for name in ("p-c", "p-a"):
+        _ok(server.openstack("port", "create", "--network", "vq-tagged", name))
+    assert [p["Name"] for p in server.json("port", "list", "--tags", "web", "--long")] == ["p-b"]
+    # a page of one port at a time: the client follows the ports_links Neutron's way until a short page
+    paged = server.json("port", "list", "--network", "vq-tagged", "--limit", "1", "--sort-column", "Name",
+                        "--sort-descending")
+    assert [p["Name"] for p in paged] == ["p-c", "p-b", "p-a"]
+    assert len(server.json("port", "list", "--limit", "2", "--max-items", "2")) == 2
+    unknown = server.openstack("network", "list", "--external")  # router:external: no such extension here
+    assert unknown.returncode == 1 and "['router:external'] is invalid attribute for filtering" in unknown.stderr
+    for name in ("p-a", "p-b", "p-c"):
+        _ok(server.openstack("port", "delete", name))
+    _ok(server.openstack("network", "delete", "vq-tagged"))

@@ -260,7 +260,7 @@ def test_discovery_lists_every_extension_implemented(api):
                        "qos-rule-type-filter", "qos-rules-alias", "rbac-policies", "project-id",
                        "standard-attr-description", "standard-attr-revisions", "standard-attr-tag",
                        "standard-attr-timestamp", "tag-creation", "sorting", "pagination", "filter-validation",
-                       "binding", "qos-port-network-policy", "net-mtu"}
+                       "binding", "qos-port-network-policy", "net-mtu", "tag-ports-during-bulk-creation"}
     spec = api.get("/openapi.json").json()["paths"]
     assert {"/v2.0/qos/alias_bandwidth_limit_rules/{rule_id}", "/v2.0/rbac-policies/{entry_id}",
             "/v2.0/qos/rule-types/{rule_type}", "/v2.0/qos/policies/{policy_id}/packet_rate_limit_rules"} <= set(spec)
