@@ -271,3 +271,32 @@ def test_a_policy_shared_before_rbac_keeps_being_shared(db_url: str) -> None:
         entries = [(e.object_id, e.project_id, e.action, e.target_project) for e in qos.list_rbac(store)]
         assert entries == [("p-shared", "proj", "access_as_shared", "*")]
         assert {p.id: p.shared for p in qos.list_policies(store)} == {"p-shared": True, "p-private": False}
+
+
+def test_networks_and_ports_made_before_tags_have_none(db_url: str) -> None:
+    """0004 adds `tags` to neutron_networks and neutron_ports: the rows already there read back with none."""
+    from alembic import command
+
+    from vmqos.store import neutron_ports
+
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(upgrade.config(conn), "0003_neutron_networks_ports_rbac")
+        stamp = "'2026-12-01 00:00:00'"
+        conn.execute(text(
+            "INSERT INTO neutron_networks (id, project_id, name, description, admin_state_up, shared, mtu, "
+            f"revision_number, created_at, updated_at) VALUES ('n1', 'proj', 'net', '', :yes, :no, 1500, 3, {stamp}, "
+            f"{stamp})"), {"yes": True, "no": False})
+        conn.execute(text(
+            "INSERT INTO neutron_ports (id, project_id, network_id, name, description, admin_state_up, mac_address, "
+            "device_id, device_owner, host_id, profile, vnic_type, revision_number, created_at, updated_at) VALUES "
+            f"('p1', 'proj', 'n1', 'port', '', :yes, 'fa:16:3e:00:00:01', '', '', 'h1', '{{}}', 'normal', 2, {stamp}, "
+            f"{stamp})"), {"yes": True})
+    engine.dispose()
+    with Store(db_url) as store:
+        assert version(store) == HEAD
+        assert differences(store) == []
+        assert [(n.id, n.tags, n.revision_number) for n in neutron_ports.list_networks(store)] == [("n1", (), 3)]
+        assert [(p.id, p.tags, p.host_id) for p in neutron_ports.list_ports(store)] == [("p1", (), "h1")]
