@@ -168,10 +168,11 @@ def get_domain(actor: Actor, domain_id: str) -> Domain:
 # ------------------------------------------------------------------ projects
 
 
-def list_projects(store: Store, actor: Actor, *, name: str | None = None,
-                  enabled: bool | None = None) -> list[Project]:
+def list_projects(store: Store, actor: Actor, *, name: str | None = None, enabled: bool | None = None,
+                  domain_id: str | None = None) -> list[Project]:
     _admin(actor, "identity:list_projects")
-    return [p for p in records.list_projects(store, name=name) if enabled is None or p.enabled == enabled]
+    return [p for p in records.list_projects(store, name=name)
+            if (enabled is None or p.enabled == enabled) and domain_id in (None, p.domain_id)]
 
 
 def get_project(store: Store, actor: Actor, project_id: str) -> Project:
