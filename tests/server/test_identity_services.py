@@ -183,6 +183,9 @@ def test_management_errors_are_keystones_bodies(tmp_path):
         assert listed.json()["role_assignments"][0]["role"] == {"id": listed.json()["role_assignments"][0]["role"]
                                                                 ["id"], "name": "reader"}
         assert listed.json()["links"]["next"] is None
+        # a NUL, which PostgreSQL cannot hold, is a name refused and an id not found (never a 500)
+        assert api.post("/v3/projects", json={"project": {"name": "a\x00b"}}, headers=boss).status_code == 400
+        assert api.get("/v3/users/a%00b", headers=boss).status_code == 404
         no_token = api.get("/v3/projects")
         assert no_token.status_code == 401 and no_token.headers["WWW-Authenticate"] == 'Keystone uri="http://vq.test/v3"'
 

@@ -192,8 +192,8 @@ def ensure_roles(store: Store) -> dict[str, Role]:
 
 
 def check_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
-        raise InvalidValue(field, value, "a name is 1 to 255 characters, not only spaces")
+    if not isinstance(value, str) or not value.strip() or len(value) > 255 or "\x00" in value:
+        raise InvalidValue(field, value, "a name is 1 to 255 characters, not only spaces, without NUL")
     return value
 
 

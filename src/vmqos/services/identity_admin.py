@@ -38,6 +38,7 @@ from vmqos.services.identity import (
 from vmqos.services.identity_input import ProjectInput, UserInput, invalid
 from vmqos.store import Store
 from vmqos.store import identity as records
+from vmqos.store.ownership import project_references
 from vmqos.store.identity import DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME, Project, Role, User
 
 
@@ -215,7 +216,7 @@ def delete_project(store: Store, actor: Actor, project_id: str) -> None:
     """Delete a project with its role assignments and tokens, unless it still owns objects (409)."""
     _admin(actor, "identity:delete_project")
     project = _project(store, project_id)
-    owned = records.project_references(store, project_id)
+    owned = project_references(store, project_id)
     if owned:
         what = ", ".join(f"{count} in {table}" for table, count in owned.items())
         raise ConflictError(f"Project {project.name} ({project.id}) still owns rows ({what}): delete them first "

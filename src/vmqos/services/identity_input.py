@@ -71,14 +71,14 @@ def _member(body: Any, key: str) -> dict[str, Any]:
 
 
 def _name(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
-        raise invalid("name", value, "a string of 1 to 255 characters, not only spaces")
+    if not isinstance(value, str) or not value.strip() or len(value) > 255 or "\x00" in value:
+        raise invalid("name", value, "a string of 1 to 255 characters, not only spaces, without NUL")
     return value
 
 
 def _optional_string(field_name: str, value: object, longest: int = 255) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > longest):
-        raise invalid(field_name, value, f"a string of at most {longest} characters or null")
+    if value is not None and (not isinstance(value, str) or len(value) > longest or "\x00" in value):
+        raise invalid(field_name, value, f"a string of at most {longest} characters (no NUL) or null")
     return value
 
 
@@ -98,7 +98,7 @@ def host_name(value: object) -> str | None:
     if value is None:
         return None
     if (not isinstance(value, str) or not 1 <= len(value) <= 253 or value != value.strip()
-            or any(c.isspace() or c == "/" for c in value)):
+            or any(c.isspace() or c in "/\x00" for c in value)):
         raise invalid(HOST_ATTRIBUTE, value, "a host name of 1 to 253 characters without spaces or '/'")
     return value
 
@@ -152,7 +152,8 @@ def read_project(body: Any, *, create: bool) -> ProjectInput:
         values["enabled"] = _boolean("enabled", project["enabled"])
     if "tags" in project:
         tags = project["tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) and 1 <= len(t) <= 255 for t in tags):
+        if not isinstance(tags, list) or not all(isinstance(t, str) and 1 <= len(t) <= 255 and "\x00" not in t
+                                                 for t in tags):
             raise invalid("tags", tags, "a list of strings of 1 to 255 characters")
         values["tags"] = tuple(dict.fromkeys(tags))
     _domain(project.get("domain_id"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, delete, func, insert, select, update
+from sqlalchemy import Boolean, Index, Integer, String, Text, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -158,8 +158,16 @@ def _project(row: Any) -> Project:
     return Project(row.id, row.name, row.domain_id, row.description or "", bool(row.enabled), _extra(row.extra))
 
 
+def _storable(*values: str | None) -> bool:
+    """False for a string no row can hold: PostgreSQL refuses NUL in text (an error, where SQLite matches
+    nothing); an id or name from a URL or a token request may carry one."""
+    return not any(value is not None and "\x00" in value for value in values)
+
+
 def find_project(store: Store, *, id: str | None = None, name: str | None = None,
                  domain_id: str = DEFAULT_DOMAIN_ID) -> Project | None:
+    if not _storable(id, name, domain_id):
+        return None
     query = select(*_PROJECT_COLUMNS)
     query = query.where(_P.id == id) if id is not None else query.where(_P.name == name, _P.domain_id == domain_id)
     with store._tx("reading a project") as conn:
@@ -168,6 +176,8 @@ def find_project(store: Store, *, id: str | None = None, name: str | None = None
 
 
 def list_projects(store: Store, *, name: str | None = None, ids: set[str] | None = None) -> list[Project]:
+    if not _storable(name, *(ids or ())):
+        return []
     query = select(*_PROJECT_COLUMNS).order_by(_P.name, _P.id)
     if name is not None:
         query = query.where(_P.name == name)
@@ -218,6 +228,8 @@ def _user(row: Any) -> User:
 
 def find_user(store: Store, *, id: str | None = None, name: str | None = None,
               domain_id: str = DEFAULT_DOMAIN_ID) -> User | None:
+    if not _storable(id, name, domain_id):
+        return None
     query = select(*_USER_COLUMNS)
     query = query.where(_U.id == id) if id is not None else query.where(_U.name == name, _U.domain_id == domain_id)
     with store._tx("reading a user") as conn:
@@ -226,6 +238,8 @@ def find_user(store: Store, *, id: str | None = None, name: str | None = None,
 
 
 def list_users(store: Store, *, name: str | None = None, ids: set[str] | None = None) -> list[User]:
+    if not _storable(name, *(ids or ())):
+        return []
     query = select(*_USER_COLUMNS).order_by(_U.name)
     if name is not None:
         query = query.where(_U.name == name)
@@ -301,6 +315,8 @@ def assign(store: Store, user_id: str, project_id: str, role_id: str) -> None:
 
 def unassign(store: Store, user_id: str, project_id: str, role_id: str) -> bool:
     a = assignments.c
+    if not _storable(user_id, project_id, role_id):
+        return False
     with store._tx("removing a role assignment", write=W) as conn:
         return bool(conn.execute(delete(assignments).where(a.user_id == user_id, a.project_id == project_id,
                                                            a.role_id == role_id)).rowcount)
@@ -309,6 +325,8 @@ def unassign(store: Store, user_id: str, project_id: str, role_id: str) -> bool:
 def list_assignments(store: Store, *, user_id: str | None = None, project_id: str | None = None,
                      role_id: str | None = None) -> list[Assignment]:
     a = assignments.c
+    if not _storable(user_id, project_id, role_id):
+        return []
     query = select(a.user_id, a.project_id, a.role_id).order_by(a.project_id, a.user_id, a.role_id)
     for column, value in ((a.user_id, user_id), (a.project_id, project_id), (a.role_id, role_id)):
         if value is not None:
@@ -326,27 +344,6 @@ def roles_on(store: Store, user_id: str, project_id: str) -> list[Role]:
         return [Role(*row) for row in conn.execute(query).all()]
 
 
-def project_references(store: Store, project_id: str) -> dict[str, int]:
-    """Rows of other tables that a project owns (a `project_id` column names it), by table name.
-
-    Read from the database's own catalogue, not from the tables this process happens to have
-    imported: a table another room adds (ports, volumes, RBAC entries) is counted too."""
-    from sqlalchemy import column, inspect, table
-
-    found: dict[str, int] = {}
-    with store._tx("counting what a project owns") as conn:
-        inspector = inspect(conn)
-        for name in sorted(inspector.get_table_names()):
-            if name.startswith("identity_") or "project_id" not in {c["name"] for c in inspector.get_columns(name)}:
-                continue
-            owned = table(name, column("project_id"))
-            count = conn.execute(select(func.count()).select_from(owned)
-                                 .where(owned.c.project_id == project_id)).scalar_one()
-            if count:
-                found[name] = int(count)
-    return found
-
-
 # ------------------------------------------------------------------ tokens
 
 
@@ -360,7 +357,7 @@ def add_token(store: Store, digest: str, record: TokenRecord) -> None:
                                            expires_at=record.expires_at))
 
 
-def get_token(store: Store, digest: str) -> TokenRecord | None:
+def get_token(store: Store, digest: str) -> TokenRecord | None:  # a digest is hex: never a NUL
     t = tokens.c
     query = select(t.user_id, t.project_id, t.audit_id, t.issued_at, t.expires_at).where(t.digest == digest)
     with store._tx("reading a token") as conn:
