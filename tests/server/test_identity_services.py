@@ -204,3 +204,27 @@ def test_the_settings_the_server_hands_its_process():
         KeystoneSettings("http://k/v3", "svc", "", "service")
     with pytest.raises(InvalidValue, match="--keystone-url"):
         ServerAuth("keystone")
+
+
+def test_an_identity_database_of_the_first_slice_is_upgraded_and_its_users_log_in(tmp_path):
+    """Revision 0004 adds the new columns with what a new row would hold: a user of the server's first
+    slice logs in as before, its project is enabled, and no failure is counted."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from vmqos.store.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(upgrade.config(conn), "0003_neutron_networks_ports_rbac")
+        conn.exec_driver_sql("INSERT INTO identity_projects (id, name, domain_id) VALUES ('p1', 'demo', 'default')")
+        conn.exec_driver_sql("INSERT INTO identity_roles (id, name) VALUES ('r1', 'member')")
+        conn.exec_driver_sql("INSERT INTO identity_assignments VALUES ('u1', 'p1', 'r1')")
+        conn.exec_driver_sql("INSERT INTO identity_users (id, name, domain_id, password_hash, enabled) VALUES "
+                             f"('u1', 'old', 'default', '{identity.hash_password('pw')}', 1)")
+    engine.dispose()
+    with identity.open_store(url) as store:
+        caller = identity.authenticate(store, {"name": "old"}, "pw", {"name": "demo"}, now=T0).caller
+        assert (caller.user.id, caller.project.enabled, caller.project.description) == ("u1", True, "")
+        assert (caller.user.failed_auth_count, caller.user.host, caller.user.extra) == (0, None, {})
