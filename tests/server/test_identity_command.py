@@ -1,4 +1,5 @@
-"""`vmqos identity ...`: the operator's commands at the database, in process (the real `main`)."""
+"""`vmqos identity ...`: the operator's commands at the database, in process (the real `main`), on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ pytestmark = pytest.mark.server
 
 
 @pytest.fixture()
-def run(tmp_path, capsys):
-    db = f"sqlite:///{tmp_path / 'cli.db'}"
+def run(db_url, capsys):
+    db = db_url
 
     def vmqos(*args: str) -> tuple[int, str, str]:
         status = main([*args, "--db", db])

@@ -1,5 +1,6 @@
 """Identity's use cases with an injected clock: lockout, token expiry, the service caller's host, the
-API's Keystone bodies for management errors, and the settings `vmqos server` hands its process."""
+API's Keystone bodies for management errors, and the settings `vmqos server` hands its process.
+Each test that takes `db_url` runs on SQLite and on PostgreSQL (tests/pgcluster.py)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture()
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'id.db'}"
 
 
 @pytest.fixture()
@@ -155,8 +151,8 @@ def _token(api, user: str, project: str) -> str:
     return response.headers["X-Subject-Token"]
 
 
-def test_management_errors_are_keystones_bodies(tmp_path):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
+def test_management_errors_are_keystones_bodies(db_url):
+    url = db_url
     with identity.open_store(url) as opened:
         identity.bootstrap(opened, "pw")
         identity.add_user(opened, "rita", "pw", "demo", "reader")
