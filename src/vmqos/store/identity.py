@@ -1,8 +1,7 @@
 """Who may use the API server: projects, users, role assignments and issued tokens (Keystone's subset).
 
 The tables live beside the desired state but in a module of their own, registered on the same
-metadata: every program that touches identity imports this module before it opens the Store, and
-the Store creates what is missing (SQLite or PostgreSQL alike). A password is stored only as its
+metadata; the store's migrations make and change them (revisions 0002 and 0004). A password is stored only as its
 argon2 hash and a token only as its SHA-256 (a token is 256 random bits: a slow hash adds nothing,
 and a stolen database must not hold a usable token).
 
