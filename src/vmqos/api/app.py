@@ -24,15 +24,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import (compute, identity, microversion, network, neutron_policies, neutron_ports, neutron_rbac,
-                       neutron_rules, projects, volume, volume_volumes)
+from vmqos.api import (compute, identity, identity_admin, microversion, network, neutron_policies, neutron_ports,
+                       neutron_rbac, neutron_rules, volume, volume_volumes)
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
+from vmqos.services import authn
+from vmqos.services.authn import Authenticator, ServerAuth
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
 from vmqos.store import Store
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 500: "Internal Server Error"}
+           409: "Conflict", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 _HTTP_TYPES = {400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
                409: "HTTPConflict"}
 
@@ -51,9 +53,11 @@ def neutron_error(status: int, type_: str, message: str) -> JSONResponse:
 
 
 def _unauthenticated(request: Request, exc: Exception) -> JSONResponse:
-    """keystonemiddleware's (for /v2.0) and Keystone's 401: the same body, and where to get a token."""
+    """keystonemiddleware's (for /v2.0) and Keystone's 401: the same body, and where to get a token
+    (this server's /v3, or the external Keystone it validates tokens with)."""
     response = identity.keystone_error(401, "Unauthorized", "The request you have made requires authentication.")
-    response.headers["WWW-Authenticate"] = f'Keystone uri="{identity.base_url(request)}/v3"'
+    uri = request.app.state.auth.auth_url(f"{identity.base_url(request)}/v3")
+    response.headers["WWW-Authenticate"] = f'Keystone uri="{uri}"'
     return response
 
 
@@ -106,9 +110,13 @@ async def _no_nul(request: Request, call_next: Callable[[Request], Awaitable[Res
     return await call_next(request)
 
 
-def create_app(url: str | None = None) -> FastAPI:
-    """The application on the database `url` ($VMQOS_DB, else the host's default)."""
+def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
+               auth: Authenticator | None = None) -> FastAPI:
+    """The application on the database `url` ($VMQOS_DB, else the host's default), authenticating as
+    `settings` say (else as $VMQOS_AUTH and its companions say: `vmqos server` sets them), or with
+    `auth` itself (tests inject one with their own clock)."""
     store = Store(url)
+    authenticator = auth or authn.build(store, settings or ServerAuth.from_env())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,6 +127,7 @@ def create_app(url: str | None = None) -> FastAPI:
                   description="Keystone v3 tokens, Neutron QoS policies, Nova flavors and Cinder QoS specs, "
                               "types and volumes for the openstack CLI.")
     app.state.store = store
+    app.state.auth = authenticator
     app.add_exception_handler(VmqosError, _vmqos_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_body)
@@ -129,7 +138,7 @@ def create_app(url: str | None = None) -> FastAPI:
         return {"versions": [network.network_version(request), identity.identity_version(request)]}
 
     app.include_router(identity.router)
-    app.include_router(projects.router)
+    app.include_router(identity_admin.router)
     app.include_router(network.router)
     app.include_router(neutron_policies.router)
     app.include_router(neutron_rules.router)

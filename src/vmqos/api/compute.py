@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
+from vmqos.api import auth
 from vmqos.api.microversion import Service, VersionedRoute, negotiate, shown
-from vmqos.services import flavors, identity
+from vmqos.services import flavors
 from vmqos.services.identity import Caller
 from vmqos.services.nova_input import Version
 from vmqos.services.openstack_input import Fault, bad_request, decoded
@@ -36,7 +37,7 @@ def _store(request: Request) -> Store:
 
 def caller(request: Request) -> Caller:
     """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise)."""
-    return identity.validate(_store(request), request.headers.get("X-Auth-Token"))
+    return auth.caller(request)  # this server's tokens, or an external Keystone's (--auth keystone)
 
 
 def version(request: Request) -> Version:

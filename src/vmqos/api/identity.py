@@ -16,11 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
 
+from vmqos.api import auth
 from vmqos.api.models import KeystoneError
 from vmqos.core.errors import InvalidValue, VmqosError
 from vmqos.services import identity
 from vmqos.services.identity import Caller, NotAuthenticated
-from vmqos.store import Store
 
 router = APIRouter()
 VERSION = "v3.14"  # Keystone's identity API version since Ussuri; keystoneauth only needs v3
@@ -83,11 +83,6 @@ def token_body(request: Request, caller: Caller) -> dict[str, Any]:
     return {"token": token}
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
 def _password_request(body: Any) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """(user reference, password, project reference or None) from Keystone's auth body."""
     try:
@@ -109,22 +104,26 @@ def _password_request(body: Any) -> tuple[dict[str, Any], str, dict[str, Any] | 
 @router.post("/v3/auth/tokens", status_code=201, tags=["identity"], summary="Issue a token (password method)",
              responses={401: {"model": KeystoneError}, 400: {"model": KeystoneError}})
 def issue_token(request: Request, response: Response, body: Any = Body(None)) -> dict[str, Any]:
+    service = auth.local(request)
     user, password, project = _password_request(body)
-    issued = identity.authenticate(_store(request), user, password, project)
+    issued = service.issue(user, password, project)
     response.headers["X-Subject-Token"] = issued.token
     return token_body(request, issued.caller)
 
 
 def _subject(request: Request) -> Caller:
-    """The token named by X-Subject-Token, asked about by a caller with a valid X-Auth-Token."""
-    store = _store(request)
-    asking = identity.validate(store, request.headers.get("X-Auth-Token"))
+    """The token named by X-Subject-Token, asked about by a caller with a valid X-Auth-Token: its own
+    user's, or any token for an admin and a service (Keystone's identity:validate_token policy lets
+    `rule:service_role` validate tokens: that is how another server checks its callers)."""
+    service = auth.local(request)
+    asking = service.validate(request.headers.get("X-Auth-Token"))
     subject = request.headers.get("X-Subject-Token")
     try:
-        caller = identity.validate(store, subject)
+        caller = service.validate(subject)
     except NotAuthenticated:
         raise TokenNotFound("Failed to validate token") from None
-    if subject != request.headers.get("X-Auth-Token") and not asking.is_admin and asking.user.id != caller.user.id:
+    privileged = asking.is_admin or identity.SERVICE_ROLE in asking.role_names
+    if subject != request.headers.get("X-Auth-Token") and not privileged and asking.user.id != caller.user.id:
         raise TokenNotFound("Failed to validate token")
     return caller
 
@@ -152,5 +151,5 @@ def check_token(request: Request) -> Response:
 @router.delete("/v3/auth/tokens", status_code=204, tags=["identity"], summary="Revoke a token (X-Subject-Token)")
 def revoke_token(request: Request) -> Response:
     _subject(request)
-    identity.revoke(_store(request), request.headers.get("X-Subject-Token", ""))
+    auth.local(request).revoke(request.headers.get("X-Subject-Token", ""))
     return Response(status_code=204)

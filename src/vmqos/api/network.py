@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 
+from vmqos.api import auth
 from vmqos.api import models as m
-from vmqos.services import identity
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_attributes import EXTENSIONS as PORT_EXTENSIONS
 from vmqos.services.neutron_input import NeutronError
@@ -80,9 +80,16 @@ def network_version(request: Request) -> dict[str, Any]:
 
 
 def caller(request: Request) -> Caller:
-    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise)."""
-    store: Store = request.app.state.store
-    return identity.validate(store, request.headers.get("X-Auth-Token"))
+    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise), if it is a project's user.
+
+    A service caller (an agent, bound to a host) is no project's member: Neutron's resources are not
+    its to read or change, whatever project its token is scoped to (403, as Neutron's policy says)."""
+    who = auth.caller(request)
+    if who.is_service:
+        raise NeutronError(403, "PolicyNotAuthorized",
+                           f"user {who.user.name} has the service role: it is no project's member and may not use "
+                           "the Neutron API (an agent reads its host's state from vmqos's own API)")
+    return who
 
 
 def store_of(request: Request) -> Store:

@@ -15,8 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from vmqos.api import auth
 from vmqos.api.microversion import Service, VersionedRoute, negotiate, shown
-from vmqos.services import cinder_qos, identity
+from vmqos.services import cinder_qos
 from vmqos.services.identity import Caller
 from vmqos.services.openstack_input import Fault, bad_request, decoded, query_boolean
 from vmqos.store import Store
@@ -36,7 +37,7 @@ def store_of(request: Request) -> Store:
 
 def caller(request: Request, project_id: str) -> Caller:
     """The caller behind X-Auth-Token, whose token must be scoped to the URL's project."""
-    who = identity.validate(store_of(request), request.headers.get("X-Auth-Token"))
+    who = auth.caller(request)  # this server's tokens, or an external Keystone's (--auth keystone)
     if who.project is None or who.project.id != project_id:
         raise bad_request("Malformed request url")
     return who

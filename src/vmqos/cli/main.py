@@ -9,6 +9,7 @@ import click
 from vmqos import __version__
 from vmqos.cli.convert import convert
 from vmqos.cli.errors import run
+from vmqos.cli.identity import identity_group
 from vmqos.cli.demo import demo
 from vmqos.cli.instance import instance
 from vmqos.cli.lab import lab
@@ -54,6 +55,7 @@ cli.add_command(volume)
 cli.add_command(vm)
 cli.add_command(verify)
 cli.add_command(server)
+cli.add_command(identity_group)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)
 

@@ -2,7 +2,8 @@
 
 The server is started by uvicorn from the import string "vmqos.api.app:create_app": the command
 line and the API are rooms side by side and neither imports the other (a contract). The database
-is handed over in $VMQOS_DB. Listening on loopback is the default; the server needs no root.
+is handed over in $VMQOS_DB, the authentication settings in $VMQOS_AUTH and its companions
+(services.auth_config.ServerAuth). Listening on loopback is the default; the server needs no root.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -18,6 +20,8 @@ from vmqos.cli.logs import HANDLER, StderrHandler, TextFormatter
 from vmqos.cli.port import DB_HELP
 from vmqos.core.errors import InvalidValue
 from vmqos.services import identity
+from vmqos.services.auth_config import KeystoneSettings, ServerAuth
+from vmqos.services.identity import AuthSettings
 
 DEFAULT_LISTEN = "127.0.0.1:9696"  # Neutron's port
 
@@ -44,9 +48,34 @@ def parse_listen(listen: str) -> tuple[str, int]:
 @click.option("--netns", metavar="NS",
               help="with --all-in-one: the network namespace that holds the ports' devices "
                    "(default: this one; a lab's host namespace is LAB-host)")
+@click.option("--auth", "mode", type=click.Choice(["local", "keystone"]), default="local", show_default=True,
+              help="local: this server issues tokens (/v3); keystone: it validates tokens at --keystone-url")
+@click.option("--token-ttl", type=int, default=3600, show_default=True, metavar="SECONDS",
+              help="how long a token issued here lives (60 to 604800)")
+@click.option("--lockout-attempts", type=int, default=5, show_default=True, metavar="N",
+              help="failed logins that lock a user out (0: never)")
+@click.option("--lockout-seconds", type=int, default=60, show_default=True, metavar="SECONDS",
+              help="how long a lockout lasts after the last failure; failures further apart are forgotten")
+@click.option("--keystone-url", envvar="OS_AUTH_URL", metavar="URL",
+              help="the external Keystone's v3 URL (--auth keystone; or $OS_AUTH_URL)")
+@click.option("--keystone-user", envvar="OS_USERNAME", metavar="NAME",
+              help="this server's own account at that Keystone (or $OS_USERNAME)")
+@click.option("--keystone-password", envvar="OS_PASSWORD", metavar="PW",
+              help="its password (or $OS_PASSWORD, which `ps` does not show)")
+@click.option("--keystone-project", envvar="OS_PROJECT_NAME", metavar="NAME",
+              help="the project it scopes its token to, e.g. service (or $OS_PROJECT_NAME)")
+@click.option("--keystone-user-domain", envvar="OS_USER_DOMAIN_NAME", default="Default", show_default=True,
+              metavar="NAME")
+@click.option("--keystone-project-domain", envvar="OS_PROJECT_DOMAIN_NAME", default="Default", show_default=True,
+              metavar="NAME")
+@click.option("--keystone-cache-seconds", type=int, default=60, show_default=True, metavar="SECONDS",
+              help="how long a validation is trusted: a token revoked at Keystone works here that long")
 @click.pass_context
 def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, host_name: str | None,
-           netns: str | None) -> None:
+           netns: str | None, mode: str, token_ttl: int, lockout_attempts: int, lockout_seconds: int,
+           keystone_url: str | None, keystone_user: str | None, keystone_password: str | None,
+           keystone_project: str | None, keystone_user_domain: str, keystone_project_domain: str,
+           keystone_cache_seconds: int) -> None:
     """Serve Keystone v3 tokens and Neutron QoS policies, networks and ports (/v3, /v2.0) for the openstack CLI.
 
     Run `vmqos server init --admin-password PW` once first; then
@@ -60,6 +89,11 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
 
     \b
     Example: vmqos server --all-in-one --netns lab-host --host compute1
+
+    With a cloud's own Keystone it issues no tokens and manages no users; it validates tokens there:
+    \b
+      OS_PASSWORD=... vmqos server --auth keystone --keystone-url https://keystone:5000/v3 \\
+          --keystone-user vmqos --keystone-project service
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -67,10 +101,18 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     if not all_in_one and (host_name is not None or netns is not None):
         raise InvalidValue("--host/--netns", host_name or netns, "they say where --all-in-one enforces: add "
                                                                  "--all-in-one, or leave them out")
+    keystone = None
+    if mode == "keystone":
+        keystone = KeystoneSettings(keystone_url or "", keystone_user or "", keystone_password or "",
+                                    keystone_project or "", keystone_user_domain, keystone_project_domain,
+                                    keystone_cache_seconds)
+    settings = ServerAuth(mode, AuthSettings(timedelta(seconds=token_ttl), lockout_attempts,
+                                             timedelta(seconds=lockout_seconds)), keystone)
     url = db or os.environ.get("VMQOS_DB") or None
     identity.open_store(url).close()  # a database that cannot be opened is one line here, not a traceback
     if url:
         os.environ["VMQOS_DB"] = url
+    os.environ.update(settings.to_env())
     import uvicorn  # lazy: ~100 ms that every other `vmqos` command would pay
 
     if not all_in_one:
@@ -96,10 +138,10 @@ def init(admin_password: str, db: str | None) -> None:
 @click.option("--password", required=True, envvar="VMQOS_USER_PASSWORD", metavar="PW",
               help="the user's password (or $VMQOS_USER_PASSWORD)")
 @click.option("--project", required=True, help="the project (made if missing)")
-@click.option("--role", type=click.Choice(identity.ROLES), default="member", show_default=True)
+@click.option("--role", type=click.Choice(identity.PROJECT_ROLES), default="member", show_default=True)
 @click.option("--db", metavar="URL", help=DB_HELP)
 def user(name: str, password: str, project: str, role: str, db: str | None) -> None:
-    """Create a user (or set its password) with ROLE on PROJECT; idempotent."""
+    """Create a user (or set its password) with ROLE on PROJECT; idempotent (see also `vmqos identity`)."""
     with identity.open_store(db) as store:
         found = identity.add_user(store, name, password, project, role)
     click.echo(f"user {found.name} ({found.id}) has role {role} on project {project}")
