@@ -17,8 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +83,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    cli = openstack_cli()
+    openstack_cli()  # no client: fail before a server is made
     tmp = tmp_path_factory.mktemp("vq-server")
     if request.param == "sqlite":
         db = f"sqlite:///{tmp / 'vmqos.db'}"
@@ -100,29 +98,7 @@ def server(request, tmp_path_factory):
         made = vmqos("server", "user", name, "--password", PASSWORD, "--project", project, "--role", role,
                      "--db", db, cwd=tmp)
         assert made.returncode == 0, made.stderr
-    port = free_port()
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen", f"127.0.0.1:{port}",
-                             "--db", db], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start: {(tmp / 'server.log').read_text()}")
-            time.sleep(0.1)
-        yield Server(url, db, cli, tmp)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    from .serving import running_server  # it imports this module's Server: imported here, not at the top
+
+    with running_server(tmp, db) as started:
+        yield started
