@@ -79,8 +79,7 @@ def project_for(caller: Caller, values: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ QoS policies a port or network may name
 
 
-def policy_not_found(policy_id: str) -> NeutronError:
-    return NeutronError(404, "QosPolicyNotFound", f"QoS policy {policy_id} could not be found.")
+policy_not_found = policies.not_found  # Neutron's QosPolicyNotFound, one wording with the policy routes
 
 
 def attachable_policy(store: Store, caller: Caller, policy_id: str) -> StoredPolicy:
