@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from vmqos.cli import lab_fleet
 from vmqos.cli.output import print_json, stderr, stdout
 from vmqos.core.errors import NotFound
 from vmqos.lab import (
@@ -64,8 +65,12 @@ def lab() -> None:
 @_name_option
 @click.option("--instances", type=int, default=DEFAULT_INSTANCES, show_default=True,
               help="How many instances vm1..vmN (1 to 100); existing extra ones are kept.")
+@click.option("--hosts", type=int, default=None, metavar="N",
+              help="A fleet: N lab hosts NAME1..NAMEn (1 to 9), each with a `vmqos agent`, and one `vmqos server`.")
+@click.option("--db", metavar="URL", help="With --hosts: the server's database (default: SQLite in the fleet's "
+                                          "state directory), e.g. postgresql+psycopg://vmqos@/vmqos?host=/run/pg")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's status as JSON for scripts.")
-def up(name: str, instances: int, as_json: bool) -> None:
+def up(name: str, instances: int, hosts: int | None, db: str | None, as_json: bool) -> None:
     """Build the lab, or finish it: only what is missing is created, the rest is kept.
 
     \b
@@ -79,11 +84,21 @@ def up(name: str, instances: int, as_json: bool) -> None:
     namespace is not touched. MACs are fixed per lab: 02:76:71:00:xx:N is vmN's eth0,
     02:76:71:01:xx:N its tap.
 
+    With --hosts N, a fleet: N such labs NAME1..NAMEn, a control namespace NAME-ctl where
+    `vmqos server` listens on 10.248.0.1:9696 (management network 10.248.0.0/24, mgmt0 in each
+    NAMEi-host), and in each NAMEi-host a `vmqos agent --host NAMEi` with its own service account.
+
     \b
     Examples:
       vmqos lab up
       vmqos lab up --name lab2 --instances 5 --json
+      vmqos lab up --hosts 2 --name fleet
     """
+    if hosts is not None:
+        lab_fleet.fleet_up(name, hosts, instances, db, as_json)
+        return
+    if db is not None:
+        raise click.UsageError("--db is the fleet server's database: give it with --hosts N")
     status = lab_up(name, instances)
     extra = [i.name for i in status.instances if instance_index(i.name) > instances]
     if extra:
@@ -101,6 +116,13 @@ def up(name: str, instances: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def list_(name: str, as_json: bool) -> None:
     """Show the lab's instances, namespaces, ports, MACs and addresses, as the kernel has them."""
+    fleet = lab_fleet.fleet_status(name)
+    if fleet is not None:
+        if as_json:
+            print_json(fleet)
+        else:
+            lab_fleet.print_fleet(fleet)
+        return
     status = lab_status(name)
     if status is None:
         raise NotFound(f"no lab {name!r} is up: `vmqos lab up --name {name}` builds it")
@@ -158,10 +180,15 @@ def _options_after_inst(name: str, command: tuple[str, ...]) -> tuple[str, tuple
 def down(name: str) -> None:
     """Remove the lab: kill the processes left in its namespaces, then delete them (and their devices).
 
-    Nothing else is touched; removing a lab that is not up is not an error.
+    A fleet's agents and server are stopped first (the limits they placed go with the namespaces),
+    then its labs, its control namespace and its state directory are removed. Nothing else is
+    touched; removing a lab that is not up is not an error.
     """
-    removed = lab_down(name)
+    removed = lab_fleet.fleet_down(name) if lab_fleet.fleet_status(name) is not None else lab_down(name)
     if removed:
         stdout.print(f"lab {name}: removed namespaces {', '.join(removed)}")
     else:
         stdout.print(f"lab {name}: nothing to remove")
+
+
+lab.add_command(lab_fleet.openstack)

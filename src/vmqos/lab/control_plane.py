@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from vmqos.core.errors import KernelError, NotFound, VmqosError
+from vmqos.drivers.process import in_netns
 
 OPENSTACK_CLI_ENV = "VMQOS_OPENSTACK_CLI"
 START_TIMEOUT_S = 30.0  # uvicorn, the app and the enforcer's first pass, on a busy 2-vCPU machine
@@ -142,8 +143,9 @@ class AllInOneServer:
 class OpenStack:
     """The real `openstack` CLI with the OS_* variables of one user on one server, as an operator's shell has them."""
 
-    def __init__(self, cli: Path, auth_url: str, username: str, password: str, project: str, home: Path) -> None:
-        self.cli = cli
+    def __init__(self, cli: Path, auth_url: str, username: str, password: str, project: str, home: Path,
+                 netns: str | None = None) -> None:
+        self.cli, self.netns = cli, netns  # netns: where the server is reachable (a fleet's control namespace)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         # HOME: the client's cache and config go to the demo's temp dir, not root's home
         self.env = env | {"OS_AUTH_URL": auth_url, "OS_USERNAME": username, "OS_PASSWORD": password,
@@ -157,9 +159,17 @@ class OpenStack:
                  "OS_PROJECT_DOMAIN_NAME", "OS_IDENTITY_API_VERSION")
         return "export " + " ".join(f"{n}={self.env[n]}" for n in names)
 
+    def argv(self, args: Sequence[str]) -> list[str]:
+        """The command line of `openstack ARGS` (inside the server's namespace when it has one)."""
+        return in_netns([str(self.cli), *args], self.netns)
+
+    def call(self, args: Sequence[str]) -> int:
+        """`openstack ARGS` on the caller's terminal (its output is the operator's); its exit code."""
+        return subprocess.run(self.argv(args), cwd=self.home, env=self.env).returncode
+
     def run(self, args: Sequence[str]) -> CliRun:
         try:
-            done = subprocess.run([str(self.cli), *args], cwd=self.home, env=self.env, capture_output=True,
+            done = subprocess.run(self.argv(args), cwd=self.home, env=self.env, capture_output=True,
                                   text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise VmqosError(f"openstack {' '.join(args)} did not finish within {CLI_TIMEOUT_S:g} s") from None
