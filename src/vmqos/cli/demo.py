@@ -178,7 +178,7 @@ def _verify_section(lab_name: str) -> None:
             stdout.print(f"  {base}.png  {base}.svg")
 
 
-SECTIONS = ("traffic", "cpu-disk", "watch", "verify", "openstack")
+SECTIONS = ("traffic", "cpu-disk", "watch", "verify", "openstack", "fleet")
 HOST_FILE_SECTIONS = {"traffic", "cpu-disk", "watch", "verify"}  # they run on the demo host file's limits
 
 
@@ -204,6 +204,10 @@ def demo(lab_name: str, only: tuple[str, ...]) -> None:
     `vmqos server --all-in-one` on the lab's host, the bw-limiter policy set on vm4's port, read back
     from the kernel and verified with traffic, its rule changed live, then unset; the seed's flavor and
     a front-end volume QoS spec as vmqos reads them.
+    Then the fleet (fleet, about two minutes): `vmqos lab up --hosts 2` builds a server and two lab
+    hosts with an agent each; the seed's bw-limiter on a port of each host through the openstack CLI,
+    its shared rule changed once, a VM reboot that keeps its limit, the server killed with -9 while
+    the limits hold, and a change after it comes back; each measured with traffic.
     The lab (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os
@@ -212,7 +216,7 @@ def demo(lab_name: str, only: tuple[str, ...]) -> None:
     from vmqos.lab.control_plane import openstack_cli
 
     chosen = set(only or SECTIONS)
-    if "openstack" in chosen:
+    if chosen & {"openstack", "fleet"}:
         openstack_cli()  # one line before anything is built when the client is missing
     d = demo_dir()
     if not only:
@@ -240,6 +244,12 @@ def demo(lab_name: str, only: tuple[str, ...]) -> None:
             openstack_section(lab.name)
             if host_file:  # the server's database and the host file's share the namespace, not a device
                 _run(["check", "--netns", lab.host_ns])
+        if "fleet" in chosen:
+            from vmqos.cli.demo_fleet import fleet_section
+
+            stdout.print()
+            stdout.rule("[bold]the fleet: vmqos server, two lab hosts, an agent on each", align="left")
+            fleet_section()
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "

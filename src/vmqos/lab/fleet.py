@@ -283,6 +283,12 @@ def partition(name: str, index: int, *, cut: bool) -> None:
                                                           f"src {host.mgmt_address}"])
 
 
+def unplug(lab_name: str, port: str) -> None:
+    """Delete an instance's port in its lab host, as libvirt deletes a VM's tap when it stops or reboots
+    (`lab up` makes it again)."""
+    _batch(f"{lab_name}-host", [f"link del {port}"])
+
+
 def fleet_down(name: str) -> list[str]:
     """Stop the agents and the server, remove the labs, the control namespace and the state directory."""
     where = state_dir(name)
