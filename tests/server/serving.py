@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,19 @@ from .conftest import Server, free_port, openstack_cli
 
 @contextmanager
 def running_server(tmp: Path, db: str, *options: str, env: dict[str, str] | None = None,
-                   name: str = "server", cafile: Path | None = None) -> Iterator[Server]:
+                   name: str = "server", cafile: Path | None = None,
+                   wrap: Callable[[list[str]], list[str]] | None = None) -> Iterator[Server]:
     """`vmqos server --listen 127.0.0.1:PORT --db DB OPTIONS...`, up before the body runs, stopped after;
-    over https, trusting `cafile`, when it is given (the options then hold --tls-cert and --tls-key)."""
+    over https, trusting `cafile`, when it is given (the options then hold --tls-cert and --tls-key);
+    `wrap` turns the command line into the one that runs it (a sandbox that execs it: the same process)."""
     port = free_port()
     context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     log_path = tmp / f"{name}.log"
     log = open(log_path, "w")
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))} | (env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen", f"127.0.0.1:{port}",
-                             "--db", db, *options], cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+    argv = [sys.executable, "-m", "vmqos.cli.main", "server", "--listen", f"127.0.0.1:{port}", "--db", db, *options]
+    proc = subprocess.Popen(wrap(argv) if wrap else argv, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                            env=child_env)
     url = f"{'https' if cafile else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -44,7 +47,7 @@ def running_server(tmp: Path, db: str, *options: str, env: dict[str, str] | None
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{name} did not start: {log_path.read_text()}")
             time.sleep(0.1)
-        yield Server(url, db, openstack_cli(), tmp)
+        yield Server(url, db, openstack_cli(), tmp, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -1,7 +1,7 @@
 """`vmqos server --tls-cert FILE --tls-key FILE`: HTTPS for the real openstack CLI, and nothing else.
 
 A throw-away CA and a server certificate for 127.0.0.1 are made with Debian's `openssl` CLI in a
-temp dir, as an operator's own CA would issue them. The server serves them; the unmodified
+temp dir (the `pki` fixture, conftest.py), as an operator's own CA would issue them. The server serves them; the unmodified
 python-openstackclient gets a token and creates and lists a QoS policy over https with
 `--os-cacert` (the catalog it follows must then say https too), and refuses the server without
 it. A plain-HTTP request to the same port gets no HTTP answer. Bad files (missing, a directory,
@@ -17,7 +17,6 @@ import socket
 import ssl
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,47 +26,10 @@ from vmqos.services import tls
 from vmqos.services.authn import IdentityUnavailable, KeystoneSettings
 from vmqos.services.keystone_remote import KeystoneAuthenticator
 
-from .conftest import ADMIN_PASSWORD, Server, free_port, vmqos
+from .conftest import ADMIN_PASSWORD, Pki, Server, free_port, openssl, vmqos
 from .serving import call, running_server, token
 
 pytestmark = pytest.mark.server
-
-EC = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-SERVER_EXTENSIONS = """\
-subjectAltName = IP:127.0.0.1, DNS:localhost
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid, issuer
-"""
-
-
-@dataclass(frozen=True)
-class Pki:
-    dir: Path
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.fail("Debian's openssl CLI is not installed: apt-get install openssl (`make` installs it)")
-    d = tmp_path_factory.mktemp("vq-pki")
-    _openssl("req", "-x509", *EC, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=vmqos test CA",
-             cwd=d)
-    _openssl("req", *EC, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "server.ext").write_text(SERVER_EXTENSIONS)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "2", "-extfile", "server.ext", "-out", "server.pem", cwd=d)
-    return Pki(d, d / "ca.pem", d / "server.pem", d / "server.key")
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +87,8 @@ def test_plain_http_on_the_tls_port_gets_no_http_answer(tls_server: Server, pki:
 
 def _bad_files(pki: Pki) -> dict[str, tuple[tuple[str | None, str | None], str]]:
     d = pki.dir
-    _openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key", cwd=d)
-    _openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes256", "-pass",
+    openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key", cwd=d)
+    openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes256", "-pass",
              "pass:secret", "-out", "encrypted.key", cwd=d)
     cert, key = str(pki.cert), str(pki.key)
     return {
@@ -158,7 +120,7 @@ def test_every_bad_tls_file_is_named_with_its_fix(pki: Pki):
 def test_the_command_refuses_a_bad_file_in_one_line_before_anything_listens(pki: Pki, tmp_path: Path):
     port = free_port()
     other = pki.dir / "other-cli.key"
-    _openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(other), cwd=pki.dir)
+    openssl("genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(other), cwd=pki.dir)
     done = vmqos("server", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 'never.db'}",
                  "--tls-cert", str(pki.cert), "--tls-key", str(other), cwd=tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)
