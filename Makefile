@@ -19,9 +19,12 @@ APT_STAMP := /var/lib/vmqos-apt.stamp
 # boots under TCG in seconds (KVM here is nested and too slow, kernel-lab-facts.md §6).
 # postgresql (15 on Debian 12): the suite runs the store and the server on a throw-away cluster
 # (initdb in a temp dir, tests/pgcluster.py); its service is not used and need not run.
+# openssl: the server's TLS test makes a throw-away CA and certificate with it. systemd (its
+# systemd-analyze) and libseccomp2: the tests verify contrib/systemd's units and run the server and
+# the agent's work under their system-call filters (tests/unit_sandbox.py); systemd need not run.
 APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util-linux \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc \
-	linux-image-amd64 busybox-static cpio postgresql
+	linux-image-amd64 busybox-static cpio postgresql openssl systemd libseccomp2
 
 .PHONY: demo test test-core deps apt venv clean
 

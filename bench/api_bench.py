@@ -13,6 +13,8 @@ validated once per call, as the route does), in this process. For each operation
 
   policy list   GET /v2.0/qos/policies (all N)      services.policies.list_policies
   policy show   GET /v2.0/qos/policies/{id}         services.policies.show_policy
+  port show     GET /v2.0/ports/{id}                services.neutron_ports.show_port (a port bound to a
+                                                    host, with the first policy; its network has the second)
   rule update   PUT .../bandwidth_limit_rules/{id}  services.policy_rules.update_rule (max_kbps alternates)
 
 Reported: requests/s, p50 and p99 latency over HTTP, the same for the direct calls, and the ratio
@@ -39,7 +41,7 @@ from typing import Any, Callable
 
 import httpx
 
-from vmqos.services import identity, policies, policy_rules
+from vmqos.services import identity, networks, neutron_ports, policies, policy_rules
 from vmqos.store import Store
 
 ADMIN_PASSWORD = "bench-secret"
@@ -51,20 +53,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _populate(db: str, count: int) -> tuple[str, str, str]:
-    """N policies with one rule each; the token, and the policy and rule the single-object calls use."""
+def _populate(db: str, count: int) -> tuple[str, str, str, str]:
+    """N policies with one rule each, and a network and a port that carry two of them; the token, and the
+    policy, rule and port the single-object calls use."""
     with Store(db) as store:
         identity.bootstrap(store, ADMIN_PASSWORD)
         issued = identity.authenticate(store, {"name": "admin", "domain": {"id": "default"}}, ADMIN_PASSWORD,
                                        {"name": "admin", "domain": {"id": "default"}})
-        first = ("", "")
-        for i in range(count):
+        made_ids = []
+        first_rule = ""
+        for i in range(max(2, count)):
             made = policies.create_policy(store, issued.caller, {"policy": {"name": f"bench-{i:05d}"}})
             rule = policy_rules.create_rule(store, issued.caller, made["id"], "bandwidth_limit",
                                             {"bandwidth_limit_rule": {"max_kbps": 10_000 + i, "max_burst_kbps": 800}})
-            if i == 0:
-                first = (made["id"], rule["id"])
-    return issued.token, *first
+            made_ids.append(made["id"])
+            first_rule = first_rule or rule["id"]
+        network = networks.create_network(store, issued.caller, {"network": {
+            "name": "bench-net", "qos_policy_id": made_ids[1]}})
+        port = neutron_ports.create_port(store, issued.caller, {"port": {
+            "name": "bench-port", "network_id": network["id"], "qos_policy_id": made_ids[0],
+            "binding:host_id": "bench-host", "device_id": "bench-instance"}})
+    return issued.token, made_ids[0], first_rule, port["id"]
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -104,7 +113,7 @@ def _start_server(db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
 def run_once(count: int, requests: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vq-apibench-") as tmp:
         db = f"sqlite:///{tmp}/vmqos.db"
-        token, policy_id, rule_id = _populate(db, count)
+        token, policy_id, rule_id, port_id = _populate(db, count)
         port = _free_port()
         proc = _start_server(db, port, Path(tmp) / "server.log")
         try:
@@ -122,6 +131,7 @@ def run_once(count: int, requests: int) -> dict[str, Any]:
                 over_http = {
                     "policy list": _timed(http("GET", base), max(10, requests // 10)),
                     "policy show": _timed(http("GET", f"{base}/{policy_id}"), requests),
+                    "port show": _timed(http("GET", f"http://127.0.0.1:{port}/v2.0/ports/{port_id}"), requests),
                     "rule update": _timed(http("PUT", rule_url, rule_body), requests),
                 }
         finally:
@@ -137,6 +147,7 @@ def run_once(count: int, requests: int) -> dict[str, Any]:
                 "policy list": _timed(direct(lambda who, i: policies.list_policies(store, who, {})),
                                       max(10, requests // 10)),
                 "policy show": _timed(direct(lambda who, i: policies.show_policy(store, who, policy_id)), requests),
+                "port show": _timed(direct(lambda who, i: neutron_ports.show_port(store, who, port_id)), requests),
                 "rule update": _timed(direct(lambda who, i: policy_rules.update_rule(
                     store, who, policy_id, "bandwidth_limit", rule_id, rule_body(i))), requests),
             }

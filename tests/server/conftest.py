@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +57,7 @@ class Server:
     db: str
     cli: Path
     cwd: Path
+    pid: int | None = None  # the server's process
 
     def openstack(self, *args: str, user: str = "admin", project: str | None = None,
                   password: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -102,3 +104,43 @@ def server(request, tmp_path_factory):
 
     with running_server(tmp, db) as started:
         yield started
+
+
+# A throw-away CA and a server certificate for 127.0.0.1 (the TLS tests), made with Debian's openssl CLI as
+# an operator's own CA would issue them.
+EC = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+SERVER_EXTENSIONS = """\
+subjectAltName = IP:127.0.0.1, DNS:localhost
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+"""
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    if shutil.which("openssl") is None:
+        pytest.fail("Debian's openssl CLI is not installed: apt-get install openssl (`make` installs it)")
+    d = tmp_path_factory.mktemp("vq-pki")
+    openssl("req", "-x509", *EC, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=vmqos test CA",
+            cwd=d)
+    openssl("req", *EC, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "server.ext").write_text(SERVER_EXTENSIONS)
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "server.ext", "-out", "server.pem", cwd=d)
+    return Pki(d, d / "ca.pem", d / "server.pem", d / "server.key")

@@ -188,7 +188,8 @@ def test_management_errors_are_keystones_bodies(db_url):
 
 def test_the_settings_the_server_hands_its_process():
     settings = ServerAuth("keystone", AuthSettings(timedelta(seconds=600), 4, timedelta(seconds=30)),
-                          KeystoneSettings("http://k:5000/v3", "svc", "secret", "service", cache_seconds=5))
+                          KeystoneSettings("http://k:5000/v3", "svc", "secret", "service", cache_seconds=5,
+                                           cafile="/etc/vmqos/tls/ca.pem"))
     assert ServerAuth.from_env(settings.to_env()) == settings
     assert "secret" not in repr(settings)
     assert ServerAuth.from_env({}) == ServerAuth()

@@ -36,8 +36,9 @@ def _store(request: Request) -> Store:
 
 
 def caller(request: Request) -> Caller:
-    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise)."""
-    return auth.caller(request)  # this server's tokens, or an external Keystone's (--auth keystone)
+    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise; this server's tokens, or an
+    external Keystone's), if it is a project's user: a service caller (an agent) gets Nova's 403."""
+    return auth.project_member(request, "Nova", lambda message: Fault(403, message))
 
 
 def version(request: Request) -> Version:

@@ -80,16 +80,9 @@ def network_version(request: Request) -> dict[str, Any]:
 
 
 def caller(request: Request) -> Caller:
-    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise), if it is a project's user.
-
-    A service caller (an agent, bound to a host) is no project's member: Neutron's resources are not
-    its to read or change, whatever project its token is scoped to (403, as Neutron's policy says)."""
-    who = auth.caller(request)
-    if who.is_service:
-        raise NeutronError(403, "PolicyNotAuthorized",
-                           f"user {who.user.name} has the service role: it is no project's member and may not use "
-                           "the Neutron API (an agent reads its host's state from vmqos's own API)")
-    return who
+    """The caller behind X-Auth-Token (keystonemiddleware's 401 otherwise), if it is a project's user
+    (a service caller: 403 PolicyNotAuthorized, as Neutron's policy says)."""
+    return auth.project_member(request, "Neutron", lambda message: NeutronError(403, "PolicyNotAuthorized", message))
 
 
 def store_of(request: Request) -> Store:

@@ -36,8 +36,10 @@ def store_of(request: Request) -> Store:
 
 
 def caller(request: Request, project_id: str) -> Caller:
-    """The caller behind X-Auth-Token, whose token must be scoped to the URL's project."""
-    who = auth.caller(request)  # this server's tokens, or an external Keystone's (--auth keystone)
+    """The caller behind X-Auth-Token (this server's tokens, or an external Keystone's), whose token must
+    be scoped to the URL's project; a service caller (an agent) gets Cinder's 403 first, whatever its
+    token's project."""
+    who = auth.project_member(request, "Cinder", lambda message: Fault(403, message))
     if who.project is None or who.project.id != project_id:
         raise bad_request("Malformed request url")
     return who

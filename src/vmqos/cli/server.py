@@ -19,11 +19,15 @@ import click
 from vmqos.cli.logs import HANDLER, StderrHandler, TextFormatter
 from vmqos.cli.port import DB_HELP
 from vmqos.core.errors import InvalidValue
-from vmqos.services import identity
+from vmqos.services import identity, tls
 from vmqos.services.auth_config import KeystoneSettings, ServerAuth
 from vmqos.services.identity import AuthSettings
 
 DEFAULT_LISTEN = "127.0.0.1:9696"  # Neutron's port
+# How long a stop (SIGTERM, `systemctl stop`) waits for open connections before it cuts them. Over TLS an
+# idle keep-alive connection of a client that keeps its pool (requests, keystoneauth) never answers the
+# server's close_notify, and asyncio waits 30 s for it: without this bound the server took 31 s to stop.
+SHUTDOWN_GRACE_S = 5
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -48,6 +52,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 @click.option("--netns", metavar="NS",
               help="with --all-in-one: the network namespace that holds the ports' devices "
                    "(default: this one; a lab's host namespace is LAB-host)")
+@click.option("--tls-cert", metavar="FILE",
+              help="serve HTTPS with this certificate (PEM: the server's, then its intermediate CAs); with --tls-key")
+@click.option("--tls-key", metavar="FILE",
+              help="the certificate's private key (PEM, unencrypted, readable only by the server's user)")
 @click.option("--auth", "mode", type=click.Choice(["local", "keystone"]), default="local", show_default=True,
               help="local: this server issues tokens (/v3); keystone: it validates tokens at --keystone-url")
 @click.option("--token-ttl", type=int, default=3600, show_default=True, metavar="SECONDS",
@@ -70,12 +78,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
               metavar="NAME")
 @click.option("--keystone-cache-seconds", type=int, default=60, show_default=True, metavar="SECONDS",
               help="how long a validation is trusted: a token revoked at Keystone works here that long")
+@click.option("--keystone-cacert", envvar="OS_CACERT", metavar="FILE",
+              help="the CA that signed an https Keystone's certificate (or $OS_CACERT; default: the system's CAs)")
 @click.pass_context
 def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, host_name: str | None,
-           netns: str | None, mode: str, token_ttl: int, lockout_attempts: int, lockout_seconds: int,
-           keystone_url: str | None, keystone_user: str | None, keystone_password: str | None,
-           keystone_project: str | None, keystone_user_domain: str, keystone_project_domain: str,
-           keystone_cache_seconds: int) -> None:
+           netns: str | None, tls_cert: str | None, tls_key: str | None, mode: str, token_ttl: int,
+           lockout_attempts: int, lockout_seconds: int, keystone_url: str | None, keystone_user: str | None,
+           keystone_password: str | None, keystone_project: str | None, keystone_user_domain: str,
+           keystone_project_domain: str, keystone_cache_seconds: int, keystone_cacert: str | None) -> None:
     """Serve Keystone v3 tokens and Neutron QoS policies, networks and ports (/v3, /v2.0) for the openstack CLI.
 
     Run `vmqos server init --admin-password PW` once first; then
@@ -90,6 +100,9 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     \b
     Example: vmqos server --all-in-one --netns lab-host --host compute1
 
+    With --tls-cert and --tls-key it serves HTTPS only (clients: OS_AUTH_URL=https://..., and
+    OS_CACERT=FILE when a private CA signed the certificate); the files are checked before it listens.
+
     With a cloud's own Keystone it issues no tokens and manages no users; it validates tokens there:
     \b
       OS_PASSWORD=... vmqos server --auth keystone --keystone-url https://keystone:5000/v3 \\
@@ -101,11 +114,13 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     if not all_in_one and (host_name is not None or netns is not None):
         raise InvalidValue("--host/--netns", host_name or netns, "they say where --all-in-one enforces: add "
                                                                  "--all-in-one, or leave them out")
+    served_tls = tls.server_tls(tls_cert, tls_key)  # one line for a bad file, before anything listens
     keystone = None
     if mode == "keystone":
         keystone = KeystoneSettings(keystone_url or "", keystone_user or "", keystone_password or "",
                                     keystone_project or "", keystone_user_domain, keystone_project_domain,
-                                    keystone_cache_seconds)
+                                    keystone_cache_seconds,
+                                    tls.ca_file("--keystone-cacert", keystone_cacert) if keystone_cacert else None)
     settings = ServerAuth(mode, AuthSettings(timedelta(seconds=token_ttl), lockout_attempts,
                                              timedelta(seconds=lockout_seconds)), keystone)
     url = db or os.environ.get("VMQOS_DB") or None
@@ -115,11 +130,15 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     os.environ.update(settings.to_env())
     import uvicorn  # lazy: ~100 ms that every other `vmqos` command would pay
 
+    options: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
+                               "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
+    if served_tls is not None:
+        options |= {"ssl_certfile": served_tls.certfile, "ssl_keyfile": served_tls.keyfile}
     if not all_in_one:
-        uvicorn.run("vmqos.api.app:create_app", factory=True, host=host, port=port, log_level="info")
+        uvicorn.run("vmqos.api.app:create_app", **options)
         return
-    all_in_one_server(uvicorn.Config("vmqos.api.app:create_app", factory=True, host=host, port=port,
-                                     log_level="info"), url, host_name or socket.gethostname(), netns)
+    all_in_one_server(uvicorn.Config("vmqos.api.app:create_app", **options), url,
+                      host_name or socket.gethostname(), netns)
 
 
 @server.command()

@@ -48,6 +48,7 @@ class KeystoneSettings:
     user_domain_name: str = "Default"
     project_domain_name: str = "Default"
     cache_seconds: int = 60  # how long a validation (or a refusal) is trusted: a revoked token works that long
+    cafile: str | None = None  # the CA that signed an https Keystone's certificate (else the system's CAs)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -84,6 +85,8 @@ class ServerAuth:
                     "VMQOS_KEYSTONE_USER_DOMAIN": k.user_domain_name,
                     "VMQOS_KEYSTONE_PROJECT_DOMAIN": k.project_domain_name,
                     "VMQOS_KEYSTONE_CACHE_SECONDS": str(k.cache_seconds)}
+            if k.cafile:
+                env["VMQOS_KEYSTONE_CACERT"] = k.cafile
         return env
 
     @classmethod
@@ -109,5 +112,6 @@ class ServerAuth:
                                         env.get("VMQOS_KEYSTONE_PROJECT", ""),
                                         env.get("VMQOS_KEYSTONE_USER_DOMAIN") or "Default",
                                         env.get("VMQOS_KEYSTONE_PROJECT_DOMAIN") or "Default",
-                                        number("VMQOS_KEYSTONE_CACHE_SECONDS", 60))
+                                        number("VMQOS_KEYSTONE_CACHE_SECONDS", 60),
+                                        env.get("VMQOS_KEYSTONE_CACERT") or None)
         return cls(mode, local, keystone)
