@@ -155,12 +155,13 @@ def _show_enforcer_logs() -> None:
     if any(h.get_name() == HANDLER and not isinstance(h, logging.NullHandler)
            for h in logging.getLogger("vmqos").handlers):
         return
-    logger = logging.getLogger("vmqos.services.neutron_enforcer")
     handler = StderrHandler()
     handler.setFormatter(TextFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    for name in ("vmqos.services.neutron_enforcer", "vmqos.services.enforcer"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str | None) -> None:
