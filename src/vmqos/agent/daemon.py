@@ -34,11 +34,10 @@ from vmqos.agent.reports import Reporter
 from vmqos.agent.watch import Follower
 from vmqos.core.errors import VmqosError
 from vmqos.core.fleet.desired import POLICY_PREFIX
-from vmqos.core.fleet.report import PortStatus, port_status
+from vmqos.core.fleet.report import AgentReport, PortStatus, port_status
 from vmqos.drivers.libvirt_events import DomainEvent, LifecycleWatcher
 from vmqos.drivers.link_events import LinkWatcher
 from vmqos.monitor.daemon import Monitor, MonitorConfig
-from vmqos.reconcile.execute import Reconciler
 from vmqos.services import agent_cache
 from vmqos.services.agent_cache import Kept
 from vmqos.services.enforcer import Enforcer, WantedPorts
@@ -100,7 +99,7 @@ class Agent:
     """One host's agent over its cache store; `start()`, then `stop()` (or `run(stop)`)."""
 
     def __init__(self, settings: AgentSettings, feed: DesiredFeed, store: Store, *,
-                 kernel: Kernel = Reconciler) -> None:
+                 kernel: Kernel | None = None) -> None:
         self.settings, self.feed, self.store = settings, feed, store
         s = settings
         self.stop_event = threading.Event()
@@ -117,7 +116,8 @@ class Agent:
                                  retry_s=s.retry_s)
         self.monitor = Monitor(store, s.netns, s.monitor) if s.monitor is not None else None
         self.reporter = Reporter(feed, store, s.netns, s.server, statuses=self.statuses,
-                                 applied=lambda: self.applied_revision, monitor=self.monitor, interval_s=s.report_s)
+                                 applied=lambda: self.applied_revision, monitor=self.monitor, interval_s=s.report_s,
+                                 on_sent=self._reported)
         self.exporter: Exporter | None = None
         self.passes = 0
         self._threads: list[threading.Thread] = []
@@ -146,6 +146,12 @@ class Agent:
         out += [PortStatus(device, revision, "in_sync", "released") for device, revision in sorted(released.items())
                 if device not in self.follower.rows and device not in e.placed]
         return out
+
+    def _reported(self, report: AgentReport) -> None:
+        """A release the server took is not reported again."""
+        for port in report.ports:
+            if self.released.get(port.device) == port.revision and port.device not in self.follower.rows:
+                del self.released[port.device]
 
     # -- the threads -------------------------------------------------------------------------------
 

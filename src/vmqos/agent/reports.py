@@ -34,8 +34,9 @@ class Reporter:
 
     def __init__(self, feed: DesiredFeed, store: Store, netns: str | None, server: str, *,
                  statuses: Callable[[], list[PortStatus]], applied: Callable[[], int | None],
-                 monitor: Monitor | None, interval_s: float = 1.0) -> None:
-        self.feed, self.store, self.netns = feed, store, netns
+                 monitor: Monitor | None, interval_s: float = 1.0,
+                 on_sent: Callable[[AgentReport], None] = lambda report: None) -> None:
+        self.feed, self.store, self.netns, self.on_sent = feed, store, netns, on_sent
         self.statuses, self.applied, self.monitor, self.interval_s = statuses, applied, monitor, interval_s
         self.reach = Reachability(server, "reporting")
         self.seen_event = monitoring.last_event_id(store, netns)  # events before the start were someone else's
@@ -91,6 +92,7 @@ class Reporter:
                                                     "quarantine changes wait for the next report")
             return report
         self.reach.ok()
+        self.on_sent(report)
         self.events.clear()
         self.quarantines.clear()
         self.sent += 1

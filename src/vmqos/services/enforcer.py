@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from vmqos.core.desired.neutron_ports import without_unused_policies
-from vmqos.core.desired.ports import PortChange, _find_port, changed_port, scope_of
+from vmqos.core.desired.ports import PortChange, _find_port, changed_port, scope_of, without_port
 from vmqos.core.errors import VmqosError
 from vmqos.core.model.host import HostState, Policy
 from vmqos.drivers.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing, needs_root
 from vmqos.reconcile.decide import missing_device
 from vmqos.reconcile.execute import Reconciler
-from vmqos.services.ports import Kernel, clear_port, reconcile_ports
-from vmqos.services.results import ApplyReport
+from vmqos.services.ports import Kernel, reconcile_ports
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
 from vmqos.store.health import DatabaseGone
@@ -67,10 +66,7 @@ class PassResult:
     released: list[str] = field(default_factory=list)
     repaired: dict[str, int] = field(default_factory=dict)  # device -> operations that repaired it
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def _errors(report: ApplyReport) -> str:
-    return "; ".join(r.error for r in report.results if r.error) or "failed"
+    saved: bool = False  # the scope's desired state changed
 
 
 class Enforcer:
@@ -81,7 +77,7 @@ class Enforcer:
     namespace (the fake one in tests)."""
 
     def __init__(self, store: Store, netns: str | None, source: Callable[[], WantedPorts], *, actor: str,
-                 prefix: str, kernel: Kernel = Reconciler, retry_s: float = 1.0) -> None:
+                 prefix: str, kernel: Kernel | None = None, retry_s: float = 1.0) -> None:
         self.store, self.netns, self.source = store, netns, source
         self.actor, self.prefix, self.kernel, self.retry_s = actor, prefix, kernel, retry_s
         self.scope = scope_of(netns)
@@ -93,9 +89,9 @@ class Enforcer:
     def preflight(self, what: str) -> None:
         """Refuse to start without the privileges or the namespace, as one line, before anything runs."""
         lacking = missing(CAP_NET_ADMIN, *((CAP_SYS_ADMIN,) if self.netns else ()))
-        if lacking:
+        if lacking and self.kernel is None:  # another kernel (the fake one) needs no privilege
             raise needs_root(what, lacking)
-        with self.kernel(self.netns):  # a namespace that does not exist is NotFound here
+        with (self.kernel or Reconciler)(self.netns):  # a namespace that does not exist is NotFound here
             pass
 
     def is_missing(self, device: str) -> bool:
@@ -149,17 +145,28 @@ class Enforcer:
                 log.info("device %s: limited now", want.device)
         if kept != state:
             self.store.save(self.scope, kept, actor=self.actor, summary=f"{len(done.placed)} ports")
+            done.saved = True
 
-    def _release(self, device: str, done: PassResult) -> None:
-        report = clear_port(self.store, self.netns, device, kernel=self.kernel)
-        if not report.ok:
-            self._fail(device, _errors(report), done)
-            return
-        records.unmark_enforced(self.store, self.scope, device)
-        self.placed.pop(device, None)
-        self.failing.pop(device, None)
-        done.released.append(device)
-        log.info("device %s released: nothing is wanted on it any more", device)
+    def _release(self, devices: list[str], state: HostState, done: PassResult) -> None:
+        """One reconciler pass that clears every device of `devices`; the stored state loses those that
+        were cleared (as `vmqos port clear` does, for many at once)."""
+        report = reconcile_ports(self.store, self.netns, state, [], clear=devices, kernel=self.kernel)
+        results = {r.port: r for r in report.results}
+        kept = state
+        for device in devices:
+            result = results.get(device)
+            if result is not None and result.error:
+                self._fail(device, result.error, done)
+                continue
+            kept = without_port(kept, device)
+            records.unmark_enforced(self.store, self.scope, device)
+            self.placed.pop(device, None)
+            self.failing.pop(device, None)
+            done.released.append(device)
+            log.info("device %s released: nothing is wanted on it any more", device)
+        if kept != state:
+            self.store.save(self.scope, kept, actor=self.actor, summary=f"released {len(done.released)} ports")
+            done.saved = True
 
     def sync(self, *, full: bool = True, only: Collection[str] | None = None) -> PassResult:
         """One pass. `full` reads every wanted device back from the kernel (drift repaired); else only
@@ -172,10 +179,11 @@ class Enforcer:
         done = PassResult()
         with self.store.writer(self.scope):  # the operator's `port set` waits for the pass, not the other way
             marks = records.enforced(self.store, self.scope)
-            gone = set(marks) - set(wanted)
-            for device in sorted(gone if only is None else gone & set(only)):
-                self._guard([device], partial(self._release, device, done), done)
+            gone = sorted(set(marks) - set(wanted) if only is None else (set(marks) - set(wanted)) & set(only))
             state = self.store.load(self.scope)
+            if gone:
+                self._guard(gone, partial(self._release, gone, state, done), done)
+                state = self.store.load(self.scope)
             todo: list[Wanted] = []
             for device, want in sorted(wanted.items()):
                 if only is not None and device not in only:
@@ -192,7 +200,7 @@ class Enforcer:
             if todo:
                 self._guard([w.device for w in todo],
                             partial(self._place, todo, state, marks, done, full and only is None), done)
-            if done.released or todo:
+            if done.released or done.saved:  # a device that came back as it was changes no policy
                 state = self.store.load(self.scope)
                 pruned = without_unused_policies(state, self.prefix)
                 if pruned is not state:

@@ -72,7 +72,7 @@ class WatchedPlans:
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
                     dry_run: bool = False, progress: Progress | None = None,
-                    kernel: Kernel = Reconciler) -> ApplyReport:
+                    kernel: Kernel | None = None) -> ApplyReport:
     """Bring `ports` of `state` (all: None) and the `clear` ones to the kernel, as the scope's writer.
 
     Before the kernel is touched, a port vmqos never applied is recorded as pending (the intent):
@@ -92,7 +92,7 @@ def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: li
         applied = store.applied(scope)
         pending = [] if dry_run else [p for p, plan in plans.items() if plan.objects and p not in applied]
         store.record_applied_many(scope, dict.fromkeys(pending, PENDING))
-        with kernel(netns) as rec:
+        with (kernel or Reconciler)(netns) as rec:  # looked up now: a test may swap the module's Reconciler
             results, record = rec.reconcile(plans, applied=applied, force=force, verify=verify, dry_run=dry_run,
                                             progress=progress)
         failed = {r.port for r in results if r.error and (r.rolled_back or not r.ops)}
@@ -103,7 +103,7 @@ def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: li
 
 
 def set_port(store: Store, netns: str | None, device: str, change: PortChange, *, live: bool = True,
-             config: bool = True, force: bool = False, kernel: Kernel = Reconciler) -> ApplyReport | None:
+             config: bool = True, force: bool = False, kernel: Kernel | None = None) -> ApplyReport | None:
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     scope = scope_of(netns)
@@ -121,7 +121,7 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
 
 
 def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False,
-               kernel: Kernel = Reconciler) -> ApplyReport:
+               kernel: Kernel | None = None) -> ApplyReport:
     scope = scope_of(netns)
     with store.writer(scope):
         state = store.load(scope)
