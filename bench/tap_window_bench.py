@@ -11,8 +11,9 @@ watcher; no libvirt, no monitor, no retry and no resync, so that only the link e
 tap) with a static feed that wants `vqwin0` (2 Mbit/s towards the instance, 3 Mbit/s from it) and
 `--others` veth ports already placed. Each run, a helper process inside the namespace plays QEMU:
 it opens /dev/net/tun and creates the tap with TUNSETIFF (the tap exists when the ioctl returns,
-and goes when the helper closes the descriptor: a VM's stop), and prints CLOCK_MONOTONIC at that
-moment. The agent's side is timed with the same clock:
+and goes when the helper closes the descriptor: a VM's stop), and prints CLOCK_MONOTONIC just
+before the ioctl (the kernel announces the link during the ioctl, so the agent may hear of it
+before the ioctl has returned). The agent's side is timed with the same clock:
 
   detect  creation -> the link watcher hands the device to the enforcer (netlink event, decoding)
   apply   -> the enforcer's targeted pass for that device returns (store, plan, read-back, `ip`,
@@ -56,8 +57,9 @@ for line in sys.stdin:
     cmd, name = line.split()
     if cmd == "create":
         fd = os.open("/dev/net/tun", os.O_RDWR)
+        before = time.monotonic()
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-        print(time.monotonic(), flush=True)
+        print(before, flush=True)
     else:
         os.close(fd)
         print(time.monotonic(), flush=True)

@@ -41,6 +41,8 @@ from vmqos.monitor.daemon import Monitor, MonitorConfig
 from vmqos.services import agent_cache
 from vmqos.services.agent_cache import Kept
 from vmqos.services.enforcer import Enforcer, WantedPorts
+from vmqos.reconcile.execute import Reconciler
+from vmqos.drivers.tc_netlink import TcNetlink
 from vmqos.services.ports import Kernel
 from vmqos.store import Store
 
@@ -95,6 +97,34 @@ class Wake:
             return devices, full
 
 
+class HeldKernel:
+    """The agent's reconciler, kept from pass to pass: opening a namespace's netlink socket costs pyroute2
+    a helper process (about 30 ms, more than half of a tap's first pass). Its caches of link indexes
+    are dropped at each pass (a tap deleted and made again has a new index). Only the enforcer's
+    thread uses it (and `start`, before that thread exists)."""
+
+    def __init__(self) -> None:
+        self.reconciler: _Kept | None = None
+
+    def __call__(self, netns: str | None) -> Reconciler:
+        if self.reconciler is None or self.reconciler.netns != netns:
+            self.reconciler = _Kept(netns)
+        tc = self.reconciler.tc
+        if isinstance(tc, TcNetlink):
+            tc.forget_all()
+        return self.reconciler
+
+    def close(self) -> None:
+        if self.reconciler is not None:
+            Reconciler.close(self.reconciler)
+            self.reconciler = None
+
+
+class _Kept(Reconciler):
+    def close(self) -> None:  # the end of a pass: kept for the next one (HeldKernel.close ends it)
+        pass
+
+
 class Agent:
     """One host's agent over its cache store; `start()`, then `stop()` (or `run(stop)`)."""
 
@@ -112,8 +142,9 @@ class Agent:
         self.follower = Follower(feed, store, s.host, s.server, on_change=self._changed,
                                  inventory=lambda: gather(s.netns, store, self.libvirt), wait_s=s.wait_s,
                                  backoff_max_s=s.backoff_max_s)
-        self.enforcer = Enforcer(store, s.netns, self._wanted, actor=ACTOR, prefix=POLICY_PREFIX, kernel=kernel,
-                                 retry_s=s.retry_s)
+        self.held = HeldKernel() if kernel is None else None
+        self.enforcer = Enforcer(store, s.netns, self._wanted, actor=ACTOR, prefix=POLICY_PREFIX,
+                                 kernel=kernel or self.held, retry_s=s.retry_s, privileged=kernel is None)
         self.monitor = Monitor(store, s.netns, s.monitor) if s.monitor is not None else None
         self.reporter = Reporter(feed, store, s.netns, s.server, statuses=self.statuses,
                                  applied=lambda: self.applied_revision, monitor=self.monitor, interval_s=s.report_s,
@@ -285,6 +316,8 @@ class Agent:
             self.links.close()
         if self.monitor is not None:
             self.monitor.close()
+        if self.held is not None and not any(t.is_alive() for t in self._threads if t.name.endswith("enforcer")):
+            self.held.close()
         log.info("agent of host %s stopped; the limits it placed stay in place", self.settings.host)
 
     def run(self, stop: threading.Event) -> None:

@@ -74,11 +74,14 @@ class Enforcer:
 
     `actor` names it in the scope's history and `prefix` its policies' names in the scope
     (those no port uses any more are removed after a pass). `kernel` is the reconciler of a
-    namespace (the fake one in tests)."""
+    namespace (the fake one in tests; `privileged`, by default whether it is the real one, says
+    whether `preflight` asks for root's capabilities)."""
 
     def __init__(self, store: Store, netns: str | None, source: Callable[[], WantedPorts], *, actor: str,
-                 prefix: str, kernel: Kernel | None = None, retry_s: float = 1.0) -> None:
+                 prefix: str, kernel: Kernel | None = None, retry_s: float = 1.0,
+                 privileged: bool | None = None) -> None:
         self.store, self.netns, self.source = store, netns, source
+        self.privileged = kernel is None if privileged is None else privileged  # the fake kernel needs none
         self.actor, self.prefix, self.kernel, self.retry_s = actor, prefix, kernel, retry_s
         self.scope = scope_of(netns)
         self.placed: dict[str, Policy] = {}  # device -> the policy the kernel was last brought to
@@ -89,7 +92,7 @@ class Enforcer:
     def preflight(self, what: str) -> None:
         """Refuse to start without the privileges or the namespace, as one line, before anything runs."""
         lacking = missing(CAP_NET_ADMIN, *((CAP_SYS_ADMIN,) if self.netns else ()))
-        if lacking and self.kernel is None:  # another kernel (the fake one) needs no privilege
+        if lacking and self.privileged:
             raise needs_root(what, lacking)
         with (self.kernel or Reconciler)(self.netns):  # a namespace that does not exist is NotFound here
             pass
