@@ -16,12 +16,24 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vmqos.core.errors import RevisionGone, VmqosError
 from vmqos.core.fleet.desired import DesiredPage, page_from_wire
 from vmqos.core.fleet.inventory import HostInventory, to_wire as inventory_wire
 from vmqos.core.fleet.report import AgentReport, to_wire as report_wire
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll `probe` until it is truthy (its value), for at most `timeout` s: a bound, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = probe()
+        if seen:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; last seen {seen!r}")
+        time.sleep(0.02)
 
 
 class ServerUnreachable(VmqosError):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from tests.fakefeed import FakeFeed, FakeServer
+from tests.fakefeed import FakeFeed, FakeServer, wait_for
 from vmqos.agent.daemon import Agent, AgentSettings
 from vmqos.core.desired.ports import PortChange
 from vmqos.core.plan.names import ifb_name
@@ -25,19 +25,7 @@ from vmqos.services.ports import set_port
 from vmqos.store import Store
 from vmqos.store import neutron_ports as marks
 
-WAIT_S = 10.0
 RATE = {"egress": {"rate": 3_000_000}}
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = probe()
-        if seen:
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 class Host:
@@ -98,13 +86,16 @@ def test_a_change_reaches_the_kernel_and_a_tombstone_releases_only_its_device(ho
     host.server.delete("tap0")
     wait_for("tap0 released", lambda: not host.held("tap0"))
     assert host.rates("tap1") == {5_000_000}
-    with Store(host.db, read_only=True) as store:
-        assert marks.enforced(store, "") == {"tap1": "p-1"}
-        assert [p.device for _, p in store.load("").ports()] == ["tap1"]
-    report = wait_for("a report after the release", lambda: [r for r in host.server.reports
-                                                             if r["applied_revision"] == 4])[-1]
-    assert {p["device"]: (p["status"], p["revision"]) for p in report["ports"]} == {
-        "tap0": ("in_sync", 4), "tap1": ("in_sync", 2)}  # tap0's tombstone, applied; tap1's row
+
+    def stored() -> tuple[dict[str, str], list[str]]:
+        with Store(host.db, read_only=True) as store:
+            return marks.enforced(store, ""), [p.device for _, p in store.load("").ports()]
+    wait_for("tap0 forgotten in the store", lambda: stored() == ({"tap1": "p-1"}, ["tap1"]))
+    released = wait_for("the release reported", lambda: [p for r in host.server.reports for p in r["ports"]
+                                                          if p["device"] == "tap0" and p["revision"] == 4])
+    assert released[0] == {"device": "tap0", "revision": 4, "status": "in_sync", "message": "released"}
+    report = wait_for("a report at revision 4", lambda: [r for r in host.server.reports if r["applied_revision"] == 4])
+    assert {"device": "tap1", "revision": 2, "status": "in_sync", "message": ""} in report[-1]["ports"]
     wait_for("the release reported once", lambda: "tap0" not in {p["device"] for p in host.server.reports[-1]["ports"]})
     assert agent.follower.reloads == 1
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.fakefeed import FakeFeed, FakeServer
+from tests.fakefeed import FakeFeed, FakeServer, wait_for
 from vmqos.agent.daemon import Agent, AgentSettings
 from vmqos.core.errors import NotFound
 from vmqos.core.plan.names import ifb_name
@@ -45,17 +45,6 @@ def ip(netns: str, *args: str) -> None:
 def tap(netns: str, name: str) -> None:
     ip(netns, "tuntap", "add", name, "mode", "tap")
     ip(netns, "link", "set", name, "up")
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = probe()
-        if seen:
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s; last seen {seen!r}")
-        time.sleep(0.05)
 
 
 def kernel_rates(db: str, netns: str, device: str) -> set[int]:

@@ -71,16 +71,20 @@ class AgentSettings:
 
 
 class Wake:
-    """Work for the enforcer thread: devices to place at once, and a flag for a full pass."""
+    """Work for the enforcer thread: devices to place at once, a flag for a full pass, and the server's
+    revision that the work brings the kernel to (the report's applied revision, once it is done)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._devices: set[str] = set()
         self._full = False
+        self._revision: int | None = None
 
-    def devices(self, devices: Collection[str]) -> None:
+    def devices(self, devices: Collection[str], revision: int | None = None) -> None:
         with self._cond:
             self._devices |= set(devices)
+            if revision is not None:
+                self._revision = revision
             self._cond.notify()
 
     def full(self) -> None:
@@ -88,13 +92,13 @@ class Wake:
             self._full = True
             self._cond.notify()
 
-    def take(self, timeout: float) -> tuple[set[str], bool]:
+    def take(self, timeout: float) -> tuple[set[str], bool, int | None]:
         with self._cond:
-            if not self._devices and not self._full:
+            if not self._devices and not self._full and self._revision is None:
                 self._cond.wait(max(0.0, timeout))
-            devices, full = self._devices, self._full
-            self._devices, self._full = set(), False
-            return devices, full
+            taken = self._devices, self._full, self._revision
+            self._devices, self._full, self._revision = set(), False, None
+            return taken
 
 
 class HeldKernel:
@@ -136,6 +140,7 @@ class Agent:
         self.wake = Wake()
         self.absent: set[str] = set()  # wanted devices the link watcher saw go
         self.released: dict[str, int] = {}  # device -> tombstone revision, reported once
+        self._lock = threading.Lock()  # `released`: the follower, the reporter
         self.applied_revision: int | None = None
         self.links: LinkWatcher | None = None
         self.libvirt: LifecycleWatcher | None = None
@@ -160,12 +165,13 @@ class Agent:
         return agent_cache.wanted(self.follower.rows, self.settings.server)
 
     def _changed(self, kept: Kept) -> None:
-        for change in kept.changes:
-            if change.tombstone:
-                self.released[change.device] = change.revision
-            else:
-                self.released.pop(change.device, None)
-        self.wake.devices([c.device for c in kept.changes])
+        with self._lock:
+            for change in kept.changes:
+                if change.tombstone:
+                    self.released[change.device] = change.revision
+                else:
+                    self.released.pop(change.device, None)
+        self.wake.devices([c.device for c in kept.changes], kept.revision)
 
     def statuses(self) -> list[PortStatus]:
         e = self.enforcer
@@ -173,16 +179,18 @@ class Agent:
                            error=e.failing.get(device), missing=e.is_missing(device), absent=device in self.absent,
                            foreign=device in e.foreign)
                for device, row in sorted(self.follower.rows.items())]
-        released = dict(self.released)
+        with self._lock:
+            released = dict(self.released)
         out += [PortStatus(device, revision, "in_sync", "released") for device, revision in sorted(released.items())
                 if device not in self.follower.rows and device not in e.placed]
         return out
 
     def _reported(self, report: AgentReport) -> None:
         """A release the server took is not reported again."""
-        for port in report.ports:
-            if self.released.get(port.device) == port.revision and port.device not in self.follower.rows:
-                del self.released[port.device]
+        with self._lock:
+            for port in report.ports:
+                if self.released.get(port.device) == port.revision and port.device not in self.follower.rows:
+                    del self.released[port.device]
 
     # -- the threads -------------------------------------------------------------------------------
 
@@ -193,10 +201,9 @@ class Agent:
         while not self.stop_event.is_set():
             now = time.monotonic()
             until = next_full if not self.enforcer.failing else min(next_full, next_retry)
-            devices, full = self.wake.take(until - now)
+            devices, full, revision = self.wake.take(until - now)
             if self.stop_event.is_set():
                 return
-            revision = self.follower.revision  # what the pass covers: read before the rows are
             now = time.monotonic()
             if devices:
                 self.enforcer.sync(full=False, only=devices)
@@ -210,7 +217,8 @@ class Agent:
                 self.passes += 1
             if self.enforcer.failing and now >= next_retry:
                 next_retry = now + s.retry_s
-            self.applied_revision = revision
+            if revision is not None:  # every change up to it went through a pass
+                self.applied_revision = revision
 
     def _watch_links(self, links: LinkWatcher) -> None:
         while not self.stop_event.is_set():

@@ -110,7 +110,8 @@ class Follower:
             log.info("revision %s -> %d: %d devices changed (%s)", before if before is not None else "none",
                      kept.revision, len(kept.changes), ", ".join(c.device for c in kept.changes[:10])
                      + (", ..." if len(kept.changes) > 10 else ""))
-            self.on_change(kept)
+        if kept.changes or kept.revision != before:
+            self.on_change(kept)  # a revision that changed nothing here is applied too
         return kept
 
     def run(self, stop: threading.Event) -> None:

@@ -25,9 +25,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from pyroute2.netns import create_socket
-
-from vmqos.drivers.privileges import open_in_netns
+from vmqos.drivers.counters import netlink_socket
 from vmqos.drivers.process import check_netns
 from vmqos.drivers.tc_netlink import kernel_error
 
@@ -106,15 +104,8 @@ class LinkWatcher:
     def __init__(self, netns: str | None = None) -> None:
         check_netns(netns)
         self.netns = netns
-        self._sock = open_in_netns(netns, lambda **ns: create_socket(family=socket.AF_NETLINK,
-                                                                     socket_type=socket.SOCK_RAW,
-                                                                     proto=NETLINK_ROUTE, **ns))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # a burst of 1,000 taps
-        self._sock.bind((0, RTMGRP_LINK))
-        self._dumper = open_in_netns(netns, lambda **ns: create_socket(family=socket.AF_NETLINK,
-                                                                       socket_type=socket.SOCK_RAW,
-                                                                       proto=NETLINK_ROUTE, **ns))
-        self._dumper.bind((0, 0))
+        self._sock = netlink_socket(netns, NETLINK_ROUTE, groups=RTMGRP_LINK, rcvbuf=1 << 22)  # 1,000 new taps
+        self._dumper = netlink_socket(netns, NETLINK_ROUTE)
         self._seq = itertools.count(1)
         self._known: dict[str, int] = {}  # name -> index, of the links seen
         self.overflows = 0  # times the kernel dropped events (ENOBUFS): the caller should resync
