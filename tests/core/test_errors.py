@@ -15,6 +15,7 @@ EXPECTED = {  # class: (exit_code, http_status)
     "ConflictError": (2, 409),
     "UnsupportedError": (2, 400),
     "NotFound": (1, 404),
+    "RevisionGone": (1, 410),  # the agent reads the whole desired state again
     "KernelError": (1, 500),
     "ToolTimeout": (1, 504),
     "PrivilegeError": (77, 500),  # sysexits' EX_NOPERM: run as root

@@ -118,6 +118,22 @@ def configure(verbose: int = 0, log_level: str | None = None, log_json: bool = F
     return logger
 
 
+def daemon_logs(*names: str) -> None:
+    """The lines of these loggers on stderr at INFO, when no -v/--log-level asked for logs (then `vmqos`
+    logs nowhere): an operator of a daemon (`server --all-in-one`, `agent`) must see a port that
+    could not be limited and a server that went away."""
+    if any(h.get_name() == HANDLER and not isinstance(h, logging.NullHandler)
+           for h in logging.getLogger(LOGGER).handlers):
+        return
+    handler = StderrHandler()
+    handler.setFormatter(TextFormatter())
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 HELP = """\b
 Logging (to stderr; off unless asked for, so that output stays as it is):
   -v INFO (one line per reconcile pass, the monitor's actions), -vv DEBUG;

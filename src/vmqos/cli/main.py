@@ -7,6 +7,7 @@ import sys
 import click
 
 from vmqos import __version__
+from vmqos.cli.agent import agent
 from vmqos.cli.convert import convert
 from vmqos.cli.errors import run
 from vmqos.cli.identity import identity_group
@@ -55,6 +56,7 @@ cli.add_command(volume)
 cli.add_command(vm)
 cli.add_command(verify)
 cli.add_command(server)
+cli.add_command(agent)
 cli.add_command(identity_group)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from vmqos.cli.logs import HANDLER, StderrHandler, TextFormatter
+from vmqos.cli.logs import daemon_logs
 from vmqos.cli.port import DB_HELP
 from vmqos.core.errors import InvalidValue
 from vmqos.services import identity, tls
@@ -166,22 +166,6 @@ def user(name: str, password: str, project: str, role: str, db: str | None) -> N
     click.echo(f"user {found.name} ({found.id}) has role {role} on project {project}")
 
 
-def _show_enforcer_logs() -> None:
-    """The enforcer's lines on stderr beside uvicorn's, at INFO, when no -v/--log-level asked for logs
-    (then `vmqos` logs nowhere): an operator must see a port that could not be limited."""
-    import logging
-
-    if any(h.get_name() == HANDLER and not isinstance(h, logging.NullHandler)
-           for h in logging.getLogger("vmqos").handlers):
-        return
-    logger = logging.getLogger("vmqos.services.neutron_enforcer")
-    handler = StderrHandler()
-    handler.setFormatter(TextFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str | None) -> None:
     """uvicorn in this (the main) thread, the enforcer in another; Ctrl-C or SIGTERM stops both.
 
@@ -192,7 +176,7 @@ def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str |
 
     from vmqos.services.neutron_enforcer import EnforcerThread  # lazy: the reconciler, only for --all-in-one
 
-    _show_enforcer_logs()
+    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer")
     served = uvicorn.Server(config)
 
     def stop_serving() -> None:

@@ -122,3 +122,11 @@ class NotFound(VmqosError):
 
     exit_code = 1
     http_status = 404
+
+
+class RevisionGone(VmqosError):
+    """The server no longer keeps the changes after the revision asked for (410 Gone: its tombstones were
+    compacted); the agent reads the whole desired state again (`GET /v1/hosts/{host}/desired`)."""
+
+    exit_code = 1
+    http_status = 410

@@ -161,17 +161,23 @@ def _nft_counter(data: bytes, offset: int, end: int, table: bytes) -> tuple[str,
     return (name, CounterValue(packets, nbytes)) if ok and name else None
 
 
+def netlink_socket(netns: str | None, proto: int, *, groups: int = 0, rcvbuf: int = 1 << 20) -> socket.socket:
+    """A raw netlink socket made inside `netns` (pyroute2 enters the namespace for it), bound to the
+    multicast `groups` (0: none), with a receive buffer of `rcvbuf` bytes."""
+    sock = open_in_netns(netns, lambda **ns: create_socket(family=socket.AF_NETLINK, socket_type=socket.SOCK_RAW,
+                                                           proto=proto, **ns))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((0, groups))
+    return sock
+
+
 class CounterReader:
     """Netlink sockets in one namespace that dump every qdisc's, link's and named nft counter's values."""
 
     def __init__(self, netns: str | None = None) -> None:
         check_netns(netns)
         self.netns = netns
-        self._sock = open_in_netns(netns, lambda **ns: create_socket(family=socket.AF_NETLINK,
-                                                                     socket_type=socket.SOCK_RAW,
-                                                                     proto=NETLINK_ROUTE, **ns))
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self._sock.bind((0, 0))
+        self._sock = netlink_socket(netns, NETLINK_ROUTE)
         self._nfsock: socket.socket | None = None
         self._seq = itertools.count(1)
 
@@ -226,10 +232,7 @@ class CounterReader:
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""
         if self._nfsock is None:
-            self._nfsock = open_in_netns(self.netns, lambda **ns: create_socket(
-                family=socket.AF_NETLINK, socket_type=socket.SOCK_RAW, proto=NETLINK_NETFILTER, **ns))
-            self._nfsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            self._nfsock.bind((0, 0))
+            self._nfsock = netlink_socket(self.netns, NETLINK_NETFILTER)
         name = table.encode() + b"\0"
         body = _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, name) + _nla(NFTA_OBJ_TYPE,
                                                                             _BE32.pack(NFT_OBJECT_COUNTER))

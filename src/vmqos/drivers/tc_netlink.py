@@ -99,6 +99,11 @@ class TcNetlink:
             self._index.pop(device, None)
             self._mtus.pop(device, None)
 
+    def forget_all(self) -> None:
+        """Drop every cached ifindex and MTU: for a socket kept across passes, where any device may
+        have been deleted and made again (a new index) since the last one."""
+        self._index, self._names, self._mtus = {}, {}, {}
+
     def index(self, device: str) -> int | None:
         """One RTM_GETLINK by name, cached: never a dump of every link on a host with thousands."""
         if device not in self._index:

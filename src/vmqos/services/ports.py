@@ -7,7 +7,7 @@ through the reconciler, so the CLI never writes to the kernel by itself.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from vmqos.core.analysis.flows import flows
 from vmqos.core.desired.effective import QosSource
@@ -32,6 +32,7 @@ from vmqos.store import Store
 from vmqos.store.monitor import quarantines
 
 PENDING = "pending"  # the `applied` row of a port whose first apply began (never a plan's fingerprint)
+Kernel = Callable[[str | None], Reconciler]  # netns -> the reconciler of its kernel: a test gives the fake one
 
 # -- kernel work ---------------------------------------------------------------------------------
 
@@ -70,7 +71,8 @@ class WatchedPlans:
 
 def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: list[str] | None = None, *,
                     clear: Sequence[str] = (), force: bool = False, verify: bool = True,
-                    dry_run: bool = False, progress: Progress | None = None) -> ApplyReport:
+                    dry_run: bool = False, progress: Progress | None = None,
+                    kernel: Kernel | None = None) -> ApplyReport:
     """Bring `ports` of `state` (all: None) and the `clear` ones to the kernel, as the scope's writer.
 
     Before the kernel is touched, a port vmqos never applied is recorded as pending (the intent):
@@ -90,7 +92,7 @@ def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: li
         applied = store.applied(scope)
         pending = [] if dry_run else [p for p, plan in plans.items() if plan.objects and p not in applied]
         store.record_applied_many(scope, dict.fromkeys(pending, PENDING))
-        with Reconciler(netns) as rec:
+        with (kernel or Reconciler)(netns) as rec:  # looked up now: a test may swap the module's Reconciler
             results, record = rec.reconcile(plans, applied=applied, force=force, verify=verify, dry_run=dry_run,
                                             progress=progress)
         failed = {r.port for r in results if r.error and (r.rolled_back or not r.ops)}
@@ -101,7 +103,7 @@ def reconcile_ports(store: Store, netns: str | None, state: HostState, ports: li
 
 
 def set_port(store: Store, netns: str | None, device: str, change: PortChange, *, live: bool = True,
-             config: bool = True, force: bool = False) -> ApplyReport | None:
+             config: bool = True, force: bool = False, kernel: Kernel | None = None) -> ApplyReport | None:
     if not live and not config:
         raise InvalidValue("--live/--config", "neither", "give --live, --config or neither (both)")
     scope = scope_of(netns)
@@ -110,7 +112,7 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
         new_state, _ = changed_port(state, device, change)
         report = None
         if live:
-            report = reconcile_ports(store, netns, new_state, [device], force=force)
+            report = reconcile_ports(store, netns, new_state, [device], force=force, kernel=kernel)
             if not report.ok:
                 return report  # the port was rolled back; the stored state stays as it was
         if config:
@@ -118,11 +120,12 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
         return report
 
 
-def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False) -> ApplyReport:
+def clear_port(store: Store, netns: str | None, device: str, *, force: bool = False,
+               kernel: Kernel | None = None) -> ApplyReport:
     scope = scope_of(netns)
     with store.writer(scope):
         state = store.load(scope)
-        report = reconcile_ports(store, netns, state, [], clear=[device], force=force)
+        report = reconcile_ports(store, netns, state, [], clear=[device], force=force, kernel=kernel)
         if report.ok:
             store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
         return report

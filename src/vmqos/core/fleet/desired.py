@@ -1,0 +1,130 @@
+"""A host's desired state as the server sends it: one row per device, revisioned (pure).
+
+A row carries a vmqos Policy in the host file's form (`hostfile.to_data` of its QoS, plus `origin`),
+or null: a tombstone, the device must be released. The agent gives every row's policy the name
+`fleet:<device>` in its scope's desired state: a row says nothing of the policy's own name, and one
+name per device keeps two rows from ever sharing (or fighting over) one policy slot.
+
+What a reload changes (`reload_changes`): after `410 Gone` the agent reads every live row again;
+the rows that differ from its cache, and a tombstone for each cached device the server no longer
+has, are what it must apply: the same work as a page of changes, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vmqos.core.errors import InvalidValue
+from vmqos.core.formats.hostfile import from_data
+from vmqos.core.formats.hostfile.dump import dump_policy
+from vmqos.core.model.host import Policy, check_device_name
+from vmqos.core.model.network import NetworkQos
+
+SOURCES = ("neutron", "native")
+POLICY_PREFIX = "fleet:"  # the agent's policies in its scope: "fleet:<device>"
+
+
+@dataclass(frozen=True)
+class DesiredPort:
+    """One desired row: what `device` must hold (None: a tombstone), as of `revision`."""
+
+    device: str
+    revision: int
+    policy: Policy | None
+    port_id: str | None = None
+    source: str = "native"
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device, "desired.device")
+        if isinstance(self.revision, bool) or not isinstance(self.revision, int) or self.revision < 0:
+            raise InvalidValue(f"desired {self.device}.revision", self.revision, "a revision is an integer >= 0")
+        if self.source not in SOURCES:
+            raise InvalidValue(f"desired {self.device}.source", self.source, f"one of {', '.join(SOURCES)}")
+
+    @property
+    def tombstone(self) -> bool:
+        return self.policy is None
+
+    def same_content(self, other: DesiredPort) -> bool:
+        """Whether the two rows want the same thing (their revisions aside)."""
+        return (self.policy, self.port_id, self.source) == (other.policy, other.port_id, other.source)
+
+
+@dataclass(frozen=True)
+class DesiredPage:
+    """An answer of the server: every live row (`full`, from /desired) or the rows changed after a
+    revision (tombstones included, from /desired/changes), and the revision to ask from next."""
+
+    revision: int
+    ports: tuple[DesiredPort, ...] = ()
+    full: bool = False
+
+
+def policy_of(device: str, data: Any) -> Policy:
+    """The Policy a row's policy data stands for, named for its device."""
+    if not isinstance(data, Mapping):
+        raise InvalidValue(f"desired {device}.policy", data, "a policy in the host file's form, e.g. "
+                                                             "{\"egress\": {\"rate\": 3000000}}")
+    qos_data = {k: v for k, v in data.items() if k != "origin"}
+    origin = data.get("origin", "vmqos")
+    if not isinstance(origin, str):
+        raise InvalidValue(f"desired {device}.policy.origin", origin, "a text such as neutron or vmqos")
+    qos = from_data(NetworkQos, qos_data, path=("desired", device, "policy"))
+    return Policy(POLICY_PREFIX + device, qos, origin)
+
+
+def port_from_wire(data: Any) -> DesiredPort:
+    """One row of the protocol's JSON (`{"device", "port_id", "source", "revision", "policy"}`)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("device"), str):
+        raise InvalidValue("desired row", data, "an object with device, port_id, source, revision and policy")
+    device = check_device_name(data["device"], "desired.device")
+    port_id = data.get("port_id")
+    if port_id is not None and not isinstance(port_id, str):
+        raise InvalidValue(f"desired {device}.port_id", port_id, "a port id (text) or null")
+    policy = None if data.get("policy") is None else policy_of(device, data["policy"])
+    revision: Any = data.get("revision")  # checked by DesiredPort
+    return DesiredPort(device, revision, policy, port_id, data.get("source", "native"))
+
+
+def port_to_wire(port: DesiredPort) -> dict[str, Any]:
+    return {"device": port.device, "port_id": port.port_id, "source": port.source, "revision": port.revision,
+            "policy": None if port.policy is None else dump_policy(port.policy)}
+
+
+def page_from_wire(data: Any, *, full: bool) -> DesiredPage:
+    """`/desired` (full: its "ports") or `/desired/changes` (its "changes") as a page."""
+    key = "ports" if full else "changes"
+    if not isinstance(data, Mapping) or not isinstance(data.get(key), list):
+        raise InvalidValue("desired answer", data, f"an object with revision and {key}")
+    revision = data.get("revision")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidValue("desired answer.revision", revision, "a revision is an integer >= 0")
+    return DesiredPage(revision, tuple(port_from_wire(row) for row in data[key]), full)
+
+
+def reload_changes(cached: Mapping[str, DesiredPort], page: DesiredPage) -> list[DesiredPort]:
+    """What a full page changes in `cached`: its rows that differ, and tombstones (at the page's
+    revision) for the cached devices it no longer has."""
+    live = {p.device: p for p in page.ports if not p.tombstone}
+    out = [p for device, p in sorted(live.items())
+           if device not in cached or not cached[device].same_content(p)]
+    out += [DesiredPort(device, page.revision, None, old.port_id, old.source)
+            for device, old in sorted(cached.items()) if device not in live]
+    return out
+
+
+def applied(cached: Mapping[str, DesiredPort], changes: Iterable[DesiredPort]) -> dict[str, DesiredPort]:
+    """`cached` after `changes`: a row replaces its device's, a tombstone removes it; a change older
+    than what is cached (a revision below the cached row's) is ignored."""
+    out = dict(cached)
+    for change in changes:
+        old = out.get(change.device)
+        if old is not None and change.revision < old.revision:
+            continue
+        if change.tombstone:
+            out.pop(change.device, None)
+        else:
+            out[change.device] = change
+    return out

@@ -1,0 +1,170 @@
+"""The agent's decisions over the fake kernel and the fake server: no root, no netlink.
+
+The kernel is `vmqos.drivers.fake` (what the reconciler writes, in order, in memory); the server
+is tests/fakefeed.py. The agent runs its real threads, with the link watcher, libvirt and the
+monitor left out (they need a kernel: tests/kernel/test_agent*.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakefeed import FakeFeed, FakeServer, wait_for
+from vmqos.agent.daemon import Agent, AgentSettings
+from vmqos.core.desired.ports import PortChange
+from vmqos.core.plan.names import ifb_name
+from vmqos.core.plan.objects import HtbClass
+from vmqos.drivers.fake import FakeKernel, fake_drivers
+from vmqos.reconcile.execute import Reconciler
+from vmqos.services.ports import set_port
+from vmqos.store import Store
+from vmqos.store import neutron_ports as marks
+
+RATE = {"egress": {"rate": 3_000_000}}
+
+
+class Host:
+    """A fake kernel, a cache store and a fake server; `agent()` starts an agent over them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.kernel = FakeKernel(["tap0", "tap1", "tap2"])
+        self.server = FakeServer()
+        self.db = f"sqlite:///{tmp / 'agent.db'}"
+        self.agents: list[tuple[Agent, Store]] = []
+
+    def reconciler(self, netns: str | None) -> Reconciler:
+        tc, nft, batch = fake_drivers(self.kernel, netns)
+        return Reconciler(netns, tc=tc, nft=nft, batch=batch)
+
+    def agent(self, **settings: Any) -> Agent:
+        store = Store(self.db)
+        options = {"watch_links": False, "use_libvirt": False, "monitor": None, "wait_s": 0.5, "report_s": 0.1,
+                   "retry_s": 0.2, "backoff_max_s": 0.2, **settings}
+        agent = Agent(AgentSettings("http://fake", "compute1", **options), FakeFeed(self.server), store,
+                      kernel=self.reconciler)
+        self.agents.append((agent, store))
+        return agent.start()
+
+    def stop(self, agent: Agent) -> None:
+        for entry in list(self.agents):
+            if entry[0] is agent:
+                agent.stop()
+                entry[1].close()
+                self.agents.remove(entry)
+
+    def rates(self, device: str) -> set[int]:
+        """The HTB rates on the device and its IFB (where what the instance sends is shaped)."""
+        objects = self.kernel.objects(device) + self.kernel.objects(ifb_name(device))
+        return {o.rate_bps for o in objects if isinstance(o, HtbClass)}
+
+    def held(self, device: str) -> bool:
+        return bool(self.kernel.objects(device) or self.kernel.objects(ifb_name(device)))
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path)
+    yield h
+    for agent, store in h.agents:
+        agent.stop()
+        store.close()
+
+
+def test_a_change_reaches_the_kernel_and_a_tombstone_releases_only_its_device(host):
+    host.server.put("tap0", RATE)
+    agent = host.agent()
+    wait_for("tap0 limited", lambda: 3_000_000 in host.rates("tap0"))
+    host.server.put("tap1", {"egress": {"rate": 5_000_000}}, port_id="p-1", source="neutron")
+    wait_for("tap1 limited", lambda: 5_000_000 in host.rates("tap1"))
+    host.server.put("tap0", {"egress": {"rate": 2_000_000}})
+    wait_for("tap0 at its new rate", lambda: host.rates("tap0") == {2_000_000})
+    host.server.delete("tap0")
+    wait_for("tap0 released", lambda: not host.held("tap0"))
+    assert host.rates("tap1") == {5_000_000}
+
+    def stored() -> tuple[dict[str, str], list[str]]:
+        with Store(host.db, read_only=True) as store:
+            return marks.enforced(store, ""), [p.device for _, p in store.load("").ports()]
+    wait_for("tap0 forgotten in the store", lambda: stored() == ({"tap1": "p-1"}, ["tap1"]))
+    released = wait_for("the release reported", lambda: [p for r in host.server.reports for p in r["ports"]
+                                                          if p["device"] == "tap0" and p["revision"] == 4])
+    assert released[0] == {"device": "tap0", "revision": 4, "status": "in_sync", "message": "released"}
+    report = wait_for("a report at revision 4", lambda: [r for r in host.server.reports if r["applied_revision"] == 4])
+    assert {"device": "tap1", "revision": 2, "status": "in_sync", "message": ""} in report[-1]["ports"]
+    wait_for("the release reported once", lambda: "tap0" not in {p["device"] for p in host.server.reports[-1]["ports"]})
+    assert agent.follower.reloads == 1
+
+
+def test_the_cache_is_enforced_before_the_server_is_asked_and_while_it_is_down(host, caplog):
+    host.server.put("tap0", RATE)
+    first = host.agent()
+    wait_for("tap0 limited", lambda: 3_000_000 in host.rates("tap0"))
+    host.stop(first)
+    assert 3_000_000 in host.rates("tap0")  # stopping removed nothing
+    host.kernel = FakeKernel(["tap0", "tap1", "tap2"])  # the host rebooted: its devices came back empty
+    host.server.set_down(True)
+    host.server.calls.clear()
+    caplog.set_level(logging.INFO, logger="vmqos")
+    agent = host.agent()
+    assert 3_000_000 in host.rates("tap0")  # enforced by start(), before any thread ran
+    wait_for("three failed tries", lambda: host.server.calls.count("register") >= 3)
+    failures = [r for r in caplog.records if "following the desired state failed" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]  # once per state change, not per try
+    host.server.put("tap1", RATE)  # a change made while the agent cannot see it
+    host.server.set_down(False)
+    wait_for("tap1 limited once the server is back", lambda: 3_000_000 in host.rates("tap1"))
+    assert agent.follower.reloads == 0  # resumed from the cached revision: no full read
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_revision_gone_reloads_and_touches_only_what_differs(host):
+    for device in ("tap0", "tap1"):
+        host.server.put(device, RATE)
+    agent = host.agent()
+    wait_for("both limited", lambda: 3_000_000 in host.rates("tap0") and 3_000_000 in host.rates("tap1"))
+    host.stop(agent)
+    host.server.delete("tap0")
+    host.server.put("tap2", RATE)
+    host.server.compact()  # the tombstone of tap0 is gone: only a full read can tell
+    host.kernel.clear_journal()
+    agent = host.agent(resync_s=3600)
+    wait_for("tap0 released and tap2 limited", lambda: not host.held("tap0") and host.rates("tap2"))
+    assert agent.follower.reloads == 1
+    time.sleep(0.3)
+    touched = {c.text for c in host.kernel.writes()}
+    assert not any("tap1" in text for text in touched), touched  # unchanged: not written
+
+
+def test_a_device_that_a_host_file_manages_is_left_alone_and_reported_as_drift(host):
+    with Store(host.db) as store:
+        set_port(store, None, "tap0", PortChange(outbound="1000,0,0"), kernel=host.reconciler)
+    host.server.put("tap0", RATE)
+    host.agent()
+    report = wait_for("a report with tap0's status",
+                      lambda: [r for r in host.server.reports if r["ports"] and r["ports"][0]["status"] == "drift"])
+    assert "leaves it alone" in report[-1]["ports"][0]["message"]
+    assert host.rates("tap0") == {8_000_000}  # the operator's 1000 kB/s, untouched
+
+
+def test_a_missing_device_is_pending_then_placed_by_a_retry(host):
+    host.server.put("tap9", RATE)
+    agent = host.agent()
+    wait_for("tap9 pending", lambda: [r for r in host.server.reports
+                                      if r["ports"] and r["ports"][0]["status"] == "pending"])
+    host.kernel.add_port("tap9")
+    wait_for("tap9 limited by a retry", lambda: 3_000_000 in host.rates("tap9"))
+    wait_for("tap9 in sync", lambda: agent.statuses()[0].status == "in_sync")
+
+
+def test_resync_repairs_drift(host):
+    host.server.put("tap0", RATE)
+    agent = host.agent(resync_s=0.3)
+    wait_for("tap0 limited", lambda: 3_000_000 in host.rates("tap0"))
+    host.kernel.devices[ifb_name("tap0")].objects.clear()  # someone deleted the qdiscs by hand
+    wait_for("repaired", lambda: 3_000_000 in host.rates("tap0"))
+    assert agent.passes >= 1
