@@ -86,19 +86,19 @@ def _decide(w: DesiredWriter, ids: Collection[str] | None) -> tuple[list[Desired
                  {pid: key for pid, key in claims.items() if old_claims.get(pid) != key})
     held = w.rows_of_ports(ids)
     keys = set(old_claims.values()) | set(claims.values()) | set(held)
-    if ids is None:
-        claimants: dict[Key, list[str]] = defaultdict(list)
-        for pid, key in claims.items():
-            claimants[key].append(pid)
-        existing = held
-    else:
-        claimants = w.claimants(keys)
+    claimants: dict[Key, set[str]] = defaultdict(set)
+    for pid, key in claims.items():
+        claimants[key].add(pid)
+    existing = held
+    if ids is not None:  # the other ports that name these devices, or those the ports left: rare
+        for others in (w.claimants_beside(claims), w.claimants(keys - set(claims.values()))):
+            for key, more in others.items():
+                claimants[key].update(more)
         existing = held | w.rows_at(keys - set(held))
-        missing = {pid for named in claimants.values() for pid in named} - set(ports)
-        ports.update((p.id, p) for p in w.ports(missing))  # the other ports naming the same devices: rare
+        ports.update((p.id, p) for p in w.ports({pid for named in claimants.values() for pid in named} - set(ports)))
     by_host: dict[str, list[str]] = defaultdict(list)
-    for (host, _device), named in claimants.items():
-        by_host[host].extend(named)
+    for (host, _device), pids in claimants.items():
+        by_host[host].extend(pids)
     candidates = [ports[pid] for named in by_host.values() for pid in named]
     networks = w.network_policies(None if ids is None else {p.network_id for p in candidates})
     policy_ids = {p.qos_policy_id for p in candidates} | {networks.get(p.network_id) for p in candidates}

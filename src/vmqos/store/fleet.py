@@ -229,6 +229,19 @@ class DesiredWriter:
                 found.setdefault((host, device), []).append(pid)
         return found
 
+    def claimants_beside(self, port_ids: Collection[str]) -> dict[Key, list[str]]:
+        """(host, device) -> the other ports that name what one of `port_ids` names (a join on the index:
+        cheaper than asking for the keys themselves, and almost always empty)."""
+        mine, other = fleet_devices.alias("mine"), fleet_devices.alias("other")
+        found: dict[Key, list[str]] = {}
+        for batch in chunks(sorted(port_ids)):
+            query = select(other.c.port_id, other.c.host, other.c.device).join(
+                mine, (mine.c.host == other.c.host) & (mine.c.device == other.c.device)
+                & (mine.c.port_id != other.c.port_id)).where(mine.c.port_id.in_(batch))
+            for pid, host, device in self.conn.execute(query):
+                found.setdefault((host, device), []).append(pid)
+        return found
+
     def set_claims(self, forget: Collection[str], claims: dict[str, Key]) -> None:
         """Forget what the ports `forget` named, then record `claims` (port id -> (host, device))."""
         v = fleet_devices.c
