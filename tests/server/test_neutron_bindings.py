@@ -7,9 +7,7 @@ In process (FastAPI's TestClient) on a real SQLite file; no root: nothing here t
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from vmqos.api.app import create_app
 from vmqos.core.desired.neutron_ports import (
     device_name,
     effective_policy,
@@ -19,51 +17,22 @@ from vmqos.core.desired.neutron_ports import (
 from vmqos.core.errors import InvalidValue
 from vmqos.core.model.host import HostState, InstanceSpec, NetworkSpec, Policy, PortSpec
 from vmqos.core.model.network import NetworkQos
-from vmqos.services import identity
 from vmqos.services.neutron_bindings import host_bindings
 from vmqos.store import neutron_ports as records
+
+from .inproc import headers as _headers
+from .inproc import made as _made
+from .inproc import policy as _policy
+from .inproc import port as _port
+from .inproc import running_api
 
 pytestmark = pytest.mark.server
 
 
-def _auth(user: str, project: str) -> dict:
-    return {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "domain": {"name": "Default"}, "password": "pw"}}},
-        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
-
-
 @pytest.fixture()
 def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
-    url = db_url
-    with identity.open_store(url) as store:
-        identity.bootstrap(store, "pw")
-        identity.add_user(store, "alice", "pw", "demo", "member")
-        identity.add_user(store, "bob", "pw", "other", "member")
-    with TestClient(create_app(url), base_url="http://vq.test") as client:
+    with running_api(db_url) as client:
         yield client
-
-
-def _headers(api, user="admin", project="admin") -> dict:
-    response = api.post("/v3/auth/tokens", json=_auth(user, project))
-    assert response.status_code == 201, response.text
-    return {"X-Auth-Token": response.headers["X-Subject-Token"]}
-
-
-def _made(response, key):
-    assert response.status_code == 201, response.text
-    return response.json()[key]
-
-
-def _policy(api, headers, name, kbps) -> str:
-    policy = _made(api.post("/v2.0/qos/policies", json={"policy": {"name": name}}, headers=headers), "policy")
-    _made(api.post(f"/v2.0/qos/policies/{policy['id']}/bandwidth_limit_rules", headers=headers,
-                   json={"bandwidth_limit_rule": {"max_kbps": kbps, "max_burst_kbps": 300}}), "bandwidth_limit_rule")
-    return str(policy["id"])
-
-
-def _port(api, headers, network, name, **attrs) -> dict:
-    body = {"port": {"network_id": network, "name": name, **attrs}}
-    return _made(api.post("/v2.0/ports", json=body, headers=headers), "port")
 
 
 def test_the_desired_state_of_a_host_follows_neutrons_rules(api):

@@ -21,13 +21,15 @@ from urllib.parse import unquote_plus
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from vmqos import __version__
-from vmqos.api import (compute, identity, identity_admin, microversion, network, neutron_policies, neutron_ports,
-                       neutron_rbac, neutron_rules, volume, volume_volumes)
+from vmqos.api import (compute, fleet, identity, identity_admin, microversion, network, neutron_policies,
+                       neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
+from vmqos.api.fleet_watch import Watch
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
-from vmqos.services import authn
+from vmqos.services import authn, fleet_desired
 from vmqos.services.authn import Authenticator, ServerAuth
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
@@ -41,6 +43,11 @@ _HTTP_TYPES = {400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound",
 
 def _neutron(request: Request) -> bool:
     return request.url.path.startswith("/v2.0")
+
+
+def _fleet(request: Request) -> bool:
+    """The native API (/v1) answers errors in Neutron's shape, its type the error's own name."""
+    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
 
 
 def _nova_or_cinder(request: Request) -> bool:
@@ -69,6 +76,8 @@ def _vmqos_error(request: Request, exc: Exception) -> JSONResponse:
         return _unauthenticated(request, exc)
     if _nova_or_cinder(request):
         return microversion.fault(request, status, str(exc))
+    if _fleet(request):
+        return neutron_error(status, type(exc).__name__, str(exc))
     if _neutron(request):
         kind = ("InvalidInput" if isinstance(exc, InvalidValue) else "Conflict" if isinstance(exc, ConflictError)
                 else "NotFound" if isinstance(exc, NotFound) else _HTTP_TYPES.get(status, "HTTPInternalServerError"))
@@ -81,19 +90,32 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if _nova_or_cinder(request):
         return microversion.fault(request, status, "The resource could not be found." if status == 404
                                   else str(getattr(exc, "detail", "")))
-    if _neutron(request):
+    if _neutron(request) or _fleet(request):
         message = "The resource could not be found." if status == 404 else str(getattr(exc, "detail", ""))
         return neutron_error(status, _HTTP_TYPES.get(status, "HTTPError"), message)
     return identity.keystone_error(status, _TITLES.get(status, "Error"), str(getattr(exc, "detail", "")))
 
 
 def _bad_body(request: Request, exc: Exception) -> JSONResponse:
-    """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody."""
+    """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody.
+    /v1 declares its bodies and queries as models: what they refuse is named, field and reason."""
+    if _fleet(request) and isinstance(exc, RequestValidationError):
+        return neutron_error(400, "InvalidInput", _first_problem(exc))
     if _nova_or_cinder(request):
         return microversion.fault(request, 400, "Malformed request body")
     if _neutron(request):
         return neutron_error(400, "MalformedRequestBody", "Malformed request body: the body is not JSON.")
     return identity.keystone_error(400, "Bad Request", "Malformed request body: the body is not JSON.")
+
+
+def _first_problem(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "Invalid input: the request could not be read."
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the body"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"Invalid input for {where}: {first.get('msg', 'not valid')}{more}"
 
 
 async def _no_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -118,16 +140,24 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     store = Store(url)
     authenticator = auth or authn.build(store, settings or ServerAuth.from_env())
 
+    watch = Watch(store)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # every desired row again: what a crash between a Neutron write and its rows would have missed
+        await run_in_threadpool(fleet_desired.refresh, store)
+        await watch.start()
         yield
+        await watch.stop()
         store.close()
 
     app = FastAPI(title="vmqos API", version=__version__, lifespan=lifespan,
                   description="Keystone v3 tokens, Neutron QoS policies, Nova flavors and Cinder QoS specs, "
-                              "types and volumes for the openstack CLI.")
+                              "types and volumes for the openstack CLI; the fleet's native API (/v1) for the "
+                              "agents (docs/fleet-protocol.md).")
     app.state.store = store
     app.state.auth = authenticator
+    app.state.fleet_watch = watch
     app.add_exception_handler(VmqosError, _vmqos_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_body)
@@ -147,5 +177,6 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     app.include_router(compute.router)
     app.include_router(volume.router)
     app.include_router(volume_volumes.router)
+    app.include_router(fleet.router)
 
     return app

@@ -10,6 +10,7 @@ from vmqos import __version__
 from vmqos.cli.agent import agent
 from vmqos.cli.convert import convert
 from vmqos.cli.errors import run
+from vmqos.cli.fleet import fleet
 from vmqos.cli.identity import identity_group
 from vmqos.cli.demo import demo
 from vmqos.cli.instance import instance
@@ -57,6 +58,7 @@ cli.add_command(vm)
 cli.add_command(verify)
 cli.add_command(server)
 cli.add_command(agent)
+cli.add_command(fleet)
 cli.add_command(identity_group)
 for _command in WATCH_COMMANDS:
     cli.add_command(_command)

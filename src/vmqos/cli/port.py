@@ -120,13 +120,27 @@ def port_clear(device: str, force: bool, as_json: bool, netns: str | None, db: s
 @port.command("show")
 @click.argument("device")
 @click.option("--json", "as_json", is_flag=True, help="print everything as JSON")
+@click.option("--server", metavar="URL", help="ask a vmqos server instead of this host (default with --host: "
+              "$VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")
+@click.option("--host", "host", metavar="HOST", help="with --server: the host the port is on")
 @kernel_options
-def port_show(device: str, as_json: bool, netns: str | None, db: str | None) -> None:
+def port_show(device: str, as_json: bool, server: str | None, host: str | None, netns: str | None,
+              db: str | None) -> None:
     """Desired limits with their sources, the kernel's state, and offered/delivered/dropped counters.
 
     Offered is what reached the limiter, delivered what passed it, dropped what it refused. The
     device's own rx/tx counters count before any limiter: never read them as "what got through".
+
+    With --server URL --host HOST: what the server wants of the port, and what the host's agent last
+    reported (status, applied revision, rates, quarantine).
     """
+    if server is not None or host is not None:
+        if netns is not None or db is not None:
+            raise click.UsageError("--netns and --db read this host; --server and --host ask a server: not both")
+        from vmqos.cli.fleet import show_remote
+
+        show_remote(server, host, device, as_json)
+        return
     with open_store(db, read_only=True) as store:
         shown = show_port(store, netns, device)
     if as_json:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from vmqos.services import fleet_desired
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_access import (
     check_admin_attributes,
@@ -116,7 +117,10 @@ def update_network(store: Store, caller: Caller, network_id: str, body: Any,
     if updated == network:
         return network_view(network)
     updated = replace(updated, revision_number=network.revision_number + 1, updated_at=now_utc(now))
-    return network_view(_save(store, updated, network.revision_number))
+    _save(store, updated, network.revision_number)
+    if updated.qos_policy_id != network.qos_policy_id:  # its ports without a policy of their own follow it
+        fleet_desired.refresh_network(store, network.id)
+    return network_view(updated)
 
 
 def _retag(store: Store, network: StoredNetwork, tags: tuple[str, ...], at: datetime | None) -> None:

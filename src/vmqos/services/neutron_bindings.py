@@ -9,6 +9,7 @@ policy becomes the vmqos model's Policy (`services.policies.as_policy`), named b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from vmqos.core.desired.neutron_ports import device_name, effective_policy, policy_name
@@ -18,6 +19,8 @@ from vmqos.services.policies import as_policy
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
 from vmqos.store import qos as qos_records
+from vmqos.store.neutron_ports import StoredPort
+from vmqos.store.qos import StoredPolicy
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,24 @@ class HostBindings:
 
 def host_bindings(store: Store, host: str) -> HostBindings:
     """Every port bound to `host`, with its device and its effective policy."""
-    networks = {n.id: n for n in records.list_networks(store)}
+    networks = {n.id: n.qos_policy_id for n in records.list_networks(store)}
     policies = {p.id: p for p in qos_records.list_policies(store)}
-    converted: dict[str, Policy] = {}
+    return bind(host, records.list_ports(store, host_id=host), networks, policies)
+
+
+def bind(host: str, ports: Iterable[StoredPort], network_policies: Mapping[str, str | None],
+         policies: Mapping[str, StoredPolicy], converted: dict[str, Policy] | None = None) -> HostBindings:
+    """THE rule, for the enforcer and the fleet's desired rows alike: `ports` bound to `host`, in
+    creation order, by device. The first port to name a device keeps it; a port whose device name
+    or policy cannot be read is left out (a problem), and so does not hold its device.
+
+    Decisions are per device, so the ports that name some devices decide those devices exactly as
+    the host's every port would. `network_policies` maps a network id to its QoS policy id;
+    `converted` caches the vmqos Policy of each QoS policy across calls."""
+    converted = {} if converted is None else converted
     found: dict[str, PortBinding] = {}
     problems = []
-    for port in records.list_ports(store, host_id=host):
+    for port in ports:
         try:
             device = device_name(port.id, port.profile)
         except VmqosError as exc:
@@ -61,8 +76,7 @@ def host_bindings(store: Store, host: str) -> HostBindings:
             problems.append(f"port {port.id}: device {device} on host {host} is port {found[device].port_id}'s; "
                             "give one of them another binding:profile device")
             continue
-        network = networks.get(port.network_id)
-        chosen = effective_policy(port.qos_policy_id, network.qos_policy_id if network else None, port.device_owner)
+        chosen = effective_policy(port.qos_policy_id, network_policies.get(port.network_id), port.device_owner)
         binding = PortBinding(port.id, device)
         stored = policies.get(chosen.policy_id) if chosen else None
         if chosen is not None and stored is not None:

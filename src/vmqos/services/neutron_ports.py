@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from vmqos.core.desired.neutron_ports import device_name
+from vmqos.services import fleet_desired
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_access import (
     check_admin_attributes,
@@ -124,6 +125,7 @@ def _save(store: Store, port: StoredPort, replaces: int | None) -> StoredPort:
         raise network_not_found(exc.network_id) from None
     except MacAddressInUse as exc:
         raise NeutronError(409, "MacAddressInUse", str(exc)) from None
+    fleet_desired.refresh(store, [port.id])  # its binding, device or policy may have changed
     return port
 
 
@@ -213,3 +215,4 @@ def delete_port(store: Store, caller: Caller, port_id: str) -> None:
     _writable(store, caller, port_id, "delete_port")
     if not records.delete_port(store, port_id):
         raise port_not_found(port_id)
+    fleet_desired.refresh(store, [port_id])  # what its rows held is released

@@ -29,7 +29,7 @@ from vmqos.core.formats.neutron_rules import (
     MINIMUM_PACKET_RATE,
     RULE_TYPES,
 )
-from vmqos.services import policies
+from vmqos.services import fleet_desired, policies
 from vmqos.services.identity import Caller
 from vmqos.services.neutron_input import (
     DIRECTIONS,
@@ -139,6 +139,12 @@ def _check_duplicate(policy: StoredPolicy, new: StoredRule) -> None:
 # ------------------------------------------------------------------ rules of a policy
 
 
+def _save_rules(store: Store, policy: StoredPolicy, rules: tuple[StoredRule, ...], at: datetime | None) -> None:
+    """Save the policy with `rules`, then the desired rows of the ports it applies to (a limit changed)."""
+    policies.save(store, policies.bump(policy, at, rules=rules), policy.revision_number)
+    fleet_desired.refresh_policy(store, policy.id)
+
+
 def list_rules(store: Store, caller: Caller, policy_id: str, rtype: str, params: list[tuple[str, str]]) -> Page:
     query = read_query(params, LISTINGS[rtype])
     policy = policies.get(store, caller, policy_id)
@@ -162,7 +168,7 @@ def create_rule(store: Store, caller: Caller, policy_id: str, rtype: str, body: 
     rule = StoredRule(str(uuid.uuid4()), policy.id, rtype, {k: v for k, v in values.items() if k != "id"})
     _check_min_pps(policy, rule)
     _check_duplicate(policy, rule)
-    policies.save(store, policies.bump(policy, at, rules=(*policy.rules, rule)), policy.revision_number)
+    _save_rules(store, policy, (*policy.rules, rule), at)
     return rule_view(rule)
 
 
@@ -179,7 +185,7 @@ def update_rule(store: Store, caller: Caller, policy_id: str, rtype: str, rule_i
     _check_min_pps(policy, changed)
     _check_duplicate(policy, changed)
     rules = tuple(changed if r.id == rule.id else r for r in policy.rules)
-    policies.save(store, policies.bump(policy, at, rules=rules), policy.revision_number)
+    _save_rules(store, policy, rules, at)
     return rule_view(changed)
 
 
@@ -187,7 +193,7 @@ def delete_rule(store: Store, caller: Caller, policy_id: str, rtype: str, rule_i
                 *, action: str | None = None, at: datetime | None = None) -> None:
     policy, rule = _changeable(store, caller, policy_id, rtype, rule_id, action or f"delete_policy_{rtype}_rule")
     rules = tuple(r for r in policy.rules if r.id != rule.id)
-    policies.save(store, policies.bump(policy, at, rules=rules), policy.revision_number)
+    _save_rules(store, policy, rules, at)
 
 
 # ------------------------------------------------------------------ qos-rules-alias: a rule by its id alone

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, delete, insert, select, update
 
 from vmqos.core.errors import ConflictError, NotFound
 from vmqos.store.neutron_tables import (
@@ -102,35 +102,43 @@ _NETWORK_COLUMNS = tuple(StoredNetwork.__dataclass_fields__)
 _PORT_COLUMNS = tuple(StoredPort.__dataclass_fields__)
 
 
-def _read(store: Store, table: Table, columns: tuple[str, ...], action: str, **where: str) -> list[tuple[Any, ...]]:
-    query = select(*(table.c[c] for c in columns)).order_by(table.c.created_at, table.c.id)
-    for column, value in where.items():
-        query = query.where(table.c[column] == value)
-    with store._tx(action) as conn:
-        return [tuple(row) for row in conn.execute(query).all()]
-
-
-def list_networks(store: Store, network_id: str | None = None) -> list[StoredNetwork]:
-    """Every network (or the one with `network_id`), in creation order."""
-    where = {} if network_id is None else {"id": network_id}
+def read_networks(conn: Connection, *where: ColumnElement[bool]) -> list[StoredNetwork]:
+    """The networks `where` selects, in creation order, inside the caller's transaction."""
+    query = select(*(neutron_networks.c[c] for c in _NETWORK_COLUMNS)).where(*where)
     found = []
-    for row in _read(store, neutron_networks, _NETWORK_COLUMNS, "reading networks", **where):
+    for row in conn.execute(query.order_by(neutron_networks.c.created_at, neutron_networks.c.id)):
         values = dict(zip(_NETWORK_COLUMNS, row))
         values["tags"] = tuple(json.loads(values["tags"]))
         found.append(StoredNetwork(**values))
     return found
 
 
-def list_ports(store: Store, port_id: str | None = None, *, host_id: str | None = None) -> list[StoredPort]:
-    """Every port (or the one with `port_id`, or those bound to `host_id`), in creation order."""
-    where = {k: v for k, v in (("id", port_id), ("host_id", host_id)) if v is not None}
+def read_ports(conn: Connection, *where: ColumnElement[bool]) -> list[StoredPort]:
+    """The ports `where` selects, in creation order, inside the caller's transaction."""
+    query = select(*(neutron_ports.c[c] for c in _PORT_COLUMNS)).where(*where)
     found = []
-    for row in _read(store, neutron_ports, _PORT_COLUMNS, "reading ports", **where):
+    for row in conn.execute(query.order_by(neutron_ports.c.created_at, neutron_ports.c.id)):
         values = dict(zip(_PORT_COLUMNS, row))
         values["profile"] = json.loads(values["profile"])
         values["tags"] = tuple(json.loads(values["tags"]))
         found.append(StoredPort(**values))
     return found
+
+
+def list_networks(store: Store, network_id: str | None = None) -> list[StoredNetwork]:
+    """Every network (or the one with `network_id`), in creation order."""
+    where = () if network_id is None else (neutron_networks.c.id == network_id,)
+    with store._tx("reading networks") as conn:
+        return read_networks(conn, *where)
+
+
+def list_ports(store: Store, port_id: str | None = None, *, host_id: str | None = None) -> list[StoredPort]:
+    """Every port (or the one with `port_id`, or those bound to `host_id`), in creation order."""
+    p = neutron_ports.c
+    where = [clause for value, clause in ((port_id, p.id == port_id), (host_id, p.host_id == host_id))
+             if value is not None]
+    with store._tx("reading ports") as conn:
+        return read_ports(conn, *where)
 
 
 def _check_policy(conn: Connection, policy_id: str | None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,17 +148,23 @@ _COLUMNS = ("id", "project_id", "name", "description", "shared", "is_default", "
 
 def list_policies(store: Store, policy_id: str | None = None) -> list[StoredPolicy]:
     """Every policy (or the one with `policy_id`) with its rules, in creation order."""
+    with store._tx("reading QoS policies") as conn:
+        return read_policies(conn, None if policy_id is None else (policy_id,))
+
+
+def read_policies(conn: Connection, ids: Collection[str] | None = None) -> list[StoredPolicy]:
+    """The policies with `ids` (every one for None) with their rules, in creation order, inside the
+    caller's transaction."""
     p, r, a = qos_policies.c, qos_rules.c, qos_policy_rbacs.c
     query = select(*(p[c] for c in _COLUMNS)).order_by(p.created_at, p.id)
     rules_q = select(r.id, r.policy_id, r.type, r["values"]).order_by(r.policy_id, r.id)
     access_q = select(*(a[c] for c in _RBAC_COLUMNS)).order_by(a.object_id, a.id)
-    if policy_id is not None:
-        query, rules_q = query.where(p.id == policy_id), rules_q.where(r.policy_id == policy_id)
-        access_q = access_q.where(a.object_id == policy_id)
-    with store._tx("reading QoS policies") as conn:
-        rows = conn.execute(query).all()
-        rule_rows = conn.execute(rules_q).all()
-        access_rows = conn.execute(access_q).all()
+    if ids is not None:
+        query, rules_q = query.where(p.id.in_(ids)), rules_q.where(r.policy_id.in_(ids))
+        access_q = access_q.where(a.object_id.in_(ids))
+    rows = conn.execute(query).all()
+    rule_rows = conn.execute(rules_q).all()
+    access_rows = conn.execute(access_q).all()
     by_policy: dict[str, list[StoredRule]] = {}
     for rid, pid, rtype, values in rule_rows:
         by_policy.setdefault(pid, []).append(StoredRule(rid, pid, rtype, json.loads(values)))

@@ -33,11 +33,11 @@ one-object-at-a-time `to_data`/`from_data`).
 
 from __future__ import annotations
 
-from vmqos.core.formats.hostfile.codec import from_data, to_data
+from vmqos.core.formats.hostfile.codec import from_data, policy_from_data, policy_to_data, to_data
 from vmqos.core.formats.hostfile.places import where
 from vmqos.core.formats.hostfile.reader import read, read_host, read_host_with_notes
 from vmqos.core.formats.hostfile.wire import schema
 from vmqos.core.formats.hostfile.writer import write, write_host
 
-__all__ = ["from_data", "read", "read_host", "read_host_with_notes", "schema", "to_data", "where", "write",
-           "write_host"]
+__all__ = ["from_data", "policy_from_data", "policy_to_data", "read", "read_host", "read_host_with_notes", "schema",
+           "to_data", "where", "write", "write_host"]

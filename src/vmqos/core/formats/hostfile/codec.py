@@ -18,6 +18,7 @@ from vmqos.core.formats.hostfile.dump import (
     dump_disk,
     dump_flavor,
     dump_network,
+    dump_policy,
 )
 from vmqos.core.formats.hostfile.messages import shape_message
 from vmqos.core.formats.hostfile.places import FMT, Lines, Path
@@ -26,11 +27,12 @@ from vmqos.core.formats.hostfile.wire import (
     CpuWire,
     DiskWire,
     FlavorWire,
+    PolicyWire,
     QosWire,
 )
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
-from vmqos.core.model.host import Flavor
+from vmqos.core.model.host import Flavor, Policy
 from vmqos.core.model.network import (
     BandwidthLimit,
     DirectionQos,
@@ -123,3 +125,25 @@ def from_data(kind: type[Part], data: Any, *, path: Path = (), name: str = "") -
                                                      DiskQos: builder.disk}
     return build[kind](path, wire)
 
+
+
+def policy_to_data(policy: Policy) -> dict[str, Any]:
+    """A named policy as a host file's `policies:` holds it under its name (its QoS, and its origin
+    unless it is vmqos's own); the name is the key, not in the data."""
+    return dump_policy(policy)
+
+
+def policy_from_data(name: str, data: Any, *, path: Path = ()) -> Policy:
+    """The Policy named `name` that `policy_to_data` gave `data` for, checked as a host file's policy is:
+    vmqos's ingress/egress, or `neutron: {rules: [...]}`, with an optional `origin`."""
+    if type(data) is dict and "neutron" not in data and (origin := data.get("origin", "vmqos")) and \
+            type(origin) is str:
+        quick = _quick_network({k: v for k, v in data.items() if k != "origin"})
+        if quick is not None:
+            return Policy(name=name, qos=quick, origin=origin)
+    try:
+        wire = PolicyWire.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise FormatError(FMT, shape_message({**first, "loc": (*path, *first["loc"])})) from None
+    return Builder(Lines({})).policy(name, wire)

@@ -4,8 +4,8 @@
   host file's JSON); a tombstone deletes the row;
 - `agent_watch`: per host, the server's revision the rows are at (where the watch resumes).
 
-Drafted by `python -m vmqos.store.migrations`; it imports no vmqos. (Numbered 0006 on the agent's
-branch; the server's own 0006 is made at the same time: the merge renumbers one of them.)
+Drafted by `python -m vmqos.store.migrations`; it imports no vmqos. (Made as 0006 beside the server's 0006_fleet, renumbered
+0007 when both landed.)
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_agent'
-down_revision = '0005_identity_management'
+revision = '0007_agent'
+down_revision = '0006_fleet'
 branch_labels = None
 depends_on = None
 

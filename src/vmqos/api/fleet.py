@@ -1,0 +1,137 @@
+"""The fleet's native API at /v1 (docs/fleet-protocol.md): hosts, their desired state, reports, ports.
+
+Every route needs a token (X-Auth-Token) and runs as its caller through services (who may do what:
+services.fleet_access). The bodies are services.fleet_wire's models, so /openapi.json is the
+protocol's exact schema; errors are Neutron-shaped, like the rest of the server.
+
+The long poll (`GET /v1/hosts/{host}/desired/changes?since=R&wait=S`) is the one `async` route: it
+waits on the application's Watch (api.fleet_watch) without a thread; every other route is plain
+(FastAPI runs it in its thread pool), as the database calls under it are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from vmqos.api import auth
+from vmqos.api import models as m
+from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
+from vmqos.services import fleet_access, fleet_desired, fleet_hosts
+from vmqos.services.fleet_wire import (
+    Changes,
+    EventList,
+    HostAnswer,
+    HostList,
+    NativePort,
+    PortAnswer,
+    PortList,
+    QuarantineList,
+    Registration,
+    Report,
+    Snapshot,
+    check_host,
+)
+from vmqos.services.identity import Caller
+from vmqos.store import Store
+
+router = APIRouter(prefix="/v1", tags=["fleet"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": m.NeutronErrorResponse}
+                                           for code in (400, 401, 403, 404, 409, 410)}
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def watch_of(request: Request) -> Watch:
+    found: Watch = request.app.state.fleet_watch
+    return found
+
+
+# ------------------------------------------------------------------ hosts
+
+
+@router.get("/hosts", responses=ERRORS, summary="Every host: registered by its agent, or with desired rows (admin)")
+def list_hosts(request: Request, who: Caller = Depends(auth.caller)) -> HostList:
+    return HostList(hosts=fleet_hosts.list_hosts(_store(request), who))
+
+
+@router.put("/hosts/{host}", responses=ERRORS, summary="Register a host and what its agent found on it")
+def register(request: Request, host: str, body: Registration, who: Caller = Depends(auth.caller)) -> HostAnswer:
+    return HostAnswer(host=fleet_hosts.register(_store(request), who, host, body))
+
+
+@router.get("/hosts/{host}", responses=ERRORS, summary="One host, with its derived status")
+def show_host(request: Request, host: str, who: Caller = Depends(auth.caller)) -> HostAnswer:
+    return HostAnswer(host=fleet_hosts.show_host(_store(request), who, host))
+
+
+@router.get("/hosts/{host}/desired", responses=ERRORS,
+            summary="The host's live desired rows and the revision to follow changes from")
+def desired(request: Request, host: str, who: Caller = Depends(auth.caller)) -> Snapshot:
+    fleet_access.check_host(who, check_host(host), "reading the desired state")
+    return fleet_desired.snapshot(_store(request), host)
+
+
+@router.get("/hosts/{host}/desired/changes", responses=ERRORS,
+            summary="The host's rows above `since` (tombstones too): at once if any, else after up to `wait` s")
+async def changes(request: Request, host: str,
+                  since: int = Query(ge=0, description="the revision of the last answer (/desired or /changes)"),
+                  wait: float = Query(0.0, ge=0, description=f"seconds to wait for a change (capped at "
+                                                             f"{MAX_WAIT_S:g})"),
+                  who: Caller = Depends(auth.caller)) -> Changes:
+    fleet_access.check_host(who, check_host(host), "reading the desired state")
+    return await watch_of(request).changes(host, since, wait)
+
+
+@router.post("/hosts/{host}/reports", status_code=204, responses=ERRORS,
+             summary="The agent's report: applied revision, port statuses, samples, events, quarantines")
+def report(request: Request, host: str, body: Report, who: Caller = Depends(auth.caller)) -> Response:
+    fleet_hosts.report(_store(request), who, host, body)
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ ports
+
+
+@router.get("/ports", responses=ERRORS, summary="The devices the caller may see: desired joined with reported")
+def list_ports(request: Request, host: str | None = Query(None), who: Caller = Depends(auth.caller)) -> PortList:
+    return PortList(ports=fleet_hosts.list_ports(_store(request), who, host))
+
+
+@router.get("/hosts/{host}/ports/{device}", responses=ERRORS, summary="One device of a host")
+def show_port(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> PortAnswer:
+    return PortAnswer(port=fleet_hosts.show_port(_store(request), who, host, device))
+
+
+@router.put("/hosts/{host}/ports/{device}", responses=ERRORS,
+            summary="Set a device's limits with the native API (admin; 409 when a Neutron port names it)")
+def set_port(request: Request, host: str, device: str, body: NativePort,
+             who: Caller = Depends(auth.caller)) -> PortAnswer:
+    return PortAnswer(port=fleet_hosts.set_native(_store(request), who, host, device, body))
+
+
+@router.delete("/hosts/{host}/ports/{device}", status_code=204, responses=ERRORS,
+               summary="Release a device's native limits (admin)")
+def clear_port(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> Response:
+    fleet_hosts.clear_native(_store(request), who, host, device)
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ what the monitors found
+
+
+@router.get("/events", responses=ERRORS, summary="The newest events the agents reported, newest first")
+def list_events(request: Request, host: str | None = Query(None), device: str | None = Query(None),
+                limit: int = Query(100, ge=1, le=fleet_hosts.EVENTS_LIMIT),
+                who: Caller = Depends(auth.caller)) -> EventList:
+    return EventList(events=fleet_hosts.list_events(_store(request), who, host=host, device=device, limit=limit))
+
+
+@router.get("/quarantines", responses=ERRORS, summary="The quarantines in force")
+def list_quarantines(request: Request, host: str | None = Query(None),
+                     who: Caller = Depends(auth.caller)) -> QuarantineList:
+    return QuarantineList(quarantines=fleet_hosts.list_quarantines(_store(request), who, host=host))

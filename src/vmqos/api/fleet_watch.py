@@ -1,0 +1,118 @@
+"""The long poll's waking: one ticker per application, shared by every waiting agent.
+
+A thousand agents wait at once on `GET /v1/hosts/{host}/desired/changes?wait=S`; none of them holds
+a thread or a database connection while it waits. The ticker reads the fleet's revision counter
+every TICK_S (one indexed row, in a worker thread); when it moved, it asks which hosts have rows
+above the revision it saw last (the index on revision) and sets the asyncio Event of each such
+host that has waiters. A change made by another process (another server on the same PostgreSQL)
+moves the same counter, so it wakes them too, within a tick.
+
+The ticker also forgets old tombstones once an hour (`fleet_desired.compact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.concurrency import run_in_threadpool
+
+from vmqos.core.errors import VmqosError
+from vmqos.services import fleet_desired
+from vmqos.services.fleet_wire import Changes
+from vmqos.store import Store
+from vmqos.store import fleet as records
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+MAX_WAIT_S = 60.0
+COMPACT_S = 3600.0
+
+
+class Watch:
+    """The waiters of one application, by host, and the ticker that wakes them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.seen: int | None = None
+        self._events: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._said: str | None = None
+
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and self._loop is asyncio.get_running_loop()
+
+    async def start(self) -> None:
+        """Start the ticker in the running loop (again, if it ran in another one: a test's client)."""
+        self._loop = asyncio.get_running_loop()
+        self._events.clear()
+        self.seen = (await run_in_threadpool(records.counters, self.store)).revision
+        self._task = asyncio.create_task(self._run(), name="vmqos-fleet-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, RuntimeError):
+                pass
+            self._task = None
+
+    def _event(self, host: str) -> asyncio.Event:
+        event = self._events.get(host)
+        if event is None:
+            event = self._events[host] = asyncio.Event()
+        return event
+
+    async def _run(self) -> None:
+        next_compact = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.tick()
+                if time.monotonic() >= next_compact:
+                    next_compact = time.monotonic() + COMPACT_S
+                    await run_in_threadpool(fleet_desired.compact, self.store)
+                self._said = None
+            except VmqosError as exc:  # a database that went away: said once, tried again next tick
+                if str(exc) != self._said:
+                    log.warning("the fleet's long poll cannot read the revision: %s", exc)
+                    self._said = str(exc)
+
+    async def tick(self) -> None:
+        """Wake the waiters of the hosts whose rows changed since the last tick."""
+        revision = (await run_in_threadpool(records.counters, self.store)).revision
+        if revision == self.seen:
+            return
+        if not self._events:
+            self.seen = revision
+            return
+        if self.seen is None or revision < self.seen:  # another database under the same name: everyone
+            hosts, self.seen = set(self._events), revision
+        else:
+            self.seen, hosts = await run_in_threadpool(records.hosts_changed, self.store, self.seen)
+        for host in hosts:
+            event = self._events.pop(host, None)
+            if event is not None:
+                event.set()
+
+    async def changes(self, host: str, since: int, wait: float) -> Changes:
+        """The host's changes since `since`: at once if there are any, else when the ticker sees some, else
+        (empty) after `wait` seconds (at most MAX_WAIT_S)."""
+        if not self.running():
+            await self.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), MAX_WAIT_S)
+        while True:
+            event = self._event(host)  # taken before the read: a change after it sets this very event
+            found = await run_in_threadpool(fleet_desired.changes, self.store, host, since)
+            remaining = deadline - loop.time()
+            if found.changes or remaining <= 0:
+                return found
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass

@@ -1,0 +1,129 @@
+"""`vmqos fleet hosts|ports` and `vmqos port show DEV --server URL --host H`: a server's fleet, read over /v1.
+
+The command line talks to the server with services.server_client (keystoneauth1, the OS_* variables
+the openstack CLI uses), never to its database: what it shows is what the server says. The client
+is imported when a command runs: the other commands do not pay for keystoneauth1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from vmqos.cli.output import print_json, stdout
+from vmqos.core.units import human_rate
+
+if TYPE_CHECKING:
+    from vmqos.services.fleet_wire import Port, Sample
+    from vmqos.services.server_client import ServerClient
+
+SERVER_HELP = "the vmqos server's URL (or $VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME"
+
+
+def client(server: str | None) -> ServerClient:
+    from vmqos.services.server_client import ServerClient
+
+    return ServerClient.from_env(server)
+
+
+def _policy(port: Port) -> str:
+    if port.policy is None:
+        return "none (released)" if port.source else "-"
+    parts = []
+    for direction in ("ingress", "egress"):
+        limits = port.policy.get(direction) or {}
+        shown = ", ".join(f"{k} {v}" for k, v in limits.items() if not isinstance(v, (list, dict)))
+        if shown:
+            parts.append(f"{direction} {shown}")
+    return "; ".join(parts) or "nothing"
+
+
+def _rates(sample: Sample | None) -> str:
+    if sample is None:
+        return "-"
+    return " / ".join(f"{d}: {human_rate(r.delivered_bps)} of {human_rate(r.offered_bps)}, "
+                      f"{human_rate(r.dropped_bps)} dropped"
+                      for d, r in (("in", sample.ingress), ("out", sample.egress)))
+
+
+def print_port(port: Port) -> None:
+    """One device as `vmqos port show --server` shows it."""
+    lines = [("port", f"{port.device} on host {port.host}"),
+             ("neutron port", port.port_id or "-"),
+             ("source", port.source or "reported by the agent only"),
+             ("policy", f"{port.policy_name or '-'}: {_policy(port)}"),
+             ("revision", f"desired {port.desired_revision if port.desired_revision is not None else '-'}, "
+                          f"applied {port.applied_revision if port.applied_revision is not None else '-'}"),
+             ("status", port.status + (f": {port.message}" if port.message else "")),
+             ("reported", port.reported_at.isoformat() if port.reported_at else "never"),
+             ("rates", _rates(port.rates))]
+    if port.quarantine is not None:
+        lines.append(("quarantine", f"since {port.quarantine.since.isoformat()}: {port.quarantine.reason}"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        stdout.print(f"{key:<{width}}  {value}", markup=False)
+
+
+@click.group()
+def fleet() -> None:
+    """A vmqos server's fleet: its hosts and their ports, as the agents report them.
+
+    \b
+    Examples:
+      OS_USERNAME=admin OS_PASSWORD=... OS_PROJECT_NAME=admin vmqos fleet hosts --server http://ctl:9696
+      vmqos fleet ports --server http://ctl:9696 --host compute1 --json
+    """
+
+
+@fleet.command("hosts")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the hosts as JSON")
+def hosts(server: str | None, as_json: bool) -> None:
+    """Every host: its agent, its status (in_sync, drift, error, unknown, unreachable), its revisions."""
+    found = client(server).hosts()
+    if as_json:
+        print_json([h.model_dump(mode="json") for h in found])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("host", "status", "ports", "desired rev", "applied rev", "agent", "last seen"):
+        table.add_column(column)
+    for h in found:
+        table.add_row(h.name, h.status, str(h.ports), str(h.desired_revision),
+                      "-" if h.applied_revision is None else str(h.applied_revision), h.agent_version or "-",
+                      h.last_seen.isoformat(timespec="seconds") if h.last_seen else "never")
+    stdout.print(table)
+
+
+@fleet.command("ports")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--host", "host", metavar="HOST", help="only this host's ports")
+@click.option("--json", "as_json", is_flag=True, help="print the ports as JSON")
+def ports(server: str | None, host: str | None, as_json: bool) -> None:
+    """The ports the server wants limited (and those whose agent reported a problem), with their status."""
+    found = client(server).ports(host)
+    if as_json:
+        print_json([p.model_dump(mode="json") for p in found])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("host", "device", "policy", "status", "rev (desired/applied)", "neutron port"):
+        table.add_column(column)
+    for p in found:
+        revisions = "/".join("-" if r is None else str(r) for r in (p.desired_revision, p.applied_revision))
+        table.add_row(p.host, p.device, _policy(p), p.status, revisions, p.port_id or "-")
+    stdout.print(table)
+
+
+def show_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
+    """`vmqos port show DEV --server URL --host HOST`."""
+    if not host:
+        raise click.UsageError("--server needs --host HOST: the host the port is on")
+    found = client(server).port(device, host)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    print_port(found)

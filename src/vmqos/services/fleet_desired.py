@@ -1,0 +1,244 @@
+"""Every host's desired state as revisioned rows (host, device): what the agents follow.
+
+A Neutron row is derived from the ports, their networks and the QoS policies by THE rule of
+`services.neutron_bindings.bind` (the one the all-in-one enforcer uses): the device is Nova's tap
+name or binding:profile's, the policy the port's own or its network's, the first port made keeps a
+device two ports name; a policy without rules holds nothing. `refresh` recomputes the rows of some
+ports (every port at a server's start), writes those whose content changed with the next revision,
+and turns the rows of ports that no longer hold a limit into tombstones (unbound, moved, another
+device, no policy, a policy without rules, deleted). A row that does not change keeps its revision,
+so an agent is woken only for what concerns it.
+
+It reads only what the ports concern: the ports themselves, their networks and policies, the rows
+they hold, and the other ports that name the same devices (`fleet_devices`, indexed by host and
+device). A policy shared by 10,000 of 100,000 ports reads 10,000 ports, not 100,000.
+
+A native row is set with `set_port` for a host and device no Neutron port names (409 otherwise):
+a Neutron port that comes to name it later takes the device over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vmqos.core.desired.neutron_ports import device_name
+from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
+from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
+from vmqos.core.model.host import Policy, check_device_name
+from vmqos.services.fleet_wire import Changes, Desired, RevisionGone, Snapshot, check_host
+from vmqos.services.neutron_bindings import PortBinding, bind
+from vmqos.store import Store
+from vmqos.store import fleet as records
+from vmqos.store.fleet import DesiredRow, DesiredWriter, Key
+
+log = logging.getLogger(__name__)
+
+NEUTRON, NATIVE = "neutron", "native"
+TOMBSTONE_DAYS = 7  # how long a released device's tombstone is kept: an agent away longer reads /desired again
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What one refresh did: the revision it wrote (None: nothing changed), the hosts whose rows
+    changed, and how many Neutron ports it read (its cost)."""
+
+    revision: int | None
+    hosts: frozenset[str]
+    rows: int
+    ports_read: int
+    problems: tuple[str, ...] = ()
+
+
+def _policy_json(policy: Policy, cache: dict[str, str]) -> str:
+    if policy.name not in cache:
+        cache[policy.name] = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
+    return cache[policy.name]
+
+
+def _same(have: DesiredRow | None, want: DesiredRow) -> bool:
+    """Whether the row already says what `want` says; any tombstone says what another one says."""
+    if have is None:
+        return want.policy is None
+    if want.policy is None:
+        return have.policy is None
+    return (have.source, have.port_id, have.policy_name, have.policy) == \
+        (want.source, want.port_id, want.policy_name, want.policy)
+
+
+def _decide(w: DesiredWriter, ids: Collection[str] | None) -> tuple[list[DesiredRow], dict[Key, DesiredRow], list[str]]:
+    """The rows the ports `ids` (every port for None) concern, as they must be, and the rows as they are."""
+    ports = {p.id: p for p in w.ports(ids)}
+    old_claims = w.claims(ids)
+    problems: list[str] = []
+    claims: dict[str, Key] = {}
+    for port in ports.values():
+        if port.host_id:
+            try:
+                claims[port.id] = (port.host_id, device_name(port.id, port.profile))
+            except VmqosError as exc:
+                problems.append(f"port {port.id}: {exc}")
+    w.set_claims([pid for pid, key in old_claims.items() if claims.get(pid) != key],
+                 {pid: key for pid, key in claims.items() if old_claims.get(pid) != key})
+    held = w.rows_of_ports(ids)
+    keys = set(old_claims.values()) | set(claims.values()) | set(held)
+    claimants: dict[Key, set[str]] = defaultdict(set)
+    for pid, key in claims.items():
+        claimants[key].add(pid)
+    existing = held
+    if ids is not None:  # the other ports that name these devices, or those the ports left: rare
+        for others in (w.claimants_beside(claims), w.claimants(keys - set(claims.values()))):
+            for key, more in others.items():
+                claimants[key].update(more)
+        existing = held | w.rows_at(keys - set(held))
+        ports.update((p.id, p) for p in w.ports({pid for named in claimants.values() for pid in named} - set(ports)))
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for (host, _device), pids in claimants.items():
+        by_host[host].extend(pids)
+    candidates = [ports[pid] for named in by_host.values() for pid in named]
+    networks = w.network_policies(None if ids is None else {p.network_id for p in candidates})
+    policy_ids = {p.qos_policy_id for p in candidates} | {networks.get(p.network_id) for p in candidates}
+    policies = w.policies(None if ids is None else {i for i in policy_ids if i is not None})
+    converted: dict[str, Policy] = {}
+    decided: dict[Key, PortBinding] = {}
+    for host, named in by_host.items():
+        bound = bind(host, sorted((ports[pid] for pid in named), key=lambda p: (p.created_at, p.id)), networks,
+                     policies, converted)
+        problems.extend(bound.problems)
+        decided.update(((host, device), binding) for device, binding in bound.ports.items())
+    return _wanted(keys, decided, existing, w.at), existing, problems
+
+
+def _wanted(keys: Iterable[Key], decided: dict[Key, PortBinding], existing: dict[Key, DesiredRow],
+            at: datetime) -> list[DesiredRow]:
+    """The rows at `keys` that must change: a Neutron port's limit, or a tombstone where a Neutron row
+    holds nothing any more; a native row no Neutron port names is left alone."""
+    texts: dict[str, str] = {}
+    changed = []
+    for key in sorted(keys):
+        binding, have = decided.get(key), existing.get(key)
+        if binding is not None and binding.limits:
+            assert binding.policy is not None
+            want = DesiredRow(*key, binding.port_id, NEUTRON, binding.policy.name,
+                              _policy_json(binding.policy, texts), 0, at)
+        elif binding is not None:
+            want = DesiredRow(*key, binding.port_id, NEUTRON, None, None, 0, at)
+        elif have is not None and have.source == NEUTRON:
+            want = DesiredRow(*key, have.port_id, NEUTRON, None, None, 0, at)
+        else:
+            continue
+        if not _same(have, want):
+            changed.append(want)
+    return changed
+
+
+def _refresh(store: Store, what: str, pick: Callable[[DesiredWriter], Collection[str] | None]) -> Refreshed:
+    with records.desired_writer(store, f"refreshing the desired rows of {what}") as w:
+        ids = pick(w)
+        changed, existing, problems = _decide(w, ids)
+        revision = w.write(changed, existing.keys()) if changed else None
+    for problem in problems:
+        log.warning("%s", problem)
+    return Refreshed(revision, frozenset(r.host for r in changed), len(changed), w.ports_read, tuple(problems))
+
+
+def refresh(store: Store, port_ids: Iterable[str] | None = None) -> Refreshed:
+    """Recompute the rows of the Neutron ports `port_ids` (every port for None); ids of ports that no
+    longer exist release what their rows held."""
+    ids = None if port_ids is None else frozenset(port_ids)
+    what = "every port" if ids is None else f"{len(ids)} port(s)"
+    return _refresh(store, what, lambda w: ids)
+
+
+def refresh_policy(store: Store, policy_id: str) -> Refreshed:
+    """After a change of a QoS policy's rules: the ports that name it, and those of the networks that
+    name it which have none of their own (found in the refresh's own transaction)."""
+    return _refresh(store, f"the ports of QoS policy {policy_id}", lambda w: w.port_ids_of_policy(policy_id))
+
+
+def refresh_network(store: Store, network_id: str) -> Refreshed:
+    """After a change of a network's QoS policy: its ports."""
+    return _refresh(store, f"the ports of network {network_id}", lambda w: w.port_ids_of_network(network_id))
+
+
+def compact(store: Store, *, now: datetime | None = None, keep: timedelta = timedelta(days=TOMBSTONE_DAYS)) -> int:
+    """Forget the tombstones older than `keep`; the number forgotten."""
+    return records.compact(store, (now or datetime.now(UTC)) - keep)
+
+
+# ------------------------------------------------------------------ what the agents read
+
+
+def desired(row: DesiredRow) -> Desired:
+    return Desired(device=row.device, port_id=row.port_id, source=row.source,  # type: ignore[arg-type]
+                   revision=row.revision, policy_name=row.policy_name,
+                   policy=None if row.policy is None else json.loads(row.policy))
+
+
+def snapshot(store: Store, host: str) -> Snapshot:
+    """Every live row of the host, and the revision at the time of reading (the next `since`)."""
+    counters, rows = records.host_rows(store, check_host(host))
+    return Snapshot(host=host, revision=counters.revision, ports=[desired(r) for r in rows])
+
+
+def changes(store: Store, host: str, since: int) -> Changes:
+    """The rows of the host above `since`, tombstones included. RevisionGone (410) when `since` is below
+    the compacted floor; InvalidValue (400) when it is above the current revision (not this server's)."""
+    counters, rows = records.host_rows(store, check_host(host), since=since)
+    if since > counters.revision:
+        raise InvalidValue("since", since, f"the server's revision is {counters.revision}: give a revision it "
+                                           "answered, or read /v1/hosts/{host}/desired again")
+    if since < counters.floor:
+        raise RevisionGone(f"since: revision {since} is older than what the server keeps (tombstones up to "
+                           f"{counters.floor} were compacted); read /v1/hosts/{host}/desired again")
+    return Changes(host=host, revision=counters.revision, changes=[desired(r) for r in rows])
+
+
+def host_wanted(store: Store, host: str) -> dict[str, tuple[str | None, Policy]]:
+    """Device -> (Neutron port id or None, the Policy it must hold), from the host's live rows: what the
+    all-in-one enforcer and an agent enforce."""
+    _counters, rows = records.host_rows(store, host)
+    return {r.device: (r.port_id, policy_from_data(r.policy_name or f"{NATIVE}:{r.device}", json.loads(r.policy)))
+            for r in rows if r.policy is not None}
+
+
+# ------------------------------------------------------------------ native rows
+
+
+def _check_native(w: DesiredWriter, host: str, device: str) -> DesiredRow | None:
+    """The row at (host, device), which no Neutron port may name (409)."""
+    named = sorted(w.claimants([(host, device)]).get((host, device), []))
+    if named:
+        raise ConflictError(f"device {device} on host {host} is Neutron port {named[0]}'s: change its QoS policy "
+                            f"through Neutron (openstack port set --qos-policy POLICY {named[0]})")
+    return w.rows_at([(host, device)]).get((host, device))
+
+
+def set_port(store: Store, host: str, device: str, policy: Policy) -> Desired:
+    """Give the device of a host the policy, as a native row (409 when a Neutron port names the device)."""
+    check_host(host)
+    check_device_name(device, "device")
+    text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
+    with records.desired_writer(store, f"setting device {device} on host {host}") as w:
+        have = _check_native(w, host, device)
+        want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at)
+        if have is not None and (have.source, have.policy_name, have.policy) == (NATIVE, policy.name, text):
+            return desired(have)
+        revision = w.write([want], [] if have is None else [(host, device)])
+    return desired(DesiredRow(host, device, None, NATIVE, policy.name, text, revision, w.at))
+
+
+def clear_port(store: Store, host: str, device: str) -> None:
+    """Release the device's native row (a tombstone); NotFound when it has none, 409 when it is Neutron's."""
+    check_host(host)
+    check_device_name(device, "device")
+    with records.desired_writer(store, f"clearing device {device} on host {host}") as w:
+        have = _check_native(w, host, device)
+        if have is None or have.policy is None:
+            raise NotFound(f"device {device} on host {host} has no limit set with the native API "
+                           "(GET /v1/ports?host=HOST lists what is)")
+        w.write([DesiredRow(host, device, None, NATIVE, None, None, 0, w.at)], [(host, device)])

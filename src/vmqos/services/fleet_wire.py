@@ -1,0 +1,293 @@
+"""The /v1 fleet protocol's bodies (docs/fleet-protocol.md), one definition for the server and the agent.
+
+The API declares its requests and answers with these models (so /openapi.json is the contract),
+the use cases return them, and `services.server_client` parses the answers into them and sends
+requests built from them: a field changed here changes both ends at once. A policy travels in the
+host file's form (`core.formats.hostfile.policy_to_data`); `Desired.as_policy` reads it back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from vmqos.core.errors import InvalidValue, VmqosError
+from vmqos.core.formats.hostfile import policy_from_data
+from vmqos.core.model.host import Policy, check_device_name
+
+PortStatus = Literal["in_sync", "drift", "error", "pending"]
+HostStatus = Literal["in_sync", "drift", "error", "unknown", "unreachable"]
+MAX_ITEMS = 20_000  # per list of a report: a host's every port, with room to spare
+MAX_TEXT = 4096
+
+
+class RevisionGone(VmqosError):
+    """`since` is older than what the server keeps (tombstones compacted): read /desired again."""
+
+    http_status = 410
+
+
+def _device(value: str) -> str:
+    try:
+        return check_device_name(value, "device")
+    except VmqosError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_host(value: str) -> str:
+    """A host's name as Neutron's binding:host_id and the agent's --host give it."""
+    if not 1 <= len(value) <= 255 or value != value.strip() or any(c in "/\x00" or not c.isprintable()
+                                                                    for c in value):
+        raise InvalidValue("host", value, "a host name is 1 to 255 printable characters, without '/' or "
+                                          "surrounding spaces (the agent's --host, a port's binding:host_id)")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """An instant; one without a zone is read as UTC (what the agents send)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Device = Annotated[str, AfterValidator(_device)]
+Instant = Annotated[datetime, AfterValidator(_utc)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Open(BaseModel):
+    """What an agent finds on its host: kept as sent, fields beyond these included."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+# ------------------------------------------------------------------ desired state
+
+
+class Desired(Wire):
+    """One (host, device) row: the policy the device must hold, or None: release the device."""
+
+    device: str
+    port_id: str | None = Field(description="the Neutron port's id; null for a row set with the native API")
+    source: Literal["neutron", "native"]
+    revision: int = Field(description="the global revision at which the row last changed")
+    policy_name: str | None = Field(description="the policy's name in the agent's scope (neutron:<QoS policy "
+                                                "id> for Neutron's); null for a tombstone")
+    policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
+                                                      "the device must be released")
+
+    def as_policy(self) -> Policy | None:
+        """The vmqos Policy the device must hold; None for a tombstone."""
+        if self.policy is None:
+            return None
+        return policy_from_data(self.policy_name or f"native:{self.device}", self.policy, path=("policy",))
+
+
+class Snapshot(Wire):
+    host: str
+    revision: int = Field(description="the global revision at the time of reading: the next `since`")
+    ports: list[Desired]
+
+
+class Changes(Wire):
+    host: str
+    revision: int = Field(description="the next `since`")
+    changes: list[Desired] = Field(description="rows of the host above `since`, tombstones included, in "
+                                               "revision order")
+
+
+# ------------------------------------------------------------------ hosts
+
+
+class InventoryPort(Open):
+    device: str
+    kind: str | None = None
+    mac: str | None = None
+
+
+class DomainInterface(Open):
+    device: str | None = None
+    mac: str | None = None
+
+
+class DomainDisk(Open):
+    target: str
+    source: str | None = None
+
+
+class NovaInstance(Open):
+    instance_uuid: str | None = None
+    flavor: str | None = None
+    port_ids: list[str] = []
+
+
+class Domain(Open):
+    name: str
+    uuid: str | None = None
+    state: str | None = None
+    interfaces: list[DomainInterface] = []
+    disks: list[DomainDisk] = []
+    nova: NovaInstance | None = None
+
+
+class LabInstance(Open):
+    name: str
+    ports: list[str] = []
+
+
+class Inventory(Open):
+    ports: list[InventoryPort] = Field(default_factory=list, max_length=MAX_ITEMS)
+    domains: list[Domain] = Field(default_factory=list, max_length=MAX_ITEMS)
+    instances: list[LabInstance] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+
+class Registration(Wire):
+    agent_version: Annotated[str, Field(max_length=255)]
+    netns: Annotated[str, Field(max_length=255)] | None = None
+    inventory: Inventory = Inventory()
+
+
+class Host(Wire):
+    name: str
+    registered_at: datetime | None = Field(description="null for a host with desired rows whose agent never "
+                                                       "registered")
+    last_seen: datetime | None
+    agent_version: str | None
+    netns: str | None
+    status: HostStatus
+    desired_revision: int = Field(description="the highest revision among the host's rows (0: none)")
+    applied_revision: int | None = Field(description="what the agent last reported applied; null before then")
+    ports: int = Field(description="the host's live desired rows")
+    inventory: Inventory | None
+
+
+class HostAnswer(Wire):
+    host: Host
+
+
+class HostList(Wire):
+    hosts: list[Host]
+
+
+# ------------------------------------------------------------------ reports
+
+
+class Rates(Wire):
+    offered_bps: Count = 0
+    delivered_bps: Count = 0
+    dropped_bps: Count = 0
+    offered_pps: Count = 0
+    delivered_pps: Count = 0
+    dropped_pps: Count = 0
+
+
+class Sample(Wire):
+    device: Device
+    at: Instant
+    interval_s: float = Field(gt=0, le=3600)
+    ingress: Rates = Rates()
+    egress: Rates = Rates()
+
+
+class PortReport(Wire):
+    device: Device
+    revision: Annotated[int, Field(ge=0)] | None = Field(description="the revision of the row applied")
+    status: PortStatus
+    message: Text = ""
+
+
+class EventReport(Wire):
+    device: Device
+    at: Instant
+    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    message: Text = ""
+    instance: Annotated[str, Field(max_length=255)] | None = None
+    direction: Literal["ingress", "egress"] | None = None
+    detector: Annotated[str, Field(max_length=64)] | None = None
+
+
+class QuarantineReport(Wire):
+    device: Device
+    since: Instant
+    reason: Text = ""
+    lifted: bool = False
+    qos: dict[str, Any] | None = Field(None, description="the quarantine's limits in the host file's form")
+
+
+class Report(Wire):
+    applied_revision: Annotated[int, Field(ge=0)] | None = None
+    ports: list[PortReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+    samples: list[Sample] = Field(default_factory=list, max_length=MAX_ITEMS)
+    events: list[EventReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+    quarantines: list[QuarantineReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+
+# ------------------------------------------------------------------ views
+
+
+class Quarantine(Wire):
+    host: str
+    device: str
+    since: datetime
+    reason: str
+    qos: dict[str, Any] | None
+
+
+class Event(Wire):
+    id: int
+    host: str
+    device: str
+    at: datetime
+    kind: str
+    message: str
+    instance: str | None
+    direction: str | None
+    detector: str | None
+
+
+class Port(Wire):
+    """A device of a host: what the server wants of it, joined with what its agent reported."""
+
+    host: str
+    device: str
+    port_id: str | None
+    source: Literal["neutron", "native"] | None = Field(description="null for a device only the agent reports")
+    policy_name: str | None
+    policy: dict[str, Any] | None
+    desired_revision: int | None
+    applied_revision: int | None
+    status: Literal["in_sync", "drift", "error", "pending", "unknown"] = Field(
+        description="what the agent last reported; unknown before it did")
+    message: str
+    reported_at: datetime | None
+    rates: Sample | None
+    quarantine: Quarantine | None
+
+
+class PortAnswer(Wire):
+    port: Port
+
+
+class PortList(Wire):
+    ports: list[Port]
+
+
+class EventList(Wire):
+    events: list[Event]
+
+
+class QuarantineList(Wire):
+    quarantines: list[Quarantine]
+
+
+class NativePort(Wire):
+    """A device's limits set with the native API (not Neutron's): the host file's policy form."""
+
+    policy: dict[str, Any]
+    policy_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        None, description="its name in the agent's scope (default native:<device>)")

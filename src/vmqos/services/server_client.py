@@ -1,0 +1,210 @@
+"""A client of a `vmqos server`'s native API (/v1): what `vmqos fleet`, `vmqos port show --server` and
+the agent use.
+
+Authentication is keystoneauth1's (already a dependency, for `--auth keystone`): a Password plugin
+in a Session, which gets a token from OS_AUTH_URL, keeps it, and gets a new one when it expires
+or the server answers 401. The credentials are the openstack CLI's OS_* variables; OS_AUTH_URL
+defaults to the server's own /v3 (a vmqos server is its own Keystone).
+
+Answers are parsed into services.fleet_wire's models, the same the server answers with. Every
+failure is one VmqosError with a one-line message: ServerUnreachable (no answer), ServerUnauthorized
+(401: the credentials), ServerForbidden (403), ServerNotFound (404: an agent registers again when a
+report answers it), RevisionGone (410: read /desired again), ServerError (anything else).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+from pydantic import BaseModel, ValidationError
+
+from vmqos.core.errors import MissingValue, NotFound, VmqosError
+from vmqos.services.fleet_wire import (
+    Changes,
+    EventList,
+    Host,
+    HostAnswer,
+    HostList,
+    Port,
+    PortAnswer,
+    PortList,
+    QuarantineList,
+    Registration,
+    Report,
+    RevisionGone,
+    Snapshot,
+)
+
+URL_ENV = "VMQOS_URL"
+TIMEOUT_S = 30.0  # a request's; the long poll waits `wait` seconds more
+M = TypeVar("M", bound=BaseModel)
+
+__all__ = ["RevisionGone", "ServerClient", "ServerError", "ServerForbidden", "ServerNotFound", "ServerUnauthorized",
+           "ServerUnreachable"]
+
+
+class ServerUnreachable(VmqosError):
+    """The server did not answer (refused, timed out, no route)."""
+
+
+class ServerError(VmqosError):
+    """The server answered with an error."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ServerUnauthorized(ServerError):
+    """401: the credentials were refused, or the token."""
+
+
+class ServerForbidden(ServerError):
+    """403: the caller may not do this (a service user reads only its own host's state)."""
+
+
+class ServerNotFound(ServerError, NotFound):
+    """404: the host, the device or the route does not exist there."""
+
+
+def _message(response: Any) -> str:
+    """The server's own words: Neutron's NeutronError.message, Keystone's error.message."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip().splitlines()[0][:200] if response.text else response.reason or ""
+    if isinstance(body, dict):
+        for key in ("NeutronError", "error"):
+            if isinstance(body.get(key), dict) and body[key].get("message"):
+                return str(body[key]["message"])
+    return str(body)[:200]
+
+
+class ServerClient:
+    """The native API of the server at `url`, for the host `host` (the agent's own) unless a method is
+    given another one."""
+
+    def __init__(self, url: str, session: ks_session.Session, *, host: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.session = session
+        self.host = host
+
+    @classmethod
+    def from_env(cls, url: str | None = None, *, host: str | None = None,
+                 environ: Mapping[str, str] | None = None, timeout_s: float = TIMEOUT_S) -> ServerClient:
+        """A client with the openstack CLI's credentials: OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME (and
+        OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, Default unless set); OS_AUTH_URL, else the server's
+        /v3. The server is `url`, else $VMQOS_URL."""
+        env = os.environ if environ is None else environ
+        url = url or env.get(URL_ENV)
+        if not url:
+            raise MissingValue(f"which server: give --server URL (or set {URL_ENV}), e.g. http://127.0.0.1:9696")
+        missing = [name for name in ("OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME") if not env.get(name)]
+        if missing:
+            raise MissingValue(f"credentials for {url}: set {', '.join(missing)} (the openstack CLI's variables; "
+                               "OS_AUTH_URL defaults to the server's /v3)")
+        auth = v3.Password(auth_url=env.get("OS_AUTH_URL") or f"{url.rstrip('/')}/v3",
+                           username=env["OS_USERNAME"], password=env["OS_PASSWORD"],
+                           project_name=env["OS_PROJECT_NAME"],
+                           user_domain_name=env.get("OS_USER_DOMAIN_NAME") or "Default",
+                           project_domain_name=env.get("OS_PROJECT_DOMAIN_NAME") or "Default")
+        return cls(url, ks_session.Session(auth=auth, timeout=timeout_s), host=host)
+
+    # ------------------------------------------------------------------ the calls
+
+    def _host(self, host: str | None) -> str:
+        name = host or self.host
+        if not name:
+            raise MissingValue("which host: give the client a host (the agent's --host), or --host HOST")
+        return quote(name, safe="")
+
+    def _call(self, method: str, path: str, answer: type[M] | None, *, body: BaseModel | None = None,
+              params: dict[str, Any] | None = None, timeout: float | None = None) -> M | None:
+        where = f"{self.url}{path}"
+        kwargs: dict[str, Any] = {"raise_exc": False, "params": {k: v for k, v in (params or {}).items()
+                                                                  if v is not None}}
+        if body is not None:
+            kwargs["json"] = body.model_dump(mode="json", exclude_none=False)
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self.session.request(where, method, **kwargs)
+        except ks_exc.Unauthorized as exc:  # the token request itself was refused
+            raise ServerUnauthorized(f"{self.url} refused the credentials (401): {exc}; check OS_USERNAME, "
+                                     "OS_PASSWORD and OS_PROJECT_NAME", 401) from None
+        except ks_exc.ClientException as exc:
+            if isinstance(exc, ks_exc.HttpError):
+                raise ServerError(f"{self.url}: the token request failed: {exc}", exc.http_status or 0) from None
+            raise ServerUnreachable(f"{self.url} is unreachable: {exc}") from None
+        status = response.status_code
+        if status >= 400:
+            message = f"{method} {path}: {status}: {_message(response)}"
+            error = {401: ServerUnauthorized, 403: ServerForbidden, 404: ServerNotFound}.get(status, ServerError)
+            if status == 410:
+                raise RevisionGone(message)
+            raise error(message, status)
+        if answer is None:
+            return None
+        try:
+            return answer.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ServerError(f"{method} {path}: the answer is not a {answer.__name__} ({first}); is {self.url} a "
+                              "vmqos server of this version?", status) from None
+
+    def register(self, registration: Registration, host: str | None = None) -> Host:
+        found = self._call("PUT", f"/v1/hosts/{self._host(host)}", HostAnswer, body=registration)
+        assert found is not None
+        return found.host
+
+    def desired(self, host: str | None = None) -> Snapshot:
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/desired", Snapshot)
+        assert found is not None
+        return found
+
+    def changes(self, since: int, wait: float = 0.0, host: str | None = None) -> Changes:
+        """The host's rows above `since`, waiting up to `wait` seconds for one (RevisionGone: read desired())."""
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/desired/changes", Changes,
+                           params={"since": since, "wait": wait}, timeout=TIMEOUT_S + wait)
+        assert found is not None
+        return found
+
+    def report(self, report: Report, host: str | None = None) -> None:
+        self._call("POST", f"/v1/hosts/{self._host(host)}/reports", None, body=report)
+
+    def hosts(self) -> list[Host]:
+        found = self._call("GET", "/v1/hosts", HostList)
+        assert found is not None
+        return found.hosts
+
+    def host_info(self, host: str | None = None) -> Host:
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}", HostAnswer)
+        assert found is not None
+        return found.host
+
+    def ports(self, host: str | None = None) -> list[Port]:
+        """The devices the caller may see (of `host` only, if given)."""
+        found = self._call("GET", "/v1/ports", PortList, params={"host": host})
+        assert found is not None
+        return found.ports
+
+    def port(self, device: str, host: str | None = None) -> Port:
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
+        assert found is not None
+        return found.port
+
+    def events(self, host: str | None = None, device: str | None = None, limit: int = 100) -> EventList:
+        found = self._call("GET", "/v1/events", EventList, params={"host": host, "device": device, "limit": limit})
+        assert found is not None
+        return found
+
+    def quarantines(self, host: str | None = None) -> QuarantineList:
+        found = self._call("GET", "/v1/quarantines", QuarantineList, params={"host": host})
+        assert found is not None
+        return found

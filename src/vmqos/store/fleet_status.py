@@ -1,0 +1,241 @@
+"""What the agents register and report: hosts, each device's status and latest sample, events, quarantines.
+
+A report is one transaction per host (its own writer lock, so a thousand hosts reporting each
+second do not queue behind each other on PostgreSQL, nor behind the Neutron writers). Status rows
+are replaced, not merged: the agent's last word on a device is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+
+from vmqos.core.errors import NotFound
+from vmqos.store.fleet import Key, chunks
+from vmqos.store.fleet_tables import (
+    fleet_desired,
+    fleet_events,
+    fleet_hosts,
+    fleet_port_status,
+    fleet_quarantines,
+)
+from vmqos.store.neutron_tables import neutron_ports
+from vmqos.store.store import Store
+
+_HOST = ("name", "registered_at", "last_seen", "agent_version", "netns", "inventory", "applied_revision")
+_STATUS = ("host", "device", "revision", "status", "message", "reported_at", "sample", "sampled_at")
+_EVENT = ("id", "host", "device", "at", "kind", "message", "instance", "direction", "detector")
+_QUARANTINE = ("host", "device", "since", "reason", "qos")
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    registered_at: datetime
+    last_seen: datetime
+    agent_version: str
+    netns: str | None
+    inventory: str  # JSON
+    applied_revision: int | None
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    """What the desired rows and the status rows say of one host."""
+
+    desired_revision: int  # the highest revision among its rows, 0 without any
+    live: int  # its live rows
+    statuses: dict[str, int]  # status -> how many of its devices reported it
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    host: str
+    device: str
+    revision: int | None
+    status: str
+    message: str
+    reported_at: datetime
+    sample: str | None  # JSON
+    sampled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    host: str
+    device: str
+    at: datetime
+    kind: str
+    message: str
+    instance: str | None
+    direction: str | None
+    detector: str | None
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    host: str
+    device: str
+    since: datetime
+    reason: str
+    qos: str | None  # JSON
+
+
+@dataclass(frozen=True)
+class ReportRows:
+    """One report, as rows: status rows to write, devices whose status is forgotten, samples (device,
+    JSON, at), events, quarantines placed and devices whose quarantine was lifted."""
+
+    applied_revision: int | None
+    statuses: Sequence[StatusRecord] = ()
+    forget: Sequence[str] = ()
+    samples: Sequence[tuple[str, str, datetime]] = ()
+    events: Sequence[dict[str, Any]] = ()
+    quarantines: Sequence[QuarantineRecord] = ()
+    lifted: Sequence[str] = ()
+
+
+def _project_keys(project_id: str) -> Any:
+    """The (host, device) of the desired rows of a project's Neutron ports, as a subquery."""
+    d = fleet_desired.c
+    return select(d.host, d.device).where(d.port_id.in_(select(neutron_ports.c.id)
+                                                        .where(neutron_ports.c.project_id == project_id)))
+
+
+# ------------------------------------------------------------------ hosts
+
+
+def register(store: Store, host: HostRecord) -> None:
+    """Record (or record again) a host as its agent describes it; its last applied revision is kept."""
+    h = fleet_hosts.c
+    with store._tx(f"registering host {host.name}", write=f"fleet-host:{host.name}") as conn:
+        values = {c: getattr(host, c) for c in _HOST if c not in ("name", "applied_revision")}
+        if not conn.execute(update(fleet_hosts).where(h.name == host.name).values(**values)).rowcount:
+            conn.execute(insert(fleet_hosts).values(name=host.name, applied_revision=None, **values))
+
+
+def hosts(store: Store, name: str | None = None) -> list[HostRecord]:
+    h = fleet_hosts.c
+    query = select(*(h[c] for c in _HOST)).order_by(h.name)
+    if name is not None:
+        query = query.where(h.name == name)
+    with store._tx("reading the fleet's hosts") as conn:
+        return [HostRecord(*row) for row in conn.execute(query)]
+
+
+def summaries(store: Store, name: str | None = None) -> dict[str, HostSummary]:
+    """Per host with desired rows or reported statuses: its revision, live rows and status counts."""
+    d, s = fleet_desired.c, fleet_port_status.c
+    rows_q = select(d.host, func.max(d.revision), func.count(d.policy)).group_by(d.host)
+    status_q = select(s.host, s.status, func.count()).group_by(s.host, s.status)
+    if name is not None:
+        rows_q, status_q = rows_q.where(d.host == name), status_q.where(s.host == name)
+    with store._tx("reading the fleet's hosts") as conn:
+        revisions = {host: (int(top), int(live)) for host, top, live in conn.execute(rows_q)}
+        statuses: dict[str, dict[str, int]] = {}
+        for host, status, count in conn.execute(status_q):
+            statuses.setdefault(host, {})[status] = int(count)
+    return {host: HostSummary(*revisions.get(host, (0, 0)), statuses.get(host, {}))
+            for host in set(revisions) | set(statuses)}
+
+
+# ------------------------------------------------------------------ reports
+
+
+def _write_statuses(conn: Connection, host: str, report: ReportRows, at: datetime) -> None:
+    s = fleet_port_status.c
+    gone = {r.device for r in report.statuses} | set(report.forget)
+    kept = {}
+    for batch in chunks(sorted(gone)):
+        kept.update({row[0]: row[1:] for row in conn.execute(
+            select(s.device, s.sample, s.sampled_at).where(s.host == host, s.device.in_(batch)))})
+        conn.execute(delete(fleet_port_status).where(s.host == host, s.device.in_(batch)))
+    rows = {r.device: {c: getattr(r, c) for c in _STATUS} for r in report.statuses}
+    for device, row in rows.items():  # a status replaces the last one; the latest sample stays
+        row["sample"], row["sampled_at"] = kept.get(device, (None, None))
+    samples = {device: (sample, when) for device, sample, when in report.samples}
+    for device, (sample, when) in samples.items():
+        if device in rows:
+            rows[device]["sample"], rows[device]["sampled_at"] = sample, when
+    if rows:
+        conn.execute(insert(fleet_port_status), list(rows.values()))
+    for device, (sample, when) in samples.items():  # a sample of a device with no status yet: "unknown"
+        if device not in rows and not conn.execute(update(fleet_port_status).where(
+                s.host == host, s.device == device).values(sample=sample, sampled_at=when)).rowcount:
+            conn.execute(insert(fleet_port_status).values(host=host, device=device, revision=None, status="unknown",
+                                                          message="", reported_at=at, sample=sample,
+                                                          sampled_at=when))
+
+
+def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> None:
+    """One report of a registered host (NotFound otherwise: the agent registers first)."""
+    h, q = fleet_hosts.c, fleet_quarantines.c
+    with store._tx(f"recording a report of host {host}", write=f"fleet-host:{host}") as conn:
+        values: dict[str, Any] = {"last_seen": at}
+        if report.applied_revision is not None:
+            values["applied_revision"] = report.applied_revision
+        if not conn.execute(update(fleet_hosts).where(h.name == host).values(**values)).rowcount:
+            raise NotFound(f"host {host} is not registered: PUT /v1/hosts/{host} first (an agent registers "
+                           "again whenever a report answers 404)")
+        _write_statuses(conn, host, report, at)
+        if report.events:
+            conn.execute(insert(fleet_events), [{**e, "host": host, "received_at": at} for e in report.events])
+        lifted = {r.device for r in report.quarantines} | set(report.lifted)
+        for batch in chunks(sorted(lifted)):
+            conn.execute(delete(fleet_quarantines).where(q.host == host, q.device.in_(batch)))
+        if report.quarantines:
+            conn.execute(insert(fleet_quarantines), [{**{c: getattr(r, c) for c in _QUARANTINE},
+                                                      "reported_at": at} for r in report.quarantines])
+
+
+# ------------------------------------------------------------------ views
+
+
+def statuses(store: Store, *, host: str | None = None, device: str | None = None,
+             keys: Sequence[Key] | None = None, project_id: str | None = None) -> dict[Key, StatusRecord]:
+    s = fleet_port_status.c
+    query = select(*(s[c] for c in _STATUS))
+    for column, value in (("host", host), ("device", device)):
+        if value is not None:
+            query = query.where(s[column] == value)
+    if project_id is not None:
+        query = query.where(tuple_(s.host, s.device).in_(_project_keys(project_id)))
+    with store._tx("reading the ports' statuses") as conn:
+        if keys is None:
+            found = [StatusRecord(*row) for row in conn.execute(query)]
+        else:
+            found = [StatusRecord(*row) for batch in chunks(sorted(keys))
+                     for row in conn.execute(query.where(tuple_(s.host, s.device).in_(batch)))]
+    return {(r.host, r.device): r for r in found}
+
+
+def quarantines(store: Store, *, host: str | None = None, device: str | None = None,
+                project_id: str | None = None) -> list[QuarantineRecord]:
+    q = fleet_quarantines.c
+    query = select(*(q[c] for c in _QUARANTINE)).order_by(q.host, q.device)
+    for column, value in (("host", host), ("device", device)):
+        if value is not None:
+            query = query.where(q[column] == value)
+    if project_id is not None:
+        query = query.where(tuple_(q.host, q.device).in_(_project_keys(project_id)))
+    with store._tx("reading the fleet's quarantines") as conn:
+        return [QuarantineRecord(*row) for row in conn.execute(query)]
+
+
+def events(store: Store, *, host: str | None = None, device: str | None = None, project_id: str | None = None,
+           limit: int = 100) -> list[EventRecord]:
+    """The newest `limit` events (newest first)."""
+    e = fleet_events.c
+    query = select(*(e[c] for c in _EVENT)).order_by(e.id.desc()).limit(limit)
+    for column, value in (("host", host), ("device", device)):
+        if value is not None:
+            query = query.where(e[column] == value)
+    if project_id is not None:
+        query = query.where(tuple_(e.host, e.device).in_(_project_keys(project_id)))
+    with store._tx("reading the fleet's events") as conn:
+        return [EventRecord(*row) for row in conn.execute(query)]

@@ -1,0 +1,57 @@
+"""The in-process API for the server tier's tests (FastAPI's TestClient on one database): its users,
+and the few calls the tests repeat (a token, an object made, a policy with a rule, a port)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from vmqos.api.app import create_app
+from vmqos.services import identity
+
+PASSWORD = "pw"
+
+
+def auth_body(user: str, project: str) -> dict[str, Any]:
+    return {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"name": "Default"}, "password": PASSWORD}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+
+
+@contextmanager
+def running_api(url: str) -> Iterator[TestClient]:
+    """The application on `url` with admin, alice (demo, member) and bob (other, member), lifespan run."""
+    with identity.open_store(url) as store:
+        identity.bootstrap(store, PASSWORD)
+        identity.add_user(store, "alice", PASSWORD, "demo", "member")
+        identity.add_user(store, "bob", PASSWORD, "other", "member")
+    with TestClient(create_app(url), base_url="http://vq.test") as client:
+        yield client
+
+
+def headers(api: TestClient, user: str = "admin", project: str = "admin") -> dict[str, str]:
+    response = api.post("/v3/auth/tokens", json=auth_body(user, project))
+    assert response.status_code == 201, response.text
+    return {"X-Auth-Token": response.headers["X-Subject-Token"]}
+
+
+def made(response: Any, key: str) -> Any:
+    assert response.status_code == 201, response.text
+    return response.json()[key]
+
+
+def policy(api: TestClient, auth: dict[str, str], name: str, kbps: int) -> str:
+    """A QoS policy with one egress bandwidth-limit rule of `kbps` (burst 300 kbit); its id."""
+    found = made(api.post("/v2.0/qos/policies", json={"policy": {"name": name}}, headers=auth), "policy")
+    made(api.post(f"/v2.0/qos/policies/{found['id']}/bandwidth_limit_rules", headers=auth,
+                  json={"bandwidth_limit_rule": {"max_kbps": kbps, "max_burst_kbps": 300}}), "bandwidth_limit_rule")
+    return str(found["id"])
+
+
+def port(api: TestClient, auth: dict[str, str], network: str, name: str, **attrs: Any) -> dict[str, Any]:
+    body = {"port": {"network_id": network, "name": name, **attrs}}
+    found: dict[str, Any] = made(api.post("/v2.0/ports", json=body, headers=auth), "port")
+    return found
