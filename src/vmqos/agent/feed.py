@@ -9,12 +9,19 @@ what the server keeps, and the agent reads `desired()` again.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
-from vmqos.core.errors import UnsupportedError
-from vmqos.core.fleet.desired import DesiredPage
+from pydantic import BaseModel, ValidationError
+
+from vmqos import __version__
+from vmqos.core.errors import InvalidValue
+from vmqos.core.fleet import inventory as inventories
+from vmqos.core.fleet import report as reports
+from vmqos.core.fleet.desired import DesiredPage, page_from_wire
 from vmqos.core.fleet.inventory import HostInventory
 from vmqos.core.fleet.report import AgentReport
+from vmqos.services.fleet_wire import Registration, Report
+from vmqos.services.server_client import ServerClient
 
 
 class DesiredFeed(Protocol):
@@ -38,8 +45,38 @@ class DesiredFeed(Protocol):
         ...
 
 
-def feed_for(server: str, host: str) -> DesiredFeed:
+def _body(model: type[BaseModel], data: dict[str, Any], what: str) -> Any:
+    """The request body the server's schema declares, from the agent's values (a value the schema
+    refuses is the agent's error, said before anything is sent)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidValue(f"{what}.{'.'.join(str(p) for p in first['loc'])}", first.get("input"),
+                           first["msg"]) from None
+
+
+class ServerFeed:
+    """The real feed: the server's typed client (`services.server_client`), its answers read into the
+    agent's own protocol values (`core.fleet`), which the agent's tests' fake gives directly."""
+
+    def __init__(self, client: ServerClient, netns: str | None = None) -> None:
+        self.client, self.netns = client, netns
+
+    def register(self, inventory: HostInventory) -> object:
+        return self.client.register(_body(Registration, {"agent_version": __version__, "netns": self.netns,
+                                                         "inventory": inventories.to_wire(inventory)}, "register"))
+
+    def desired(self) -> DesiredPage:
+        return page_from_wire(self.client.desired().model_dump(mode="json"), full=True)
+
+    def changes(self, since: int, wait: float) -> DesiredPage:
+        return page_from_wire(self.client.changes(since, wait).model_dump(mode="json"), full=False)
+
+    def report(self, report: AgentReport) -> None:
+        self.client.report(_body(Report, reports.to_wire(report), "report"))
+
+
+def feed_for(server: str, host: str, netns: str | None = None) -> DesiredFeed:
     """The feed of `vmqos agent --server URL --host NAME` (credentials from the OS_* variables)."""
-    # MERGE (issue 15, server side): return ServerClient(server, host)  # vmqos.services.server_client
-    raise UnsupportedError(f"vmqos agent: this build has no client for the server's /v1 API yet, so it cannot "
-                           f"follow {server}; it comes with the server side of issue 15")
+    return ServerFeed(ServerClient.from_env(server, host=host), netns)

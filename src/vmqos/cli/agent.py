@@ -68,7 +68,7 @@ def agent(server: str, host_name: str | None, netns: str | None, cache: str | No
             text = f.read()
     settings = AgentSettings(server, host, netns, resync_s=resync, metrics_listen=metrics_listen,
                              libvirt=libvirt_uri, monitor=load_config(text))
-    feed = feed_for(server, host)
+    feed = feed_for(server, host, netns)
     daemon_logs("vmqos.agent", "vmqos.services.enforcer", "vmqos.monitor", "vmqos.drivers.libvirt_events")
     stop = threading.Event()
 

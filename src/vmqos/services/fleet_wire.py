@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from vmqos.core.errors import InvalidValue, VmqosError
+from vmqos.core.errors import InvalidValue, RevisionGone, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.model.host import Policy, check_device_name
 
@@ -21,12 +21,6 @@ PortStatus = Literal["in_sync", "drift", "error", "pending"]
 HostStatus = Literal["in_sync", "drift", "error", "unknown", "unreachable"]
 MAX_ITEMS = 20_000  # per list of a report: a host's every port, with room to spare
 MAX_TEXT = 4096
-
-
-class RevisionGone(VmqosError):
-    """`since` is older than what the server keeps (tombstones compacted): read /desired again."""
-
-    http_status = 410
 
 
 def _device(value: str) -> str:

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmqos.core.errors import InvalidValue
-from vmqos.core.formats.hostfile import from_data
+from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.formats.hostfile.dump import dump_policy
 from vmqos.core.model.host import Policy, check_device_name
-from vmqos.core.model.network import NetworkQos
 
 SOURCES = ("neutron", "native")
 POLICY_PREFIX = "fleet:"  # the agent's policies in its scope: "fleet:<device>"
@@ -63,16 +62,8 @@ class DesiredPage:
 
 
 def policy_of(device: str, data: Any) -> Policy:
-    """The Policy a row's policy data stands for, named for its device."""
-    if not isinstance(data, Mapping):
-        raise InvalidValue(f"desired {device}.policy", data, "a policy in the host file's form, e.g. "
-                                                             "{\"egress\": {\"rate\": 3000000}}")
-    qos_data = {k: v for k, v in data.items() if k != "origin"}
-    origin = data.get("origin", "vmqos")
-    if not isinstance(origin, str):
-        raise InvalidValue(f"desired {device}.policy.origin", origin, "a text such as neutron or vmqos")
-    qos = from_data(NetworkQos, qos_data, path=("desired", device, "policy"))
-    return Policy(POLICY_PREFIX + device, qos, origin)
+    """The Policy a row's policy data stands for (the host file's form), named for its device."""
+    return policy_from_data(POLICY_PREFIX + device, data, path=("desired", device, "policy"))
 
 
 def port_from_wire(data: Any) -> DesiredPort:
