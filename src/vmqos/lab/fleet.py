@@ -175,7 +175,9 @@ def start_server(name: str, hosts: int) -> int:
 
 
 def agent_argv(fleet: Fleet, host: FleetHost) -> list[str]:
-    return _vmqos("agent", "--server", fleet.server_url, "--host", host.name,
+    """The agent runs inside its host's namespace (its route to the server is the host's) and names that
+    namespace too, so that its scope is the one `vmqos port show --netns F<i>-host` reads."""
+    return _vmqos("agent", "--server", fleet.server_url, "--host", host.name, "--netns", host.netns,
                   "--cache", str(state_dir(fleet.name) / f"agent-{host.name}.db"))
 
 
