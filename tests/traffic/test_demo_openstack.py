@@ -118,3 +118,50 @@ def test_without_the_openstack_cli_one_line_says_how_to_get_it_and_nothing_is_bu
         f"vmqos: error: the openstack CLI is not at {tmp_path / 'no-openstack'}: `make demo` installs it "
         "(python-openstackclient 10.5.0 in .venv-osc), or set $VMQOS_OPENSTACK_CLI to an `openstack` command"]
     assert not {ns for ns in _namespaces() if ns.startswith(f"{lab_name}-")}
+
+
+def _fleet_row(out: str, step: str) -> str:
+    """A row of the fleet section's summary, its wrapped lines joined."""
+    lines = out[out.index("a fleet of two lab hosts"):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f" {step}"))
+    row = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("  ") or "│" not in line:
+            break
+        row.append(line)
+    columns = [" ".join(part.strip() for part in cells) for cells in zip(*(r.split("│") for r in row))]
+    return " | ".join(columns)
+
+
+def _held(row: str, limit_mbit: float) -> None:
+    """Every verdict in the row: the limit held (never above it by more than verify's 5 %, and not far below)."""
+    rates = [float(r) for r in re.findall(r"achieved ([\d.]+) Mbit/s", row)]
+    assert rates and "FAIL" not in row, row
+    assert all(0.75 * limit_mbit <= r <= 1.05 * limit_mbit for r in rates), row
+
+
+def test_the_fleet_section_server_and_two_agents_hold_the_seeds_policy_through_reboot_and_server_kill(
+        lab_name, tmp_path):
+    from vmqos.cli.demo_fleet import fleet_name
+    from vmqos.lab import fleet as fleets
+
+    fleet = fleet_name(lab_name)
+    try:
+        done = _demo(lab_name, tmp_path, "fleet", VMQOS_OPENSTACK_CLI=str(openstack_cli()))
+    finally:
+        fleets.fleet_down(fleet)
+    out = done.stdout
+    assert done.returncode == 0, f"{out}\n{done.stderr}"
+    assert "Traceback" not in out + done.stderr
+    created = _fleet_row(out, "port create --host fleetN --qos-policy bw-limiter")
+    assert "on both hosts" in created, created
+    _held(created, 3.0)
+    _held(_fleet_row(out, "network qos rule set --max-kbps 6000"), 6.0)
+    rebooted = _fleet_row(out, f"vm1 on {fleet}1 reboots")
+    assert "limit back" in rebooted, rebooted
+    _held(rebooted, 6.0)
+    _held(_fleet_row(out, "vmqos server killed -9"), 6.0)
+    _held(_fleet_row(out, "server back; network qos rule set --max-kbps 4000"), 4.0)
+    # nothing left behind: the fleet's namespaces and its state directory
+    assert not {ns for ns in _namespaces() if ns.startswith((f"{fleet}1-", f"{fleet}2-", f"{fleet}-ctl"))}
+    assert not fleets.state_dir(fleet).exists()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from vmqos.agent.feed import DesiredFeed
 from vmqos.agent.inventory import gather
 from vmqos.agent.reports import Reporter
-from vmqos.agent.watch import Follower
+from vmqos.agent.watch import BACKOFF_MAX_S, Follower
 from vmqos.core.errors import VmqosError
 from vmqos.core.fleet.desired import POLICY_PREFIX
 from vmqos.core.fleet.report import AgentReport, PortStatus, port_status
@@ -61,7 +61,7 @@ class AgentSettings:
     resync_s: float = 30.0
     retry_s: float = 1.0
     wait_s: float = 30.0  # the long poll's wait (the protocol allows up to 60 s)
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = BACKOFF_MAX_S
     report_s: float = 1.0
     metrics_listen: str | None = None
     libvirt: str | None = None  # a URI; None: libvirt's default, tried quietly

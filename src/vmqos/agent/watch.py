@@ -13,6 +13,7 @@ watch resumes from the cached revision: what changed meanwhile comes as one page
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 
@@ -28,10 +29,12 @@ from vmqos.store.health import DatabaseGone
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 5.0  # a server back (or a partition healed) is followed again within about 5 s
 
 
 class Backoff:
-    """Pauses that double from `low` up to `high`; `reset` after a success."""
+    """Pauses that double from `low` up to `high`, each drawn within ±20 % so that a fleet whose server
+    came back does not reconnect in lockstep; `reset` after a success."""
 
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high = low, max(low, high)
@@ -40,7 +43,7 @@ class Backoff:
     def next(self) -> float:
         pause = self.current
         self.current = min(self.high, self.current * 2)
-        return pause
+        return pause * random.uniform(0.8, 1.2)
 
     def reset(self) -> None:
         self.current = self.low
@@ -76,7 +79,7 @@ class Follower:
 
     def __init__(self, feed: DesiredFeed, store: Store, host: str, server: str, *,
                  on_change: Callable[[Kept], None], inventory: Callable[[], HostInventory],
-                 wait_s: float = 30.0, backoff_max_s: float = 30.0) -> None:
+                 wait_s: float = 30.0, backoff_max_s: float = BACKOFF_MAX_S) -> None:
         self.feed, self.store, self.host, self.server = feed, store, host, server
         self.on_change, self.inventory = on_change, inventory
         self.wait_s = wait_s

@@ -249,7 +249,7 @@ def demo(lab_name: str, only: tuple[str, ...]) -> None:
 
             stdout.print()
             stdout.rule("[bold]the fleet: vmqos server, two lab hosts, an agent on each", align="left")
-            fleet_section()
+            fleet_section(lab.name)
     finally:
         if os.environ.get("KEEP") == "1":
             stdout.print(f"lab kept (KEEP=1): `vmqos lab list`, `vmqos port show tap-vm1 --netns {lab.host_ns}`, "

@@ -37,7 +37,6 @@ from vmqos.lab.fleet_topology import Fleet, FleetHost
 from vmqos.services.ports import open_store, show_port
 from vmqos.services.results import PortShow
 
-FLEET = "fleet"
 HOSTS = 2
 KERNEL_WAIT_S = 15.0  # the agents follow within about a second; a bound, not a measurement
 
@@ -101,7 +100,9 @@ class FleetDemo:
         sys.stdout.flush()
         found = re.search(r"^egress tcp: (.+)$", Text.from_ansi(text).plain, re.MULTILINE)
         reason = found.group(1).split(";")[0].strip() if found else "no verdict printed"
-        return f"{host.name}: {'pass' if code == 0 else 'FAIL'}: {reason}"
+        # below the limit is not above it: on a busy machine one TCP flow may not fill a few Mbit/s
+        verdict = "pass" if code == 0 else "held, below" if " under " in reason else "FAIL"
+        return f"{host.name}: {verdict}: {reason}"
 
 
 def _ports(demo: FleetDemo) -> None:
@@ -164,17 +165,25 @@ def _summary(demo: FleetDemo) -> None:
     stdout.print(table)
 
 
-def fleet_section() -> None:
+def fleet_name(lab_name: str) -> str:
+    """The demo's fleet, named after its lab (a fleet's name is 1 to 7 of a-z and 0-9): lab -> lab, whose
+    hosts are lab1 and lab2 beside the lab's own lab-host."""
+    name = re.sub(r"[^a-z0-9]", "", lab_name)
+    return (name if name[:1].isalpha() else f"f{name}")[:7]
+
+
+def fleet_section(lab_name: str) -> None:
     """Run the section; the fleet is removed at the end unless KEEP=1."""
-    fleet = Fleet(FLEET, HOSTS)
-    announce("# vmqos", ["lab", "up", "--hosts", str(HOSTS), "--name", FLEET, "--instances", "1"])
-    status = fleets.fleet_up(FLEET, HOSTS, 1)
+    name = fleet_name(lab_name)
+    fleet = Fleet(name, HOSTS)
+    announce("# vmqos", ["lab", "up", "--hosts", str(HOSTS), "--name", name, "--instances", "1"])
+    status = fleets.fleet_up(name, HOSTS, 1)
     from vmqos.cli.lab_fleet import admin_client, print_fleet
 
     print_fleet(status)
     home = Path(tempfile.mkdtemp(prefix="vmqos-demo-fleet-"))
     try:
-        demo = FleetDemo(fleet, admin_client(FLEET, home))
+        demo = FleetDemo(fleet, admin_client(name, home))
         _ports(demo)
         _shared_change(demo, 6000, "network qos rule set --max-kbps 6000 (once, for both hosts)")
         _reboot(demo)
@@ -182,8 +191,8 @@ def fleet_section() -> None:
         _summary(demo)
     finally:
         if os.environ.get("KEEP") == "1":
-            stdout.print(f"fleet kept (KEEP=1): `vmqos lab list --name {FLEET}`, `vmqos lab down --name {FLEET}`")
+            stdout.print(f"fleet kept (KEEP=1): `vmqos lab list --name {name}`, `vmqos lab down --name {name}`")
         else:
-            fleets.fleet_down(FLEET)
-            stdout.print(f"fleet {FLEET} torn down")
+            fleets.fleet_down(name)
+            stdout.print(f"fleet {name} torn down")
         shutil.rmtree(home, ignore_errors=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.drivers.process import in_netns, netns_exists, run
-from vmqos.lab.fleet_topology import MGMT_BRIDGE, MGMT_DEVICE, MGMT_NETWORK, MGMT_PREFIX, SERVER_ADDRESS, Fleet, FleetHost
+from vmqos.lab.fleet_topology import MGMT_BRIDGE, MGMT_DEVICE, MGMT_PREFIX, SERVER_ADDRESS, Fleet, FleetHost
 from vmqos.lab.netns_lab import _batch, lab_down, lab_up
 
 STATE_ROOT = Path("/run/vmqos")
@@ -276,13 +276,12 @@ def admin_env(name: str) -> dict[str, str]:
 
 
 def partition(name: str, index: int, *, cut: bool) -> None:
-    """Cut host `index` off the server (its namespace's route to the management network removed), or heal it."""
+    """Cut host `index` off the server, or heal it: its management device down in its namespace (which
+    also takes its route to the server away), or up again (the route comes back with it). Deleting only
+    the route would not do: an answer already on its way still arrives on the device."""
     where = state_dir(name)
     fleet = Fleet(name, int((where / "hosts").read_text()))
-    host = fleet.host(index)
-    route = f"{MGMT_NETWORK} dev {MGMT_DEVICE}"
-    _batch(host.netns, [f"route del {route}" if cut else f"route replace {route} proto kernel scope link "
-                                                          f"src {host.mgmt_address}"])
+    _batch(fleet.host(index).netns, [f"link set {MGMT_DEVICE} {'down' if cut else 'up'}"])
 
 
 def unplug(lab_name: str, port: str) -> None:

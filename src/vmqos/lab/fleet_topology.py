@@ -10,7 +10,8 @@ A fleet named F with N hosts is N labs and one more namespace:
                in F<i>-host, where that host's agent runs.
 
 The management network is a second range, 10.248.0.0/24, only inside the fleet's namespaces; cutting
-one host off the server (a partition) is deleting that host's route to it, in its namespace only.
+one host off the server (a partition) is setting its mgmt0 down, in its namespace only (which takes
+its route to the server away).
 """
 
 from __future__ import annotations
