@@ -55,3 +55,19 @@ def port(api: TestClient, auth: dict[str, str], network: str, name: str, **attrs
     body = {"port": {"network_id": network, "name": name, **attrs}}
     found: dict[str, Any] = made(api.post("/v2.0/ports", json=body, headers=auth), "port")
     return found
+
+
+def add_agent(store: Any, name: str, host: str | None) -> None:
+    """A service user bound to `host` (None: bound to none), with the service role on project service."""
+    from vmqos.services import identity_admin as admin
+    from vmqos.services.identity_admin import OPERATOR
+    from vmqos.services.identity_input import read_project, read_user
+
+    found = admin.list_projects(store, OPERATOR, name="service")
+    project = found[0] if found else admin.create_project(
+        store, OPERATOR, read_project({"project": {"name": "service"}}, create=True))
+    body: dict[str, Any] = {"name": name, "password": PASSWORD}
+    if host is not None:
+        body["vmqos_host"] = host
+    user = admin.create_user(store, OPERATOR, read_user({"user": body}, create=True))
+    admin.grant(store, OPERATOR, project.id, user.id, admin.resolve_role(store, "service").id)

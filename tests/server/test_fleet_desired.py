@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from vmqos.core.errors import ConflictError
+from vmqos.core.errors import ConflictError, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_desired
 from vmqos.services.neutron_bindings import host_bindings
@@ -193,7 +193,7 @@ def test_the_server_recomputes_every_row_when_it_starts(db_url):
         net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=admin), "network")
         made_port = port(api, admin, net["id"], "a", qos_policy_id=p3)
         stored = records.list_ports(store, made_port["id"])[0]
-        records.save_port(store, replace(stored, host_id="h9", revision_number=2), replaces=1)  # no refresh: a crash
+        records.save_port(store, replace(stored, host_id="h9", revision_number=2), replaces=1)  # no rows: an old vmqos
         assert fleet_desired.snapshot(store, "h9").ports == []
     with running_api(db_url) as api:
         assert set(_rows(api.app.state.store, "h9")) == {_tap(made_port)}
@@ -215,3 +215,21 @@ def test_a_native_row_is_refused_on_a_neutron_device_and_yields_to_a_neutron_por
     with pytest.raises(ConflictError):
         fleet_desired.clear_port(store, "h1", "vq-n")
     _consistent(store, ("h1",))
+
+
+def test_a_neutron_write_and_its_rows_commit_together(api, monkeypatch):
+    """A refresh that fails undoes the write it belongs to: the client's error is the whole truth."""
+    admin, store = headers(api), api.app.state.store
+    p3 = policy(api, admin, "p3", 3000)
+    net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=admin), "network")
+    found = port(api, admin, net["id"], "a", **{"binding:host_id": "h1"})
+
+    def broken(*args, **kwargs):
+        raise VmqosError("the refresh failed")
+
+    monkeypatch.setattr(fleet_desired, "_decide", broken)
+    refused = api.put(f"/v2.0/ports/{found['id']}", json={"port": {"qos_policy_id": p3}}, headers=admin)
+    assert refused.status_code == 500 and "the refresh failed" in refused.text
+    monkeypatch.undo()
+    assert records.list_ports(store, found["id"])[0].qos_policy_id is None
+    assert _rows(store, "h1") == {}

@@ -20,6 +20,7 @@ from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
 from vmqos.services import fleet_access, fleet_desired, fleet_hosts
 from vmqos.services.fleet_wire import (
+    MAX_REVISION,
     Changes,
     EventList,
     HostAnswer,
@@ -79,7 +80,8 @@ def desired(request: Request, host: str, who: Caller = Depends(auth.caller)) -> 
 @router.get("/hosts/{host}/desired/changes", responses=ERRORS,
             summary="The host's rows above `since` (tombstones too): at once if any, else after up to `wait` s")
 async def changes(request: Request, host: str,
-                  since: int = Query(ge=0, description="the revision of the last answer (/desired or /changes)"),
+                  since: int = Query(ge=0, le=MAX_REVISION,
+                                     description="the revision of the last answer (/desired or /changes)"),
                   wait: float = Query(0.0, ge=0, description=f"seconds to wait for a change (capped at "
                                                              f"{MAX_WAIT_S:g})"),
                   who: Caller = Depends(auth.caller)) -> Changes:

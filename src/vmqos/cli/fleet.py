@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vmqos.services.fleet_wire import Port, Sample
     from vmqos.services.server_client import ServerClient
 
+_ORDER = ("rate", "peak", "burst", "pps", "pps_burst", "dscp", "min", "min_pps")  # as a host file writes them
 SERVER_HELP = "the vmqos server's URL (or $VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME"
 
 
@@ -33,7 +34,8 @@ def _policy(port: Port) -> str:
     parts = []
     for direction in ("ingress", "egress"):
         limits = port.policy.get(direction) or {}
-        shown = ", ".join(f"{k} {v}" for k, v in limits.items() if not isinstance(v, (list, dict)))
+        keys = sorted(limits, key=lambda k: (_ORDER.index(k) if k in _ORDER else len(_ORDER), k))
+        shown = ", ".join(f"{k} {limits[k]}" for k in keys if not isinstance(limits[k], (list, dict)))
         if shown:
             parts.append(f"{direction} {shown}")
     return "; ".join(parts) or "nothing"
@@ -56,7 +58,7 @@ def print_port(port: Port) -> None:
              ("revision", f"desired {port.desired_revision if port.desired_revision is not None else '-'}, "
                           f"applied {port.applied_revision if port.applied_revision is not None else '-'}"),
              ("status", port.status + (f": {port.message}" if port.message else "")),
-             ("reported", port.reported_at.isoformat() if port.reported_at else "never"),
+             ("reported", port.reported_at.isoformat(timespec="seconds") if port.reported_at else "never"),
              ("rates", _rates(port.rates))]
     if port.quarantine is not None:
         lines.append(("quarantine", f"since {port.quarantine.since.isoformat()}: {port.quarantine.reason}"))

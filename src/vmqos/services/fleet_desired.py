@@ -7,7 +7,8 @@ device two ports name; a policy without rules holds nothing. `refresh` recompute
 ports (every port at a server's start), writes those whose content changed with the next revision,
 and turns the rows of ports that no longer hold a limit into tombstones (unbound, moved, another
 device, no policy, a policy without rules, deleted). A row that does not change keeps its revision,
-so an agent is woken only for what concerns it.
+so an agent is woken only for what concerns it. The Neutron writes run it inside their own
+transaction (`then_ports`, `then_policy`, `then_network`): a write and its rows commit together.
 
 It reads only what the ports concern: the ports themselves, their networks and policies, the rows
 they hold, and the other ports that name the same devices (`fleet_devices`, indexed by host and
@@ -26,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import Connection
+
 from vmqos.core.desired.neutron_ports import device_name
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
@@ -35,9 +38,11 @@ from vmqos.services.neutron_bindings import PortBinding, bind
 from vmqos.store import Store
 from vmqos.store import fleet as records
 from vmqos.store.fleet import DesiredRow, DesiredWriter, Key
+from vmqos.store.neutron_tables import Then
 
 log = logging.getLogger(__name__)
 
+Pick = Callable[[DesiredWriter], Collection[str] | None]  # the ports a refresh recomputes (None: every port)
 NEUTRON, NATIVE = "neutron", "native"
 TOMBSTONE_DAYS = 7  # how long a released device's tombstone is kept: an agent away longer reads /desired again
 
@@ -136,14 +141,26 @@ def _wanted(keys: Iterable[Key], decided: dict[Key, PortBinding], existing: dict
     return changed
 
 
-def _refresh(store: Store, what: str, pick: Callable[[DesiredWriter], Collection[str] | None]) -> Refreshed:
-    with records.desired_writer(store, f"refreshing the desired rows of {what}") as w:
-        ids = pick(w)
-        changed, existing, problems = _decide(w, ids)
-        revision = w.write(changed, existing.keys()) if changed else None
+def _run(w: DesiredWriter, pick: Pick) -> Refreshed:
+    changed, existing, problems = _decide(w, pick(w))
+    revision = w.write(changed, existing.keys()) if changed else None
     for problem in problems:
         log.warning("%s", problem)
     return Refreshed(revision, frozenset(r.host for r in changed), len(changed), w.ports_read, tuple(problems))
+
+
+def _refresh(store: Store, what: str, pick: Pick) -> Refreshed:
+    with records.desired_writer(store, f"refreshing the desired rows of {what}") as w:
+        return _run(w, pick)
+
+
+def _then(pick: Pick) -> Then:
+    """The refresh as a Neutron write's `then`: in the write's own transaction, so that the write and its
+    rows commit together or not at all (a refresh that fails undoes the write, as one error)."""
+    def run(conn: Connection) -> None:
+        _run(DesiredWriter(conn, datetime.now(UTC)), pick)
+
+    return run
 
 
 def refresh(store: Store, port_ids: Iterable[str] | None = None) -> Refreshed:
@@ -163,6 +180,22 @@ def refresh_policy(store: Store, policy_id: str) -> Refreshed:
 def refresh_network(store: Store, network_id: str) -> Refreshed:
     """After a change of a network's QoS policy: its ports."""
     return _refresh(store, f"the ports of network {network_id}", lambda w: w.port_ids_of_network(network_id))
+
+
+def then_ports(port_ids: Iterable[str]) -> Then:
+    """`refresh(port_ids)` inside a port write's transaction (store.neutron_ports.save_port's `then`)."""
+    ids = frozenset(port_ids)
+    return _then(lambda w: ids)
+
+
+def then_policy(policy_id: str) -> Then:
+    """`refresh_policy` inside a rule change's transaction (store.qos.save_policy's `then`)."""
+    return _then(lambda w: w.port_ids_of_policy(policy_id))
+
+
+def then_network(network_id: str) -> Then:
+    """`refresh_network` inside a network write's transaction (store.neutron_ports.save_network's `then`)."""
+    return _then(lambda w: w.port_ids_of_network(network_id))
 
 
 def compact(store: Store, *, now: datetime | None = None, keep: timedelta = timedelta(days=TOMBSTONE_DAYS)) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from vmqos.core.errors import NotFound
@@ -204,8 +205,7 @@ def list_events(store: Store, caller: Caller, *, host: str | None = None, device
     scope = access.read_scope(caller, None if host is None else check_host(host), "reading the fleet's events")
     found = records.events(store, host=scope.host, device=device, project_id=scope.project_id,
                            limit=max(1, min(limit, EVENTS_LIMIT)))
-    return [Event(id=e.id, host=e.host, device=e.device, at=e.at, kind=e.kind, message=e.message,
-                  instance=e.instance, direction=e.direction, detector=e.detector) for e in found]
+    return [Event(**asdict(e)) for e in found]
 
 
 def list_quarantines(store: Store, caller: Caller, *, host: str | None = None) -> list[Quarantine]:

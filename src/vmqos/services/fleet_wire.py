@@ -21,6 +21,7 @@ PortStatus = Literal["in_sync", "drift", "error", "pending"]
 HostStatus = Literal["in_sync", "drift", "error", "unknown", "unreachable"]
 MAX_ITEMS = 20_000  # per list of a report: a host's every port, with room to spare
 MAX_TEXT = 4096
+MAX_REVISION = 2**63 - 1  # revisions are 64-bit integers in the store
 
 
 def _device(value: str) -> str:
@@ -42,6 +43,13 @@ def check_host(value: str) -> str:
 def _utc(value: datetime) -> datetime:
     """An instant; one without a zone is read as UTC (what the agents send)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _at_most(items: list[Any]) -> list[Any]:
+    """Checked here, not declared (maxItems): a generator of examples would build lists that long."""
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"{len(items)} items: give at most {MAX_ITEMS} in one request (split it)")
+    return items
 
 
 Device = Annotated[str, AfterValidator(_device)]
@@ -135,9 +143,9 @@ class LabInstance(Open):
 
 
 class Inventory(Open):
-    ports: list[InventoryPort] = Field(default_factory=list, max_length=MAX_ITEMS)
-    domains: list[Domain] = Field(default_factory=list, max_length=MAX_ITEMS)
-    instances: list[LabInstance] = Field(default_factory=list, max_length=MAX_ITEMS)
+    ports: Annotated[list[InventoryPort], AfterValidator(_at_most)] = Field(default_factory=list)
+    domains: Annotated[list[Domain], AfterValidator(_at_most)] = Field(default_factory=list)
+    instances: Annotated[list[LabInstance], AfterValidator(_at_most)] = Field(default_factory=list)
 
 
 class Registration(Wire):
@@ -190,7 +198,8 @@ class Sample(Wire):
 
 class PortReport(Wire):
     device: Device
-    revision: Annotated[int, Field(ge=0)] | None = Field(description="the revision of the row applied")
+    revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] | None = Field(description="the revision of the row "
+                                                                                       "applied")
     status: PortStatus
     message: Text = ""
 
@@ -214,11 +223,11 @@ class QuarantineReport(Wire):
 
 
 class Report(Wire):
-    applied_revision: Annotated[int, Field(ge=0)] | None = None
-    ports: list[PortReport] = Field(default_factory=list, max_length=MAX_ITEMS)
-    samples: list[Sample] = Field(default_factory=list, max_length=MAX_ITEMS)
-    events: list[EventReport] = Field(default_factory=list, max_length=MAX_ITEMS)
-    quarantines: list[QuarantineReport] = Field(default_factory=list, max_length=MAX_ITEMS)
+    applied_revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] | None = None
+    ports: Annotated[list[PortReport], AfterValidator(_at_most)] = Field(default_factory=list)
+    samples: Annotated[list[Sample], AfterValidator(_at_most)] = Field(default_factory=list)
+    events: Annotated[list[EventReport], AfterValidator(_at_most)] = Field(default_factory=list)
+    quarantines: Annotated[list[QuarantineReport], AfterValidator(_at_most)] = Field(default_factory=list)
 
 
 # ------------------------------------------------------------------ views

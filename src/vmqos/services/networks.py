@@ -34,6 +34,7 @@ from vmqos.services.neutron_tags import Taggable
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
 from vmqos.store.neutron_ports import NetworkInUse, PolicyGone, StoredNetwork
+from vmqos.store.neutron_tables import Then
 
 
 def network_view(network: StoredNetwork) -> dict[str, Any]:
@@ -73,9 +74,9 @@ def _writable(store: Store, caller: Caller, network_id: str, action: str) -> Sto
     return network
 
 
-def _save(store: Store, network: StoredNetwork, replaces: int | None) -> StoredNetwork:
+def _save(store: Store, network: StoredNetwork, replaces: int | None, then: Then | None = None) -> StoredNetwork:
     try:
-        records.save_network(store, network, replaces=replaces)
+        records.save_network(store, network, replaces=replaces, then=then)
     except PolicyGone as exc:
         raise policy_not_found(exc.policy_id) from None
     return network
@@ -117,10 +118,9 @@ def update_network(store: Store, caller: Caller, network_id: str, body: Any,
     if updated == network:
         return network_view(network)
     updated = replace(updated, revision_number=network.revision_number + 1, updated_at=now_utc(now))
-    _save(store, updated, network.revision_number)
-    if updated.qos_policy_id != network.qos_policy_id:  # its ports without a policy of their own follow it
-        fleet_desired.refresh_network(store, network.id)
-    return network_view(updated)
+    moved = updated.qos_policy_id != network.qos_policy_id  # its ports without a policy of their own follow it
+    return network_view(_save(store, updated, network.revision_number,
+                              then=fleet_desired.then_network(network.id) if moved else None))
 
 
 def _retag(store: Store, network: StoredNetwork, tags: tuple[str, ...], at: datetime | None) -> None:

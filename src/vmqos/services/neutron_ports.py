@@ -117,15 +117,16 @@ def _check_addresses(caller: Caller, values: dict[str, Any]) -> None:
 
 
 def _save(store: Store, port: StoredPort, replaces: int | None) -> StoredPort:
+    """Store the port and, in the same transaction, its desired rows (its binding, device or policy may
+    have changed)."""
     try:
-        records.save_port(store, port, replaces=replaces)
+        records.save_port(store, port, replaces=replaces, then=fleet_desired.then_ports([port.id]))
     except PolicyGone as exc:
         raise policy_not_found(exc.policy_id) from None
     except NetworkGone as exc:
         raise network_not_found(exc.network_id) from None
     except MacAddressInUse as exc:
         raise NeutronError(409, "MacAddressInUse", str(exc)) from None
-    fleet_desired.refresh(store, [port.id])  # its binding, device or policy may have changed
     return port
 
 
@@ -213,6 +214,5 @@ TAGGABLE: Taggable[StoredPort] = Taggable("ports", "port", _get, lambda caller, 
 
 def delete_port(store: Store, caller: Caller, port_id: str) -> None:
     _writable(store, caller, port_id, "delete_port")
-    if not records.delete_port(store, port_id):
+    if not records.delete_port(store, port_id, then=fleet_desired.then_ports([port_id])):  # its rows: tombstones
         raise port_not_found(port_id)
-    fleet_desired.refresh(store, [port_id])  # what its rows held is released

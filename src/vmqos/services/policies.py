@@ -38,6 +38,7 @@ from vmqos.services.neutron_listing import Listing, Page, as_integer, as_is, rea
 from vmqos.services.neutron_tags import Taggable
 from vmqos.store import Store
 from vmqos.store import neutron_tables as neutron_records
+from vmqos.store.neutron_tables import Then
 from vmqos.store import qos as records
 from vmqos.store.qos import DefaultPolicyExists, PolicyInUse, StoredPolicy, StoredRule
 
@@ -155,9 +156,11 @@ def check_policy(policy: StoredPolicy) -> StoredPolicy:
     return policy
 
 
-def save(store: Store, policy: StoredPolicy, replaces: int | None, sharer: str | None = None) -> StoredPolicy:
+def save(store: Store, policy: StoredPolicy, replaces: int | None, sharer: str | None = None,
+         then: Then | None = None) -> StoredPolicy:
+    """Store the checked policy; `then` runs in the same transaction (a rule change's desired rows)."""
     try:
-        records.save_policy(store, check_policy(policy), replaces=replaces, sharer=sharer)
+        records.save_policy(store, check_policy(policy), replaces=replaces, sharer=sharer, then=then)
     except DefaultPolicyExists as exc:
         raise NeutronError(409, "QoSPolicyDefaultAlreadyExists", str(exc)) from None
     return policy

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Select, Table, delete, func, insert, select, tuple_, update
 
 from vmqos.core.errors import NotFound
 from vmqos.store.fleet import Key, chunks
@@ -196,33 +196,31 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> No
 # ------------------------------------------------------------------ views
 
 
-def statuses(store: Store, *, host: str | None = None, device: str | None = None,
-             keys: Sequence[Key] | None = None, project_id: str | None = None) -> dict[Key, StatusRecord]:
-    s = fleet_port_status.c
-    query = select(*(s[c] for c in _STATUS))
+def _select(table: Table, columns: Sequence[str], host: str | None, device: str | None,
+            project_id: str | None) -> Select[Any]:
+    """The rows of a table keyed by (host, device) of one host, one device, or one project's Neutron ports."""
+    c = table.c
+    query = select(*(c[name] for name in columns))
     for column, value in (("host", host), ("device", device)):
         if value is not None:
-            query = query.where(s[column] == value)
+            query = query.where(c[column] == value)
     if project_id is not None:
-        query = query.where(tuple_(s.host, s.device).in_(_project_keys(project_id)))
+        query = query.where(tuple_(c.host, c.device).in_(_project_keys(project_id)))
+    return query
+
+
+def statuses(store: Store, *, host: str | None = None, device: str | None = None,
+             project_id: str | None = None) -> dict[Key, StatusRecord]:
     with store._tx("reading the ports' statuses") as conn:
-        if keys is None:
-            found = [StatusRecord(*row) for row in conn.execute(query)]
-        else:
-            found = [StatusRecord(*row) for batch in chunks(sorted(keys))
-                     for row in conn.execute(query.where(tuple_(s.host, s.device).in_(batch)))]
+        found = [StatusRecord(*row) for row in conn.execute(_select(fleet_port_status, _STATUS, host, device,
+                                                                    project_id))]
     return {(r.host, r.device): r for r in found}
 
 
 def quarantines(store: Store, *, host: str | None = None, device: str | None = None,
                 project_id: str | None = None) -> list[QuarantineRecord]:
     q = fleet_quarantines.c
-    query = select(*(q[c] for c in _QUARANTINE)).order_by(q.host, q.device)
-    for column, value in (("host", host), ("device", device)):
-        if value is not None:
-            query = query.where(q[column] == value)
-    if project_id is not None:
-        query = query.where(tuple_(q.host, q.device).in_(_project_keys(project_id)))
+    query = _select(fleet_quarantines, _QUARANTINE, host, device, project_id).order_by(q.host, q.device)
     with store._tx("reading the fleet's quarantines") as conn:
         return [QuarantineRecord(*row) for row in conn.execute(query)]
 
@@ -230,12 +228,6 @@ def quarantines(store: Store, *, host: str | None = None, device: str | None = N
 def events(store: Store, *, host: str | None = None, device: str | None = None, project_id: str | None = None,
            limit: int = 100) -> list[EventRecord]:
     """The newest `limit` events (newest first)."""
-    e = fleet_events.c
-    query = select(*(e[c] for c in _EVENT)).order_by(e.id.desc()).limit(limit)
-    for column, value in (("host", host), ("device", device)):
-        if value is not None:
-            query = query.where(e[column] == value)
-    if project_id is not None:
-        query = query.where(tuple_(e.host, e.device).in_(_project_keys(project_id)))
+    query = _select(fleet_events, _EVENT, host, device, project_id).order_by(fleet_events.c.id.desc()).limit(limit)
     with store._tx("reading the fleet's events") as conn:
         return [EventRecord(*row) for row in conn.execute(query)]

@@ -2,7 +2,8 @@
 
 - `fleet_desired`: one row per (host, device): the policy the device must hold (JSON of the host
   file's shape, `core.formats.hostfile.policy_to_data`), or NULL: a tombstone, the device must be
-  released. `revision` is the global counter's value when the row last changed, so an agent asks
+  released. `revision` is the global counter's value when the row last changed (64 bits, as every
+  revision here: one a millisecond would last longer than the hardware), so an agent asks
   "what changed on my host since R" with one indexed range read of (host, revision); the index on
   `revision` alone answers the long poll's ticker ("which hosts changed since R").
 - `fleet_counters`: `revision`, the last revision given out, and `floor`: tombstones at or below it
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vmqos.store.schema import Base, UtcDateTime, table_of
@@ -40,7 +41,7 @@ class FleetDesiredRow(Base):
     source: Mapped[str] = mapped_column(String)  # "neutron" or "native"
     policy_name: Mapped[str | None] = mapped_column(String)  # the policy's name in the agent's scope
     policy: Mapped[str | None] = mapped_column(Text)  # JSON; NULL: a tombstone
-    revision: Mapped[int] = mapped_column(Integer, index=True)
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -48,7 +49,7 @@ class FleetCounterRow(Base):
     __tablename__ = "fleet_counters"
 
     name: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[int] = mapped_column(Integer)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class FleetDeviceRow(Base):
@@ -71,7 +72,7 @@ class FleetHostRow(Base):
     agent_version: Mapped[str] = mapped_column(String)
     netns: Mapped[str | None] = mapped_column(String)
     inventory: Mapped[str] = mapped_column(Text)  # JSON, as the agent registered it
-    applied_revision: Mapped[int | None] = mapped_column(Integer)  # NULL until its first report
+    applied_revision: Mapped[int | None] = mapped_column(BigInteger)  # NULL until its first report
 
 
 class FleetPortStatusRow(Base):
@@ -81,7 +82,7 @@ class FleetPortStatusRow(Base):
 
     host: Mapped[str] = mapped_column(String, primary_key=True)
     device: Mapped[str] = mapped_column(String, primary_key=True)
-    revision: Mapped[int | None] = mapped_column(Integer)
+    revision: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String)  # in_sync, drift, error, pending; unknown: samples only
     message: Mapped[str] = mapped_column(Text)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)

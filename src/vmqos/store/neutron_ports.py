@@ -19,6 +19,7 @@ from vmqos.core.errors import ConflictError, NotFound
 from vmqos.store.neutron_tables import (
     COUNTER,
     WRITER,
+    Then,
     bump,
     neutron_changes,
     neutron_enforced,
@@ -158,13 +159,17 @@ def _write(conn: Connection, table: Table, row: dict[str, Any], replaces: int | 
                             "again and retry")
 
 
-def save_network(store: Store, network: StoredNetwork, *, replaces: int | None = None) -> None:
-    """Create the network (`replaces` None) or replace the one at revision `replaces`."""
+def save_network(store: Store, network: StoredNetwork, *, replaces: int | None = None,
+                 then: Then | None = None) -> None:
+    """Create the network (`replaces` None) or replace the one at revision `replaces`; `then` in the same
+    transaction (what the change implies, e.g. the fleet's rows of its ports)."""
     with store._tx(f"saving network {network.id}", write=WRITER) as conn:
         _check_policy(conn, network.qos_policy_id)
         _write(conn, neutron_networks, asdict(network) | {"tags": json.dumps(list(network.tags))}, replaces,
                "network")
         bump(conn)
+        if then is not None:
+            then(conn)
 
 
 def delete_network(store: Store, network_id: str) -> bool:
@@ -178,8 +183,9 @@ def delete_network(store: Store, network_id: str) -> bool:
         return gone
 
 
-def save_port(store: Store, port: StoredPort, *, replaces: int | None = None) -> None:
-    """Create the port (`replaces` None) or replace the one at revision `replaces`."""
+def save_port(store: Store, port: StoredPort, *, replaces: int | None = None, then: Then | None = None) -> None:
+    """Create the port (`replaces` None) or replace the one at revision `replaces`; `then` in the same
+    transaction."""
     p = neutron_ports.c
     row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags))}
     with store._tx(f"saving port {port.id}", write=WRITER) as conn:
@@ -191,13 +197,18 @@ def save_port(store: Store, port: StoredPort, *, replaces: int | None = None) ->
             raise MacAddressInUse(port.network_id, port.mac_address)
         _write(conn, neutron_ports, row, replaces, "port")
         bump(conn)
+        if then is not None:
+            then(conn)
 
 
-def delete_port(store: Store, port_id: str) -> bool:
+def delete_port(store: Store, port_id: str, *, then: Then | None = None) -> bool:
+    """False when it does not exist; `then` in the same transaction when it did."""
     with store._tx(f"deleting port {port_id}", write=WRITER) as conn:
         gone = bool(conn.execute(delete(neutron_ports).where(neutron_ports.c.id == port_id)).rowcount)
         if gone:
             bump(conn)
+            if then is not None:
+                then(conn)
         return gone
 
 

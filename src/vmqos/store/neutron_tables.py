@@ -13,6 +13,7 @@ policy is still attached (`policy_user`) inside its own transactions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Boolean, Connection, ForeignKey, Integer, String, Text, insert, select, update
@@ -24,6 +25,7 @@ from vmqos.store.store import Store
 WRITER = "qos"  # the writer lock of every Neutron change: one with the QoS policies', so that
 # attaching a policy and deleting it take turns on PostgreSQL too (SQLite serializes writers anyway)
 COUNTER = "neutron"  # the counter's row
+Then = Callable[[Connection], None]  # what a write implies, run in its transaction (the fleet's desired rows)
 
 
 class NeutronNetworkRow(Base):

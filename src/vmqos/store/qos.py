@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vmqos.core.errors import ConflictError
-from vmqos.store.neutron_tables import bump, policy_user
+from vmqos.store.neutron_tables import Then, bump, policy_user
 from vmqos.store.schema import Base, UtcDateTime, table_of
 from vmqos.store.store import Store
 
@@ -188,7 +188,7 @@ def _row(policy: StoredPolicy) -> dict[str, Any]:
 
 
 def save_policy(store: Store, policy: StoredPolicy, *, replaces: int | None = None,
-                sharer: str | None = None) -> None:
+                sharer: str | None = None, then: Then | None = None) -> None:
     """Create the policy (`replaces` None) or replace the one at revision `replaces`, rules and all.
 
     One transaction; a policy changed by another request since it was read is a ConflictError
@@ -220,6 +220,8 @@ def save_policy(store: Store, policy: StoredPolicy, *, replaces: int | None = No
                 id=str(uuid.uuid4()), project_id=sharer or policy.project_id, object_id=policy.id,
                 action=ACCESS_AS_SHARED, target_project=WILDCARD))
         bump(conn)  # networks and ports: the all-in-one enforcer follows this counter
+        if then is not None:  # what the change implies (the fleet's rows of its ports), in the same transaction
+            then(conn)
 
 
 def delete_policy(store: Store, policy_id: str) -> bool:

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The fleet's desired rows at scale: what a server start and a shared policy's rule change cost.
+"""The server side of the fleet at scale: what a server start and a shared policy's rule change cost,
+and how soon a thousand waiting long polls see the change.
 
 Usage (from the repository root; no root needed):
 
-    .venv/bin/python bench/fleet_refresh_bench.py --ports 100000 --hosts 1000 --shared 10000 [--db URL]
+    .venv/bin/python bench/fleet_server_bench.py --ports 100000 --hosts 1000 --shared 10000 [--db URL]
 
 A throw-away SQLite database (or --db, e.g. a PostgreSQL database) gets N Neutron ports bound to
 H hosts (written in bulk, straight into the tables: the bench measures the refresh, not the API);
@@ -16,6 +17,11 @@ others. Then, timed:
                and its refresh_policy, which reads only the shared policy's ports
   same rule    the same update with the same value: the refresh finds nothing to write
   changes      services.fleet_desired.changes for one host since the revision before the change
+  long poll    one `vmqos server` application (uvicorn, one worker, in this process) and one long poll
+               (`GET /v1/hosts/{host}/desired/changes?wait=60`) per host, all waiting at once over HTTP
+               (httpx, asyncio); the shared rule changes (services.policy_rules, in this process, as
+               another server on the same database would): the time from the change's commit until each
+               poll has its answer (p50, p99, max), and whether every host got exactly its rows
 
 Prints the numbers and the ports each refresh read, as JSON.
 """
@@ -23,15 +29,23 @@ Prints the numbers and the ports each refresh read, as JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import socket
+import statistics
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import uvicorn
 from sqlalchemy import insert
+
+from vmqos.api.app import create_app
 
 from vmqos.services import fleet_desired, identity, policies, policy_rules
 from vmqos.store import Store
@@ -44,6 +58,7 @@ def _populate(store: Store, ports: int, hosts: int, shared: int) -> tuple[Any, s
     identity.bootstrap(store, ADMIN_PASSWORD)
     caller = identity.authenticate(store, {"name": "admin", "domain": {"id": "default"}}, ADMIN_PASSWORD,
                                    {"name": "admin", "domain": {"id": "default"}}).caller
+    assert caller.project is not None
     made = []
     for i in range(100):
         policy = policies.create_policy(store, caller, {"policy": {"name": f"bench-{i}"}})
@@ -77,6 +92,58 @@ def _timed(call: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _polls(url: str, token: str, hosts: list[str], since: int, change: Any) -> tuple[list[float], int]:
+    """Every host's long poll at once; `change()` (in a thread) once they all wait; the seconds from the
+    change's end to each answer, and how many answers held the rows of their host."""
+    limits = httpx.Limits(max_connections=len(hosts) + 10, max_keepalive_connections=len(hosts) + 10)
+    async with httpx.AsyncClient(base_url=url, headers={"X-Auth-Token": token}, timeout=120, limits=limits) as client:
+        async def poll(host: str) -> tuple[float, int]:
+            response = await client.get(f"/v1/hosts/{host}/desired/changes", params={"since": since, "wait": 60})
+            return time.monotonic(), len(response.json()["changes"])
+
+        tasks = [asyncio.create_task(poll(h)) for h in hosts]
+        await asyncio.sleep(3 + len(hosts) / 200)  # every request in and waiting
+        done_at = await asyncio.to_thread(change)
+        answers = await asyncio.gather(*tasks)
+    return [at - done_at for at, _ in answers], sum(1 for _, rows in answers if rows)
+
+
+def _long_poll(db: str, caller: Any, shared: str, rule: str, hosts: int) -> dict[str, Any]:
+    app = create_app(db)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
+                                           backlog=4096, limit_concurrency=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.config.port}"
+    try:
+        token = httpx.post(f"{url}/v3/auth/tokens", json={"auth": {"identity": {"methods": ["password"], "password": {
+            "user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}).headers["X-Subject-Token"]
+        since = fleet_desired.snapshot(app.state.store, "host-0000").revision
+
+        def change() -> float:
+            policy_rules.update_rule(app.state.store, caller, shared, "bandwidth_limit", rule,
+                                     {"bandwidth_limit_rule": {"max_kbps": 7000}})
+            return time.monotonic()
+
+        latencies, with_rows = asyncio.run(_polls(url, token, [f"host-{i:04d}" for i in range(hosts)], since, change))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    ordered = sorted(latencies)
+    return {"waiters": hosts, "with_their_rows": with_rows, "p50_s": round(statistics.median(ordered), 3),
+            "p99_s": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 3),
+            "max_s": round(ordered[-1], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ports", type=int, default=100_000)
@@ -104,6 +171,8 @@ def main() -> None:
                                         "ports_read": done.ports_read}
             seconds, found = _timed(lambda: fleet_desired.changes(store, "host-0000", before))
             out["changes_one_host"] = {"ms": round(seconds * 1e3, 2), "rows": len(found.changes)}
+        url = args.db or f"sqlite:///{Path(tmp) / 'vmqos.db'}"
+        out["long_poll"] = _long_poll(url, caller, shared, rule, args.hosts)
     print(json.dumps(out, indent=2))
 
 
