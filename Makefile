@@ -21,7 +21,7 @@ APT_STAMP := /var/lib/vmqos-apt.stamp
 # (initdb in a temp dir, tests/pgcluster.py); its service is not used and need not run.
 APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util-linux \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc \
-	linux-image-amd64 busybox-static cpio postgresql
+	linux-image-amd64 busybox-static cpio postgresql python3-dev
 
 .PHONY: demo test test-core deps apt venv clean
 
@@ -49,7 +49,7 @@ $(APT_STAMP): Makefile
 	@mkdir -p $(dir $(APT_STAMP)) && touch $(APT_STAMP)
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/vmqos/drivers/_nlstats.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "vmqos needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
