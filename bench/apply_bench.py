@@ -42,6 +42,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -107,13 +108,27 @@ IPV6 = False  # --ipv6: keep IPv6 on the namespace's devices (see --help)
 
 
 class Namespace:
-    def __init__(self, ports: int) -> None:
-        self.name = "vqbench" + secrets.token_hex(3)
+    """A throw-away namespace with N veth pairs. `guard`: keep its name while it is in use.
+
+    On the shared machine, namespaces of long benchmarks were deleted by name under them
+    (2026-12-07, three times, by a process outside this repository's code). With `guard`, a
+    process holds the namespace and a thread puts its name back (a bind mount of the holder's
+    namespace, as `ip netns add` makes) when it vanishes, and says so on stderr."""
+
+    def __init__(self, ports: int, prefix: str = "vqbench", guard: bool = False) -> None:
+        self.name = prefix + secrets.token_hex(3)
         self.ports = ports
+        self.guard = guard
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self.restored = 0
 
     def __enter__(self) -> "Namespace":
         sh(["ip", "netns", "add", self.name])
         try:
+            if self.guard:
+                self._holder = subprocess.Popen(["ip", "netns", "exec", self.name, "sleep", "infinity"])
+                threading.Thread(target=self._keep_name, daemon=True).start()
             if not IPV6:
                 sh(["ip", "netns", "exec", self.name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                     "net.ipv6.conf.default.disable_ipv6=1"])
@@ -127,7 +142,22 @@ class Namespace:
             raise
         return self
 
+    def _keep_name(self) -> None:
+        path = f"/run/netns/{self.name}"
+        while not self._stop.wait(0.05):
+            holder = self._holder
+            if holder is None or os.path.exists(path):
+                continue
+            open(path, "w").close()
+            subprocess.run(["mount", "--bind", f"/proc/{holder.pid}/ns/net", path], check=False)
+            self.restored += 1
+            print(f"namespace {self.name}: its name was deleted by someone else; put back", file=sys.stderr)
+
     def delete(self) -> None:
+        self._stop.set()
+        if self._holder is not None:
+            self._holder.kill()
+            self._holder.wait()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ Usage (as root, from the repository root; 10,000 ports under the shared kernel l
     .venv/bin/python bench/sample_bench.py --ports 1000 --samples 20 --runs 3
     flock /tmp/vmqos-kernel.lock .venv/bin/python bench/sample_bench.py --ports 1000 3000 10000 --samples 5 --runs 1
 
-For each N, a throw-away namespace `vqbench<hex>` gets N veth pairs with vmqos's full plan on each
+For each N, a throw-away namespace `vqsmp<hex>` gets N veth pairs with vmqos's full plan on each
 (an HTB tree on the port, an IFB with its own, the accounting chains that forward to it), applied
 with the `ip -batch` / `tc -batch` / `nft -f` baseline of `apply_bench.py` (not timed), and is
 deleted in `finally` (also on SIGTERM). Then, for each reader, --samples passes back to back, and
@@ -47,6 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import apply_bench as ab  # noqa: E402
 
+PREFIX = "vqsmp"  # not `vqbench`: on the shared machine, such a namespace and scratch file went under a running bench
+
 from vmqos.core.desired.ports import scope_of  # noqa: E402
 from vmqos.core.plan.host import plan_host  # noqa: E402
 from vmqos.drivers.nft import Nft  # noqa: E402
@@ -85,7 +87,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, list[tuple[float, float]]] = {k: [] for k in READERS}
     counts: dict[str, int] = {}
     for run_no in range(args.runs):
-        with ab.Namespace(n) as ns:
+        with ab.Namespace(n, PREFIX, guard=True) as ns:
             ab.run_batch_baseline(ns.name, ip_lines, tc_lines, nft, args.tmp)
             ab.settle()
             with Sampler(ns.name, method="arrays") as new, Sampler(ns.name, method="dumps") as old:
@@ -187,7 +189,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
     import tempfile
 
-    scratch = tempfile.TemporaryDirectory(prefix="vqbench")  # removed when done, even on an exception
+    scratch = tempfile.TemporaryDirectory(prefix=PREFIX)  # removed when done, even on an exception
     args.tmp = scratch.name
     info = ab.machine()
     ab.settle()

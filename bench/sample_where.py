@@ -5,7 +5,7 @@ Usage (as root, from the repository root; the 10,000-port run under the shared k
 
     flock /tmp/vmqos-kernel.lock .venv/bin/python bench/sample_where.py --ports 1000 3000 --reps 5
 
-For each N, a throw-away namespace `vqbench<hex>` gets N ports with vmqos's full plan (as
+For each N, a throw-away namespace `vqsmp<hex>` gets N ports with vmqos's full plan (as
 `sample_bench.py` builds it, not timed) and is deleted in `finally`. Each read is repeated --reps
 times; the figure is the median CPU time of this process per read, split into user and system
 (getrusage), with the number of recv() calls and bytes the kernel handed over:
@@ -35,6 +35,8 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import apply_bench as ab  # noqa: E402
+
+PREFIX = "vqsmp"  # not `vqbench`: on the shared machine, such a namespace and scratch file went under a running bench
 
 from vmqos.core.plan.host import plan_host  # noqa: E402
 from vmqos.drivers import counters as C  # noqa: E402
@@ -157,11 +159,11 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
     out: dict[str, Any] = {"machine": ab.machine(), "by_ports": {}}
-    with tempfile.TemporaryDirectory(prefix="vqbench") as tmp:
+    with tempfile.TemporaryDirectory(prefix=PREFIX) as tmp:
         for n in args.ports:
             plans = plan_host(ab.host_state(n))
             ip_lines, tc_lines, nft = ab.baseline_scripts(plans)
-            with ab.Namespace(n) as ns:
+            with ab.Namespace(n, PREFIX, guard=True) as ns:
                 ab.run_batch_baseline(ns.name, ip_lines, tc_lines, nft, tmp)
                 ab.settle()
                 out["by_ports"][n] = res = probe(ns.name, args.reps, plans, args.bufsizes)

@@ -18,7 +18,7 @@ import errno as errnos
 from array import array
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from vmqos.core.errors import KernelError
 from vmqos.drivers.counters import (
@@ -83,8 +83,10 @@ class Layout:
         object.__setattr__(self, "counter_table", {name.encode(): slot for name, slot in self.counters.items()})
 
     def sizes(self) -> tuple[int, int, int]:
-        given = (self.qdiscs, self.links, self.counters)
-        return tuple(max(n, max(m.values(), default=-1) + 1) for n, m in zip(self.slots, given))  # type: ignore[return-value]
+        def size(given: int, slots: Mapping[Any, int]) -> int:
+            return max(given, max(slots.values(), default=-1) + 1)
+
+        return (size(self.slots[0], self.qdiscs), size(self.slots[1], self.links), size(self.slots[2], self.counters))
 
 
 @dataclass
