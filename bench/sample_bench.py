@@ -189,7 +189,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
     import tempfile
 
-    scratch = tempfile.TemporaryDirectory(prefix=PREFIX)  # removed when done, even on an exception
+    # removed when done, even on an exception; not named vq…: such scratch files were deleted under a run
+    scratch = tempfile.TemporaryDirectory(prefix="sample-bench-")
     args.tmp = scratch.name
     info = ab.machine()
     ab.settle()

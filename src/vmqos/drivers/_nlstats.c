@@ -137,7 +137,7 @@ static int one_qdisc(const uint8_t *msg, uint32_t len, void *ctx) {
     return 0;
 }
 
-static PyObject *qdisc_roots(PyObject *self, PyObject *args) {
+static PyObject *qdisc_roots(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer buf, slot_of, out;
     unsigned int seq;
     if (!PyArg_ParseTuple(args, "y*Iy*w*", &buf, &seq, &slot_of, &out))
@@ -178,7 +178,7 @@ static int one_link(const uint8_t *msg, uint32_t len, void *ctx) {
     return 0;
 }
 
-static PyObject *link_stats(PyObject *self, PyObject *args) {
+static PyObject *link_stats(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer buf, slot_of, out;
     unsigned int seq;
     unsigned long long sum;
@@ -255,7 +255,7 @@ static int one_counter(const uint8_t *msg, uint32_t len, void *ctx) {
     return 0;
 }
 
-static PyObject *nft_counters(PyObject *self, PyObject *args) {
+static PyObject *nft_counters(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer buf, out;
     unsigned int seq;
     const char *table;
@@ -286,7 +286,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_nlstats",
                                     "Decoding of the monitor's netlink dumps into flat arrays (see counters.py).",
-                                    -1, methods};
+                                    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__nlstats(void) {
     PyObject *m = PyModule_Create(&module);
