@@ -33,8 +33,9 @@ Timed, `--runs` times each (the figures are the medians over runs of each statis
                host, from that change's PUT to the first answer covering it
 
 For both: the server's CPU (user+system) from the first PUT until the last agent has the last
-change, per change; the idle server's CPU over the same duration before (1,000 waiting agents and
-the ticker) for comparison; the watch's bytes per agent (response bodies and headers as received);
+change, per change; the PUT's own time (median); the watch's bytes per agent (response bodies and
+headers as received). Before each run's one change, the idle server's CPU per second over `--idle`
+seconds (every agent waiting; their empty answers come in a wave once per long-poll period);
 and at the end every agent's rows compared with the server's `/desired` of its host (a missing or
 stale row is a missed revision). Prints a Markdown table and a JSON document (`--json FILE`).
 """
@@ -46,6 +47,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -241,15 +243,17 @@ class Fleet:
             time.sleep(0.05)
         return True
 
-    def change(self, policy: str, rule: str, kbps: int) -> tuple[float, int]:
-        """One rule change through the Neutron API: (monotonic time before the PUT, the counter after it)."""
+    def change(self, policy: str, rule: str, kbps: int) -> tuple[float, int, float]:
+        """One rule change through the Neutron API: (monotonic time before the PUT, the counter after it,
+        the PUT's own time)."""
         at = time.monotonic()
         answer = requests.put(f"{self.url}/v2.0/qos/policies/{policy}/bandwidth_limit_rules/{rule}",
                               json={"bandwidth_limit_rule": {"max_kbps": kbps}},
                               headers={"X-Auth-Token": self.token}, timeout=120)
         answer.raise_for_status()
+        took = time.monotonic() - at
         with Store(self.db) as store:
-            return at, records.counters(store).revision
+            return at, records.counters(store).revision, took
 
     def stop(self) -> None:
         try:
@@ -270,14 +274,13 @@ class Fleet:
         self.cluster.stop()
 
 
-def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int) -> dict[str, Any]:
+def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int, idle: float) -> dict[str, Any]:
     """`changes` rule changes back to back; per change and host the time to its agent's first answer
-    that covers it; the server's CPU over the round and over an idle period as long."""
+    that covers it; the server's CPU over the round, and over `idle` seconds before it."""
     assert fleet.server is not None
-    fleet.ask("mark")
     idle_from = _cpu(fleet.server.pid)
-    time.sleep(fleet.args.idle)
-    idle_cpu = (_cpu(fleet.server.pid) - idle_from) / fleet.args.idle
+    time.sleep(idle)
+    idle_cpu = (_cpu(fleet.server.pid) - idle_from) / idle if idle else None
     fleet.ask("mark")
     cpu0, agents0 = _cpu(fleet.server.pid), sum(fleet.ask("cpu"))
     sent = [fleet.change(policy, rule, kbps + i) for i in range(changes)]
@@ -289,7 +292,7 @@ def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int) -> dic
     for part in fleet.ask("collect"):
         seen.update(part)
     latencies, missing = [], 0
-    for at, revision in sent:
+    for at, revision, _ in sent:
         for host in seen.values():
             first = next((t for t, r in host["arrivals"] if r >= revision), None)
             if first is None:
@@ -299,9 +302,9 @@ def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int) -> dic
     wall = end - sent[0][0]
     return {"changes": changes, "settled": settled, "missing": missing, "samples": len(latencies),
             "p50_s": _pct(latencies, 0.5), "p99_s": _pct(latencies, 0.99), "max_s": max(latencies),
-            "wall_s": wall, "put_s": (sent[-1][0] - sent[0][0]) / max(1, changes - 1) if changes > 1 else None,
+            "wall_s": wall, "put_s": statistics.median(took for _, _, took in sent),
             "server_cpu_s": cpu, "server_cpu_per_change_s": cpu / changes,
-            "server_idle_cpu_s": idle_cpu * wall, "agents_cpu_s": agents_cpu,
+            "server_idle_cpu_per_s": idle_cpu, "agents_cpu_s": agents_cpu,
             "bytes_per_agent": statistics.mean(h["bytes"] for h in seen.values()),
             "errors": sum(h["errors"] for h in seen.values())}
 
@@ -312,14 +315,19 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in rounds]
         if isinstance(value, bool):
             out[key] = all(values)
-        elif isinstance(value, (int, float)) and key != "changes":
+        elif isinstance(value, (int, float)) and key != "changes" and None not in values:
             out[key] = max(values) if key in ("missing", "errors") else statistics.median(values)
         else:
             out[key] = value
     return out
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM too (a background job ignores SIGINT): the `finally` stops everything
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupted)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--ports", type=int, default=100_000)
@@ -327,7 +335,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=4, help="agent processes (threads: hosts/procs each)")
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle server CPU before each round")
+    parser.add_argument("--idle", type=float, default=30.5,
+                        help="seconds of idle server CPU measured before each run's one change (at least one long-poll "
+                             "period: the agents' empty answers come in a wave every 30 s after the last change)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--port", type=int, default=19696)
     parser.add_argument("--json", help="write the JSON document here too")
@@ -343,8 +353,8 @@ def main() -> None:
         out["agents_start_s"] = fleet.start_agents()
         singles, bursts = [], []
         for run in range(args.runs):
-            singles.append(_round(fleet, policy, rule, 1, 20_000 + 1000 * run))
-            bursts.append(_round(fleet, policy, rule, args.burst, 40_000 + 1000 * run))
+            singles.append(_round(fleet, policy, rule, 1, 20_000 + 1000 * run, args.idle))
+            bursts.append(_round(fleet, policy, rule, args.burst, 40_000 + 1000 * run, 2.0))
             print(f"run {run + 1}: one {singles[-1]['p99_s']:.3f} s p99, burst {bursts[-1]['p99_s']:.3f} s p99",
                   file=sys.stderr)
         out["wrong_hosts"] = sorted(h for part in fleet.ask("verify") for h in part)
@@ -362,14 +372,15 @@ def _print(out: dict[str, Any]) -> None:
     print(f"\n{out['hosts']} agents, {out['ports']} ports, a policy on {out['shared']} of them "
           f"(seed {out['seed_s']:.1f} s, server start {out['server_start_s']:.1f} s, agents' first read "
           f"{out['agents_start_s']:.1f} s); medians of {len(out['runs']['one'])} runs\n")
-    print("| | p50 | p99 | max | server CPU / change | idle server CPU (same time) | bytes / agent | missed |")
+    print("| | p50 | p99 | max | PUT | server CPU / change | bytes / agent | missed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("one", "burst"):
         r = out[name]
         print(f"| {r['changes']} change{'s' if r['changes'] > 1 else ''} | {r['p50_s']:.3f} s | {r['p99_s']:.3f} s "
-              f"| {r['max_s']:.3f} s | {r['server_cpu_per_change_s'] * 1e3:.0f} ms | {r['server_idle_cpu_s']:.2f} s "
+              f"| {r['max_s']:.3f} s | {r['put_s']:.3f} s | {r['server_cpu_per_change_s'] * 1e3:.0f} ms "
               f"| {r['bytes_per_agent']:,.0f} | {r['missing']} |")
-    print(f"\nagents whose rows differ from the server's at the end: {len(out['wrong_hosts'])}")
+    print(f"\nthe idle server (every agent waiting): {out['one']['server_idle_cpu_per_s']:.3f} CPU-s per s")
+    print(f"agents whose rows differ from the server's at the end: {len(out['wrong_hosts'])}")
     print(json.dumps(out, indent=2))
 
 
