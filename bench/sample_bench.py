@@ -189,8 +189,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
     import tempfile
 
-    # removed when done, even on an exception; not named vq…: such scratch files were deleted under a run
-    scratch = tempfile.TemporaryDirectory(prefix="sample-bench-")
+    # removed when done, even on an exception; not in /tmp, where its database was deleted under a run
+    scratch = tempfile.TemporaryDirectory(prefix="sample-bench-", dir="/var/tmp")
     args.tmp = scratch.name
     info = ab.machine()
     ab.settle()
