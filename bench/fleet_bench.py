@@ -206,7 +206,7 @@ class Fleet:
                 break
             except requests.RequestException:
                 time.sleep(0.3)
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
             "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
         answer = requests.post(f"{self.url}/v3/auth/tokens", json=body, timeout=30)
