@@ -27,7 +27,9 @@ def test_bad_values_are_one_line(capsys, args, words):
     assert err.count("\n") == 1 and err.startswith("vmqos: error:") and all(w in err for w in words), err
 
 
-def test_without_the_server_client_it_says_so_in_one_line(capsys, tmp_path):
+def test_without_credentials_it_says_which_variables_in_one_line(capsys, tmp_path, monkeypatch):
+    for name in ("OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_AUTH_URL"):
+        monkeypatch.delenv(name, raising=False)
     assert main(["agent", "--server", "http://x:9696", "--host", "h1", "--cache", str(tmp_path / "a.db")]) != 0
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no client for the server's /v1 API yet" in err, err
+    assert err.count("\n") == 1 and "OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME" in err, err
