@@ -111,7 +111,7 @@ class Namespace:
     """A throw-away namespace with N veth pairs. `guard`: keep its name while it is in use.
 
     On the shared machine, namespaces of long benchmarks were deleted by name under them
-    (2026-12-07, three times, by a process outside this repository's code). With `guard`, a
+    (2026-12-07, several times, by another process on the machine, not identified). With `guard`, a
     process holds the namespace and a thread puts its name back (a bind mount of the holder's
     namespace, as `ip netns add` makes) when it vanishes, and says so on stderr."""
 
