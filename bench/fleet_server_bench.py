@@ -17,11 +17,11 @@ others. Then, timed:
                and its refresh_policy, which reads only the shared policy's ports
   same rule    the same update with the same value: the refresh finds nothing to write
   changes      services.fleet_desired.changes for one host since the revision before the change
-  long poll    one `vmqos server` application (uvicorn, one worker, in this process) and one long poll
+  long poll    one `vmqos server` (its own process: uvicorn, one worker) and one long poll
                (`GET /v1/hosts/{host}/desired/changes?wait=60`) per host, all waiting at once over HTTP
-               (httpx, asyncio); the shared rule changes (services.policy_rules, in this process, as
-               another server on the same database would): the time from the change's commit until each
-               poll has its answer (p50, p99, max), and whether every host got exactly its rows
+               (asyncio streams, one connection each, in this process); the shared rule changes (services.policy_rules, in
+               this process, as another server on the same database would): the time from the change's
+               commit until each poll has its answer (p50, p99, max), and how many got rows
 
 Prints the numbers and the ports each refresh read, as JSON.
 """
@@ -31,10 +31,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -42,10 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import insert
 
-from vmqos.api.app import create_app
 
 from vmqos.services import fleet_desired, identity, policies, policy_rules
 from vmqos.store import Store
@@ -98,46 +98,64 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _polls(url: str, token: str, hosts: list[str], since: int, change: Any) -> tuple[list[float], int]:
-    """Every host's long poll at once; `change()` (in a thread) once they all wait; the seconds from the
-    change's end to each answer, and how many answers held the rows of their host."""
-    limits = httpx.Limits(max_connections=len(hosts) + 10, max_keepalive_connections=len(hosts) + 10)
-    async with httpx.AsyncClient(base_url=url, headers={"X-Auth-Token": token}, timeout=120, limits=limits) as client:
-        async def poll(host: str) -> tuple[float, int]:
-            response = await client.get(f"/v1/hosts/{host}/desired/changes", params={"since": since, "wait": 60})
-            return time.monotonic(), len(response.json()["changes"])
+async def _poll(port: int, path: str, token: str) -> tuple[float, bytes]:
+    """One GET on its own connection, read to the end: when its answer was in, and the answer. Plain
+    asyncio streams: httpx's pool takes seconds to juggle a thousand connections in one process, which
+    would measure the client, not the server."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nX-Auth-Token: {token}\r\nConnection: close\r\n\r\n"
+                 .encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return time.monotonic(), answer
 
-        tasks = [asyncio.create_task(poll(h)) for h in hosts]
-        await asyncio.sleep(3 + len(hosts) / 200)  # every request in and waiting
-        done_at = await asyncio.to_thread(change)
-        answers = await asyncio.gather(*tasks)
-    return [at - done_at for at, _ in answers], sum(1 for _, rows in answers if rows)
+
+async def _polls(port: int, token: str, hosts: list[str], since: int, change: Any) -> tuple[list[float], int]:
+    """Every host's long poll at once; `change()` once they all wait; the seconds from the change's end to
+    each answer, and how many answers held rows."""
+    tasks = [asyncio.create_task(_poll(port, f"/v1/hosts/{h}/desired/changes?since={since}&wait=60", token))
+             for h in hosts]
+    await asyncio.sleep(5 + len(hosts) / 100)  # every request in and waiting (a token check each first)
+    done_at = change()
+    answers = await asyncio.gather(*tasks)
+    return [at - done_at for at, _ in answers], sum(1 for _, body in answers if b'"changes":[{' in body)
 
 
 def _long_poll(db: str, caller: Any, shared: str, rule: str, hosts: int) -> dict[str, Any]:
-    app = create_app(db)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
-                                           backlog=4096, limit_concurrency=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{server.config.port}"
+    """`vmqos server` in its own process; the rule changed from this one, as another server would."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))}
+    server = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen", f"127.0.0.1:{port}",
+                               "--db", db], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 300  # it recomputes every row before it listens
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the server did not start")
+            time.sleep(0.2)
         token = httpx.post(f"{url}/v3/auth/tokens", json={"auth": {"identity": {"methods": ["password"], "password": {
             "user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
             "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}).headers["X-Subject-Token"]
-        since = fleet_desired.snapshot(app.state.store, "host-0000").revision
+        with Store(db) as store:
+            since = fleet_desired.snapshot(store, "host-0000").revision
 
-        def change() -> float:
-            policy_rules.update_rule(app.state.store, caller, shared, "bandwidth_limit", rule,
-                                     {"bandwidth_limit_rule": {"max_kbps": 7000}})
-            return time.monotonic()
+            def change() -> float:
+                policy_rules.update_rule(store, caller, shared, "bandwidth_limit", rule,
+                                         {"bandwidth_limit_rule": {"max_kbps": 7000}})
+                return time.monotonic()
 
-        latencies, with_rows = asyncio.run(_polls(url, token, [f"host-{i:04d}" for i in range(hosts)], since, change))
+            latencies, with_rows = asyncio.run(_polls(port, token, [f"host-{i:04d}" for i in range(hosts)], since,
+                                                      change))
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.terminate()
+        server.wait(30)
     ordered = sorted(latencies)
     return {"waiters": hosts, "with_their_rows": with_rows, "p50_s": round(statistics.median(ordered), 3),
             "p99_s": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 3),

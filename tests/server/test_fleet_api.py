@@ -95,10 +95,14 @@ def test_the_long_poll_answers_at_once_when_woken_or_empty_after_its_wait(api):
 
 def test_a_change_made_by_another_process_wakes_the_long_poll(api):
     admin = headers(api)
+    fleet_desired.set_port(api.app.state.store, "h2", "vq-2", policy_from_data("gold", {"egress": {"rate": "1mbit"}}))
     since = api.get("/v1/hosts/h1/desired", headers=admin).json()["revision"]
+    assert since > 0
     found: dict = {}
-    poll = threading.Thread(target=_poll, args=(api, admin, "h1", since, 30, found))
-    poll.start()
+    polls = [threading.Thread(target=_poll, args=(api, admin, "h1", since, 30, found)),  # answered from the batch
+             threading.Thread(target=_poll, args=(api, admin, "h1", 0, 30, older := {}))]  # reads its own
+    for poll in polls:
+        poll.start()
     time.sleep(0.3)
     code = ("import sys; from vmqos.store import Store; from vmqos.services import fleet_desired; "
             "from vmqos.core.formats.hostfile import policy_from_data; "
@@ -107,10 +111,14 @@ def test_a_change_made_by_another_process_wakes_the_long_poll(api):
     done = subprocess.run([sys.executable, "-c", code, api.db_url], capture_output=True, text=True, timeout=60,
                           env=os.environ)
     assert done.returncode == 0, done.stderr
-    poll.join(60)
-    status, body, waited = found["h1"]
-    assert status == 200 and waited < 20
-    assert [(r["device"], r["source"], r["policy_name"]) for r in body["changes"]] == [("vq-other", "native", "gold")]
+    for poll in polls:
+        poll.join(60)
+    for answer in (found, older):
+        status, body, waited = answer["h1"]
+        assert status == 200 and waited < 20
+        assert [(r["device"], r["source"], r["policy_name"]) for r in body["changes"]] == \
+            [("vq-other", "native", "gold")]
+        assert body["revision"] == since + 1
 
 
 def test_410_below_the_compacted_floor_and_400_above_the_revision(api):

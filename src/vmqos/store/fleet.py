@@ -107,13 +107,13 @@ def host_rows(store: Store, host: str, *, since: int | None = None) -> tuple[Cou
     return found, sorted(rows, key=lambda r: (r.revision, r.device))
 
 
-def hosts_changed(store: Store, since: int) -> tuple[int, set[str]]:
-    """The counter, and the hosts that have a row above `since` (the index on revision)."""
-    d = fleet_desired.c
-    with store._tx("reading which hosts changed") as conn:
+def changed_since(store: Store, since: int) -> tuple[int, list[DesiredRow]]:
+    """The counter and, in the same snapshot, every row above `since` (the index on revision): what the
+    long poll's ticker hands to the agents that wait at `since`, without a read each."""
+    with store._tx("reading what changed") as conn:
         now = _counters(conn).revision
-        hosts = set(conn.execute(select(d.host).where(d.revision > since).distinct()).scalars())
-    return now, hosts
+        found = _rows(conn, fleet_desired.c.revision > since)
+    return now, sorted(found, key=lambda r: (r.revision, r.device))
 
 
 def rows(store: Store, *, host: str | None = None, device: str | None = None, live: bool = True,
