@@ -127,3 +127,28 @@ def test_to_unit_is_nearest_and_never_zero(value, unit):
 def test_neutron_burst_kbit():
     assert kbit_to_bytes(300) == 37_500
     assert bytes_to_kbit(37_500) == (300, True)
+
+
+@pytest.mark.parametrize("text", ["9" * 6000 + "²mbit", " " * 5000 + "1", "1" + " " * 5000 + "x", ".5" * 3000],
+                         ids=["digits", "leading-spaces", "inner-spaces", "fractions"])
+def test_a_long_quantity_is_refused_by_its_length_before_any_pattern_reads_it(text):
+    """A run of 6,000 digits ending in a stray character cost the old pattern O(n^2) steps (17 ms; 36,000
+    digits, seconds): a CPU cost anyone who can send a rate could ask for. The length is checked first."""
+    from vmqos.core.units import MAX_QUANTITY_CHARS, parse_rate
+    with pytest.raises(UnitError, match=rf"{len(text)} characters; no rate needs more than {MAX_QUANTITY_CHARS}"):
+        parse_rate(text)
+    assert len(str(UnitError("rate", text[:40] + "...", "x"))) < 200
+
+
+@pytest.mark.parametrize("text", ["5.", "5..1mbit", "1.2.3", ".", "e5", "1e", "--1"])
+def test_the_one_way_pattern_refuses_what_the_old_one_refused(text):
+    from vmqos.core.units import parse_rate
+    with pytest.raises(UnitError):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize(("text", "bps"), [(".5mbit", 500_000), ("1.5mbit", 1_500_000), ("2e3kbit", 2_000_000),
+                                          (" 10 mbit ", 10_000_000), ("0.000001gbit", 1000)])
+def test_the_one_way_pattern_reads_what_the_old_one_read(text, bps):
+    from vmqos.core.units import parse_rate
+    assert parse_rate(text) == bps
