@@ -31,8 +31,15 @@ APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util
 demo: deps
 	KEEP=$(KEEP) $(VENV)/bin/vmqos demo
 
+# The suite in two phases, both always run: the tiers that need no machine of their own (core and
+# server: no root, no traffic; about 80 % of the tests) on every core with pytest-xdist, a test
+# file per worker so that a module's server starts once; then every other tier (kernel, traffic,
+# virt, browser, containers), one test at a time, since their rates are measured on a quiet machine.
 test: deps
-	$(VPY) -m pytest
+	@rc=0; \
+	$(VPY) -m pytest -n auto --dist loadfile tests/core tests/server || rc=$$?; \
+	$(VPY) -m pytest --ignore=tests/core --ignore=tests/server || rc=$$?; \
+	exit $$rc
 
 test-core: deps
 	$(VPY) -m pytest tests/core
