@@ -85,6 +85,7 @@ class Chain:
     bin_dir: Path
     conflist: dict[str, Any]
     results: dict[str, Any] = field(default_factory=dict)
+    partial: dict[str, Any] = field(default_factory=dict)
 
     def _conf(self, plugin: dict[str, Any], prev: Any, runtime: dict[str, Any] | None) -> dict[str, Any]:
         conf = {**plugin, "cniVersion": self.conflist["cniVersion"], "name": self.conflist["name"]}
@@ -111,6 +112,7 @@ class Chain:
             out = exec_plugin(self.host_ns, self.bin_dir, plugin["type"], "ADD", self._conf(plugin, prev, runtime),
                               container_id=container_id, netns=netns_path, env=env)
             if out.returncode != 0:
+                self.partial[container_id] = prev  # what the plugins before the failed one answered
                 return out
             prev = out.answer
         if only is None:
