@@ -54,7 +54,7 @@ def test_the_configurations_own_bandwidth_wins_over_runtime_config():
 
 
 def test_kubernetes_no_burst_sentinels_get_vmqos_default_burst():
-    for sentinel in (NO_BURST_BITS, 2**32 - 1):
+    for sentinel in (NO_BURST_BITS, 2**32 - 1, (2**32 - 1) * 8 - 1, (2**32 - 1) * 8):  # kubelet, containerd, CRI-O
         cfg = read_config(conf(runtimeConfig={"bandwidth": {"ingressRate": 10_000_000, "ingressBurst": sentinel}}))
         assert cfg.qos.ingress.bandwidth.burst_bytes is None
         assert "no burst" in cfg.notes[0]
@@ -83,7 +83,6 @@ def test_add_hands_back_prev_result_unchanged_under_the_configurations_version()
     ({"egressRate": 10_000_000, "egressPeak": 1_000_000}, 7, "peak"),
     ({"dscp": 42}, 7, "DSCP"),
     ({"egressMode": "fast"}, 7, "shape"),
-    ({"ingressRate": 1000, "ingressBurst": 2**40}, 7, "4 GiB"),
     ({"cniVersion": "0.2.0"}, 1, "not supported"),
     ({"name": ""}, 7, "no name"),
 ])

@@ -19,10 +19,12 @@ What the bandwidth plugin cannot say has keys of vmqos's own (README "Containers
 rate, a packet-rate limit per direction, a DSCP mark on what the container sends, the egress mode,
 a named policy, and the database.
 
-Kubernetes has no burst of its own: kubelet (dockershim) sent `math.MaxInt32` bits and containerd/CRI-O
-send `math.MaxUint32`, which the bandwidth plugin takes literally, a 256 to 512 MiB bucket that lets the
-first seconds through at line rate (kubernetes#90838). vmqos reads a burst of 2^31 - 1 bits or more as
-"not given" and uses its own default (10 ms at the rate), with a note.
+Kubernetes has no burst of its own: kubelet (dockershim) sent `math.MaxInt32` bits, containerd sends
+`math.MaxUint32` and CRI-O `math.MaxUint32*8 - 1` (read in their sources), which the bandwidth plugin
+takes literally: a 256 MiB to 4 GiB bucket that lets the first seconds through at line rate
+(kubernetes#90838). vmqos reads a burst of 2^31 - 1 bits or more as "not given" and uses its own
+default (10 ms at the rate), with a note; so it also takes CRI-O's older `math.MaxUint32*8`, which the
+bandwidth plugin refuses ("burst cannot be more than 4GB").
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")  # the versions with a
 SPEC_VERSION = "1.0.0"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
 NO_BURST_BITS = 2**31 - 1  # kubelet's MaxInt32 "no burst" (containerd's MaxUint32 is above it)
-MAX_BURST_BITS = 8 * (2**32 - 1)  # the bandwidth plugin's own bound: a burst below 4 GiB
 
 # The specification's error codes (SPEC.md, "Error"): vmqos uses these.
 INCOMPATIBLE_VERSION = 1
@@ -154,12 +155,10 @@ def _bandwidth(entry: Mapping[str, Any], where: str, direction: str, peak: int |
                            f"give {direction}Rate too (a peak is above an average rate)")
         return None
     burst_bytes: int | None = None
-    if burst is not None and burst >= MAX_BURST_BITS:
-        raise CniError(INVALID_CONFIG, f"{where}{direction}Burst: {burst} bits is 4 GiB or more",
-                       "a burst is below 4 GiB (34359738360 bits), as the bandwidth plugin allows")
     if burst is not None and burst >= NO_BURST_BITS:
-        notes.append(f"{direction}Burst {burst} bits is a runtime's 'no burst' (Kubernetes sends 2^31-1 or "
-                     "2^32-1); vmqos uses its default burst (10 ms at the rate) instead of a 256 MiB bucket")
+        notes.append(f"{direction}Burst {burst} bits is a runtime's 'no burst' (Kubernetes' runtimes send "
+                     "2^31-1, 2^32-1 or 2^35-9); vmqos uses its default burst (10 ms at the rate) instead of a "
+                     f"{burst // 8 // 2**20} MiB bucket")
     elif burst is not None:
         burst_bytes = max(1, burst // 8)
     try:
