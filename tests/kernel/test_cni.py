@@ -154,7 +154,8 @@ def _killing_nft(tmp: Path) -> Path:
     bin_dir = tmp / "killer"
     bin_dir.mkdir()
     real = subprocess.run(["sh", "-c", "command -v nft"], capture_output=True, text=True, check=True).stdout.strip()
-    (bin_dir / "nft").write_text(f'#!/bin/sh\ncase " $* " in *" -f "*) kill -9 $PPID; exit 1;; esac\nexec {real} "$@"\n')
+    (bin_dir / "nft").write_text('#!/bin/sh\ncase " $* " in *" -f "*) kill -9 $PPID; exit 1;; esac\n'
+                                 f'exec {real} "$@"\n')
     (bin_dir / "nft").chmod(0o755)
     return bin_dir
 
@@ -180,3 +181,40 @@ def test_a_plugin_killed_mid_add_leaves_nothing_after_del_and_add_again_converge
     _nothing_of_vmqos(host)
     with Store(chain.db) as store:
         assert rows.listed(store) == [] and store.applied(host) == {}
+
+
+def _neutron_policy(store: Store, name: str, max_kbps: int) -> None:
+    from datetime import UTC, datetime
+
+    from vmqos.store import qos
+
+    now = datetime.now(UTC)
+    qos.save_policy(store, qos.StoredPolicy(
+        id=f"{name}-id", project_id="p", name=name, description="", shared=True, is_default=False, revision_number=1,
+        tags=(), created_at=now, updated_at=now,
+        rules=(qos.StoredRule(f"{name}-r", f"{name}-id", "bandwidth_limit",
+                              {"max_kbps": max_kbps, "direction": "ingress"}),)))
+
+
+def test_a_neutron_policy_by_name_limits_the_container_and_an_unknown_one_is_code_7(host, containers, tmp_path):
+    db = tmp_path / "vq.db"
+    with Store(f"sqlite:///{db}") as store:  # the all-in-one server's policy, in the database it shares
+        _neutron_policy(store, "gold", 3000)
+    conf = cni.conflist("vqnet", "10.199.0.0/24", "vqbr0",
+                        [{**VMQOS, "vmqosDatabase": str(db), "policy": "gold"}], tmp_path / "ipam")
+    chain = cni.Chain(host, cni.plugin_dir(tmp_path), conf)
+    ctr, path = containers()
+    _ok(chain.add("vqgold", path))
+    veth = _veth(chain.results["vqgold"])
+    with Store(f"sqlite:///{db}") as store:
+        shown = show_port(store, host, veth)
+    assert shown.desired.ingress.rate_bps == 3_000_000  # the policy's 3 Mbit/s beats the config's 10: lowest wins
+    assert "policy gold" in shown.desired.ingress.source["rate_bps"] and shown.kernel.in_sync
+    _ok(chain.delete("vqgold", path))
+
+    conf["plugins"][1]["policy"] = "platinum"
+    ctr2, path2 = containers()
+    out = chain.add("vqplat", path2)
+    assert out.returncode == 1 and out.answer["code"] == 7 and "gold" in out.answer["msg"], out.stdout
+    _ok(chain.delete("vqplat", path2))
+    _nothing_of_vmqos(host)

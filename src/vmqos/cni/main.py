@@ -19,8 +19,10 @@ import sys
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from vmqos.core.errors import NotFound, PrivilegeError, VmqosError
+from vmqos.core.errors import InvalidValue, NotFound, PrivilegeError, VmqosError
 from vmqos.core.formats.cni import (
+    INCOMPATIBLE_VERSION,
+    INVALID_CONFIG,
     IO_FAILURE,
     SPEC_VERSION,
     TRY_AGAIN_LATER,
@@ -58,7 +60,8 @@ def _want(request: CniRequest, config: CniConfig) -> containers.ContainerWant:
 
 def _add(store: Store, request: CniRequest, config: CniConfig) -> dict[str, Any]:
     if config.raw_prev_result is None:
-        raise CniError(7, "vmqos-cni must be called as a chained plugin: the configuration has no prevResult",
+        raise CniError(INVALID_CONFIG,
+                       "vmqos-cni must be called as a chained plugin: the configuration has no prevResult",
                        "put it after the plugin that makes the interface (bridge, ptp) in a configuration list")
     done = containers.attach(store, _want(request, config), host_candidates(config))
     if not done.report.ok:
@@ -71,9 +74,10 @@ def _add(store: Store, request: CniRequest, config: CniConfig) -> dict[str, Any]
 
 def _check(store: Store, request: CniRequest, config: CniConfig) -> None:
     if config.cni_version in ("0.3.0", "0.3.1"):
-        raise CniError(1, f"CHECK needs cniVersion 0.4.0 or later, the configuration says {config.cni_version}")
+        raise CniError(INCOMPATIBLE_VERSION,
+                       f"CHECK needs cniVersion 0.4.0 or later, the configuration says {config.cni_version}")
     if config.raw_prev_result is None:
-        raise CniError(7, "CHECK needs prevResult: vmqos-cni must be called as a chained plugin")
+        raise CniError(INVALID_CONFIG, "CHECK needs prevResult: vmqos-cni must be called as a chained plugin")
     containers.check(store, config.network, request.container_id, request.ifname, request.netns,
                      host_candidates(config))
 
@@ -99,6 +103,8 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
             return None
     except CniError:
         raise
+    except InvalidValue as exc:  # a value of the configuration that the store cannot honour (a policy's name)
+        raise CniError(INVALID_CONFIG, str(exc)) from None
     except NotFound as exc:
         raise CniError(UNKNOWN_CONTAINER if request.command != "DEL" else IO_FAILURE, str(exc)) from None
     except PrivilegeError as exc:

@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass, replace
 
 from vmqos.core.desired.ports import _find_port, scope_of, without_port
-from vmqos.core.errors import ConflictError, NotFound, VmqosError
+from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.core.formats.cni import instance_name
 from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, Policy, PortSpec
 from vmqos.core.model.network import NetworkQos
@@ -82,13 +82,15 @@ def named_policy(store: Store, state: HostState, name: str) -> Policy:
         return state.policies[name]
     found = [p for p in list_policies(store) if p.name == name]
     if len(found) > 1:
-        raise ConflictError(f"policy: {len(found)} Neutron policies are named {name!r} ({', '.join(p.id for p in found)});"
-                            " rename one, or set the policy on the port with `vmqos port set`")
+        ids = ", ".join(p.id for p in found)
+        raise ConflictError(f"policy: {len(found)} Neutron policies are named {name!r} ({ids}); rename one, or set "
+                            "the policy on the port with `vmqos port set`")
     if not found:
         known = sorted(set(state.policies) | {p.name for p in list_policies(store) if p.name})
-        raise NotFound(f"policy: {name!r} is neither in this scope's desired state nor a Neutron policy of this "
-                       f"database (known: {', '.join(known) or 'none'}); create it with `openstack network qos "
-                       "policy create` on the vmqos server, or name vmqosDatabase")
+        raise InvalidValue("policy", name, f"it is neither in this scope's desired state nor a Neutron policy of this "
+                                           f"database (known: {', '.join(known) or 'none'}); create it with "
+                                           "`openstack network qos policy create` on the vmqos server, or name the "
+                                           "server's database in vmqosDatabase")
     from vmqos.services.policies import as_policy  # the Neutron rules read as the model's policy
 
     return as_policy(found[0])
