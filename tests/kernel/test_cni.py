@@ -6,8 +6,10 @@ after a plugin killed mid-ADD. A `port set` changes the running container's limi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,6 @@ import pytest
 from tests import cni_chain as cni
 from tests.kernel.conftest import require
 from vmqos.core.desired.ports import PortChange
-from vmqos.services.containers import plugin_netns  # noqa: F401  (the module under test imports)
 from vmqos.services.ports import set_port, show_port
 from vmqos.store import Store
 from vmqos.store import containers as rows
@@ -91,6 +92,11 @@ def test_add_check_del_through_the_real_bridge_plugin(chain, containers, host):
         assert found.state == rows.ADDED and found.device == veth and found.scope == host and found.netns == path
     assert len(cni.links(host, "ifb")) == 1
     assert len(cni.nft_chains(host)) == 2
+    cli = subprocess.run([sys.executable, "-c", "from vmqos.cli.main import main; main()", "port", "show", veth,
+                          "--netns", host, "--db", chain.db, "--json"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(cni.SRC)})
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["instance"] == "cni-vqcontainer1"  # the operator's `vmqos port show` sees it
     _ok(chain.check("vqcontainer1", path))
 
     # drift: a foreign root qdisc on the veth -> CHECK fails with the spec's error object
