@@ -138,12 +138,12 @@ def test_del_of_what_was_never_added_succeeds(tmp_path):
 
 
 def test_a_bug_is_an_error_object_not_a_traceback(monkeypatch, capsys):
-    import vmqos.cni.main as plugin
-
     def broken(*args, **kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr(plugin, "open_store", broken)
+    import vmqos.services.ports as ports
+
+    monkeypatch.setattr(ports, "open_store", broken)
     status, answer = invoke({**ENV, "CNI_COMMAND": "DEL"}, conf())
     assert status == 1 and answer["code"] == 5 and "KeyError" in answer["msg"]
     assert "Traceback" not in capsys.readouterr().err

@@ -36,10 +36,8 @@ from vmqos.core.formats.cni import (
     result_of,
     version_answer,
 )
-from vmqos.services import containers
-from vmqos.services.ports import open_store
-
 if TYPE_CHECKING:
+    from vmqos.services import containers
     from vmqos.store import Store
 
 log = logging.getLogger("vmqos.cni")
@@ -54,6 +52,8 @@ def _database(config: CniConfig) -> str | None:
 
 
 def _want(request: CniRequest, config: CniConfig) -> containers.ContainerWant:
+    from vmqos.services import containers
+
     return containers.ContainerWant(config.network, request.container_id, request.ifname, request.netns, config.qos,
                                     config.egress_mode, config.policy)
 
@@ -63,6 +63,8 @@ def _add(store: Store, request: CniRequest, config: CniConfig) -> dict[str, Any]
         raise CniError(INVALID_CONFIG,
                        "vmqos-cni must be called as a chained plugin: the configuration has no prevResult",
                        "put it after the plugin that makes the interface (bridge, ptp) in a configuration list")
+    from vmqos.services import containers
+
     done = containers.attach(store, _want(request, config), host_candidates(config))
     if not done.report.ok:
         errors = "; ".join(r.error for r in done.report.results if r.error)
@@ -78,11 +80,15 @@ def _check(store: Store, request: CniRequest, config: CniConfig) -> None:
                        f"CHECK needs cniVersion 0.4.0 or later, the configuration says {config.cni_version}")
     if config.raw_prev_result is None:
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult: vmqos-cni must be called as a chained plugin")
+    from vmqos.services import containers
+
     containers.check(store, config.network, request.container_id, request.ifname, request.netns,
                      host_candidates(config))
 
 
 def _del(store: Store, request: CniRequest, config: CniConfig) -> None:
+    from vmqos.services import containers
+
     containers.detach(store, config.network, request.container_id, request.ifname)
 
 
@@ -92,6 +98,10 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     if request.command == "VERSION":
         return version_answer()
     config = read_config(stdin)
+    # lazy: the store and the reconciler cost ~0.6 s of imports, which VERSION and a bad configuration
+    # need not pay (a runtime may ask VERSION of every plugin of a list before each ADD)
+    from vmqos.services.ports import open_store
+
     try:
         with open_store(_database(config)) as store:
             if request.command == "ADD":
