@@ -224,3 +224,19 @@ def test_a_neutron_policy_by_name_limits_the_container_and_an_unknown_one_is_cod
     assert out.returncode == 1 and out.answer["code"] == 7 and "gold" in out.answer["msg"], out.stdout
     _ok(chain.delete("vqplat", path2))
     _nothing_of_vmqos(host)
+
+
+def test_two_containers_whose_ids_share_12_characters_stay_two_instances(chain, containers, host):
+    ids = ("vqtwin-000000-a", "vqtwin-000000-b")  # the same first 12 characters
+    paths = [containers()[1] for _ in ids]
+    for cid, path in zip(ids, paths):
+        _ok(chain.add(cid, path))
+    with Store(chain.db) as store:
+        instances = store.load(host).instances
+    assert sorted(instances) == ["cni-vqtwin-00000", "cni-vqtwin-000000-b"]
+    assert all(len(i.ports) == 1 for i in instances.values())
+    _ok(chain.delete(ids[0], paths[0]))
+    with Store(chain.db) as store:
+        assert sorted(store.load(host).instances) == ["cni-vqtwin-000000-b"]
+    _ok(chain.delete(ids[1], paths[1]))
+    _nothing_of_vmqos(host)

@@ -123,9 +123,11 @@ def attach(store: Store, want: ContainerWant, candidates: tuple[str, ...], *,
     scope_netns = plugin_netns()
     scope = scope_of(scope_netns)
     device = host_device(want.netns_path, want.ifname, candidates, scope_netns)
-    instance = instance_name(want.container_id)
     with store.writer(scope):
         before = rows.find(store, want.network, want.container_id, want.ifname)
+        instance = instance_name(want.container_id)
+        if any(r.instance == instance and r.container_id != want.container_id for r in rows.listed(store, scope)):
+            instance = "cni-" + want.container_id  # two ids with the same first 12 characters: the whole id
         rows.record(store, rows.Attachment(want.network, want.container_id, want.ifname, scope, device, instance,
                                            want.netns_path, socket.gethostname()))  # the intent, first
         state = store.load(scope)
