@@ -240,3 +240,22 @@ def test_two_containers_whose_ids_share_12_characters_stay_two_instances(chain, 
         assert sorted(store.load(host).instances) == ["cni-vqtwin-000000-b"]
     _ok(chain.delete(ids[1], paths[1]))
     _nothing_of_vmqos(host)
+
+
+def test_police_mode_and_dscp_make_no_ifb(host, containers, tmp_path):
+    db = tmp_path / "vq.db"
+    conf = cni.conflist("vqnet", "10.199.0.0/24", "vqbr0", [{
+        "type": "vmqos-cni", "vmqosDatabase": str(db), "egressRate": 5_000_000, "egressBurst": 400_000,
+        "egressMode": "police", "dscp": 18}], tmp_path / "ipam")
+    chain = cni.Chain(host, cni.plugin_dir(tmp_path), conf)
+    ctr, path = containers()
+    _ok(chain.add("vqpolice", path))
+    veth = _veth(chain.results["vqpolice"])
+    with Store(f"sqlite:///{db}") as store:
+        shown = show_port(store, host, veth)
+    assert shown.egress_mode.value == "police" and shown.desired.egress.dscp == 18 and shown.kernel.in_sync
+    assert shown.desired.egress.burst_bytes == 50_000
+    assert cni.links(host, "ifb") == [] and cni.nft_chains(host)  # policed and marked by nft on the veth
+    _ok(chain.check("vqpolice", path))
+    _ok(chain.delete("vqpolice", path))
+    _nothing_of_vmqos(host)
