@@ -22,9 +22,14 @@ APT_STAMP := /var/lib/vmqos-apt.stamp
 # openssl: the server's TLS test makes a throw-away CA and certificate with it. systemd (its
 # systemd-analyze) and libseccomp2: the tests verify contrib/systemd's units and run the server and
 # the agent's work under their system-call filters (tests/unit_sandbox.py); systemd need not run.
+# containernetworking-plugins (1.1.1: CNI spec up to 1.0.0, in /usr/lib/cni): the reference bridge,
+# host-local and bandwidth plugins that tests/kernel/test_cni.py and tests/traffic/test_cni_*.py chain
+# vmqos-cni with; podman (4.3, its CNI back end) and runc (crun refuses these hosts' hybrid cgroups) run a
+# real container on such a network (tests/traffic/test_cni_podman.py); nsenter is util-linux's.
 APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util-linux \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc \
-	linux-image-amd64 busybox-static cpio postgresql openssl systemd libseccomp2
+	linux-image-amd64 busybox-static cpio postgresql openssl systemd libseccomp2 \
+	containernetworking-plugins podman runc
 
 .PHONY: demo test test-core deps apt venv clean
 
