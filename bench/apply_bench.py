@@ -36,6 +36,7 @@ import platform
 import pstats
 import secrets
 import shlex
+import signal
 import socket
 import statistics
 import struct
@@ -102,6 +103,25 @@ def settle(max_wait: float = 90.0, idle_wanted: float = 0.85) -> float:
         if free >= 3:
             break
     return time.monotonic() - start
+
+
+def exit_on_sigterm(code: int = 3) -> None:
+    """SIGTERM exits through the `finally` blocks (so `timeout` still deletes the namespace), in this
+    process only.
+
+    pyroute2 opens a socket in a namespace from a forked child (`netns.create_socket`) and stops it
+    with SIGTERM; the child inherits this handler, and a `sys.exit` there unwound the copy of the
+    parent's stack: its `finally` blocks and exit handlers deleted the benchmark's namespace and
+    scratch directory under the running parent (the "deleted by someone else" of 2026-12-07, seen
+    again and traced on the same day). A forked child now leaves at once."""
+    owner = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        sys.exit(code)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 IPV6 = False  # --ipv6: keep IPv6 on the namespace's devices (see --help)

@@ -36,7 +36,6 @@ import gc
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -186,7 +185,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
+    ab.exit_on_sigterm()  # `timeout` still deletes the namespace; pyroute2's forked children do not
     import tempfile
 
     # removed when done, even on an exception; not in /tmp, where its database was deleted under a run

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import signal
 import socket
 import statistics
 import subprocess
@@ -157,7 +156,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # `timeout` still deletes the namespace
+    ab.exit_on_sigterm()  # `timeout` still deletes the namespace; pyroute2's forked children do not
     out: dict[str, Any] = {"machine": ab.machine(), "by_ports": {}}
     with tempfile.TemporaryDirectory(prefix=PREFIX) as tmp:
         for n in args.ports:
