@@ -2,7 +2,7 @@
  *
  * Why C: a pass over 10,000 ports receives about 130,000 netlink messages (50,000 qdiscs,
  * 30,000 links, 50,000 nft counters). Decoding them in Python costs 1 to 4 us each, about
- * 300 ms of CPU a pass, three times the budget of the whole pass (docs/benchmarks.md, section 5);
+ * 300 ms of CPU a pass, three times the budget of the whole pass (docs/benchmarks.md, section 6);
  * here it costs a few nanoseconds a message. Only the decoding is here: the sockets, the requests
  * and every decision stay in Python (vmqos/drivers/counters.py), which reads the arrays.
  *

@@ -6,7 +6,7 @@ counters, at the slots a `Layout` gave the objects the monitor watches: the root
 port and of its IFB, each port's link counters, and each named nft counter of the ports' plans.
 Nothing else is decoded and no object is built per message; decoding the 130,000 messages of a
 10,000-port pass in Python cost about 300 ms of CPU, three times the whole pass's budget
-(docs/benchmarks.md, section 5).
+(docs/benchmarks.md, section 6).
 
 `available()` says whether the helper was built (`make`, or `pip install -e .`, compiles it);
 without it the sampler reads the dumps with `CounterReader`, as before.

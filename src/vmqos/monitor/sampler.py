@@ -6,13 +6,18 @@ nothing is read per port. `rates` turns two passes into per-port, per-direction 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
 - "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
   watched objects, in C, into arrays at slots laid out once per set of plans and devices; the
-  per-port records are built from those. About 12 times less CPU at 10,000 ports
-  (docs/benchmarks.md, section 5).
+  per-port records are built from those. About half the CPU of the "dumps" path per pass at
+  10,000 ports; the decoding itself all but vanishes (docs/benchmarks.md, section 6).
 - "dumps": `CounterReader` decodes every message in Python (the path before issue 17; the
   fallback without the helper, and the reference the tests compare with).
 The cyclic garbage collector is paused during a pass and `rates`: they allocate about fifteen
-objects per port, freed on the next pass, none in a cycle; and what lives as long as the plans
-is frozen out of its collections (`_keep_out_of_collections`).
+objects per port, freed on the next pass, none in a cycle. Nothing else is done to the collector:
+a pass never runs a collection (one walks everything the process holds, which is not the
+sampler's to bound: seconds in a test session, issue 17's revert).
+
+A sample's time is taken just before its three dumps, after whatever the pass had to prepare (the
+layout of new plans, the device names): rates divide what the counters moved by the time between
+two samples, so that time must be the time the counters were read.
 """
 
 from __future__ import annotations
@@ -117,19 +122,6 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _keep_out_of_collections() -> None:
-    """What lives now (the plans, the layout) is left out of the collector's future passes (gc.freeze).
-
-    At 10,000 ports the plans are about a million objects, and each pass's records (some 300,000,
-    alive until the next pass) soon set off a full collection, which walked all of them: a third
-    of a pass. This runs when the plans or the devices change: what an earlier freeze kept and
-    has since become garbage is collected first (unfreeze, collect), so nothing leaks for longer
-    than one set of plans."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 Method = Literal["auto", "arrays", "dumps"]
 NAMES_RETRY_S = 10.0  # how often a planned device that does not exist is looked for again (arrays path)
 
@@ -193,19 +185,21 @@ class Sampler:
         if self._slots is None or self._slots_for is not watched:
             self._slots = _Slots.of(watched, {name: idx for idx, name in self._names.items()})
             self._slots_for = watched
-            _keep_out_of_collections()
         return self._slots
 
     def _sample_arrays(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str]) -> Sample:
-        at, mono = datetime.now(UTC), time.monotonic()
         assert self._arrays is not None
         watched = self._watch(plans)
+        if self._names_at == float("-inf"):
+            self._refresh_names()  # the first pass: the names before the layout, which needs them
         slots = self._slots_of(watched)
+        at, mono = datetime.now(UTC), time.monotonic()  # the counters' time: nothing but the dumps follows
         links, devices = self._arrays.links(slots.layout)
         if devices != self._devices or (mono - self._names_at >= NAMES_RETRY_S
                                         and not watched.wanted <= set(self._names.values())):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
             slots = self._slots_of(watched)
+            at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
         qdiscs = self._arrays.qdiscs(slots.layout)
         counters, unknown = self._arrays.counters(slots.layout)
@@ -246,11 +240,13 @@ class Sampler:
         return Sample(mono, at, ports)
 
     def _sample_dumps(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None) -> Sample:
-        at, mono = datetime.now(UTC), time.monotonic()
-        links = self._reader.links()
         watched = self._watch(plans)
+        at, mono = datetime.now(UTC), time.monotonic()  # the counters' time: nothing but the dumps follows
+        links = self._reader.links()
         if any(i not in self._names for i in links) or not watched.wanted <= set(self._names.values()):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
+            at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
+            links = self._reader.links()
         names = self._names
         index = {name: idx for idx, name in names.items()}
         planned = watched.planned
