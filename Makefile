@@ -64,7 +64,7 @@ $(APT_STAMP): Makefile
 	@mkdir -p $(dir $(APT_STAMP)) && touch $(APT_STAMP)
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/vmqos/drivers/_nlstats.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "vmqos needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)

@@ -36,10 +36,14 @@ import platform
 import pstats
 import secrets
 import shlex
+import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -65,33 +69,86 @@ def sh(argv: list[str], input: str | None = None) -> subprocess.CompletedProcess
     return done
 
 
+def _rtnl_wait() -> float:
+    """Seconds a tiny rtnl-locked request (the qdisc dump of this namespace) waited for its answer."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:
+        sock.settimeout(5)
+        t0 = time.perf_counter()
+        sock.send(struct.pack("=IHHII", 36, 38, 0x301, 1, 0) + bytes(20))  # RTM_GETQDISC, request | dump
+        while True:
+            data = sock.recv(1 << 16)
+            if struct.unpack_from("=H", data, len(data) - 20 + 4)[0] in (2, 3):  # NLMSG_ERROR / NLMSG_DONE
+                return time.perf_counter() - t0
+
+
 def settle(max_wait: float = 90.0, idle_wanted: float = 0.85) -> float:
-    """Wait until the CPUs are mostly idle (a deleted namespace's devices are freed in the background)."""
+    """Wait until a deleted namespace's devices are freed: the kernel frees them in the background
+    while holding rtnl, the lock every ip/tc/netlink request needs.
+
+    Done when the CPUs are mostly idle, or, on a machine shared with other work (where they never
+    are), when rtnl answers at once three times in a row."""
     def snap() -> tuple[int, int]:
         with open("/proc/stat") as f:
             vals = [int(v) for v in f.readline().split()[1:]]
         return vals[3] + vals[4], sum(vals)
     start = time.monotonic()
+    free = 0
     while time.monotonic() - start < max_wait:
         i0, t0 = snap()
         time.sleep(0.5)
         i1, t1 = snap()
         if t1 > t0 and (i1 - i0) / (t1 - t0) >= idle_wanted:
             break
+        free = free + 1 if _rtnl_wait() < 0.005 else 0
+        if free >= 3:
+            break
     return time.monotonic() - start
+
+
+def exit_on_sigterm(code: int = 3) -> None:
+    """SIGTERM exits through the `finally` blocks (so `timeout` still deletes the namespace), in this
+    process only.
+
+    pyroute2 opens a socket in a namespace from a forked child (`netns.create_socket`) and stops it
+    with SIGTERM; the child inherits this handler, and a `sys.exit` there unwound the copy of the
+    parent's stack: its `finally` blocks and exit handlers deleted the benchmark's namespace and
+    scratch directory under the running parent (the "deleted by someone else" of 2026-12-07, seen
+    again and traced on the same day). A forked child now leaves at once."""
+    owner = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        sys.exit(code)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 IPV6 = False  # --ipv6: keep IPv6 on the namespace's devices (see --help)
 
 
 class Namespace:
-    def __init__(self, ports: int) -> None:
-        self.name = "vqbench" + secrets.token_hex(3)
+    """A throw-away namespace with N veth pairs. `guard`: keep its name while it is in use.
+
+    On the shared machine, namespaces of long benchmarks were deleted by name under them
+    (2026-12-07, several times, by another process on the machine, not identified). With `guard`, a
+    process holds the namespace and a thread puts its name back (a bind mount of the holder's
+    namespace, as `ip netns add` makes) when it vanishes, and says so on stderr."""
+
+    def __init__(self, ports: int, prefix: str = "vqbench", guard: bool = False) -> None:
+        self.name = prefix + secrets.token_hex(3)
         self.ports = ports
+        self.guard = guard
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self.restored = 0
 
     def __enter__(self) -> "Namespace":
         sh(["ip", "netns", "add", self.name])
         try:
+            if self.guard:
+                self._holder = subprocess.Popen(["ip", "netns", "exec", self.name, "sleep", "infinity"])
+                threading.Thread(target=self._keep_name, daemon=True).start()
             if not IPV6:
                 sh(["ip", "netns", "exec", self.name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                     "net.ipv6.conf.default.disable_ipv6=1"])
@@ -105,7 +162,22 @@ class Namespace:
             raise
         return self
 
+    def _keep_name(self) -> None:
+        path = f"/run/netns/{self.name}"
+        while not self._stop.wait(0.05):
+            holder = self._holder
+            if holder is None or os.path.exists(path):
+                continue
+            open(path, "w").close()
+            subprocess.run(["mount", "--bind", f"/proc/{holder.pid}/ns/net", path], check=False)
+            self.restored += 1
+            print(f"namespace {self.name}: its name was deleted by someone else; put back", file=sys.stderr)
+
     def delete(self) -> None:
+        self._stop.set()
+        if self._holder is not None:
+            self._holder.kill()
+            self._holder.wait()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
     def __exit__(self, *exc: object) -> None:

@@ -145,7 +145,8 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
       vmqos top --netns lab-host
       vmqos top --netns lab-host --once --json | jq '.ports[] | select(.dropped_pps > 0)'
     """
-    from vmqos.monitor.sampler import Sampler, rates  # lazy: loads pyroute2 (~65 ms), only `top` needs it
+    from vmqos.monitor.daemon import next_tick  # lazy: the monitor loads pyroute2 (~65 ms), only `top` needs it
+    from vmqos.monitor.sampler import Sampler, rates
 
     if interval <= 0:
         raise InvalidValue("--interval", interval, "a number of seconds above 0")
@@ -176,8 +177,10 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
             time.sleep(interval)
             current = sample()
             rows = _sort(visible(_rows(rates(previous, current), peaks)), sort_by, False)
-            if as_json:
-                print_json({"netns": netns, "at": current.at.isoformat(), "interval_s": interval, "ports": rows})
+            if as_json:  # interval_s: the real time between the two reads, over which the rates are
+                print_json({"netns": netns, "at": current.at.isoformat(),
+                            "interval_s": round(current.monotonic - previous.monotonic, 3),
+                            "requested_interval_s": interval, "ports": rows})
             else:
                 stdout.print(_table(rows, {}, f"vmqos top: {netns or 'this namespace'}"))
             return
@@ -185,6 +188,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
 
         history: dict[tuple[str, str], list[float]] = {}
         reverse, typing_filter = False, None
+        got = interval  # the interval the rates are over: longer than asked when a pass outlasts it
         with _keys() as read_key, Live(console=stdout, auto_refresh=False, screen=sys.stdout.isatty()) as live:
             next_at = time.monotonic() + interval
             while True:
@@ -213,8 +217,9 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
                 if time.monotonic() >= next_at:
                     current = sample()
                     port_rates = rates(previous, current)
+                    got = current.monotonic - previous.monotonic
                     previous = current
-                    next_at += interval
+                    next_at, _ = next_tick(next_at, time.monotonic(), interval)
                     rows = _rows(port_rates, peaks)
                     for r in rows:
                         series = history.setdefault((r["port"], r["direction"]), [])
@@ -223,6 +228,8 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
                 shown = _sort(visible(rows), sort_by, reverse) if "rows" in locals() else []
                 prompt = f"  filter: {typing_filter}_" if typing_filter is not None else (
                     f"  filter: {filter_text}" if filter_text else "")
-                title = (f"vmqos top: {netns or 'this namespace'}  sort: {sort_by}{' (reversed)' if reverse else ''}"
-                         f"{prompt}  [o d x p u n sort, r reverse, / filter, q quit]")
-                live.update(_table(shown, history, title), refresh=True)
+                every = f"every {got:.3g} s" + (f" (asked {interval:g} s)" if got > 1.1 * interval else "")
+                title = (f"vmqos top: {netns or 'this namespace'}  {every}  sort: {sort_by}"
+                         f"{' (reversed)' if reverse else ''}{prompt}  [o d x p u n sort, r reverse, / filter, q quit]")
+                # only what fits on the screen is laid out: 20,000 rows of a 10,000-port host cost seconds
+                live.update(_table(shown[:max(1, stdout.size.height - 4)], history, title), refresh=True)

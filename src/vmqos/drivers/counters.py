@@ -16,7 +16,7 @@ import itertools
 import os
 import socket
 import struct
-from typing import AbstractSet, Iterator
+from typing import AbstractSet, Callable, Iterator
 
 from pyroute2.netns import create_socket
 
@@ -41,12 +41,6 @@ TCA_KIND, TCA_STATS2 = 1, 7
 TCA_STATS_BASIC, TCA_STATS_QUEUE, TCA_STATS_PKT64 = 1, 3, 8
 IFLA_STATS_LINK_64 = 1
 NLA_TYPE_MASK = 0x3FFF
-
-
-
-
-
-
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWQDISC, RTM_GETQDISC, RTM_NEWSTATS, RTM_GETSTATS = 36, 38, 92, 94
@@ -171,6 +165,17 @@ def netlink_socket(netns: str | None, proto: int, *, groups: int = 0, rcvbuf: in
     return sock
 
 
+QDISC_REQUEST = _TCMSG.pack(0, 0, 0, 0, 0)
+LINK_STATS_REQUEST = struct.pack("=BBHII", 0, 0, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
+
+
+def nft_counters_request(table: str, family: int = NFPROTO_NETDEV) -> tuple[bytes, int]:
+    """(body, message type) of the dump of one table's named counters."""
+    body = _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, table.encode() + b"\0") + _nla(
+        NFTA_OBJ_TYPE, _BE32.pack(NFT_OBJECT_COUNTER))
+    return body, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
+
+
 class CounterReader:
     """Netlink sockets in one namespace that dump every qdisc's, link's and named nft counter's values."""
 
@@ -180,6 +185,7 @@ class CounterReader:
         self._sock = netlink_socket(netns, NETLINK_ROUTE)
         self._nfsock: socket.socket | None = None
         self._seq = itertools.count(1)
+        self._buf = bytearray(1 << 16)  # a dump's chunk is at most 32 KiB (the kernel's cap)
 
     def close(self) -> None:
         self._sock.close()
@@ -216,32 +222,47 @@ class CounterReader:
                     yield rtype, data, offset, offset + length
                 offset += (length + 3) & ~3
 
+    def dump_into(self, what: str, mtype: int, body: bytes, decode: Callable[[memoryview, int], int],
+                  sock: socket.socket | None = None) -> None:
+        """One dump whose chunks `decode(chunk, seq)` takes as they come (vmqos.drivers.counter_arrays):
+        it returns 1 when the dump ended in that chunk, 0 when more follow, -errno for an error."""
+        sock = sock or self._sock
+        seq = next(self._seq)
+        buf = self._buf
+        view = memoryview(buf)
+        sock.send(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        while True:
+            status = decode(view[:sock.recv_into(buf)], seq)
+            if status > 0:
+                return
+            if status < 0:
+                raise kernel_error(f"reading {what}", -status, os.strerror(-status))
+
     def qdiscs(self, *, top_only: bool = False, devices: AbstractSet[int] | None = None) -> list[QdiscCounters]:
         """Every qdisc of the namespace; `top_only`: only root and ingress ones (what a port's flow
         needs); `devices`: only those of these ifindexes (the kernel dumps them all, they are not decoded)."""
-        body = _TCMSG.pack(0, 0, 0, 0, 0)
         found = (_qdisc(data, off, end, top_only, devices) for rtype, data, off, end in
-                 self._dump("qdisc counters", RTM_GETQDISC, body) if rtype == RTM_NEWQDISC)
+                 self._dump("qdisc counters", RTM_GETQDISC, QDISC_REQUEST) if rtype == RTM_NEWQDISC)
         return [q for q in found if q is not None]
 
     def links(self) -> dict[int, LinkCounters]:
-        body = struct.pack("=BBHII", 0, 0, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
-        return dict(_link(data, off, end) for rtype, data, off, end in self._dump("link counters", RTM_GETSTATS, body)
-                    if rtype == RTM_NEWSTATS)
+        return dict(_link(data, off, end) for rtype, data, off, end in
+                    self._dump("link counters", RTM_GETSTATS, LINK_STATS_REQUEST) if rtype == RTM_NEWSTATS)
+
+    def nf_socket(self) -> socket.socket:
+        """The nfnetlink socket of the namespace, opened at its first use."""
+        if self._nfsock is None:
+            self._nfsock = netlink_socket(self.netns, NETLINK_NETFILTER)
+        return self._nfsock
 
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""
-        if self._nfsock is None:
-            self._nfsock = netlink_socket(self.netns, NETLINK_NETFILTER)
-        name = table.encode() + b"\0"
-        body = _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, name) + _nla(NFTA_OBJ_TYPE,
-                                                                            _BE32.pack(NFT_OBJECT_COUNTER))
-        mtype = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
+        body, mtype = nft_counters_request(table, family)
         newobj = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ
         raw = table.encode()
         try:
             found = (_nft_counter(data, off, end, raw) for rtype, data, off, end in
-                     self._dump("nft counters", mtype, body, self._nfsock) if rtype == newobj)
+                     self._dump("nft counters", mtype, body, self.nf_socket()) if rtype == newobj)
             return dict(f for f in found if f is not None)
         except KernelError as exc:
             if exc.errno == errnos.ENOENT:  # no such table yet

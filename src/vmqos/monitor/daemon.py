@@ -142,6 +142,19 @@ def _fields(det: Detection) -> dict[str, Any]:
             "value": det.value, "threshold": det.threshold}
 
 
+def next_tick(next_at: float, now: float, interval_s: float) -> tuple[float, int]:
+    """When the next pass starts, and how many ticks were let go: a pass that outlasted its
+    interval does not make the passes pile up behind it (they would then run back to back, every
+    one late); the next pass waits for the next tick of the schedule instead, so the monitor
+    samples at the interval it can keep, a whole multiple of the one asked for."""
+    next_at += interval_s
+    skipped = 0
+    if now > next_at:
+        skipped = int((now - next_at) // interval_s) + 1
+        next_at += skipped * interval_s
+    return next_at, skipped
+
+
 @dataclass
 class StepReport:
     sample: Sample
@@ -150,6 +163,7 @@ class StepReport:
     ended: list[Detection]
     actions: list[Action]
     errors: list[str]
+    interval_s: float | None = None  # the real time since the previous pass, over which the rates are
 
 
 class Monitor:
@@ -192,6 +206,7 @@ class Monitor:
         now = sample.monotonic if now is None else now
         at = sample.at
         port_rates = rates(self.last, sample) if self.last is not None else {}
+        interval = sample.monotonic - self.last.monotonic if self.last is not None else None
         self.last, self.last_rates = sample, port_rates
         started, ended = self.detectors.update(now, port_rates)
         for det in started:
@@ -225,7 +240,7 @@ class Monitor:
             except VmqosError as exc:
                 log.warning("usage fold failed (the counters are folded at the next one): %s", exc)
                 errors.append(f"usage: {exc}")
-        return StepReport(sample, port_rates, started, ended, actions, errors)
+        return StepReport(sample, port_rates, started, ended, actions, errors, interval)
 
     def _act(self, action: Action, at: datetime, now: float, instance: str | None) -> str | None:
         if action.kind == "quarantine":
@@ -288,13 +303,16 @@ class Monitor:
                 report = self.step()
                 passes += 1
                 took = time.monotonic() - began
-                if took > c.interval_s:
-                    log.warning("monitor pass took %.2f s, longer than its interval of %g s (%d ports)", took,
-                                c.interval_s, len(report.sample.ports),
-                                extra={"seconds": took, "interval_s": c.interval_s, "ports": len(report.sample.ports)})
                 if on_step is not None:
                     on_step(report)
-                next_at += c.interval_s
+                next_at, skipped = next_tick(next_at, time.monotonic(), c.interval_s)
+                if skipped:
+                    got = (skipped + 1) * c.interval_s
+                    log.warning("monitor pass took %.2f s, longer than its interval of %g s (%d ports): "
+                                "%d pass(es) left out, the rates are over %.3g s", took, c.interval_s,
+                                len(report.sample.ports), skipped, got,
+                                extra={"seconds": took, "interval_s": c.interval_s, "ports": len(report.sample.ports),
+                                       "skipped": skipped})
                 stop.wait(max(0.0, next_at - time.monotonic()))
         except BaseException as exc:  # logged, then raised as before: journalctl says why it stopped
             interrupted = isinstance(exc, KeyboardInterrupt)

@@ -1,18 +1,35 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
-A pass is three netlink dumps: the root and ingress qdiscs, the links' counters, and vmqos's named
-nft counters; nothing is read per port. `rates` turns two passes into
-per-port, per-direction rates.
+A pass is three netlink dumps: the qdiscs, the links' counters, and vmqos's named nft counters;
+nothing is read per port. `rates` turns two passes into per-port, per-direction rates.
+
+Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
+- "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
+  watched objects, in C, into arrays at slots laid out once per set of plans and devices; the
+  per-port records are built from those. About half the CPU of the "dumps" path per pass at
+  10,000 ports; the decoding itself all but vanishes (docs/benchmarks.md, section 6).
+- "dumps": `CounterReader` decodes every message in Python (the path before issue 17; the
+  fallback without the helper, and the reference the tests compare with).
+The cyclic garbage collector is paused during a pass and `rates`: they allocate about fifteen
+objects per port, freed on the next pass, none in a cycle. Nothing else is done to the collector:
+a pass never runs a collection (one walks everything the process holds, which is not the
+sampler's to bound: seconds in a test session, issue 17's revert).
+
+A sample's time is taken just before its three dumps, after whatever the pass had to prepare (the
+layout of new plans, the device names): rates divide what the counters moved by the time between
+two samples, so that time must be the time the counters were read.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Mapping
+from typing import Iterator, Literal, Mapping
 
 from vmqos.core.analysis.flows import Flow, flows
 from vmqos.core.analysis.rates import counter_delta, flow_rate
@@ -25,9 +42,12 @@ from vmqos.core.analysis.samples import (
 )
 from vmqos.core.errors import KernelError
 from vmqos.core.model.network import DIRECTIONS
-from vmqos.core.observed import CounterValue, TcStats
+from vmqos.core.observed import CounterValue, LinkCounters, TcStats
 from vmqos.core.plan.names import chain_from, chain_owners, counter_port, ifb_name
+from vmqos.core.plan.objects import NftCounter
 from vmqos.core.plan.planner import PortPlan
+from vmqos.drivers import counter_arrays
+from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS, ArrayReader, Layout, kind_words
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
 
@@ -51,14 +71,79 @@ class _Watched:
                    chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()})
 
 
+_NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """The arrays path's layout of one set of plans over one set of devices, and per port what its
+    record needs: (port, its limits, its qdisc slot and planned kind words, its IFB's, its link
+    slot or None, (counter name, slot) of its plan's named counters)."""
+
+    layout: Layout
+    rows: tuple[tuple[str, PortLimits, int, tuple[int, int], int, tuple[int, int], int | None,
+                      tuple[tuple[str, int], ...]], ...]
+
+    @classmethod
+    def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
+        qdiscs: dict[int, int] = {}
+        links: dict[int, int] = {}
+        counters: dict[str, int] = {}
+        rows = []
+        for i, (port, limits) in enumerate(watched.limits.items()):
+            ifb, idx = ifb_name(port), index.get(port)
+            if idx is not None:
+                qdiscs[idx], links[idx] = 2 * i, i
+            if ifb in index:
+                qdiscs[index[ifb]] = 2 * i + 1
+            own = []
+            for obj in watched.plans[port].objects:
+                # a counter is its owner's by its name, as the dumps path decides (counter_port)
+                if isinstance(obj, NftCounter) and obj.name not in counters and \
+                        counter_port(obj.name, watched.owners) == port:
+                    counters[obj.name] = slot = len(counters)
+                    own.append((obj.name, slot))
+            kinds = [watched.planned.get(("qdisc", dev, "root")) for dev in (port, ifb)]
+            rows.append((port, limits, 2 * i, kind_words(kinds[0]) if kinds[0] else _NO_KIND,
+                         2 * i + 1, kind_words(kinds[1]) if kinds[1] else _NO_KIND,
+                         i if idx is not None else None, tuple(own)))
+        return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows))
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic collector paused (see the module's docstring); reference counting still frees."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+Method = Literal["auto", "arrays", "dumps"]
+NAMES_RETRY_S = 10.0  # how often a planned device that does not exist is looked for again (arrays path)
+
+
 class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, method: Method = "auto") -> None:
         self.netns = netns
         self._reader = CounterReader(netns)
+        if method == "auto":
+            method = "arrays" if counter_arrays.available() else "dumps"
+            if method == "dumps":
+                log.info("sampler: the compiled counter decoder is not built; decoding in Python (slower)")
+        self.method = method
+        self._arrays = ArrayReader(self._reader) if method == "arrays" else None
         self._names: dict[int, str] = {}
+        self._devices = (0, 0)  # (count, sum of ifindexes) of the devices when the names were read
+        self._names_at = float("-inf")
         self._watched: _Watched | None = None
+        self._slots: _Slots | None = None
+        self._slots_for: _Watched | None = None
 
     def close(self) -> None:
         self._reader.close()
@@ -75,6 +160,9 @@ class Sampler:
         if done.returncode != 0:
             raise KernelError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
         self._names = {link["ifindex"]: link["ifname"] for link in json.loads(done.stdout or "[]")}
+        self._devices = (len(self._names), sum(self._names))
+        self._names_at = time.monotonic()
+        self._slots = None
         log.debug("sampler: a device came or went; %d link names re-read", len(self._names))
 
     def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
@@ -87,11 +175,78 @@ class Sampler:
 
         What is derived from the plans is kept while the same mapping comes back: pass a new one
         when they change, never the same one changed in place."""
-        at, mono = datetime.now(UTC), time.monotonic()
-        links = self._reader.links()
+        with _no_cyclic_gc():
+            if self._arrays is not None:
+                return self._sample_arrays(plans, instances or {})
+            return self._sample_dumps(plans, instances)
+
+    def _slots_of(self, watched: _Watched) -> _Slots:
+        """The layout of these plans over the devices known now, kept until either changes."""
+        if self._slots is None or self._slots_for is not watched:
+            self._slots = _Slots.of(watched, {name: idx for idx, name in self._names.items()})
+            self._slots_for = watched
+        return self._slots
+
+    def _sample_arrays(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str]) -> Sample:
+        assert self._arrays is not None
         watched = self._watch(plans)
+        if self._names_at == float("-inf"):
+            self._refresh_names()  # the first pass: the names before the layout, which needs them
+        slots = self._slots_of(watched)
+        at, mono = datetime.now(UTC), time.monotonic()  # the counters' time: nothing but the dumps follows
+        links, devices = self._arrays.links(slots.layout)
+        if devices != self._devices or (mono - self._names_at >= NAMES_RETRY_S
+                                        and not watched.wanted <= set(self._names.values())):
+            self._refresh_names()  # a device came or went (an index is reused only after a new name)
+            slots = self._slots_of(watched)
+            at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
+            links, devices = self._arrays.links(slots.layout)
+        qdiscs = self._arrays.qdiscs(slots.layout)
+        counters, unknown = self._arrays.counters(slots.layout)
+        extra: dict[str, dict[str, CounterValue]] = {}  # counters of a port that its plan does not name
+        owner_of = watched.counter_owners
+        for name, packets, nbytes in unknown:
+            if name not in owner_of:
+                owner_of[name] = counter_port(name, watched.owners)
+            owner = owner_of[name]
+            if owner is not None:
+                extra.setdefault(owner, {})[name] = CounterValue(packets, nbytes)
+        ports: dict[str, PortSample] = {}
+        q, lk, c = qdiscs, links, counters
+        for port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots in slots.rows:
+            stats: dict[tuple[object, ...], TcStats] = {}
+            b = qs * QDISC_FIELDS
+            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
+                stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9], q[b + 10])
+            b = ifb_qs * QDISC_FIELDS
+            if q[b] and q[b + 3] == ifb_kind[0] and q[b + 4] == ifb_kind[1]:
+                stats[("qdisc", ifb_name(port), "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
+                                                                   q[b + 10])
+            own = {}
+            for name, slot in own_slots:
+                b = slot * NFT_FIELDS
+                if c[b]:
+                    own[name] = CounterValue(c[b + 1], c[b + 2])
+            if port in extra:
+                own.update(extra[port])
+            link = None
+            if ls is not None:
+                b = ls * LINK_FIELDS
+                if lk[b]:
+                    link = LinkCounters(lk[b + 1], lk[b + 2], lk[b + 3], lk[b + 4], lk[b + 5], lk[b + 6])
+            ports[port] = PortSample(port, flows(port, stats, own), link, own, limits, instances.get(port))
+        log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
+                  time.monotonic() - mono)
+        return Sample(mono, at, ports)
+
+    def _sample_dumps(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None) -> Sample:
+        watched = self._watch(plans)
+        at, mono = datetime.now(UTC), time.monotonic()  # the counters' time: nothing but the dumps follows
+        links = self._reader.links()
         if any(i not in self._names for i in links) or not watched.wanted <= set(self._names.values()):
             self._refresh_names()  # a device came or went (an index is reused only after a new name)
+            at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
+            links = self._reader.links()
         names = self._names
         index = {name: idx for idx, name in names.items()}
         planned = watched.planned
@@ -127,24 +282,37 @@ class Sampler:
         return Sample(mono, at, ports)
 
 
+_NO_FLOW = Flow()
+_NO_COUNT = CounterValue(0, 0)
+
+
 def rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
     """Per-port rates between two samples; ports present in both."""
+    with _no_cyclic_gc():  # as during a pass (see the module's docstring)
+        return _rates(previous, current)
+
+
+def _rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
     seconds = current.monotonic - previous.monotonic
     out: dict[str, PortRates] = {}
+    if seconds <= 0:
+        return out
+    before_ports = previous.ports
     for port, now in current.ports.items():
-        before = previous.ports.get(port)
-        if before is None or seconds <= 0:
+        before = before_ports.get(port)
+        if before is None:
             continue
         per_dir = {}
+        limits, flows_now, flows_before = now.limits, now.flows, before.flows
         for direction in DIRECTIONS:
-            if direction in now.flows:
-                per_dir[direction] = flow_rate(before.flows.get(direction, Flow()), now.flows[direction], seconds,
-                                               limit_bps=now.limits.bps(direction),
-                                               limit_pps=now.limits.pps(direction))
+            flow = flows_now.get(direction)
+            if flow is not None:
+                per_dir[direction] = flow_rate(flows_before.get(direction, _NO_FLOW), flow, seconds,
+                                               limit_bps=limits.bps(direction), limit_pps=limits.pps(direction))
         syn_name = f"{chain_from(port)}_syn"
         syn = None
         if syn_name in now.counters:
-            old = before.counters.get(syn_name, CounterValue(0, 0))
+            old = before.counters.get(syn_name, _NO_COUNT)
             syn = counter_delta(old.packets, now.counters[syn_name].packets) / seconds
         out[port] = PortRates(port, now.instance, per_dir, now.link, syn)
     return out

@@ -166,13 +166,13 @@ def run_direction(target: Target, state: PortState, direction: str, traffic: Tra
 def _fast_pass(sampler: Sampler, plans: dict[str, PortPlan]) -> tuple[Any, bool]:
     """One pass, and whether its counters were read within MAX_READ_S of its time stamp.
 
-    A pass stamps its time before its dumps; on two busy cores it can be preempted in between, and
-    counters read 400 ms late make a 4 s window at 3 Mbit/s read 10 % over. A slow pass therefore
-    never ends an interval: the next fast one does, and its interval is simply longer.
+    A pass stamps its time just before its dumps (after what it had to prepare: the layout of new
+    plans, the device names); on two busy cores it can be preempted in between, and counters read
+    400 ms late make a 4 s window at 3 Mbit/s read 10 % over. A slow pass therefore never ends an
+    interval: the next fast one does, and its interval is simply longer.
     """
-    started = time.monotonic()
     current = sampler.sample(plans)
-    return current, time.monotonic() - started <= MAX_READ_S
+    return current, time.monotonic() - current.monotonic <= MAX_READ_S
 
 
 def _sample(sampler: Sampler, plans: dict[str, PortPlan], port: str, direction: str, t0: float, duration_s: float,

@@ -80,10 +80,15 @@ def flow_rate(previous: Flow, current: Flow, seconds: float, *, limit_bps: int |
         raise ValueError("two samples of a rate must be apart in time")
 
     b, c = previous, current
-    return FlowRate(seconds=seconds,
-                    offered_bps=8 * counter_delta(b.offered_bytes, c.offered_bytes, derived=True) / seconds,
-                    delivered_bps=8 * counter_delta(b.delivered_bytes, c.delivered_bytes, derived=True) / seconds,
-                    offered_pps=counter_delta(b.offered_packets, c.offered_packets, derived=True) / seconds,
-                    delivered_pps=counter_delta(b.delivered_packets, c.delivered_packets, derived=True) / seconds,
-                    dropped_pps=counter_delta(b.dropped_packets, c.dropped_packets, derived=True) / seconds,
-                    backlog_bytes=current.backlog_bytes, limit_bps=limit_bps, limit_pps=limit_pps)
+    # counter_delta's common case (the counter grew) inline: 20,000 flows a pass at 10,000 ports
+    ob, db, op, dp, xp = (c.offered_bytes - b.offered_bytes, c.delivered_bytes - b.delivered_bytes,
+                          c.offered_packets - b.offered_packets, c.delivered_packets - b.delivered_packets,
+                          c.dropped_packets - b.dropped_packets)
+    if ob < 0 or db < 0 or op < 0 or dp < 0 or xp < 0:
+        ob = counter_delta(b.offered_bytes, c.offered_bytes, derived=True)
+        db = counter_delta(b.delivered_bytes, c.delivered_bytes, derived=True)
+        op = counter_delta(b.offered_packets, c.offered_packets, derived=True)
+        dp = counter_delta(b.delivered_packets, c.delivered_packets, derived=True)
+        xp = counter_delta(b.dropped_packets, c.dropped_packets, derived=True)
+    return FlowRate(seconds, 8 * ob / seconds, 8 * db / seconds, op / seconds, dp / seconds, xp / seconds,
+                    current.backlog_bytes, limit_bps, limit_pps)

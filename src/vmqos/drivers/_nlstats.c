@@ -1,0 +1,302 @@
+/* Decoding of the monitor's netlink dumps into flat arrays of 64-bit counters.
+ *
+ * Why C: a pass over 10,000 ports receives about 130,000 netlink messages (50,000 qdiscs,
+ * 30,000 links, 50,000 nft counters). Decoding them in Python costs 1 to 4 us each, about
+ * 300 ms of CPU a pass, three times the budget of the whole pass (docs/benchmarks.md, section 6);
+ * here it costs a few nanoseconds a message. Only the decoding is here: the sockets, the requests
+ * and every decision stay in Python (vmqos/drivers/counters.py), which reads the arrays.
+ *
+ * Each function decodes one chunk (what one recv() returned) of one dump and writes the counters
+ * of the objects the caller asked for into `out`, at the slot the caller gave them; it returns
+ * (status, messages, checksum): status 1 when the dump ended in this chunk (NLMSG_DONE), 0 when
+ * more chunks follow, -errno when the kernel answered with an error. Messages of another
+ * sequence number are skipped, as the Python reader did.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NLMSG_ERROR_T 2
+#define NLMSG_DONE_T 3
+#define RTM_NEWQDISC_T 36
+#define RTM_NEWSTATS_T 92
+#define NFT_MSG_NEWOBJ_T ((10 << 8) | 18)
+#define NLA_TYPE_MASK 0x3FFF
+#define TC_H_ROOT 0xFFFFFFFFu
+
+/* qdisc slot: present, handle, parent, kind (16 bytes), bytes, packets, drops, overlimits, backlog, qlen */
+#define QDISC_FIELDS 11
+/* link slot: present, rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped */
+#define LINK_FIELDS 7
+/* nft counter slot: present, packets, bytes */
+#define NFT_FIELDS 3
+
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint64_t rdbe64(const uint8_t *p) { return __builtin_bswap64(rd64(p)); }
+
+/* The header checks every decoder shares: walks the chunk and calls `one` for each message of
+ * type `want` and sequence `seq`. */
+typedef int (*message_fn)(const uint8_t *msg, uint32_t len, void *ctx);
+
+static PyObject *walk(Py_buffer *buf, uint32_t seq, uint16_t want, message_fn one, void *ctx, uint64_t *checksum) {
+    const uint8_t *data = buf->buf;
+    Py_ssize_t size = buf->len, off = 0;
+    long status = 0, messages = 0;
+    while (off + 16 <= size) {
+        uint32_t len = rd32(data + off);
+        uint16_t type = rd16(data + off + 4);
+        uint32_t mseq = rd32(data + off + 8);
+        if (len < 16 || off + (Py_ssize_t)len > size) {
+            PyErr_SetString(PyExc_ValueError, "a truncated netlink message");
+            return NULL;
+        }
+        if (mseq == seq) {
+            if (type == NLMSG_DONE_T) { status = 1; break; }
+            if (type == NLMSG_ERROR_T) {
+                int32_t code = len >= 20 ? (int32_t)rd32(data + off + 16) : 0;
+                status = code ? code : 1;
+                break;
+            }
+            if (type == want) {
+                messages++;
+                if (one(data + off, len, ctx) < 0)
+                    return NULL;
+            }
+        }
+        off += (len + 3) & ~3u;
+    }
+    return Py_BuildValue("(llK)", status, messages, (unsigned long long)*checksum);
+}
+
+/* -- qdiscs: the root qdisc of each device that has a slot ------------------------------------- */
+
+struct slots { const int32_t *slot_of; Py_ssize_t nslot_of; uint64_t *out; Py_ssize_t nout; uint64_t sum; };
+
+static int slot_for(struct slots *s, uint32_t ifindex, Py_ssize_t fields, uint64_t **row) {
+    if ((Py_ssize_t)ifindex >= s->nslot_of)
+        return 0;
+    int32_t slot = s->slot_of[ifindex];
+    if (slot < 0)
+        return 0;
+    if ((Py_ssize_t)(slot + 1) * fields > s->nout) {
+        PyErr_SetString(PyExc_IndexError, "slot beyond the output array");
+        return -1;
+    }
+    *row = s->out + (Py_ssize_t)slot * fields;
+    return 1;
+}
+
+static int one_qdisc(const uint8_t *msg, uint32_t len, void *ctx) {
+    struct slots *s = ctx;
+    if (len < 16 + 20)
+        return 0;
+    uint32_t ifindex = rd32(msg + 16 + 4), handle = rd32(msg + 16 + 8), parent = rd32(msg + 16 + 12);
+    if (parent != TC_H_ROOT)
+        return 0;
+    uint64_t *row;
+    int found = slot_for(s, ifindex, QDISC_FIELDS, &row);
+    if (found <= 0)
+        return found;
+    uint64_t kind[2] = {0, 0}, nbytes = 0, packets = 0, qlen = 0, backlog = 0, drops = 0, overlimits = 0;
+    uint32_t pos = 16 + 20;
+    while (pos + 4 <= len) {
+        uint16_t alen = rd16(msg + pos), atype = rd16(msg + pos + 2) & NLA_TYPE_MASK;
+        if (alen < 4 || pos + alen > len)
+            break;
+        if (atype == 1) { /* TCA_KIND */
+            uint32_t n = alen - 4 < 16 ? alen - 4 : 16;
+            memcpy(kind, msg + pos + 4, n);
+        } else if (atype == 7) { /* TCA_STATS2 */
+            uint32_t sub = pos + 4, stop = pos + alen;
+            while (sub + 4 <= stop) {
+                uint16_t slen = rd16(msg + sub), stype = rd16(msg + sub + 2) & NLA_TYPE_MASK;
+                if (slen < 4 || sub + slen > stop)
+                    break;
+                if (stype == 1 && slen >= 4 + 12) { /* TCA_STATS_BASIC: u64 bytes, u32 packets */
+                    nbytes = rd64(msg + sub + 4);
+                    uint64_t p32 = rd32(msg + sub + 12);
+                    if (p32 > packets) packets = p32;
+                } else if (stype == 8 && slen >= 4 + 8) { /* TCA_STATS_PKT64 */
+                    packets = rd64(msg + sub + 4);
+                } else if (stype == 3 && slen >= 4 + 20) { /* TCA_STATS_QUEUE */
+                    qlen = rd32(msg + sub + 4);
+                    backlog = rd32(msg + sub + 8);
+                    drops = rd32(msg + sub + 12);
+                    overlimits = rd32(msg + sub + 20);
+                }
+                sub += (slen + 3) & ~3u;
+            }
+        }
+        pos += (alen + 3) & ~3u;
+    }
+    row[0] = 1; row[1] = handle; row[2] = parent; row[3] = kind[0]; row[4] = kind[1];
+    row[5] = nbytes; row[6] = packets; row[7] = drops; row[8] = overlimits; row[9] = backlog; row[10] = qlen;
+    return 0;
+}
+
+static PyObject *qdisc_roots(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer buf, slot_of, out;
+    unsigned int seq;
+    if (!PyArg_ParseTuple(args, "y*Iy*w*", &buf, &seq, &slot_of, &out))
+        return NULL;
+    struct slots s = {slot_of.buf, slot_of.len / 4, out.buf, out.len / 8, 0};
+    PyObject *r = walk(&buf, seq, RTM_NEWQDISC_T, one_qdisc, &s, &s.sum);
+    PyBuffer_Release(&buf); PyBuffer_Release(&slot_of); PyBuffer_Release(&out);
+    return r;
+}
+
+/* -- links: rtnl_link_stats64 of each device that has a slot; a checksum of every ifindex ------ */
+
+static int one_link(const uint8_t *msg, uint32_t len, void *ctx) {
+    struct slots *s = ctx;
+    if (len < 16 + 12)
+        return 0;
+    uint32_t ifindex = rd32(msg + 16 + 4);
+    s->sum += ifindex;
+    uint64_t *row;
+    int found = slot_for(s, ifindex, LINK_FIELDS, &row);
+    if (found <= 0)
+        return found;
+    uint32_t pos = 16 + 12;
+    while (pos + 4 <= len) {
+        uint16_t alen = rd16(msg + pos), atype = rd16(msg + pos + 2) & NLA_TYPE_MASK;
+        if (alen < 4 || pos + alen > len)
+            break;
+        if (atype == 1 && alen >= 4 + 64) { /* IFLA_STATS_LINK_64 */
+            const uint8_t *st = msg + pos + 4;
+            row[0] = 1;
+            row[1] = rd64(st); row[2] = rd64(st + 8); row[3] = rd64(st + 16); row[4] = rd64(st + 24);
+            row[5] = rd64(st + 48); row[6] = rd64(st + 56);
+            return 0;
+        }
+        pos += (alen + 3) & ~3u;
+    }
+    row[0] = 1; row[1] = row[2] = row[3] = row[4] = row[5] = row[6] = 0;
+    return 0;
+}
+
+static PyObject *link_stats(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer buf, slot_of, out;
+    unsigned int seq;
+    unsigned long long sum;
+    if (!PyArg_ParseTuple(args, "y*Iy*w*K", &buf, &seq, &slot_of, &out, &sum))
+        return NULL;
+    struct slots s = {slot_of.buf, slot_of.len / 4, out.buf, out.len / 8, sum};
+    PyObject *r = walk(&buf, seq, RTM_NEWSTATS_T, one_link, &s, &s.sum);
+    PyBuffer_Release(&buf); PyBuffer_Release(&slot_of); PyBuffer_Release(&out);
+    return r;
+}
+
+/* -- nft named counters of one table: by name; unknown names are handed back ------------------ */
+
+struct nft_ctx { const char *table; Py_ssize_t table_len; PyObject *slot_of; PyObject *unknown;
+                 uint64_t *out; Py_ssize_t nout; };
+
+static int one_counter(const uint8_t *msg, uint32_t len, void *ctx) {
+    struct nft_ctx *c = ctx;
+    const uint8_t *name = NULL;
+    uint32_t name_len = 0;
+    uint64_t nbytes = 0, packets = 0;
+    int table_ok = 0;
+    uint32_t pos = 16 + 4; /* nfgenmsg */
+    while (pos + 4 <= len) {
+        uint16_t alen = rd16(msg + pos), atype = rd16(msg + pos + 2) & NLA_TYPE_MASK;
+        if (alen < 4 || pos + alen > len)
+            break;
+        const uint8_t *val = msg + pos + 4;
+        uint32_t vlen = alen - 4;
+        if (atype == 1) { /* NFTA_OBJ_TABLE, NUL-terminated */
+            uint32_t n = strnlen((const char *)val, vlen);
+            table_ok = n == (uint32_t)c->table_len && memcmp(val, c->table, n) == 0;
+        } else if (atype == 2) { /* NFTA_OBJ_NAME */
+            name = val;
+            name_len = strnlen((const char *)val, vlen);
+        } else if (atype == 4) { /* NFTA_OBJ_DATA: nested counter */
+            uint32_t sub = 0;
+            while (sub + 4 <= vlen) {
+                uint16_t clen = rd16(val + sub), ctype = rd16(val + sub + 2) & NLA_TYPE_MASK;
+                if (clen < 4 || sub + clen > vlen)
+                    break;
+                if (ctype == 1 && clen >= 12) nbytes = rdbe64(val + sub + 4);
+                else if (ctype == 2 && clen >= 12) packets = rdbe64(val + sub + 4);
+                sub += (clen + 3) & ~3u;
+            }
+        }
+        pos += (alen + 3) & ~3u;
+    }
+    if (!table_ok || name == NULL || name_len == 0)
+        return 0;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)name, name_len);
+    if (key == NULL)
+        return -1;
+    PyObject *slot = PyDict_GetItemWithError(c->slot_of, key);
+    if (slot == NULL) {
+        if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
+        PyObject *item = Py_BuildValue("(OKK)", key, (unsigned long long)packets, (unsigned long long)nbytes);
+        Py_DECREF(key);
+        if (item == NULL)
+            return -1;
+        int err = PyList_Append(c->unknown, item);
+        Py_DECREF(item);
+        return err;
+    }
+    Py_DECREF(key);
+    Py_ssize_t i = PyLong_AsSsize_t(slot);
+    if (i < 0 || (i + 1) * NFT_FIELDS > c->nout) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError, "slot beyond the output array");
+        return -1;
+    }
+    uint64_t *row = c->out + i * NFT_FIELDS;
+    row[0] = 1; row[1] = packets; row[2] = nbytes;
+    return 0;
+}
+
+static PyObject *nft_counters(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer buf, out;
+    unsigned int seq;
+    const char *table;
+    Py_ssize_t table_len;
+    PyObject *slot_of, *unknown;
+    if (!PyArg_ParseTuple(args, "y*Iy#O!O!w*", &buf, &seq, &table, &table_len, &PyDict_Type, &slot_of,
+                          &PyList_Type, &unknown, &out))
+        return NULL;
+    struct nft_ctx c = {table, table_len, slot_of, unknown, out.buf, out.len / 8};
+    uint64_t none = 0;
+    PyObject *r = walk(&buf, seq, NFT_MSG_NEWOBJ_T, one_counter, &c, &none);
+    PyBuffer_Release(&buf); PyBuffer_Release(&out);
+    return r;
+}
+
+static PyMethodDef methods[] = {
+    {"qdisc_roots", qdisc_roots, METH_VARARGS,
+     "qdisc_roots(chunk, seq, slot_of, out) -> (status, messages, 0): root qdiscs of the devices with a slot "
+     "(slot_of: int32 per ifindex, -1 for none) into out (uint64, QDISC_FIELDS per slot)"},
+    {"link_stats", link_stats, METH_VARARGS,
+     "link_stats(chunk, seq, slot_of, out, checksum) -> (status, messages, checksum + sum of every ifindex)"},
+    {"nft_counters", nft_counters, METH_VARARGS,
+     "nft_counters(chunk, seq, table, slot_of, unknown, out) -> (status, messages, 0): named counters of "
+     "`table` whose name (bytes) has a slot in the dict slot_of; the others appended to unknown as "
+     "(name, packets, bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_nlstats",
+                                    "Decoding of the monitor's netlink dumps into flat arrays (see counters.py).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__nlstats(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "QDISC_FIELDS", QDISC_FIELDS) < 0 ||
+        PyModule_AddIntConstant(m, "LINK_FIELDS", LINK_FIELDS) < 0 ||
+        PyModule_AddIntConstant(m, "NFT_FIELDS", NFT_FIELDS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,154 @@
+"""The monitor's three dumps decoded by a compiled helper into flat arrays: the path for thousands of ports.
+
+The same three netlink dumps as `CounterReader.qdiscs/links/nft_counters` (one each per pass,
+whatever the number of ports), but decoded by `_nlstats` (C) straight into arrays of 64-bit
+counters, at the slots a `Layout` gave the objects the monitor watches: the root qdisc of each
+port and of its IFB, each port's link counters, and each named nft counter of the ports' plans.
+Nothing else is decoded and no object is built per message; decoding the 130,000 messages of a
+10,000-port pass in Python cost about 300 ms of CPU, three times the whole pass's budget
+(docs/benchmarks.md, section 6).
+
+`available()` says whether the helper was built (`make`, or `pip install -e .`, compiles it);
+without it the sampler reads the dumps with `CounterReader`, as before.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+from array import array
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+from vmqos.core.errors import KernelError
+from vmqos.drivers.counters import (
+    LINK_STATS_REQUEST,
+    QDISC_REQUEST,
+    RTM_GETQDISC,
+    RTM_GETSTATS,
+    CounterReader,
+    nft_counters_request,
+)
+
+_helper: ModuleType | None
+try:
+    from vmqos.drivers import _nlstats as _helper  # type: ignore[attr-defined,no-redef]
+except ImportError:  # not built: the sampler falls back to CounterReader's Python decoding
+    _helper = None
+
+# Fields of one slot, as _nlstats.c writes them (its *_FIELDS constants say the same).
+QDISC_FIELDS = 11  # present, handle, parent, kind (16 bytes as 2 words), bytes, packets, drops, overlimits, backlog, qlen
+LINK_FIELDS = 7  # present, rx_packets, tx_packets, rx_bytes, tx_bytes, rx_dropped, tx_dropped
+NFT_FIELDS = 3  # present, packets, bytes
+
+
+def available() -> bool:
+    """Whether the compiled decoder is there."""
+    return _helper is not None
+
+
+def kind_words(kind: str) -> tuple[int, int]:
+    """A qdisc kind as the two 64-bit words the decoder stores it in (16 bytes, NUL-padded)."""
+    raw = kind.encode()[:16].ljust(16, b"\0")
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def _slot_table(slots: Mapping[int, int]) -> array:
+    """int32 per ifindex: its slot, or -1."""
+    table = array("i", [-1]) * ((max(slots) + 1) if slots else 1)
+    for ifindex, slot in slots.items():
+        table[ifindex] = slot
+    return table
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the decoder puts each watched object's counters: slot numbers chosen by the caller.
+
+    `qdiscs`: ifindex -> slot of its root qdisc; `links`: ifindex -> slot of its counters;
+    `counters`: named nft counter -> slot; `slots`: the number of slots of each (at least one
+    more than the highest slot given: a slot with no object stays "not seen")."""
+
+    qdiscs: Mapping[int, int]
+    links: Mapping[int, int]
+    counters: Mapping[str, int]
+    slots: tuple[int, int, int] = (0, 0, 0)
+    qdisc_table: array = field(init=False, repr=False, compare=False)
+    link_table: array = field(init=False, repr=False, compare=False)
+    counter_table: dict[bytes, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "qdisc_table", _slot_table(self.qdiscs))
+        object.__setattr__(self, "link_table", _slot_table(self.links))
+        object.__setattr__(self, "counter_table", {name.encode(): slot for name, slot in self.counters.items()})
+
+    def sizes(self) -> tuple[int, int, int]:
+        def size(given: int, slots: Mapping[Any, int]) -> int:
+            return max(given, max(slots.values(), default=-1) + 1)
+
+        return (size(self.slots[0], self.qdiscs), size(self.slots[1], self.links), size(self.slots[2], self.counters))
+
+
+@dataclass
+class Arrays:
+    """One pass's counters, at the layout's slots; a slot whose `present` word is 0 was not seen."""
+
+    qdiscs: Sequence[int]
+    links: Sequence[int]
+    counters: Sequence[int]
+    unknown: list[tuple[str, int, int]]  # named counters of the table the layout has no slot for: name, packets, bytes
+    devices: tuple[int, int]  # the number of devices the link dump listed and the sum of their indexes
+
+
+class ArrayReader:
+    """Reads the three dumps of a `CounterReader`'s namespace into `Arrays`, on its sockets."""
+
+    def __init__(self, reader: CounterReader) -> None:
+        if _helper is None:
+            raise KernelError("the compiled counter decoder (vmqos.drivers._nlstats) is not built: run `make` "
+                              "or `pip install -e .`")
+        self.reader = reader
+        self.helper = _helper
+
+    def links(self, layout: Layout) -> tuple[array, tuple[int, int]]:
+        """Link counters at their slots, and (devices listed, sum of their ifindexes): a change of the
+        latter means a device came or went."""
+        out = array("Q", bytes(8 * LINK_FIELDS * layout.sizes()[1]))
+        seen = [0, 0]
+
+        def decode(chunk: memoryview, seq: int) -> int:
+            status, messages, checksum = self.helper.link_stats(chunk, seq, layout.link_table, out, seen[1])
+            seen[0] += messages
+            seen[1] = checksum
+            return int(status)
+
+        self.reader.dump_into("link counters", RTM_GETSTATS, LINK_STATS_REQUEST, decode)
+        return out, (seen[0], seen[1])
+
+    def qdiscs(self, layout: Layout) -> array:
+        """The root qdisc of each device of the layout, at its slot."""
+        out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
+        self.reader.dump_into("qdisc counters", RTM_GETQDISC, QDISC_REQUEST,
+                              lambda chunk, seq: int(self.helper.qdisc_roots(chunk, seq, layout.qdisc_table, out)[0]))
+        return out
+
+    def counters(self, layout: Layout, table: str = "vmqos") -> tuple[array, list[tuple[str, int, int]]]:
+        """Named counters of `table` at their slots, and those the layout has no slot for."""
+        out = array("Q", bytes(8 * NFT_FIELDS * layout.sizes()[2]))
+        unknown: list[tuple[bytes, int, int]] = []
+        body, mtype = nft_counters_request(table)
+        raw = table.encode()
+        try:
+            self.reader.dump_into("nft counters", mtype, body, lambda chunk, seq: int(self.helper.nft_counters(
+                chunk, seq, raw, layout.counter_table, unknown, out)[0]), self.reader.nf_socket())
+        except KernelError as exc:
+            if exc.errno != errnos.ENOENT:  # ENOENT: no such table yet, so no counter
+                raise
+            out = array("Q", bytes(len(out) * 8))
+            unknown.clear()
+        return out, [(name.decode(errors="replace"), packets, nbytes) for name, packets, nbytes in unknown]
+
+    def read(self, layout: Layout, table: str = "vmqos") -> Arrays:
+        links, devices = self.links(layout)
+        counters, unknown = self.counters(layout, table)
+        return Arrays(self.qdiscs(layout), links, counters, unknown, devices)

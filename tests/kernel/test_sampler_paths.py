@@ -1,0 +1,150 @@
+"""Kernel tier: the sampler's compiled path reads exactly what its Python path reads, on the same traffic.
+
+Two ports on a real namespace, limited by vmqos's own plans (one shaped both ways with packet-rate
+limits, one policed), get ping floods both ways and TCP SYNs, so that every counter a pass reads
+has something to say: queues that sent, dropped and still hold packets, nft drops, SYNs. The
+leaf classes are slowed to 8 bit/s meanwhile, so that what they queued stays queued, and once the
+counters stand still both paths must give equal samples, field for field.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.kernel.conftest import sh
+from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
+from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
+from vmqos.core.plan.host import plan_host
+from vmqos.core.plan.names import ifb_name
+from vmqos.drivers import counter_arrays
+from vmqos.monitor.sampler import Sampler
+from vmqos.reconcile.execute import Reconciler
+
+pytestmark = [pytest.mark.kernel,
+              pytest.mark.skipif(not counter_arrays.available(), reason="the compiled decoder is not built (make)")]
+
+SHAPED, POLICED = "vqsa0", "vqsa1"
+
+
+def _state() -> HostState:
+    shaped = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(1_000_000), packet_rate=PacketRateLimit(400)),
+                        egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000), packet_rate=PacketRateLimit(400)))
+    policed = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000)))
+    return HostState(instances={
+        "vm0": InstanceSpec("vm0", ports=(PortSpec(SHAPED, limits=shaped, egress_mode=EgressMode.SHAPE),)),
+        "vm1": InstanceSpec("vm1", ports=(PortSpec(POLICED, limits=policed, egress_mode=EgressMode.POLICE),))})
+
+
+@pytest.fixture
+def instance_ns(netns):
+    name = f"vqk{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _wire(host: str, guest: str) -> None:
+    """Each port a veth whose peer is in the instance's namespace; no IPv6 and static neighbours,
+    so that nothing but the test's own traffic moves a counter."""
+    for ns in (host, guest):
+        assert sh(ns, "sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && "
+                      "ip link set lo up").returncode == 0
+    for i, port in enumerate((SHAPED, POLICED)):
+        peer = f"vqsb{i}"
+        assert sh(host, f"ip link add {port} type veth peer name {peer} && ip link set {peer} netns {guest} && "
+                        f"ip link set {port} address 02:00:00:00:0{i}:01 && ip addr add 10.98.{i}.1/24 dev {port} && "
+                        f"ip link set {port} up").returncode == 0
+        assert sh(guest, f"ip link set {peer} address 02:00:00:00:0{i}:02 && ip addr add 10.98.{i}.2/24 dev {peer} && "
+                         f"ip link set {peer} up && "
+                         f"ip neigh replace 10.98.{i}.1 lladdr 02:00:00:00:0{i}:01 dev {peer} nud permanent"
+                  ).returncode == 0
+        assert sh(host, f"ip neigh replace 10.98.{i}.2 lladdr 02:00:00:00:0{i}:02 dev {port} nud permanent"
+                  ).returncode == 0
+
+
+BLAST = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)  # a full queue drops, not the socket (lab facts)
+s.setblocking(False)
+for _ in range(3000):
+    try:
+        s.sendto(bytes(1200), (sys.argv[1], 9))
+    except (BlockingIOError, ConnectionRefusedError):
+        pass
+"""
+
+
+def _traffic(host: str, guest: str) -> None:
+    """A few SYNs from each instance, then UDP floods both ways (3.6 MB each into 1 Mbit/s limits);
+    while they run the leaf queues are slowed to 8 bit/s, so that what they hold stays queued."""
+    for i in range(2):
+        for port in (9, 10, 11):  # closed: each connect sends a SYN and gets a reset
+            sh(guest, f"timeout 1 bash -c 'echo > /dev/tcp/10.98.{i}.1/{port}' 2>/dev/null; true")
+    floods = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", BLAST, f"10.98.{i}.{peer}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for i in range(2) for ns, peer in ((host, 2), (guest, 1))]
+    time.sleep(0.2)
+    _freeze_queues(host)
+    for p in floods:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _freeze_queues(host: str) -> None:
+    """The leaf classes at 8 bit/s: what they hold now stays queued while the test reads it."""
+    for dev in (SHAPED, ifb_name(SHAPED)):
+        assert sh(host, f"tc class change dev {dev} parent 1:1 classid 1:10 htb rate 8bit ceil 8bit").returncode == 0
+
+
+def test_the_compiled_path_reads_what_the_python_path_reads(netns, instance_ns):
+    _wire(netns, instance_ns)
+    plans = plan_host(_state())
+    with Reconciler(netns) as rec:
+        results, _ = rec.reconcile(plans)
+    assert [r.error for r in results if r.error] == []
+    instances = {SHAPED: "vm0", POLICED: "vm1"}
+    with Sampler(netns, method="dumps") as old, Sampler(netns, method="arrays") as new:
+        before_old, before_new = old.sample(plans, instances), new.sample(plans, instances)
+        assert before_old.ports == before_new.ports  # before any traffic: counters at rest
+        _traffic(netns, instance_ns)
+        previous, deadline = old.sample(plans, instances), time.monotonic() + 10
+        while True:  # until the counters stand still (what was in flight has landed)
+            time.sleep(0.3)
+            current = old.sample(plans, instances)
+            if current.ports == previous.ports or time.monotonic() > deadline:
+                break
+            previous = current
+        got = new.sample(plans, instances)
+        want = old.sample(plans, instances)
+        assert got.ports == want.ports
+    shaped, policed = got.ports[SHAPED], got.ports[POLICED]
+    # Every kind of counter was exercised, so the equality above compared real values.
+    down, up = shaped.flows["ingress"], shaped.flows["egress"]
+    assert down.delivered_packets > 0 and down.dropped_packets > 0 and down.backlog_bytes > 0
+    assert up.delivered_packets > 0 and up.dropped_packets > 0 and up.backlog_bytes > 0
+    assert shaped.counters[f"from_{SHAPED}_pps_dropped"].packets > 0
+    assert shaped.counters[f"from_{SHAPED}_syn"].packets > 0
+    police_up = policed.flows["egress"]
+    assert police_up.offered_packets > 0 and police_up.dropped_packets > 0
+    assert shaped.link is not None and shaped.link.tx_packets > 0 and policed.link is not None
+
+
+def test_a_port_that_appears_is_sampled_at_the_next_pass(netns):
+    plans = plan_host(HostState(instances={"vm0": InstanceSpec("vm0", ports=(PortSpec(SHAPED),))}))
+    with Sampler(netns, method="arrays") as new, Sampler(netns, method="dumps") as old:
+        first = new.sample(plans)
+        assert first.ports[SHAPED].link is None and first.ports == old.sample(plans).ports  # no such device yet
+        assert sh(netns, f"ip link add {SHAPED} type veth peer name vqsb0 && ip link set {SHAPED} up").returncode == 0
+        second = new.sample(plans)
+        assert second.ports[SHAPED].link is not None and second.ports == old.sample(plans).ports
