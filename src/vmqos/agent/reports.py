@@ -84,7 +84,7 @@ class Reporter:
         report = AgentReport(self.applied(), tuple(self.statuses()), samples, tuple(self.events),
                              tuple(self.quarantines))
         try:
-            self.feed.report(report)
+            lift = self.feed.report(report)
         except DatabaseGone:
             raise
         except VmqosError as exc:
@@ -96,7 +96,26 @@ class Reporter:
         self.events.clear()
         self.quarantines.clear()
         self.sent += 1
+        for device in lift or ():
+            self._lift(device)
         return report
+
+    def _lift(self, device: str) -> None:
+        """Lift a quarantine an admin asked the server to lift (the dashboard's "lift"): as the monitor lifts
+        one after its cool-down; the next report says it is lifted (or, if it failed, why)."""
+        if device not in self.quarantined:
+            return
+        try:
+            done = monitoring.lift(self.store, self.netns, device, verify=False, missing_ok=True)
+            if done.ok:
+                monitoring.add_event(self.store, self.netns, device, "lifted", "lifted: asked by the server")
+            else:
+                failed = "; ".join(r.error or "" for r in done.results if r.error)
+                monitoring.add_event(self.store, self.netns, device, "failed", f"lift failed: {failed}")
+        except DatabaseGone:
+            raise
+        except VmqosError as exc:
+            log.warning("lifting the quarantine of %s (asked by the server) failed: %s", device, exc)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval_s):
