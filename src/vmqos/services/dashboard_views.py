@@ -179,7 +179,7 @@ def _rows(port: Port) -> list[PortRow]:
         rates = (port.rates.egress if direction == "egress" else port.rates.ingress) if port.rates else Rates()
         rows.append(PortRow(
             host=port.host, device=port.device, port_id=port.port_id, policy_name=port.policy_name,
-            status=port.status, quarantined=port.quarantine is not None, direction=direction,  # type: ignore[arg-type]
+            status=port.status, quarantined=port.quarantine is not None, direction=direction,
             limit_bps=rate, offered_bps=rates.offered_bps, delivered_bps=rates.delivered_bps,
             dropped_bps=rates.dropped_bps, pps=rates.offered_pps, dropped_pps=rates.dropped_pps,
             utilisation=(rates.delivered_bps / rate) if rate else None,

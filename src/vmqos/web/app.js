@@ -37,7 +37,18 @@ function openStream(params, view) {
     if (status === 401) { showLogin("Your session ended: log in again."); return; }
     main.replaceChildren(h("p", { class: "error", id: "stream-error" }, text));
   });
-  source.onerror = () => { live.textContent = "live: reconnecting…"; };
+  source.onerror = async () => {
+    if (source.readyState !== EventSource.CLOSED) { live.textContent = "live: reconnecting…"; return; }
+    // refused (an EventSource hides the answer): the same view as JSON says why, in the server's words
+    const path = params.view === "host" ? `/dashboard/api/hosts/${encodeURIComponent(params.host)}`
+      : params.view === "port" ? `/dashboard/api/hosts/${encodeURIComponent(params.host)}/ports/${encodeURIComponent(params.device)}`
+      : `/dashboard/api/${params.view}`;
+    try { await api("GET", path); live.textContent = "live: the stream closed; reload the page"; }
+    catch (e) {
+      if (e.status === 401) { showLogin("Your session ended: log in again."); return; }
+      main.replaceChildren(h("p", { class: "error", id: "stream-error" }, e.message));
+    }
+  };
 }
 
 function showLogin(message) {
