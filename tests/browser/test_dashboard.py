@@ -176,13 +176,15 @@ def _series(page: Any, direction: str = "egress") -> dict[str, list[Any]]:
 
 
 def _settled_at(page: Any, limit: int) -> float | None:
-    """The median delivered rate of the chart's last 5 points, if they were all drawn against `limit`."""
+    """The median delivered rate of the chart's last 5 points, if they were all drawn against `limit`, all
+    within 0.85-1.10 of it (a TCP flow's sawtooth, the bucket's burst), their median within 0.90-1.05."""
     s = _series(page)
     delivered, limits = s.get("delivered", [])[-5:], s.get("limit", [])[-5:]
     if len(delivered) < 5 or any(v != limit for v in limits):
         return None
     median = statistics.median(delivered)
-    return median if 0.85 * limit <= median <= 1.08 * limit else None
+    steady = all(0.85 * limit <= v <= 1.10 * limit for v in delivered)
+    return median if steady and 0.90 * limit <= median <= 1.05 * limit else None
 
 
 def _iperf(lab: Lab, seconds: int) -> Any:
@@ -210,7 +212,7 @@ def test_logged_in_an_admin_sees_the_port_deliver_at_its_limit_in_the_chart(lab:
         assert "neutron policy" in page.inner_text("#limits-table")
         page.screenshot(path=str(DOCS / "dashboard-port.png"), full_page=True)
     offered = _series(page)["offered"][-5:]
-    assert settled <= 1.08 * 3_000_000 and max(offered) > 0, (settled, offered)
+    assert settled <= 1.05 * 3_000_000 and min(offered) >= 0.85 * 3_000_000, (settled, offered)
 
 
 def test_a_rate_changed_in_the_form_reaches_the_kernel_and_the_chart_and_a_bad_value_gets_the_apis_message(lab: Lab):

@@ -15,14 +15,14 @@ export function mount(main, ctx) {
     { key: "utilisation", label: "util", num: true, cell: (r) => pct(r.utilisation) },
     { key: "status", label: "status", cell: (r) => (r.quarantined ? "quarantined" : r.status) },
   ], { key: (r) => `${r.device}/${r.direction}`, filterOf: (r) => `${r.device} ${r.policy_name || ""} ${r.status}`,
-       sortKey: "offered_bps" });
+       sortKey: "offered_bps", virtual: true });
   table.table.id = "ports";
   const filter = h("input", { id: "filter", placeholder: "filter: port, policy, status", class: "wide",
                               oninput: (e) => table.setFilter(e.target.value) });
   const title = h("h1", {}, `Host ${ctx.params.host}`);
   const summary = h("p", { id: "host-summary" });
   main.replaceChildren(title, summary, h("p", {}, filter, h("span", { class: "muted hint" },
-    " click a column to sort; updated each second by the server")), table.table);
+    " click a column to sort; updated each second by the server")), table.element);
   return {
     update(frame) {
       const line = frame.host;
@@ -32,7 +32,7 @@ export function mount(main, ctx) {
         `dropped ${rate(line.dropped_bps)} · ${line.quarantines} quarantined` +
         (line.status === null ? "" : ` · agent ${line.agent_version || "?"}, last seen ${ago(line.last_seen)}`));
       table.render(frame.rows);
-      window.vmqos.renderedRows = table.tbody.rows.length;
+      window.vmqos.renderedRows = table.shown.length; // rows of the host's data shown (in view or not)
     },
   };
 }

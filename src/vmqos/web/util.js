@@ -78,15 +78,32 @@ export function hostHref(host) { return `#/host/${encodeURIComponent(host)}`; }
 export function portHref(host, device) { return `#/port/${encodeURIComponent(host)}/${encodeURIComponent(device)}`; }
 
 // A table whose rows are kept by key and updated in place (only changed cells are touched), sortable by a
-// click on a column's header and filtered by a text: 1,000 ports redraw in a few milliseconds.
+// click on a column's header and filtered by a text. With `virtual`, only the rows in view (and a margin)
+// are in the DOM, between two spacer rows: a host of 1,000 ports (2,000 rows) costs the browser the layout
+// of a few dozen rows per pushed frame, not of two thousand.
+const MARGIN_ROWS = 15;
+
 export class LiveTable {
-  constructor(columns, { key, filterOf, sortKey, sortDesc = true, rowAttrs }) {
+  constructor(columns, { key, filterOf, sortKey, sortDesc = true, rowAttrs, virtual = false }) {
     this.columns = columns; this.key = key; this.filterOf = filterOf; this.rowAttrs = rowAttrs;
     this.sortKey = sortKey; this.sortDesc = sortDesc; this.filter = ""; this.rows = new Map(); this.data = [];
+    this.shown = []; this.virtual = virtual; this.rowHeight = 25;
     this.tbody = h("tbody");
     this.heads = columns.map((c) => h("th", { class: `${c.num ? "num" : ""} sortable`, dataset: { key: c.key },
                                              onclick: () => this.sortBy(c.key) }, c.label));
     this.table = h("table", { class: "live" }, h("thead", {}, h("tr", {}, this.heads)), this.tbody);
+    this.topPad = h("tr", { class: "pad" }, h("td", { colspan: columns.length }));
+    this.bottomPad = h("tr", { class: "pad" }, h("td", { colspan: columns.length }));
+    this.element = this.table;
+    if (virtual) {
+      this.element = h("div", { class: "scroller" }, this.table);
+      let pending = false;
+      this.element.addEventListener("scroll", () => {
+        if (pending) return;
+        pending = true;
+        requestAnimationFrame(() => { pending = false; this.paint(); });
+      });
+    }
     this.markSorted();
   }
   markSorted() {
@@ -105,15 +122,30 @@ export class LiveTable {
     const col = this.columns.find((c) => c.key === this.sortKey);
     const value = col && col.sort ? col.sort : (r) => r[this.sortKey];
     const shown = data.filter((r) => !this.filter || this.filterOf(r).toLowerCase().includes(this.filter));
-    shown.sort((a, b) => {
-      const x = value(a) ?? -Infinity, y = value(b) ?? -Infinity;
-      const order = x < y ? -1 : x > y ? 1 : this.key(a) < this.key(b) ? -1 : 1;
+    const keyed = shown.map((r) => ({ r, v: value(r) ?? -Infinity, k: this.key(r) }));
+    keyed.sort((a, b) => {
+      const order = a.v < b.v ? -1 : a.v > b.v ? 1 : a.k < b.k ? -1 : 1;
       return this.sortDesc ? -order : order;
     });
+    this.shown = keyed;
+    this.paint();
+  }
+  // The rows of `this.shown` in view (all of them unless virtual) into the DOM, in order.
+  paint() {
+    let first = 0, last = this.shown.length;
+    if (this.virtual) {
+      const view = this.element.clientHeight || 600;
+      first = Math.max(0, Math.floor(this.element.scrollTop / this.rowHeight) - MARGIN_ROWS);
+      last = Math.min(this.shown.length, first + Math.ceil(view / this.rowHeight) + 2 * MARGIN_ROWS);
+    }
     const seen = new Set();
     let next = this.tbody.firstChild;
-    for (const r of shown) {
-      const k = this.key(r);
+    if (this.virtual) {
+      this.topPad.firstChild.style.height = `${first * this.rowHeight}px`;
+      if (next === this.topPad) next = next.nextSibling; else this.tbody.insertBefore(this.topPad, next);
+    }
+    for (let i = first; i < last; i++) {
+      const { r, k } = this.shown[i];
       seen.add(k);
       let row = this.rows.get(k);
       if (!row) {
@@ -121,24 +153,29 @@ export class LiveTable {
         row = { tr: h("tr", { dataset: { key: k } }, cells), cells, last: [] };
         this.rows.set(k, row);
       }
-      this.columns.forEach((c, i) => {
+      this.columns.forEach((c, j) => {
         const shownValue = c.cell(r);
         const isNode = shownValue instanceof Node;
         const text = isNode ? `${shownValue.textContent}\u0000${shownValue.getAttribute?.("href") || ""}` : String(shownValue);
-        if (row.last[i] !== text) {
-          row.last[i] = text;
-          row.cells[i].replaceChildren(isNode ? shownValue : document.createTextNode(text));
+        if (row.last[j] !== text) {
+          row.last[j] = text;
+          row.cells[j].replaceChildren(isNode ? shownValue : document.createTextNode(text));
         }
       });
       if (this.rowAttrs) this.rowAttrs(row.tr, r);
       if (row.tr === next) next = next.nextSibling;
       else this.tbody.insertBefore(row.tr, next);
     }
-    const present = new Set(data.map((r) => this.key(r)));
+    if (this.virtual) {
+      this.bottomPad.firstChild.style.height = `${(this.shown.length - last) * this.rowHeight}px`;
+      if (next === this.bottomPad) next = next.nextSibling; else this.tbody.insertBefore(this.bottomPad, next);
+    }
     for (const [k, row] of this.rows) {
-      if (seen.has(k)) continue;
-      row.tr.remove();
-      if (!present.has(k)) this.rows.delete(k);
+      if (!seen.has(k)) { row.tr.remove(); this.rows.delete(k); }
+    }
+    if (this.virtual && first < last) {
+      const height = this.rows.get(this.shown[first].k).tr.getBoundingClientRect().height;
+      if (height > 0 && Math.abs(height - this.rowHeight) > 0.5) { this.rowHeight = height; }
     }
   }
 }
