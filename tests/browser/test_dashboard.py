@@ -252,6 +252,9 @@ def test_a_flood_is_an_event_and_a_quarantine_lifted_from_the_page(lab: Lab):
     # the flood over (its detection ended: lifted while it goes on, the monitor would quarantine it again)
     page.wait_for_selector("table.events tr[data-kind='ended']")
     page.screenshot(path=str(DOCS / "dashboard-events.png"), full_page=True)
+    limits = page.evaluate(f"() => fetch('/dashboard/api/hosts/{lab.host}/ports/tap-vm1').then(r => r.json())"
+                           ".then(p => p.limits.map(l => [l.direction, l.field, l.value, l.source]))")
+    assert ["egress", "rate_bps", 1_000_000, "quarantine"] in limits, limits  # the stricter source wins
     page.click("#quarantines tr[data-device='tap-vm1'] button.lift")
     try:
         page.wait_for_selector("#no-quarantines")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from vmqos.agent.feed import DesiredFeed
 from vmqos.agent.watch import Reachability
 from vmqos.core.errors import VmqosError
+from vmqos.core.formats.hostfile.codec import to_data
 from vmqos.core.fleet.report import AgentReport, PortStatus, RateSample, ReportEvent, ReportQuarantine
 from vmqos.monitor.daemon import Monitor
 from vmqos.services import monitoring
@@ -27,6 +28,11 @@ from vmqos.store.health import DatabaseGone
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
+
+
+def _placed(q: monitoring.Quarantine) -> ReportQuarantine:
+    """A quarantine in force, with its limits (host file form) for the server's views."""
+    return ReportQuarantine(q.device, q.since, q.reason, qos=to_data(q.qos))
 
 
 class Reporter:
@@ -42,8 +48,8 @@ class Reporter:
         self.seen_event = monitoring.last_event_id(store, netns)  # events before the start were someone else's
         self.quarantined = {d: q for d, q in monitoring.quarantined(store, netns).items()}
         self.events: list[ReportEvent] = []
-        self.quarantines: list[ReportQuarantine] = [ReportQuarantine(d, q.since, q.reason)  # in force at start
-                                                    for d, q in sorted(self.quarantined.items())]
+        self.quarantines: list[ReportQuarantine] = [_placed(q)  # in force at start
+                                                    for _, q in sorted(self.quarantined.items())]
         self.sent = 0
         self._monitor_error = ""
 
@@ -69,7 +75,7 @@ class Reporter:
         now = monitoring.quarantined(self.store, self.netns)
         for device, q in sorted(now.items()):
             if device not in self.quarantined or self.quarantined[device].since != q.since:
-                self.quarantines.append(ReportQuarantine(device, q.since, q.reason))
+                self.quarantines.append(_placed(q))
         for device, q in sorted(self.quarantined.items()):
             if device not in now:
                 self.quarantines.append(ReportQuarantine(device, q.since, q.reason, lifted=True))

@@ -27,7 +27,7 @@ export function quarantineTable(quarantines, who, onChange) {
           } catch (e) { said.textContent = ` ${e.message}`; button.disabled = false; }
         } }, "lift") : h("span", { class: "muted" }, "an admin lifts it");
       return h("tr", { dataset: { device: q.device } }, h("td", {}, link(portHref(q.host, q.device), q.device)),
-        h("td", {}, q.host), h("td", { title: q.since }, ago(q.since)), h("td", {}, q.reason), h("td", {}, button, said));
+        h("td", {}, q.host), h("td", { title: q.since }, new Date(q.since).toLocaleTimeString()), h("td", {}, q.reason), h("td", {}, button, said));
     })));
 }
 
