@@ -30,6 +30,7 @@ export function mount(main, ctx) {
                                         ["limit", "#2ca02c", [6, 4]]], width, rate);
   const packets = chart("packets/s", [["offered pps", "#7a8699"], ["dropped pps", "#d62728"], ["pps limit", "#2ca02c", [6, 4]]],
                         width, pps);
+  window.vmqos.charts = { rates: rates.plot, packets: packets.plot }; // what uPlot draws, for the tests
   const toggle = h("span", {}, ["egress", "ingress"].map((d) => h("button", {
     class: `dir ${d}`, dataset: { direction: d }, onclick: () => { direction = d; draw(); } }, d)));
   const head = h("p", { id: "port-head" }), limits = h("div", { id: "limits" }), kernel = h("div", { id: "kernel" });
@@ -50,6 +51,7 @@ export function mount(main, ctx) {
   }
 
   return {
+    stop() { window.vmqos.charts = null; window.vmqos.series = null; },
     update(frame) {
       const limit = { egress: {}, ingress: {} };
       for (const l of frame.limits) limit[l.direction][l.field] = l.value;
