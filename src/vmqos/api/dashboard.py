@@ -202,7 +202,8 @@ def _event(kind: str, data: str) -> bytes:
     return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
-@router.get("/stream", responses=ERRORS, summary="Server-sent events: the page's view, again whenever it changes")
+@router.get("/stream", responses=ERRORS, include_in_schema=False,  # an endless text/event-stream, not a JSON API
+            summary="Server-sent events: the page's view, again whenever it changes")
 async def stream(request: Request, view: ViewName = Query(...), host: str | None = Query(None),
                  device: str | None = Query(None)) -> StreamingResponse:
     authenticator = auth.authenticator(request)

@@ -16,6 +16,7 @@ window.vmqos = state; // the browser tests and the bench read the page's state h
 function stopStream() {
   if (state.stream) { state.stream.close(); state.stream = null; }
   if (state.view && state.view.stop) state.view.stop();
+  live.textContent = "";
   state.view = null;
 }
 
