@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from vmqos.core.desired.effective import EffectiveNetwork, QosSource, combine
-from vmqos.core.errors import VmqosError
+from vmqos.core.errors import NotFound, VmqosError
 from vmqos.core.formats.hostfile.codec import from_data, policy_from_data
 from vmqos.core.model.network import NetworkQos
 from vmqos.services import fleet_hosts
@@ -246,7 +246,8 @@ def host(store: Store, caller: Caller, name: str) -> HostView:
         line = _line(name, h.status, h.last_seen, h.agent_version, rows, held)
     else:
         if not ports:
-            fleet_hosts.show_port(store, caller, name, "(none)")  # NotFound, in the fleet's own words
+            raise NotFound(f"host {name}: none of your project's ports is bound to it (the fleet page lists the "
+                           "hosts of yours)")
         line = _line(name, None, None, None, rows, held)
     return HostView(who=who(caller), host=line, rows=rows)
 
