@@ -110,6 +110,10 @@ document.getElementById("logout").addEventListener("click", async () => {
 window.addEventListener("hashchange", route);
 
 (async () => {
+  if (!window.uPlot) {  // the vendored library is installed by `make web`, not committed
+    document.getElementById("live").textContent =
+      "The dashboard's chart library is missing on the server (src/vmqos/web/vendor): run `make web` there.";
+  }
   try {
     state.who = await api("GET", "/dashboard/session");
     signedIn();

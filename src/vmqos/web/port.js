@@ -9,6 +9,10 @@ const LIMIT_FIELDS = { rate_bps: rate, peak_bps: rate, burst_bytes: (v) => `${v}
 
 function chart(title, series, width, fmt) {
   const target = h("div", { class: "card chart" });
+  if (!window.uPlot) {
+    target.append(h("p", { class: "error" }, "No chart: uPlot is not installed on the server (`make web`)."));
+    return { target, plot: { setData() {}, data: [] } };
+  }
   const opts = {
     title, width, height: 240, scales: { x: { time: true } },
     series: [{}, ...series.map(([label, stroke, dash]) => ({ label, stroke, width: 2, dash,
