@@ -22,6 +22,10 @@ APT_STAMP := /var/lib/vmqos-apt.stamp
 # openssl: the server's TLS test makes a throw-away CA and certificate with it. systemd (its
 # systemd-analyze) and libseccomp2: the tests verify contrib/systemd's units and run the server and
 # the agent's work under their system-call filters (tests/unit_sandbox.py); systemd need not run.
+# chromium: the dashboard's browser tier (tests/browser) drives Debian's headless Chromium with the
+# playwright package (never a browser playwright downloads). Node.js's npm (>= 7, for lockfile v3; not
+# a Debian 12 package on our machines, which carry NodeSource's nodejs) installs the dashboard's browser
+# libraries (uPlot) from the npm registry, pinned in web-build/package-lock.json (`make web`).
 # containernetworking-plugins (1.1.1: CNI spec up to 1.0.0, in /usr/lib/cni): the reference bridge,
 # host-local and bandwidth plugins that tests/kernel/test_cni.py and tests/traffic/test_cni_*.py chain
 # vmqos-cni with; podman (4.3, its CNI back end) and runc (crun refuses these hosts' hybrid cgroups) run a
@@ -29,9 +33,12 @@ APT_STAMP := /var/lib/vmqos-apt.stamp
 APT_PACKAGES := iproute2 nftables iperf3 hping3 tcpdump iputils-ping procps util-linux \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc \
 	linux-image-amd64 busybox-static cpio postgresql openssl systemd libseccomp2 \
-	containernetworking-plugins podman runc
+	containernetworking-plugins podman runc chromium
 
-.PHONY: demo test test-core deps apt venv clean
+WEB_VENDOR := src/vmqos/web/vendor
+WEB_STAMP  := $(WEB_VENDOR)/.installed
+
+.PHONY: demo test test-core deps apt venv web clean
 
 demo: deps
 	KEEP=$(KEEP) $(VENV)/bin/vmqos demo
@@ -49,7 +56,20 @@ test: deps
 test-core: deps
 	$(VPY) -m pytest tests/core
 
-deps: apt venv
+deps: apt venv web
+
+# The dashboard's browser libraries: `npm ci` from the committed lock file (exact versions, checked by
+# their integrity hashes), then their dist files copied into the package (git-ignored), so that the
+# server serves them itself and the page needs no internet access.
+web: $(WEB_STAMP)
+$(WEB_STAMP): web-build/package.json web-build/package-lock.json | apt
+	@command -v npm >/dev/null || { echo "make web needs Node.js's npm (>= 7): install Node.js"; exit 1; }
+	cd web-build && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(WEB_VENDOR)
+	cp web-build/node_modules/uplot/dist/uPlot.iife.min.js web-build/node_modules/uplot/dist/uPlot.min.css \
+	  $(WEB_VENDOR)/
+	cp web-build/node_modules/uplot/LICENSE $(WEB_VENDOR)/uPlot.LICENSE
+	@touch $@
 
 apt: $(APT_STAMP)
 $(APT_STAMP): Makefile
@@ -76,4 +96,4 @@ $(STAMP): pyproject.toml src/vmqos/drivers/_nlstats.c
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) $(OSC) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OSC) build src/*.egg-info .pytest_cache .hypothesis web-build/node_modules $(WEB_VENDOR)

@@ -9,6 +9,7 @@ what the server keeps, and the agent reads `desired()` again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -40,8 +41,8 @@ class DesiredFeed(Protocol):
         included, at once or after up to `wait` seconds (full=False); RevisionGone on 410."""
         ...
 
-    def report(self, report: AgentReport) -> None:
-        """`POST /v1/hosts/{host}/reports`."""
+    def report(self, report: AgentReport) -> Sequence[str] | None:
+        """`POST /v1/hosts/{host}/reports`: the devices whose quarantine an admin asked to lift."""
         ...
 
 
@@ -73,8 +74,8 @@ class ServerFeed:
     def changes(self, since: int, wait: float) -> DesiredPage:
         return page_from_wire(self.client.changes(since, wait).model_dump(mode="json"), full=False)
 
-    def report(self, report: AgentReport) -> None:
-        self.client.report(_body(Report, reports.to_wire(report), "report"))
+    def report(self, report: AgentReport) -> Sequence[str] | None:
+        return tuple(self.client.report(_body(Report, reports.to_wire(report), "report")).lift)
 
 
 def feed_for(server: str, host: str, netns: str | None = None) -> DesiredFeed:

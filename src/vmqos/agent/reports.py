@@ -18,6 +18,7 @@ from collections.abc import Callable
 from vmqos.agent.feed import DesiredFeed
 from vmqos.agent.watch import Reachability
 from vmqos.core.errors import VmqosError
+from vmqos.core.formats.hostfile.codec import to_data
 from vmqos.core.fleet.report import AgentReport, PortStatus, RateSample, ReportEvent, ReportQuarantine
 from vmqos.monitor.daemon import Monitor
 from vmqos.services import monitoring
@@ -27,6 +28,11 @@ from vmqos.store.health import DatabaseGone
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
+
+
+def _placed(q: monitoring.Quarantine) -> ReportQuarantine:
+    """A quarantine in force, with its limits (host file form) for the server's views."""
+    return ReportQuarantine(q.device, q.since, q.reason, qos=to_data(q.qos))
 
 
 class Reporter:
@@ -42,8 +48,8 @@ class Reporter:
         self.seen_event = monitoring.last_event_id(store, netns)  # events before the start were someone else's
         self.quarantined = {d: q for d, q in monitoring.quarantined(store, netns).items()}
         self.events: list[ReportEvent] = []
-        self.quarantines: list[ReportQuarantine] = [ReportQuarantine(d, q.since, q.reason)  # in force at start
-                                                    for d, q in sorted(self.quarantined.items())]
+        self.quarantines: list[ReportQuarantine] = [_placed(q)  # in force at start
+                                                    for _, q in sorted(self.quarantined.items())]
         self.sent = 0
         self._monitor_error = ""
 
@@ -69,7 +75,7 @@ class Reporter:
         now = monitoring.quarantined(self.store, self.netns)
         for device, q in sorted(now.items()):
             if device not in self.quarantined or self.quarantined[device].since != q.since:
-                self.quarantines.append(ReportQuarantine(device, q.since, q.reason))
+                self.quarantines.append(_placed(q))
         for device, q in sorted(self.quarantined.items()):
             if device not in now:
                 self.quarantines.append(ReportQuarantine(device, q.since, q.reason, lifted=True))
@@ -84,7 +90,7 @@ class Reporter:
         report = AgentReport(self.applied(), tuple(self.statuses()), samples, tuple(self.events),
                              tuple(self.quarantines))
         try:
-            self.feed.report(report)
+            lift = self.feed.report(report)
         except DatabaseGone:
             raise
         except VmqosError as exc:
@@ -96,7 +102,26 @@ class Reporter:
         self.events.clear()
         self.quarantines.clear()
         self.sent += 1
+        for device in lift or ():
+            self._lift(device)
         return report
+
+    def _lift(self, device: str) -> None:
+        """Lift a quarantine an admin asked the server to lift (the dashboard's "lift"): as the monitor lifts
+        one after its cool-down; the next report says it is lifted (or, if it failed, why)."""
+        if device not in self.quarantined:
+            return
+        try:
+            done = monitoring.lift(self.store, self.netns, device, verify=False, missing_ok=True)
+            if done.ok:
+                monitoring.add_event(self.store, self.netns, device, "lifted", "lifted: asked by the server")
+            else:
+                failed = "; ".join(r.error or "" for r in done.results if r.error)
+                monitoring.add_event(self.store, self.netns, device, "failed", f"lift failed: {failed}")
+        except DatabaseGone:
+            raise
+        except VmqosError as exc:
+            log.warning("lifting the quarantine of %s (asked by the server) failed: %s", device, exc)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval_s):

@@ -23,14 +23,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
 
 from vmqos import __version__
-from vmqos.api import (compute, fleet, identity, identity_admin, microversion, network, neutron_policies,
+from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, network, neutron_policies,
                        neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
 from vmqos.api.fleet_watch import Watch
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services import authn, fleet_desired
 from vmqos.services.authn import Authenticator, ServerAuth
+from vmqos.services.dashboard_live import LiveHistory
 from vmqos.services.identity import NotAuthenticated
 from vmqos.services.neutron_input import NeutronError
 from vmqos.store import Store
@@ -46,8 +48,10 @@ def _neutron(request: Request) -> bool:
 
 
 def _fleet(request: Request) -> bool:
-    """The native API (/v1) answers errors in Neutron's shape, its type the error's own name."""
-    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
+    """The native API (/v1) and the dashboard's routes answer errors in Neutron's shape, its type the
+    error's own name."""
+    path = request.url.path
+    return path.startswith(("/v1/", "/dashboard/")) or path in ("/v1", "/dashboard")
 
 
 def _nova_or_cinder(request: Request) -> bool:
@@ -158,13 +162,19 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     app.state.store = store
     app.state.auth = authenticator
     app.state.fleet_watch = watch
+    app.state.live = LiveHistory()
     app.add_exception_handler(VmqosError, _vmqos_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_body)
     app.middleware("http")(_no_nul)
+    app.middleware("http")(dashboard.session_middleware)  # added last, runs first: the cookie as a token
 
-    @app.get("/", tags=["discovery"], summary="The API versions: Neutron's v2.0 and Keystone's v3")
-    def versions(request: Request) -> dict[str, Any]:
+    @app.get("/", tags=["discovery"], summary="The API versions: Neutron's v2.0 and Keystone's v3 (a browser, "
+                                              "which asks for text/html, gets the dashboard)",
+             response_model=None)
+    def versions(request: Request) -> dict[str, Any] | Response:
+        if "text/html" in request.headers.get("accept", ""):
+            return dashboard.index()
         return {"versions": [network.network_version(request), identity.identity_version(request)]}
 
     app.include_router(identity.router)
@@ -178,5 +188,7 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     app.include_router(volume.router)
     app.include_router(volume_volumes.router)
     app.include_router(fleet.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.WEB, check_dir=False), name="dashboard-static")
 
     return app

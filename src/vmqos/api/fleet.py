@@ -19,6 +19,7 @@ from vmqos.api import auth
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
 from vmqos.services import fleet_access, fleet_desired, fleet_hosts
+from vmqos.services.dashboard_live import LiveHistory
 from vmqos.services.fleet_wire import (
     MAX_REVISION,
     Changes,
@@ -31,6 +32,7 @@ from vmqos.services.fleet_wire import (
     QuarantineList,
     Registration,
     Report,
+    ReportAnswer,
     Snapshot,
     check_host,
 )
@@ -92,11 +94,15 @@ async def changes(request: Request, host: str,
     return Response(found.model_dump_json(), media_type="application/json")
 
 
-@router.post("/hosts/{host}/reports", status_code=204, responses=ERRORS,
-             summary="The agent's report: applied revision, port statuses, samples, events, quarantines")
-def report(request: Request, host: str, body: Report, who: Caller = Depends(auth.caller)) -> Response:
-    fleet_hosts.report(_store(request), who, host, body)
-    return Response(status_code=204)
+@router.post("/hosts/{host}/reports", responses=ERRORS,
+             summary="The agent's report: applied revision, port statuses, samples, events, quarantines; answered "
+                     "with the quarantines to lift")
+def report(request: Request, host: str, body: Report, who: Caller = Depends(auth.caller)) -> ReportAnswer:
+    answer = fleet_hosts.report(_store(request), who, host, body)
+    live: LiveHistory | None = getattr(request.app.state, "live", None)
+    if live is not None:  # the dashboard's last minutes (services.dashboard_live)
+        live.add(host, body.samples)
+    return answer
 
 
 # ------------------------------------------------------------------ ports

@@ -91,6 +91,9 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     Run `vmqos server init --admin-password PW` once first; then
     OS_AUTH_URL=http://ADDR:PORT/v3 OS_USERNAME=admin OS_PROJECT_NAME=admin ... openstack network qos policy list
 
+    A browser at http://ADDR:PORT/ gets the web dashboard (log in with the same users): the fleet, each
+    host's ports live, charts of a port, its policies, events and quarantines.
+
     With --all-in-one it also limits, on this host, every port whose binding:host_id is --host: its
     device (Nova's tap + the first 11 characters of the port id, or binding:profile device=NAME)
     gets its QoS policy, or its network's, within about a second of a change. Root is needed for

@@ -34,6 +34,7 @@ from vmqos.services.fleet_wire import (
     Quarantine,
     Registration,
     Report,
+    ReportAnswer,
     Sample,
     check_host,
 )
@@ -107,8 +108,9 @@ def list_hosts(store: Store, caller: Caller, *, now: datetime | None = None,
             for name in sorted(set(found) | set(summaries))]
 
 
-def report(store: Store, caller: Caller, host: str, body: Report, *, now: datetime | None = None) -> None:
-    """Record one report of a registered host (404 otherwise: the agent registers again)."""
+def report(store: Store, caller: Caller, host: str, body: Report, *, now: datetime | None = None) -> ReportAnswer:
+    """Record one report of a registered host (404 otherwise: the agent registers again); answered with the
+    quarantines someone asked to lift (`request_lift`), which the agent lifts."""
     access.check_host(caller, check_host(host), "reporting")
     at = _now(now)
     reported = {p.device for p in body.ports} | {s.device for s in body.samples}
@@ -125,8 +127,21 @@ def report(store: Store, caller: Caller, host: str, body: Report, *, now: dateti
     placed = [QuarantineRecord(host, q.device, q.since, q.reason, None if q.qos is None else json.dumps(q.qos))
               for q in body.quarantines if not q.lifted]
     lifted = [q.device for q in body.quarantines if q.lifted]
-    records.save_report(store, host, ReportRows(body.applied_revision, statuses, sorted(released), samples, events,
-                                                placed, lifted), at)
+    asked = records.save_report(store, host, ReportRows(body.applied_revision, statuses, sorted(released), samples,
+                                                        events, placed, lifted), at)
+    return ReportAnswer(lift=asked)
+
+
+def request_lift(store: Store, caller: Caller, host: str, device: str, *, now: datetime | None = None) -> None:
+    """Ask the host's agent to lift the device's quarantine now (admin only): recorded as an event, and
+    answered to the agent's next report (within a second); the agent lifts it and reports it lifted. A
+    flood that still goes on is detected again and quarantined again, as after a cool-down."""
+    access.check_admin(caller, "lifting a quarantine")
+    check_host(host)
+    message = f"lift asked by {caller.user.name}"
+    if not records.request_lift(store, host, device, message, _now(now)):
+        raise NotFound(f"device {device} on host {host} is not quarantined (GET /v1/quarantines lists those in "
+                       "force)")
 
 
 # ------------------------------------------------------------------ ports

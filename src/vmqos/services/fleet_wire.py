@@ -230,6 +230,13 @@ class Report(Wire):
     quarantines: Annotated[list[QuarantineReport], AfterValidator(_at_most)] = Field(default_factory=list)
 
 
+class ReportAnswer(Wire):
+    """The server's answer to a report: what the agent must do that the desired state does not say."""
+
+    lift: list[str] = Field(default_factory=list, description="devices whose quarantine an admin asked to lift: "
+                                                             "the agent lifts them and reports them lifted")
+
+
 # ------------------------------------------------------------------ views
 
 

@@ -37,6 +37,7 @@ from vmqos.services.fleet_wire import (
     QuarantineList,
     Registration,
     Report,
+    ReportAnswer,
     RevisionGone,
     Snapshot,
 )
@@ -149,7 +150,7 @@ class ServerClient:
             if status == 410:
                 raise RevisionGone(message)
             raise error(message, status)
-        if answer is None:
+        if answer is None or status == 204:
             return None
         try:
             return answer.model_validate(response.json())
@@ -175,8 +176,10 @@ class ServerClient:
         assert found is not None
         return found
 
-    def report(self, report: Report, host: str | None = None) -> None:
-        self._call("POST", f"/v1/hosts/{self._host(host)}/reports", None, body=report)
+    def report(self, report: Report, host: str | None = None) -> ReportAnswer:
+        """The answer says which quarantines to lift (an older server answers 204: nothing to lift)."""
+        found = self._call("POST", f"/v1/hosts/{self._host(host)}/reports", ReportAnswer, body=report)
+        return found or ReportAnswer()
 
     def hosts(self) -> list[Host]:
         found = self._call("GET", "/v1/hosts", HostList)

@@ -172,8 +172,12 @@ def _write_statuses(conn: Connection, host: str, report: ReportRows, at: datetim
                                                           sampled_at=when))
 
 
-def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> None:
-    """One report of a registered host (NotFound otherwise: the agent registers first)."""
+LIFT_REQUESTED = "lift_requested"  # the event kind of a lift asked from the dashboard
+
+
+def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> list[str]:
+    """One report of a registered host (NotFound otherwise: the agent registers first); answered with the
+    devices of the host whose quarantine someone asked to lift (`request_lift`) and is still in force."""
     h, q = fleet_hosts.c, fleet_quarantines.c
     with store._tx(f"recording a report of host {host}", write=f"fleet-host:{host}") as conn:
         values: dict[str, Any] = {"last_seen": at}
@@ -191,6 +195,28 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> No
         if report.quarantines:
             conn.execute(insert(fleet_quarantines), [{**{c: getattr(r, c) for c in _QUARANTINE},
                                                       "reported_at": at} for r in report.quarantines])
+        return _lifts_asked(conn, host)
+
+
+def _lifts_asked(conn: Connection, host: str) -> list[str]:
+    """The host's quarantines with a lift asked since they were placed (a quarantine placed again after
+    the lift was asked is a new one: not lifted by the old request)."""
+    q, e = fleet_quarantines.c, fleet_events.c
+    asked = select(e.id).where(e.host == q.host, e.device == q.device, e.kind == LIFT_REQUESTED, e.at >= q.since)
+    return list(conn.execute(select(q.device).where(q.host == host, asked.exists()).order_by(q.device)).scalars())
+
+
+def request_lift(store: Store, host: str, device: str, message: str, at: datetime) -> bool:
+    """Record that someone asked to lift the device's quarantine (an event the next report of the host is
+    answered with); False when no quarantine is in force there."""
+    q = fleet_quarantines.c
+    with store._tx(f"asking to lift the quarantine of {device} on host {host}", write=f"fleet-host:{host}") as conn:
+        if conn.execute(select(q.device).where(q.host == host, q.device == device)).first() is None:
+            return False
+        conn.execute(insert(fleet_events), [{"host": host, "device": device, "at": at, "kind": LIFT_REQUESTED,
+                                             "message": message, "instance": None, "direction": None,
+                                             "detector": None, "received_at": at}])
+        return True
 
 
 # ------------------------------------------------------------------ views

@@ -74,6 +74,7 @@ class ReportQuarantine:
     since: datetime
     reason: str
     lifted: bool = False
+    qos: dict[str, Any] | None = None  # the quarantine's limits in the host file's form (the views show them)
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ def to_wire(report: AgentReport) -> dict[str, Any]:
                      "ingress": vars(s.ingress), "egress": vars(s.egress)} for s in report.samples],
         "events": [{"device": e.device, "at": _at(e.at), "kind": e.kind, "message": e.message}
                    for e in report.events],
-        "quarantines": [{"device": q.device, "since": _at(q.since), "reason": q.reason, "lifted": q.lifted}
-                        for q in report.quarantines],
+        "quarantines": [{"device": q.device, "since": _at(q.since), "reason": q.reason, "lifted": q.lifted,
+                         "qos": q.qos} for q in report.quarantines],
     }
 
 
