@@ -11,7 +11,8 @@ page itself:
   API's own message;
 - a SYN flood (hping3) from vm1: an event and a quarantine appear, and are lifted from the page;
 - bob, of another project, sees none of it.
-The views' screenshots go to docs/dashboard-*.png (the README shows them).
+The views' screenshots go to a directory of the session, and to docs/dashboard-*.png (the README
+shows them) when VMQOS_UPDATE_SCREENSHOTS=1: a test run does not rewrite the checkout.
 
 Cost: about a minute and a half (the fleet's start ~15 s, two traffic phases of ~15 s, a flood of 6 s
 and its detection, the lift).
@@ -19,7 +20,10 @@ and its detection, the lift).
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 import statistics
 import subprocess
 import time
@@ -50,6 +54,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+if os.environ.get("VMQOS_UPDATE_SCREENSHOTS") != "1":
+    DOCS = Path(tempfile.mkdtemp(prefix="vq-screens-"))  # still taken: a view that cannot render fails
+    atexit.register(shutil.rmtree, DOCS, True)
 PASSWORD = "dashboard-pw"
 WAIT_S = 25.0
 
