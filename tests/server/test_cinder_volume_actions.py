@@ -9,17 +9,14 @@ import pytest
 from vmqos.core.model import DiskQos
 from vmqos.services import cinder_volumes, identity
 
-from .inproc import PASSWORD, headers, running_api
+from .inproc import headers, running_api
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture()
 def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
-    with identity.open_store(db_url) as store:
-        identity.bootstrap(store, PASSWORD)
-        identity.add_user(store, "rita", PASSWORD, "demo", "reader")
-    with running_api(db_url) as client:
+    with running_api(db_url, readers=("rita",)) as client:
         client.db_url = db_url
         yield client
 

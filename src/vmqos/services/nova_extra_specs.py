@@ -7,7 +7,8 @@ and a key in a namespace Nova validates but does not know is refused. Here the n
 `hw_rng`, `hw_video` and `os` — CPU pinning, NUMA, huge pages and the RNG rate are what share a host
 with QoS — with all of Nova's keys in each (a namespace listed in part would refuse keys Nova takes).
 Keys of Nova's other namespaces (vmware, pci_passthrough, accel, resources, trait, capabilities,
-aggregate_instance_extra_specs) and keys with no namespace are stored unchecked, as before 2.86.
+aggregate_instance_extra_specs) and keys with no namespace (of which Nova checks two,
+hide_hypervisor_id and group_policy) are stored unchecked, as before 2.86.
 The `quota:` keys are nova_input's, checked at every microversion.
 """
 
