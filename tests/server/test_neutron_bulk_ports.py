@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from .inproc import headers, made, running_api
+from vmqos.services import fleet_desired
+
+from .inproc import headers, made, policy, running_api
 
 pytestmark = pytest.mark.server
 
@@ -35,7 +37,8 @@ def _names(api, auth) -> list[str]:
 def test_a_bulk_create_makes_every_port_and_answers_them_in_order(api):
     admin = headers(api)
     net = _network(api, admin, "bulk")
-    body = {"ports": [{"port": {"network_id": net, "name": "a", "binding:host_id": "h1"}},
+    limit = policy(api, admin, "limit", 3000)
+    body = {"ports": [{"port": {"network_id": net, "name": "a", "binding:host_id": "h1", "qos_policy_id": limit}},
                       {"network_id": net, "name": "b", "mac_address": "fa:16:3e:00:00:01"}]}
     answer = api.post("/v2.0/ports", json=body, headers=admin)
     assert answer.status_code == 201, answer.text
@@ -45,6 +48,9 @@ def test_a_bulk_create_makes_every_port_and_answers_them_in_order(api):
     assert ports[1]["mac_address"] == "fa:16:3e:00:00:01" and ports[0]["mac_address"].startswith("fa:16:3e:")
     assert ports[0]["binding:vif_details"] == {"device": "tap" + ports[0]["id"][:11]}
     assert {p["id"] for p in api.get("/v2.0/ports", headers=admin).json()["ports"]} == {p["id"] for p in ports}
+    # the bound port's desired row is written in the batch's transaction, as a single create writes it
+    rows = fleet_desired.snapshot(api.app.state.store, "h1").ports
+    assert [(r.device, r.port_id) for r in rows] == [("tap" + ports[0]["id"][:11], ports[0]["id"])]
 
 
 def test_one_refused_item_makes_none_with_a_single_creates_refusal(api):
