@@ -22,12 +22,15 @@ def auth_body(user: str, project: str) -> dict[str, Any]:
 
 
 @contextmanager
-def running_api(url: str) -> Iterator[TestClient]:
-    """The application on `url` with admin, alice (demo, member) and bob (other, member), lifespan run."""
+def running_api(url: str, *, readers: tuple[str, ...] = ()) -> Iterator[TestClient]:
+    """The application on `url` with admin, alice (demo, member) and bob (other, member), and each of
+    `readers` a reader of demo; lifespan run."""
     with identity.open_store(url) as store:
         identity.bootstrap(store, PASSWORD)
         identity.add_user(store, "alice", PASSWORD, "demo", "member")
         identity.add_user(store, "bob", PASSWORD, "other", "member")
+        for reader in readers:
+            identity.add_user(store, reader, PASSWORD, "demo", "reader")
     with TestClient(create_app(url), base_url="http://vq.test") as client:
         yield client
 

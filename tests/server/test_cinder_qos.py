@@ -48,10 +48,16 @@ def test_a_front_end_spec_ends_as_the_disk_qos_of_a_volume_of_its_type(server):
         {"total_bytes_sec": "10240000", "total_iops_sec_per_gb": "30"}
     assert _disk(server, volume["id"]).disk == DiskQos(total_iops_sec=300, total_bytes_sec=10_240_000)
 
+    # `volume set --size` extends (os-extend) and the per-GB key follows; --name renames (PUT)
+    grown = server.openstack("volume", "set", "--size", "20", "--name", "vol-b", "vol-a", user="alice")
+    assert grown.returncode == 0, grown.stderr
+    assert _disk(server, volume["id"]).disk == DiskQos(total_iops_sec=600, total_bytes_sec=10_240_000)
+    assert server.openstack("volume", "set", "--name", "vol-a", "vol-b", user="alice").returncode == 0
+
     shown = server.json("volume", "show", "vol-a", user="alice")
-    assert (shown["id"], shown["type"], shown["size"]) == (volume["id"], "limited", 10)
+    assert (shown["id"], shown["type"], shown["size"]) == (volume["id"], "limited", 20)
     assert [(v["Name"], v["Size"], v["Status"]) for v in server.json("volume", "list", user="rita")] == \
-        [("vol-a", 10, "available")]
+        [("vol-a", 20, "available")]
 
     # a type in use and a spec in use stay; taken apart they go
     kept = server.openstack("volume", "qos", "delete", "qos-fe")

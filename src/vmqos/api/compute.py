@@ -174,10 +174,11 @@ def list_extra_specs(request: Request, flavor_id: str, who: Caller = Depends(cal
     return {"extra_specs": flavors.extra_specs(_store(request), who, flavor_id)}
 
 
-@router.post(_SPECS, summary="Add or replace extra specs (admin); quota:* keys are checked as vmqos reads them")
+@router.post(_SPECS, summary="Add or replace extra specs (admin); quota:* keys are checked as vmqos reads them, "
+                              "hw:, hw_rng:, hw_video: and os: keys as Nova checks them from 2.86")
 def create_extra_specs(request: Request, flavor_id: str, body: Any = Body(None), who: Caller = Depends(caller),
                        at: Version = Depends(version)) -> dict[str, Any]:
-    return flavors.set_extra_specs(_store(request), who, flavor_id, body)
+    return flavors.set_extra_specs(_store(request), who, flavor_id, body, at)
 
 
 @router.get(_SPECS + "/{key}", summary="One extra spec")
@@ -189,7 +190,7 @@ def show_extra_spec(request: Request, flavor_id: str, key: str, who: Caller = De
 @router.put(_SPECS + "/{key}", summary="Set one extra spec (admin)")
 def update_extra_spec(request: Request, flavor_id: str, key: str, body: Any = Body(None),
                       who: Caller = Depends(caller), at: Version = Depends(version)) -> dict[str, Any]:
-    return flavors.update_extra_spec(_store(request), who, flavor_id, key, body)
+    return flavors.update_extra_spec(_store(request), who, flavor_id, key, body, at)
 
 
 @router.delete(_SPECS + "/{key}", summary="Remove one extra spec (admin)")

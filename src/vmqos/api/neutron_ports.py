@@ -67,9 +67,10 @@ def list_ports(request: Request, who: Caller = Depends(caller)) -> dict[str, Any
     return listed(request, "ports", neutron_ports.list_ports(store_of(request), who, params(request)))
 
 
-@router.post("/ports", status_code=201, responses=ERRORS, openapi_extra=_OBJECT)
+@router.post("/ports", status_code=201, responses=ERRORS, openapi_extra=_OBJECT,
+             summary='Create a port ({"port": {...}}), or several at once ({"ports": [...]}: all or none)')
 def create_port(request: Request, body: Any = Body(None), who: Caller = Depends(caller)) -> dict[str, Any]:
-    return {"port": neutron_ports.create_port(store_of(request), who, body)}
+    return neutron_ports.create(store_of(request), who, body)
 
 
 @router.get("/ports/{port_id}", responses=ERRORS)

@@ -1,4 +1,5 @@
-"""Cinder's volumes at /volume/v3/{project_id}/volumes: create, list, show, delete.
+"""Cinder's volumes at /volume/v3/{project_id}/volumes: create, list, show, update, delete, and the
+os-extend and os-retype actions.
 
 The view is cinder/api/v3/views/volumes.py's at the asked microversion (group_id from 3.13,
 provider_id for the admin from 3.21, shared_targets and service_uuid from 3.48, cluster_name
@@ -87,6 +88,22 @@ def create_volume(request: Request, body: Any = Body(None), who: Caller = Depend
 def show_volume(request: Request, volume_id: str, who: Caller = Depends(caller),
                 at: tuple[int, int] = Depends(version)) -> dict[str, Any]:
     return {"volume": volume_view(request, who, cinder_volumes.get_volume(store_of(request), who, volume_id), at)}
+
+
+@router.put("/volumes/{volume_id}", summary="Change a volume's name, description or metadata (a member)")
+def update_volume(request: Request, volume_id: str, body: Any = Body(None), who: Caller = Depends(caller),
+                  at: tuple[int, int] = Depends(version)) -> dict[str, Any]:
+    volume = cinder_volumes.update_volume(store_of(request), who, volume_id, body)
+    return {"volume": volume_view(request, who, volume, at)}
+
+
+@router.post("/volumes/{volume_id}/action", status_code=202,
+             summary='Extend ({"os-extend": {"new_size": N}}: its type\'s per-GB QoS follows the size) or retype '
+                     '({"os-retype": {"new_type": T}}: the QoS follows the type) a volume (a member)')
+def volume_action(request: Request, volume_id: str, body: Any = Body(None), who: Caller = Depends(caller),
+                  at: tuple[int, int] = Depends(version)) -> Response:
+    cinder_volumes.volume_action(store_of(request), who, volume_id, body)
+    return Response(status_code=202)
 
 
 @router.delete("/volumes/{volume_id}", status_code=202, summary="Delete a volume of the project (a member)")

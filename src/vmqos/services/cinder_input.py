@@ -238,3 +238,63 @@ def read_volume(body: Any) -> VolumeInput:
     meta = metadata("metadata", values.get("metadata") or {}, numbers=False, keys=CINDER_KEY)
     return VolumeInput(size, name.strip() if name else name, description.strip() if description else description,
                        vtype or None, zone, meta)
+
+
+@dataclass(frozen=True)
+class VolumeUpdate:
+    """What PUT /volumes/{id} changes: the name and the description, each when given (None clears it),
+    and the metadata, which replaces the volume's when given (objects/volume.py save: keys not given go)."""
+
+    changes: dict[str, str | None]
+    metadata: dict[str, str] | None
+
+
+def read_volume_update(body: Any) -> VolumeUpdate:
+    """PUT /volumes/{id} (schemas/volumes.py update): name and description, or their v1 names display_name
+    and display_description, strings or null, stripped; metadata as extra specs."""
+    body = decoded(body)
+    values = body_object(body, "volume")
+    only("", body, ("volume",))
+    only("volume", values, ("name", "description", "display_name", "display_description", "metadata"))
+    changes: dict[str, str | None] = {}
+    for field, alias in (("name", "display_name"), ("description", "display_description")):
+        for key in (alias, field):  # the v2 name wins, as Cinder renames it last
+            if key in values:
+                value = values[key]
+                if value is not None and (not isinstance(value, str) or len(value.strip()) > 255):
+                    raise invalid(key, value, f"{value!r} is not a string of at most 255 characters")
+                changes[field] = value.strip() if isinstance(value, str) else None
+    meta = metadata("metadata", values["metadata"], numbers=False, keys=CINDER_KEY) if "metadata" in values \
+        else None
+    return VolumeUpdate(changes, meta)
+
+
+def read_action(body: Any) -> tuple[str, Any]:
+    """The action of POST /volumes/{id}/action: the body's one key and its value (Cinder's wsgi picks the
+    method by the key; a body of no known key is "There is no such action")."""
+    body = decoded(body)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise bad_request("Malformed request body")
+    ((action, value),) = body.items()
+    return str(action), value
+
+
+def read_extend(body: Any) -> int:
+    """os-extend (schemas/volume_actions.py extend): {"os-extend": {"new_size": N}}, N a volume size."""
+    values = body_object(body, "os-extend")
+    only("os-extend", values, ("new_size",))
+    required("os-extend", values, ("new_size",))
+    return int_like("new_size", values["new_size"], 1)
+
+
+def read_retype(body: Any) -> str:
+    """os-retype (schemas/volume_actions.py retype): the new type's name or id, and a migration policy."""
+    values = body_object(body, "os-retype")
+    only("os-retype", values, ("new_type", "migration_policy"))
+    required("os-retype", values, ("new_type",))
+    if not isinstance(values["new_type"], str):
+        raise invalid("new_type", values["new_type"], f"{values['new_type']!r} is not of type 'string'")
+    policy = values.get("migration_policy")
+    if policy not in (None, "on-demand", "never"):
+        raise invalid("migration_policy", policy, f"{policy!r} is not one of ['on-demand', 'never']")
+    return str(values["new_type"])

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmqos.core.errors import NotFound
 from vmqos.core.formats import cinder
 from vmqos.core.model import DiskQos, Note
-from vmqos.services.cinder_input import read_volume, spec_document
+from vmqos.services.cinder_input import read_action, read_extend, read_retype, read_volume, read_volume_update, \
+    spec_document
 from vmqos.services.cinder_qos import find_type, now
 from vmqos.services.identity import Caller
 from vmqos.services.openstack_input import Fault, bad_request, forbidden, query_boolean
@@ -105,6 +106,70 @@ def delete_volume(store: Store, caller: Caller, volume_id: str) -> None:
         raise forbidden("volume:delete")
     if not records.delete_volume(store, volume_id):
         raise _not_found(volume_id)
+
+
+def _writable(store: Store, caller: Caller, volume_id: str, action: str) -> StoredVolume:
+    """The caller's volume, which its role may change: another project's is not found, a reader refused."""
+    volume = get_volume(store, caller, volume_id)
+    if not caller.can_write:
+        raise forbidden(action)
+    return volume
+
+
+def _checked(volume: StoredVolume, _type: StoredVolumeType | None, spec: StoredQosSpec | None) -> None:
+    _check(volume.size, spec)
+
+
+def update_volume(store: Store, caller: Caller, volume_id: str, body: object) -> StoredVolume:
+    """PUT /volumes/{id}: the name, the description, the metadata (volume:update)."""
+    given = read_volume_update(body)
+    _writable(store, caller, volume_id, "volume:update")
+    at = now()
+
+    def change(volume: StoredVolume) -> StoredVolume:
+        changed = replace(volume, **given.changes, updated_at=at)  # type: ignore[arg-type]
+        return changed if given.metadata is None else replace(changed, metadata=given.metadata)
+
+    return records.change_volume(store, volume_id, change, _checked)
+
+
+def volume_action(store: Store, caller: Caller, volume_id: str, body: object) -> None:
+    """POST /volumes/{id}/action: os-extend and os-retype, answered 202 as Cinder does.
+
+    Extend: a larger size only (volume/api.py _extend); the type's per-GB QoS keys are read at the new
+    size (volume_disk_qos reads them at the stored size), so the spec must still read there. Retype: to
+    another type the caller may use; the volume then has the new type's QoS, checked at its size. A
+    volume here is always `available`, which both require."""
+    action, _value = read_action(body)
+    if action == "os-extend":
+        size = read_extend(body)
+        current = _writable(store, caller, volume_id, "volume:extend")
+        if size <= current.size:
+            raise bad_request(f"Invalid input received: New size for extend must be greater than current size. "
+                              f"(current: {current.size}, extended: {size}).")
+        records.change_volume(store, volume_id, lambda v: _extended(v, size), _checked)
+    elif action == "os-retype":
+        wanted = read_retype(body)
+        current = _writable(store, caller, volume_id, "volume:retype")
+        vtype = find_type(store, caller, wanted)
+        if vtype.id == current.type_id:
+            raise bad_request("Invalid volume: Retype needs volume to be in available or in-use state, not be "
+                              "part of an active migration or a consistency group, requested type has to be "
+                              "different that the one from the volume, and for in-use volumes front-end qos specs "
+                              "cannot change.")
+        records.change_volume(store, volume_id, lambda v: replace(v, type_id=vtype.id, updated_at=now()), _checked)
+    else:
+        raise bad_request(f"There is no such action: {action}. Verify the request body and Content-Type header "
+                          "and try again.")
+
+
+def _extended(volume: StoredVolume, size: int) -> StoredVolume:
+    """The volume at its new size; a size that moved since it was read is re-checked as Cinder's
+    conditional update would refuse it."""
+    if size <= volume.size:
+        raise bad_request(f"Invalid input received: New size for extend must be greater than current size. "
+                          f"(current: {volume.size}, extended: {size}).")
+    return replace(volume, size=size, updated_at=now())
 
 
 def type_of(store: Store, volume: StoredVolume) -> StoredVolumeType | None:

@@ -19,6 +19,7 @@ from typing import Any
 from vmqos.core.errors import ConflictError, NotFound
 from vmqos.core.model.host import Flavor
 from vmqos.services.identity import Caller
+from vmqos.services.nova_extra_specs import VALIDATED_FROM, check_extra_spec
 from vmqos.services.nova_input import (
     Version,
     check_quota_spec,
@@ -189,27 +190,31 @@ def _merged(flavor: StoredFlavor, specs: dict[str, str], drop: str | None = None
 
 
 def _change_specs(store: Store, caller: Caller, flavor_id: str, specs: dict[str, str],
-                  drop: str | None = None) -> None:
+                  drop: str | None = None, version: Version = (2, 1)) -> None:
     get(store, caller, flavor_id)  # a private flavor the caller may not use is not found, as Nova's get_flavor
-    for key, value in specs.items():
+    for key, value in specs.items():  # in the body's order, as Nova checks them
         if key.startswith("quota:"):
-            check_quota_spec(key, value)  # Nova's own words, before the model's
+            check_quota_spec(key, value)  # Nova's own words, before the model's; at every microversion
+        elif version >= VALIDATED_FROM:
+            check_extra_spec(key, value)
     if records.change_flavor(store, flavor_id, lambda f: _merged(f, specs, drop), _now()) is None:
         raise _not_found(flavor_id)
 
 
-def set_extra_specs(store: Store, caller: Caller, flavor_id: str, body: Any) -> dict[str, Any]:
+def set_extra_specs(store: Store, caller: Caller, flavor_id: str, body: Any,
+                    version: Version = (2, 1)) -> dict[str, Any]:
     """POST os-extra_specs: add or replace these keys; Nova answers with the body as it was sent."""
     _admin(caller, "os-flavor-extra-specs:create")
     body = decoded(body)
-    _change_specs(store, caller, flavor_id, read_extra_specs(body))
+    _change_specs(store, caller, flavor_id, read_extra_specs(body), version=version)
     return dict(body)
 
 
-def update_extra_spec(store: Store, caller: Caller, flavor_id: str, key: str, body: Any) -> dict[str, Any]:
+def update_extra_spec(store: Store, caller: Caller, flavor_id: str, key: str, body: Any,
+                      version: Version = (2, 1)) -> dict[str, Any]:
     _admin(caller, "os-flavor-extra-specs:update")
     body = decoded(body)
-    _change_specs(store, caller, flavor_id, read_extra_spec(body, key))
+    _change_specs(store, caller, flavor_id, read_extra_spec(body, key), version=version)
     return dict(body)
 
 

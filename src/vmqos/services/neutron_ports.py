@@ -33,7 +33,7 @@ from vmqos.services.neutron_access import (
     time_text,
 )
 from vmqos.services.neutron_attributes import ADMIN_VISIBLE, PORT, PORT_LISTING, UNSET, absent_as_none
-from vmqos.services.neutron_input import NeutronError, invalid_input, read_body
+from vmqos.services.neutron_input import NeutronError, bad_request, invalid_input, read_body
 from vmqos.services.neutron_listing import Page, read_query, select
 from vmqos.services.neutron_tags import Taggable, check_limit
 from vmqos.services.networks import get_network, network_not_found, show_subnet
@@ -162,9 +162,9 @@ def _usable_network(store: Store, caller: Caller, network_id: str, project: str)
     return network
 
 
-def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None = None) -> dict[str, Any]:
-    check_write(caller, "create_port")
-    values = read_body(body, "port", PORT, create=True)
+def _new_port(store: Store, caller: Caller, values: dict[str, Any], body: Any,
+              at: datetime) -> tuple[StoredPort, StoredNetwork]:
+    """The port a create's checked attributes make, after Neutron's checks of who may make it where."""
     check_admin_attributes(caller, "port", "create_port", values, body, create=True)
     project = project_for(caller, values)
     network = _usable_network(store, caller, values["network_id"], project)
@@ -172,11 +172,25 @@ def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None
     check_policy_change(store, caller, None, values["qos_policy_id"])
     check_limit("ports", values["tags"])
     values = absent_as_none(values)
-    at = now_utc(now)
     port = StoredPort(str(uuid.uuid4()), project, network.id, values["name"], values["description"],
                       values["admin_state_up"], values["mac_address"] or random_mac(), values["device_id"],
                       values["device_owner"], values["binding:host_id"], values["binding:vnic_type"],
                       values["qos_policy_id"], 1, at, at, values["binding:profile"], tuple(values["tags"]))
+    return port, network
+
+
+def create(store: Store, caller: Caller, body: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """`POST /v2.0/ports`: one port ({"port": {...}}) or, as Neutron's controller reads a body with the
+    collection's key, several ({"ports": [...]}), answered under the same key."""
+    if isinstance(body, dict) and "ports" in body:
+        return {"ports": create_ports(store, caller, body, now=now)}
+    return {"port": create_port(store, caller, body, now=now)}
+
+
+def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    check_write(caller, "create_port")
+    values = read_body(body, "port", PORT, create=True)
+    port, network = _new_port(store, caller, values, body, now_utc(now))
     for _attempt in range(MAC_GENERATION_RETRIES):
         try:
             return port_view(_save(store, port, None), network.qos_policy_id, admin=caller.is_admin)
@@ -186,6 +200,49 @@ def create_port(store: Store, caller: Caller, body: Any, *, now: datetime | None
             port = replace(port, mac_address=random_mac())
     raise NeutronError(503, "MacAddressGenerationFailure",
                        f"Unable to generate unique mac on network {network.id}.")
+
+
+def _bulk_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items of {"ports": [...]}, each as a single create's body: an item is {"port": {...}} or the
+    port's attributes alone (neutron's prepare_request_body); none is "Resources required"."""
+    items = body["ports"]
+    if not items:
+        raise bad_request("Resources required")
+    if not isinstance(items, list):
+        raise bad_request("Body contains invalid data")
+    return [item if isinstance(item, dict) and "port" in item else {"port": item} for item in items]
+
+
+def create_ports(store: Store, caller: Caller, body: dict[str, Any],
+                 *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Neutron's bulk create: every item read and checked as a single create is, in the order Neutron
+    checks them (all bodies first, then each item's authorization), then all stored in one transaction —
+    one refused item, and none is made. A generated MAC address that is taken is drawn again."""
+    check_write(caller, "create_port")
+    items = _bulk_items(body)
+    read = [(read_body(item, "port", PORT, create=True), item) for item in items]
+    at = now_utc(now)
+    made = [_new_port(store, caller, values, item, at) for values, item in read]
+    ports = [port for port, _network in made]
+    generated = [not values["mac_address"] for values, _item in read]
+    for _attempt in range(MAC_GENERATION_RETRIES):
+        try:
+            records.create_ports(store, ports, then=fleet_desired.then_ports([p.id for p in ports]))
+        except PolicyGone as exc:
+            raise policy_not_found(exc.policy_id) from None
+        except NetworkGone as exc:
+            raise network_not_found(exc.network_id) from None
+        except MacAddressInUse as exc:
+            taken = [i for i, p in enumerate(ports) if generated[i] and p.mac_address == exc.mac
+                     and p.network_id == exc.network_id]
+            if not taken:
+                raise NeutronError(409, "MacAddressInUse", str(exc)) from None
+            ports = [replace(p, mac_address=random_mac()) if i in taken else p for i, p in enumerate(ports)]
+            continue
+        return [port_view(p, network.qos_policy_id, admin=caller.is_admin)
+                for p, (_port, network) in zip(ports, made)]
+    raise NeutronError(503, "MacAddressGenerationFailure", "Unable to generate unique mac on network "
+                       f"{made[0][1].id}.")
 
 
 def update_port(store: Store, caller: Caller, port_id: str, body: Any,

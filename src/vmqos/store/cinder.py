@@ -366,6 +366,20 @@ def create_volume(store: Store, volume: StoredVolume,
         conn.execute(insert(volumes).values(**_row(_VOLUME, volume)))
 
 
+def change_volume(store: Store, volume_id: str, change: Callable[[StoredVolume], StoredVolume],
+                  check: Callable[[StoredVolume, StoredVolumeType | None, StoredQosSpec | None], None]) -> StoredVolume:
+    """Replace the volume by `change(volume)` if `check(the changed volume, its type, the type's QoS spec)`
+    passes, all read in one transaction (a resize or retype is checked against the spec it will have)."""
+    with store._tx(f"changing Cinder volume {volume_id}", write=_W) as conn:
+        changed = change(_one(_volumes(conn, volume_id), "volume", volume_id))
+        vtype = _one(_types(conn, changed.type_id), "type", changed.type_id) if changed.type_id else None
+        spec = _one(_specs(conn, vtype.qos_specs_id), "qos_spec", vtype.qos_specs_id) \
+            if vtype is not None and vtype.qos_specs_id else None
+        check(changed, vtype, spec)
+        conn.execute(update(volumes).where(volumes.c.id == volume_id).values(**_row(_VOLUME, changed)))
+        return changed
+
+
 def delete_volume(store: Store, volume_id: str) -> bool:
     with store._tx(f"deleting Cinder volume {volume_id}", write=_W) as conn:
         return bool(conn.execute(delete(volumes).where(volumes.c.id == volume_id)).rowcount)

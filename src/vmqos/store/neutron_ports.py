@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, delete, insert, select, update
@@ -59,6 +60,7 @@ class MacAddressInUse(ConflictError):
     """Neutron's MacAddressInUse: a MAC address is unique in its network."""
 
     def __init__(self, network_id: str, mac: str) -> None:
+        self.network_id, self.mac = network_id, mac
         super().__init__(f"Unable to complete operation for network {network_id}. The mac address {mac} is in use.")
 
 
@@ -186,19 +188,34 @@ def delete_network(store: Store, network_id: str) -> bool:
 def save_port(store: Store, port: StoredPort, *, replaces: int | None = None, then: Then | None = None) -> None:
     """Create the port (`replaces` None) or replace the one at revision `replaces`; `then` in the same
     transaction."""
-    p = neutron_ports.c
-    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags))}
     with store._tx(f"saving port {port.id}", write=WRITER) as conn:
-        if conn.execute(select(neutron_networks.c.id).where(neutron_networks.c.id == port.network_id)).first() is None:
-            raise NetworkGone(port.network_id)
-        _check_policy(conn, port.qos_policy_id)
-        if conn.execute(select(p.id).where(p.network_id == port.network_id, p.mac_address == port.mac_address,
-                                           p.id != port.id)).first():
-            raise MacAddressInUse(port.network_id, port.mac_address)
-        _write(conn, neutron_ports, row, replaces, "port")
+        _write_port(conn, port, replaces)
         bump(conn)
         if then is not None:
             then(conn)
+
+
+def create_ports(store: Store, ports: Sequence[StoredPort], *, then: Then | None = None) -> None:
+    """Create every port or none (Neutron's bulk create, which ML2 makes in one transaction); `then` in
+    the same transaction. A MAC address is checked against the ports written before it in the batch too."""
+    with store._tx(f"creating {len(ports)} ports", write=WRITER) as conn:
+        for port in ports:
+            _write_port(conn, port, None)
+        bump(conn)
+        if then is not None:
+            then(conn)
+
+
+def _write_port(conn: Connection, port: StoredPort, replaces: int | None) -> None:
+    p = neutron_ports.c
+    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags))}
+    if conn.execute(select(neutron_networks.c.id).where(neutron_networks.c.id == port.network_id)).first() is None:
+        raise NetworkGone(port.network_id)
+    _check_policy(conn, port.qos_policy_id)
+    if conn.execute(select(p.id).where(p.network_id == port.network_id, p.mac_address == port.mac_address,
+                                       p.id != port.id)).first():
+        raise MacAddressInUse(port.network_id, port.mac_address)
+    _write(conn, neutron_ports, row, replaces, "port")
 
 
 def delete_port(store: Store, port_id: str, *, then: Then | None = None) -> bool:
