@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from vmqos.agent.feed import DesiredFeed
 from vmqos.agent.watch import Reachability
+from vmqos.core.analysis.usage import period_start
 from vmqos.core.errors import VmqosError
 from vmqos.core.formats.hostfile.codec import to_data
 from vmqos.core.fleet.report import (
@@ -35,7 +36,6 @@ from vmqos.core.fleet.report import (
     port_usage,
     usage_changes,
 )
-from vmqos.core.analysis.usage import period_start
 from vmqos.monitor.daemon import Monitor
 from vmqos.services import monitoring
 from vmqos.store import Store
