@@ -242,3 +242,23 @@ def test_the_reporter_sends_a_ports_usage_when_it_changed_and_again_after_a_refu
         assert reporter.step().usage == ()
     finally:
         store.close()
+
+
+def test_a_report_carries_at_most_usage_ports_ports_usage_and_the_rest_follow(tmp_path):
+    from datetime import UTC, datetime
+
+    from vmqos.agent.reports import Reporter
+    from vmqos.core.analysis.usage import Counted, UsageKey
+    from vmqos.store import monitor as mstore
+
+    server, store = FakeServer(), Store(f"sqlite:///{tmp_path / 'agent.db'}")
+    try:
+        reporter = Reporter(FakeFeed(server), store, None, "http://fake", statuses=lambda: [], applied=lambda: None,
+                            monitor=None, usage_s=3600.0, usage_ports=2)
+        keys = {UsageKey("ingress", f"tap{i}", "10.0.0.5", "192.0.2.1"): Counted(100 * (i + 1), 1) for i in range(5)}
+        mstore.record_usage(store, "", datetime.now(UTC), keys, keys)
+        sent = [[u.device for u in reporter.step().usage] for _ in range(4)]
+        assert sent == [["tap0", "tap1"], ["tap2", "tap3"], ["tap4"], []]
+        assert [len(r.get("usage", [])) for r in server.reports] == [2, 2, 1, 0]
+    finally:
+        store.close()

@@ -10,7 +10,10 @@ simply superseded by the next second's.
 
 Per-IP usage is read from the agent's store (where the monitor folds it) every `usage_s`, and a
 port's goes in a report only when it changed since the server took the last one (core.fleet.report:
-`port_usage`, `usage_changes`); a report the server refused sends it again with the next.
+`port_usage`, `usage_changes`); a report the server refused sends it again with the next. A report
+carries at most USAGE_PORTS ports' usage (the ones waiting longest first; the rest go with the next
+reports, a second later), so that a host whose thousand ports all changed does not send one report of
+tens of megabytes: each port's is at most 4 x USAGE_TOP lines.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from vmqos.store.health import DatabaseGone
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
+USAGE_PORTS = 100  # ports' usage per report
 
 
 def _placed(q: monitoring.Quarantine) -> ReportQuarantine:
@@ -57,6 +61,7 @@ class Reporter:
     def __init__(self, feed: DesiredFeed, store: Store, netns: str | None, server: str, *,
                  statuses: Callable[[], list[PortStatus]], applied: Callable[[], int | None],
                  monitor: Monitor | None, interval_s: float = 1.0, usage_s: float | None = None,
+                 usage_ports: int = USAGE_PORTS,
                  on_sent: Callable[[AgentReport], None] = lambda report: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.feed, self.store, self.netns, self.on_sent = feed, store, netns, on_sent
@@ -71,10 +76,11 @@ class Reporter:
         self._monitor_error = ""
         # read the usage as often as the monitor folds it (reading it more often finds nothing new)
         self.usage_s = usage_s if usage_s is not None else (monitor.config.usage_interval_s if monitor else 60.0)
-        self.clock = clock
+        self.clock, self.usage_ports = clock, usage_ports
         self._next_usage = clock()
         self.usage_sent: dict[str, PortUsage] = {}
-        self.usage: dict[str, PortUsage] = {}  # changed since the server took the last: sent with each report
+        # changed since the server took the last, the longest waiting first (an update keeps a port's place)
+        self.usage: dict[str, PortUsage] = {}
 
     def _sample(self) -> tuple[RateSample, ...]:
         if self.monitor is None:
@@ -121,8 +127,9 @@ class Reporter:
         samples = self._sample()
         self._news()
         self._usage()
+        usage = tuple(u for _, u in zip(range(self.usage_ports), self.usage.values()))
         report = AgentReport(self.applied(), tuple(self.statuses()), samples, tuple(self.events),
-                             tuple(self.quarantines), tuple(u for _, u in sorted(self.usage.items())))
+                             tuple(self.quarantines), usage)
         try:
             lift = self.feed.report(report)
         except DatabaseGone:
@@ -135,8 +142,10 @@ class Reporter:
         self.on_sent(report)
         self.events.clear()
         self.quarantines.clear()
-        self.usage_sent.update(self.usage)
-        self.usage.clear()
+        for u in usage:
+            self.usage_sent[u.device] = u
+            if self.usage.get(u.device) is u:
+                del self.usage[u.device]
         self.sent += 1
         for device in lift or ():
             self._lift(device)

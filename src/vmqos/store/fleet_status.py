@@ -189,6 +189,9 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> li
             raise NotFound(f"host {host} is not registered: PUT /v1/hosts/{host} first (an agent registers "
                            "again whenever a report answers 404)")
         _write_statuses(conn, host, report, at)
+        for batch in chunks(sorted(report.forget)):  # a released device's usage goes with its status
+            conn.execute(delete(fleet_port_usage).where(fleet_port_usage.c.host == host,
+                                                        fleet_port_usage.c.device.in_(batch)))
         if report.events:
             conn.execute(insert(fleet_events), [{**e, "host": host, "received_at": at} for e in report.events])
         lifted = {r.device for r in report.quarantines} | set(report.lifted)
