@@ -203,6 +203,13 @@ def test_port_usage_keeps_the_current_windows_and_the_biggest_pairs_of_each():
     again = port_usage(_totals(at, ("tap1", "egress", "192.0.2.1", 20)), at)
     assert list(usage_changes({**found, **again}, found)) == ["tap1"]
 
+    from vmqos.core.fleet.report import AgentReport, to_wire
+    from vmqos.services.fleet_wire import Report
+
+    body = Report.model_validate(to_wire(AgentReport(None, usage=tuple(found.values()))))  # as the feed sends it
+    assert [(u.device, len(u.lines)) for u in body.usage] == [("tap0", 8), ("tap1", 2)]
+    assert body.usage[0].lines[0].period_start == at.replace(hour=0, minute=0)
+
 
 def test_the_reporter_sends_a_ports_usage_when_it_changed_and_again_after_a_refused_report(tmp_path):
     from datetime import UTC, datetime
