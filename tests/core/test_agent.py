@@ -168,3 +168,104 @@ def test_resync_repairs_drift(host):
     host.kernel.devices[ifb_name("tap0")].objects.clear()  # someone deleted the qdiscs by hand
     wait_for("repaired", lambda: 3_000_000 in host.rates("tap0"))
     assert agent.passes >= 1
+
+
+# ------------------------------------------------------------------ per-IP usage in the reports
+
+
+def _totals(at, *entries):
+    """Hour and day totals of `at` as the monitor folds them: (device, direction, remote, bytes) each."""
+    from vmqos.core.analysis.usage import UsageKey, UsageTotal, period_start
+
+    return [UsageTotal(UsageKey(d, dev, "10.0.0.5", remote), g, period_start(at, g), b, b // 100)
+            for dev, d, remote, b in entries for g in ("hour", "day")]
+
+
+def test_port_usage_keeps_the_current_windows_and_the_biggest_pairs_of_each():
+    from datetime import UTC, datetime, timedelta
+
+    from vmqos.core.fleet.report import port_usage, usage_changes
+
+    at = datetime(2026, 12, 7, 1, 30, tzinfo=UTC)
+    totals = _totals(at, *[("tap0", "egress", f"192.0.2.{i}", 1000 * i) for i in range(1, 8)],
+                     ("tap0", "ingress", "192.0.2.1", 50), ("tap1", "egress", "192.0.2.1", 10))
+    totals += _totals(at - timedelta(days=1), ("tap0", "egress", "198.51.100.1", 10**9))  # yesterday: left out
+    found = port_usage(totals, at, top=3)
+    assert sorted(found) == ["tap0", "tap1"]
+    lines = [(ln.direction, ln.granularity, ln.remote_ip, ln.bytes) for ln in found["tap0"].lines]
+    assert lines == [("egress", "day", "192.0.2.7", 7000), ("egress", "day", "192.0.2.6", 6000),
+                     ("egress", "day", "192.0.2.5", 5000), ("egress", "hour", "192.0.2.7", 7000),
+                     ("egress", "hour", "192.0.2.6", 6000), ("egress", "hour", "192.0.2.5", 5000),
+                     ("ingress", "day", "192.0.2.1", 50), ("ingress", "hour", "192.0.2.1", 50)]
+    earlier = port_usage(_totals(at - timedelta(hours=1), ("tap1", "egress", "198.51.100.1", 9)), at)
+    assert [(ln.granularity, ln.bytes) for ln in earlier["tap1"].lines] == [("day", 9)]  # today's, not this hour's
+    assert usage_changes(found, found) == {}
+    again = port_usage(_totals(at, ("tap1", "egress", "192.0.2.1", 20)), at)
+    assert list(usage_changes({**found, **again}, found)) == ["tap1"]
+
+    from vmqos.core.fleet.report import AgentReport, to_wire
+    from vmqos.services.fleet_wire import Report
+
+    body = Report.model_validate(to_wire(AgentReport(None, usage=tuple(found.values()))))  # as the feed sends it
+    assert [(u.device, len(u.lines)) for u in body.usage] == [("tap0", 8), ("tap1", 2)]
+    assert body.usage[0].lines[0].period_start == at.replace(hour=0, minute=0)
+
+
+def test_the_reporter_sends_a_ports_usage_when_it_changed_and_again_after_a_refused_report(tmp_path):
+    from datetime import UTC, datetime
+
+    from vmqos.agent.reports import Reporter
+    from vmqos.core.analysis.usage import Counted, UsageKey
+    from vmqos.store import monitor as mstore
+
+    server, store = FakeServer(), Store(f"sqlite:///{tmp_path / 'agent.db'}")
+    clock = [0.0]
+    try:
+        reporter = Reporter(FakeFeed(server), store, None, "http://fake", statuses=lambda: [], applied=lambda: None,
+                            monitor=None, usage_s=60.0, clock=lambda: clock[0])
+
+        def fold(remote: str, bytes_: int) -> None:
+            key = UsageKey("egress", "tap0", "10.0.0.5", remote)
+            mstore.record_usage(store, "", datetime.now(UTC), {key: Counted(bytes_, 1)}, {key: Counted(bytes_, 1)})
+
+        assert reporter.step().usage == ()  # nothing counted yet
+        assert "usage" not in server.reports[-1]  # an older server never sees the field it does not know
+        fold("192.0.2.1", 5000)
+        assert reporter.step().usage == ()  # read at most every usage_s
+        clock[0] = 60.0
+        sent = reporter.step().usage
+        assert [(u.device, [(ln.granularity, ln.remote_ip, ln.bytes) for ln in u.lines]) for u in sent] == \
+            [("tap0", [("day", "192.0.2.1", 5000), ("hour", "192.0.2.1", 5000)])]
+        assert [u["device"] for u in server.reports[-1]["usage"]] == ["tap0"]
+        clock[0] = 120.0
+        assert reporter.step().usage == ()  # unchanged: not sent again
+        fold("192.0.2.2", 700)
+        server.set_down(True)
+        clock[0] = 180.0
+        assert len(reporter.step().usage) == 1  # built, not taken
+        server.set_down(False)
+        again = reporter.step().usage  # the next report carries it
+        assert [ln.remote_ip for u in again for ln in u.lines] == ["192.0.2.1", "192.0.2.2", "192.0.2.1", "192.0.2.2"]
+        assert reporter.step().usage == ()
+    finally:
+        store.close()
+
+
+def test_a_report_carries_at_most_usage_ports_ports_usage_and_the_rest_follow(tmp_path):
+    from datetime import UTC, datetime
+
+    from vmqos.agent.reports import Reporter
+    from vmqos.core.analysis.usage import Counted, UsageKey
+    from vmqos.store import monitor as mstore
+
+    server, store = FakeServer(), Store(f"sqlite:///{tmp_path / 'agent.db'}")
+    try:
+        reporter = Reporter(FakeFeed(server), store, None, "http://fake", statuses=lambda: [], applied=lambda: None,
+                            monitor=None, usage_s=3600.0, usage_ports=2)
+        keys = {UsageKey("ingress", f"tap{i}", "10.0.0.5", "192.0.2.1"): Counted(100 * (i + 1), 1) for i in range(5)}
+        mstore.record_usage(store, "", datetime.now(UTC), keys, keys)
+        sent = [[u.device for u in reporter.step().usage] for _ in range(4)]
+        assert sent == [["tap0", "tap1"], ["tap2", "tap3"], ["tap4"], []]
+        assert [len(r.get("usage", [])) for r in server.reports] == [2, 2, 1, 0]
+    finally:
+        store.close()

@@ -96,7 +96,17 @@ def test_the_views_show_a_member_its_project_only_and_an_admin_the_fleet(api):
     assert [(lim["direction"], lim["field"], lim["value"]) for lim in shown["limits"]
             if lim["field"] == "rate_bps"] == [("egress", "rate_bps", 3_000_000)]
     assert shown["limits"][0]["source"].startswith("neutron policy neutron:")
-    assert "not report it to the server" in shown["usage"]
+    assert shown["usage"] is None and "No per-IP usage reported" in shown["usage_note"]
+    agent = found["agent"]
+    usage = {"device": tap, "at": "2026-12-07T01:30:00Z",
+             "lines": [{"direction": "ingress", "local_ip": "10.0.0.5", "remote_ip": "192.0.2.7", "granularity": g,
+                        "period_start": start, "bytes": 4_000, "packets": 4}
+                       for g, start in (("hour", "2026-12-07T01:00:00Z"), ("day", "2026-12-07T00:00:00Z"))]}
+    api.post("/v1/hosts/h1/reports", json={"usage": [usage]}, headers=agent).raise_for_status()
+    shown = api.get(f"/dashboard/api/hosts/h1/ports/{tap}").json()
+    assert [(ln["granularity"], ln["remote_ip"], ln["bytes"]) for ln in shown["usage"]["lines"]] == \
+        [("hour", "192.0.2.7", 4_000), ("day", "192.0.2.7", 4_000)]
+    assert "current hour and day" in shown["usage_note"]
 
     _login(api, "alice", "demo")
     mine = api.get("/dashboard/api/fleet").json()

@@ -302,3 +302,52 @@ def test_the_openapi_document_describes_the_protocol(api):
         {"$ref": "#/components/schemas/Changes"}
     assert {"Snapshot", "Changes", "Desired", "Report", "Registration", "Host", "Port"} <= \
         set(document["components"]["schemas"])
+
+
+def _usage(device: str, at: str, *lines: tuple[str, str, str, int]) -> dict:
+    """A port's usage as an agent reports it: (direction, remote, granularity, bytes) per line."""
+    starts = {"hour": "2026-12-07T01:00:00Z", "day": "2026-12-07T00:00:00Z"}
+    return {"device": device, "at": at,
+            "lines": [{"direction": d, "local_ip": "10.0.0.5", "remote_ip": r, "granularity": g,
+                       "period_start": starts[g], "bytes": b, "packets": b // 1000} for d, r, g, b in lines]}
+
+
+def test_per_ip_usage_is_kept_per_port_replaced_by_the_next_and_shown_to_who_may_read_the_port(api):
+    admin, agent = headers(api), headers(api, "agent-h1", "service")
+    alice, bob = headers(api, "alice", "demo"), headers(api, "bob", "other")
+    mine = policy(api, alice, "mine", 3000)
+    net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=alice), "network")
+    hers = port(api, alice, net["id"], "hers", qos_policy_id=mine)
+    api.put(f"/v2.0/ports/{hers['id']}", json={"port": {"binding:host_id": "h1"}}, headers=admin).raise_for_status()
+    tap = "tap" + hers["id"][:11]
+    revision = api.put("/v1/hosts/h1", json={"agent_version": "0.1.0"}, headers=agent).json()["host"][
+        "desired_revision"]
+    path = f"/v1/hosts/h1/ports/{tap}/usage"
+    assert api.get(path, headers=admin).json() == {"usage": None}  # nothing reported yet
+
+    first = _usage(tap, "2026-12-07T01:30:00Z", ("egress", "192.0.2.1", "hour", 5_000),
+                   ("egress", "192.0.2.1", "day", 9_000), ("ingress", "192.0.2.2", "day", 7_000))
+    stranger = _usage("vq-unknown", "2026-12-07T01:30:00Z", ("egress", "192.0.2.9", "day", 1))
+    report = {"applied_revision": revision, "ports": [{"device": tap, "revision": revision, "status": "in_sync"}],
+              "usage": [first, stranger]}
+    assert api.post("/v1/hosts/h1/reports", json=report, headers=agent).status_code == 200
+    shown = api.get(path, headers=alice).json()["usage"]  # her port: she reads its usage
+    assert shown["at"] == "2026-12-07T01:30:00Z"
+    assert [(ln["direction"], ln["remote_ip"], ln["granularity"], ln["bytes"], ln["packets"]) for ln in shown["lines"]] \
+        == [("egress", "192.0.2.1", "hour", 5_000, 5), ("egress", "192.0.2.1", "day", 9_000, 9),
+            ("ingress", "192.0.2.2", "day", 7_000, 7)]
+    _error(api.get(path, headers=bob), 404, "NotFound")  # not his project's port
+    _error(api.get("/v1/hosts/h1/ports/vq-unknown/usage", headers=admin), 404, "NotFound")  # no row, no status: dropped
+
+    older = {"applied_revision": revision, "ports": [{"device": tap, "revision": revision, "status": "in_sync"}]}
+    assert api.post("/v1/hosts/h1/reports", json=older, headers=agent).status_code == 200  # an agent without usage
+    assert api.get(path, headers=admin).json()["usage"] == shown  # the last word stays
+    second = _usage(tap, "2026-12-07T01:31:00Z", ("egress", "192.0.2.3", "day", 100))
+    assert api.post("/v1/hosts/h1/reports", json={"usage": [second]}, headers=agent).status_code == 200
+    assert [ln["remote_ip"] for ln in api.get(path, headers=admin).json()["usage"]["lines"]] == ["192.0.2.3"]
+
+    too_many = _usage(tap, "2026-12-07T01:32:00Z", *[("egress", f"192.0.2.{i % 250}", "day", i) for i in range(1001)])
+    bad_direction = _usage(tap, "2026-12-07T01:32:00Z", ("sideways", "192.0.2.1", "day", 1))
+    for bad in (too_many, bad_direction):
+        assert _error(api.post("/v1/hosts/h1/reports", json={"usage": [bad]}, headers=agent), 400, "InvalidInput")
+    assert [ln["remote_ip"] for ln in api.get(path, headers=admin).json()["usage"]["lines"]] == ["192.0.2.3"]

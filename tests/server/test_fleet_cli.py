@@ -20,7 +20,7 @@ import pytest
 
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_desired
-from vmqos.services.fleet_wire import PortReport, Registration, Report, RevisionGone
+from vmqos.services.fleet_wire import PortReport, PortUsage, Registration, Report, RevisionGone, UsageLine
 from vmqos.services.server_client import ServerClient, ServerForbidden, ServerUnauthorized, ServerUnreachable
 from vmqos.store import Store
 
@@ -80,8 +80,13 @@ def test_a_rule_changed_with_the_openstack_cli_reaches_a_waiting_agent(server):
     assert seen["waited"] < 20 and [r.device for r in changed.changes] == [device]
     new_limit = changed.changes[0].as_policy()
     assert new_limit is not None and new_limit.qos.egress.bandwidth.rate_bps == 4_000_000  # type: ignore[union-attr]
+    line = UsageLine(direction="egress", local_ip="10.0.0.5", remote_ip="192.0.2.7", granularity="day",
+                     period_start=datetime(2026, 12, 7, tzinfo=UTC), bytes=4096, packets=4)
+    assert agent.usage(device).usage is None
     agent.report(Report(applied_revision=changed.revision,
-                        ports=[PortReport(device=device, revision=changed.changes[0].revision, status="in_sync")]))
+                        ports=[PortReport(device=device, revision=changed.changes[0].revision, status="in_sync")],
+                        usage=[PortUsage(device=device, at=datetime(2026, 12, 7, 1, tzinfo=UTC), lines=[line])]))
+    assert agent.usage(device).usage.lines == [line]  # type: ignore[union-attr]
 
     hosts = json.loads(_ok(_vmqos_as_admin(server, "fleet", "hosts", "--json")).stdout)
     assert [(h["name"], h["status"], h["ports"]) for h in hosts] == [(HOST, "in_sync", 1)]

@@ -63,6 +63,7 @@ class AgentSettings:
     wait_s: float = 30.0  # the long poll's wait (the protocol allows up to 60 s)
     backoff_max_s: float = BACKOFF_MAX_S
     report_s: float = 1.0
+    usage_s: float | None = None  # how often per-IP usage is read for the reports; None: the monitor's fold
     metrics_listen: str | None = None
     libvirt: str | None = None  # a URI; None: libvirt's default, tried quietly
     use_libvirt: bool = True
@@ -153,7 +154,7 @@ class Agent:
         self.monitor = Monitor(store, s.netns, s.monitor) if s.monitor is not None else None
         self.reporter = Reporter(feed, store, s.netns, s.server, statuses=self.statuses,
                                  applied=lambda: self.applied_revision, monitor=self.monitor, interval_s=s.report_s,
-                                 on_sent=self._reported)
+                                 usage_s=s.usage_s, on_sent=self._reported)
         self.exporter: Exporter | None = None
         self.passes = 0
         self._threads: list[threading.Thread] = []

@@ -34,6 +34,7 @@ from vmqos.services.fleet_wire import (
     Report,
     ReportAnswer,
     Snapshot,
+    UsageAnswer,
     check_host,
 )
 from vmqos.services.identity import Caller
@@ -116,6 +117,12 @@ def list_ports(request: Request, host: str | None = Query(None), who: Caller = D
 @router.get("/hosts/{host}/ports/{device}", responses=ERRORS, summary="One device of a host")
 def show_port(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> PortAnswer:
     return PortAnswer(port=fleet_hosts.show_port(_store(request), who, host, device))
+
+
+@router.get("/hosts/{host}/ports/{device}/usage", responses=ERRORS,
+            summary="A device's per-IP usage of the current hour and day, as its agent last reported it")
+def show_usage(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> UsageAnswer:
+    return fleet_hosts.port_usage(_store(request), who, host, device)
 
 
 @router.put("/hosts/{host}/ports/{device}", responses=ERRORS,

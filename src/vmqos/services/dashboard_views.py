@@ -25,7 +25,7 @@ from vmqos.core.formats.hostfile.codec import from_data, policy_from_data
 from vmqos.core.model.network import NetworkQos
 from vmqos.services import fleet_hosts
 from vmqos.services.dashboard_live import LiveHistory, Point
-from vmqos.services.fleet_wire import Event, Port, Quarantine, Rates
+from vmqos.services.fleet_wire import Event, Port, PortUsage, Quarantine, Rates
 from vmqos.services.identity import Caller
 from vmqos.store import Store
 
@@ -114,7 +114,8 @@ class PortView(View):
     history: list[Point]
     history_since: datetime
     events: list[Event]
-    usage: str  # what the server knows of per-IP usage
+    usage: PortUsage | None  # the port's per-IP usage of this hour and day, as its agent last reported it
+    usage_note: str  # what the page says of it
     verify: str  # what the server knows of verify runs
 
 
@@ -124,8 +125,10 @@ class EventsView(View):
     quarantines: list[Quarantine]
 
 
-NO_USAGE = ("Per-IP usage is counted by each host's agent in its own store (`vmqos usage` on the host); "
-            "agents do not report it to the server, so the dashboard cannot show it.")
+NO_USAGE = ("No per-IP usage reported for this port yet: the agent's monitor counts it and reports what changed "
+            "once a minute (an agent without its monitor, or older than the report's `usage` field, reports none).")
+USAGE_NOTE = ("Bytes (frames) and packets per address pair that passed the port's limits in the current hour and "
+              "day; the agent reports the biggest pairs of each window and refreshes them once a minute.")
 NO_VERIFY = ("`vmqos verify` runs on a host against its own kernel and keeps its plots there; they are not "
              "reported to the server, so the dashboard cannot show them.")
 
@@ -257,6 +260,7 @@ def port(store: Store, caller: Caller, live: LiveHistory, host_name: str, device
     """One port: its limits and their sources, its status, its last minutes of samples (above `since`,
     when given: a stream sends only what is new), its events."""
     found = fleet_hosts.show_port(store, caller, host_name, device)
+    usage = fleet_hosts.usage_of(store, found)
     eff = effective(found)
     limits = [Limit(direction=d, field=name, value=value.value, source=value.source)  # type: ignore[arg-type]
               for d, side in (("egress", eff.egress), ("ingress", eff.ingress))
@@ -270,7 +274,7 @@ def port(store: Store, caller: Caller, live: LiveHistory, host_name: str, device
                     reported_at=found.reported_at, quarantine=found.quarantine, limits=limits, rows=_rows(found),
                     history=live.points(host_name, device, since), history_since=live.started_at,
                     events=fleet_hosts.list_events(store, caller, host=host_name, device=device, limit=PORT_EVENTS),
-                    usage=NO_USAGE, verify=NO_VERIFY)
+                    usage=usage, usage_note=USAGE_NOTE if usage is not None else NO_USAGE, verify=NO_VERIFY)
 
 
 def events(store: Store, caller: Caller) -> EventsView:

@@ -31,11 +31,13 @@ from vmqos.services.fleet_wire import (
     Inventory,
     NativePort,
     Port,
+    PortUsage,
     Quarantine,
     Registration,
     Report,
     ReportAnswer,
     Sample,
+    UsageAnswer,
     check_host,
 )
 from vmqos.services.identity import Caller
@@ -113,7 +115,7 @@ def report(store: Store, caller: Caller, host: str, body: Report, *, now: dateti
     quarantines someone asked to lift (`request_lift`), which the agent lifts."""
     access.check_host(caller, check_host(host), "reporting")
     at = _now(now)
-    reported = {p.device for p in body.ports} | {s.device for s in body.samples}
+    reported = {p.device for p in body.ports} | {s.device for s in body.samples} | {u.device for u in body.usage}
     rows = {key[1]: row for key, row in desired_records.rows_at(store, [(host, d) for d in reported]).items()}
     live = {device for device, row in rows.items() if row.policy is not None}
     released = {p.device for p in body.ports if p.status == "in_sync" and p.device not in live}
@@ -127,8 +129,10 @@ def report(store: Store, caller: Caller, host: str, body: Report, *, now: dateti
     placed = [QuarantineRecord(host, q.device, q.since, q.reason, None if q.qos is None else json.dumps(q.qos))
               for q in body.quarantines if not q.lifted]
     lifted = [q.device for q in body.quarantines if q.lifted]
+    usage = [(u.device, u.model_dump_json(), u.at) for u in body.usage  # kept as the samples are
+             if u.device in live or u.device in status_devices]
     asked = records.save_report(store, host, ReportRows(body.applied_revision, statuses, sorted(released), samples,
-                                                        events, placed, lifted), at)
+                                                        events, placed, lifted, usage), at)
     return ReportAnswer(lift=asked)
 
 
@@ -197,6 +201,18 @@ def show_port(store: Store, caller: Caller, host: str, device: str) -> Port:
         raise NotFound(f"device {device} on host {host}: the server wants nothing of it and its agent reported "
                        "nothing (GET /v1/ports?host=HOST lists the host's)")
     return _port(key, row, status, held[0] if held else None)
+
+
+def port_usage(store: Store, caller: Caller, host: str, device: str) -> UsageAnswer:
+    """A device's per-IP usage (the current hour and day, as its agent last reported it), to whoever may
+    read the port (`show_port`: 404 otherwise)."""
+    return UsageAnswer(usage=usage_of(store, show_port(store, caller, host, device)))
+
+
+def usage_of(store: Store, port: Port) -> PortUsage | None:
+    """The usage of a port its caller was shown (`show_port` decided that they may read it)."""
+    found = records.port_usage(store, port.host, port.device)
+    return None if found is None else PortUsage.model_validate_json(found)
 
 
 def set_native(store: Store, caller: Caller, host: str, device: str, body: NativePort) -> Port:

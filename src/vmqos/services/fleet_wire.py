@@ -222,12 +222,36 @@ class QuarantineReport(Wire):
     qos: dict[str, Any] | None = Field(None, description="the quarantine's limits in the host file's form")
 
 
+MAX_USAGE_LINES = 1000  # per port: 4 windows x the agent's top 50 (core.fleet.report.USAGE_TOP), with room
+
+
+class UsageLine(Wire):
+    direction: Literal["ingress", "egress"] = Field(description="ingress: towards the instance; egress: sent by it")
+    local_ip: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="the instance's address")
+    remote_ip: Annotated[str, Field(min_length=1, max_length=64)]
+    granularity: Literal["hour", "day"]
+    period_start: Instant
+    bytes: Count = Field(description="frames' bytes (L2) that passed the port's limits in the window")
+    packets: Count
+
+
+class PortUsage(Wire):
+    """A port's per-IP usage in the current hour and day, as the agent's store held it at `at` (the agent
+    sends the biggest address pairs of each window only)."""
+
+    device: Device
+    at: Instant
+    lines: Annotated[list[UsageLine], Field(max_length=MAX_USAGE_LINES)] = Field(default_factory=list)
+
+
 class Report(Wire):
     applied_revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] | None = None
     ports: Annotated[list[PortReport], AfterValidator(_at_most)] = Field(default_factory=list)
     samples: Annotated[list[Sample], AfterValidator(_at_most)] = Field(default_factory=list)
     events: Annotated[list[EventReport], AfterValidator(_at_most)] = Field(default_factory=list)
     quarantines: Annotated[list[QuarantineReport], AfterValidator(_at_most)] = Field(default_factory=list)
+    usage: Annotated[list[PortUsage], AfterValidator(_at_most)] = Field(
+        default_factory=list, description="per-IP usage of the ports whose usage changed (optional)")
 
 
 class ReportAnswer(Wire):
@@ -281,6 +305,10 @@ class Port(Wire):
 
 class PortAnswer(Wire):
     port: Port
+
+
+class UsageAnswer(Wire):
+    usage: PortUsage | None = Field(description="the agent's last word on the port's per-IP usage; null: none yet")
 
 
 class PortList(Wire):

@@ -40,6 +40,7 @@ from vmqos.services.fleet_wire import (
     ReportAnswer,
     RevisionGone,
     Snapshot,
+    UsageAnswer,
 )
 
 URL_ENV = "VMQOS_URL"
@@ -201,6 +202,12 @@ class ServerClient:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
         assert found is not None
         return found.port
+
+    def usage(self, device: str, host: str | None = None) -> UsageAnswer:
+        """A device's per-IP usage of the current hour and day, as its agent last reported it."""
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}/usage", UsageAnswer)
+        assert found is not None
+        return found
 
     def events(self, host: str | None = None, device: str | None = None, limit: int = 100) -> EventList:
         found = self._call("GET", "/v1/events", EventList, params={"host": host, "device": device, "limit": limit})

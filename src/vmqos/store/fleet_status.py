@@ -21,6 +21,7 @@ from vmqos.store.fleet_tables import (
     fleet_events,
     fleet_hosts,
     fleet_port_status,
+    fleet_port_usage,
     fleet_quarantines,
 )
 from vmqos.store.neutron_tables import neutron_ports
@@ -98,6 +99,7 @@ class ReportRows:
     events: Sequence[dict[str, Any]] = ()
     quarantines: Sequence[QuarantineRecord] = ()
     lifted: Sequence[str] = ()
+    usage: Sequence[tuple[str, str, datetime]] = ()  # (device, JSON, when the agent read it)
 
 
 def _project_keys(project_id: str) -> Any:
@@ -187,6 +189,9 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> li
             raise NotFound(f"host {host} is not registered: PUT /v1/hosts/{host} first (an agent registers "
                            "again whenever a report answers 404)")
         _write_statuses(conn, host, report, at)
+        for batch in chunks(sorted(report.forget)):  # a released device's usage goes with its status
+            conn.execute(delete(fleet_port_usage).where(fleet_port_usage.c.host == host,
+                                                        fleet_port_usage.c.device.in_(batch)))
         if report.events:
             conn.execute(insert(fleet_events), [{**e, "host": host, "received_at": at} for e in report.events])
         lifted = {r.device for r in report.quarantines} | set(report.lifted)
@@ -195,7 +200,27 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> li
         if report.quarantines:
             conn.execute(insert(fleet_quarantines), [{**{c: getattr(r, c) for c in _QUARANTINE},
                                                       "reported_at": at} for r in report.quarantines])
+        _write_usage(conn, host, report.usage, at)
         return _lifts_asked(conn, host)
+
+
+def _write_usage(conn: Connection, host: str, usage: Sequence[tuple[str, str, datetime]], at: datetime) -> None:
+    """Each reported device's usage replaces its last (the last one sent for a device wins)."""
+    rows = {device: {"host": host, "device": device, "usage": data, "at": when, "reported_at": at}
+            for device, data, when in usage}
+    u = fleet_port_usage.c
+    for batch in chunks(sorted(rows)):
+        conn.execute(delete(fleet_port_usage).where(u.host == host, u.device.in_(batch)))
+    if rows:
+        conn.execute(insert(fleet_port_usage), list(rows.values()))
+
+
+def port_usage(store: Store, host: str, device: str) -> str | None:
+    """The device's last reported usage (JSON), None when its agent reported none."""
+    u = fleet_port_usage.c
+    with store._tx("reading a port's usage") as conn:
+        found: str | None = conn.execute(select(u.usage).where(u.host == host, u.device == device)).scalar()
+    return found
 
 
 def _lifts_asked(conn: Connection, host: str) -> list[str]:

@@ -11,8 +11,8 @@
 - `fleet_devices`: the device every bound Neutron port names on its host, so that the ports that
   compete for one device (the first one made keeps it) are found with one indexed read instead of
   every port of the host.
-- `fleet_hosts`, `fleet_port_status`, `fleet_events`, `fleet_quarantines`: what the agents register
-  and report.
+- `fleet_hosts`, `fleet_port_status`, `fleet_events`, `fleet_quarantines`, `fleet_port_usage`: what
+  the agents register and report.
 
 They are the server's derived state: `services.fleet_desired.refresh` rebuilds `fleet_desired` and
 `fleet_devices` from the Neutron tables at every start, and every Neutron write refreshes the
@@ -119,6 +119,19 @@ class FleetQuarantineRow(Base):
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class FleetPortUsageRow(Base):
+    """A device's per-IP usage of the current hour and day as its agent last reported it (JSON of
+    services.fleet_wire.PortUsage): replaced by the next, never merged (the agent sends the whole window)."""
+
+    __tablename__ = "fleet_port_usage"
+
+    host: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)  # when the agent read it
+    usage: Mapped[str] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 fleet_desired = table_of(FleetDesiredRow)
 fleet_counters = table_of(FleetCounterRow)
 fleet_devices = table_of(FleetDeviceRow)
@@ -126,3 +139,4 @@ fleet_hosts = table_of(FleetHostRow)
 fleet_port_status = table_of(FleetPortStatusRow)
 fleet_events = table_of(FleetEventRow)
 fleet_quarantines = table_of(FleetQuarantineRow)
+fleet_port_usage = table_of(FleetPortUsageRow)

@@ -2,6 +2,7 @@
 // limit drawn in, the effective limits with the source of each, the kernel's status, quarantine, events.
 import { h, rate, pps, ago, badge, link, hostHref } from "./util.js";
 import { eventTable, quarantineTable } from "./events.js";
+import { usageTable } from "./usage.js";
 
 const WINDOW_S = 300;
 const LIMIT_FIELDS = { rate_bps: rate, peak_bps: rate, burst_bytes: (v) => `${v} bytes`, pps: pps,
@@ -39,13 +40,14 @@ export function mount(main, ctx) {
     class: `dir ${d}`, dataset: { direction: d }, onclick: () => { direction = d; draw(); } }, d)));
   const head = h("p", { id: "port-head" }), limits = h("div", { id: "limits" }), kernel = h("div", { id: "kernel" });
   const held = h("div", { id: "port-quarantine" }), evts = h("div"), notes = h("div", { id: "port-notes" });
+  const usage = h("div", { id: "port-usage" });
   const historyNote = h("p", { class: "muted hint", id: "history-note" });
   main.replaceChildren(h("h1", {}, `Port ${device} `, h("span", { class: "muted" }, "on "), link(hostHref(host), host)),
     head, h("p", {}, "direction (the instance's point of view): ", toggle), historyNote,
     h("div", { class: "charts" }, rates.target, packets.target),
     h("h2", {}, "Effective limits"), limits, h("h2", {}, "Kernel"), kernel, h("h2", {}, "Quarantine"), held,
-    h("h2", {}, "Events"), evts, h("h2", {}, "Per-IP usage and verify runs"), notes);
-  let lastLimits = "", lastHeld = "";
+    h("h2", {}, "Events"), evts, h("h2", {}, "Per-IP usage"), usage, h("h2", {}, "Verify runs"), notes);
+  let lastLimits = "", lastHeld = "", lastUsage = "";
 
   function draw() {
     const s = series[direction];
@@ -93,7 +95,12 @@ export function mount(main, ctx) {
         held.replaceChildren(quarantineTable(frame.quarantine ? [frame.quarantine] : [], frame.who));
       }
       evts.replaceChildren(eventTable(frame.events));
-      notes.replaceChildren(h("p", { class: "muted" }, frame.usage), h("p", { class: "muted" }, frame.verify));
+      const usageKey = JSON.stringify(frame.usage);
+      if (usageKey !== lastUsage) {  // once a minute at most: the table keeps its selection in between
+        lastUsage = usageKey;
+        usage.replaceChildren(usageTable(frame.usage, frame.usage_note));
+      }
+      notes.replaceChildren(h("p", { class: "muted" }, frame.verify));
     },
   };
 }

@@ -5,19 +5,28 @@ kernel holds it), `pending` (not applied yet: its device does not exist, or a pa
 `drift` (the kernel holds something vmqos did not make in its way, or another manager owns the
 device here) or `error` (with the message). Rates are the monitor's last interval, in whole bit/s
 and packets/s, from the limiters' own counters (offered / delivered / dropped).
+
+Per-IP usage (optional, additive: an older agent sends none) is the monitor's hour and day totals of
+the current hour and day, per port: for each (direction, granularity) the USAGE_TOP address pairs
+that counted the most bytes. The agent sends a port's usage only when it changed since the last one
+the server took, and reads it at most once per fold of the monitor (60 s by default), so a report
+holds at most 4 × USAGE_TOP lines per port and most reports none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
+from vmqos.core.analysis.usage import GRANULARITIES, UsageTotal, period_start
 from vmqos.core.model.network import DIRECTIONS
 
 STATUSES = ("in_sync", "pending", "drift", "error")
+USAGE_TOP = 50  # address pairs per port, direction and window (hour, day) in a report
 
 
 @dataclass(frozen=True)
@@ -78,12 +87,58 @@ class ReportQuarantine:
 
 
 @dataclass(frozen=True)
+class UsageLine:
+    """Bytes (frames, L2) and packets between the instance's address and a remote one in one window."""
+
+    direction: str  # ingress: towards the instance; egress: sent by it
+    local_ip: str
+    remote_ip: str
+    granularity: str  # "hour" or "day"
+    period_start: datetime
+    bytes: int
+    packets: int
+
+
+@dataclass(frozen=True)
+class PortUsage:
+    """A port's usage in the current hour and day, as the agent's store held it at `at`."""
+
+    device: str
+    at: datetime
+    lines: tuple[UsageLine, ...]
+
+
+@dataclass(frozen=True)
 class AgentReport:
     applied_revision: int | None
     ports: tuple[PortStatus, ...] = ()
     samples: tuple[RateSample, ...] = ()
     events: tuple[ReportEvent, ...] = ()
     quarantines: tuple[ReportQuarantine, ...] = ()
+    usage: tuple[PortUsage, ...] = ()
+
+
+def port_usage(totals: Iterable[UsageTotal], at: datetime, top: int = USAGE_TOP) -> dict[str, PortUsage]:
+    """Per device, the totals of the hour and the day `at` falls in, the `top` biggest (by bytes, then
+    packets, then addresses: a stable choice) of each (direction, granularity); older windows are left out."""
+    current = {g: period_start(at, g) for g in GRANULARITIES}
+    groups: dict[tuple[str, str, str], list[UsageTotal]] = {}
+    for t in totals:
+        if current.get(t.granularity) == t.period_start:
+            groups.setdefault((t.key.device, t.key.direction, t.granularity), []).append(t)
+    lines: dict[str, list[UsageLine]] = {}
+    for (device, _direction, _granularity), found in sorted(groups.items()):
+        found.sort(key=lambda t: (-t.bytes, -t.packets, t.key.local_ip, t.key.remote_ip))
+        lines.setdefault(device, []).extend(
+            UsageLine(t.key.direction, t.key.local_ip, t.key.remote_ip, t.granularity, t.period_start, t.bytes,
+                      t.packets) for t in found[:top])
+    return {device: PortUsage(device, at, tuple(found)) for device, found in lines.items()}
+
+
+def usage_changes(fresh: dict[str, PortUsage], sent: dict[str, PortUsage]) -> dict[str, PortUsage]:
+    """The ports whose lines differ from the last ones the server took (a new window counts as a change;
+    a port with no line left is not sent: the server keeps its last, dated, word)."""
+    return {d: u for d, u in fresh.items() if d not in sent or sent[d].lines != u.lines}
 
 
 def _at(when: datetime) -> str:
@@ -102,7 +157,16 @@ def to_wire(report: AgentReport) -> dict[str, Any]:
                    for e in report.events],
         "quarantines": [{"device": q.device, "since": _at(q.since), "reason": q.reason, "lifted": q.lifted,
                          "qos": q.qos} for q in report.quarantines],
+        # only when there is some: a server older than the field refuses unknown fields
+        **({"usage": [usage_wire(u) for u in report.usage]} if report.usage else {}),
     }
+
+
+def usage_wire(usage: PortUsage) -> dict[str, Any]:
+    return {"device": usage.device, "at": _at(usage.at),
+            "lines": [{"direction": ln.direction, "local_ip": ln.local_ip, "remote_ip": ln.remote_ip,
+                       "granularity": ln.granularity, "period_start": _at(ln.period_start), "bytes": ln.bytes,
+                       "packets": ln.packets} for ln in usage.lines]}
 
 
 def port_status(device: str, revision: int, *, in_sync: bool, error: str | None, missing: bool, absent: bool,
