@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.drivers.process import in_netns, netns_exists, run
+from vmqos.lab.control_plane import CliRun
 from vmqos.lab.fleet_topology import MGMT_BRIDGE, MGMT_DEVICE, MGMT_PREFIX, SERVER_ADDRESS, Fleet, FleetHost
 from vmqos.lab.netns_lab import _batch, lab_down, lab_up
 
@@ -285,6 +286,19 @@ def admin_env(name: str) -> dict[str, str]:
     status = fleet_status(name)
     assert status is not None
     return os_env(status.server_url, ADMIN, (where / "admin.password").read_text().strip(), ADMIN)
+
+
+def admin_vmqos(name: str, args: list[str], timeout: float = 60.0) -> CliRun:
+    """`vmqos ARGS` as the fleet's admin (its OS_* variables) inside its control namespace, where the
+    server answers: what an operator on the controller reads with `vmqos fleet ...`."""
+    status = fleet_status(name)
+    if status is None:
+        raise NotFound(f"no fleet {name!r} is up: `vmqos lab up --hosts N --name {name}` builds it")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")} | admin_env(name)
+    argv = _vmqos(*args)
+    done = subprocess.run(in_netns(argv, status.ctl_ns), env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return CliRun(tuple(args), done.returncode, done.stdout, done.stderr)
 
 
 def partition(name: str, index: int, *, cut: bool) -> None:
