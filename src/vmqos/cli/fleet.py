@@ -129,3 +129,35 @@ def show_remote(server: str | None, host: str | None, device: str, as_json: bool
         print_json(found.model_dump(mode="json"))
         return
     print_port(found)
+
+
+@fleet.command("quarantines")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--host", "host", metavar="HOST", help="only this host's quarantines")
+@click.option("--json", "as_json", is_flag=True, help="print the quarantines as JSON")
+def quarantines(server: str | None, host: str | None, as_json: bool) -> None:
+    """The quarantines in force on every host, as their agents' monitors placed them (a flood's source).
+
+    An agent reports a quarantine when its monitor places it and again when it is lifted, so that
+    the server lists it fleet-wide, and still lists it while the agent is away.
+
+    \b
+    Examples:
+      vmqos fleet quarantines --server http://ctl:9696
+      vmqos fleet quarantines --server http://ctl:9696 --host compute1 --json
+    """
+    found = client(server).quarantines(host).quarantines
+    if as_json:
+        print_json([q.model_dump(mode="json") for q in found])
+        return
+    if not found:
+        stdout.print("no quarantine in force")
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("host", "device", "since", "reason"):
+        table.add_column(column)
+    for q in found:
+        table.add_row(q.host, q.device, q.since.isoformat(timespec="seconds"), q.reason)
+    stdout.print(table)
