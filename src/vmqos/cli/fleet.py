@@ -1,4 +1,4 @@
-"""`vmqos fleet hosts|ports` and `vmqos port show DEV --server URL --host H`: a server's fleet, read over /v1.
+"""`vmqos fleet hosts|ports` and `vmqos port show|set|clear DEV --server URL --host H`: a server's fleet over /v1.
 
 The command line talks to the server with services.server_client (keystoneauth1, the OS_* variables
 the openstack CLI uses), never to its database: what it shows is what the server says. The client
@@ -15,6 +15,7 @@ from vmqos.cli.output import print_json, stdout
 from vmqos.core.units import human_rate
 
 if TYPE_CHECKING:
+    from vmqos.core.desired.ports import PortChange
     from vmqos.services.fleet_wire import Port, Sample
     from vmqos.services.server_client import ServerClient
 
@@ -120,12 +121,42 @@ def ports(server: str | None, host: str | None, as_json: bool) -> None:
     stdout.print(table)
 
 
-def show_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
-    """`vmqos port show DEV --server URL --host HOST`."""
+def _needs_host(host: str | None) -> str:
     if not host:
         raise click.UsageError("--server needs --host HOST: the host the port is on")
-    found = client(server).port(device, host)
+    return host
+
+
+def show_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
+    """`vmqos port show DEV --server URL --host HOST`."""
+    found = client(server).port(device, _needs_host(host))
     if as_json:
         print_json(found.model_dump(mode="json"))
         return
     print_port(found)
+
+
+def set_remote(server: str | None, host: str | None, device: str, change: PortChange, as_json: bool) -> None:
+    """`vmqos port set DEV --server URL --host HOST ...`: the device as the server then has it."""
+    from vmqos.services.fleet_remote import check_change
+    from vmqos.services.fleet_remote import set_remote as set_on_server
+
+    where = _needs_host(host)
+    check_change(device, change)  # a bad value: the local command's message, before credentials are needed
+    found = set_on_server(client(server), where, device, change)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    print_port(found)
+
+
+def clear_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
+    """`vmqos port clear DEV --server URL --host HOST`."""
+    from vmqos.services.fleet_remote import clear_remote as clear_on_server
+
+    where = _needs_host(host)
+    clear_on_server(client(server), where, device)
+    if as_json:
+        print_json({"host": where, "device": device, "cleared": True})
+        return
+    stdout.print(f"{device} on host {where}: native limits released; its agent removes them", markup=False)

@@ -31,6 +31,7 @@ from vmqos.services.fleet_wire import (
     Host,
     HostAnswer,
     HostList,
+    NativePort,
     Port,
     PortAnswer,
     PortList,
@@ -202,6 +203,17 @@ class ServerClient:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
         assert found is not None
         return found.port
+
+    def set_port(self, device: str, body: NativePort, host: str | None = None) -> Port:
+        """Give a device its limits with the native API (admin; 409 when a Neutron port names the device)."""
+        found = self._call("PUT", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer,
+                           body=body)
+        assert found is not None
+        return found.port
+
+    def clear_port(self, device: str, host: str | None = None) -> None:
+        """Release a device's native limits (admin)."""
+        self._call("DELETE", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", None)
 
     def usage(self, device: str, host: str | None = None) -> UsageAnswer:
         """A device's per-IP usage of the current hour and day, as its agent last reported it."""
