@@ -1,0 +1,92 @@
+"""`vmqos port set|show|clear DEV --server URL --host HOST` (issue 14, the native API): the real CLI against a
+real `vmqos server` subprocess, as an admin, as a member of another project, and with a bad value.
+
+The edit is the local command's (domiftune semantics: an absent direction keeps its value, `0` clears it),
+sent through the native PUT; the values below are checked in canonical units, read back from the server.
+Cost: one server start (~6 s) and ten CLI processes (~12 s on 2 vCPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vmqos.core.formats.hostfile import policy_from_data
+
+from .conftest import ADMIN_PASSWORD, PASSWORD, free_port
+
+pytestmark = pytest.mark.server
+HOST = "vqnative1"
+DEVICE = "vq-nat0"
+
+
+def _cli(server, *args: str, user: str = "admin", project: str = "admin",
+         url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `vmqos` CLI with the openstack CLI's OS_* credentials and $VMQOS_URL (no --server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))}
+    env |= {"OS_USERNAME": user, "OS_PASSWORD": ADMIN_PASSWORD if user == "admin" else PASSWORD,
+            "OS_PROJECT_NAME": project, "VMQOS_URL": url or server.url}
+    return subprocess.run([sys.executable, "-m", "vmqos.cli.main", *args], cwd=server.cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def _qos(port: dict):
+    return policy_from_data("read-back", port["policy"]).qos
+
+
+def test_port_set_show_clear_against_a_server(server):
+    # --inbound as virsh domiftune: 12800 kB/s average = 102.4 Mbit/s, burst 64 KiB; --outbound with a peak
+    made = json.loads(_ok(_cli(server, "port", "set", DEVICE, "--server", server.url, "--host", HOST,
+                               "--inbound", "12800,0,64", "--outbound", "1000,2000,32", "--json")))
+    assert (made["host"], made["device"], made["source"]) == (HOST, DEVICE, "native")
+    qos = _qos(made)
+    assert qos.ingress.bandwidth.rate_bps == 102_400_000 and qos.ingress.bandwidth.burst_bytes == 65_536
+    assert (qos.egress.bandwidth.rate_bps, qos.egress.bandwidth.peak_bps) == (8_000_000, 16_000_000)
+
+    # an absent direction keeps its value, 0 clears one: read from the server, changed, written back;
+    # --server defaults to $VMQOS_URL when --host is given
+    changed = json.loads(_ok(_cli(server, "port", "set", DEVICE, "--host", HOST, "--outbound", "0", "--json")))
+    qos = _qos(changed)
+    assert qos.ingress.bandwidth.rate_bps == 102_400_000 and qos.egress.bandwidth is None
+    assert changed["desired_revision"] > made["desired_revision"]
+
+    shown = _ok(_cli(server, "port", "show", DEVICE, "--server", server.url, "--host", HOST))
+    assert f"{DEVICE} on host {HOST}" in shown and "native:vq-nat0: ingress rate 102400kbit, burst 64kb" in shown
+
+    # the local command's own message for a bad value, before any request (here: floor on outbound)
+    bad = _one_line_error(_cli(server, "port", "set", DEVICE, "--host", HOST, "--outbound", "100,0,0,5"))
+    assert bad.startswith("vmqos: error: --outbound: 5 is not valid: libvirt accepts floor only on inbound")
+
+    # a member of another project: 403 with the server's message; and the port is not theirs to see
+    refused = _one_line_error(_cli(server, "port", "set", DEVICE, "--host", HOST, "--inbound", "10,0,0",
+                                   user="bob", project="other"))
+    assert "403" in refused and "admin only" in refused and "bob" in refused
+    hidden = _one_line_error(_cli(server, "port", "show", DEVICE, "--host", HOST, user="bob", project="other"))
+    assert "404" in hidden and f"device {DEVICE} on host {HOST}" in hidden
+    assert _qos(json.loads(_ok(_cli(server, "port", "show", DEVICE, "--host", HOST, "--json")))) == qos
+
+    cleared = json.loads(_ok(_cli(server, "port", "clear", DEVICE, "--server", server.url, "--host", HOST, "--json")))
+    assert cleared == {"host": HOST, "device": DEVICE, "cleared": True}
+    after = json.loads(_ok(_cli(server, "port", "show", DEVICE, "--host", HOST, "--json")))
+    assert after["policy"] is None and after["desired_revision"] > changed["desired_revision"]
+
+    gone = _one_line_error(_cli(server, "port", "clear", DEVICE, "--host", HOST, url=f"http://127.0.0.1:{free_port()}"))
+    assert gone.startswith("vmqos: error: http://127.0.0.1:") and "unreachable" in gone
+    mixed = _cli(server, "port", "clear", DEVICE, "--host", HOST, "--force")
+    assert mixed.returncode == 2 and "--live, --config and --force are for this host's kernel" in mixed.stderr
