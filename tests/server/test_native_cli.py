@@ -3,7 +3,8 @@ real `vmqos server` subprocess, as an admin, as a member of another project, and
 
 The edit is the local command's (domiftune semantics: an absent direction keeps its value, `0` clears it),
 sent through the native PUT; the values below are checked in canonical units, read back from the server.
-Cost: one server start (~6 s) and ten CLI processes (~12 s on 2 vCPUs).
+`port list`, `events` and `quarantine list` with --server read what an agent reported.
+Cost: one server start (~6 s) and fifteen CLI processes (~1 s each on 2 vCPUs).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import os
 import subprocess
 import sys
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from vmqos.core.formats.hostfile import policy_from_data
+from vmqos.services.fleet_wire import EventReport, QuarantineReport, Registration, Report
+from vmqos.services.server_client import ServerClient
 
 from .conftest import ADMIN_PASSWORD, PASSWORD, free_port
 
@@ -89,4 +94,31 @@ def test_port_set_show_clear_against_a_server(server):
     gone = _one_line_error(_cli(server, "port", "clear", DEVICE, "--host", HOST, url=f"http://127.0.0.1:{free_port()}"))
     assert gone.startswith("vmqos: error: http://127.0.0.1:") and "unreachable" in gone
     mixed = _cli(server, "port", "clear", DEVICE, "--host", HOST, "--force")
-    assert mixed.returncode == 2 and "--live, --config and --force are for this host's kernel" in mixed.stderr
+    assert mixed.returncode == 2 and "--live, --config, --force and --follow are for this host" in mixed.stderr
+
+
+def test_port_list_events_and_quarantines_against_a_server(server):
+    assert _cli(server, "port", "set", "vq-nat1", "--host", HOST, "--inbound", "1000,0,0").returncode == 0
+    agent = ServerClient.from_env(server.url, host=HOST, environ={"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD,
+                                                                  "OS_PROJECT_NAME": "admin"})
+    agent.register(Registration(agent_version="test"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    old, new = now - timedelta(hours=3), now - timedelta(minutes=5)
+    agent.report(Report(
+        events=[EventReport(device="vq-nat1", at=old, kind="flood", message="12000 pps in", direction="ingress"),
+                EventReport(device="vq-nat1", at=new, kind="quarantined", message="quarantined: flood")],
+        quarantines=[QuarantineReport(device="vq-nat1", since=new, reason="flood of 12000 pps")]))
+
+    listed = json.loads(_ok(_cli(server, "port", "list", "--server", server.url, "--host", HOST, "--json")))
+    assert [(p["device"], _qos(p).ingress.bandwidth.rate_bps) for p in listed if p["policy"]] == [("vq-nat1", 8_000_000)]
+    table = _ok(_cli(server, "port", "list", "--host", HOST))  # $VMQOS_URL
+    assert "vq-nat1" in table and "ingress rate 8mbit" in table
+    assert json.loads(_ok(_cli(server, "port", "list", "--json", user="bob", project="other"))) == []
+
+    events = json.loads(_ok(_cli(server, "events", "--server", server.url, "--host", HOST, "--json")))
+    assert [(e["kind"], e["device"]) for e in events] == [("flood", "vq-nat1"), ("quarantined", "vq-nat1")]  # oldest first
+    recent = _ok(_cli(server, "events", "--host", HOST, "--since", "1h")).strip().splitlines()
+    assert len(recent) == 1 and f"quarantined {HOST}/vq-nat1: quarantined: flood" in " ".join(recent[0].split())
+
+    held = _ok(_cli(server, "quarantine", "list", "--server", server.url))
+    assert held.strip() == f"{HOST}/vq-nat1: since {new:%Y-%m-%d %H:%M:%S} UTC: flood of 12000 pps"

@@ -15,6 +15,8 @@ from vmqos.cli.output import print_json, stdout
 from vmqos.core.units import human_rate
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from vmqos.core.desired.ports import PortChange
     from vmqos.services.fleet_wire import Port, Sample
     from vmqos.services.server_client import ServerClient
@@ -106,7 +108,11 @@ def hosts(server: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the ports as JSON")
 def ports(server: str | None, host: str | None, as_json: bool) -> None:
     """The ports the server wants limited (and those whose agent reported a problem), with their status."""
-    found = client(server).ports(host)
+    print_ports(client(server).ports(host), as_json)
+
+
+def print_ports(found: list[Port], as_json: bool) -> None:
+    """`vmqos fleet ports` and `vmqos port list --server`: one row per device."""
     if as_json:
         print_json([p.model_dump(mode="json") for p in found])
         return
@@ -160,3 +166,37 @@ def clear_remote(server: str | None, host: str | None, device: str, as_json: boo
         print_json({"host": where, "device": device, "cleared": True})
         return
     stdout.print(f"{device} on host {where}: native limits released; its agent removes them", markup=False)
+
+
+def list_remote(server: str | None, host: str | None, as_json: bool) -> None:
+    """`vmqos port list --server URL [--host HOST]`."""
+    print_ports(client(server).ports(host), as_json)
+
+
+def events_remote(server: str | None, host: str | None, device: str | None, since: datetime | None, limit: int,
+                  as_json: bool) -> None:
+    """`vmqos events --server URL [--host HOST]`: the newest `limit` events the agents reported, printed
+    oldest first as the local command prints them (`since` filters what the server answered)."""
+    from datetime import UTC
+
+    found = [e for e in reversed(client(server).events(host, device, limit).events)
+             if since is None or (e.at if e.at.tzinfo else e.at.replace(tzinfo=UTC)) >= since]
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in found])
+        return
+    for ev in found:
+        where = f"{ev.host}/{ev.device}" + (f" ({ev.instance})" if ev.instance else "") + \
+            (f" {ev.direction}" if ev.direction else "")
+        stdout.print(f"{ev.at:%Y-%m-%d %H:%M:%S} {ev.kind:<11} {where}: {ev.message}", markup=False)
+
+
+def quarantines_remote(server: str | None, host: str | None, as_json: bool) -> None:
+    """`vmqos quarantine list --server URL [--host HOST]`: the quarantines in force."""
+    found = client(server).quarantines(host).quarantines
+    if as_json:
+        print_json([q.model_dump(mode="json") for q in found])
+        return
+    if not found:
+        stdout.print("no port is quarantined")
+    for q in found:
+        stdout.print(f"{q.host}/{q.device}: since {q.since:%Y-%m-%d %H:%M:%S} UTC: {q.reason}", markup=False)

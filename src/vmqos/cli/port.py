@@ -28,10 +28,15 @@ def kernel_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--netns", "netns", metavar="NS", help=NETNS_HELP)(func)
 
 
-def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--host", "host", metavar="HOST", help="with --server: the host the port is on")(func)
-    return click.option("--server", metavar="URL", help="a vmqos server instead of this host (default with --host: "
-                        "$VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")(func)
+def server_options(host_help: str = "with --server: the host the port is on") -> Callable[[Any], Any]:
+    """--server URL and --host HOST: the command asks a vmqos server instead of this host (see `remote`)."""
+
+    def add(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--host", "host", metavar="HOST", help=host_help)(func)
+        return click.option("--server", metavar="URL", help="a vmqos server instead of this host (default with "
+                            "--host: $VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")(func)
+
+    return add
 
 
 def remote(server: str | None, host: str | None, netns: str | None, db: str | None, local_flags: bool) -> bool:
@@ -41,8 +46,8 @@ def remote(server: str | None, host: str | None, netns: str | None, db: str | No
     if netns is not None or db is not None:
         raise click.UsageError("--netns and --db read this host; --server and --host ask a server: not both")
     if local_flags:
-        raise click.UsageError("--live, --config and --force are for this host's kernel; with --server the host's "
-                               "agent applies the change")
+        raise click.UsageError("--live, --config, --force and --follow are for this host; with --server the host's "
+                               "agent applies a change, and a server's events are read once")
     return True
 
 
@@ -89,6 +94,8 @@ def port() -> None:
       vmqos port set tap-vm2 --policy bw-limiter.json --netns lab-host
       vmqos port show tap-vm1 --netns lab-host --json
       vmqos port clear tap-vm1 --netns lab-host
+      vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
+      vmqos port list --server http://ctl:9696 --host compute1
     """
 
 
@@ -105,7 +112,7 @@ def port() -> None:
 @click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")
 @click.option("--force", is_flag=True, help="replace qdiscs or filters on the port that vmqos did not make")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@server_options
+@server_options()
 @kernel_options
 def port_set(device: str, inbound: str | None, outbound: str | None, policy: str | None, egress_mode: str | None,
              live: bool, config: bool, force: bool, as_json: bool, server: str | None, host: str | None,
@@ -141,7 +148,7 @@ def port_set(device: str, inbound: str | None, outbound: str | None, policy: str
 @click.argument("device")
 @click.option("--force", is_flag=True, help="also remove qdiscs or filters vmqos did not make")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@server_options
+@server_options()
 @kernel_options
 def port_clear(device: str, force: bool, as_json: bool, server: str | None, host: str | None, netns: str | None,
                db: str | None) -> None:
@@ -165,10 +172,30 @@ def port_clear(device: str, force: bool, as_json: bool, server: str | None, host
     sys.exit(report_apply(report, as_json))
 
 
+@port.command("list")
+@click.option("--server", metavar="URL", help="the vmqos server's URL (default: $VMQOS_URL); credentials from "
+              "OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")
+@click.option("--host", "host", metavar="HOST", help="only this host's ports")
+@click.option("--json", "as_json", is_flag=True, help="print the ports as JSON")
+def port_list(server: str | None, host: str | None, as_json: bool) -> None:
+    """The ports a vmqos server knows (those you may see), with their policy and their agent's status.
+
+    This host's own managed ports are listed by `vmqos check`.
+
+    \b
+    Examples:
+      vmqos port list --server http://ctl:9696
+      vmqos port list --server http://ctl:9696 --host compute1 --json
+    """
+    from vmqos.cli.fleet import list_remote
+
+    list_remote(server, host, as_json)
+
+
 @port.command("show")
 @click.argument("device")
 @click.option("--json", "as_json", is_flag=True, help="print everything as JSON")
-@server_options
+@server_options()
 @kernel_options
 def port_show(device: str, as_json: bool, server: str | None, host: str | None, netns: str | None,
               db: str | None) -> None:
