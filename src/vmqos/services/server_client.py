@@ -25,6 +25,7 @@ from keystoneauth1.identity import v3
 from pydantic import BaseModel, ValidationError
 
 from vmqos.core.errors import MissingValue, NotFound, VmqosError
+from vmqos.services.fleet_instances import Instance, InstanceList
 from vmqos.services.fleet_wire import (
     Changes,
     EventList,
@@ -198,6 +199,12 @@ class ServerClient:
         found = self._call("GET", "/v1/ports", PortList, params={"host": host})
         assert found is not None
         return found.ports
+
+    def instances(self, host: str | None = None) -> list[Instance]:
+        """The instances the caller may see (on `host` only, if given): Neutron ports' device_id, with their hosts."""
+        found = self._call("GET", "/v1/instances", InstanceList, params={"host": host})
+        assert found is not None
+        return found.instances
 
     def port(self, device: str, host: str | None = None) -> Port:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
