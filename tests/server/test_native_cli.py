@@ -3,7 +3,8 @@ real `vmqos server` subprocess, as an admin, as a member of another project, and
 
 The edit is the local command's (domiftune semantics: an absent direction keeps its value, `0` clears it),
 sent through the native PUT; the values below are checked in canonical units, read back from the server.
-`port list`, `events` and `quarantine list` with --server read what an agent reported.
+`port list`, `events` and `quarantine list` with --server read what an agent reported; `fleet instances` lists
+the Neutron ports' device_ids.
 Cost: one server start (~6 s) and fifteen CLI processes (~1 s each on 2 vCPUs).
 """
 
@@ -122,3 +123,20 @@ def test_port_list_events_and_quarantines_against_a_server(server):
 
     held = _ok(_cli(server, "quarantine", "list", "--server", server.url))
     assert held.strip() == f"{HOST}/vq-nat1: since {new:%Y-%m-%d %H:%M:%S} UTC: flood of 12000 pps"
+
+
+def test_fleet_instances_lists_the_neutron_ports_device_ids(server):
+    admin = ServerClient.from_env(server.url, environ={"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD,
+                                                       "OS_PROJECT_NAME": "admin"})
+
+    def neutron(path: str, body: dict) -> dict:  # the admin's token, through the client's own session
+        answer = admin.session.request(f"{server.url}/v2.0/{path}", "POST", json=body, raise_exc=False)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    net = neutron("networks", {"network": {"name": "vq-inst-net"}})["network"]
+    made = neutron("ports", {"port": {"network_id": net["id"], "device_id": "vm-native-1",
+                                      "device_owner": "compute:nova", "binding:host_id": HOST}})["port"]
+    listed = json.loads(_ok(_cli(server, "fleet", "instances", "--host", HOST, "--json")))
+    assert [(i["id"], i["hosts"], [(p["port_id"], p["device"]) for p in i["ports"]]) for i in listed] == [
+        ("vm-native-1", [HOST], [(made["id"], "tap" + made["id"][:11])])]

@@ -1,4 +1,4 @@
-"""`vmqos fleet hosts|ports` and `vmqos port show|set|clear DEV --server URL --host H`: a server's fleet over /v1.
+"""`vmqos fleet hosts|instances|ports` and `vmqos port show|set|clear DEV --server URL --host H`: a server's fleet over /v1.
 
 The command line talks to the server with services.server_client (keystoneauth1, the OS_* variables
 the openstack CLI uses), never to its database: what it shows is what the server says. The client
@@ -78,6 +78,7 @@ def fleet() -> None:
     Examples:
       OS_USERNAME=admin OS_PASSWORD=... OS_PROJECT_NAME=admin vmqos fleet hosts --server http://ctl:9696
       vmqos fleet ports --server http://ctl:9696 --host compute1 --json
+      vmqos fleet instances --server http://ctl:9696 --json
     """
 
 
@@ -109,6 +110,31 @@ def hosts(server: str | None, as_json: bool) -> None:
 def ports(server: str | None, host: str | None, as_json: bool) -> None:
     """The ports the server wants limited (and those whose agent reported a problem), with their status."""
     print_ports(client(server).ports(host), as_json)
+
+
+@fleet.command("instances")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--host", "host", metavar="HOST", help="only this host's instances")
+@click.option("--json", "as_json", is_flag=True, help="print the instances as JSON")
+def instances(server: str | None, host: str | None, as_json: bool) -> None:
+    """The instances the server knows from Neutron (its ports' device_id), their hosts and devices.
+
+    \b
+    Example: vmqos fleet instances --server http://ctl:9696 --host compute1
+    """
+    found = client(server).instances(host)
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in found])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("instance", "hosts", "devices", "neutron ports"):
+        table.add_column(column)
+    for i in found:
+        table.add_row(i.id, ", ".join(i.hosts) or "unbound", ", ".join(p.device for p in i.ports),
+                      ", ".join(p.port_id for p in i.ports))
+    stdout.print(table)
 
 
 def print_ports(found: list[Port], as_json: bool) -> None:
