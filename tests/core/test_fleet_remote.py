@@ -15,9 +15,9 @@ from vmqos.services.fleet_wire import Port
 
 
 def _port(source: str | None, policy: dict | None, name: str | None = "native:tap1") -> Port:
-    return Port(host="h1", device="tap1", port_id=None, source=source, policy_name=name, policy=policy,  # type: ignore[arg-type]
-                desired_revision=1, applied_revision=None, status="unknown", message="", reported_at=None,
-                rates=None, quarantine=None)
+    return Port(host="h1", device="tap1", port_id=None, source=source,  # type: ignore[arg-type]
+                policy_name=name, policy=policy, desired_revision=1, applied_revision=None, status="unknown",
+                message="", reported_at=None, rates=None, quarantine=None)
 
 
 def _qos(body) -> NetworkQos:
@@ -38,7 +38,8 @@ def test_an_absent_direction_keeps_the_servers_value_and_zero_clears_it():
 def test_a_neutron_port_or_no_port_starts_empty_and_a_file_replaces_the_policy():
     neutron = _port("neutron", {"egress": {"rate": "3mbit"}}, "neutron:abc")
     body = native_body(neutron, PortChange(inbound="125,0,0"))
-    assert body.policy_name is None and _qos(body) == NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(1_000_000)))
+    assert body.policy_name is None
+    assert _qos(body) == NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(1_000_000)))
     gold = Policy("gold", NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(5_000_000))))
     body = native_body(None, PortChange(policy=gold, inbound="125,0,0"))
     assert body.policy_name == "gold" and _qos(body).egress.bandwidth == BandwidthLimit(5_000_000)

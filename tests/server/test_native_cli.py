@@ -100,8 +100,8 @@ def test_port_set_show_clear_against_a_server(server):
 
 def test_port_list_events_and_quarantines_against_a_server(server):
     assert _cli(server, "port", "set", "vq-nat1", "--host", HOST, "--inbound", "1000,0,0").returncode == 0
-    agent = ServerClient.from_env(server.url, host=HOST, environ={"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD,
-                                                                  "OS_PROJECT_NAME": "admin"})
+    admin = {"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD, "OS_PROJECT_NAME": "admin"}
+    agent = ServerClient.from_env(server.url, host=HOST, environ=admin)
     agent.register(Registration(agent_version="test"))
     now = datetime.now(UTC).replace(microsecond=0)
     old, new = now - timedelta(hours=3), now - timedelta(minutes=5)
@@ -111,13 +111,14 @@ def test_port_list_events_and_quarantines_against_a_server(server):
         quarantines=[QuarantineReport(device="vq-nat1", since=new, reason="flood of 12000 pps")]))
 
     listed = json.loads(_ok(_cli(server, "port", "list", "--server", server.url, "--host", HOST, "--json")))
-    assert [(p["device"], _qos(p).ingress.bandwidth.rate_bps) for p in listed if p["policy"]] == [("vq-nat1", 8_000_000)]
+    limited = [(p["device"], _qos(p).ingress.bandwidth.rate_bps) for p in listed if p["policy"]]
+    assert limited == [("vq-nat1", 8_000_000)]
     table = _ok(_cli(server, "port", "list", "--host", HOST))  # $VMQOS_URL
     assert "vq-nat1" in table and "ingress rate 8mbit" in table
     assert json.loads(_ok(_cli(server, "port", "list", "--json", user="bob", project="other"))) == []
 
     events = json.loads(_ok(_cli(server, "events", "--server", server.url, "--host", HOST, "--json")))
-    assert [(e["kind"], e["device"]) for e in events] == [("flood", "vq-nat1"), ("quarantined", "vq-nat1")]  # oldest first
+    assert [(e["kind"], e["device"]) for e in events] == [("flood", "vq-nat1"), ("quarantined", "vq-nat1")]  # oldest
     recent = _ok(_cli(server, "events", "--host", HOST, "--since", "1h")).strip().splitlines()
     assert len(recent) == 1 and f"quarantined {HOST}/vq-nat1: quarantined: flood" in " ".join(recent[0].split())
 

@@ -1,4 +1,4 @@
-"""`vmqos fleet hosts|instances|ports` and `vmqos port show|set|clear DEV --server URL --host H`: a server's fleet over /v1.
+"""`vmqos fleet hosts|instances|ports`, `vmqos port show|set|clear DEV --server URL --host H`: a fleet over /v1.
 
 The command line talks to the server with services.server_client (keystoneauth1, the OS_* variables
 the openstack CLI uses), never to its database: what it shows is what the server says. The client
