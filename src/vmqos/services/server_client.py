@@ -25,12 +25,14 @@ from keystoneauth1.identity import v3
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vmqos.core.errors import MissingValue, NotFound, VmqosError
+from vmqos.services.fleet_instances import Instance, InstanceList
 from vmqos.services.fleet_wire import (
     Changes,
     EventList,
     Host,
     HostAnswer,
     HostList,
+    NativePort,
     Port,
     PortAnswer,
     PortList,
@@ -214,10 +216,27 @@ class ServerClient:
         assert found is not None
         return found.ports
 
+    def instances(self, host: str | None = None) -> list[Instance]:
+        """The instances the caller may see (on `host` only, if given): Neutron ports' device_id, with their hosts."""
+        found = self._call("GET", "/v1/instances", InstanceList, params={"host": host})
+        assert found is not None
+        return found.instances
+
     def port(self, device: str, host: str | None = None) -> Port:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
         assert found is not None
         return found.port
+
+    def set_port(self, device: str, body: NativePort, host: str | None = None) -> Port:
+        """Give a device its limits with the native API (admin; 409 when a Neutron port names the device)."""
+        found = self._call("PUT", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer,
+                           body=body)
+        assert found is not None
+        return found.port
+
+    def clear_port(self, device: str, host: str | None = None) -> None:
+        """Release a device's native limits (admin)."""
+        self._call("DELETE", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", None)
 
     def usage(self, device: str, host: str | None = None) -> UsageAnswer:
         """A device's per-IP usage of the current hour and day, as its agent last reported it."""
