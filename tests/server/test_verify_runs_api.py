@@ -127,3 +127,23 @@ def test_only_the_newest_runs_of_a_port_are_kept(api, tap):
     _error(api.get(f"{base}/{ids[0]}/plot.png", headers=agent), 404)
     assert api.get(f"{base}/{ids[-1]}/plot.png", headers=agent).content == png(KEEP + 3, 1)
     assert [r["id"] for r in api.get(base, params={"limit": 2}, headers=agent).json()["runs"]] == ids[::-1][:2]
+
+
+def test_the_dashboard_port_view_lists_the_runs_and_its_cookie_reads_the_plot(api, tap):
+    agent, bob = headers(api, "agent-h1", "service"), headers(api, "bob", "other")
+    base = f"/v1/hosts/h1/ports/{tap}/verify-runs"
+    view = api.get(f"/dashboard/api/hosts/h1/ports/{tap}", headers=headers(api)).json()
+    assert view["verify_runs"] == [] and "--server" in view["verify"]
+    picture = png(5, 4)
+    made_run = api.post(base, json=run_body(plot=picture), headers=agent).json()["run"]
+    api.cookies.clear()
+    answer = api.post("/dashboard/session", json={"username": "alice", "password": "pw", "project": "demo"})
+    assert answer.status_code == 200, answer.text
+    view = api.get(f"/dashboard/api/hosts/h1/ports/{tap}").json()  # the cookie alone, as the page reads
+    assert [(r["id"], r["verdict"], r["has_plot"]) for r in view["verify_runs"]] == [(made_run["id"], "pass", True)]
+    assert "newest first" in view["verify"]
+    image = api.get(f"{base}/{made_run['id']}/plot.png")  # what the page's <img> asks, with the cookie only
+    assert image.status_code == 200 and image.content == picture
+    api.cookies.clear()
+    assert api.get(f"{base}/{made_run['id']}/plot.png").status_code == 401  # no cookie, no token
+    _error(api.get(f"/dashboard/api/hosts/h1/ports/{tap}", headers=bob), 404)
