@@ -40,7 +40,7 @@ def upload_of(run: Run, at: datetime, png: bytes | None, notes: Sequence[str] = 
         at=at, direction=run.direction, traffic=run.traffic.value, duration_s=run.duration_s,  # type: ignore[arg-type]
         limit=VerifyLimit(rate_bps=limit.rate_bps, peak_bps=limit.peak_bps, burst_bytes=limit.burst_bytes,
                           pps=limit.pps),
-        metric=j.metric.value, judged_limit=j.limit, offered=j.offered, achieved=j.achieved,  # type: ignore[arg-type]
+        metric=j.metric.value, judged_limit=j.limit, offered=j.offered, achieved=j.achieved,
         error=j.error, first_second_peak=j.first_second_peak, ok=j.verdict.ok, verdict=j.verdict.value,
         reasons=[j.reason, *notes], plot_png=None if png is None else base64.b64encode(png).decode())
 
