@@ -33,6 +33,8 @@ def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str):  #
         found = port(api, alice, net["id"], "a", qos_policy_id=p3)  # type: ignore[arg-type]
         api.put(f"/v2.0/ports/{found['id']}", json={"port": {"binding:host_id": "h1"}}, headers=admin).raise_for_status()
         tap = "tap" + found["id"][:11]
+        bare = port(api, alice, net["id"], "b", qos_policy_id=p3)  # type: ignore[arg-type]
+        api.put(f"/v2.0/ports/{bare['id']}", json={"port": {"binding:host_id": "h1"}}, headers=admin).raise_for_status()
         agent = headers(api, "agent-h1", "service")  # type: ignore[arg-type]
         base = f"/v1/hosts/h1/ports/{tap}/verify-runs"
         api.post(base, json=run_body("2026-12-07T01:00:00Z", plot=png(64, 48)), headers=agent).raise_for_status()
@@ -53,5 +55,8 @@ def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str):  #
             page.wait_for_function("() => { const i = document.querySelector('#verify-plot'); "
                                    "return i && i.complete && i.naturalWidth > 0; }")
             assert page.eval_on_selector("#verify-plot", "i => [i.naturalWidth, i.naturalHeight]") == [64, 48]
+            page.goto(f"{server}/#/port/h1/tap{bare['id'][:11]}")  # a port never verified says how to
+            page.wait_for_selector("#verify-runs #verify-note:has-text('No verify run kept')")
+            assert page.query_selector("#verify-plot") is None
         finally:
             browser.close()
