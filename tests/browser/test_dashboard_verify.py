@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.inproc import PASSWORD, add_agent, headers, made, policy, port  # noqa: F401  (add_agent: fixture's)
+from tests.server.inproc import PASSWORD, headers, made, policy, port
 from tests.server.test_verify_runs_api import png, run_body
 
 from .test_dashboard import CHROMIUM, CHROMIUM_ARGS, log_in

@@ -105,7 +105,9 @@ def test_the_plot_is_capped_and_must_be_a_png(api, tap):
     base = f"/v1/hosts/h1/ports/{tap}/verify-runs"
     assert api.post(base, json=run_body(plot=png(pad=MAX_PLOT_BYTES - 200)), headers=agent).status_code == 201
     too_big = run_body(plot=png(pad=MAX_PLOT_BYTES))
-    assert "at most" in _error(api.post(base, json=too_big, headers=agent), 400)
+    assert "at most" in _error(api.post(base, json=too_big, headers=agent), 400)  # read, then refused
+    huge = run_body(plot=png(pad=MAX_PLOT_BYTES * 2))
+    assert "too large" in _error(api.post(base, json=huge, headers=agent), 413)  # refused by its length
     not_png = run_body()
     not_png["plot_png"] = base64.b64encode(b"GIF89a" + b"\x00" * 20).decode()
     assert "not a PNG" in _error(api.post(base, json=not_png, headers=agent), 400)

@@ -11,9 +11,11 @@ waits on the application's Watch (api.fleet_watch) without a thread; every other
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from vmqos.api import auth
 from vmqos.api import models as m
@@ -38,7 +40,7 @@ from vmqos.services.fleet_wire import (
     check_host,
 )
 from vmqos.services.identity import Caller
-from vmqos.services.verify_wire import VerifyRunAnswer, VerifyRunList, VerifyRunUpload
+from vmqos.services.verify_wire import MAX_PLOT_BYTES, MAX_UPLOAD_BYTES, VerifyRunAnswer, VerifyRunList, VerifyRunUpload
 from vmqos.store import Store
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
@@ -54,6 +56,19 @@ def _store(request: Request) -> Store:
 def watch_of(request: Request) -> Watch:
     found: Watch = request.app.state.fleet_watch
     return found
+
+
+async def upload_cap(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """413 before a verify run's body is read when its Content-Length says it cannot fit the plot's cap (the
+    model refuses a bigger plot too, with 400, once it is read: a body sent without a length)."""
+    length = request.headers.get("content-length", "")
+    if request.method == "POST" and request.url.path.endswith("/verify-runs") and length.isdigit() \
+            and int(length) > MAX_UPLOAD_BYTES:
+        message = (f"a verify run's body of {length} bytes is too large: at most {MAX_UPLOAD_BYTES} (a plot of at "
+                   f"most {MAX_PLOT_BYTES} bytes in base64, and the summary)")
+        return JSONResponse({"NeutronError": {"type": "RequestEntityTooLarge", "message": message, "detail": ""}},
+                            status_code=413)
+    return await call_next(request)
 
 
 # ------------------------------------------------------------------ hosts

@@ -19,6 +19,7 @@ from vmqos.services.fleet_wire import Count, Instant, Text, Wire
 
 MAX_PLOT_BYTES = 2 * 1024 * 1024  # a verify plot is ~60 KB (9x6 in at 100 dpi); 2 MB leaves room for any
 MAX_PLOT_BASE64 = (MAX_PLOT_BYTES + 2) // 3 * 4
+MAX_UPLOAD_BYTES = MAX_PLOT_BASE64 + 256 * 1024  # the whole body: the plot's base64 and the summary's JSON
 MAX_REASONS = 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Rate = Annotated[float, Field(ge=0, le=1e15)]
