@@ -43,14 +43,16 @@ WEB_STAMP  := $(WEB_VENDOR)/.installed
 demo: deps
 	KEEP=$(KEEP) $(VENV)/bin/vmqos demo
 
-# The suite in two phases, both always run: the tiers that need no machine of their own (core and
-# server: no root, no traffic; about 80 % of the tests) on every core with pytest-xdist, a test
-# file per worker so that a module's server starts once; then every other tier (kernel, traffic,
-# virt, browser, containers), one test at a time, since their rates are measured on a quiet machine.
+# The suite in two phases, both always run. First the tiers that measure no rate - core, server and
+# kernel (no traffic; every kernel test makes its own uniquely named namespaces) - on every core with
+# pytest-xdist, a test file per worker so that a module's server or lab starts once. Then the tiers
+# that measure rates - traffic, virt, browser, containers and the kernel's `rates` tests - one test at
+# a time, on a machine they have to themselves.
 test: deps
 	@rc=0; \
-	$(VPY) -m pytest -n auto --dist loadfile tests/core tests/server || rc=$$?; \
-	$(VPY) -m pytest --ignore=tests/core --ignore=tests/server || rc=$$?; \
+	$(VPY) -m pytest -n auto --dist loadfile -m "not rates" tests/core tests/server tests/kernel || rc=$$?; \
+	$(VPY) -m pytest --ignore=tests/core --ignore=tests/server --ignore=tests/kernel || rc=$$?; \
+	$(VPY) -m pytest -m rates tests/kernel || rc=$$?; \
 	exit $$rc
 
 test-core: deps

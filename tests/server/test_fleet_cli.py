@@ -20,7 +20,8 @@ import pytest
 
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_desired
-from vmqos.services.fleet_wire import PortReport, PortUsage, Registration, Report, RevisionGone, UsageLine
+from vmqos.services.fleet_wire import (PortReport, PortUsage, QuarantineReport, Registration, Report, RevisionGone,
+                                      UsageLine)
 from vmqos.services.server_client import ServerClient, ServerForbidden, ServerUnauthorized, ServerUnreachable
 from vmqos.store import Store
 
@@ -96,6 +97,17 @@ def test_a_rule_changed_with_the_openstack_cli_reaches_a_waiting_agent(server):
     assert f"{device} on host {HOST}" in shown and "rate 4mbit" in shown and "in_sync" in shown
     lonely = _vmqos_as_admin(server, "port", "show", device, "--server", server.url)
     assert lonely.returncode != 0 and "--server needs --host HOST" in lonely.stderr
+
+    # a quarantine the agent's monitor placed is listed fleet-wide, and gone once the agent reports it lifted
+    assert _ok(_vmqos_as_admin(server, "fleet", "quarantines")).stdout.strip() == "no quarantine in force"
+    since = datetime(2026, 12, 7, 1, 2, 3, tzinfo=UTC)
+    agent.report(Report(quarantines=[QuarantineReport(device=device, since=since, reason="syn_flood: 9,000 SYN/s")]))
+    listed = json.loads(_ok(_vmqos_as_admin(server, "fleet", "quarantines", "--host", HOST, "--json")).stdout)
+    assert [(q["host"], q["device"], q["reason"]) for q in listed] == [(HOST, device, "syn_flood: 9,000 SYN/s")]
+    table = _ok(_vmqos_as_admin(server, "fleet", "quarantines")).stdout
+    assert device in table and "2026-12-07T01:02:03" in table and "syn_flood" in table, table
+    agent.report(Report(quarantines=[QuarantineReport(device=device, since=since, reason="", lifted=True)]))
+    assert json.loads(_ok(_vmqos_as_admin(server, "fleet", "quarantines", "--json")).stdout) == []
 
     with pytest.raises(ServerForbidden, match="user agent-f1 is bound to host vqfleet1"):
         agent.desired("other-host")

@@ -140,7 +140,7 @@ def _held(row: str, limit_mbit: float) -> None:
     assert all(0.75 * limit_mbit <= r <= 1.05 * limit_mbit for r in rates), row
 
 
-def test_the_fleet_section_server_and_two_agents_hold_the_seeds_policy_through_reboot_and_server_kill(
+def test_the_fleet_section_server_and_two_agents_hold_the_seeds_policy_through_reboot_flood_and_server_kill(
         lab_name, tmp_path):
     from vmqos.cli.demo_fleet import fleet_name
     from vmqos.lab import fleet as fleets
@@ -160,6 +160,14 @@ def test_the_fleet_section_server_and_two_agents_hold_the_seeds_policy_through_r
     rebooted = _fleet_row(out, f"vm1 on {fleet}1 reboots")
     assert "limit back" in rebooted, rebooted
     _held(rebooted, 6.0)
+    # a flood quarantined fleet-wide: the row, and the server's own table (`vmqos fleet quarantines`) while it held
+    flooded = _fleet_row(out, f"hping3 SYN flood from vm1 on {fleet}1")
+    assert "quarantined" in flooded and "listed by the server" in flooded, flooded
+    assert "the server lists none" in flooded, flooded
+    _held(flooded, 6.0)  # lifted: the bw-limiter's limit again
+    listed = out[out.index("vmqos fleet quarantines --server"):]
+    assert re.search(rf"^ *{fleet}1 +│ tap-vm1 +│ 20\d\d-", listed, re.M), listed[:2000]
+    assert "no quarantine in force" in listed, listed[:3000]
     _held(_fleet_row(out, "vmqos server killed -9"), 6.0)
     _held(_fleet_row(out, "server back; network qos rule set --max-kbps 4000"), 4.0)
     # nothing left behind: the fleet's namespaces and its state directory

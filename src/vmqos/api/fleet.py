@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from vmqos.api import auth
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
-from vmqos.services import fleet_access, fleet_desired, fleet_hosts, verify_runs
+from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances, verify_runs
 from vmqos.services.dashboard_live import LiveHistory
 from vmqos.services.fleet_wire import (
     MAX_REVISION,
@@ -122,7 +122,14 @@ def report(request: Request, host: str, body: Report, who: Caller = Depends(auth
     return answer
 
 
-# ------------------------------------------------------------------ ports
+# ------------------------------------------------------------------ instances and ports
+
+
+@router.get("/instances", responses=ERRORS,
+            summary="The instances the caller may see: the Neutron ports that name one (device_id), with their hosts")
+def list_instances(request: Request, host: str | None = Query(None),
+                   who: Caller = Depends(auth.caller)) -> fleet_instances.InstanceList:
+    return fleet_instances.InstanceList(instances=fleet_instances.list_instances(_store(request), who, host))
 
 
 @router.get("/ports", responses=ERRORS, summary="The devices the caller may see: desired joined with reported")

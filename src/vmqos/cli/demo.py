@@ -206,8 +206,9 @@ def demo(lab_name: str, only: tuple[str, ...]) -> None:
     a front-end volume QoS spec as vmqos reads them.
     Then the fleet (fleet, about two minutes): `vmqos lab up --hosts 2` builds a server and two lab
     hosts with an agent each; the seed's bw-limiter on a port of each host through the openstack CLI,
-    its shared rule changed once, a VM reboot that keeps its limit, the server killed with -9 while
-    the limits hold, and a change after it comes back; each measured with traffic.
+    its shared rule changed once, a VM reboot that keeps its limit, a SYN flood from vm1 that its
+    host's agent quarantines and the server lists fleet-wide until it is lifted, the server killed with
+    -9 while the limits hold, and a change after it comes back; each measured with traffic.
     The lab (and the loop device) are removed at the end unless KEEP=1 is set.
     """
     import os

@@ -4,13 +4,16 @@ The story of issue 15, on this machine: `vmqos lab up --hosts 2` (a server in it
 an agent inside each host), seed 003's bw-limiter set on a port of each host with the real
 `openstack` CLI, read back from each host's kernel and measured with traffic; the shared rule changed
 once and both hosts following; a VM "reboot" (its tap deleted and created again, as libvirt does)
-that keeps its limit; the server killed with -9 while the limits hold; the server back and a change
+that keeps its limit; a SYN flood from vm1 on host 1 that its agent's monitor quarantines, read back
+from the server (`vmqos fleet quarantines`: fleet-wide, not from the host) until it is lifted; the
+server killed with -9 while the limits hold; the server back and a change
 reaching both hosts again. Each kernel is read with vmqos's own read-back (`services.ports.show_port`
 on the agent's cache), each timing is from the command's return to that read-back.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,11 +37,13 @@ from vmqos.lab import fleet as fleets
 from vmqos.lab import lab_up
 from vmqos.lab.control_plane import CliRun, OpenStack
 from vmqos.lab.fleet_topology import Fleet, FleetHost
+from vmqos.lab.traffic import running
 from vmqos.services.ports import open_store, show_port
 from vmqos.services.results import PortShow
 
 HOSTS = 2
 KERNEL_WAIT_S = 15.0  # the agents follow within about a second; a bound, not a measurement
+FLOOD_S = 6  # hping3's flood; the lab's monitor (lab.fleet.LAB_MONITOR) quarantines after 1 s, lifts 3 s after
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,52 @@ def _reboot(demo: FleetDemo) -> None:
                          demo.verify(host)))
 
 
+def _quarantines(demo: FleetDemo, *, show: bool = False) -> list[dict]:
+    """`vmqos fleet quarantines --server URL --json` as the admin, inside the control namespace (where the
+    server answers): what the server lists, not what a host holds. `show`: the table, on the terminal."""
+    args = ["fleet", "quarantines", "--server", demo.fleet.server_url]
+    if show:
+        announce(f"# ip netns exec {demo.fleet.ctl_ns} vmqos", args)
+    done = fleets.admin_vmqos(demo.fleet.name, args if show else [*args, "--json"])
+    if not done.ok:
+        raise click.ClickException(f"vmqos fleet quarantines failed: {done.stderr.strip() or done.stdout.strip()}")
+    if show:
+        print_output(done.stdout, done.stderr)
+        return []
+    return list(json.loads(done.stdout))
+
+
+def _until_server(demo: FleetDemo, what: str, wanted: Callable[[list[dict]], bool], bound: float) -> float:
+    start = time.monotonic()
+    while not wanted(_quarantines(demo)):
+        if time.monotonic() - start > bound:
+            raise click.ClickException(f"{what}: not within {bound:g} s (agents' logs in {demo.where})")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def _flood(demo: FleetDemo) -> None:
+    host = demo.fleet.host(1)
+    vm1 = host.lab.instance(1)
+    stdout.print(f"[bold]vm1 on {host.name} floods:[/] hping3 --flood -S for {FLOOD_S} s towards the lab's wan; "
+                 f"the monitor inside {host.name}'s agent answers, and the server lists the quarantine")
+    mine = lambda q: q["host"] == host.name and q["device"] == vm1.port  # noqa: E731
+    flood = ["timeout", str(FLOOD_S), "hping3", "--flood", "-S", "-q", "-p", "80", host.lab.wan_address]
+    with running(flood, vm1.netns) as proc:
+        took = _until_server(demo, "the quarantine on the server", lambda qs: any(mine(q) for q in qs),
+                             FLOOD_S + KERNEL_WAIT_S)
+        detector = next(q["reason"] for q in _quarantines(demo) if mine(q)).split(":")[0]  # the table has it all
+        _quarantines(demo, show=True)
+        proc.wait(FLOOD_S + 10)  # its whole length: killing `timeout` would leave hping3 flooding
+    lifted = _until_server(demo, "the lifted quarantine", lambda qs: not any(mine(q) for q in qs), KERNEL_WAIT_S)
+    _quarantines(demo, show=True)
+    stdout.print(f"the quarantine is lifted: {vm1.port} on {host.name} is held by the bw-limiter again")
+    demo.rows.append(Row(f"hping3 SYN flood from vm1 on {host.name} ({FLOOD_S} s)",
+                         f"quarantined ({detector}) {took:.1f} s into the flood, listed by the server; "
+                         f"lifted, the server lists none, {lifted:.1f} s after the flood ended",
+                         demo.verify(host)))
+
+
 def _server_killed(demo: FleetDemo) -> None:
     stdout.print("[bold]the server is killed (-9):[/] the agents keep enforcing their cached state")
     fleets.stop(demo.fleet.name, "server", signal.SIGKILL)
@@ -187,6 +238,7 @@ def fleet_section(lab_name: str) -> None:
         _ports(demo)
         _shared_change(demo, 6000, "network qos rule set --max-kbps 6000 (once, for both hosts)")
         _reboot(demo)
+        _flood(demo)
         _server_killed(demo)
         _summary(demo)
     finally:

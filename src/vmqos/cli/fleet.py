@@ -1,4 +1,4 @@
-"""`vmqos fleet hosts|ports` and `vmqos port show DEV --server URL --host H`: a server's fleet, read over /v1.
+"""`vmqos fleet hosts|instances|ports`, `vmqos port show|set|clear DEV --server URL --host H`: a fleet over /v1.
 
 The command line talks to the server with services.server_client (keystoneauth1, the OS_* variables
 the openstack CLI uses), never to its database: what it shows is what the server says. The client
@@ -15,6 +15,9 @@ from vmqos.cli.output import print_json, stdout
 from vmqos.core.units import human_rate
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from vmqos.core.desired.ports import PortChange
     from vmqos.services.fleet_wire import Port, Sample
     from vmqos.services.server_client import ServerClient
 
@@ -75,6 +78,7 @@ def fleet() -> None:
     Examples:
       OS_USERNAME=admin OS_PASSWORD=... OS_PROJECT_NAME=admin vmqos fleet hosts --server http://ctl:9696
       vmqos fleet ports --server http://ctl:9696 --host compute1 --json
+      vmqos fleet instances --server http://ctl:9696 --json
     """
 
 
@@ -105,7 +109,36 @@ def hosts(server: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the ports as JSON")
 def ports(server: str | None, host: str | None, as_json: bool) -> None:
     """The ports the server wants limited (and those whose agent reported a problem), with their status."""
-    found = client(server).ports(host)
+    print_ports(client(server).ports(host), as_json)
+
+
+@fleet.command("instances")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--host", "host", metavar="HOST", help="only this host's instances")
+@click.option("--json", "as_json", is_flag=True, help="print the instances as JSON")
+def instances(server: str | None, host: str | None, as_json: bool) -> None:
+    """The instances the server knows from Neutron (its ports' device_id), their hosts and devices.
+
+    \b
+    Example: vmqos fleet instances --server http://ctl:9696 --host compute1
+    """
+    found = client(server).instances(host)
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in found])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("instance", "hosts", "devices", "neutron ports"):
+        table.add_column(column)
+    for i in found:
+        table.add_row(i.id, ", ".join(i.hosts) or "unbound", ", ".join(p.device for p in i.ports),
+                      ", ".join(p.port_id for p in i.ports))
+    stdout.print(table)
+
+
+def print_ports(found: list[Port], as_json: bool) -> None:
+    """`vmqos fleet ports` and `vmqos port list --server`: one row per device."""
     if as_json:
         print_json([p.model_dump(mode="json") for p in found])
         return
@@ -120,12 +153,101 @@ def ports(server: str | None, host: str | None, as_json: bool) -> None:
     stdout.print(table)
 
 
-def show_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
-    """`vmqos port show DEV --server URL --host HOST`."""
+def _needs_host(host: str | None) -> str:
     if not host:
         raise click.UsageError("--server needs --host HOST: the host the port is on")
-    found = client(server).port(device, host)
+    return host
+
+
+def show_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
+    """`vmqos port show DEV --server URL --host HOST`."""
+    found = client(server).port(device, _needs_host(host))
     if as_json:
         print_json(found.model_dump(mode="json"))
         return
     print_port(found)
+
+
+def set_remote(server: str | None, host: str | None, device: str, change: PortChange, as_json: bool) -> None:
+    """`vmqos port set DEV --server URL --host HOST ...`: the device as the server then has it."""
+    from vmqos.services.fleet_remote import check_change
+    from vmqos.services.fleet_remote import set_remote as set_on_server
+
+    where = _needs_host(host)
+    check_change(device, change)  # a bad value: the local command's message, before credentials are needed
+    found = set_on_server(client(server), where, device, change)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    print_port(found)
+
+
+def clear_remote(server: str | None, host: str | None, device: str, as_json: bool) -> None:
+    """`vmqos port clear DEV --server URL --host HOST`."""
+    from vmqos.services.fleet_remote import clear_remote as clear_on_server
+
+    where = _needs_host(host)
+    clear_on_server(client(server), where, device)
+    if as_json:
+        print_json({"host": where, "device": device, "cleared": True})
+        return
+    stdout.print(f"{device} on host {where}: native limits released; its agent removes them", markup=False)
+
+
+def list_remote(server: str | None, host: str | None, as_json: bool) -> None:
+    """`vmqos port list --server URL [--host HOST]`."""
+    print_ports(client(server).ports(host), as_json)
+
+
+def events_remote(server: str | None, host: str | None, device: str | None, since: datetime | None, limit: int,
+                  as_json: bool) -> None:
+    """`vmqos events --server URL [--host HOST]`: the newest `limit` events the agents reported, printed
+    oldest first as the local command prints them (`since` filters what the server answered)."""
+    from datetime import UTC
+
+    found = [e for e in reversed(client(server).events(host, device, limit).events)
+             if since is None or (e.at if e.at.tzinfo else e.at.replace(tzinfo=UTC)) >= since]
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in found])
+        return
+    for ev in found:
+        where = f"{ev.host}/{ev.device}" + (f" ({ev.instance})" if ev.instance else "") + \
+            (f" {ev.direction}" if ev.direction else "")
+        stdout.print(f"{ev.at:%Y-%m-%d %H:%M:%S} {ev.kind:<11} {where}: {ev.message}", markup=False)
+
+
+def quarantines_remote(server: str | None, host: str | None, as_json: bool) -> None:
+    """`vmqos quarantine list --server URL [--host HOST]`: the quarantines in force."""
+    found = client(server).quarantines(host).quarantines
+    if as_json:
+        print_json([q.model_dump(mode="json") for q in found])
+        return
+    if not found:
+        stdout.print("no quarantine in force")
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("host", "device", "since", "reason"):
+        table.add_column(column)
+    for q in found:
+        table.add_row(q.host, q.device, q.since.isoformat(timespec="seconds"), q.reason)
+    stdout.print(table)
+
+
+@fleet.command("quarantines")
+@click.option("--server", envvar="VMQOS_URL", metavar="URL", help=SERVER_HELP)
+@click.option("--host", "host", metavar="HOST", help="only this host's quarantines")
+@click.option("--json", "as_json", is_flag=True, help="print the quarantines as JSON")
+def quarantines(server: str | None, host: str | None, as_json: bool) -> None:
+    """The quarantines in force on every host, as their agents' monitors placed them (a flood's source).
+
+    An agent reports a quarantine when its monitor places it and again when it is lifted, so that
+    the server lists it fleet-wide, and still lists it while the agent is away.
+
+    \b
+    Examples:
+      vmqos fleet quarantines --server http://ctl:9696
+      vmqos fleet quarantines --server http://ctl:9696 --host compute1 --json
+    """
+    quarantines_remote(server, host, as_json)

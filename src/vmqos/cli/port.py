@@ -28,6 +28,29 @@ def kernel_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--netns", "netns", metavar="NS", help=NETNS_HELP)(func)
 
 
+def server_options(host_help: str = "with --server: the host the port is on") -> Callable[[Any], Any]:
+    """--server URL and --host HOST: the command asks a vmqos server instead of this host (see `remote`)."""
+
+    def add(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--host", "host", metavar="HOST", help=host_help)(func)
+        return click.option("--server", metavar="URL", help="a vmqos server instead of this host (default with "
+                            "--host: $VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")(func)
+
+    return add
+
+
+def remote(server: str | None, host: str | None, netns: str | None, db: str | None, local_flags: bool) -> bool:
+    """Whether a command goes to a server (--server or --host given); its local-only options refused then."""
+    if server is None and host is None:
+        return False
+    if netns is not None or db is not None:
+        raise click.UsageError("--netns and --db read this host; --server and --host ask a server: not both")
+    if local_flags:
+        raise click.UsageError("--live, --config, --force and --follow are for this host; with --server the host's "
+                               "agent applies a change, and a server's events are read once")
+    return True
+
+
 def _policy(value: str | None) -> tuple[Any, str | None]:
     """A policy file (Neutron JSON, vmqos YAML) is read; anything else names a stored policy."""
     if value is None:
@@ -71,6 +94,8 @@ def port() -> None:
       vmqos port set tap-vm2 --policy bw-limiter.json --netns lab-host
       vmqos port show tap-vm1 --netns lab-host --json
       vmqos port clear tap-vm1 --netns lab-host
+      vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
+      vmqos port list --server http://ctl:9696 --host compute1
     """
 
 
@@ -87,17 +112,31 @@ def port() -> None:
 @click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")
 @click.option("--force", is_flag=True, help="replace qdiscs or filters on the port that vmqos did not make")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@server_options()
 @kernel_options
 def port_set(device: str, inbound: str | None, outbound: str | None, policy: str | None, egress_mode: str | None,
-             live: bool, config: bool, force: bool, as_json: bool, netns: str | None, db: str | None) -> None:
+             live: bool, config: bool, force: bool, as_json: bool, server: str | None, host: str | None,
+             netns: str | None, db: str | None) -> None:
     """Set a port's limits, with virsh domiftune's syntax and meaning.
 
     The limits add to the port's policy and its instance's flavor; the lowest value of each
     field wins. Every change is made in place: the port is never unlimited in between.
+
+    With --server URL --host HOST the server's desired state of the port changes (admin only), and
+    the host's agent applies it: --inbound/--outbound edit the port's native policy as they edit a
+    local port, --policy FILE replaces it.
+
+    \b
+    Example: vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
     """
     pol, name = _policy(policy)
     change = PortChange(inbound=inbound, outbound=outbound, policy=pol, policy_name=name,
                         egress_mode=EgressMode(egress_mode) if egress_mode else None)
+    if remote(server, host, netns, db, live or config or force):
+        from vmqos.cli.fleet import set_remote
+
+        set_remote(server, host, device, change, as_json)
+        return
     if not live and not config:
         live = config = True
     with open_store(db) as store:
@@ -108,21 +147,55 @@ def port_set(device: str, inbound: str | None, outbound: str | None, policy: str
 @port.command("clear")
 @click.argument("device")
 @click.option("--force", is_flag=True, help="also remove qdiscs or filters vmqos did not make")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@server_options()
 @kernel_options
-def port_clear(device: str, force: bool, as_json: bool, netns: str | None, db: str | None) -> None:
-    """Remove every limit vmqos set on a port, and forget it."""
+def port_clear(device: str, force: bool, as_json: bool, server: str | None, host: str | None, netns: str | None,
+               db: str | None) -> None:
+    """Remove every limit vmqos set on a port, and forget it.
+
+    With --server URL --host HOST: release the port's native limits on the server (admin only); the
+    host's agent removes them from the kernel.
+
+    \b
+    Examples:
+      vmqos port clear tap-vm1 --netns lab-host
+      vmqos port clear tap-vm1 --server http://ctl:9696 --host compute1
+    """
+    if remote(server, host, netns, db, force):
+        from vmqos.cli.fleet import clear_remote
+
+        clear_remote(server, host, device, as_json)
+        return
     with open_store(db) as store:
         report = clear_port(store, netns, device, force=force)
     sys.exit(report_apply(report, as_json))
 
 
+@port.command("list")
+@click.option("--server", metavar="URL", help="the vmqos server's URL (default: $VMQOS_URL); credentials from "
+              "OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")
+@click.option("--host", "host", metavar="HOST", help="only this host's ports")
+@click.option("--json", "as_json", is_flag=True, help="print the ports as JSON")
+def port_list(server: str | None, host: str | None, as_json: bool) -> None:
+    """The ports a vmqos server knows (those you may see), with their policy and their agent's status.
+
+    This host's own managed ports are listed by `vmqos check`.
+
+    \b
+    Examples:
+      vmqos port list --server http://ctl:9696
+      vmqos port list --server http://ctl:9696 --host compute1 --json
+    """
+    from vmqos.cli.fleet import list_remote
+
+    list_remote(server, host, as_json)
+
+
 @port.command("show")
 @click.argument("device")
 @click.option("--json", "as_json", is_flag=True, help="print everything as JSON")
-@click.option("--server", metavar="URL", help="ask a vmqos server instead of this host (default with --host: "
-              "$VMQOS_URL); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME")
-@click.option("--host", "host", metavar="HOST", help="with --server: the host the port is on")
+@server_options()
 @kernel_options
 def port_show(device: str, as_json: bool, server: str | None, host: str | None, netns: str | None,
               db: str | None) -> None:
@@ -134,9 +207,7 @@ def port_show(device: str, as_json: bool, server: str | None, host: str | None, 
     With --server URL --host HOST: what the server wants of the port, and what the host's agent last
     reported (status, applied revision, rates, quarantine).
     """
-    if server is not None or host is not None:
-        if netns is not None or db is not None:
-            raise click.UsageError("--netns and --db read this host; --server and --host ask a server: not both")
+    if remote(server, host, netns, db, False):
         from vmqos.cli.fleet import show_remote
 
         show_remote(server, host, device, as_json)

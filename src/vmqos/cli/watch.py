@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from vmqos.cli.output import print_json, stderr, stdout
-from vmqos.cli.port import kernel_options
+from vmqos.cli.port import kernel_options, remote, server_options
 from vmqos.cli.top import ARROW, top
 from vmqos.core.errors import InvalidValue
 from vmqos.core.formats.hostfile import to_data
@@ -124,16 +124,27 @@ def monitor(netns: str | None, db: str | None, config_file: str | None, listen: 
 @click.option("--port", metavar="DEV", help="Only this port's events.")
 @click.option("--limit", type=int, default=100, show_default=True, help="At most this many (the newest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line with --follow, a list otherwise.")
+@server_options("with --server: only this host's")
 def events(netns: str | None, db: str | None, follow: bool, since: str | None, port: str | None, limit: int,
-           as_json: bool) -> None:
+           as_json: bool, server: str | None, host: str | None) -> None:
     """Flood detections and the actions taken, with their reasons, oldest first.
+
+    With --server URL (or --host HOST and $VMQOS_URL): what the agents reported to that server, the
+    newest --limit of them, of every host or of HOST's.
 
     \b
     Examples:
       vmqos events --netns lab-host --since 1h
       vmqos events --netns lab-host --follow --json
+      vmqos events --server http://ctl:9696 --host compute1 --limit 20
     """
     import json
+
+    if remote(server, host, netns, db, follow):
+        from vmqos.cli.fleet import events_remote
+
+        events_remote(server, host, port, parse_since(since), limit, as_json)
+        return
 
     with open_store(db, read_only=True) as store:
         found = monitoring.events(store, netns, since=parse_since(since), port=port, limit=limit)
@@ -272,8 +283,22 @@ def quarantine_lift(device: str, netns: str | None, db: str | None) -> None:
 
 @quarantine.command("list")
 @kernel_options
-@click.option("--json", "as_json", is_flag=True)
-def quarantine_list(netns: str | None, db: str | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the quarantines as JSON")
+@server_options("with --server: only this host's")
+def quarantine_list(netns: str | None, db: str | None, as_json: bool, server: str | None, host: str | None) -> None:
+    """The ports under quarantine: this host's, or with --server URL those its agents reported (of HOST's with
+    --host).
+
+    \b
+    Examples:
+      vmqos quarantine list --netns lab-host
+      vmqos quarantine list --server http://ctl:9696 --json
+    """
+    if remote(server, host, netns, db, False):
+        from vmqos.cli.fleet import quarantines_remote
+
+        quarantines_remote(server, host, as_json)
+        return
     with open_store(db, read_only=True) as store:
         found = monitoring.quarantined(store, netns)
     if as_json:

@@ -6,6 +6,11 @@ success; VERSION prints the versions it speaks. Every failure is the specificati
 (`cniVersion`, `code`, `msg`, `details`) on stdout and exit status 1, never a traceback: the runtime
 shows `msg` to its user. Logs, if any, go to stderr.
 
+With `vmqosServer`, ADD looks `policy` up on that vmqos server's Neutron API before it takes the
+store's writer (no lock held across the network); a server that does not answer fails ADD with
+code 11 (try again later) rather than start the container without its limits. CHECK and DEL never
+ask the server: CHECK compares the kernel with the store, DEL removes what the store says.
+
 The store is the CLI's (`--db`'s default, $VMQOS_DB), or `vmqosDatabase` of the configuration, so
 that `vmqos port show DEV` finds the container's port where the plugin put it.
 """
@@ -37,6 +42,7 @@ from vmqos.core.formats.cni import (
     version_answer,
 )
 if TYPE_CHECKING:
+    from vmqos.core.model.host import Policy
     from vmqos.services import containers
     from vmqos.store import Store
 
@@ -51,21 +57,45 @@ def _database(config: CniConfig) -> str | None:
     return db
 
 
-def _want(request: CniRequest, config: CniConfig) -> containers.ContainerWant:
+def _want(request: CniRequest, config: CniConfig, server_policy: Policy | None = None) -> containers.ContainerWant:
     from vmqos.services import containers
 
     return containers.ContainerWant(config.network, request.container_id, request.ifname, request.netns, config.qos,
-                                    config.egress_mode, config.policy)
+                                    config.egress_mode, config.policy, server_policy)
 
 
-def _add(store: Store, request: CniRequest, config: CniConfig) -> dict[str, Any]:
-    if config.raw_prev_result is None:
-        raise CniError(INVALID_CONFIG,
-                       "vmqos-cni must be called as a chained plugin: the configuration has no prevResult",
-                       "put it after the plugin that makes the interface (bridge, ptp) in a configuration list")
+def server_policy(config: CniConfig) -> Policy | None:
+    """`policy` from `vmqosServer` (None without either); every failure is a CniError naming both."""
+    if config.server is None or config.policy is None:
+        return None
+    from vmqos.services import server_client as sc
+    from vmqos.services import server_policies
+
+    server, name = config.server, config.policy
+    where = f"policy {name!r} from the vmqos server {server.url}"
+    try:
+        client = server_policies.client_for(server.url, server.credentials_file, server.ca_cert, server.timeout_s)
+        found = server_policies.policy_by_name(client, name)
+    except server_policies.CredentialsError as exc:
+        raise CniError(INVALID_CONFIG, f"{where}: {exc}") from None
+    except sc.ServerUnreachable as exc:
+        raise CniError(TRY_AGAIN_LATER, f"{where}: the server did not answer within {server.timeout_s:g} s",
+                       f"{exc}; the container is not started without its limits") from None
+    except (sc.ServerUnauthorized, sc.ServerForbidden) as exc:
+        raise CniError(INVALID_CONFIG, f"{where}: {exc}",
+                       f"check the credentials in {server.credentials_file}") from None
+    except sc.ServerError as exc:
+        raise CniError(IO_FAILURE, f"{where}: {exc}") from None
+    except VmqosError as exc:  # none, two of that name, rules vmqos cannot read
+        raise CniError(INVALID_CONFIG, f"{where}: {exc}") from None
+    log.info("policy %r is %s on %s", name, found.policy_id, found.server)
+    return found.policy
+
+
+def _add(store: Store, request: CniRequest, config: CniConfig, from_server: Policy | None) -> dict[str, Any]:
     from vmqos.services import containers
 
-    done = containers.attach(store, _want(request, config), host_candidates(config))
+    done = containers.attach(store, _want(request, config, from_server), host_candidates(config))
     if not done.report.ok:
         errors = "; ".join(r.error for r in done.report.results if r.error)
         raise CniError(IO_FAILURE, f"the limits of port {done.device} could not be applied (rolled back)", errors)
@@ -102,10 +132,17 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     # need not pay (a runtime may ask VERSION of every plugin of a list before each ADD)
     from vmqos.services.ports import open_store
 
+    from_server = None
+    if request.command == "ADD":
+        if config.raw_prev_result is None:
+            raise CniError(INVALID_CONFIG,
+                           "vmqos-cni must be called as a chained plugin: the configuration has no prevResult",
+                           "put it after the plugin that makes the interface (bridge, ptp) in a configuration list")
+        from_server = server_policy(config)  # before the store: no writer held while the server is asked
     try:
         with open_store(_database(config)) as store:
             if request.command == "ADD":
-                return _add(store, request, config)
+                return _add(store, request, config, from_server)
             if request.command == "CHECK":
                 _check(store, request, config)
             else:

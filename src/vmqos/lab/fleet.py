@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vmqos.core.errors import KernelError, NotFound
 from vmqos.drivers.process import in_netns, netns_exists, run
+from vmqos.lab.control_plane import CliRun
 from vmqos.lab.fleet_topology import MGMT_BRIDGE, MGMT_DEVICE, MGMT_PREFIX, SERVER_ADDRESS, Fleet, FleetHost
 from vmqos.lab.netns_lab import _batch, lab_down, lab_up
 
@@ -34,6 +35,13 @@ STATE_ROOT = Path("/run/vmqos")
 START_TIMEOUT_S = 60.0  # the server's first start migrates its database and recomputes every host's rows
 STOP_TIMEOUT_S = 30.0
 ADMIN = "admin"
+# The lab's agents answer a flood within seconds and lift the quarantine 3 s after it ends (the single-host
+# demo's monitor; the defaults wait 2 s and cool down for 30 s): a lab's story is told in seconds.
+LAB_MONITOR = """\
+interval: 0.5
+detectors: {packet_rate_pps: 20000, syn_min_pps: 1000, for_seconds: 1}
+response: {cooldown: 3, quarantine: {egress: {rate: 1mbit, pps: 1000}}}
+"""
 
 
 def state_dir(name: str) -> Path:
@@ -176,9 +184,14 @@ def start_server(name: str, hosts: int) -> int:
 
 def agent_argv(fleet: Fleet, host: FleetHost) -> list[str]:
     """The agent runs inside its host's namespace (its route to the server is the host's) and names that
-    namespace too, so that its scope is the one `vmqos port show --netns F<i>-host` reads."""
+    namespace too, so that its scope is the one `vmqos port show --netns F<i>-host` reads. Its monitor runs
+    with the lab's quick thresholds (LAB_MONITOR)."""
+    where = state_dir(fleet.name)
+    monitor = where / "monitor.yaml"
+    if not monitor.exists():
+        monitor.write_text(LAB_MONITOR)
     return _vmqos("agent", "--server", fleet.server_url, "--host", host.name, "--netns", host.netns,
-                  "--cache", str(state_dir(fleet.name) / f"agent-{host.name}.db"))
+                  "--cache", str(where / f"agent-{host.name}.db"), "--monitor-config", str(monitor))
 
 
 def start_agent(name: str, hosts: int, index: int) -> int:
@@ -273,6 +286,19 @@ def admin_env(name: str) -> dict[str, str]:
     status = fleet_status(name)
     assert status is not None
     return os_env(status.server_url, ADMIN, (where / "admin.password").read_text().strip(), ADMIN)
+
+
+def admin_vmqos(name: str, args: list[str], timeout: float = 60.0) -> CliRun:
+    """`vmqos ARGS` as the fleet's admin (its OS_* variables) inside its control namespace, where the
+    server answers: what an operator on the controller reads with `vmqos fleet ...`."""
+    status = fleet_status(name)
+    if status is None:
+        raise NotFound(f"no fleet {name!r} is up: `vmqos lab up --hosts N --name {name}` builds it")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")} | admin_env(name)
+    argv = _vmqos(*args)
+    done = subprocess.run(in_netns(argv, status.ctl_ns), env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return CliRun(tuple(args), done.returncode, done.stdout, done.stderr)
 
 
 def partition(name: str, index: int, *, cut: bool) -> None:

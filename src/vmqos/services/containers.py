@@ -47,6 +47,7 @@ class ContainerWant:
     qos: NetworkQos
     egress_mode: EgressMode = EgressMode.SHAPE
     policy: str | None = None  # a policy of the scope's desired state, or a Neutron policy's name
+    server_policy: Policy | None = None  # `policy` as a vmqos server gave it (services.server_policies): wins
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def attach(store: Store, want: ContainerWant, candidates: tuple[str, ...], *,
         if before is not None and before.device and before.device != device:  # an older ADD's veth
             _clear(store, scope_netns, state, before.device, before.instance, kernel)
             state = store.load(scope)
-        policy = named_policy(store, state, want.policy) if want.policy else None
+        policy = want.server_policy or (named_policy(store, state, want.policy) if want.policy else None)
         port = PortSpec(device, policy=policy.name if policy else None,
                         limits=None if want.qos.is_empty else want.qos, egress_mode=want.egress_mode)
         new_state = _with_container(state, instance, port, policy)

@@ -22,15 +22,17 @@ from urllib.parse import quote
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vmqos.core.errors import MissingValue, NotFound, VmqosError
+from vmqos.services.fleet_instances import Instance, InstanceList
 from vmqos.services.fleet_wire import (
     Changes,
     EventList,
     Host,
     HostAnswer,
     HostList,
+    NativePort,
     Port,
     PortAnswer,
     PortList,
@@ -50,6 +52,21 @@ M = TypeVar("M", bound=BaseModel)
 
 __all__ = ["RevisionGone", "ServerClient", "ServerError", "ServerForbidden", "ServerNotFound", "ServerUnauthorized",
            "ServerUnreachable"]
+
+
+class NeutronPolicy(BaseModel):
+    """A QoS policy as the server's Neutron API shows it (/v2.0/qos/policies), rules inline with their type."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    name: str | None = None
+    project_id: str | None = None
+    rules: list[dict[str, Any]] = []
+
+
+class NeutronPolicyList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    policies: list[NeutronPolicy]
 
 
 class ServerUnreachable(VmqosError):
@@ -100,10 +117,11 @@ class ServerClient:
 
     @classmethod
     def from_env(cls, url: str | None = None, *, host: str | None = None,
-                 environ: Mapping[str, str] | None = None, timeout_s: float = TIMEOUT_S) -> ServerClient:
+                 environ: Mapping[str, str] | None = None, timeout_s: float = TIMEOUT_S,
+                 verify: bool | str = True) -> ServerClient:
         """A client with the openstack CLI's credentials: OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME (and
         OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, Default unless set); OS_AUTH_URL, else the server's
-        /v3. The server is `url`, else $VMQOS_URL."""
+        /v3. The server is `url`, else $VMQOS_URL; `verify`: a CA file for https (True: the system's)."""
         env = os.environ if environ is None else environ
         url = url or env.get(URL_ENV)
         if not url:
@@ -117,7 +135,7 @@ class ServerClient:
                            project_name=env["OS_PROJECT_NAME"],
                            user_domain_name=env.get("OS_USER_DOMAIN_NAME") or "Default",
                            project_domain_name=env.get("OS_PROJECT_DOMAIN_NAME") or "Default")
-        return cls(url, ks_session.Session(auth=auth, timeout=timeout_s), host=host)
+        return cls(url, ks_session.Session(auth=auth, timeout=timeout_s, verify=verify), host=host)
 
     # ------------------------------------------------------------------ the calls
 
@@ -199,10 +217,27 @@ class ServerClient:
         assert found is not None
         return found.ports
 
+    def instances(self, host: str | None = None) -> list[Instance]:
+        """The instances the caller may see (on `host` only, if given): Neutron ports' device_id, with their hosts."""
+        found = self._call("GET", "/v1/instances", InstanceList, params={"host": host})
+        assert found is not None
+        return found.instances
+
     def port(self, device: str, host: str | None = None) -> Port:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer)
         assert found is not None
         return found.port
+
+    def set_port(self, device: str, body: NativePort, host: str | None = None) -> Port:
+        """Give a device its limits with the native API (admin; 409 when a Neutron port names the device)."""
+        found = self._call("PUT", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer,
+                           body=body)
+        assert found is not None
+        return found.port
+
+    def clear_port(self, device: str, host: str | None = None) -> None:
+        """Release a device's native limits (admin)."""
+        self._call("DELETE", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", None)
 
     def usage(self, device: str, host: str | None = None) -> UsageAnswer:
         """A device's per-IP usage of the current hour and day, as its agent last reported it."""
@@ -233,3 +268,10 @@ class ServerClient:
         found = self._call("GET", "/v1/quarantines", QuarantineList, params={"host": host})
         assert found is not None
         return found
+
+    def qos_policies(self, name: str | None = None) -> list[NeutronPolicy]:
+        """The Neutron QoS policies the caller sees (named `name` only, if given): its project's and those
+        shared with it, as Neutron lists them."""
+        found = self._call("GET", "/v2.0/qos/policies", NeutronPolicyList, params={"name": name})
+        assert found is not None
+        return found.policies

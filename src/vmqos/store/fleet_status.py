@@ -3,13 +3,18 @@
 A report is one transaction per host (its own writer lock, so a thousand hosts reporting each
 second do not queue behind each other on PostgreSQL, nor behind the Neutron writers). Status rows
 are replaced, not merged: the agent's last word on a device is the truth.
+
+Events are history, not state: a report that brings events also prunes them, in its own
+transaction, to the newest EVENTS_KEPT and to those received in the last EVENT_DAYS (a flooded fleet
+must not grow the table without end). Both cuts are one range of ids below a bound found from the
+primary key (ids grow with the time of receipt), so a prune reads only what it deletes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table, delete, func, insert, select, tuple_, update
@@ -31,6 +36,8 @@ _HOST = ("name", "registered_at", "last_seen", "agent_version", "netns", "invent
 _STATUS = ("host", "device", "revision", "status", "message", "reported_at", "sample", "sampled_at")
 _EVENT = ("id", "host", "device", "at", "kind", "message", "instance", "direction", "detector")
 _QUARANTINE = ("host", "device", "since", "reason", "qos")
+EVENTS_KEPT = 10_000  # the newest events the server keeps, all hosts together
+EVENT_DAYS = 7  # and none received longer ago than this
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,21 @@ def _write_statuses(conn: Connection, host: str, report: ReportRows, at: datetim
                                                           sampled_at=when))
 
 
+def _prune_events(conn: Connection, at: datetime) -> int:
+    """Delete the events beyond the newest EVENTS_KEPT or received before `at` - EVENT_DAYS; how many.
+
+    Both bounds come from the primary key: the highest id, and the first id (walking up from the
+    oldest) received within the window; everything below the higher of the two goes."""
+    e = fleet_events.c
+    top = conn.execute(select(func.max(e.id))).scalar()
+    if top is None:
+        return 0
+    first_recent = conn.execute(select(e.id).where(e.received_at >= at - timedelta(days=EVENT_DAYS))
+                                .order_by(e.id).limit(1)).scalar()
+    cut = max(int(top) - EVENTS_KEPT + 1, int(top) + 1 if first_recent is None else int(first_recent))
+    return int(conn.execute(delete(fleet_events).where(e.id < cut)).rowcount or 0)
+
+
 LIFT_REQUESTED = "lift_requested"  # the event kind of a lift asked from the dashboard
 
 
@@ -194,6 +216,7 @@ def save_report(store: Store, host: str, report: ReportRows, at: datetime) -> li
                                                         fleet_port_usage.c.device.in_(batch)))
         if report.events:
             conn.execute(insert(fleet_events), [{**e, "host": host, "received_at": at} for e in report.events])
+            _prune_events(conn, at)
         lifted = {r.device for r in report.quarantines} | set(report.lifted)
         for batch in chunks(sorted(lifted)):
             conn.execute(delete(fleet_quarantines).where(q.host == host, q.device.in_(batch)))

@@ -76,6 +76,13 @@ def _direction(option: str, text: str | None, current: DirectionQos) -> Directio
     return replace(current, bandwidth=limit, min_bps=floor if floor is not None else current.min_bps)
 
 
+def changed_limits(limits: NetworkQos, inbound: str | None, outbound: str | None) -> NetworkQos:
+    """`limits` with `--inbound`/`--outbound` applied as `port set` applies them (domiftune semantics,
+    the same parser and messages): what a server's native PUT is sent by `port set --server`."""
+    return replace(limits, ingress=_direction("--inbound", inbound, limits.ingress),
+                   egress=_direction("--outbound", outbound, limits.egress))
+
+
 @dataclass(frozen=True)
 class PortChange:
     inbound: str | None = None
@@ -90,8 +97,7 @@ def changed_port(state: HostState, device: str, change: PortChange) -> tuple[Hos
     found = _find_port(state, device)
     port = found[1] if found else PortSpec(device)
     limits = port.limits or NetworkQos()
-    limits = replace(limits, ingress=_direction("--inbound", change.inbound, limits.ingress),
-                     egress=_direction("--outbound", change.outbound, limits.egress))
+    limits = changed_limits(limits, change.inbound, change.outbound)
     policies = dict(state.policies)
     policy = port.policy
     if change.policy is not None:

@@ -17,7 +17,8 @@ is vmqos's `ingress.bandwidth.rate_bps` with no conversion; bursts are bits here
 
 What the bandwidth plugin cannot say has keys of vmqos's own (README "Containers: vmqos-cni"): a peak
 rate, a packet-rate limit per direction, a DSCP mark on what the container sends, the egress mode,
-a named policy, and the database.
+a named policy, and the database. `vmqosServer` names a vmqos server whose Neutron API the
+policy's name is looked up on (read here into `CniServer`; the lookup is services.server_policies').
 
 Kubernetes has no burst of its own: kubelet (dockershim) sent `math.MaxInt32` bits, containerd sends
 `math.MaxUint32` and CRI-O `math.MaxUint32*8 - 1` (read in their sources), which the bandwidth plugin
@@ -54,6 +55,9 @@ INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
 
 BANDWIDTH_KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
+SERVER_KEYS = ("url", "credentialsFile", "caCert", "timeoutSeconds")
+SERVER_TIMEOUT_S = 5.0  # ADD waits at most this per request to the server (the runtime waits for ADD)
+SERVER_TIMEOUT_MAX_S = 60.0
 
 
 class CniError(VmqosError):
@@ -115,6 +119,19 @@ class CniInterface:
 
 
 @dataclass(frozen=True)
+class CniServer:
+    """`vmqosServer`: the vmqos server (its Neutron API) that `policy` is looked up on at ADD.
+
+    The credentials are a file's, never the configuration's: runtimes log the configuration and
+    /etc/cni/net.d is readable by all; the file is the operator's (mode 0600, root's)."""
+
+    url: str  # http(s)://HOST:PORT, the server's root (its Neutron API is /v2.0, its Keystone /v3)
+    credentials_file: str  # an absolute path to a JSON object of OS_* values (README "Containers")
+    ca_cert: str | None = None  # a PEM file of the CA that signed an https server's certificate
+    timeout_s: float = SERVER_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class CniConfig:
     """The network configuration of one plugin of a list, as vmqos reads it.
 
@@ -127,6 +144,7 @@ class CniConfig:
     egress_mode: EgressMode = EgressMode.SHAPE
     policy: str | None = None
     database: str | None = None
+    server: CniServer | None = None
     raw_prev_result: dict[str, Any] | None = None
     interfaces: tuple[CniInterface, ...] = ()
     notes: tuple[str, ...] = ()
@@ -205,6 +223,49 @@ def _qos(conf: Mapping[str, Any], notes: list[str]) -> NetworkQos:
     return NetworkQos(ingress=directions["ingress"], egress=directions["egress"])
 
 
+def _server(conf: Mapping[str, Any]) -> CniServer | None:
+    """vmqosServer, checked; a message never repeats a value but the URL's (a password could be one)."""
+    entry = conf.get("vmqosServer")
+    if entry is None:
+        return None
+    fix = ('give {"url": "https://HOST:9696", "credentialsFile": "/etc/vmqos/cni-credentials.json"} '
+           '(optional: "caCert", "timeoutSeconds")')
+    if not isinstance(entry, Mapping):
+        raise CniError(INVALID_CONFIG, "vmqosServer is not an object", fix)
+    unknown = sorted(set(entry) - set(SERVER_KEYS))
+    if unknown:
+        secret = [k for k in unknown if any(w in k.lower() for w in ("password", "secret", "token"))]
+        if secret:
+            raise CniError(INVALID_CONFIG, f"vmqosServer.{secret[0]}: credentials do not belong in the network "
+                                           "configuration (runtimes log it, /etc/cni/net.d is world-readable)",
+                           "put them in the file that vmqosServer.credentialsFile names (mode 0600)")
+        raise CniError(INVALID_CONFIG, f"vmqosServer.{unknown[0]} is not a key vmqos-cni knows",
+                       f"its keys are {', '.join(SERVER_KEYS)}")
+    url = entry.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise CniError(INVALID_CONFIG, f"vmqosServer.url: {url!r} is not valid",
+                       "give the server's root URL, e.g. https://vmqos.example:9696")
+    paths: dict[str, str | None] = {}
+    for key in ("credentialsFile", "caCert"):
+        value = entry.get(key)
+        if value is None and key == "caCert":
+            paths[key] = None
+            continue
+        if not isinstance(value, str) or not value.startswith("/"):
+            shown = repr(value) if value is None or isinstance(value, str) else f"a {type(value).__name__}"
+            raise CniError(INVALID_CONFIG, f"vmqosServer.{key}: {shown} is not valid",
+                           "give an absolute path (the runtime's working directory is not yours)")
+        paths[key] = value
+    timeout = entry.get("timeoutSeconds", SERVER_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= SERVER_TIMEOUT_MAX_S:
+        raise CniError(INVALID_CONFIG, f"vmqosServer.timeoutSeconds: {timeout!r} is not valid",
+                       f"give seconds > 0 and <= {SERVER_TIMEOUT_MAX_S:g} (the runtime waits for ADD); default "
+                       f"{SERVER_TIMEOUT_S:g}")
+    credentials = paths["credentialsFile"]
+    assert credentials is not None
+    return CniServer(url.rstrip("/"), credentials, paths["caCert"], float(timeout))
+
+
 def _interfaces(prev: Mapping[str, Any]) -> tuple[CniInterface, ...]:
     found = []
     for item in prev.get("interfaces") or []:
@@ -243,11 +304,14 @@ def read_config(stdin: bytes | str) -> CniConfig:
     for key in ("policy", "vmqosDatabase"):
         if conf.get(key) is not None and (not isinstance(conf[key], str) or not conf[key]):
             raise CniError(INVALID_CONFIG, f"{key}: {conf[key]!r} is not valid", "give a non-empty string")
+    server = _server(conf)
+    if server is not None and conf.get("policy") is None:
+        notes.append("vmqosServer is set without a policy: the server is not asked anything")
     prev = conf.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise CniError(DECODE_FAILURE, "prevResult is not a JSON object")
     return CniConfig(cni_version=version, network=name, qos=qos, egress_mode=mode, policy=conf.get("policy"),
-                     database=conf.get("vmqosDatabase"), raw_prev_result=prev,
+                     database=conf.get("vmqosDatabase"), server=server, raw_prev_result=prev,
                      interfaces=_interfaces(prev) if prev else (), notes=tuple(notes))
 
 

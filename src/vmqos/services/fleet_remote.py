@@ -1,0 +1,67 @@
+"""`vmqos port set|clear DEV --server URL --host HOST`: the local command's edit, sent to a server.
+
+The server keeps one policy per device in the host file's form (services.fleet_wire.NativePort), so
+a change is read-modify-write: the device's current native policy is read (GET), the change is applied
+to it with the very function the local command uses (core.desired.ports.changed_limits: domiftune
+semantics, same parser, same messages, so a bad value is refused before any request), and the result is
+sent whole (PUT). Two writers at once can lose one change: the last PUT wins, as with two `virsh
+domiftune` at once.
+
+What the server's native form cannot hold is refused here, in one line, rather than dropped: a stored
+policy's name (the server has no named native policies) and an egress mode (a desired row has none).
+"""
+
+from __future__ import annotations
+
+from vmqos.core.desired.ports import PortChange, changed_limits
+from vmqos.core.errors import InvalidValue
+from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
+from vmqos.core.model.host import Policy, check_device_name
+from vmqos.core.model.network import NetworkQos
+from vmqos.services.fleet_wire import NativePort, Port
+from vmqos.services.server_client import ServerClient, ServerNotFound
+
+
+def _current(client: ServerClient, host: str, device: str) -> Port | None:
+    try:
+        return client.port(device, host)
+    except ServerNotFound:
+        return None
+
+
+def native_body(current: Port | None, change: PortChange) -> NativePort:
+    """The PUT body that applies `change` to the device's current native policy (pure, given `current`)."""
+    if change.policy_name is not None:
+        raise InvalidValue("--policy", change.policy_name, "with --server give a policy file (Neutron JSON or vmqos "
+                           "YAML): the server keeps no named native policies to refer to")
+    if change.egress_mode is not None:
+        raise InvalidValue("--egress-mode", change.egress_mode.value, "leave it out with --server: the server's "
+                           "desired state has no egress mode per port (the agent's host decides)")
+    name: str | None = None
+    base = NetworkQos()
+    if change.policy is not None:
+        name, base = change.policy.name, change.policy.qos
+    elif current is not None and current.source == "native" and current.policy is not None:
+        name = current.policy_name
+        base = policy_from_data(name or "native", current.policy, path=("policy",)).qos
+    qos = changed_limits(base, change.inbound, change.outbound)
+    return NativePort(policy=policy_to_data(Policy(name=name or "native", qos=qos)), policy_name=name)
+
+
+def check_change(device: str, change: PortChange) -> None:
+    """Refuse a bad device name or value before any request, with the local command's messages."""
+    check_device_name(device)
+    native_body(None, change)
+
+
+def set_remote(client: ServerClient, host: str, device: str, change: PortChange) -> Port:
+    """Apply `change` to `device` of `host` on the server; the device as the server then has it."""
+    check_change(device, change)
+    current = None if change.policy is not None else _current(client, host, device)
+    return client.set_port(device, native_body(current, change), host)
+
+
+def clear_remote(client: ServerClient, host: str, device: str) -> None:
+    """Release the device's native limits on the server (its agent then removes them from the kernel)."""
+    check_device_name(device)
+    client.clear_port(device, host)
