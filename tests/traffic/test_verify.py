@@ -251,7 +251,7 @@ def test_cli_uploads_the_run_and_its_plot_to_a_server_and_a_refused_upload_is_on
         base = f"/v1/hosts/vq-h1/ports/{vm1.port}/verify-runs"
         (kept,) = api.get(base, headers=admin).json()["runs"]
         assert (kept["direction"], kept["verdict"], kept["has_plot"]) == ("ingress", "pass", True)
-        assert kept["achieved"] == local["achieved"] and kept["judged_limit"] == 20 * MBIT
+        assert abs(kept["achieved"] - local["achieved"]) < 1 and kept["judged_limit"] == 20 * MBIT  # JSON rounds
         with open(local["plots"][0], "rb") as f:
             assert api.get(f"{base}/{kept['id']}/plot.png", headers=admin).content == f.read()
     no_plot = [a for a in argv if a not in ("--plot-dir", str(tmp_path))] + ["--no-plot"]
