@@ -125,3 +125,34 @@ def test_a_rule_changed_with_the_openstack_cli_reaches_a_waiting_agent(server):
         agent.changes(changed.revision)
     assert "\n" not in str(caught.value)
     assert agent.desired().revision > changed.revision
+
+
+def test_vmqos_verify_uploads_its_runs_through_the_real_client_and_a_failure_is_one_warning(server, tmp_path):
+    """cli.verify_upload with services.server_client against `vmqos server`: what `vmqos verify --server` does
+    once its runs are over (the runs themselves are tests/traffic's)."""
+    from tests.core.test_verify_upload import AT, PNG, _run
+    from vmqos.cli.verify_upload import Finished, upload_runs
+
+    server.json("network", "qos", "policy", "create", "vq-verify")
+    server.json("network", "qos", "rule", "create", "--type", "bandwidth-limit", "--max-kbps", "20000", "--egress",
+                "vq-verify")
+    _ok(server.openstack("network", "create", "vq-verify-net"))
+    made = server.json("port", "create", "--network", "vq-verify-net", "--host", HOST, "--qos-policy", "vq-verify",
+                       "vq-verify-port")
+    device = "tap" + made["id"][:11]
+    admin = ServerClient.from_env(server.url, environ=_credentials("admin", ADMIN_PASSWORD, "admin"))
+    plot = tmp_path / "egress.png"
+    plot.write_bytes(PNG)
+    said: list[str] = []
+    warned: list[str] = []
+    finished = [Finished(_run("ingress", 20_000_000), AT, None), Finished(_run("egress", 30_000_000), AT, str(plot))]
+    ids = upload_runs(admin, device, HOST, finished, [], said.append, warned.append)
+    assert len(ids) == 2 and not warned
+    runs = admin.verify_runs(device, HOST)
+    assert [(r.id, r.direction, r.ok, r.has_plot) for r in runs] == \
+        [(ids[1], "egress", False, True), (ids[0], "ingress", True, False)]
+    image = admin.session.get(f"{server.url}/v1/hosts/{HOST}/ports/{device}/verify-runs/{ids[1]}/plot.png")
+    assert image.headers["Content-Type"] == "image/png" and image.content == PNG
+
+    assert upload_runs(admin, "vq-nothing", HOST, finished, [], said.append, warned.append) == []
+    assert len(warned) == 1 and "404" in warned[0] and "\n" not in warned[0]

@@ -25,6 +25,8 @@ from vmqos.verify.plot import plot
 from vmqos.verify.run import run_direction
 from vmqos.verify.targets import lab_target, port_state
 
+from tests.browser.test_dashboard_usage import server  # noqa: F401  (a `vmqos server` in process, for --server)
+
 from .harness import log
 from .test_limits import libvirt_rate, policy_file
 
@@ -218,3 +220,43 @@ def test_a_remote_peer_with_its_own_iperf3_server_both_ways(lab, ports):
     finally:
         server.kill()
         server.wait()
+
+
+def test_cli_uploads_the_run_and_its_plot_to_a_server_and_a_refused_upload_is_one_warning(lab, ports, tmp_path,
+                                                                                           server):
+    """`vmqos verify --server URL --host H` against a `vmqos server` in this process (uvicorn, SQLite): the run
+    and its PNG are kept on the port (set there with the native API), the plot byte for byte as written
+    here; with a wrong password the run, its JSON and its exit status are as without a server, plus one
+    warning line."""
+    import httpx
+
+    from tests.server.inproc import PASSWORD, headers
+
+    vm1 = lab.instance(1)
+    ports.set(vm1.port, PortChange(inbound=libvirt_rate(20)))
+    with httpx.Client(base_url=server) as api:
+        admin = headers(api)  # type: ignore[arg-type]
+        api.put(f"/v1/hosts/vq-h1/ports/{vm1.port}", json={"policy": {"ingress": {"rate": "20mbit"}}},
+                headers=admin).raise_for_status()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))}
+    env |= {"VMQOS_DB": ports.store.url, "OS_USERNAME": "admin", "OS_PASSWORD": PASSWORD, "OS_PROJECT_NAME": "admin"}
+    argv = [sys.executable, "-m", "vmqos.cli.main", "verify", "vm1", "--lab", lab.name, "--direction", "ingress",
+            "--duration", "3", "--json", "--plot-dir", str(tmp_path), "--server", server, "--host", "vq-h1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, env=env)
+    assert done.returncode == 0, done.stderr
+    (local,) = json.loads(done.stdout)["runs"]
+    assert "uploaded ingress run" in done.stderr and "warning" not in done.stderr, done.stderr
+    with httpx.Client(base_url=server) as api:
+        admin = headers(api)  # type: ignore[arg-type]
+        base = f"/v1/hosts/vq-h1/ports/{vm1.port}/verify-runs"
+        (kept,) = api.get(base, headers=admin).json()["runs"]
+        assert (kept["direction"], kept["verdict"], kept["has_plot"]) == ("ingress", "pass", True)
+        assert abs(kept["achieved"] - local["achieved"]) < 1 and kept["judged_limit"] == 20 * MBIT  # JSON rounds
+        with open(local["plots"][0], "rb") as f:
+            assert api.get(f"{base}/{kept['id']}/plot.png", headers=admin).content == f.read()
+    no_plot = [a for a in argv if a not in ("--plot-dir", str(tmp_path))] + ["--no-plot"]
+    refused = subprocess.run(no_plot, capture_output=True, text=True, timeout=90, env={**env, "OS_PASSWORD": "wrong"})
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["runs"][0]["verdict"] == "pass"
+    warnings = [line for line in refused.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "not uploaded" in warnings[0] and "401" in warnings[0], refused.stderr

@@ -167,6 +167,7 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_body)
     app.middleware("http")(_no_nul)
+    app.middleware("http")(fleet.upload_cap)  # before the body is read: a verify run's plot is capped
     app.middleware("http")(dashboard.session_middleware)  # added last, runs first: the cookie as a token
 
     @app.get("/", tags=["discovery"], summary="The API versions: Neutron's v2.0 and Keystone's v3 (a browser, "

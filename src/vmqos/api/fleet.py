@@ -11,14 +11,16 @@ waits on the application's Watch (api.fleet_watch) without a thread; every other
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from vmqos.api import auth
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
-from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances
+from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances, verify_runs
 from vmqos.services.dashboard_live import LiveHistory
 from vmqos.services.fleet_wire import (
     MAX_REVISION,
@@ -38,6 +40,7 @@ from vmqos.services.fleet_wire import (
     check_host,
 )
 from vmqos.services.identity import Caller
+from vmqos.services.verify_wire import MAX_PLOT_BYTES, MAX_UPLOAD_BYTES, VerifyRunAnswer, VerifyRunList, VerifyRunUpload
 from vmqos.store import Store
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
@@ -53,6 +56,19 @@ def _store(request: Request) -> Store:
 def watch_of(request: Request) -> Watch:
     found: Watch = request.app.state.fleet_watch
     return found
+
+
+async def upload_cap(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """413 before a verify run's body is read when its Content-Length says it cannot fit the plot's cap (the
+    model refuses a bigger plot too, with 400, once it is read: a body sent without a length)."""
+    length = request.headers.get("content-length", "")
+    if request.method == "POST" and request.url.path.endswith("/verify-runs") and length.isdigit() \
+            and int(length) > MAX_UPLOAD_BYTES:
+        message = (f"a verify run's body of {length} bytes is too large: at most {MAX_UPLOAD_BYTES} (a plot of at "
+                   f"most {MAX_PLOT_BYTES} bytes in base64, and the summary)")
+        return JSONResponse({"NeutronError": {"type": "RequestEntityTooLarge", "message": message, "detail": ""}},
+                            status_code=413)
+    return await call_next(request)
 
 
 # ------------------------------------------------------------------ hosts
@@ -130,6 +146,30 @@ def show_port(request: Request, host: str, device: str, who: Caller = Depends(au
             summary="A device's per-IP usage of the current hour and day, as its agent last reported it")
 def show_usage(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> UsageAnswer:
     return fleet_hosts.port_usage(_store(request), who, host, device)
+
+
+@router.post("/hosts/{host}/ports/{device}/verify-runs", status_code=201, responses=ERRORS,
+             summary="Keep a finished `vmqos verify` run of the device, with its plot (admin or the host's agent)")
+def upload_verify_run(request: Request, host: str, device: str, body: VerifyRunUpload,
+                      who: Caller = Depends(auth.caller)) -> VerifyRunAnswer:
+    return VerifyRunAnswer(run=verify_runs.upload(_store(request), who, host, device, body))
+
+
+@router.get("/hosts/{host}/ports/{device}/verify-runs", responses=ERRORS,
+            summary="The device's verify runs, newest first, without their plots")
+def list_verify_runs(request: Request, host: str, device: str,
+                     limit: int = Query(verify_runs.KEEP, ge=1, le=verify_runs.KEEP),
+                     who: Caller = Depends(auth.caller)) -> VerifyRunList:
+    return VerifyRunList(runs=verify_runs.list_runs(_store(request), who, host, device, limit=limit))
+
+
+@router.get("/hosts/{host}/ports/{device}/verify-runs/{run_id}/plot.png", responses={
+    **ERRORS, 200: {"content": {"image/png": {}}, "description": "the run's plot"}},
+            response_class=Response, summary="A verify run's plot (PNG)")
+def verify_run_plot(request: Request, host: str, device: str, run_id: int = Path(ge=1, le=2**63 - 1),
+                    who: Caller = Depends(auth.caller)) -> Response:
+    return Response(verify_runs.plot(_store(request), who, host, device, run_id), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.put("/hosts/{host}/ports/{device}", responses=ERRORS,

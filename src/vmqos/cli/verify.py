@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -150,10 +152,16 @@ def _table(target: Any, runs: list[Any]) -> Any:
               ".svg (default: the current directory).")
 @click.option("--no-plot", is_flag=True, help="Write no plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts, with every sample, as JSON.")
+@click.option("--server", metavar="URL", help="Also keep each run, with its plot, on this vmqos server (the "
+              "port's dashboard page lists them); credentials from OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME "
+              "(an admin, or the host's service user). A failed upload is one warning: the result stays here.")
+@click.option("--host", "host_name", metavar="HOST", help="The port's host at the server (its binding:host_id; "
+              "default: this machine's hostname); with --host alone the server is $VMQOS_URL.")
 def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, instance_netns: str | None,
            instance_address: str | None, peer_netns: str | None, peer_address: str | None, peer_remote: str | None,
            direction: str, traffic: str, duration: float, offer: str | None, iperf_port: int,
-           plot_path: str | None, plot_dir: str | None, no_plot: bool, as_json: bool) -> None:
+           plot_path: str | None, plot_dir: str | None, no_plot: bool, as_json: bool, server: str | None,
+           host_name: str | None) -> None:
     """Drive real traffic through a port and judge it against the port's limits.
 
     For each direction: the idle RTT (ping from the instance to the peer), then DURATION seconds
@@ -192,6 +200,8 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
       vmqos verify vm1 --lab lab --instance-address fd00::1 --peer-netns lab-vm2 \\
           --peer-address fd00::2                            # IPv6, both ends given
       vmqos verify tap-a --netns hv --instance-netns guest-a --peer-remote 198.51.100.7  # iperf3 -s there
+      OS_USERNAME=admin OS_PASSWORD=... OS_PROJECT_NAME=admin \\
+        vmqos verify tap0123456789a --netns hv ... --server http://controller:9696 --host compute1
     """
     # lazy: verify.run reads counters through drivers.counters, which loads pyroute2 (~65 ms of every
     # `vmqos` start otherwise); only `vmqos verify` needs it
@@ -209,6 +219,12 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
     if offer_bps == 0 and traffic == "udp":
         raise InvalidValue("--offer", offer, "a rate above 0 for udp (small-packets floods without --offer)")
     kind = Traffic(traffic)
+    uploader = None
+    if server is not None or host_name is not None:  # checked before any traffic: a missing credential is said now
+        from vmqos.cli.fleet import client
+
+        host_name = host_name or socket.gethostname()
+        uploader = client(server)
     with open_store(db) as store:
         target = _resolve(what, lab_name, netns if lab_name is None else None, store, instance_netns,
                           instance_address, peer_netns, peer_address, peer_remote)
@@ -222,8 +238,9 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
     for note in notes:
         stderr.print(f"[yellow]warning[/]: {note}", markup=True)
     directions = DIRECTIONS if direction == "both" else (direction,)
-    runs, plots = [], {}
+    runs, plots, started = [], {}, {}
     for d in directions:
+        started[d] = datetime.now(UTC)
         run = run_direction(target, state, d, kind, duration_s=duration, offer_bps=offer_bps, iperf_port=iperf_port,
                             progress=lambda text: stderr.print(f"verify {target.port}: {text}"))
         j = run.judgement
@@ -249,4 +266,14 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
             stdout.print(f"{r.direction} {r.traffic.value}: {r.judgement.reason}")
         for d, files in plots.items():
             stdout.print(f"plot ({d}): {files[0]}, {files[1]}")
+    if uploader is not None and host_name is not None:
+        from rich.markup import escape
+
+        from vmqos.cli.verify_upload import Finished, upload_runs
+
+        finished = [Finished(r, started[r.direction], plots[r.direction][0] if r.direction in plots else None)
+                    for r in runs]
+        upload_runs(uploader, target.port, host_name, finished, notes,
+                    say=lambda text: stderr.print(f"verify {target.port}: {text}", markup=False),
+                    warn=lambda text: stderr.print(f"[yellow]warning[/]: {escape(text)}", markup=True))
     sys.exit(0 if ok else 1)

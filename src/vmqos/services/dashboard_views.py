@@ -23,10 +23,11 @@ from vmqos.core.desired.effective import EffectiveNetwork, QosSource, combine
 from vmqos.core.errors import NotFound, VmqosError
 from vmqos.core.formats.hostfile.codec import from_data, policy_from_data
 from vmqos.core.model.network import NetworkQos
-from vmqos.services import fleet_hosts
+from vmqos.services import fleet_hosts, verify_runs
 from vmqos.services.dashboard_live import LiveHistory, Point
 from vmqos.services.fleet_wire import Event, Port, PortUsage, Quarantine, Rates
 from vmqos.services.identity import Caller
+from vmqos.services.verify_wire import VerifyRun
 from vmqos.store import Store
 
 Direction = Literal["egress", "ingress"]
@@ -116,7 +117,8 @@ class PortView(View):
     events: list[Event]
     usage: PortUsage | None  # the port's per-IP usage of this hour and day, as its agent last reported it
     usage_note: str  # what the page says of it
-    verify: str  # what the server knows of verify runs
+    verify_runs: list[VerifyRun]  # what `vmqos verify --server` kept of the port's runs, newest first
+    verify: str  # what the page says of them
 
 
 class EventsView(View):
@@ -129,8 +131,10 @@ NO_USAGE = ("No per-IP usage reported for this port yet: the agent's monitor cou
             "once a minute (an agent without its monitor, or older than the report's `usage` field, reports none).")
 USAGE_NOTE = ("Bytes (frames) and packets per address pair that passed the port's limits in the current hour and "
               "day; the agent reports the biggest pairs of each window and refreshes them once a minute.")
-NO_VERIFY = ("`vmqos verify` runs on a host against its own kernel and keeps its plots there; they are not "
-             "reported to the server, so the dashboard cannot show them.")
+NO_VERIFY = ("No verify run kept for this port: `vmqos verify PORT ... --server URL --host HOST` (an admin or the "
+             "host's service user) uploads each finished run with its plot.")
+VERIFY_NOTE = ("Runs of `vmqos verify --server` with real traffic through this port, newest first (the server keeps "
+               f"the last {verify_runs.KEEP}): the rate achieved once the burst was over, against the limit judged.")
 
 
 def who(caller: Caller) -> Who:
@@ -261,6 +265,7 @@ def port(store: Store, caller: Caller, live: LiveHistory, host_name: str, device
     when given: a stream sends only what is new), its events."""
     found = fleet_hosts.show_port(store, caller, host_name, device)
     usage = fleet_hosts.usage_of(store, found)
+    runs = verify_runs.runs_of(store, found.host, found.device)
     eff = effective(found)
     limits = [Limit(direction=d, field=name, value=value.value, source=value.source)  # type: ignore[arg-type]
               for d, side in (("egress", eff.egress), ("ingress", eff.ingress))
@@ -274,7 +279,8 @@ def port(store: Store, caller: Caller, live: LiveHistory, host_name: str, device
                     reported_at=found.reported_at, quarantine=found.quarantine, limits=limits, rows=_rows(found),
                     history=live.points(host_name, device, since), history_since=live.started_at,
                     events=fleet_hosts.list_events(store, caller, host=host_name, device=device, limit=PORT_EVENTS),
-                    usage=usage, usage_note=USAGE_NOTE if usage is not None else NO_USAGE, verify=NO_VERIFY)
+                    usage=usage, usage_note=USAGE_NOTE if usage is not None else NO_USAGE, verify_runs=runs,
+                    verify=VERIFY_NOTE if runs else NO_VERIFY)
 
 
 def events(store: Store, caller: Caller) -> EventsView:

@@ -44,6 +44,7 @@ from vmqos.services.fleet_wire import (
     Snapshot,
     UsageAnswer,
 )
+from vmqos.services.verify_wire import VerifyRun, VerifyRunAnswer, VerifyRunList, VerifyRunUpload
 
 URL_ENV = "VMQOS_URL"
 TIMEOUT_S = 30.0  # a request's; the long poll waits `wait` seconds more
@@ -243,6 +244,20 @@ class ServerClient:
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}/usage", UsageAnswer)
         assert found is not None
         return found
+
+    def upload_verify_run(self, device: str, run: VerifyRunUpload, host: str | None = None) -> VerifyRun:
+        """Keep a finished `vmqos verify` run of the device on the server (the port's page shows it)."""
+        found = self._call("POST", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}/verify-runs",
+                           VerifyRunAnswer, body=run)
+        assert found is not None
+        return found.run
+
+    def verify_runs(self, device: str, host: str | None = None) -> list[VerifyRun]:
+        """The device's verify runs on the server, newest first (without their plots)."""
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}/verify-runs",
+                           VerifyRunList)
+        assert found is not None
+        return found.runs
 
     def events(self, host: str | None = None, device: str | None = None, limit: int = 100) -> EventList:
         found = self._call("GET", "/v1/events", EventList, params={"host": host, "device": device, "limit": limit})

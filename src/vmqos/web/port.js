@@ -3,6 +3,7 @@
 import { h, rate, pps, ago, badge, link, hostHref } from "./util.js";
 import { eventTable, quarantineTable } from "./events.js";
 import { usageTable } from "./usage.js";
+import { verifySection } from "./verify.js";
 
 const WINDOW_S = 300;
 const LIMIT_FIELDS = { rate_bps: rate, peak_bps: rate, burst_bytes: (v) => `${v} bytes`, pps: pps,
@@ -39,14 +40,14 @@ export function mount(main, ctx) {
   const toggle = h("span", {}, ["egress", "ingress"].map((d) => h("button", {
     class: `dir ${d}`, dataset: { direction: d }, onclick: () => { direction = d; draw(); } }, d)));
   const head = h("p", { id: "port-head" }), limits = h("div", { id: "limits" }), kernel = h("div", { id: "kernel" });
-  const held = h("div", { id: "port-quarantine" }), evts = h("div"), notes = h("div", { id: "port-notes" });
-  const usage = h("div", { id: "port-usage" });
+  const held = h("div", { id: "port-quarantine" }), evts = h("div");
+  const usage = h("div", { id: "port-usage" }), verify = verifySection(host, device);
   const historyNote = h("p", { class: "muted hint", id: "history-note" });
   main.replaceChildren(h("h1", {}, `Port ${device} `, h("span", { class: "muted" }, "on "), link(hostHref(host), host)),
     head, h("p", {}, "direction (the instance's point of view): ", toggle), historyNote,
     h("div", { class: "charts" }, rates.target, packets.target),
     h("h2", {}, "Effective limits"), limits, h("h2", {}, "Kernel"), kernel, h("h2", {}, "Quarantine"), held,
-    h("h2", {}, "Events"), evts, h("h2", {}, "Per-IP usage"), usage, h("h2", {}, "Verify runs"), notes);
+    h("h2", {}, "Events"), evts, h("h2", {}, "Per-IP usage"), usage, h("h2", {}, "Verify runs"), verify.root);
   let lastLimits = "", lastHeld = "", lastUsage = "";
 
   function draw() {
@@ -100,7 +101,7 @@ export function mount(main, ctx) {
         lastUsage = usageKey;
         usage.replaceChildren(usageTable(frame.usage, frame.usage_note));
       }
-      notes.replaceChildren(h("p", { class: "muted" }, frame.verify));
+      verify.update(frame.verify_runs, frame.verify);
     },
   };
 }
