@@ -43,9 +43,25 @@ class Qdisc(KernelObject):
     dev: str
     parent: str  # "root", "ingress" or a classid "1:10"
     handle: str  # "1:", "ffff:", "10:"
-    qdisc_kind: str  # "htb", "ingress", "bfifo"
+    qdisc_kind: str  # "htb", "ingress", "bfifo", "tbf"
     default_minor: int | None = None  # htb
-    limit_bytes: int | None = None  # bfifo
+    limit_bytes: int | None = None  # bfifo; tbf: the bytes its queue holds
+    rate_bps: int | None = None  # tbf
+    burst_bytes: int | None = None  # tbf
+
+    def matches(self, observed: KernelObject) -> bool:
+        if not isinstance(observed, Qdisc) or self.qdisc_kind != "tbf":
+            return self == observed
+        # The kernel keeps a TBF's rate in bytes/s and its bucket in 64 ns ticks; `tc -j` gives the queue as
+        # a latency in whole microseconds. Allow their rounding, as for HTB classes.
+        return ((self.dev, self.parent, self.handle, self.qdisc_kind)
+                == (observed.dev, observed.parent, observed.handle, observed.qdisc_kind)
+                and observed.rate_bps is not None and observed.burst_bytes is not None
+                and observed.limit_bytes is not None
+                and _near(self.rate_bps or 0, observed.rate_bps, 8)
+                and _near(self.burst_bytes or 0, observed.burst_bytes, max(64, (self.burst_bytes or 0) // 1000))
+                and _near(self.limit_bytes or 0, observed.limit_bytes,
+                          max(64, (self.rate_bps or 0) // 8_000_000 * 2, (self.limit_bytes or 0) // 1000)))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -83,6 +99,9 @@ class HtbClass(KernelObject):
     # `replace` at 1 Mbit/s asks for 12500. Its quantum is not compared, or such a port would never
     # converge. Known from the plan only: not part of equality or of the plan's fingerprint.
     inner: bool = field(default=False, repr=False, compare=False)
+    # HTB serves the lowest prio first when classes borrow: the sparse class (small packets) is 0,
+    # every other leaf 1.
+    prio: int = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -103,6 +122,7 @@ class HtbClass(KernelObject):
         return (
             (self.dev, self.classid, self.parent) == (observed.dev, observed.classid, observed.parent)
             and (self.inner or self.quantum == observed.quantum)
+            and self.prio == observed.prio
             and _near(self.rate_bps, observed.rate_bps, 8)
             and _near(self.ceil_bps, observed.ceil_bps, 8)
             and _near(self.burst_bytes, observed.burst_bytes, max(64, self.burst_bytes // 1000))
@@ -192,7 +212,7 @@ def policer(dev: str, rate_bytes: int, burst_bytes: int) -> Policer:
     return Policer(dev, "ffff:", POLICER_PRIO, "all", rate_bytes=rate_bytes, burst_bytes=burst_bytes)
 
 
-OWN_QDISC_KINDS = ("htb", "bfifo", "ingress")
+OWN_QDISC_KINDS = ("htb", "bfifo", "tbf", "ingress")
 
 
 def is_foreign(obj: KernelObject) -> bool:
@@ -203,3 +223,10 @@ def is_foreign(obj: KernelObject) -> bool:
         return obj.qdisc_kind not in OWN_QDISC_KINDS or (obj.parent == "root" and obj.handle != "1:")
     return False
 
+
+
+def live_replaceable(obj: KernelObject) -> bool:
+    """What a live rate change touches, and one netlink request changes in place: HTB classes,
+    the leaves' queues (bfifo or segmenting TBF) and police mode's bucket."""
+    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
+                                                     and obj.parent not in ("root", "ingress"))
