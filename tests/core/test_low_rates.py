@@ -40,7 +40,7 @@ def test_a_leaf_under_52_mbit_queues_in_a_tbf_that_segments(mbit):
     # 8 frames or 20 ms at the ceiling, whichever is more: a fraction of the 128 KiB a bfifo needs
     assert queue.limit_bytes == max(8 * 1514, rate * 20 // 8000) < 128 * 1024
     assert tc_commands(Operation("create", queue)) == [
-        f"tc qdisc replace dev tap0 parent 1:10 handle 10: tbf rate {10 * mbit}mbit "
+        f"tc qdisc replace dev tap0 parent 1:10 handle 1010: tbf rate {10 * mbit}mbit "
         f"burst {queue.burst_bytes}b limit {queue.limit_bytes}"]
 
 

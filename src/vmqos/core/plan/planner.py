@@ -159,7 +159,10 @@ def segments(ceil_bps: int, profile: KernelProfile) -> bool:
     return ceil_bps * profile.queue_time_us // 8_000_000 < profile.min_queue_bytes
 
 
-def leaf_queue(dev: str, classid: str, handle: str, ceil_bps: int, burst: int, mtu: int,
+TBF_HANDLE_BASE = 0x1000  # a TBF leaf's handle (1010: under 1:10): the kernel grafts only another handle
+
+
+def leaf_queue(dev: str, classid: str, minor: int, ceil_bps: int, burst: int, mtu: int,
                profile: KernelProfile) -> Qdisc:
     """The queue under a leaf class.
 
@@ -169,10 +172,10 @@ def leaf_queue(dev: str, classid: str, handle: str, ceil_bps: int, burst: int, m
     HTB dequeues: HTB stays the limiter. Measured on 6.18 (docs/benchmarks.md §9, one TCP flow, 1 Mbit/s):
     0.998 of the rate instead of 0.84-0.86, and the flow's own queue 97 ms instead of a second."""
     if not segments(ceil_bps, profile):
-        return Qdisc(dev, classid, handle, "bfifo", limit_bytes=queue_limit(ceil_bps, profile))
+        return Qdisc(dev, classid, f"{minor:x}:", "bfifo", limit_bytes=queue_limit(ceil_bps, profile))
     frame = frame_bytes(mtu)
     limit = max(profile.segment_frames * frame, ceil_bps * profile.queue_time_us // 8_000_000)
-    return Qdisc(dev, classid, handle, "tbf", limit_bytes=limit, rate_bps=ceil_bps * profile.segmenter_rate_factor,
+    return Qdisc(dev, classid, f"{TBF_HANDLE_BASE + minor:x}:", "tbf", limit_bytes=limit, rate_bps=ceil_bps * profile.segmenter_rate_factor,
                  burst_bytes=max(burst, 2 * frame))
 
 
@@ -262,7 +265,7 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
         classid = f"1:{minor:x}"
         objects.append(HtbClass(dev, classid, PARENT_CLASSID, leaf_rate, ceil, min_burst(leaf_rate, mtu, profile),
                                 cburst, quantum(leaf_rate, mtu, profile), prio=BULK_PRIO))
-        objects.append(leaf_queue(dev, classid, f"{minor:x}:", ceil, burst, mtu, profile))
+        objects.append(leaf_queue(dev, classid, minor, ceil, burst, mtu, profile))
         if match is not None:
             for proto, selectors in _u32_selectors(match):
                 filters.append(U32Filter(dev, "1:", len(filters) + 1, proto, selectors, flowid=classid))

@@ -74,12 +74,16 @@ class Qdisc(KernelObject):
     def replace_in_place(self, observed: "Qdisc") -> bool:
         """Whether `tc qdisc replace` can turn `observed` into this without a gap.
 
-        The kernel cannot change an HTB root in place (`Change operation not supported`), and a
-        different handle is a different qdisc; any other kind can be grafted over atomically.
+        The kernel cannot change an HTB root in place (`Change operation not supported`), nor turn a
+        qdisc into another kind under the same handle (`Invalid qdisc name: must match existing
+        qdisc`); a qdisc with another handle is grafted over atomically, whatever its kind. So the
+        leaves' two kinds of queue have two handles (`10:` a bfifo, `1010:` a TBF).
         """
         if observed.qdisc_kind == self.qdisc_kind == "htb" or self.parent == "ingress":
             return False  # an ingress qdisc cannot be grafted over a clsact either
-        return observed.handle == self.handle or observed.qdisc_kind != self.qdisc_kind
+        if observed.handle == self.handle:
+            return observed.qdisc_kind == self.qdisc_kind
+        return True
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,9 @@ class FakeBatch:
         if isinstance(old, Qdisc) and old.handle == new.handle and old.qdisc_kind == new.qdisc_kind == "htb" \
                 and old != new:
             raise Refused("Error: Change operation not supported by specified qdisc.", errnos.EOPNOTSUPP)
-        if isinstance(old, Qdisc) and (old.handle != new.handle or old.qdisc_kind != new.qdisc_kind):
+        if isinstance(old, Qdisc) and old.handle == new.handle and old.qdisc_kind != new.qdisc_kind:
+            raise Refused("Error: Invalid qdisc name: must match existing qdisc.", errnos.EINVAL)
+        if isinstance(old, Qdisc) and old.handle != new.handle:
             self.kernel.remove(device.name, old)  # grafted over: the old one goes with what it held
         device.objects[new.key] = new
 
