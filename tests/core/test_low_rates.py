@@ -102,3 +102,11 @@ def test_a_tbf_read_back_with_the_kernels_rounding_still_matches():
     wrong = Qdisc(queue.dev, queue.parent, queue.handle, "tbf", limit_bytes=queue.limit_bytes * 2,
                   rate_bps=queue.rate_bps, burst_bytes=queue.burst_bytes)
     assert [op.action for op in diff([queue], [wrong])] == ["replace"]
+
+
+def test_sibling_quanta_keep_the_ratio_of_the_shares_so_an_idle_class_is_lent_in_that_ratio():
+    plan = _plan(20 * MBIT, classes=(TrafficClass("web", 50, TrafficMatch("tcp", (80,))),
+                                     TrafficClass("mail", 30, TrafficMatch("tcp", (25,))), TrafficClass("rest", 20)))
+    quanta = {o.classid: o.quantum for o in plan.objects if isinstance(o, HtbClass) and o.prio == 1}
+    # each share alone is over 60000 bytes per round at r2q 10: scaled together, not clamped one by one
+    assert quanta == {"1:11": 60_000, "1:12": 36_000, "1:10": 24_000}

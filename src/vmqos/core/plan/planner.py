@@ -149,6 +149,16 @@ def quantum(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
     return min(max(rate_bps // 8 // profile.r2q, frame_bytes(mtu)), profile.quantum_max)
 
 
+def shared_quanta(rates: Sequence[int], mtu: int, profile: KernelProfile) -> list[int]:
+    """Quanta of sibling leaves, in proportion to their rates: HTB lends the parent's surplus to siblings
+    at the same priority round robin by quantum, so clamping each one to [frame, 60000] on its own
+    would share an idle class's part equally (measured: 60/40 instead of 62.5/37.5 at 20 Mbit/s for
+    web 50 % and mail 30 %). The largest is at most 60000; only a share below one frame is raised."""
+    top = max(rates) // 8 // profile.r2q
+    scale = min(1.0, profile.quantum_max / top) if top else 1.0
+    return [min(max(int(r // 8 // profile.r2q * scale), frame_bytes(mtu)), profile.quantum_max) for r in rates]
+
+
 def queue_limit(ceil_bps: int, profile: KernelProfile) -> int:
     return max(profile.min_queue_bytes, ceil_bps * profile.queue_time_us // 8_000_000)
 
@@ -260,11 +270,12 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     objects += sparse_class(dev, sparse_rate, ceil, cburst, mtu, profile)
     filters: list[KernelObject] = list(SPARSE_FILTERS(dev))
     bulk = max(rate - sparse_rate, 8000)
-    for minor, share, match in leaves:
-        leaf_rate = max(bulk * share // 100, 8000)
+    leaf_rates = [max(bulk * share // 100, 8000) for _, share, _ in leaves]
+    quanta = shared_quanta(leaf_rates, mtu, profile)
+    for (minor, _share, match), leaf_rate, leaf_quantum in zip(leaves, leaf_rates, quanta):
         classid = f"1:{minor:x}"
         objects.append(HtbClass(dev, classid, PARENT_CLASSID, leaf_rate, ceil, min_burst(leaf_rate, mtu, profile),
-                                cburst, quantum(leaf_rate, mtu, profile), prio=BULK_PRIO))
+                                cburst, leaf_quantum, prio=BULK_PRIO))
         objects.append(leaf_queue(dev, classid, minor, ceil, burst, mtu, profile))
         if match is not None:
             for proto, selectors in _u32_selectors(match):
