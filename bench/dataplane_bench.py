@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -154,7 +155,12 @@ class Limiters:
                 "prevResult": {"cniVersion": "1.0.0", "interfaces": [
                     {"name": self.vm.port}, {"name": "eth0", "sandbox": f"/run/netns/{self.vm.netns}"}]}}
         self._cni("ADD", conf)
-        return lambda: self._cni("DEL", conf)
+
+        def undo() -> None:
+            self._cni("DEL", conf)  # removes its IFB only: the veth's qdiscs go with the pod's veth
+            sh(self.lab.host_ns, f"tc qdisc del dev {self.vm.port} root; tc qdisc del dev {self.vm.port} ingress",
+               check=False)
+        return undo
 
 
 def _cpu_busy() -> float:
@@ -352,6 +358,7 @@ def main() -> int:
         else:
             print(table(doc))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally that removes the lab
     if os.geteuid() != 0:
         print("needs root (a lab of network namespaces)", file=sys.stderr)
         return 2
