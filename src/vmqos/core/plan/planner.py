@@ -185,6 +185,11 @@ def _accounting(device: str, direction: str) -> list[NftRule]:
                     account_local=local) for fam in ("ip", "ip6")]
 
 
+def _segmenting(tree: Sequence[KernelObject]) -> str:
+    """How `plan` names a tree whose leaves queue in segmenting TBFs (a ceiling under ~52 Mbit/s)."""
+    return ", segmenting tbf leaves" if any(isinstance(o, Qdisc) and o.qdisc_kind == "tbf" for o in tree) else ""
+
+
 def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
               mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True) -> PortPlan:
     """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
@@ -198,8 +203,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     in_burst = in_burst_src = in_mech = None
     if eff_in.rate_bps is not None:
         in_burst, in_burst_src = _burst("ingress", eff_in, mtu, profile, notes)
-        objects += htb_tree(device, eff_in, in_burst, mtu, profile)
-        in_mech = f"htb on {device}"
+        tree = htb_tree(device, eff_in, in_burst, mtu, profile)
+        objects += tree
+        in_mech = f"htb on {device}" + _segmenting(tree)
     to_chain = chain_to(device)
     pps_in, pps_in_burst = _pps_rule(to_chain, eff_in, frame_bytes(mtu))
     if accounting or eff_in.rate_bps is not None or pps_in is not None:
@@ -225,8 +231,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         if egress_mode is EgressMode.SHAPE:
             shaper = ifb_name(device)
             objects.append(IfbLink(shaper, mtu))
-            objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
-            out_mech = f"htb on ifb {shaper}"
+            tree = htb_tree(shaper, eff_out, out_burst, mtu, profile)
+            objects += tree
+            out_mech = f"htb on ifb {shaper}" + _segmenting(tree)
         else:
             police, bucket = _police(device, from_chain, eff_out, out_burst, mtu, notes)
             rules_out.append(police)
