@@ -110,3 +110,12 @@ def test_sibling_quanta_keep_the_ratio_of_the_shares_so_an_idle_class_is_lent_in
     quanta = {o.classid: o.quantum for o in plan.objects if isinstance(o, HtbClass) and o.prio == 1}
     # each share alone is over 60000 bytes per round at r2q 10: scaled together, not clamped one by one
     assert quanta == {"1:11": 60_000, "1:12": 36_000, "1:10": 24_000}
+
+
+def test_a_tbf_at_the_root_is_someone_elses_even_with_handle_1():
+    """TBF leaves are vmqos's; a root TBF (the CNI bandwidth plugin's, a seed's script) is drift."""
+    from vmqos.core.plan.objects import is_foreign
+
+    assert is_foreign(Qdisc("tap0", "root", "1:", "tbf", limit_bytes=10_000, rate_bps=MBIT, burst_bytes=1540))
+    assert not is_foreign(_leaf_queues(_plan(MBIT))["1:10"])
+    assert not is_foreign(Qdisc("tap0", "root", "1:", "htb", default_minor=0x10))

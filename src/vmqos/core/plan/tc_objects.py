@@ -224,7 +224,9 @@ def is_foreign(obj: KernelObject) -> bool:
     if isinstance(obj, ForeignFilter):
         return True
     if isinstance(obj, Qdisc):
-        return obj.qdisc_kind not in OWN_QDISC_KINDS or (obj.parent == "root" and obj.handle != "1:")
+        if obj.parent == "root":  # vmqos's root is an HTB `1:`; a TBF there is the CNI plugin's or a seed's
+            return obj.qdisc_kind != "htb" or obj.handle != "1:"
+        return obj.qdisc_kind not in OWN_QDISC_KINDS
     return False
 
 
