@@ -52,6 +52,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+Undo = Callable[[], object]
+
 from vmqos.core.desired.ports import PortChange
 from vmqos.core.model.host import EgressMode, Policy
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
@@ -84,11 +86,11 @@ class Limiters:
         self.vm = lab.instance(1)
         self.refused: dict[str, str] = {}
 
-    def put(self, system: str, direction: str, rate: int) -> Callable[[], None]:
+    def put(self, system: str, direction: str, rate: int) -> Undo:
         return getattr(self, system.replace("-", "_"))(direction, rate)
 
     # vmqos
-    def _vmqos(self, direction: str, rate: int, mode: EgressMode) -> Callable[[], None]:
+    def _vmqos(self, direction: str, rate: int, mode: EgressMode) -> Undo:
         side = DirectionQos(bandwidth=BandwidthLimit(rate))
         qos = NetworkQos(ingress=side) if direction == "to" else NetworkQos(egress=side)
         report = set_port(self.store, self.lab.host_ns, self.vm.port,
@@ -96,10 +98,10 @@ class Limiters:
         assert report is not None and report.ok, report
         return lambda: clear_port(self.store, self.lab.host_ns, self.vm.port)
 
-    def vmqos_shape(self, direction: str, rate: int) -> Callable[[], None]:
+    def vmqos_shape(self, direction: str, rate: int) -> Undo:
         return self._vmqos(direction, rate, EgressMode.SHAPE)
 
-    def vmqos_police(self, direction: str, rate: int) -> Callable[[], None] | None:
+    def vmqos_police(self, direction: str, rate: int) -> Undo | None:
         return self._vmqos(direction, rate, EgressMode.POLICE) if direction == "from" else None
 
     # plain TBF
@@ -112,18 +114,18 @@ class Limiters:
     def _unredirect(self) -> None:
         sh(self.lab.host_ns, f"tc qdisc del dev {self.vm.port} ingress; ip link del {IFB}", check=False)
 
-    def tbf_seed(self, direction: str, rate: int) -> Callable[[], None]:
+    def tbf_seed(self, direction: str, rate: int) -> Undo:
         h, port = self.lab.host_ns, self.vm.port
         tbf = f"tbf rate {rate}bit burst 1540 latency 50ms"
         if direction == "to":
             sh(h, f"tc qdisc add dev {port} root {tbf}")
-            return lambda: sh(h, f"tc qdisc del dev {port} root", check=False) and None
+            return lambda: sh(h, f"tc qdisc del dev {port} root", check=False)
         self._redirect()
         sh(h, f"tc qdisc add dev {IFB} root {tbf}")
         return self._unredirect
 
     # libvirt <bandwidth>, as virnetdevbandwidth.c writes it
-    def libvirt(self, direction: str, rate: int) -> Callable[[], None] | None:
+    def libvirt(self, direction: str, rate: int) -> Undo | None:
         if direction == "from":
             self.refused["libvirt from"] = "u32 ... police rate: this kernel has no police action"
             return None
@@ -137,7 +139,7 @@ class Limiters:
             done = sh(h, cmd, check=False)
             if done.returncode:
                 self.refused[cmd.split(" dev ")[0] + " " + cmd.split()[-3]] = done.stderr.strip()
-        return lambda: sh(h, f"tc qdisc del dev {port} root", check=False) and None
+        return lambda: sh(h, f"tc qdisc del dev {port} root", check=False)
 
     # the Kubernetes CNI bandwidth plugin
     def _cni(self, command: str, conf: dict[str, Any]) -> None:
@@ -148,7 +150,7 @@ class Limiters:
         if done.returncode:
             raise RuntimeError(f"cni bandwidth {command}: {done.stdout} {done.stderr}")
 
-    def cni(self, direction: str, rate: int) -> Callable[[], None]:
+    def cni(self, direction: str, rate: int) -> Undo:
         key = "ingress" if direction == "to" else "egress"  # the pod's point of view, as vmqos's
         conf = {"cniVersion": "1.0.0", "name": "vqbench", "type": "bandwidth",
                 f"{key}Rate": rate, f"{key}Burst": KUBELET_BURST_BITS,
