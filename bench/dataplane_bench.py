@@ -246,7 +246,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     name = f"vqdp{uuid.uuid4().hex[:4]}"
     lab = Lab(name)
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    # not under /tmp/tmp…: on the shared machine such a directory went away under a running bench
+    with tempfile.TemporaryDirectory(prefix="vqdp-", dir="/var/tmp") as tmp:
         store = Store(f"sqlite:///{tmp}/b.db")
         try:
             status = lab_up(name, 1)
