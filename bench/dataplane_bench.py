@@ -283,6 +283,23 @@ METRICS = (("steady_pct", "steady error %"), ("first_s_pct", "first second over 
            ("cpu_s_per_gbit", "CPU s per Gbit"))
 
 
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """Several results as one: whole documents, or the lines a run printed (rows survive a crash)."""
+    doc: dict[str, Any] = {"date": "", "machine": _machine(), "idle_rtt_ms": 0.0, "seconds": 0, "reps": 0,
+                           "refused": {}, "runs": []}
+    for path in paths:
+        text = path.read_text()
+        if text.lstrip().startswith("{\n") or text.lstrip().startswith('{"date"'):
+            part = json.loads(text)
+            doc.update({k: v for k, v in part.items() if k != "runs"})
+            doc["runs"] += part["runs"]
+        else:
+            doc["runs"] += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    doc["reps"] = max((sum(1 for r in doc["runs"] if (r["system"], r["direction"], r["cc"], r["mbit"]) == key)
+                       for key in {(r["system"], r["direction"], r["cc"], r["mbit"]) for r in doc["runs"]}), default=0)
+    return doc
+
+
 def medians(doc: dict[str, Any]) -> dict[tuple[str, str, str, float], dict[str, Any]]:
     groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for row in doc["runs"]:
@@ -368,12 +385,13 @@ def main() -> int:
     parser.add_argument("--directions", nargs="+", default=["to", "from"], choices=["to", "from"])
     parser.add_argument("--ccs", nargs="+", default=["cubic", "bbr"], choices=["cubic", "bbr"])
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--table", type=Path, help="print the tables of a saved result")
-    parser.add_argument("--plot", type=Path, help="plot a saved result")
+    parser.add_argument("--table", type=Path, nargs="+", help="print the tables of saved results (a JSON document "
+                        "each, or the printed lines of runs: one JSON object a line), merged")
+    parser.add_argument("--plot", type=Path, nargs="+", help="plot saved results, merged")
     parser.add_argument("--plot-dir", type=Path, default=Path("docs/img"))
     args = parser.parse_args()
     if args.table or args.plot:
-        doc = json.loads((args.table or args.plot).read_text())
+        doc = merged(args.table or args.plot)
         if args.plot:
             for path in plot(doc, args.plot_dir):
                 print(path)
