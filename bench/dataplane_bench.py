@@ -233,9 +233,11 @@ def _measured(lab: Lab, limiters: Limiters, system: str, direction: str, rate: i
             finally:
                 undo()
         except Exception as exc:
-            if attempt == 2 or os.path.exists(f"/run/netns/{lab.host_ns}"):
+            if os.path.exists(f"/run/netns/{lab.host_ns}") and attempt == 1 and "writer lock" not in str(exc):
                 raise
-            print(f"# the lab's namespaces went away ({exc}); bringing it up again", file=sys.stderr, flush=True)
+            print(f"# {system} {direction} {rate} {cc}: {exc}", file=sys.stderr, flush=True)
+            if attempt == 2:
+                return None  # one run lost; the sweep goes on
             status = lab_up(lab.name, 1)
             assert not status.problems, status.problems
     return None
@@ -246,8 +248,10 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     name = f"vqdp{uuid.uuid4().hex[:4]}"
     lab = Lab(name)
     results: list[dict[str, Any]] = []
-    # not under /tmp/tmp…: on the shared machine such a directory went away under a running bench
-    with tempfile.TemporaryDirectory(prefix="vqdp-", dir="/var/tmp") as tmp:
+    # not under /tmp or /var/tmp: on the shared machine directories there went away under a running bench
+    home = Path.home() / ".cache"
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dpbench-", dir=home) as tmp:
         store = Store(f"sqlite:///{tmp}/b.db")
         try:
             status = lab_up(name, 1)
