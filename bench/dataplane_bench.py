@@ -46,7 +46,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -248,31 +247,29 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     name = f"vqdp{uuid.uuid4().hex[:4]}"
     lab = Lab(name)
     results: list[dict[str, Any]] = []
-    # not under /tmp or /var/tmp: on the shared machine directories there went away under a running bench
-    home = Path.home() / ".cache"
-    home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dpbench-", dir=home) as tmp:
-        store = Store(f"sqlite:///{tmp}/b.db")
-        try:
-            status = lab_up(name, 1)
-            assert not status.problems, status.problems
-            limiters = Limiters(lab, store)
-            idle_ms = _idle_rtt(lab)
-            for rep in range(args.reps):
-                for rate_mbit in args.rates:
-                    for direction in args.directions:
-                        for cc in args.ccs:
-                            for system in args.systems:
-                                rate = int(rate_mbit * MBIT)
-                                row = _measured(lab, limiters, system, direction, rate, cc, args.seconds, idle_ms)
-                                if row is None:
-                                    continue
-                                row.update(system=system, direction=direction, cc=cc, mbit=rate_mbit, rep=rep)
-                                results.append(row)
-                                print(json.dumps(row), flush=True)
-        finally:
-            store.close()
-            lab_down(name)
+    # In memory: on the shared machine the bench's directories (in /tmp, /var/tmp and ~/.cache alike)
+    # went away under it, and the store's lock files with them.
+    store = Store(f"sqlite:///file:{name}?mode=memory&cache=shared&uri=true")
+    try:
+        status = lab_up(name, 1)
+        assert not status.problems, status.problems
+        limiters = Limiters(lab, store)
+        idle_ms = _idle_rtt(lab)
+        for rep in range(args.reps):
+            for rate_mbit in args.rates:
+                for direction in args.directions:
+                    for cc in args.ccs:
+                        for system in args.systems:
+                            rate = int(rate_mbit * MBIT)
+                            row = _measured(lab, limiters, system, direction, rate, cc, args.seconds, idle_ms)
+                            if row is None:
+                                continue
+                            row.update(system=system, direction=direction, cc=cc, mbit=rate_mbit, rep=rep)
+                            results.append(row)
+                            print(json.dumps(row), flush=True)
+    finally:
+        store.close()
+        lab_down(name)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(), "idle_rtt_ms": idle_ms,
             "seconds": args.seconds, "reps": args.reps, "refused": limiters.refused, "runs": results}
 
