@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -270,6 +271,10 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         store.close()
         lab_down(name)
+        # the store's writer takes its lock files beside the database's *name*, here `file:NAME.locks`
+        # in the working directory
+        shutil.rmtree(f"file:{name}?mode=memory&cache=shared&uri=true.locks", ignore_errors=True)
+        shutil.rmtree(f"file:{name}.locks", ignore_errors=True)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(), "idle_rtt_ms": idle_ms,
             "seconds": args.seconds, "reps": args.reps, "refused": limiters.refused, "runs": results}
 
