@@ -164,7 +164,7 @@ def test_a_policy_by_name_from_the_server_reaches_the_kernel_and_a_server_down_f
         # none, and two visible of that name: code 7 naming the policy and the server; nothing made
         for name, fragment in (("vqnone", "no Neutron QoS policy of that name"),
                                ("vqtwin", f"2 Neutron QoS policies named 'vqtwin' are visible on http://127.0.0.1:{PORT} "
-                                          f"({', '.join(ids['vqtwin'])})")):
+                                          f"({', '.join(sorted(ids['vqtwin']))})")):
             conf = {**chain._conf(vmqos_conf, chain.results["vqsrv1"], None), "policy": name}
             out = cni.exec_plugin(host, chain.bin_dir, "vmqos-cni", "ADD", conf, container_id="vqsrvx", netns=path)
             assert out.returncode == 1 and out.answer["code"] == 7, out.stdout

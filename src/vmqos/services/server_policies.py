@@ -91,7 +91,7 @@ def policy_by_name(client: ServerClient, name: str) -> ServerPolicy:
     """The one policy named `name` the client's credentials see, read as the model's Policy."""
     found = [p for p in client.qos_policies(name) if p.name == name]  # an older server may ignore ?name=
     if len(found) > 1:
-        ids = ", ".join(p.id for p in found)
+        ids = ", ".join(sorted(p.id for p in found))  # one order, whatever the server lists
         raise ConflictError(f"policy: {len(found)} Neutron QoS policies named {name!r} are visible on {client.url} "
                             f"({ids}); rename one (`openstack network qos policy set --name`), or name the "
                             "credentials of a project that sees one")
