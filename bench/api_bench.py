@@ -92,12 +92,13 @@ def _timed(call: Callable[[int], None], count: int) -> dict[str, float]:
     return _percentiles(samples)
 
 
-def _start_server(db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(db: str, port: int, log: Path, wait_s: float = 30) -> subprocess.Popen[bytes]:
+    """`vmqos`'s API app under uvicorn, one worker, in a process of its own; returned once it answers `/`."""
     env = dict(os.environ, VMQOS_DB=db)
     code = ("import uvicorn; uvicorn.run('vmqos.api.app:create_app', factory=True, host='127.0.0.1', "
             f"port={port}, workers=1, access_log=False, log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
@@ -115,7 +116,7 @@ def run_once(count: int, requests: int) -> dict[str, Any]:
         db = f"sqlite:///{tmp}/vmqos.db"
         token, policy_id, rule_id, port_id = _populate(db, count)
         port = _free_port()
-        proc = _start_server(db, port, Path(tmp) / "server.log")
+        proc = start_server(db, port, Path(tmp) / "server.log")
         try:
             base = f"http://127.0.0.1:{port}/v2.0/qos/policies"
             rule_url = f"{base}/{policy_id}/bandwidth_limit_rules/{rule_id}"

@@ -45,6 +45,9 @@ from typing import Any
 import httpx
 
 from vmqos.core.formats.hostfile import policy_from_data
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from api_bench import start_server  # noqa: E402  (one way to start the server, shared with the API bench)
 from vmqos.services import fleet_desired, identity
 from vmqos.store import Store
 
@@ -81,24 +84,6 @@ def _populate(db: str, count: int) -> None:
         for device in _devices(count):
             fleet_desired.set_port(store, HOST, device, policy_from_data(f"native:{device}",
                                                                          {"egress": {"rate": "10mbit"}}))
-
-
-def _start_server(db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, VMQOS_DB=db)
-    code = ("import uvicorn; uvicorn.run('vmqos.api.app:create_app', factory=True, host='127.0.0.1', "
-            f"port={port}, workers=1, access_log=False, log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the server did not start: {log.read_text()}")
-        time.sleep(0.1)
 
 
 def _token(http: httpx.Client, user: str, password: str, project: str) -> dict[str, str]:
@@ -191,7 +176,7 @@ def run_once(count: int, seconds: float) -> dict[str, Any]:
         _populate(db, count)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = _start_server(db, port, Path(tmp) / "server.log")
+        proc = start_server(db, port, Path(tmp) / "server.log", wait_s=60)
         reporter = Reporter(url, count)
         try:
             reporter.start()

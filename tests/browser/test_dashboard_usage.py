@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ from vmqos.api.app import create_app
 from vmqos.services import identity
 
 from .test_dashboard import CHROMIUM, CHROMIUM_ARGS, log_in
+
+
+@contextmanager
+def signed_in_page(sync_api: Any, url: str, user: str, project: str) -> Iterator[Any]:
+    """Debian's headless Chromium with a page logged in to the dashboard at `url`; closed after."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            log_in(page, url, user, PASSWORD, project)
+            yield page
+        finally:
+            browser.close()
 
 pytestmark = pytest.mark.browser
 
@@ -80,19 +95,12 @@ def test_the_port_page_shows_the_reported_usage_per_address_pair(server: str):
                   "ports": [{"device": t, "revision": revision, "status": "in_sync"} for t in taps],
                   "samples": [{"device": t, "at": "2026-12-07T01:30:00Z", "interval_s": 1.0} for t in taps]}
         api.post("/v1/hosts/h1/reports", json=report, headers=agent).raise_for_status()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            log_in(page, server, "alice", PASSWORD, "demo")
-            page.goto(f"{server}/#/port/h1/{taps[0]}")
-            page.wait_for_selector("#usage-table tbody tr")
-            rows = page.eval_on_selector_all(
-                "#usage-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
-            assert rows == [["10.0.0.5", "198.51.100.9", "—", "—", "—", "12.0 MB"],  # today's biggest first
-                            ["10.0.0.5", "192.0.2.7", "3.00 MB", "—", "8.00 MB", "2.50 kB"]]
-            page.goto(f"{server}/#/port/h1/{taps[1]}")
-            page.wait_for_selector("#port-usage #usage-note:has-text('No per-IP usage reported')")
-        finally:
-            browser.close()
+    with signed_in_page(sync_api, server, "alice", "demo") as page:
+        page.goto(f"{server}/#/port/h1/{taps[0]}")
+        page.wait_for_selector("#usage-table tbody tr")
+        rows = page.eval_on_selector_all(
+            "#usage-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+        assert rows == [["10.0.0.5", "198.51.100.9", "—", "—", "—", "12.0 MB"],  # today's biggest first
+                        ["10.0.0.5", "192.0.2.7", "3.00 MB", "—", "8.00 MB", "2.50 kB"]]
+        page.goto(f"{server}/#/port/h1/{taps[1]}")
+        page.wait_for_selector("#port-usage #usage-note:has-text('No per-IP usage reported')")

@@ -16,8 +16,9 @@ import pytest
 from tests.server.inproc import PASSWORD, headers, made, policy, port
 from tests.server.test_verify_runs_api import png, run_body
 
-from .test_dashboard import CHROMIUM, CHROMIUM_ARGS, log_in
 from .test_dashboard_usage import server  # noqa: F401  (the in-process server fixture)
+from .test_dashboard import CHROMIUM
+from .test_dashboard_usage import signed_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -40,23 +41,16 @@ def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str):  #
         api.post(base, json=run_body("2026-12-07T01:00:00Z", plot=png(64, 48)), headers=agent).raise_for_status()
         api.post(base, json=run_body("2026-12-07T01:10:00Z", ok=False, direction="ingress"),
                  headers=agent).raise_for_status()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            log_in(page, server, "alice", PASSWORD, "demo")
-            page.goto(f"{server}/#/port/h1/{tap}")
-            page.wait_for_selector("#verify-table tbody tr")
-            rows = page.eval_on_selector_all(
-                "#verify-table tbody tr", "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))")
-            assert rows == [["ingress tcp", "over the limit", "3.60 Mbit/s", "3.00 Mbit/s", "+20.0 %", "no plot"],
-                            ["egress tcp", "pass", "2.99 Mbit/s", "3.00 Mbit/s", "-0.3 %", "plot"]]
-            page.wait_for_function("() => { const i = document.querySelector('#verify-plot'); "
-                                   "return i && i.complete && i.naturalWidth > 0; }")
-            assert page.eval_on_selector("#verify-plot", "i => [i.naturalWidth, i.naturalHeight]") == [64, 48]
-            page.goto(f"{server}/#/port/h1/tap{bare['id'][:11]}")  # a port never verified says how to
-            page.wait_for_selector("#verify-runs #verify-note:has-text('No verify run kept')")
-            assert page.query_selector("#verify-plot") is None
-        finally:
-            browser.close()
+    with signed_in_page(sync_api, server, "alice", "demo") as page:
+        page.goto(f"{server}/#/port/h1/{tap}")
+        page.wait_for_selector("#verify-table tbody tr")
+        rows = page.eval_on_selector_all(
+            "#verify-table tbody tr", "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))")
+        assert rows == [["ingress tcp", "over the limit", "3.60 Mbit/s", "3.00 Mbit/s", "+20.0 %", "no plot"],
+                        ["egress tcp", "pass", "2.99 Mbit/s", "3.00 Mbit/s", "-0.3 %", "plot"]]
+        page.wait_for_function("() => { const i = document.querySelector('#verify-plot'); "
+                               "return i && i.complete && i.naturalWidth > 0; }")
+        assert page.eval_on_selector("#verify-plot", "i => [i.naturalWidth, i.naturalHeight]") == [64, 48]
+        page.goto(f"{server}/#/port/h1/tap{bare['id'][:11]}")  # a port never verified says how to
+        page.wait_for_selector("#verify-runs #verify-note:has-text('No verify run kept')")
+        assert page.query_selector("#verify-plot") is None
