@@ -13,6 +13,33 @@ pytest_plugins = ["pgcluster"]  # postgres_cluster, pg_url, db_url
 settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
 
+# The longest files first (server tier: minutes each under the real `openstack` CLI). Under
+# `pytest -n auto --dist loadfile` each worker takes whole files in collection order, so a long file
+# collected last is a tail the other worker waits out idle; started first, the short files fill in
+# around it. Measured with --durations (2026-12-07); a renamed file only loses its place.
+_LONGEST_FIRST = (
+    "tests/server/test_networks_ports.py",
+    "tests/server/test_identity_cli.py",
+    "tests/server/test_cinder_qos.py",
+    "tests/server/test_openstack_cli.py",
+    "tests/server/test_fuzz.py",
+    "tests/kernel/test_agent_kill_1000.py",
+    "tests/server/test_neutron_rules_cli.py",
+    "tests/server/test_nova_flavors.py",
+    "tests/server/test_neutron_rbac_cli.py",
+    "tests/kernel/test_fleet.py",
+    "tests/server/test_fleet_cli.py",
+    "tests/server/test_native_cli.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist only: the longest files first, every file's own order kept (the sort is stable)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: place for place, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def matplotlib_cache():
