@@ -8,7 +8,7 @@ Usage (from the repository root, as root or as a user that may run PostgreSQL's 
 What runs, each in its own process:
 
 - a throw-away PostgreSQL (tests/pgcluster.py's Cluster: initdb in a temporary directory, a unix
-  socket, no TCP), seeded straight through the store (bench/fleet_refresh_bench.py's `_populate`:
+  socket, no TCP), seeded straight through the store (bench/fleet_server_bench.py's `_populate`:
   H hosts, N Neutron ports bound to them, `--shared` of them, spread evenly over every host, on one
   QoS policy, the others on 99 others; creating 100,000 ports through the API would take longer
   than the bench);
@@ -62,7 +62,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from fleet_refresh_bench import ADMIN_PASSWORD, _populate  # noqa: E402
+from fleet_server_bench import ADMIN_PASSWORD, _populate  # noqa: E402
 
 from tests.pgcluster import _make  # noqa: E402
 from vmqos.core.errors import VmqosError  # noqa: E402
@@ -70,6 +70,24 @@ from vmqos.store import Store  # noqa: E402
 from vmqos.store import fleet as records  # noqa: E402
 
 WAIT_S = 30.0
+# `vmqos server` under cProfile (the event loop's thread, where the long poll's answers are made): uvicorn
+# raises SIGTERM again once it has shut down, so the profile is written by a handler it hands it back to
+PROFILED = """
+import cProfile, os, signal, sys
+from vmqos.cli.main import main
+profile = cProfile.Profile()
+def written(signum, frame):
+    profile.disable()
+    profile.dump_stats({out!r})
+    os._exit(0)
+signal.signal(signal.SIGTERM, written)
+sys.argv[0] = "vmqos"
+profile.enable()
+try:
+    main()
+finally:
+    written(0, None)
+"""
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -178,12 +196,16 @@ class Fleet:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args, self.tmp = args, tmp
         (tmp / "pg").mkdir()
-        self.cluster = _make(tmp / "pg")
-        self.cluster.start()
-        self.db = self.cluster.url(self.cluster.create_database())
         self.server: subprocess.Popen[bytes] | None = None
         self.pipes: list[Any] = []
         self.procs: list[Any] = []
+        self.cluster = _make(tmp / "pg")
+        try:
+            self.cluster.start()
+            self.db = self.cluster.url(self.cluster.create_database())
+        except BaseException:
+            self.cluster.stop()
+            raise
 
     def seed(self) -> tuple[str, str, float]:
         start = time.perf_counter()
@@ -195,7 +217,8 @@ class Fleet:
         start = time.perf_counter()
         self.url = f"http://127.0.0.1:{self.args.port}"
         log = open(self.tmp / "server.log", "wb")  # noqa: SIM115 - the child's, closed with the run
-        self.server = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen",
+        run = ["-c", PROFILED.format(out=self.args.profile)] if self.args.profile else ["-m", "vmqos.cli.main"]
+        self.server = subprocess.Popen([sys.executable, *run, "server", "--listen",
                                         f"127.0.0.1:{self.args.port}", "--db", self.db], stdout=log,
                                        stderr=subprocess.STDOUT)
         while True:
@@ -322,12 +345,24 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM too (a background job ignores SIGINT): the `finally` stops everything
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a background job ignores SIGINT) unwinds through `main`'s `finally`, which stops the server,
+    the agents and PostgreSQL, in this process only: a forked child that inherited the handler leaves at
+    once instead of running a copy of the parent's cleanup under it (apply_bench.exit_on_sigterm's lesson;
+    the agents are spawned, not forked, and a spawned child does not run `main`, but a library's fork
+    would inherit the handler)."""
+    owner = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupted)
+    _stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--ports", type=int, default=100_000)
@@ -341,13 +376,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--port", type=int, default=19696)
     parser.add_argument("--json", help="write the JSON document here too")
+    parser.add_argument("--profile", help="run the server under cProfile (its event loop's thread) and write the "
+                                          "profile here when it stops (python -m pstats FILE)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vq-fleet-bench-"))
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres")
-    fleet = Fleet(args, tmp)
+    fleet: Fleet | None = None
     out: dict[str, Any] = {"hosts": args.hosts, "ports": args.ports, "shared": args.shared, "procs": args.procs}
     try:
+        fleet = Fleet(args, tmp)
         policy, rule, out["seed_s"] = fleet.seed()
         out["server_start_s"] = fleet.start_server()
         out["agents_start_s"] = fleet.start_agents()
@@ -361,7 +399,8 @@ def main() -> None:
         out["one"], out["burst"] = _median(singles), _median(bursts)
         out["runs"] = {"one": singles, "burst": bursts}
     finally:
-        fleet.stop()
+        if fleet is not None:
+            fleet.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     _print(out)
     if args.json:
