@@ -8,7 +8,7 @@ Usage (from the repository root, as root or as a user that may run PostgreSQL's 
 What runs, each in its own process:
 
 - a throw-away PostgreSQL (tests/pgcluster.py's Cluster: initdb in a temporary directory, a unix
-  socket, no TCP), seeded straight through the store (bench/fleet_refresh_bench.py's `_populate`:
+  socket, no TCP), seeded straight through the store (bench/fleet_server_bench.py's `_populate`:
   H hosts, N Neutron ports bound to them, `--shared` of them, spread evenly over every host, on one
   QoS policy, the others on 99 others; creating 100,000 ports through the API would take longer
   than the bench);
@@ -38,6 +38,12 @@ headers as received). Before each run's one change, the idle server's CPU per se
 seconds (every agent waiting; their empty answers come in a wave once per long-poll period);
 and at the end every agent's rows compared with the server's `/desired` of its host (a missing or
 stale row is a missed revision). Prints a Markdown table and a JSON document (`--json FILE`).
+
+"No agent missing a revision", checked for both: every (change, agent) pair covered by an answer
+whose revision is the change's or a newer one (the long poll coalesces the changes made while an
+agent was away into one answer: `missed` counts the pairs never covered), every agent at the last
+change's revision at the end (`behind`), and each agent's answers in strictly increasing revisions,
+every row inside its poll's (since, revision] (`out of order`: the agents that broke this once).
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from fleet_refresh_bench import ADMIN_PASSWORD, _populate  # noqa: E402
+from fleet_server_bench import ADMIN_PASSWORD, _populate  # noqa: E402
 
 from tests.pgcluster import _make  # noqa: E402
 from vmqos.core.errors import VmqosError  # noqa: E402
@@ -70,6 +76,24 @@ from vmqos.store import Store  # noqa: E402
 from vmqos.store import fleet as records  # noqa: E402
 
 WAIT_S = 30.0
+# `vmqos server` under cProfile (the event loop's thread, where the long poll's answers are made): uvicorn
+# raises SIGTERM again once it has shut down, so the profile is written by a handler it hands it back to
+PROFILED = """
+import cProfile, os, signal, sys
+from vmqos.cli.main import main
+profile = cProfile.Profile()
+def written(signum, frame):
+    profile.disable()
+    profile.dump_stats({out!r})
+    os._exit(0)
+signal.signal(signal.SIGTERM, written)
+sys.argv[0] = "vmqos"
+profile.enable()
+try:
+    main()
+finally:
+    written(0, None)
+"""
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -95,7 +119,7 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
     session.session.hooks["response"].append(count)
     stop = threading.Event()
     state: dict[str, dict[str, Any]] = {h: {"arrivals": [], "rows": {}, "revision": None, "errors": 0, "bytes": 0,
-                                            "bytes_start": 0} for h in hosts}
+                                            "bytes_start": 0, "backwards": 0} for h in hosts}
 
     def follow(host: str) -> None:
         feed, mine = ServerFeed(ServerClient(url, session, host=host)), state[host]
@@ -117,6 +141,9 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
                 time.sleep(0.5)
                 continue
             now = time.monotonic()
+            if page.revision < mine["revision"] or any(not mine["revision"] < p.revision <= page.revision
+                                                       for p in page.ports):
+                mine["backwards"] += 1  # an answer behind the poll's revision, or a row outside (since, revision]
             for p in page.ports:
                 if p.policy is None:
                     mine["rows"].pop(p.device, None)
@@ -141,18 +168,27 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
                 s["bytes"] = 0
             conn.send(True)
         elif command == "collect":
-            conn.send({h: {"arrivals": list(s["arrivals"]), "bytes": s["bytes"], "errors": s["errors"]}
-                       for h, s in state.items()})
+            conn.send({h: {"arrivals": list(s["arrivals"]), "bytes": s["bytes"], "errors": s["errors"],
+                           "backwards": s["backwards"]} for h, s in state.items()})
         elif command == "verify":  # every host's rows against the server's /desired, read now
             client = ServerClient(url, session)
             wrong = []
+            unread = []
             for h, s in state.items():
-                snap = ServerFeed(ServerClient(url, session, host=h)).desired()
+                for attempt in range(3):
+                    try:
+                        snap = ServerFeed(ServerClient(url, session, host=h)).desired()
+                        break
+                    except VmqosError:  # a busy server's timeout: said, not a crash of the whole bench
+                        time.sleep(1)
+                else:
+                    unread.append(h)
+                    continue
                 want = {p.device: (p.revision, p.policy) for p in snap.ports}
                 if want != s["rows"]:
                     wrong.append(h)
             del client
-            conn.send(wrong)
+            conn.send((wrong, unread))
         elif command == "cpu":
             t = os.times()
             conn.send(t.user + t.system)
@@ -178,12 +214,16 @@ class Fleet:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args, self.tmp = args, tmp
         (tmp / "pg").mkdir()
-        self.cluster = _make(tmp / "pg")
-        self.cluster.start()
-        self.db = self.cluster.url(self.cluster.create_database())
         self.server: subprocess.Popen[bytes] | None = None
         self.pipes: list[Any] = []
         self.procs: list[Any] = []
+        self.cluster = _make(tmp / "pg")
+        try:
+            self.cluster.start()
+            self.db = self.cluster.url(self.cluster.create_database())
+        except BaseException:
+            self.cluster.stop()
+            raise
 
     def seed(self) -> tuple[str, str, float]:
         start = time.perf_counter()
@@ -195,7 +235,8 @@ class Fleet:
         start = time.perf_counter()
         self.url = f"http://127.0.0.1:{self.args.port}"
         log = open(self.tmp / "server.log", "wb")  # noqa: SIM115 - the child's, closed with the run
-        self.server = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "server", "--listen",
+        run = ["-c", PROFILED.format(out=self.args.profile)] if self.args.profile else ["-m", "vmqos.cli.main"]
+        self.server = subprocess.Popen([sys.executable, *run, "server", "--listen",
                                         f"127.0.0.1:{self.args.port}", "--db", self.db], stdout=log,
                                        stderr=subprocess.STDOUT)
         while True:
@@ -299,8 +340,17 @@ def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int, idle: 
                 missing += 1
             else:
                 latencies.append(first - at)
+    # "no agent missing a revision": every change covered by an answer (its own or a newer one that
+    # coalesced it), every agent at the last change's revision at the end, each agent's answers in
+    # strictly increasing revisions with every row inside the poll's (since, revision]
+    last = sent[-1][1]
+    behind = sum(1 for host in seen.values() if not host["arrivals"] or host["arrivals"][-1][1] < last)
+    unordered = sum(1 for host in seen.values()
+                    if any(a[1] >= b[1] for a, b in zip(host["arrivals"], host["arrivals"][1:])) or host["backwards"])
+    answers = [len(host["arrivals"]) for host in seen.values()]
     wall = end - sent[0][0]
-    return {"changes": changes, "settled": settled, "missing": missing, "samples": len(latencies),
+    return {"changes": changes, "settled": settled, "missing": missing, "behind": behind, "unordered": unordered,
+            "answers_per_agent": statistics.mean(answers), "samples": len(latencies),
             "p50_s": _pct(latencies, 0.5), "p99_s": _pct(latencies, 0.99), "max_s": max(latencies),
             "wall_s": wall, "put_s": statistics.median(took for _, _, took in sent),
             "server_cpu_s": cpu, "server_cpu_per_change_s": cpu / changes,
@@ -316,18 +366,30 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, bool):
             out[key] = all(values)
         elif isinstance(value, (int, float)) and key != "changes" and None not in values:
-            out[key] = max(values) if key in ("missing", "errors") else statistics.median(values)
+            out[key] = max(values) if key in ("missing", "behind", "unordered", "errors") else statistics.median(values)
         else:
             out[key] = value
     return out
 
 
-def _interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM too (a background job ignores SIGINT): the `finally` stops everything
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a background job ignores SIGINT) unwinds through `main`'s `finally`, which stops the server,
+    the agents and PostgreSQL, in this process only: a forked child that inherited the handler leaves at
+    once instead of running a copy of the parent's cleanup under it (apply_bench.exit_on_sigterm's lesson;
+    the agents are spawned, not forked, and a spawned child does not run `main`, but a library's fork
+    would inherit the handler)."""
+    owner = os.getpid()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            os._exit(0)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupted)
+    _stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--ports", type=int, default=100_000)
@@ -341,13 +403,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--port", type=int, default=19696)
     parser.add_argument("--json", help="write the JSON document here too")
+    parser.add_argument("--profile", help="run the server under cProfile (its event loop's thread) and write the "
+                                          "profile here when it stops (python -m pstats FILE)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vq-fleet-bench-"))
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres")
-    fleet = Fleet(args, tmp)
+    fleet: Fleet | None = None
     out: dict[str, Any] = {"hosts": args.hosts, "ports": args.ports, "shared": args.shared, "procs": args.procs}
     try:
+        fleet = Fleet(args, tmp)
         policy, rule, out["seed_s"] = fleet.seed()
         out["server_start_s"] = fleet.start_server()
         out["agents_start_s"] = fleet.start_agents()
@@ -356,12 +421,15 @@ def main() -> None:
             singles.append(_round(fleet, policy, rule, 1, 20_000 + 1000 * run, args.idle))
             bursts.append(_round(fleet, policy, rule, args.burst, 40_000 + 1000 * run, 2.0))
             print(f"run {run + 1}: one {singles[-1]['p99_s']:.3f} s p99, burst {bursts[-1]['p99_s']:.3f} s p99",
-                  file=sys.stderr)
-        out["wrong_hosts"] = sorted(h for part in fleet.ask("verify") for h in part)
+                  json.dumps({"one": singles[-1], "burst": bursts[-1]}), file=sys.stderr, flush=True)
+        checked = fleet.ask("verify")
+        out["wrong_hosts"] = sorted(h for wrong, _ in checked for h in wrong)
+        out["unverified_hosts"] = sorted(h for _, unread in checked for h in unread)
         out["one"], out["burst"] = _median(singles), _median(bursts)
         out["runs"] = {"one": singles, "burst": bursts}
     finally:
-        fleet.stop()
+        if fleet is not None:
+            fleet.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     _print(out)
     if args.json:
@@ -372,15 +440,18 @@ def _print(out: dict[str, Any]) -> None:
     print(f"\n{out['hosts']} agents, {out['ports']} ports, a policy on {out['shared']} of them "
           f"(seed {out['seed_s']:.1f} s, server start {out['server_start_s']:.1f} s, agents' first read "
           f"{out['agents_start_s']:.1f} s); medians of {len(out['runs']['one'])} runs\n")
-    print("| | p50 | p99 | max | PUT | server CPU / change | bytes / agent | missed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| | p50 | p99 | max | PUT | server CPU / change | bytes / agent / change | answers / agent | missed "
+          "| behind at the end | out of order |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("one", "burst"):
         r = out[name]
         print(f"| {r['changes']} change{'s' if r['changes'] > 1 else ''} | {r['p50_s']:.3f} s | {r['p99_s']:.3f} s "
               f"| {r['max_s']:.3f} s | {r['put_s']:.3f} s | {r['server_cpu_per_change_s'] * 1e3:.0f} ms "
-              f"| {r['bytes_per_agent']:,.0f} | {r['missing']} |")
+              f"| {r['bytes_per_agent'] / r['changes']:,.0f} | {r['answers_per_agent']:.1f} | {r['missing']} "
+              f"| {r['behind']} | {r['unordered']} |")
     print(f"\nthe idle server (every agent waiting): {out['one']['server_idle_cpu_per_s']:.3f} CPU-s per s")
-    print(f"agents whose rows differ from the server's at the end: {len(out['wrong_hosts'])}")
+    print(f"agents whose rows differ from the server's at the end: {len(out['wrong_hosts'])} "
+          f"(not compared, the server's /desired unread after 3 tries: {len(out['unverified_hosts'])})")
     print(json.dumps(out, indent=2))
 
 

@@ -20,7 +20,7 @@ import asyncio
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,19 +72,19 @@ def _csrf_error(message: str) -> JSONResponse:
     return JSONResponse({"NeutronError": {"type": "CsrfRefused", "message": message, "detail": ""}}, status_code=403)
 
 
-async def session_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+async def session_middleware(request: Request) -> Response | None:
     """The dashboard's cookie as the caller's X-Auth-Token (a request that brings its own token is left
     alone); a write with the cookie must echo the CSRF cookie in X-CSRF-Token, else 403."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token or "x-auth-token" in request.headers:
-        return await call_next(request)
+        return None
     if request.method not in SAFE_METHODS and request.url.path != "/dashboard/session":
         sent, kept = request.headers.get(CSRF_HEADER, ""), request.cookies.get(CSRF_COOKIE, "")
         if not kept or not hmac.compare_digest(sent.encode(), kept.encode()):
             return _csrf_error(f"a write with the dashboard's session cookie needs the {CSRF_HEADER} header equal "
                                f"to the {CSRF_COOKIE} cookie (reload the page, or send X-Auth-Token instead)")
     request.scope["headers"] = [*request.scope["headers"], (b"x-auth-token", token.encode("latin-1"))]
-    return await call_next(request)
+    return None
 
 
 def index() -> FileResponse:

@@ -11,7 +11,6 @@ waits on the application's Watch (api.fleet_watch) without a thread; every other
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -58,7 +57,7 @@ def watch_of(request: Request) -> Watch:
     return found
 
 
-async def upload_cap(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+async def upload_cap(request: Request) -> Response | None:
     """413 before a verify run's body is read when its Content-Length says it cannot fit the plot's cap (the
     model refuses a bigger plot too, with 400, once it is read: a body sent without a length)."""
     length = request.headers.get("content-length", "")
@@ -68,7 +67,7 @@ async def upload_cap(request: Request, call_next: Callable[[Request], Awaitable[
                    f"most {MAX_PLOT_BYTES} bytes in base64, and the summary)")
         return JSONResponse({"NeutronError": {"type": "RequestEntityTooLarge", "message": message, "detail": ""}},
                             status_code=413)
-    return await call_next(request)
+    return None
 
 
 # ------------------------------------------------------------------ hosts

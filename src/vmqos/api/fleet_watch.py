@@ -9,6 +9,12 @@ that was up to date) is answered from those rows, without a read of its own: a t
 cost one query, not a thousand. A change made by another process (another server on the same
 PostgreSQL) moves the same counter, so it wakes them too, within a tick.
 
+Each answered agent polls again at once, at the revision the ticker read last (`seen`): such a poll
+waits without a read of its own, since every row above `seen` is in the ticker's next read, which
+wakes the poll's host (its Event is taken before the poll yields, and the ticker filters by the
+waiting hosts after its read). A thousand answers and a thousand polls again cost one query, not
+a thousand and one. A poll with `wait=0` still reads: it asks for the state now, not at the last tick.
+
 The ticker also forgets old tombstones once an hour (`fleet_desired.compact`).
 """
 
@@ -49,6 +55,7 @@ class Watch:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.seen: int | None = None
+        self.floor = 0  # the compacted floor read with `seen`: a poll below it reads (and gets its 410)
         self._events: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -62,7 +69,8 @@ class Watch:
         """Start the ticker in the running loop (again, if it ran in another one: a test's client)."""
         self._loop = asyncio.get_running_loop()
         self._events.clear()
-        self.seen = (await run_in_threadpool(records.counters, self.store)).revision
+        counters = await run_in_threadpool(records.counters, self.store)
+        self.seen, self.floor, self._batch = counters.revision, counters.floor, None
         self._task = asyncio.create_task(self._run(), name="vmqos-fleet-watch")
 
     async def stop(self) -> None:
@@ -97,14 +105,16 @@ class Watch:
 
     async def tick(self) -> None:
         """Wake the waiters of the hosts whose rows changed since the last tick, with those rows."""
-        revision = (await run_in_threadpool(records.counters, self.store)).revision
-        if revision == self.seen:
+        counters = await run_in_threadpool(records.counters, self.store)
+        revision, floor = counters.revision, counters.floor
+        if revision == self.seen and floor == self.floor:
             return
         if not self._events:
-            self.seen = revision
+            self.seen, self.floor, self._batch = revision, floor, None
             return
-        if self.seen is None or revision < self.seen:  # another database under the same name: everyone
-            hosts, self.seen, self._batch = set(self._events), revision, None
+        if self.seen is None or revision < self.seen or floor > self.seen:
+            # another database under the same name, or rows above `seen` compacted away: everyone reads
+            hosts, self.seen, self.floor, self._batch = set(self._events), revision, floor, None
         else:
             since = self.seen
             now, rows = await run_in_threadpool(records.changed_since, self.store, since)
@@ -112,12 +122,17 @@ class Watch:
             for row in rows:
                 if row.host in self._events:
                     by_host.setdefault(row.host, []).append(fleet_desired.desired(row))
-            self.seen, self._batch = now, _Batch(since, now, by_host)
+            self.seen, self.floor, self._batch = now, floor, _Batch(since, now, by_host)
             hosts = set(by_host)
         for host in hosts:
             event = self._events.pop(host, None)
             if event is not None:
                 event.set()
+
+    def _told_up_to(self, since: int) -> bool:
+        """`since` is the revision the ticker read last (and not below the floor read with it): every row
+        above it will be in the ticker's next read, so a poll at it need not read before it waits."""
+        return since == self.seen and since >= self.floor
 
     def _answer(self, host: str, since: int) -> Changes | None:
         """The host's changes from the last batch, if it was read from `since` exactly."""
@@ -133,12 +148,16 @@ class Watch:
             await self.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait, 0.0), MAX_WAIT_S)
-        woken = False
+        woken, first = False, True
         while True:
             found = self._answer(host, since) if woken else None
             if found is None:
                 event = self._event(host)  # taken before the read: a change after it sets this very event
-                found = await run_in_threadpool(fleet_desired.changes, self.store, host, since)
+                if first and wait > 0 and self._told_up_to(since):
+                    found = Changes(host=host, revision=since, changes=[])  # the ticker's next read has the rest
+                else:
+                    found = await run_in_threadpool(fleet_desired.changes, self.store, host, since)
+            first = False
             remaining = deadline - loop.time()
             if found.changes or remaining <= 0:
                 return found
