@@ -188,3 +188,31 @@ def test_a_reader_without_the_lock_sees_one_whole_state_or_the_other(db_url: str
         writer.join(timeout=120)
     assert writer.exitcode == 0
     assert kinds <= {10, 50}
+
+
+def test_a_save_from_a_base_checks_every_reference_and_moves_a_port_between_instances(db: str) -> None:
+    from dataclasses import replace
+
+    from vmqos.core.errors import ConflictError
+    from vmqos.core.model.host import Policy
+
+    with Store(db) as store:
+        seen = store.load(SCOPE)
+        with_policy = replace(seen, policies={"gold": Policy("gold", _qos(5))})
+        vm1 = with_policy.instances["vm1"]
+        with_policy = replace(with_policy, instances={**with_policy.instances, "vm1": replace(
+            vm1, ports=(replace(vm1.ports[0], policy="gold"),))})
+        store.save(SCOPE, with_policy, base=seen)
+        assert _writes(store) == [("policies", "insert"), ("ports", "update")]
+        # the policy dropped while an unchanged port still names it: refused before any write
+        with pytest.raises(ConflictError, match=r"port 'vqp1': policy 'gold' is not defined"):
+            store.save(SCOPE, replace(with_policy, policies={}), base=with_policy)
+        # vqp2 moves from vm2 to vm1: one port row updated, no row deleted and inserted
+        vm1, vm2 = with_policy.instances["vm1"], with_policy.instances["vm2"]
+        moved = replace(with_policy, instances={**with_policy.instances, "vm1": replace(vm1, ports=(*vm1.ports,
+                        vm2.ports[0])), "vm2": replace(vm2, ports=())})
+        store.save(SCOPE, moved, base=with_policy)
+        assert _writes(store) == [("ports", "update")]
+        again = store.load(SCOPE)
+        assert [p.device for p in again.instances["vm1"].ports] == ["vqp1", "vqp2"]
+        assert again.instances["vm2"].ports == () and len(again.ports()) == PORTS

@@ -30,7 +30,7 @@ from vmqos.store.delta import KEYS, current, check_fresh, delta, keyed, write
 from vmqos.store.engine import check_scope, default_url, open_engine, reason, sqlite_file
 from vmqos.store.health import FileWatch, ServerWatch, abandon
 from vmqos.store.readonly import open_read_only
-from vmqos.store.rows import Decoder, encode
+from vmqos.store.rows import Decoder, changed, encode
 from vmqos.store.writer import WriterLocks
 
 
@@ -109,8 +109,9 @@ class Store:
         read and changed; a row it changes that another writer changed since is a StaleState refusal
         (nothing is saved). Without `base` the state replaces whatever is stored (a host file)."""
         check_scope(scope)
-        new = keyed(encode(scope, state))  # before the transaction, which holds the write lock
-        old = None if base is None else keyed(encode(scope, base))
+        only = None if base is None else changed(base, state)  # the objects a change made differ
+        new = keyed(encode(scope, state, only))  # before the transaction, which holds the write lock
+        old = None if base is None else keyed(encode(scope, base, only))
         with self._tx(f"saving scope {scope!r}", write=scope) as conn:
             if old is None:
                 stored = {name: current(conn, scope, name) for name in KEYS}
