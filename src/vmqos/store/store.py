@@ -83,8 +83,8 @@ class Store:
         """Be the only writer of `scope` (threads and processes alike) until the block ends.
 
         Every use case that loads a scope, changes the kernel and saves holds it around all three:
-        without it two writers each save their own whole state and one change is lost, and their
-        kernel changes interleave on one device (`vmqos.store.writer`)."""
+        without it two writers' kernel changes interleave on one device, and the second save of one
+        port is refused as stale (`save(base=...)`) after its kernel change was made (`vmqos.store.writer`)."""
         check_scope(scope)
         return self._writers.hold(scope)
 
