@@ -216,3 +216,17 @@ def test_a_save_from_a_base_checks_every_reference_and_moves_a_port_between_inst
         again = store.load(SCOPE)
         assert [p.device for p in again.instances["vm1"].ports] == ["vqp1", "vqp2"]
         assert again.instances["vm2"].ports == () and len(again.ports()) == PORTS
+
+
+def test_a_row_stored_in_another_form_of_the_same_limits_is_not_stale(db: str) -> None:
+    """A row written as `10000kbit` by an older vmqos or another tool: the same limits as `10mbit`, so a
+    writer that read it as such may change it; an apply of the same state rewrites nothing."""
+    with Store(db) as store:
+        with store._engine.begin() as conn:
+            conn.execute(text("""UPDATE ports SET limits = '{ "egress": {"rate": "10000kbit"},
+                              "ingress": {"rate": 10000000} }' WHERE device = 'vqp0'"""))
+        _writes(store)
+        store.save(SCOPE, _state(PORTS), actor="apply")
+        assert _writes(store) == []
+        port_service.set_port(store, SCOPE, "vqp0", PortChange(inbound="100,0,0"), live=False, config=True)
+        assert _writes(store) == [("ports", "update")]

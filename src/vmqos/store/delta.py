@@ -9,10 +9,11 @@ one, a DELETE of one that went. Rows it did not change are not touched, so two w
 different ports both keep their change, lock or no lock.
 
 Before writing, every row it is about to write is read again in the same transaction and compared
-with the writer's `base` row (JSON columns compared as JSON, so a text formatted by an older vmqos
-reads as the same object): one that another writer changed since is a `StaleState` refusal, and
-the transaction writes nothing, rather than an overwrite. Without a `base` (a whole host file:
-`vmqos apply` replaces the scope) the current rows are the base, and only the difference is written.
+with the writer's `base` row (JSON columns as the objects they encode, `rows.canonical`: a text an
+older vmqos wrote as `10000kbit` is the `10mbit` the writer read): one that another writer changed
+since is a `StaleState` refusal, and the transaction writes nothing, rather than an overwrite.
+Without a `base` (a whole host file: `vmqos apply` replaces the scope) the current rows are the
+base, and only the difference is written.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, select, update
 
-from vmqos.core.errors import ConflictError
+from vmqos.core.errors import ConflictError, VmqosError
 from vmqos.store import schema as t
+from vmqos.store.rows import canonical
 
 Rows = dict[str, list[dict[str, Any]]]  # what rows.encode returns: table name -> rows
 Keyed = dict[str, dict[str, dict[str, Any]]]  # table name -> key -> row
@@ -129,17 +131,18 @@ def _same(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool
     if a == b:
         return True
     json_columns = JSON_COLUMNS.get(name, ())
-    return all(_json(a.get(c)) == _json(b.get(c)) if c in json_columns else a.get(c) == b.get(c)
+    return all(a.get(c) == b.get(c) or (c in json_columns and _same_json(name, c, a.get(c), b.get(c), a[KEYS[name]]))
                for c in set(a) | set(b))
 
 
-def _json(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
+def _same_json(table: str, column: str, a: Any, b: Any, key: str) -> bool:
+    """Two JSON texts of one object: equal as JSON, or once each is written as this vmqos writes it."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
     try:
-        return json.loads(value)
-    except ValueError:
-        return value
+        return json.loads(a) == json.loads(b) or canonical(table, column, a, key) == canonical(table, column, b, key)
+    except (VmqosError, ValueError, TypeError, AttributeError):  # not a text vmqos reads: not the same
+        return False
 
 
 def _table(name: str) -> Table:

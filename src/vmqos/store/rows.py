@@ -113,6 +113,21 @@ def _ref(table: dict[str, Any], name: str | None, where: str, kind: str) -> str 
     return name
 
 
+def canonical(table: str, column: str, text: str, key: str) -> str:
+    """A stored JSON text as this vmqos would write it (decoded and encoded again): how a row that an
+    older vmqos or another tool wrote in another form (`10000kbit` for `10mbit`) compares equal."""
+    data = json.loads(text)
+    path = (table, key, column)
+    if table in ("policies", "ports"):
+        return _json(from_data(NetworkQos, data, path=path))
+    if table == "flavors":
+        return _json(from_data(Flavor, data, path=path, name=key))
+    if column == "cpu":
+        return _json(from_data(CpuQos, data, path=path))
+    return json.dumps({d: to_data(from_data(DiskQos, q, path=(*path, d))) for d, q in data.items()},
+                      separators=(",", ":"))
+
+
 class Decoder:
     """Rows back into a HostState; equal JSON texts are decoded once, into one shared frozen object."""
 
