@@ -142,7 +142,8 @@ def attach(store: Store, want: ContainerWant, candidates: tuple[str, ...], *,
         report = reconcile_ports(store, scope_netns, new_state, [device], kernel=kernel)
         if not report.ok:
             return Attached(scope_netns, device, instance, report)  # rolled back; the row stays for DEL
-        store.save(scope, new_state, actor=ACTOR, summary=f"container {want.container_id[:12]} port {device}")
+        store.save(scope, new_state, actor=ACTOR, summary=f"container {want.container_id[:12]} port {device}",
+                   base=state)
         rows.record(store, rows.Attachment(want.network, want.container_id, want.ifname, scope, device, instance,
                                            want.netns_path, socket.gethostname(), rows.ADDED))
     return Attached(scope_netns, device, instance, report)
@@ -165,7 +166,7 @@ def _clear(store: Store, scope_netns: str | None, state: HostState, device: str,
                 report = ApplyReport(report.results + rec.remove_loose(mine), report.notes)
     if all(r.error is None or r.error.startswith(f"device {device} does not exist") for r in report.results):
         store.save(scope, _without_container_port(state, instance, device), actor=ACTOR,
-                   summary=f"released port {device}")
+                   summary=f"released port {device}", base=state)
         store.record_applied_many(scope, {device: None})
     return report
 

@@ -147,7 +147,7 @@ class Enforcer:
             if self.failing.pop(want.device, None) is not None:
                 log.info("device %s: limited now", want.device)
         if kept != state:
-            self.store.save(self.scope, kept, actor=self.actor, summary=f"{len(done.placed)} ports")
+            self.store.save(self.scope, kept, actor=self.actor, summary=f"{len(done.placed)} ports", base=state)
             done.saved = True
 
     def _release(self, devices: list[str], state: HostState, done: PassResult) -> None:
@@ -168,7 +168,8 @@ class Enforcer:
             done.released.append(device)
             log.info("device %s released: nothing is wanted on it any more", device)
         if kept != state:
-            self.store.save(self.scope, kept, actor=self.actor, summary=f"released {len(done.released)} ports")
+            self.store.save(self.scope, kept, actor=self.actor, summary=f"released {len(done.released)} ports",
+                            base=state)
             done.saved = True
 
     def sync(self, *, full: bool = True, only: Collection[str] | None = None) -> PassResult:
@@ -207,7 +208,8 @@ class Enforcer:
                 state = self.store.load(self.scope)
                 pruned = without_unused_policies(state, self.prefix)
                 if pruned is not state:
-                    self.store.save(self.scope, pruned, actor=self.actor, summary="policies no port uses")
+                    self.store.save(self.scope, pruned, actor=self.actor, summary="policies no port uses",
+                                    base=state)
         for device in set(self.foreign) - set(wanted):
             self.foreign.discard(device)
         return done

@@ -67,7 +67,7 @@ def instance_set(store: Store, lab: str, inst: str, change: InstanceChange, *, l
         check_cgroup_instance(eff)
         writes = _lab_apply(group, eff, lab) if live else 0
         if config:
-            store.save(scope, new_state, actor="instance set", summary=f"instance {inst}")
+            store.save(scope, new_state, actor="instance set", summary=f"instance {inst}", base=state)
         return InstanceReport(inst, writes, live, config, eff, list(eff.notes))
 
 

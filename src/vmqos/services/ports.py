@@ -116,7 +116,7 @@ def set_port(store: Store, netns: str | None, device: str, change: PortChange, *
             if not report.ok:
                 return report  # the port was rolled back; the stored state stays as it was
         if config:
-            store.save(scope, new_state, actor="port set", summary=f"port {device}")
+            store.save(scope, new_state, actor="port set", summary=f"port {device}", base=state)
         return report
 
 
@@ -127,7 +127,8 @@ def clear_port(store: Store, netns: str | None, device: str, *, force: bool = Fa
         state = store.load(scope)
         report = reconcile_ports(store, netns, state, [], clear=[device], force=force, kernel=kernel)
         if report.ok:
-            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}",
+                       base=state)
         return report
 
 

@@ -74,7 +74,8 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
     with store.writer(SCOPE), Libvirt(connect) as lv:  # load, libvirt, the tap and save as one writer
         info = lv.info(domain)
         check_flags(info, live, config)
-        state = with_domain(store.load(SCOPE), info)
+        loaded = store.load(SCOPE)
+        state = with_domain(loaded, info)
         for dev in change.disks:
             if dev not in state.instances[domain].disks:
                 raise NotFound(f"domain {domain} has no disk {dev} (disks: "
@@ -124,7 +125,7 @@ def vm_set(store: Store, connect: str | None, domain: str, change: InstanceChang
         except VmqosError:
             undo.rollback()  # best effort: the original error is what the operator must see
             raise
-        store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}")
+        store.save(SCOPE, new_state, actor="vm set", summary=f"vm {domain}", base=loaded)
         return VmReport(domain, live, config, applied, network, eff, notes)
 
 

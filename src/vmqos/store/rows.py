@@ -32,8 +32,26 @@ def _json(obj: NetworkQos | CpuQos | DiskQos | Flavor) -> str:
     return json.dumps(to_data(obj), separators=(",", ":"), ensure_ascii=False)
 
 
-def encode(scope: str, state: HostState) -> dict[str, list[dict[str, Any]]]:
-    """The rows of every state table; refuses what the foreign keys would, with a clearer message."""
+Changed = dict[str, set[str]]  # table name -> the keys of the objects that differ
+
+
+def changed(base: HostState, new: HostState) -> Changed:
+    """The objects of each table that differ between two states (compared by identity first: a state
+    changed by `changed_port` shares every object it did not change, so this costs little)."""
+    found: Changed = {}
+    for table, before, after in (("policies", base.policies, new.policies), ("flavors", base.flavors, new.flavors),
+                                 ("networks", base.networks, new.networks),
+                                 ("instances", base.instances, new.instances)):
+        found[table] = {name for name in before.keys() | after.keys()
+                        if before.get(name) is not after.get(name) and before.get(name) != after.get(name)}
+    return found
+
+
+def encode(scope: str, state: HostState, only: Changed | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows of every state table; refuses what the foreign keys would, with a clearer message.
+
+    `only`: the rows of these objects alone (an instance's rows include its ports'); every reference
+    and name is still checked, which is cheap, while encoding the JSON of 1,000 ports is not."""
     for kind, objects in (("policy", state.policies), ("flavor", state.flavors), ("network", state.networks),
                           ("instance", state.instances)):
         for key, obj in objects.items():
@@ -48,35 +66,43 @@ def encode(scope: str, state: HostState) -> dict[str, list[dict[str, Any]]]:
             texts[qos] = _json(qos)
         return texts[qos]
 
+    def wanted(table: str, name: str) -> bool:
+        return only is None or name in only[table]
+
     rows: dict[str, list[dict[str, Any]]] = {
         "policies": [{"scope": scope, "name": n, "origin": p.origin, "qos": network(p.qos)}
-                     for n, p in state.policies.items()],
-        "flavors": [{"scope": scope, "name": n, "doc": _json(f)} for n, f in state.flavors.items()],
+                     for n, p in state.policies.items() if wanted("policies", n)],
+        "flavors": [{"scope": scope, "name": n, "doc": _json(f)} for n, f in state.flavors.items()
+                    if wanted("flavors", n)],
         "networks": [{"scope": scope, "name": n, "policy": _ref(state.policies, net.policy, f"network {n!r}",
                                                                 "policy")}
-                     for n, net in state.networks.items()],
+                     for n, net in state.networks.items() if wanted("networks", n)],
         "instances": [], "ports": [],
     }
     owners: dict[str, str] = {}
     for name, inst in state.instances.items():
-        rows["instances"].append({
-            "scope": scope, "name": name, "flavor": _ref(state.flavors, inst.flavor, f"instance {name!r}", "flavor"),
-            "cpu": None if inst.cpu is None else _json(inst.cpu),
-            "disks": json.dumps({d: to_data(q) for d, q in inst.disks.items()}, separators=(",", ":")),
-        })
+        encoded = wanted("instances", name)
+        if encoded:
+            rows["instances"].append({
+                "scope": scope, "name": name,
+                "flavor": _ref(state.flavors, inst.flavor, f"instance {name!r}", "flavor"),
+                "cpu": None if inst.cpu is None else _json(inst.cpu),
+                "disks": json.dumps({d: to_data(q) for d, q in inst.disks.items()}, separators=(",", ":")),
+            })
         for position, port in enumerate(inst.ports):
             if port.device in owners:
                 raise ConflictError(f"port {port.device!r} is listed twice (instances {owners[port.device]!r} and "
                                     f"{name!r}); device names are unique in a network namespace")
             owners[port.device] = name
             where = f"port {port.device!r}"
-            rows["ports"].append({
-                "scope": scope, "device": port.device, "instance": name,
-                "network": _ref(state.networks, port.network, where, "network"),
-                "policy": _ref(state.policies, port.policy, where, "policy"),
-                "limits": network(port.limits), "egress_mode": EgressMode(port.egress_mode).value,
-                "mtu": port.mtu, "position": position,
-            })
+            network_ref = _ref(state.networks, port.network, where, "network")
+            policy_ref = _ref(state.policies, port.policy, where, "policy")
+            if encoded:
+                rows["ports"].append({
+                    "scope": scope, "device": port.device, "instance": name, "network": network_ref,
+                    "policy": policy_ref, "limits": network(port.limits),
+                    "egress_mode": EgressMode(port.egress_mode).value, "mtu": port.mtu, "position": position,
+                })
     return rows
 
 
@@ -85,6 +111,21 @@ def _ref(table: dict[str, Any], name: str | None, where: str, kind: str) -> str 
         raise ConflictError(f"{where}: {kind} {name!r} is not defined in the same state; define it or drop the "
                             "reference")
     return name
+
+
+def canonical(table: str, column: str, text: str, key: str) -> str:
+    """A stored JSON text as this vmqos would write it (decoded and encoded again): how a row that an
+    older vmqos or another tool wrote in another form (`10000kbit` for `10mbit`) compares equal."""
+    data = json.loads(text)
+    path = (table, key, column)
+    if table in ("policies", "ports"):
+        return _json(from_data(NetworkQos, data, path=path))
+    if table == "flavors":
+        return _json(from_data(Flavor, data, path=path, name=key))
+    if column == "cpu":
+        return _json(from_data(CpuQos, data, path=path))
+    return json.dumps({d: to_data(from_data(DiskQos, q, path=(*path, d))) for d, q in data.items()},
+                      separators=(",", ":"))
 
 
 class Decoder:

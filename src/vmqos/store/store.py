@@ -26,10 +26,11 @@ from vmqos.core.errors import NotFound as NotFoundError
 from vmqos.core.model.host import HostState
 from vmqos.core.model.volume import Volume, VolumeType
 from vmqos.store import schema as t
+from vmqos.store.delta import KEYS, current, check_fresh, delta, keyed, write
 from vmqos.store.engine import check_scope, default_url, open_engine, reason, sqlite_file
 from vmqos.store.health import FileWatch, ServerWatch, abandon
 from vmqos.store.readonly import open_read_only
-from vmqos.store.rows import Decoder, encode
+from vmqos.store.rows import Decoder, changed, encode
 from vmqos.store.writer import WriterLocks
 
 
@@ -82,8 +83,8 @@ class Store:
         """Be the only writer of `scope` (threads and processes alike) until the block ends.
 
         Every use case that loads a scope, changes the kernel and saves holds it around all three:
-        without it two writers each save their own whole state and one change is lost, and their
-        kernel changes interleave on one device (`vmqos.store.writer`)."""
+        without it two writers' kernel changes interleave on one device, and the second save of one
+        port is refused as stale (`save(base=...)`) after its kernel change was made (`vmqos.store.writer`)."""
         check_scope(scope)
         return self._writers.hold(scope)
 
@@ -100,19 +101,26 @@ class Store:
             raise VmqosError(f"the database {self._shown} holds an invalid scope {scope!r}: {exc}; "
                              "save the scope again to replace it") from None
 
-    def save(self, scope: str, state: HostState, *, actor: str = "cli", summary: str = "") -> int:
-        """Replace the scope's whole desired state in one transaction; the new revision's id."""
+    def save(self, scope: str, state: HostState, *, actor: str = "cli", summary: str = "",
+             base: HostState | None = None) -> int:
+        """Make `state` the scope's desired state in one transaction; the new revision's id.
+
+        Only the rows that differ are written (`vmqos.store.delta`): `base` is the state the writer
+        read and changed; a row it changes that another writer changed since is a StaleState refusal
+        (nothing is saved). Without `base` the state replaces whatever is stored (a host file)."""
         check_scope(scope)
-        rows = encode(scope, state)  # before the transaction, which holds the write lock
+        only = None if base is None else changed(base, state)  # the objects a change made differ
+        new = keyed(encode(scope, state, only))  # before the transaction, which holds the write lock
+        old = None if base is None else keyed(encode(scope, base, only))
         with self._tx(f"saving scope {scope!r}", write=scope) as conn:
-            for table in reversed(t.STATE_TABLES):
-                conn.execute(delete(table).where(table.c.scope == scope))
-            for table in t.STATE_TABLES:
-                if rows[table.name]:
-                    conn.execute(insert(table), rows[table.name])
-            result = conn.execute(insert(t.revisions).values(
-                scope=scope, at=datetime.now(UTC), actor=actor, summary=summary))
-            return int(result.inserted_primary_key[0])
+            if old is None:
+                stored = {name: current(conn, scope, name) for name in KEYS}
+                change = delta(stored, new)
+            else:
+                change = delta(old, new)
+                stored = check_fresh(conn, scope, old, change)
+            write(conn, scope, change, stored)
+            return self._revision(conn, scope, actor, summary)
 
     def scopes(self) -> list[str]:
         """Scopes with desired state or with something applied (which may still need removing)."""
@@ -222,19 +230,30 @@ class Store:
         self.record_applied_many(scope, {device: fingerprint})
 
     def record_applied_many(self, scope: str, fingerprints: dict[str, str | None]) -> None:
-        """`record_applied` for many devices in one transaction."""
+        """`record_applied` for many devices in one transaction, writing only the rows that change: a
+        device whose stored fingerprint is already the one given keeps its row (and its applied_at:
+        when that fingerprint was first applied); None deletes a row, a new one is inserted."""
         check_scope(scope)
         if not fingerprints:
             return
         now = datetime.now(UTC)
         a = t.applied.c
-        forget = delete(t.applied).where(a.scope == scope, a.device == bindparam("dev"))
-        rows = [{"scope": scope, "device": device, "fingerprint": fp, "applied_at": now}
-                for device, fp in fingerprints.items() if fp is not None]
+        query = select(a.device, a.fingerprint).where(a.scope == scope)
+        if len(fingerprints) <= 500:  # else the whole scope: cheaper than a long IN list
+            query = query.where(a.device.in_(list(fingerprints)))
         with self._tx(f"recording what was applied in scope {scope!r}", write=scope) as conn:
-            conn.execute(forget, [{"dev": device} for device in fingerprints])
-            if rows:
-                conn.execute(insert(t.applied), rows)
+            stored = dict(conn.execute(query).tuples().all())
+            forget = [{"dev": d} for d, fp in fingerprints.items() if fp is None and d in stored]
+            changed = [{"dev": d, "fingerprint": fp, "applied_at": now} for d, fp in fingerprints.items()
+                       if fp is not None and d in stored and stored[d] != fp]
+            added = [{"scope": scope, "device": d, "fingerprint": fp, "applied_at": now}
+                     for d, fp in fingerprints.items() if fp is not None and d not in stored]
+            if forget:
+                conn.execute(delete(t.applied).where(a.scope == scope, a.device == bindparam("dev")), forget)
+            if changed:
+                conn.execute(t.applied.update().where(a.scope == scope, a.device == bindparam("dev")), changed)
+            if added:
+                conn.execute(insert(t.applied), added)
 
     # transactions ---------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 A change of a port is load -> change -> reconcile the kernel -> save. A database transaction
 cannot span it (the kernel work takes seconds to minutes, and SQLite would block every other
-scope's writers meanwhile), so two writers of one scope would each load, each change the kernel
-and each save their whole state: the last save loses the other's change, and the two kernel
-changes interleave on one device. The writer lock is held around the whole sequence instead:
+scope's writers meanwhile), so two writers of one port would each load and each change the
+kernel, interleaving on one device; a save writes only the rows that changed and refuses a stale
+one (`vmqos.store.delta`), but by then the kernel holds a mix. The writer lock is held around the
+whole sequence instead:
 
 * SQLite (one host): an exclusive `flock` on a lock file per scope, next to the database
   (`vmqos.db.locks/<hash of the scope>`); the kernel releases it when its holder dies, so a
