@@ -271,6 +271,56 @@ static PyObject *nft_counters(PyObject *Py_UNUSED(self), PyObject *args) {
     return r;
 }
 
+
+/* -- nft named counters read by name: the answers to a batch of NFT_MSG_GETOBJ requests ------- */
+
+/* The requests of one batch carry the sequence numbers first..last, the last one asks for an
+ * acknowledgement: the batch's answers end with the error message of `last` (code 0, or the
+ * error of that last request). A counter that no longer exists answers -ENOENT: it is counted in
+ * `missing` and skipped, as a dump would not list it; any other error ends the batch with it. */
+static PyObject *nft_answers(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer buf, out;
+    unsigned int first, last;
+    const char *table;
+    Py_ssize_t table_len;
+    PyObject *slot_of, *unknown;
+    if (!PyArg_ParseTuple(args, "y*IIy#O!O!w*", &buf, &first, &last, &table, &table_len, &PyDict_Type, &slot_of,
+                          &PyList_Type, &unknown, &out))
+        return NULL;
+    struct nft_ctx c = {table, table_len, slot_of, unknown, out.buf, out.len / 8};
+    const uint8_t *data = buf.buf;
+    Py_ssize_t size = buf.len, off = 0;
+    long status = 0, messages = 0, missing = 0;
+    int failed = 0;
+    while (off + 16 <= size) {
+        uint32_t len = rd32(data + off);
+        uint16_t type = rd16(data + off + 4);
+        uint32_t mseq = rd32(data + off + 8);
+        if (len < 16 || off + (Py_ssize_t)len > size) {
+            PyErr_SetString(PyExc_ValueError, "a truncated netlink message");
+            failed = 1;
+            break;
+        }
+        if (mseq >= first && mseq <= last) {
+            if (type == NLMSG_ERROR_T) {
+                int32_t code = len >= 20 ? (int32_t)rd32(data + off + 16) : 0;
+                if (code == -2) /* ENOENT: that counter is gone */
+                    missing++;
+                else if (code) { status = code; break; }
+                if (mseq == last) { status = 1; break; }
+            } else if (type == NFT_MSG_NEWOBJ_T) {
+                messages++;
+                if (one_counter(data + off, len, &c) < 0) { failed = 1; break; }
+            }
+        }
+        off += (len + 3) & ~3u;
+    }
+    PyBuffer_Release(&buf); PyBuffer_Release(&out);
+    if (failed)
+        return NULL;
+    return Py_BuildValue("(lll)", status, messages, missing);
+}
+
 static PyMethodDef methods[] = {
     {"qdisc_roots", qdisc_roots, METH_VARARGS,
      "qdisc_roots(chunk, seq, slot_of, out) -> (status, messages, 0): root qdiscs of the devices with a slot "
@@ -281,6 +331,10 @@ static PyMethodDef methods[] = {
      "nft_counters(chunk, seq, table, slot_of, unknown, out) -> (status, messages, 0): named counters of "
      "`table` whose name (bytes) has a slot in the dict slot_of; the others appended to unknown as "
      "(name, packets, bytes)"},
+    {"nft_answers", nft_answers, METH_VARARGS,
+     "nft_answers(chunk, first_seq, last_seq, table, slot_of, unknown, out) -> (status, counters, missing): "
+     "the answers to NFT_MSG_GETOBJ requests of sequence numbers first..last (the last one acknowledged), "
+     "decoded as nft_counters does; status 1 when the last request's acknowledgement came"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -176,6 +176,17 @@ def nft_counters_request(table: str, family: int = NFPROTO_NETDEV) -> tuple[byte
     return body, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
 
 
+def nft_counter_get(table: str = "vmqos") -> int:
+    """The message type of one named counter's get (NFT_MSG_GETOBJ, not a dump)."""
+    return (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
+
+
+def nft_counter_request_body(table: str, name: str, family: int = NFPROTO_NETDEV) -> bytes:
+    """The body of the get of one named counter of `table`."""
+    return _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, table.encode() + b"\0") + _nla(
+        NFTA_OBJ_NAME, name.encode() + b"\0") + _nla(NFTA_OBJ_TYPE, _BE32.pack(NFT_OBJECT_COUNTER))
+
+
 class CounterReader:
     """Netlink sockets in one namespace that dump every qdisc's, link's and named nft counter's values."""
 
@@ -221,6 +232,12 @@ class CounterReader:
                         return
                     yield rtype, data, offset, offset + length
                 offset += (length + 3) & ~3
+
+    def take_seqs(self, count: int) -> int:
+        """The first of `count` consecutive sequence numbers for requests sent together."""
+        first = next(self._seq)
+        self._seq = itertools.count(first + count)
+        return first
 
     def dump_into(self, what: str, mtype: int, body: bytes, decode: Callable[[memoryview, int], int],
                   sock: socket.socket | None = None) -> None:
