@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Iterator, Literal, Mapping, Sequence
 
-from vmqos.core.analysis.flows import Flow, flows
+from vmqos.core.analysis.flows import Flow, flows, queued_flow
+from vmqos.core.model.checks import ETH_HLEN
 from vmqos.core.analysis.rates import counter_delta, flow_rate
 from vmqos.core.analysis.samples import (
     PortLimits,
@@ -96,6 +97,7 @@ class _Slots:
     # it needs more when its port's (index 0) or its IFB's (index 1) planned root is not
     needed: tuple[str, ...] = ()
     without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
 
     @classmethod
     def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
@@ -130,7 +132,8 @@ class _Slots:
             needed += [n for n in always + if_root[0] + if_root[1] if n in mine]
             without.append((tuple(n for n in if_not[0] if n in mine), tuple(n for n in if_not[1] if n in mine)))
         return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
-                   tuple(dict.fromkeys(needed)), tuple(without))
+                   tuple(dict.fromkeys(needed)), tuple(without),
+                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits))
 
 
 @contextmanager
@@ -254,28 +257,39 @@ class Sampler:
                 extra.setdefault(owner, {})[name] = CounterValue(packets, nbytes)
         ports: dict[str, PortSample] = {}
         q, lk, c = qdiscs, links, counters
-        for port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots in slots.rows:
-            stats: dict[tuple[object, ...], TcStats] = {}
-            b = qs * QDISC_FIELDS
-            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
-                stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9], q[b + 10])
-            b = ifb_qs * QDISC_FIELDS
-            if q[b] and q[b + 3] == ifb_kind[0] and q[b + 4] == ifb_kind[1]:
-                stats[("qdisc", ifb_name(port), "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
-                                                                   q[b + 10])
+        for (port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots), (pps_in, pps_out) in \
+                zip(slots.rows, slots.pps_names):
             own = {}
             for name, slot in own_slots:
                 b = slot * NFT_FIELDS
                 if c[b]:
                     own[name] = CounterValue(c[b + 1], c[b + 2])
-            if port in extra:
+            if extra and port in extra:
                 own.update(extra[port])
+            b, ib = qs * QDISC_FIELDS, ifb_qs * QDISC_FIELDS
+            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1] and \
+                    q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
+                # both directions queued (a shaped port): `flows` without its TcStats, the same figures
+                d_in, d_out = own.get(pps_in, _NO_COUNT), own.get(pps_out, _NO_COUNT)
+                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7], q[b + 9], q[b + 10],
+                                                     d_in.packets, d_in.bytes),
+                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 9], q[ib + 10],
+                                                    d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
+            else:
+                stats: dict[tuple[object, ...], TcStats] = {}
+                if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
+                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
+                                                             q[b + 10])
+                if q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
+                    stats[("qdisc", ifb_name(port), "root")] = TcStats(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 8],
+                                                                       q[ib + 9], q[ib + 10])
+                port_flows = flows(port, stats, own)
             link = None
             if ls is not None:
                 b = ls * LINK_FIELDS
                 if lk[b]:
                     link = LinkCounters(lk[b + 1], lk[b + 2], lk[b + 3], lk[b + 4], lk[b + 5], lk[b + 6])
-            ports[port] = PortSample(port, flows(port, stats, own), link, own, limits, instances.get(port))
+            ports[port] = PortSample(port, port_flows, link, own, limits, instances.get(port))
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
@@ -337,6 +351,7 @@ def _needed(slots: _Slots, q: Sequence[int]) -> list[str] | tuple[str, ...]:
 
 
 _NO_FLOW = Flow()
+_SYN_NAMES: dict[str, str] = {}  # port -> its SYN counter's name (kept: the same ports come back every pass)
 _NO_COUNT = CounterValue(0, 0)
 
 
@@ -363,7 +378,9 @@ def _rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
             if flow is not None:
                 per_dir[direction] = flow_rate(flows_before.get(direction, _NO_FLOW), flow, seconds,
                                                limit_bps=limits.bps(direction), limit_pps=limits.pps(direction))
-        syn_name = f"{chain_from(port)}_syn"
+        syn_name = _SYN_NAMES.get(port)
+        if syn_name is None:
+            syn_name = _SYN_NAMES[port] = f"{chain_from(port)}_syn"
         syn = None
         if syn_name in now.counters:
             old = before.counters.get(syn_name, _NO_COUNT)
