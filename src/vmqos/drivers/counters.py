@@ -233,12 +233,6 @@ class CounterReader:
                     yield rtype, data, offset, offset + length
                 offset += (length + 3) & ~3
 
-    def take_seqs(self, count: int) -> int:
-        """The first of `count` consecutive sequence numbers for requests sent together."""
-        first = next(self._seq)
-        self._seq = itertools.count(first + count)
-        return first
-
     def dump_into(self, what: str, mtype: int, body: bytes, decode: Callable[[memoryview, int], int],
                   sock: socket.socket | None = None) -> None:
         """One dump whose chunks `decode(chunk, seq)` takes as they come (vmqos.drivers.counter_arrays):
@@ -271,6 +265,18 @@ class CounterReader:
         if self._nfsock is None:
             self._nfsock = netlink_socket(self.netns, NETLINK_NETFILTER)
         return self._nfsock
+
+    def reset_route_socket(self) -> None:
+        """A new rtnetlink socket in place of this one (a read that failed may have left answers in it)."""
+        self._sock.close()
+        self._sock = netlink_socket(self.netns, NETLINK_ROUTE)
+
+    def reset_nf_socket(self) -> None:
+        """Close the nfnetlink socket (a read that failed may have left answers in it); the next
+        use opens a new one."""
+        if self._nfsock is not None:
+            self._nfsock.close()
+            self._nfsock = None
 
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""

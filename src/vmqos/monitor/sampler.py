@@ -240,10 +240,10 @@ class Sampler:
             slots = self._slots_of(watched)
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
-        qdiscs = self._arrays.qdiscs(slots.layout)
+        qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
         if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
             self._since_full += 1
-            counters, unknown = self._arrays.counters_named(slots.layout, _needed(slots, qdiscs)), []
+            counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
         else:
             self._full_for, self._since_full = slots, 0
             counters, unknown = self._arrays.counters(slots.layout)
