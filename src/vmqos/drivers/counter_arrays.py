@@ -8,6 +8,11 @@ Nothing else is decoded and no object is built per message; decoding the 130,000
 10,000-port pass in Python cost about 300 ms of CPU, three times the whole pass's budget
 (docs/benchmarks.md, section 6).
 
+The qdisc and nft dumps cost the kernel the square of the objects (it resumes a dump from the
+head of its list once per 32 KiB chunk); `qdiscs_by_get` and `counters_named` read the same
+counters with one get per object instead (batches of 256 a send, the answers received and decoded
+in C by `_nlstats.qdisc_receive/nft_receive`), linear in what is read.
+
 `available()` says whether the helper was built (`make`, or `pip install -e .`, compiles it);
 without it the sampler reads the dumps with `CounterReader`, as before.
 """

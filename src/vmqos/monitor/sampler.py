@@ -1,7 +1,12 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
-A pass is three netlink dumps: the qdiscs, the links' counters, and vmqos's named nft counters;
-nothing is read per port. `rates` turns two passes into per-port, per-direction rates.
+A pass is three netlink reads: the links' counters (one dump), the root qdisc of each port and
+IFB, and vmqos's named nft counters. `rates` turns two passes into per-port, per-direction rates.
+The qdisc and nft dumps grow with the square of the objects (the kernel resumes them from the
+head of its list once per 32 KiB chunk), so the arrays path reads the qdiscs with one get per
+device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) the nft counters by name,
+only those the results use; both linear, their answers received and decoded in C
+(docs/benchmarks.md, section 6).
 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
 - "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
