@@ -134,3 +134,31 @@ def test_a_pass_longer_than_its_interval_lets_ticks_go_instead_of_piling_up():
     assert next_tick(10.0, 13.2, 1.0) == (14.0, 3)
     at, skipped = next_tick(0.0, 2.0, 1.0)  # ended exactly on a tick: that one is let go too (it is now)
     assert at > 2.0 and skipped == 2
+
+
+@needs_helper
+def test_the_answers_to_gets_skip_a_missing_object_and_end_at_the_last_acknowledgement():
+    """nft_answers: answers of the batch's sequence range are decoded, a counter that is gone
+    (ENOENT) is counted and skipped, another sequence number is ignored, and only the last
+    request's acknowledgement ends the batch; any other error ends it with that error."""
+    def counter(name: str, packets: int, nbytes: int, seq: int) -> bytes:
+        data = C._nla(1, struct.pack(">Q", nbytes)) + C._nla(2, struct.pack(">Q", packets))
+        return _msg((C.NFNL_SUBSYS_NFTABLES << 8) | C.NFT_MSG_NEWOBJ,
+                    C._NFGEN.pack(5, 0, 0) + C._nla(1, b"vmqos\0") + C._nla(2, name.encode() + b"\0")
+                    + C._nla(3, C._BE32.pack(1)) + C._nla(4 | 0x8000, data), seq)
+
+    def error(code: int, seq: int) -> bytes:
+        return _msg(C.NLMSG_ERROR, struct.pack("=i", code) + b"\0" * 16, seq)
+
+    layout = ca.Layout({}, {}, {"a_syn": 0, "b_syn": 1, "c_syn": 2})
+    out = array("Q", bytes(8 * ca.NFT_FIELDS * 3))
+
+    def answers(chunk: bytes) -> tuple[int, int, int]:
+        return ca._helper.nft_answers(memoryview(chunk), 100, 102, b"vmqos", layout.counter_table, [], out)  # type: ignore[union-attr,no-any-return]
+
+    first = counter("a_syn", 5, 500, 100) + error(-2, 101) + counter("c_syn", 9, 900, 99)  # 99: not of this batch
+    assert answers(first) == (0, 1, 1)  # no acknowledgement of the last request yet: more to come
+    assert answers(counter("c_syn", 7, 700, 102) + error(0, 102)) == (1, 1, 0)
+    assert list(out) == [1, 5, 500, 0, 0, 0, 1, 7, 700]
+    assert answers(error(-1, 101))[0] == -1  # EPERM: not a missing counter
+    assert answers(error(-2, 102)) == (1, 0, 1)  # the last one missing still ends the batch

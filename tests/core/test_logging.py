@@ -237,7 +237,7 @@ def test_a_port_left_half_changed_says_so_and_the_phases_are_debug(monkeypatch, 
 class _FakeSampler:
     """Counters as a flood from vm1 on tap1 would leave them: 80,000 packets/s of 64 bytes."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, **options: object) -> None:  # options: as Sampler's
         self.passes = 0
 
     def sample(self, plans, instances=None) -> Sample:

@@ -20,7 +20,7 @@ from vmqos.store.monitor import add_event
 class _NoKernel:
     """The sampler without a kernel: every pass sees no ports."""
 
-    def __init__(self, netns=None) -> None:
+    def __init__(self, netns=None, **options) -> None:  # options: as Sampler takes them (nft_reads)
         self.passes = 0
 
     def sample(self, plans, instances=None) -> Sample:

@@ -148,3 +148,40 @@ def test_a_port_that_appears_is_sampled_at_the_next_pass(netns):
         assert sh(netns, f"ip link add {SHAPED} type veth peer name vqsb0 && ip link set {SHAPED} up").returncode == 0
         second = new.sample(plans)
         assert second.ports[SHAPED].link is not None and second.ports == old.sample(plans).ports
+
+
+def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, instance_ns):
+    """nft_reads="needed": after its first (whole) pass the sampler reads by name only the counters
+    the results use; on the same traffic its flows, links and SYN counts equal the Python path's,
+    each counter it read equals the dump's, and the counters it left out are the ones a queue
+    makes needless (offered and passed of a shaped direction)."""
+    _wire(netns, instance_ns)
+    plans = plan_host(_state())
+    with Reconciler(netns) as rec:
+        results, _ = rec.reconcile(plans)
+    assert [r.error for r in results if r.error] == []
+    instances = {SHAPED: "vm0", POLICED: "vm1"}
+    with Sampler(netns, method="dumps") as old, \
+            Sampler(netns, method="arrays", nft_reads="needed", full_every=1000) as new:
+        first = new.sample(plans, instances)
+        assert first.ports == old.sample(plans, instances).ports  # the first pass reads the whole dump
+        _traffic(netns, instance_ns)
+        previous, deadline = old.sample(plans, instances), time.monotonic() + 10
+        while True:
+            time.sleep(0.3)
+            current = old.sample(plans, instances)
+            if current.ports == previous.ports or time.monotonic() > deadline:
+                break
+            previous = current
+        got = new.sample(plans, instances)
+        want = old.sample(plans, instances)
+    for port in (SHAPED, POLICED):
+        g, w = got.ports[port], want.ports[port]
+        assert (g.flows, g.link, g.limits, g.instance) == (w.flows, w.link, w.limits, w.instance)
+        assert g.counters == {name: w.counters[name] for name in g.counters}
+    shaped, policed = got.ports[SHAPED], got.ports[POLICED]
+    assert set(shaped.counters) == {f"from_{SHAPED}_syn", f"from_{SHAPED}_pps_dropped", f"to_{SHAPED}_pps_dropped"}
+    assert shaped.counters[f"from_{SHAPED}_syn"].packets > 0 and shaped.counters[f"from_{SHAPED}_pps_dropped"].packets > 0
+    assert f"from_{POLICED}_offered" in policed.counters and f"from_{POLICED}_dropped" in policed.counters
+    up = shaped.flows["egress"]
+    assert up.dropped_packets > 0 and up.backlog_bytes > 0 and policed.flows["egress"].dropped_packets > 0

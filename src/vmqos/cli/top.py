@@ -153,7 +153,7 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
     if as_json and not once:
         raise click.UsageError("--json prints one sample: add --once")
     scope = scope_of(netns)
-    with open_store(db, read_only=True) as store, Sampler(netns) as sampler:
+    with open_store(db, read_only=True) as store, Sampler(netns, nft_reads="needed") as sampler:
         watched = WatchedPlans(store, scope)
         peaks: dict[tuple[str, str], int] = {}
 

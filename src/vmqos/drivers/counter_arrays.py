@@ -8,6 +8,11 @@ Nothing else is decoded and no object is built per message; decoding the 130,000
 10,000-port pass in Python cost about 300 ms of CPU, three times the whole pass's budget
 (docs/benchmarks.md, section 6).
 
+The qdisc and nft dumps cost the kernel the square of the objects (it resumes a dump from the
+head of its list once per 32 KiB chunk); `qdiscs_by_get` and `counters_named` read the same
+counters with one get per object instead (batches of 256 a send, the answers received and decoded
+in C by `_nlstats.qdisc_receive/nft_receive`), linear in what is read.
+
 `available()` says whether the helper was built (`make`, or `pip install -e .`, compiles it);
 without it the sampler reads the dumps with `CounterReader`, as before.
 """
@@ -15,20 +20,54 @@ without it the sampler reads the dumps with `CounterReader`, as before.
 from __future__ import annotations
 
 import errno as errnos
+import os
 from array import array
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 from vmqos.core.errors import KernelError
+from vmqos.core.plan.handles import TC_H_ROOT
 from vmqos.drivers.counters import (
+    _NLMSGHDR,
+    _TCMSG,
     LINK_STATS_REQUEST,
+    NLM_F_REQUEST,
     QDISC_REQUEST,
     RTM_GETQDISC,
     RTM_GETSTATS,
     CounterReader,
+    nft_counter_get,
+    nft_counter_request_body,
     nft_counters_request,
 )
+from vmqos.drivers.tc_netlink import kernel_error
+
+NLM_F_ACK = 0x4
+
+
+GET_SEQ_BASE = 1 << 30  # the gets' sequence numbers: above any dump's (CounterReader counts from 1)
+
+
+NLM_F_ECHO = 0x8
+
+
+def _batches(bodies: Sequence[bytes], mtype: int, flags: int, batch: int) -> list[tuple[bytes, int, int]]:
+    """(the requests of one send, its first and last sequence number) per `batch` gets; the last
+    request of each asks for an acknowledgement, which ends the batch's answers."""
+    out = []
+    for start in range(0, len(bodies), batch):
+        chunk = bodies[start:start + batch]
+        first = GET_SEQ_BASE + start
+        out.append((b"".join(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | flags |
+                                            (NLM_F_ACK if i == len(chunk) - 1 else 0), first + i, 0) + body
+                             for i, body in enumerate(chunk)), first, first + len(chunk) - 1))
+    return out
+
+
+def _get_batches(names: Sequence[str], table: str, batch: int) -> list[tuple[bytes, int, int]]:
+    return _batches([nft_counter_request_body(table, name) for name in names], nft_counter_get(table), 0, batch)
+
 
 _helper: ModuleType | None
 try:
@@ -109,6 +148,10 @@ class ArrayReader:
                               "or `pip install -e .`")
         self.reader = reader
         self.helper = _helper
+        self._batches: list[tuple[bytes, int, int]] = []
+        self._batches_for: tuple[Sequence[str], str] | None = None
+        self._qdisc_batches: list[tuple[bytes, int, int]] = []
+        self._qdisc_batches_for: Layout | None = None
 
     def links(self, layout: Layout) -> tuple[array, tuple[int, int]]:
         """Link counters at their slots, and (devices listed, sum of their ifindexes): a change of the
@@ -125,15 +168,22 @@ class ArrayReader:
         self.reader.dump_into("link counters", RTM_GETSTATS, LINK_STATS_REQUEST, decode)
         return out, (seen[0], seen[1])
 
-    def qdiscs(self, layout: Layout) -> array:
-        """The root qdisc of each device of the layout, at its slot."""
+    def qdiscs(self, layout: Layout, *, by_get: bool = False) -> array:
+        """The root qdisc of each device of the layout, at its slot: from the dump, or (`by_get`)
+        with one get per device (`qdiscs_by_get`)."""
+        if by_get:
+            return self.qdiscs_by_get(layout)
         out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
         self.reader.dump_into("qdisc counters", RTM_GETQDISC, QDISC_REQUEST,
                               lambda chunk, seq: int(self.helper.qdisc_roots(chunk, seq, layout.qdisc_table, out)[0]))
         return out
 
-    def counters(self, layout: Layout, table: str = "vmqos") -> tuple[array, list[tuple[str, int, int]]]:
-        """Named counters of `table` at their slots, and those the layout has no slot for."""
+    def counters(self, layout: Layout, table: str = "vmqos",
+                 names: Sequence[str] | None = None) -> tuple[array, list[tuple[str, int, int]]]:
+        """Named counters of `table` at their slots, and those the layout has no slot for; with
+        `names`, only those, read by name (`counters_named`; none is then unknown)."""
+        if names is not None:
+            return self.counters_named(layout, names, table), []
         out = array("Q", bytes(8 * NFT_FIELDS * layout.sizes()[2]))
         unknown: list[tuple[bytes, int, int]] = []
         body, mtype = nft_counters_request(table)
@@ -147,6 +197,54 @@ class ArrayReader:
             out = array("Q", bytes(len(out) * 8))
             unknown.clear()
         return out, [(name.decode(errors="replace"), packets, nbytes) for name, packets, nbytes in unknown]
+
+    def counters_named(self, layout: Layout, names: Sequence[str], table: str = "vmqos",
+                       batch: int = 256) -> array:
+        """Only the named counters `names` of `table` (each with a slot in the layout), at their
+        slots: one NFT_MSG_GETOBJ request per counter, `batch` of them per send, the answers
+        received and decoded in C. Linear in the counters asked for (about 4 us each), where the
+        dump of every counter walks the table from its head once per 32 KiB chunk and grows with
+        the square of the counters (docs/benchmarks.md, section 6). A counter that no longer
+        exists stays "not seen". The requests of the last `names` are kept (the same come back
+        every pass); their sequence numbers are a range of their own, read to the end each time."""
+        out = array("Q", bytes(8 * NFT_FIELDS * layout.sizes()[2]))
+        unknown: list[tuple[bytes, int, int]] = []
+        sock = self.reader.nf_socket()
+        if self._batches_for != (names, table):
+            self._batches, self._batches_for = _get_batches(names, table, batch), (names, table)
+        raw, table_slots, fd, buf = table.encode(), layout.counter_table, sock.fileno(), self.reader._buf
+        try:
+            for request, first, last in self._batches:
+                sock.send(request)
+                status = self.helper.nft_receive(fd, buf, first, last, raw, table_slots, unknown, out)[0]
+                if status < 0:
+                    raise kernel_error("reading nft counters by name", -status, os.strerror(-status))
+        except BaseException:
+            self.reader.reset_nf_socket()  # answers may be left unread: the next pass starts afresh
+            raise
+        return out
+
+    def qdiscs_by_get(self, layout: Layout, batch: int = 256) -> array:
+        """The same as `qdiscs`, read with one RTM_GETQDISC get per device of the layout (its root
+        qdisc) instead of the dump, the answers received and decoded in C: linear in the devices,
+        where the dump resumes from the head of the namespace's device list once per 32 KiB chunk
+        (docs/benchmarks.md, section 6). A device that is gone stays "not seen", as in the dump."""
+        out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
+        if self._qdisc_batches_for is not layout:
+            bodies = [_TCMSG.pack(0, ifindex, 0, TC_H_ROOT, 0) for ifindex in sorted(layout.qdiscs)]
+            self._qdisc_batches = _batches(bodies, RTM_GETQDISC, NLM_F_ECHO, batch)
+            self._qdisc_batches_for = layout
+        sock, buf = self.reader._sock, self.reader._buf
+        try:
+            for request, first, last in self._qdisc_batches:
+                sock.send(request)
+                status = self.helper.qdisc_receive(sock.fileno(), buf, first, last, layout.qdisc_table, out)[0]
+                if status < 0:
+                    raise kernel_error("reading qdisc counters", -status, os.strerror(-status))
+        except BaseException:
+            self.reader.reset_route_socket()  # answers may be left unread: the next pass starts afresh
+            raise
+        return out
 
     def read(self, layout: Layout, table: str = "vmqos") -> Arrays:
         links, devices = self.links(layout)

@@ -176,6 +176,17 @@ def nft_counters_request(table: str, family: int = NFPROTO_NETDEV) -> tuple[byte
     return body, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
 
 
+def nft_counter_get(table: str = "vmqos") -> int:
+    """The message type of one named counter's get (NFT_MSG_GETOBJ, not a dump)."""
+    return (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
+
+
+def nft_counter_request_body(table: str, name: str, family: int = NFPROTO_NETDEV) -> bytes:
+    """The body of the get of one named counter of `table`."""
+    return _NFGEN.pack(family, 0, 0) + _nla(NFTA_OBJ_TABLE, table.encode() + b"\0") + _nla(
+        NFTA_OBJ_NAME, name.encode() + b"\0") + _nla(NFTA_OBJ_TYPE, _BE32.pack(NFT_OBJECT_COUNTER))
+
+
 class CounterReader:
     """Netlink sockets in one namespace that dump every qdisc's, link's and named nft counter's values."""
 
@@ -254,6 +265,18 @@ class CounterReader:
         if self._nfsock is None:
             self._nfsock = netlink_socket(self.netns, NETLINK_NETFILTER)
         return self._nfsock
+
+    def reset_route_socket(self) -> None:
+        """A new rtnetlink socket in place of this one (a read that failed may have left answers in it)."""
+        self._sock.close()
+        self._sock = netlink_socket(self.netns, NETLINK_ROUTE)
+
+    def reset_nf_socket(self) -> None:
+        """Close the nfnetlink socket (a read that failed may have left answers in it); the next
+        use opens a new one."""
+        if self._nfsock is not None:
+            self._nfsock.close()
+            self._nfsock = None
 
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""

@@ -172,7 +172,7 @@ class Monitor:
     def __init__(self, store: Store, netns: str | None, config: MonitorConfig = MonitorConfig()) -> None:
         self.store, self.netns, self.config = store, netns, config
         self.scope = scope_of(netns)
-        self.sampler = Sampler(netns)
+        self.sampler = Sampler(netns, nft_reads="needed")  # every second: nft counters by name (sampler)
         self.detectors = Detectors(config.thresholds)
         self.last: Sample | None = None
         self.last_rates: dict[str, PortRates] = {}

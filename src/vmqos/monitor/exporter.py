@@ -34,7 +34,7 @@ class PortCollector:
 
     def __init__(self, store: Store, netns: str | None) -> None:
         self.store, self.netns, self.scope = store, netns, scope_of(netns)
-        self.sampler = Sampler(netns)
+        self.sampler = Sampler(netns, nft_reads="needed")  # it exports flows and SYNs, not every counter
         self._plans = WatchedPlans(store, self.scope)
         self._lock = threading.Lock()  # one scrape at a time on the sampler's socket
 

@@ -1,7 +1,12 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
-A pass is three netlink dumps: the qdiscs, the links' counters, and vmqos's named nft counters;
-nothing is read per port. `rates` turns two passes into per-port, per-direction rates.
+A pass is three netlink reads: the links' counters (one dump), the root qdisc of each port and
+IFB, and vmqos's named nft counters. `rates` turns two passes into per-port, per-direction rates.
+The qdisc and nft dumps grow with the square of the objects (the kernel resumes them from the
+head of its list once per 32 KiB chunk), so the arrays path reads the qdiscs with one get per
+device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) the nft counters by name,
+only those the results use; both linear, their answers received and decoded in C
+(docs/benchmarks.md, section 6).
 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
 - "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
@@ -29,9 +34,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Iterator, Literal, Mapping
+from typing import Iterator, Literal, Mapping, Sequence
 
-from vmqos.core.analysis.flows import Flow, flows
+from vmqos.core.analysis.flows import Flow, flows, queued_flow
+from vmqos.core.model.checks import ETH_HLEN
 from vmqos.core.analysis.rates import counter_delta, flow_rate
 from vmqos.core.analysis.samples import (
     PortLimits,
@@ -43,7 +49,7 @@ from vmqos.core.analysis.samples import (
 from vmqos.core.errors import KernelError
 from vmqos.core.model.network import DIRECTIONS
 from vmqos.core.observed import CounterValue, LinkCounters, TcStats
-from vmqos.core.plan.names import chain_from, chain_owners, counter_port, ifb_name
+from vmqos.core.plan.names import chain_from, chain_owners, chain_to, counter_port, ifb_name
 from vmqos.core.plan.objects import NftCounter
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers import counter_arrays
@@ -74,6 +80,15 @@ class _Watched:
 _NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
 
 
+def needed_counters(port: str) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The named counters `flows` and `rates` read for a port: (always, [towards the instance,
+    from it] when that direction's root qdisc is there, [the same] when it is not). What `flows`
+    takes from a queue when there is one it does not read from nft (offered, passed, policed)."""
+    to, frm = chain_to(port), chain_from(port)
+    return ((f"{frm}_syn",), [(f"{to}_pps_dropped",), (f"{frm}_pps_dropped",)],
+            [(f"{to}_offered", f"{to}_passed"), (f"{frm}_offered", f"{frm}_passed", f"{frm}_dropped")])
+
+
 @dataclass(frozen=True)
 class _Slots:
     """The arrays path's layout of one set of plans over one set of devices, and per port what its
@@ -83,6 +98,11 @@ class _Slots:
     layout: Layout
     rows: tuple[tuple[str, PortLimits, int, tuple[int, int], int, tuple[int, int], int | None,
                       tuple[tuple[str, int], ...]], ...]
+    # the named counters a pass needs when every planned root qdisc is there, and per row those
+    # it needs more when its port's (index 0) or its IFB's (index 1) planned root is not
+    needed: tuple[str, ...] = ()
+    without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
 
     @classmethod
     def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
@@ -90,6 +110,8 @@ class _Slots:
         links: dict[int, int] = {}
         counters: dict[str, int] = {}
         rows = []
+        needed: list[str] = []
+        without: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for i, (port, limits) in enumerate(watched.limits.items()):
             ifb, idx = ifb_name(port), index.get(port)
             if idx is not None:
@@ -107,7 +129,16 @@ class _Slots:
             rows.append((port, limits, 2 * i, kind_words(kinds[0]) if kinds[0] else _NO_KIND,
                          2 * i + 1, kind_words(kinds[1]) if kinds[1] else _NO_KIND,
                          i if idx is not None else None, tuple(own)))
-        return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows))
+            mine = {name for name, _ in own}
+            always, if_root, if_not = needed_counters(port)
+            for d in (0, 1):  # a direction without a planned root reads its nft counters always
+                if kinds[d] is None:
+                    always, if_root[d], if_not[d] = always + if_root[d] + if_not[d], (), ()
+            needed += [n for n in always + if_root[0] + if_root[1] if n in mine]
+            without.append((tuple(n for n in if_not[0] if n in mine), tuple(n for n in if_not[1] if n in mine)))
+        return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
+                   tuple(dict.fromkeys(needed)), tuple(without),
+                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits))
 
 
 @contextmanager
@@ -123,14 +154,27 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 Method = Literal["auto", "arrays", "dumps"]
+NftReads = Literal["all", "needed"]
+FULL_EVERY = 10  # "needed": every this many passes, the whole dump of the counters all the same
 NAMES_RETRY_S = 10.0  # how often a planned device that does not exist is looked for again (arrays path)
 
 
 class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
-    def __init__(self, netns: str | None = None, method: Method = "auto") -> None:
+    def __init__(self, netns: str | None = None, method: Method = "auto", nft_reads: NftReads = "all",
+                 full_every: int = FULL_EVERY) -> None:
+        """`nft_reads` (arrays path): "all" reads every named counter of the table each pass (one
+        dump); "needed" reads by name only those the per-port results use (a shaped port's SYN and
+        packet-rate drops; offered, passed and policed only where a direction has no queue), and
+        the whole dump on the first pass, on new plans or devices, and every `full_every` passes,
+        so that a counter no plan names is still seen. The flows, links and SYN rates are the
+        same either way; `PortSample.counters` holds what the pass read (docs/benchmarks.md, §6)."""
         self.netns = netns
+        self.nft_reads = nft_reads
+        self.full_every = max(1, full_every)
+        self._since_full = 0
+        self._full_for: _Slots | None = None
         self._reader = CounterReader(netns)
         if method == "auto":
             method = "arrays" if counter_arrays.available() else "dumps"
@@ -201,8 +245,13 @@ class Sampler:
             slots = self._slots_of(watched)
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
-        qdiscs = self._arrays.qdiscs(slots.layout)
-        counters, unknown = self._arrays.counters(slots.layout)
+        qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
+        if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
+            self._since_full += 1
+            counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
+        else:
+            self._full_for, self._since_full = slots, 0
+            counters, unknown = self._arrays.counters(slots.layout)
         extra: dict[str, dict[str, CounterValue]] = {}  # counters of a port that its plan does not name
         owner_of = watched.counter_owners
         for name, packets, nbytes in unknown:
@@ -213,28 +262,39 @@ class Sampler:
                 extra.setdefault(owner, {})[name] = CounterValue(packets, nbytes)
         ports: dict[str, PortSample] = {}
         q, lk, c = qdiscs, links, counters
-        for port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots in slots.rows:
-            stats: dict[tuple[object, ...], TcStats] = {}
-            b = qs * QDISC_FIELDS
-            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
-                stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9], q[b + 10])
-            b = ifb_qs * QDISC_FIELDS
-            if q[b] and q[b + 3] == ifb_kind[0] and q[b + 4] == ifb_kind[1]:
-                stats[("qdisc", ifb_name(port), "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
-                                                                   q[b + 10])
+        for (port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots), (pps_in, pps_out) in \
+                zip(slots.rows, slots.pps_names):
             own = {}
             for name, slot in own_slots:
                 b = slot * NFT_FIELDS
                 if c[b]:
                     own[name] = CounterValue(c[b + 1], c[b + 2])
-            if port in extra:
+            if extra and port in extra:
                 own.update(extra[port])
+            b, ib = qs * QDISC_FIELDS, ifb_qs * QDISC_FIELDS
+            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1] and \
+                    q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
+                # both directions queued (a shaped port): `flows` without its TcStats, the same figures
+                d_in, d_out = own.get(pps_in, _NO_COUNT), own.get(pps_out, _NO_COUNT)
+                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7], q[b + 9], q[b + 10],
+                                                     d_in.packets, d_in.bytes),
+                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 9], q[ib + 10],
+                                                    d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
+            else:
+                stats: dict[tuple[object, ...], TcStats] = {}
+                if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
+                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
+                                                             q[b + 10])
+                if q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
+                    stats[("qdisc", ifb_name(port), "root")] = TcStats(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 8],
+                                                                       q[ib + 9], q[ib + 10])
+                port_flows = flows(port, stats, own)
             link = None
             if ls is not None:
                 b = ls * LINK_FIELDS
                 if lk[b]:
                     link = LinkCounters(lk[b + 1], lk[b + 2], lk[b + 3], lk[b + 4], lk[b + 5], lk[b + 6])
-            ports[port] = PortSample(port, flows(port, stats, own), link, own, limits, instances.get(port))
+            ports[port] = PortSample(port, port_flows, link, own, limits, instances.get(port))
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
@@ -282,7 +342,21 @@ class Sampler:
         return Sample(mono, at, ports)
 
 
+def _needed(slots: _Slots, q: Sequence[int]) -> list[str] | tuple[str, ...]:
+    """The counters a pass needs, given the root qdiscs it read: more for a planned root that is not there."""
+    missing: list[str] = []
+    for (port, _, qs, kind, ifb_qs, ifb_kind, _, _), (if_not, ifb_if_not) in zip(slots.rows, slots.without_root):
+        b = qs * QDISC_FIELDS
+        if if_not and not (q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]):
+            missing += if_not
+        b = ifb_qs * QDISC_FIELDS
+        if ifb_if_not and not (q[b] and q[b + 3] == ifb_kind[0] and q[b + 4] == ifb_kind[1]):
+            missing += ifb_if_not
+    return slots.needed + tuple(missing) if missing else slots.needed
+
+
 _NO_FLOW = Flow()
+_SYN_NAMES: dict[str, str] = {}  # port -> its SYN counter's name (kept: the same ports come back every pass)
 _NO_COUNT = CounterValue(0, 0)
 
 
@@ -309,7 +383,9 @@ def _rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
             if flow is not None:
                 per_dir[direction] = flow_rate(flows_before.get(direction, _NO_FLOW), flow, seconds,
                                                limit_bps=limits.bps(direction), limit_pps=limits.pps(direction))
-        syn_name = f"{chain_from(port)}_syn"
+        syn_name = _SYN_NAMES.get(port)
+        if syn_name is None:
+            syn_name = _SYN_NAMES[port] = f"{chain_from(port)}_syn"
         syn = None
         if syn_name in now.counters:
             old = before.counters.get(syn_name, _NO_COUNT)

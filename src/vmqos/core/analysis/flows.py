@@ -45,14 +45,19 @@ def _l2(c: CounterValue) -> CounterValue:
     return CounterValue(c.packets, c.bytes + ETH_HLEN * c.packets)
 
 
+def queued_flow(nbytes: int, packets: int, drops: int, backlog: int, qlen: int, before_packets: int,
+                before_bytes: int) -> Flow:
+    """A queue's view from its counters (sent bytes and packets, drops, backlog bytes and packets),
+    with `before_packets`/`before_bytes` dropped ahead of it (nft's packet-rate limit). The
+    sampler's arrays path calls this straight from the decoded counters, without a `TcStats`."""
+    mean = nbytes // packets if packets else 0
+    return Flow(nbytes + backlog + drops * mean + before_bytes, packets + drops + qlen + before_packets,
+                nbytes, packets, drops + before_packets, backlog, drops > 0)
+
+
 def _queued(q: TcStats, before: CounterValue) -> Flow:
     """A queue's view, with `before` dropped ahead of it (nft's packet-rate limit)."""
-    mean = q.bytes // q.packets if q.packets else 0
-    return Flow(offered_bytes=q.bytes + q.backlog_bytes + q.drops * mean + before.bytes,
-                offered_packets=q.packets + q.drops + q.qlen + before.packets,
-                delivered_bytes=q.bytes, delivered_packets=q.packets,
-                dropped_packets=q.drops + before.packets, backlog_bytes=q.backlog_bytes,
-                offered_bytes_estimated=q.drops > 0)
+    return queued_flow(q.bytes, q.packets, q.drops, q.backlog_bytes, q.qlen, before.packets, before.bytes)
 
 
 def flows(port: str, tc: dict[tuple[object, ...], TcStats], counters: dict[str, CounterValue]) -> dict[str, Flow]:
