@@ -12,8 +12,8 @@ rule would allow 11 times the rate over 100 ms and could not tell a refilled buc
 one maximum-size GSO aggregate (64 KiB): the policer passes an aggregate a few microseconds before
 the receiver counts it, so one aggregate can land in the sample after the one its tokens belong to.
 
-main at 550277a failed it in every scenario: the bucket held one second of traffic beyond the burst
-(samples of 90-190 Mbit/s against a bound of 76). Besides each sample, the whole run goes through
+main at 550277a failed it in every scenario, 1 to 28 samples a run (highest 115-250 Mbit/s against
+bounds of 76-96; docs/benchmarks.md §4): its bucket held one second of traffic beyond the burst. Besides each sample, the whole run goes through
 the one token bucket the limit is: full (the burst) at the start, refilled at the limit in force
 over each sample's elapsed time, capped at the burst after the sample's bytes are taken (it is
 capped at every instant and refills as it drains); it never goes below minus one aggregate. A
