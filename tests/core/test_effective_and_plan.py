@@ -135,7 +135,7 @@ def test_seed_bw_limiter_and_dscp():
     assert p.objects.index(chain) > p.objects.index(parent)
 
 
-def test_police_mode_compensates_for_the_missing_l2_header_in_a_bucket_of_the_burst_and_one_second():
+def test_police_mode_compensates_for_the_missing_l2_header_in_a_bucket_of_the_burst():
     p = _plan(egress(bandwidth=BandwidthLimit(100_000_000, None, 125_000)), egress_mode=EgressMode.POLICE)
     assert not _find(p.objects, IfbLink)
     assert _find(p.objects, Qdisc) == [Qdisc("tap-vm1", "ingress", "ffff:", "ingress")]
@@ -146,9 +146,16 @@ def test_police_mode_compensates_for_the_missing_l2_header_in_a_bucket_of_the_bu
     # the bucket counts IP bytes (as nft's limit did): full-size frames are held to the frame rate
     rate = 100_000_000 * 1500 // (8 * 1514)
     assert (bucket.rate_bytes, bucket.burst_bytes, bucket.bucket_bytes) == \
-        (rate, 125_000 * 1500 // 1514, 125_000 * 1500 // 1514 + rate)
+        (rate, 125_000 * 1500 // 1514, 125_000 * 1500 // 1514)  # the bucket is the burst, nothing more
     assert p.objects.index(bucket) < p.objects.index(chain)  # it marks before the rule drops
-    assert any("one second" in n.message for n in p.notes)
+    assert any("its bucket is the burst (123844 bytes)" in n.message for n in p.notes)
+    # without a burst, police mode's default is one second of traffic (TCP through a policer needs it),
+    # shape mode's 10 ms
+    default = _plan(egress(bandwidth=BandwidthLimit(100_000_000)), egress_mode=EgressMode.POLICE)
+    assert _find(default.objects, Policer)[0].burst_bytes == 12_500_000 * 1500 // 1514
+    assert default.egress.burst_bytes == 12_500_000
+    assert "police default (1000 ms" in default.egress.source["burst_bytes"]
+    assert _plan(egress(bandwidth=BandwidthLimit(100_000_000))).egress.burst_bytes == 125_000
     with pytest.raises(UnsupportedError, match="shape"):
         _plan(egress(bandwidth=BandwidthLimit(10**8), classes=(TrafficClass("web", 50, TrafficMatch("tcp", (80,))),
                                                                TrafficClass("rest", 50))),

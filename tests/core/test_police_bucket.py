@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vmqos.core.desired.effective import QosSource, combine
@@ -52,7 +52,8 @@ def test_the_police_rule_drops_what_the_bucket_marks_and_no_nft_limit_is_planned
     assert rule_from_expr(rule.expr()) == rule
     assert not [o for o in plan.objects if isinstance(o, NftLimit)]
     assert Qdisc(PORT, "ingress", "ffff:", "ingress") in plan.objects
-    assert bucket.bucket_bytes == bucket.burst_bytes + bucket.rate_bytes  # the burst plus one second
+    assert bucket.bucket_bytes == bucket.burst_bytes  # the burst, no hidden second (issue 13 item 2)
+    assert bucket.burst_bytes == 50_000_000 // 8 * 1500 // 1514  # police mode's default: one second
     script = "\n".join(render(diff(plan.objects, [])))
     assert "limit rate over" not in script and "vmqos police program on tap-vm1 ingress" in script
 
@@ -99,6 +100,48 @@ def test_a_rate_change_keeps_the_tokens_in_bytes_and_never_more_than_the_new_siz
     before, after = _tokens(tat, now, *old), _tokens(carried, now, *new)
     assert after <= min(new[1], before) + 1  # rounded up in time: never a byte more
     assert after >= min(new[1], before) - 1 - r2 // NSEC
+
+
+def _passes(state: list[int], now: int, length: int, rate: int, bucket: int) -> bool:
+    """The program's decision (`bpf_police.program`), in Python: GCRA with tat' = max(tat, now)."""
+    cost, tau = length * NSEC // rate, bucket * NSEC // rate
+    tat = max(state[0], now)
+    if tat - now + min(cost, tau) > tau:
+        return False
+    state[0] = tat + cost
+    return True
+
+
+@given(st.lists(st.tuples(st.integers(0, 20_000_000), st.integers(64, 65_536), st.sampled_from([None, 0, 1])),
+                min_size=2, max_size=80),
+       st.sampled_from([(6_190_000, 262_144), (2_476_000, 262_144), (6_190_000, 30_000), (2_476_000, 6_190_000)]),
+       st.sampled_from([(2_476_000, 262_144), (6_190_000, 30_000), (6_190_000, 6_190_000)]))
+@example([(0, 65_536, None)] * 5 + [(1, 0, 1)] + [(0, 65_536, None)] * 4, (6_190_000, 262_144), (2_476_000, 262_144))
+@example([(0, 65_536, None), (10_000_000, 65_536, None), (1_000_000, 65_536, None)], (6_190_000, 30_000),
+         (6_190_000, 30_000))
+@settings(max_examples=300)
+def test_no_interval_passes_more_than_the_burst_plus_the_rate_across_rate_changes(packets, first, second):
+    """The issue's rule on the program's arithmetic: any interval of t passes at most max burst + max
+    rate x t, plus one aggregate when the burst is smaller than one (it passes a full bucket and goes
+    into debt); a change (`carried_tat`) never adds tokens. `None` a packet, 0/1 a change to `first`/`second`."""
+    now, config, state = 10**12, first, [10**12]
+    passed: list[tuple[int, int]] = []
+    for gap, length, change in packets:
+        now += gap
+        if change is not None:
+            new = (first, second)[change]
+            state[0] = bpf_police.carried_tat(state[0], now, config, new)
+            config = new
+        elif _passes(state, now, length, *config):
+            passed.append((now, length))
+    rate, burst = max(first[0], second[0]), max(first[1], second[1])
+    extra = max(0, 65_536 - min(first[1], second[1]))
+    for i, (start, _) in enumerate(passed):
+        total = 0
+        for j in range(i, len(passed)):
+            total += passed[j][1]
+            end = passed[j][0]
+            assert total <= burst + rate * (end - start) // NSEC + extra + (j - i + 1), (start, end, total)
 
 
 def test_the_program_is_whole_instructions_and_every_jump_lands_inside_it():

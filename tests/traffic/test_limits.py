@@ -122,7 +122,7 @@ def test_tcp_from_the_instance_is_shaped_to_the_rate(lab, ports, mbit):
 
 
 def test_tcp_from_the_instance_is_policed_near_the_rate(lab, ports):
-    """nft's byte bucket holds >= 1 s of traffic (kernel-lab-facts §2b): the first second is omitted."""
+    """Police mode's default burst is one second of traffic (its bucket): the first second is omitted."""
     vm1 = lab.instance(1)
     limit = 100 * MBIT
     ports.set(vm1.port, PortChange(outbound=libvirt_rate(100), egress_mode=EgressMode.POLICE))

@@ -1,63 +1,54 @@
-"""Traffic tier: live changes of a police-mode port under a TCP flow never refill its bucket
-(issue 13 item 2).
+"""Traffic tier: live changes of a police-mode port under a TCP flow never let more through than
+the limit and the burst allow (issue 13 item 2).
 
-nft's byte limit holds at least one second of traffic and starts full whenever it is created
-(kernel-lab-facts §2b; nft_limit_init), and the kernel cannot change a limit object's rate: each
-rate change or shape -> police switch handed the instance one more second (100 ms samples of
-471-541 Mbit/s against 50). The bucket is now vmqos's eBPF program on the port's tc ingress, whose
-rate lives in a map that a change rewrites in place, keeping the bucket's tokens; a new bucket (a
-switch to police) starts with the configured burst only.
+The rule, sampled every 100 ms: what passed in a sample of real elapsed time t is at most
+limit x t + burst. It is measured where it cannot be wrong: at the receiver (the wan's eth0 rx
+bytes, frames, downstream of the policer and of the shaper alike; nothing queues between the
+policer and it), read over netlink in this process, each read between two clock readings of its
+own (a few microseconds apart): t runs from the start of the previous read to the end of this one.
+The limit is the one in force during the sample (the higher of the two around a change that ran in
+it), the burst the port's (256 KiB, given explicitly: with police mode's default of one second the
+rule would allow 11 times the rate over 100 ms and could not tell a refilled bucket). The margin is
+one maximum-size GSO aggregate (64 KiB): the policer passes an aggregate a few microseconds before
+the receiver counts it, so one aggregate can land in the sample after the one its tokens belong to.
 
-What passed the police rule (the chain's `passed` counter, IP bytes, as the bucket counts them) is
-read every 100 ms and run through the one token bucket the limit is meant to be: nft's old size
-(one second of traffic plus the burst), full at the flow's start, refilled at the rate in force
-for each sample's longest possible span (from the start of the previous read to the end of this
-one: a read takes a few ms), never above its size at the end of a sample. It must never go below
-minus one 64 KiB GSO aggregate (a read can fall on either side of one) and 20 ms of traffic. A
-fresh bucket at a change is a second of traffic that this bucket does not have: it goes negative.
-Not a bound on each 100 ms sample alone: policed TCP alternates 0 and about twice the rate per
-100 ms (its losses cost a 200 ms RTO, and the bucket refills meanwhile), which the bucket allows.
-
-The bucket is capped after a sample's traffic is taken from it, not before: a bucket that is full
-when a sample starts passes its size plus the sample's refill within it (it is capped at every
-instant, and refills as it drains). Capping first allowed only the size, which made the model
-about 0.1 s of traffic stricter than the bucket at the flow's start, an error that a lower rate
-after a change magnified (0.02 s at 50 Mbit/s read as 0.05 s at 20). The order is that of the
-bucket the docstring states; the margin is unchanged.
+main at 550277a failed it in every scenario, 1 to 28 samples a run (highest 115-250 Mbit/s against
+bounds of 76-96; docs/benchmarks.md §4): its bucket held one second of traffic beyond the burst. Besides each sample, the whole run goes through
+the one token bucket the limit is: full (the burst) at the start, refilled at the limit in force
+over each sample's elapsed time, capped at the burst after the sample's bytes are taken (it is
+capped at every instant and refills as it drains); it never goes below minus one aggregate. A
+bucket refilled by a change (nft's limit objects before the eBPF bucket) takes it below that.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 
 from vmqos.core.model.host import EgressMode
-from vmqos.core.plan.names import chain_from
 from vmqos.core.desired.ports import PortChange
-from vmqos.drivers.nft import Nft
+from vmqos.drivers.counters import CounterReader
+from vmqos.lab.topology import GUEST_DEVICE
 
-from .harness import finish_client, iperf_server, kill, log, start_client
+from .harness import finish_client, iperf_server, kill, log, sh, start_client
 from .test_limits import LIBVIRT_KBPS, policy_file
 
 pytestmark = [pytest.mark.traffic, pytest.mark.kernel]
 
 MBIT = 1_000_000
-GSO_MAX = 65_536
-MTU = 1500
+GSO_MAX = 65_536  # the largest aggregate (gso_max_size)
+BURST = 256 * 1024  # bytes (frames): the port's explicit burst
 
 
-def police_bytes(mbit: int) -> int:
-    """The police rule's rate in IP bytes/s for a frame rate (the planner's MTU scaling)."""
-    return mbit * MBIT * MTU // (8 * (MTU + 14))
+class Received:
+    """The receiver's rx bytes (frames) read every 100 ms in a thread: (read start, read end, bytes)."""
 
-
-class Passed:
-    """The chain's `passed` counter read every 100 ms in a thread: (read start, read end, bytes)."""
-
-    def __init__(self, netns: str, port: str) -> None:
-        self.nft, self.name = Nft(netns), f"{chain_from(port)}_passed"
+    def __init__(self, netns: str, device: str) -> None:
+        self.reader = CounterReader(netns)
+        self.index = int(json.loads(sh(netns, "ip", "-j", "link", "show", "dev", device).stdout)[0]["ifindex"])
         self.samples: list[tuple[float, float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -66,18 +57,19 @@ class Passed:
         next_at = time.monotonic()
         while not self._stop.is_set():
             t0 = time.monotonic()
-            value = self.nft.counters()[self.name].bytes
+            value = self.reader.links()[self.index].rx_bytes
             self.samples.append((t0, time.monotonic(), value))
             next_at += 0.1
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def __enter__(self) -> "Passed":
+    def __enter__(self) -> "Received":
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self.reader.close()
 
 
 def _run(lab, ports, changes: list[PortChange], limits_mbit: list[int]) -> None:
@@ -85,7 +77,7 @@ def _run(lab, ports, changes: list[PortChange], limits_mbit: list[int]) -> None:
     the limit in force after change i (index 0: before the first change)."""
     vm1 = lab.instance(1)
     seconds = 6
-    with iperf_server(lab.wan_ns), Passed(ports.netns, vm1.port) as passed:
+    with iperf_server(lab.wan_ns), Received(lab.wan_ns, GUEST_DEVICE) as received:
         client = start_client(vm1.netns, lab.wan_address, seconds)
         applied: list[tuple[float, float]] = []
         try:
@@ -98,34 +90,43 @@ def _run(lab, ports, changes: list[PortChange], limits_mbit: list[int]) -> None:
             finish_client(client, seconds)
         finally:
             kill(client)
-    start = passed.samples[0][0]
-    rates, below = [], []
-    tokens = None
-    for (s0, _, b0), (r0, r1, b1) in zip(passed.samples, passed.samples[1:]):  # s0: previous read's start
+    start = received.samples[0][0]
+    rows, over, below = [], [], []
+    tokens = float(BURST)
+    for (s0, _, b0), (r0, r1, b1) in zip(received.samples, received.samples[1:]):  # s0: previous read's start
         # the limit in force: the higher of the two around a change that ran during this sample
-        before = sum(1 for _, end in applied if end <= r0)
+        before = sum(1 for _, end in applied if end <= s0)
         during = sum(1 for begin, _ in applied if begin < r1)
-        rate = police_bytes(max(limits_mbit[before], limits_mbit[during]))
-        size = rate + rate // 100  # nft's bucket: one second of traffic plus the burst (10 ms)
-        tokens = min(size, (size if tokens is None else tokens) + rate * (r1 - s0) - (b1 - b0))
-        rates.append((round(r0 - start, 1), round((b1 - b0) * 8 / (r1 - s0) / MBIT),
-                      max(limits_mbit[before], limits_mbit[during]), round(tokens / rate, 2)))
-        # One aggregate may land on either side of a read, and a read's instant is known only within
-        # its span: 20 ms of traffic more. A refilled bucket showed up as -0.6 s or less (the nft
-        # limit objects before the bucket moved to tc: issue 13's note), far outside this margin.
-        if tokens < -(GSO_MAX + rate // 50):
-            below.append(rates[-1])
+        mbit = max(limits_mbit[before:during + 1])
+        rate, elapsed, passed = mbit * MBIT / 8, r1 - s0, b1 - b0
+        bound = rate * elapsed + BURST + GSO_MAX
+        tokens = min(float(BURST), tokens + rate * elapsed - passed)
+        rows.append((round(r0 - start, 1), round(passed * 8 / elapsed / MBIT), round(bound * 8 / elapsed / MBIT),
+                     mbit, round(tokens / BURST, 2)))
+        if passed > bound:
+            over.append(rows[-1])
+        if tokens < -GSO_MAX:
+            below.append(rows[-1])
             tokens = 0.0  # count each refill once
-    log(f"police under {len(changes)} live changes: (t s, passed Mbit/s, limit Mbit/s, bucket s) per 100 ms "
-        f"{rates}; changes took {[round(b - a, 3) for a, b in applied]} s")
-    assert len(passed.samples) >= 40
-    assert not below, f"more passed than one token bucket allows across {len(changes)} live changes: {below}"
+    reads = [r1 - r0 for r0, r1, _ in received.samples]
+    log(f"police under {len(changes)} live changes: (t s, received Mbit/s, bound Mbit/s, limit Mbit/s, bucket/burst) "
+        f"per 100 ms {rows}; mean {(received.samples[-1][2] - received.samples[0][2]) * 8 / (received.samples[-1][1] - start) / MBIT:.1f} "
+        f"Mbit/s; reads took at most {max(reads) * 1e6:.0f} us; changes took {[round(b - a, 3) for a, b in applied]} s")
+    assert len(received.samples) >= 40
+    assert received.samples[-1][2] - received.samples[0][2] > BURST * 4, "hardly anything was sent: the test proves nothing"
+    assert not over, f"100 ms samples above limit x elapsed + burst + one aggregate across {len(changes)} live changes: {over}"
+    assert not below, f"more passed than one token bucket of the burst allows across {len(changes)} live changes: {below}"
+
+
+def _rate(mbit: int) -> str:
+    """libvirt's `average,peak,burst` (kB/s, kB/s, KiB) with the test's explicit burst."""
+    return f"{mbit * MBIT // LIBVIRT_KBPS},0,{BURST // 1024}"
 
 
 def test_police_port_keeps_its_bucket_across_live_changes_of_its_other_rules(lab, ports, tmp_path):
     """A DSCP mark toggled 10 times rewrites the chain each time; the rate stays 50 Mbit/s."""
     vm1 = lab.instance(1)
-    rate = f"{50 * MBIT // LIBVIRT_KBPS},0,0"
+    rate = _rate(50)
     marks = [policy_file(tmp_path, f"dscp{m}", {"type": "dscp_marking", "dscp_mark": m}) for m in (10, 18)]
     ports.set(vm1.port, PortChange(outbound=rate, egress_mode=EgressMode.POLICE, policy=marks[0]))
     _run(lab, ports, [PortChange(policy=marks[(i + 1) % 2]) for i in range(10)], [50] * 11)
@@ -134,13 +135,12 @@ def test_police_port_keeps_its_bucket_across_live_changes_of_its_other_rules(lab
 def test_police_port_rate_changes_never_refill_its_bucket(lab, ports):
     vm1 = lab.instance(1)
     rates = [50, 20] * 6
-    ports.set(vm1.port, PortChange(outbound=f"{rates[0] * MBIT // LIBVIRT_KBPS},0,0", egress_mode=EgressMode.POLICE))
-    _run(lab, ports, [PortChange(outbound=f"{r * MBIT // LIBVIRT_KBPS},0,0") for r in rates[1:11]], rates[:11])
+    ports.set(vm1.port, PortChange(outbound=_rate(rates[0]), egress_mode=EgressMode.POLICE))
+    _run(lab, ports, [PortChange(outbound=_rate(r)) for r in rates[1:11]], rates[:11])
 
 
 def test_a_shape_to_police_switch_never_lets_more_than_the_limit_through(lab, ports):
     vm1 = lab.instance(1)
-    rate = f"{50 * MBIT // LIBVIRT_KBPS},0,0"
-    ports.set(vm1.port, PortChange(outbound=rate, egress_mode=EgressMode.SHAPE))
+    ports.set(vm1.port, PortChange(outbound=_rate(50), egress_mode=EgressMode.SHAPE))
     modes = [EgressMode.POLICE, EgressMode.SHAPE] * 5
     _run(lab, ports, [PortChange(egress_mode=m) for m in modes], [50] * 11)

@@ -107,7 +107,8 @@ def port() -> None:
 @click.option("--policy", metavar="NAME|FILE", help="a Neutron QoS policy file (bandwidth_limit, "
               "packet_rate_limit, dscp_marking rules) or the name of a stored policy")
 @click.option("--egress-mode", type=click.Choice([m.value for m in EgressMode]),
-              help="shape (IFB queue, the default: exact, TCP-friendly) or police (nft drops, bucket >= 1 s)")
+              help="shape (IFB queue, the default: exact, TCP-friendly) or police (drops above the "
+              "rate; the bucket is the burst, 1 s of traffic unless given)")
 @click.option("--live", is_flag=True, help="change the kernel now (with neither flag: both)")
 @click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")
 @click.option("--force", is_flag=True, help="replace qdiscs or filters on the port that vmqos did not make")

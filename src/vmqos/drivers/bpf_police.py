@@ -6,7 +6,8 @@ has no way to change a limit object's rate in place (no `update` op; measured on
 change or shape -> police switch on a loaded port therefore handed the instance one more second of
 traffic (100 ms samples of 470-540 Mbit/s against 50). Here the rate and burst live in a map that
 vmqos rewrites in place: the bucket's state (its "theoretical arrival time", GCRA) is kept across
-every change, and the bucket is the burst the user asked for.
+every change, and the bucket is the burst the user asked for (its size is the burst, no more: any
+interval of t seconds passes at most burst + rate x t, across changes too).
 
 The program does not drop: it sets `POLICE_MARK` in skb->mark on a packet over the limit, and the
 port's nft chain (which runs right after tc's ingress) drops and counts it, so the accounting
@@ -305,13 +306,13 @@ def prog_id(msg: Any) -> int | None:
 
 
 def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> Policer:
-    """The policer a filter holds, with its map's rate and burst (its size less one second of the rate)."""
+    """The policer a filter holds, with its map's rate and burst (the bucket's size)."""
     fd = map_of(program)
     try:
         rate, bucket = read_config(fd)
     finally:
         os.close(fd)
-    return Policer(dev, parent, prio, protocol, rate_bytes=rate, burst_bytes=bucket - rate)
+    return Policer(dev, parent, prio, protocol, rate_bytes=rate, burst_bytes=bucket)
 
 
 def put(ipr: Any, idx: int, obj: Policer) -> None:

@@ -70,6 +70,12 @@ class KernelProfile:
 
     hz: int = 250  # the burst floor is one timer tick of traffic (Neutron's tc_lib does the same)
     burst_time_us: int = 10_000  # default burst: 10 ms of traffic at the average rate
+    # Police mode's default burst: one second of traffic, as libvirt's outbound policer (burst =
+    # average KiB) and near Neutron's 80 %. A policer has no queue, and TCP through it here recovers
+    # by 200 ms retransmit timeouts, so it delivers about one bucket per timeout: 2, 5, 9, 21 and 40
+    # Mbit/s through buckets of 10 ms, 128 KiB, 256 KiB, 610 KiB and 1220 KiB at 50 Mbit/s
+    # (measured on 6.18, bbr, 2026-12-07). The bucket is exactly this burst (no hidden second).
+    police_burst_time_us: int = 1_000_000
     queue_time_us: int = 20_000  # leaf queue: 20 ms of traffic at the ceiling
     min_queue_bytes: int = 128 * 1024  # at least two 64 KiB GSO aggregates
     quantum_max: int = 60_000
@@ -145,13 +151,15 @@ def queue_limit(ceil_bps: int, profile: KernelProfile) -> int:
 
 
 def _burst(where: str, eff: EffectiveDirection, mtu: int, profile: KernelProfile,
-           notes: list[Note]) -> tuple[int, str]:
+           notes: list[Note], police: bool = False) -> tuple[int, str]:
     assert eff.rate_bps is not None
     rate = eff.rate_bps.value
     floor = min_burst(rate, mtu, profile)
     if eff.burst_bytes is None:
-        default = max(rate * profile.burst_time_us // 8_000_000, floor)
-        return default, f"vmqos default ({profile.burst_time_us // 1000} ms at the rate, at least {floor} bytes)"
+        time_us = profile.police_burst_time_us if police else profile.burst_time_us
+        default = max(rate * time_us // 8_000_000, floor)
+        kind = "vmqos police default" if police else "vmqos default"
+        return default, f"{kind} ({time_us // 1000} ms at the rate, at least {floor} bytes)"
     burst = eff.burst_bytes.value
     if burst < floor:
         notes.append(Note(f"{where}.burst", f"{human_size(burst)} is below the floor of {floor} bytes (two frames "
@@ -285,7 +293,8 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         rules_out.append(pps_out)
     shaper: str | None = None
     if eff_out.rate_bps is not None:
-        out_burst, out_burst_src = _burst("egress", eff_out, mtu, profile, notes)
+        out_burst, out_burst_src = _burst("egress", eff_out, mtu, profile, notes,
+                                          police=egress_mode is not EgressMode.SHAPE)
         if egress_mode is EgressMode.SHAPE:
             shaper = ifb_name(device)
             objects.append(IfbLink(shaper, mtu))
@@ -345,9 +354,10 @@ def _police(device: str, chain: str, eff: EffectiveDirection, burst: int, mtu: i
     rate_bytes = eff.rate_bps.value * mtu // (8 * (mtu + ETH_HLEN))
     burst_bytes = burst * mtu // (mtu + ETH_HLEN)
     notes.append(Note("egress.rate", f"police mode counts IP bytes, so vmqos sets {rate_bytes} bytes/s "
-                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); its bucket starts with the burst and fills "
-                      "up to one second of traffic more while the instance sends less than the rate (TCP "
-                      "through a policer needs it), so after an idle second the instance may send that much at "
-                      "once; a live change keeps the bucket's tokens; TCP sees drops, not queueing", "info"))
+                      f"({mtu}/{mtu + ETH_HLEN} of the frame rate); its bucket is the burst ({burst_bytes} bytes): "
+                      "in any interval the instance sends at most the burst plus the rate times the interval, "
+                      "across live changes too; TCP sees drops, not queueing, and through a bucket much below "
+                      "one second of traffic it falls far below the rate (it recovers by retransmit timeouts)",
+                      "info"))
     return (NftRule(f"{chain}_dropped", mark_bit=POLICE_MARK, verdict="drop"),
             policer(device, rate_bytes, burst_bytes))

@@ -172,17 +172,19 @@ class Policer(TcFilter):
     starts with `burst_bytes` of tokens, the burst the user asked for, whatever its size.
 
     It counts IP bytes, as nft's limit did (the planner scales the rate so that full-size frames are
-    held to the frame rate), and its size is the burst plus one second of the rate, as nft's was:
-    TCP through a policer with 64 KiB GSO aggregates needs that much to fill (measured on 6.18 at
-    50 Mbit/s: 5 Mbit/s through a 128 KiB bucket, 25 through 100 ms of traffic, 50 through one
-    second). An idle instance can therefore send up to that size at once; a change never adds to it."""
+    held to the frame rate), and its size is the burst, nothing more: in any interval of t seconds it
+    passes at most burst + rate x t (plus, when the burst is below one, the GSO aggregate that may
+    pass a full bucket and puts it in debt). Earlier versions added one second of the rate to the
+    size, as nft's limit did, which let 100 ms samples reach 150-260 Mbit/s against 50 (issue 13);
+    police mode's default burst is now that second, said as the burst (`KernelProfile`)."""
 
     rate_bytes: int = 0  # IP bytes/s
     burst_bytes: int = 0
 
     @property
     def bucket_bytes(self) -> int:
-        return self.burst_bytes + self.rate_bytes
+        """The bucket's size: the burst."""
+        return self.burst_bytes
 
     def describe(self) -> str:
         return f"policer {self.dev} {self.rate_bytes} bytes/s burst {self.burst_bytes} bytes"
