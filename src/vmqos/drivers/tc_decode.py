@@ -16,6 +16,7 @@ from vmqos.core.errors import KernelError
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.objects import HtbClass, KernelObject, Policer, Qdisc
+from vmqos.core.plan.tc_objects import live_replaceable
 from vmqos.drivers.privileges import CAP_NET_ADMIN, refused
 
 ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
@@ -74,7 +75,9 @@ class RawQdisc:
     kind: str
     stats: TcStats
     default_minor: int | None = None  # htb
-    limit_bytes: int | None = None  # bfifo
+    limit_bytes: int | None = None  # bfifo, tbf
+    rate_bytes: int | None = None  # tbf, bytes/s
+    burst_bytes: int | None = None  # tbf
 
 
 def _raw_from_msg(msg: Any) -> RawQdisc:
@@ -86,6 +89,12 @@ def _raw_from_msg(msg: Any) -> RawQdisc:
         default = init["defcls"] if init else None
     elif kind == "bfifo" and opts:
         limit = opts["limit"]
+    elif kind == "tbf" and opts is not None:
+        parms = opts.get_attr("TCA_TBF_PARMS")
+        if parms is not None:
+            rate = parms["rate"]
+            return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), limit_bytes=parms["limit"],
+                            rate_bytes=rate, burst_bytes=round(parms["buffer"] / ticks_per_usec() * rate / 1_000_000))
     return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), default, limit)
 
 
@@ -98,6 +107,12 @@ def _raw_from_json(item: dict[str, Any]) -> RawQdisc:
     elif kind == "bfifo" and "limit" in opts:
         limit = int(opts["limit"])
     parent = TC_H_ROOT if item.get("root") else handle_int(item.get("parent", "0:"))
+    if kind == "tbf" and "rate" in opts:
+        # iproute2 prints the queue as the time it takes at the rate (`lat`, microseconds) after the bucket.
+        rate, burst = int(opts["rate"]), int(opts.get("burst", 0))
+        return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item),
+                        limit_bytes=round(int(opts.get("lat", 0)) * rate / 1_000_000) + burst, rate_bytes=rate,
+                        burst_bytes=burst)
     return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item), default, limit)
 
 
@@ -122,6 +137,9 @@ def qdisc_object(dev: str, raw: RawQdisc) -> Qdisc | None:
         return Qdisc(dev, where, handle_str(handle), "htb", default_minor=raw.default_minor)
     if kind == "bfifo":
         return Qdisc(dev, where, handle_str(handle), "bfifo", limit_bytes=raw.limit_bytes)
+    if kind == "tbf":
+        return Qdisc(dev, where, handle_str(handle), "tbf", limit_bytes=raw.limit_bytes,
+                     rate_bps=raw.rate_bytes * 8 if raw.rate_bytes is not None else None, burst_bytes=raw.burst_bytes)
     return Qdisc(dev, where, handle_str(handle), kind)
 
 
@@ -136,9 +154,3 @@ def _u32_keys(sel: Any) -> list[tuple[int, int, int]]:
         off, _offmask = struct.unpack_from("=ii", raw, 24 + 16 * i)
         keys.append((val, mask, off))
     return sorted(keys)
-
-
-def live_replaceable(obj: KernelObject) -> bool:
-    """What a live rate change touches, and one netlink request changes in place: HTB classes,
-    the leaves' bfifo limits and police mode's bucket."""
-    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
