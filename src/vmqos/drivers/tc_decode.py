@@ -8,6 +8,7 @@ Nothing here opens a socket or starts a process, except `ticks_per_usec` reading
 from __future__ import annotations
 
 import errno as errnos
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,7 @@ def _raw_from_msg(msg: Any) -> RawQdisc:
         if parms is not None:
             rate = parms["rate"]
             return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), limit_bytes=parms["limit"],
-                            rate_bytes=rate, burst_bytes=round(parms["buffer"] / ticks_per_usec() * rate / 1_000_000))
+                            rate_bytes=rate, burst_bytes=tbf_burst_bytes(parms["buffer"], rate))
     return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), default, limit)
 
 
@@ -108,14 +109,30 @@ def _raw_from_json(item: dict[str, Any]) -> RawQdisc:
         limit = int(opts["limit"])
     parent = TC_H_ROOT if item.get("root") else handle_int(item.get("parent", "0:"))
     if kind == "tbf" and "rate" in opts:
-        # iproute2 prints the queue as the time it takes at the rate (`lat`, microseconds) after the bucket.
-        rate, burst = int(opts["rate"]), int(opts.get("burst", 0))
+        rate = int(opts["rate"])
+        if "burst_raw" in opts and "limit" in opts:  # `tc -r`: what the kernel holds, as netlink gives it
+            burst, queue = tbf_burst_bytes(int(str(opts["burst_raw"]), 16), rate), int(opts["limit"])
+        else:
+            # Without -r iproute2 prints the bucket cut to whole microseconds at the rate (its
+            # tc_core_tick2time and tc_calc_xmitsize truncate: 37,462 bytes for a kernel's 37,498) and
+            # the queue as the time it takes after the bucket (`lat`); both only near what it holds.
+            burst = int(opts.get("burst", 0))
+            queue = round(int(opts.get("lat", 0)) * rate / 1_000_000) + burst
         return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item),
-                        limit_bytes=round(int(opts.get("lat", 0)) * rate / 1_000_000) + burst, rate_bytes=rate,
-                        burst_bytes=burst)
+                        limit_bytes=queue, rate_bytes=rate, burst_bytes=burst)
     return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item), default, limit)
 
 
+def tbf_burst_bytes(ticks: int, rate_bytes: int) -> int:
+    """A TBF's bucket, kept by the kernel as psched ticks of transmission time at its rate, in bytes.
+
+    Rounded, as `tc_netlink._bytes` does for HTB's buckets, not cut to whole microseconds as
+    iproute2's plain print does: both read paths (netlink, `tc -j -r`) give the same number, within
+    a 64 ns tick of what the plan asked for."""
+    return round(ticks / ticks_per_usec() * rate_bytes / 1_000_000)
+
+
+@functools.cache
 def ticks_per_usec() -> float:
     """psched ticks per microsecond on this kernel (15.625 with high-resolution timers)."""
     with open(_PSCHED) as f:

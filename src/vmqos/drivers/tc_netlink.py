@@ -198,7 +198,7 @@ class TcNetlink:
 
     def _all_qdiscs(self) -> dict[str, list[RawQdisc]]:
         by_dev: dict[str, list[RawQdisc]] = {}
-        for item in self._tool_json("tc", "-s", "-j", "qdisc", "show"):
+        for item in self._tool_json("tc", "-s", "-j", "-r", "qdisc", "show"):  # -r: a TBF's exact bucket and queue
             by_dev.setdefault(item.get("dev", ""), []).append(_raw_from_json(item))
         return by_dev
 
