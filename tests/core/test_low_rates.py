@@ -44,6 +44,20 @@ def test_a_leaf_under_52_mbit_queues_in_a_tbf_that_segments(mbit):
         f"burst {queue.burst_bytes}b limit {queue.limit_bytes}"]
 
 
+@pytest.mark.parametrize("mbit, burst", [(1, 2_000), (5, 50_000), (10, 1_000_000), (50, 400_000)])
+def test_a_segmenting_leafs_bucket_is_at_most_its_queue(mbit, burst):
+    """An aggregate no longer than the TBF's bucket is queued whole, and dropped whole if longer than the
+    queue: the bucket must fit in the queue, whatever burst the operator asked for (the class keeps it)."""
+    qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(mbit * MBIT, burst_bytes=burst)))
+    plan = plan_port("tap0", combine([QosSource("t", qos)]), accounting=False)
+    queue = _leaf_queues(plan)["1:10"]
+    assert queue.qdisc_kind == "tbf" and queue.limit_bytes is not None and queue.burst_bytes is not None
+    assert 2 * 1514 <= queue.burst_bytes <= queue.limit_bytes
+    assert queue.burst_bytes == min(burst, queue.limit_bytes) or burst < 2 * 1514
+    port_class = next(o for o in plan.objects if isinstance(o, HtbClass) and o.classid == "1:1")
+    assert port_class.burst_bytes == max(burst, 2 * 1514)  # the class keeps the operator's burst
+
+
 @pytest.mark.parametrize("mbit", [53, 100, 1000])
 def test_a_leaf_from_52_mbit_keeps_a_bfifo_of_20_ms(mbit):
     rate = mbit * MBIT

@@ -78,13 +78,19 @@ def leaf_queue(dev: str, classid: str, minor: int, ceil_bps: int, burst: int, mt
     `tbf_segment`), so its queue can be a few frames long where a bfifo must hold 128 KiB. Its rate is
     ten times the ceiling and its bucket holds the class's whole burst, so that it never holds back what
     HTB dequeues: HTB stays the limiter. Measured on 6.18 (docs/benchmarks.md §11, one TCP flow, 1 Mbit/s):
-    0.998 of the rate instead of 0.84-0.86, and the flow's own queue 97 ms instead of a second."""
+    0.998 of the rate instead of 0.84-0.86, and the flow's own queue 97 ms instead of a second.
+
+    Its bucket is at most its queue: the TBF segments only an aggregate longer than its bucket and
+    queues a shorter one whole, and its bfifo drops an aggregate longer than the queue whole. With an
+    operator's burst above the queue (the CNI's 50 KB at 5 Mbit/s: a 12.5 KB queue) every aggregate
+    between the two was dropped: 0.77 of the limit from a container. The class's burst is HTB's to
+    keep; the TBF lets it through at ten times the ceiling."""
     if not segments(ceil_bps, profile):
         return Qdisc(dev, classid, f"{minor:x}:", "bfifo", limit_bytes=queue_limit(ceil_bps, profile))
     frame = frame_bytes(mtu)
     limit = max(profile.segment_frames * frame, ceil_bps * profile.queue_time_us // 8_000_000)
     return Qdisc(dev, classid, f"{TBF_HANDLE_BASE + minor:x}:", "tbf", limit_bytes=limit, rate_bps=ceil_bps * profile.segmenter_rate_factor,
-                 burst_bytes=max(burst, 2 * frame))
+                 burst_bytes=max(min(burst, limit), 2 * frame))
 
 
 def _u32_selectors(match: TrafficMatch) -> list[tuple[str, tuple[str, ...]]]:
