@@ -76,8 +76,8 @@ def leaf_queue(dev: str, classid: str, minor: int, ceil_bps: int, burst: int, mt
 
     A TBF segments a GSO aggregate longer than its bucket before it queues the segments (sch_tbf's
     `tbf_segment`), so its queue can be a few frames long where a bfifo must hold 128 KiB. Its rate is
-    ten times the ceiling and its bucket holds the class's whole burst, so that it never holds back what
-    HTB dequeues: HTB stays the limiter. Measured on 6.18 (docs/benchmarks.md §11, one TCP flow, 1 Mbit/s):
+    ten times the ceiling and its bucket holds the class's burst (up to its queue, below), so that it
+    never holds back what HTB dequeues: HTB stays the limiter. Measured on 6.18 (docs/benchmarks.md §11, one TCP flow, 1 Mbit/s):
     0.998 of the rate instead of 0.84-0.86, and the flow's own queue 97 ms instead of a second.
 
     Its bucket is at most its queue: the TBF segments only an aggregate longer than its bucket and
