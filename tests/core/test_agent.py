@@ -58,9 +58,10 @@ class Host:
                 self.agents.remove(entry)
 
     def rates(self, device: str) -> set[int]:
-        """The HTB rates on the device and its IFB (where what the instance sends is shaped)."""
+        """The rates of the port's buckets (class 1:1) on the device and its IFB (where what the instance
+        sends is shaped); the leaves below share them out."""
         objects = self.kernel.objects(device) + self.kernel.objects(ifb_name(device))
-        return {o.rate_bps for o in objects if isinstance(o, HtbClass)}
+        return {o.rate_bps for o in objects if isinstance(o, HtbClass) and o.classid == "1:1"}
 
     def held(self, device: str) -> bool:
         return bool(self.kernel.objects(device) or self.kernel.objects(ifb_name(device)))

@@ -31,7 +31,8 @@ def test_plan_json_for_the_resquota_flavor(capsys):
     assert (ingress["rate_bps"], ingress["peak_bps"], ingress["burst_bytes"]) == (262_144_000, 524_288_000, 134_217_728)
     assert ingress["pps"] is None and ingress["dscp"] is None and ingress["source"]["rate_bps"] == "flavor m1.resquota"
     assert any("classid 1:1 htb rate 262144kbit ceil 262144kbit burst 128mb cburst 128mb" in c for c in out["commands"])
-    assert any("classid 1:10 htb rate 262144kbit ceil 524288kbit" in c for c in out["commands"])
+    # the default leaf: the rate less the sparse class's 2 % (5242 kbit/s), up to the peak
+    assert any("classid 1:10 htb rate 256902kbit ceil 524288kbit" in c for c in out["commands"])
     assert "seconds" in captured.err and "128 MiB" in captured.err
 
 

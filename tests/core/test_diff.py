@@ -114,10 +114,10 @@ def test_a_live_rate_change_is_two_class_replaces():
         qos = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(rate)))
         return plan_port(PORT, combine([QosSource("t", qos)]))
     ops = diff(plan(102_400_000).objects, plan(10**9).objects)
-    # the port's bucket, the leaf, and the leaf's queue (sized by time at the rate), all in place
-    assert [op.action for op in ops] == ["replace"] * 3
-    assert [type(op.obj) for op in ops] == [HtbClass, HtbClass, Qdisc]
-    assert [cmd.split()[:3] for cmd in render(ops)] == [["tc", "class", "replace"]] * 2 + [["tc", "qdisc", "replace"]]
+    # the port's bucket, the sparse class, the leaf, and the leaf's queue (sized by time at the rate), all in place
+    assert [op.action for op in ops] == ["replace"] * 4
+    assert [type(op.obj) for op in ops] == [HtbClass, HtbClass, HtbClass, Qdisc]
+    assert [cmd.split()[:3] for cmd in render(ops)] == [["tc", "class", "replace"]] * 3 + [["tc", "qdisc", "replace"]]
 
 
 def test_a_foreign_htb_root_needs_a_recreate_which_is_flagged():

@@ -182,11 +182,13 @@ def test_traffic_classes_become_leaves_and_u32_filters():
                TrafficMatch("tcp", (25,))), TrafficClass("rest", 20))
     p = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(10**8), classes=classes)))
     rates = {c.classid: c.rate_bps for c in _find(p.objects, HtbClass) if c.classid != "1:1"}
-    assert rates == {"1:10": 20_000_000, "1:11": 50_000_000, "1:12": 30_000_000}
+    # the sparse class takes 2 % of the limit; the classes share the rest 50/30/20
+    assert rates == {"1:f": 2_000_000, "1:10": 19_600_000, "1:11": 49_000_000, "1:12": 29_400_000}
     filters = _find(p.objects, U32Filter)
-    assert len(filters) == 2 * 2 * 2 + 1 * 2 * 2  # ports x (sport, dport) x (IPv4, IPv6)
+    assert len(filters) == 4 + 2 * 2 * 2 + 1 * 2 * 2  # sparse; ports x (sport, dport) x (IPv4, IPv6)
     assert len({f.prio for f in filters}) == len(filters)
-    assert {f.flowid for f in filters} == {"1:11", "1:12"}
+    assert {f.flowid for f in filters} == {"1:10", "1:f", "1:11", "1:12"}
+    assert [f.flowid for f in sorted(filters, key=lambda f: f.prio)][:4] == ["1:10", "1:10", "1:f", "1:f"]
 
 
 def test_pps_limits_spare_gso_aggregates():

@@ -24,7 +24,7 @@ from vmqos.core.model import (
 from vmqos.core.model.host import EgressMode
 from vmqos.core.plan.diff import Operation, diff
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
-from vmqos.core.plan.objects import Policer
+from vmqos.core.plan.objects import Policer, Qdisc
 from vmqos.core.plan.planner import plan_port
 from vmqos.core.plan.render import POLICER_COMMENT, render
 from vmqos.drivers import bpf_police
@@ -88,12 +88,13 @@ def test_full_plan_builds_what_was_planned(netns):
     plan = _plan(FULL)
     _apply(netns, diff(plan.objects, []))
     classes = _classes(netns, PORT)
-    assert set(classes) == {"1:1", "1:10", "1:11", "1:12"}
+    assert set(classes) == {"1:1", "1:f", "1:10", "1:11", "1:12"}
     assert "rate 262144Kbit ceil 262144Kbit burst 128Mb cburst 128Mb" in classes["1:1"]
-    assert "rate 104857600bit" in classes["1:10"] or "rate 104857Kbit" in classes["1:10"]
+    assert "prio 0 rate 5242Kbit ceil 524288Kbit" in classes["1:f"]  # 2 % of the rate, for short packets
+    assert "prio 1 rate 102760Kbit" in classes["1:10"]  # 40 % of the rest
     qdiscs = json.loads(sh(netns, f"tc -j qdisc show dev {PORT}").stdout)
     kinds = {(q["kind"], q["handle"]) for q in qdiscs}
-    assert {("htb", "1:"), ("bfifo", "10:"), ("bfifo", "11:"), ("bfifo", "12:")} <= kinds
+    assert {("htb", "1:"), ("bfifo", "f:"), ("bfifo", "10:"), ("bfifo", "11:"), ("bfifo", "12:")} <= kinds
     assert ("ingress", "ffff:") not in kinds  # nft feeds the IFB, not a tc redirect
     ifb = ifb_name(PORT)
     assert "rate 3Mbit ceil 3Mbit burst 37500b" in _classes(netns, ifb)["1:1"]
@@ -104,6 +105,45 @@ def test_full_plan_builds_what_was_planned(netns):
     assert "ip dscp set af31" in text  # 26 = AF31 = TOS 0x68
     assert "limit rate over 1000/second burst 100 packets" in text
     assert f'fwd to "{ifb}"' in text
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_segmenting_tbf_leaves_read_back_as_planned_and_change_in_place(netns, monkeypatch, bulk):
+    """A 3 Mbit/s port: TBF leaves on the port and its IFB, read back over netlink (a few devices) and
+    from `tc -j qdisc show` (many), equal to the plan; then 100 Mbit/s and back, replace-only."""
+    if bulk:
+        monkeypatch.setattr("vmqos.drivers.tc_netlink.BULK_READ_MIN", 1)
+    _port(netns)
+    low = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(3_000_000)),
+                           egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000))))
+    high = _plan(NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(100_000_000)),
+                            egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000))))
+    devices = [PORT, ifb_name(PORT)]
+
+    def observed():
+        with TcNetlink(netns) as tc:
+            read = tc.read(devices)
+        return [o for d in devices for o in read[d].objects]
+
+    def tc_of(objects):
+        return [o for o in objects if o.device in devices and not getattr(o, "hook", None)
+                and type(o).__name__ not in ("NftChain", "NftCounter", "NftSet")]
+
+    _apply(netns, diff(low.objects, []))
+    seen = observed()
+    leaves = {(o.dev, o.parent): o.qdisc_kind for o in seen if isinstance(o, Qdisc) and o.parent.startswith("1:")}
+    assert leaves == {(PORT, "1:f"): "bfifo", (PORT, "1:10"): "tbf", (ifb_name(PORT), "1:f"): "bfifo",
+                      (ifb_name(PORT), "1:10"): "tbf"}
+    assert not diff(tc_of(low.objects), seen)
+    ops = diff(tc_of(high.objects), seen)
+    assert ops and all(op.action == "replace" for op in ops)
+    _apply(netns, ops)
+    assert not diff(tc_of(high.objects), observed())
+    with TcNetlink(netns) as tc:  # and back over netlink, as a live change does
+        for op in diff(tc_of(low.objects), observed()):
+            assert tc.can_replace(op.obj) and op.action == "replace"
+            tc.replace(op.obj)
+    assert not diff(tc_of(low.objects), observed())
 
 
 def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
@@ -122,12 +162,12 @@ def test_every_transition_applies_and_the_clear_leaves_nothing(netns):
     assert _policer(netns) is not None and _policer(netns).rate_bytes == 371532
     _apply(netns, diff(slower.objects, policed.objects))
     assert _policer(netns) is None
-    assert set(_classes(netns, PORT)) == {"1:1", "1:10"}  # the class leaves and their filters are gone
+    assert set(_classes(netns, PORT)) == {"1:1", "1:f", "1:10"}  # the class leaves and their filters are gone
     assert "rate 10Mbit" in _classes(netns, PORT)["1:1"]
     assert "rate 102400Kbit" in _classes(netns, ifb_name(PORT))["1:1"]
     assert "bytes/second" not in sh(netns, "nft list table netdev vmqos").stdout
     _apply(netns, diff(shaped.objects, slower.objects))
-    assert set(_classes(netns, PORT)) == {"1:1", "1:10", "1:11", "1:12"}
+    assert set(_classes(netns, PORT)) == {"1:1", "1:f", "1:10", "1:11", "1:12"}
     _apply(netns, diff([], shaped.objects))
     links = sh(netns, "ip -o link show").stdout
     assert ifb_name(PORT) not in links

@@ -89,15 +89,32 @@ def test_trusted_pass_skips_unchanged_ports_without_reading(ports):
         assert all(r.skipped for r in results)
 
 
+def _leaf_queues(ns: str, dev: str) -> dict[str, tuple[str, int]]:
+    """The queues under vqa0's bulk leaves: handle -> (kind, packets it sent)."""
+    shown = json.loads(sh(ns, f"tc -s -j qdisc show dev {dev}").stdout)
+    return {q["handle"]: (q["kind"], q["packets"]) for q in shown if q.get("parent", "").startswith("1:1")}
+
+
 def test_live_rate_change_replaces_classes_in_place(ports):
+    """20 -> 40 Mbit/s: the classes and the leaves' segmenting TBFs (their rate is ten times the
+    ceiling) are replaced in place - the same qdiscs, still counting, nothing deleted and added."""
     with Reconciler(ports) as rec:
         _, record = settle(rec, state(20_000_000))
         before = sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0]
+        sh(ports, "ip addr add 10.0.0.1/24 dev vqa0 && ip neigh replace 10.0.0.9 lladdr 02:00:00:00:00:09 dev vqa0 && "
+                  "ping -c 2 -i 0.2 -s 1000 -W 1 10.0.0.9 || true")  # long echo requests: the default leaf's TBF
+        leaves = _leaf_queues(ports, "vqa0")
+        assert leaves and all(kind == "tbf" and sent > 0 for kind, sent in leaves.values())
         results, _ = settle(rec, state(40_000_000), applied=record, verify=False)
         for r in results:
-            assert r.ops and all(op.action == "replace" and isinstance(op.obj, HtbClass) for op in r.ops)
+            assert r.ops and all(op.action == "replace" for op in r.ops)
+            assert all(isinstance(op.obj, HtbClass) or (isinstance(op.obj, Qdisc) and op.obj.qdisc_kind == "tbf")
+                       for op in r.ops)
+            assert any(isinstance(op.obj, Qdisc) for op in r.ops)  # the TBF's rate follows the ceiling
         assert in_sync(rec, state(40_000_000))
         assert sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0] == before  # same root qdisc
+        after = _leaf_queues(ports, "vqa0")  # same handles, counters not reset: changed, not re-created
+        assert after.keys() == leaves.keys() and all(after[h][1] >= leaves[h][1] for h in leaves)
 
 
 def test_a_trusted_live_change_reads_back_only_the_device_it_changes(ports):

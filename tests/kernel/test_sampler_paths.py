@@ -1,10 +1,10 @@
 """Kernel tier: the sampler's compiled path reads exactly what its Python path reads, on the same traffic.
 
 Two ports on a real namespace, limited by vmqos's own plans (one shaped both ways with packet-rate
-limits, one policed), get ping floods both ways and TCP SYNs, so that every counter a pass reads
+limits, one policed), get UDP floods both ways and TCP SYNs, so that every counter a pass reads
 has something to say: queues that sent, dropped and still hold packets, nft drops, SYNs. The
-leaf classes are slowed to 8 bit/s meanwhile, so that what they queued stays queued, and once the
-counters stand still both paths must give equal samples, field for field.
+bulk leaf classes are slowed to 8 bit/s before the floods, so that what they queue stays queued, and
+once the counters stand still both paths must give equal samples, field for field.
 """
 
 from __future__ import annotations
@@ -83,16 +83,20 @@ for _ in range(3000):
 
 
 def _traffic(host: str, guest: str) -> None:
-    """A few SYNs from each instance, then UDP floods both ways (3.6 MB each into 1 Mbit/s limits);
-    while they run the leaf queues are slowed to 8 bit/s, so that what they hold stays queued."""
+    """A few SYNs from each instance (short packets: the sparse class 1:f delivers them and their
+    resets), then, the bulk leaves slowed to 8 bit/s, UDP floods both ways (3.6 MB each into 1 Mbit/s
+    limits): the bulk leaves' queues fill, hold what they took and drop the rest.
+
+    The leaves are slowed before the floods, not during them: the leaf queue at 1 Mbit/s is a
+    segmenting TBF of 8 frames (`queues.leaf_queue`), which drains in 0.1 s, where the bfifo it
+    replaced held 128 KiB (a second) - slowed 0.2 s into the floods, it had already sent what it held."""
     for i in range(2):
         for port in (9, 10, 11):  # closed: each connect sends a SYN and gets a reset
             sh(guest, f"timeout 1 bash -c 'echo > /dev/tcp/10.98.{i}.1/{port}' 2>/dev/null; true")
+    _freeze_queues(host)
     floods = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", BLAST, f"10.98.{i}.{peer}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
               for i in range(2) for ns, peer in ((host, 2), (guest, 1))]
-    time.sleep(0.2)
-    _freeze_queues(host)
     for p in floods:
         try:
             p.wait(timeout=30)

@@ -17,7 +17,7 @@ import pytest
 from vmqos.core.desired.ports import PortChange, scope_of
 from vmqos.core.formats import neutron
 from vmqos.core.model.host import EgressMode, Policy
-from vmqos.core.plan.planner import KernelProfile, queue_limit
+from vmqos.core.plan.planner import KernelProfile, leaf_queue
 from vmqos.lab import BRIDGE
 from vmqos.services.ports import reconcile_ports, show_port
 from vmqos.services.serialize import to_json
@@ -92,7 +92,7 @@ def test_tcp_towards_the_instance_holds_the_rate_with_bounded_rtt(lab, ports, mb
             kill(client)
     goodput = tcp_goodput(result)
     rate = frame_rate(goodput)
-    queue_ms = queue_limit(limit, KernelProfile()) * 8 / limit * 1000
+    queue_ms = (leaf_queue(vm1.port, "1:10", 0x10, limit, limit // 800, 1500, KernelProfile()).limit_bytes or 0) * 8 / limit * 1000
     bound_ms = 2 * queue_ms + 10
     log(f"to vm1 {mbit} Mbit/s {cc}: goodput {goodput / MBIT:.2f} Mbit/s, frame rate {rate / MBIT:.2f} Mbit/s "
         f"({rate / limit:.3f} of the limit), retransmits {tcp_retransmits(result)}, sender cc "

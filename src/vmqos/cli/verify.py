@@ -16,6 +16,7 @@ from vmqos.core.analysis.judge import Metric, Traffic
 from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.model.network import DIRECTIONS
+from vmqos.core.plan.planner import police_first_second
 from vmqos.core.units import parse_rate
 from vmqos.services.ports import open_store
 from vmqos.verify.targets import Endpoint, Target, endpoint, lab_target, port_state, remote_endpoint
@@ -235,6 +236,8 @@ def verify(what: str, lab_name: str | None, netns: str | None, db: str | None, i
     if not state.in_sync:
         notes.append(f"the kernel does not hold the desired plan of {target.port}: the run is judged against the "
                      f"desired limits (`vmqos port show {target.port} --netns {target.netns}` shows the drift)")
+    if direction in ("both", "egress") and (first := police_first_second(state.plan.objects)):
+        notes.append(first)
     for note in notes:
         stderr.print(f"[yellow]warning[/]: {note}", markup=True)
     directions = DIRECTIONS if direction == "both" else (direction,)

@@ -8,6 +8,7 @@ Nothing here opens a socket or starts a process, except `ticks_per_usec` reading
 from __future__ import annotations
 
 import errno as errnos
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from vmqos.core.errors import KernelError
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.objects import HtbClass, KernelObject, Policer, Qdisc
+from vmqos.core.plan.tc_objects import live_replaceable
 from vmqos.drivers.privileges import CAP_NET_ADMIN, refused
 
 ETH_P = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp"}
@@ -74,7 +76,9 @@ class RawQdisc:
     kind: str
     stats: TcStats
     default_minor: int | None = None  # htb
-    limit_bytes: int | None = None  # bfifo
+    limit_bytes: int | None = None  # bfifo, tbf
+    rate_bytes: int | None = None  # tbf, bytes/s
+    burst_bytes: int | None = None  # tbf
 
 
 def _raw_from_msg(msg: Any) -> RawQdisc:
@@ -86,6 +90,12 @@ def _raw_from_msg(msg: Any) -> RawQdisc:
         default = init["defcls"] if init else None
     elif kind == "bfifo" and opts:
         limit = opts["limit"]
+    elif kind == "tbf" and opts is not None:
+        parms = opts.get_attr("TCA_TBF_PARMS")
+        if parms is not None:
+            rate = parms["rate"]
+            return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), limit_bytes=parms["limit"],
+                            rate_bytes=rate, burst_bytes=tbf_burst_bytes(parms["buffer"], rate))
     return RawQdisc(msg["handle"], msg["parent"], kind, _stats(msg), default, limit)
 
 
@@ -98,9 +108,31 @@ def _raw_from_json(item: dict[str, Any]) -> RawQdisc:
     elif kind == "bfifo" and "limit" in opts:
         limit = int(opts["limit"])
     parent = TC_H_ROOT if item.get("root") else handle_int(item.get("parent", "0:"))
+    if kind == "tbf" and "rate" in opts:
+        rate = int(opts["rate"])
+        if "burst_raw" in opts and "limit" in opts:  # `tc -r`: what the kernel holds, as netlink gives it
+            burst, queue = tbf_burst_bytes(int(str(opts["burst_raw"]), 16), rate), int(opts["limit"])
+        else:
+            # Without -r iproute2 prints the bucket cut to whole microseconds at the rate (its
+            # tc_core_tick2time and tc_calc_xmitsize truncate: 37,462 bytes for a kernel's 37,498) and
+            # the queue as the time it takes after the bucket (`lat`); both only near what it holds.
+            burst = int(opts.get("burst", 0))
+            queue = round(int(opts.get("lat", 0)) * rate / 1_000_000) + burst
+        return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item),
+                        limit_bytes=queue, rate_bytes=rate, burst_bytes=burst)
     return RawQdisc(handle_int(item.get("handle", "0:")), parent, kind, _stats_json(item), default, limit)
 
 
+def tbf_burst_bytes(ticks: int, rate_bytes: int) -> int:
+    """A TBF's bucket, kept by the kernel as psched ticks of transmission time at its rate, in bytes.
+
+    Rounded, as `tc_netlink._bytes` does for HTB's buckets, not cut to whole microseconds as
+    iproute2's plain print does: both read paths (netlink, `tc -j -r`) give the same number, within
+    a 64 ns tick of what the plan asked for."""
+    return round(ticks / ticks_per_usec() * rate_bytes / 1_000_000)
+
+
+@functools.cache
 def ticks_per_usec() -> float:
     """psched ticks per microsecond on this kernel (15.625 with high-resolution timers)."""
     with open(_PSCHED) as f:
@@ -122,6 +154,9 @@ def qdisc_object(dev: str, raw: RawQdisc) -> Qdisc | None:
         return Qdisc(dev, where, handle_str(handle), "htb", default_minor=raw.default_minor)
     if kind == "bfifo":
         return Qdisc(dev, where, handle_str(handle), "bfifo", limit_bytes=raw.limit_bytes)
+    if kind == "tbf":
+        return Qdisc(dev, where, handle_str(handle), "tbf", limit_bytes=raw.limit_bytes,
+                     rate_bps=raw.rate_bytes * 8 if raw.rate_bytes is not None else None, burst_bytes=raw.burst_bytes)
     return Qdisc(dev, where, handle_str(handle), kind)
 
 
@@ -136,9 +171,3 @@ def _u32_keys(sel: Any) -> list[tuple[int, int, int]]:
         off, _offmask = struct.unpack_from("=ii", raw, 24 + 16 * i)
         keys.append((val, mask, off))
     return sorted(keys)
-
-
-def live_replaceable(obj: KernelObject) -> bool:
-    """What a live rate change touches, and one netlink request changes in place: HTB classes,
-    the leaves' bfifo limits and police mode's bucket."""
-    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")

@@ -63,4 +63,6 @@ def kernel_object_json(obj: Any) -> dict[str, Any]:
             data[name] = getattr(obj, name)
     if isinstance(obj, Qdisc) and obj.default_minor is not None:
         data["default_minor"] = obj.default_minor
+    if getattr(obj, "prio", 0) and obj.kind == "class":
+        data["prio"] = obj.prio
     return data

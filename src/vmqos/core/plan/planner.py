@@ -11,9 +11,15 @@ The HTB tree, for the kernel facts of ARCHITECTURE.md:
   1:1  the port's token bucket: rate = ceil = average, burst = cburst = the operator's burst; it
        is the parent every leaf borrows from (a top-level class would send at its ceil forever)
   leaves  ceil = peak: they drain the parent's burst at up to the peak, then run at the average
-  1:10 the default leaf; 1:11... one leaf per traffic class, rate = its share of the average
-  10:  a bfifo under each leaf, sized by time (20 ms at the ceiling, at least 128 KiB so that a
-       64 KiB GSO aggregate always fits) instead of a 1000-packet FIFO that queues for seconds
+  1:f  the sparse class, HTB prio 0: packets shorter than 256 bytes (pings, ACKs, DNS, SYNs) are
+       sent ahead of bulk traffic, as fq_codel's sparse flows (fq_codel, sfq and cake are not
+       built on our kernels); its rate is 2 % of the average, taken from the other leaves
+  1:10 the default leaf; 1:11... one leaf per traffic class, rate = its share of the rest, prio 1
+  10:  the leaf's queue, sized by time (20 ms at the ceiling) instead of a 1000-packet FIFO that
+       queues for seconds. Where 20 ms is less than two 64 KiB GSO aggregates (a ceiling under
+       about 52 Mbit/s) it is a TBF that only segments (`queues.leaf_queue`): a bfifo that short
+       would drop whole aggregates, and one 64 KiB aggregate is half a second of 1 Mbit/s. Above,
+       a bfifo of 20 ms, which costs no CPU per packet.
 Bursts are time-based with floors (2 frames, one timer tick at the rate); quanta are clamped to
 [one frame, 60000]; rates are plain integers, which tc and netlink carry as 64-bit.
 """
@@ -30,26 +36,34 @@ from vmqos.core.errors import UnsupportedError
 from vmqos.core.model.checks import ETH_HLEN, frame_bytes
 from vmqos.core.model.document import Note
 from vmqos.core.model.host import EgressMode
-from vmqos.core.model.network import PROTOCOLS, Direction, TrafficMatch
+from vmqos.core.model.network import Direction
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
 from vmqos.core.plan.nft_objects import POLICE_MARK
 from vmqos.core.plan.objects import (
-    HtbClass,
     IfbLink,
     KernelObject,
     NftChain,
     NftCounter,
     NftRule,
     NftSet,
+    Policer,
     Qdisc,
-    U32Filter,
     is_nft,
     policer,
 )
+from vmqos.core.plan.queues import (
+    DEFAULT_MINOR as DEFAULT_MINOR,
+    PARENT_CLASSID as PARENT_CLASSID,
+    SPARSE_CLASSID as SPARSE_CLASSID,
+    KernelProfile as KernelProfile,
+    htb_tree as htb_tree,
+    leaf_queue as leaf_queue,
+    min_burst as min_burst,
+    quantum as quantum,
+    queue_limit as queue_limit,
+    segments as segments,
+)
 from vmqos.core.units import human_rate, human_size
-
-DEFAULT_MINOR = 0x10
-PARENT_CLASSID = "1:1"
 
 # Per-IP accounting: one set per direction and address family for the whole host, keyed by
 # port . the instance's address . the remote address, each element with its own counter. Idle
@@ -62,24 +76,6 @@ ACCOUNT_SETS = {
                               "ipv4_addr" if fam == "ip" else "ipv6_addr"), ACCOUNT_SIZE, ACCOUNT_TIMEOUT_S)
     for direction in ("to", "from") for fam in ("ip", "ip6")
 }
-
-
-@dataclass(frozen=True)
-class KernelProfile:
-    """What the planner assumes of the host; the defaults are this project's machines."""
-
-    hz: int = 250  # the burst floor is one timer tick of traffic (Neutron's tc_lib does the same)
-    burst_time_us: int = 10_000  # default burst: 10 ms of traffic at the average rate
-    # Police mode's default burst: one second of traffic, as libvirt's outbound policer (burst =
-    # average KiB) and near Neutron's 80 %. A policer has no queue, and TCP through it here recovers
-    # by 200 ms retransmit timeouts, so it delivers about one bucket per timeout: 2, 5, 9, 21 and 40
-    # Mbit/s through buckets of 10 ms, 128 KiB, 256 KiB, 610 KiB and 1220 KiB at 50 Mbit/s
-    # (measured on 6.18, bbr, 2026-12-07). The bucket is exactly this burst (no hidden second).
-    police_burst_time_us: int = 1_000_000
-    queue_time_us: int = 20_000  # leaf queue: 20 ms of traffic at the ceiling
-    min_queue_bytes: int = 128 * 1024  # at least two 64 KiB GSO aggregates
-    quantum_max: int = 60_000
-    r2q: int = 10
 
 
 @dataclass(frozen=True)
@@ -133,23 +129,6 @@ class PortPlan:
         return fingerprint(self.objects, self.port)
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def min_burst(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
-    """The smallest bucket that works: two frames, and one timer tick of traffic at the rate."""
-    return max(2 * frame_bytes(mtu), _ceil_div(rate_bps, 8 * profile.hz))
-
-
-def quantum(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
-    return min(max(rate_bps // 8 // profile.r2q, frame_bytes(mtu)), profile.quantum_max)
-
-
-def queue_limit(ceil_bps: int, profile: KernelProfile) -> int:
-    return max(profile.min_queue_bytes, ceil_bps * profile.queue_time_us // 8_000_000)
-
-
 def _burst(where: str, eff: EffectiveDirection, mtu: int, profile: KernelProfile,
            notes: list[Note], police: bool = False) -> tuple[int, str]:
     assert eff.rate_bps is not None
@@ -166,55 +145,6 @@ def _burst(where: str, eff: EffectiveDirection, mtu: int, profile: KernelProfile
                           f"and one timer tick at {human_rate(rate)}); raised to {floor} bytes"))
         return floor, eff.burst_bytes.source + " (raised to the floor)"
     return burst, eff.burst_bytes.source
-
-
-def _u32_selectors(match: TrafficMatch) -> list[tuple[str, tuple[str, ...]]]:
-    """(protocol, selectors) per filter: IPv4 and IPv6, and each port as source or destination."""
-    out: list[tuple[str, tuple[str, ...]]] = []
-    for proto, fam in (("ip", "ip"), ("ipv6", "ip6")):
-        base: list[str] = []
-        if match.protocol is not None:
-            base.append(f"{fam} protocol {PROTOCOLS[match.protocol]} 0xff")
-        if match.dscp is not None:
-            base.append(f"ip tos {match.dscp << 2:#04x} 0xfc" if fam == "ip"
-                        else f"u16 {match.dscp << 6:#06x} 0x0fc0 at 0")
-        if match.ports:
-            for port in match.ports:
-                for side in ("sport", "dport"):
-                    out.append((proto, tuple(base + [f"{fam} {side} {port} 0xffff"])))
-        else:
-            out.append((proto, tuple(base)))
-    return out
-
-
-def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: KernelProfile) -> list[KernelObject]:
-    assert eff.rate_bps is not None
-    rate = eff.rate_bps.value
-    ceil = eff.peak_bps.value if eff.peak_bps is not None else rate
-    cburst = min_burst(ceil, mtu, profile)
-    # The port's bucket holds the average: a top-level HTB class sends at its ceil for as long as
-    # it likes (it has no parent to borrow from), so its ceil must be the average too. The peak is
-    # the leaves' ceil: they borrow the bucket's burst at up to the peak, then fall to the average.
-    objects: list[KernelObject] = [
-        Qdisc(dev, "root", "1:", "htb", default_minor=DEFAULT_MINOR),
-        HtbClass(dev, PARENT_CLASSID, "1:", rate, rate, burst, burst, quantum(rate, mtu, profile), inner=True),
-    ]
-    classes = eff.classes.value if eff.classes is not None else ()
-    matched = [c for c in classes if c.match is not None]
-    default_share = 100 - sum(c.share_percent for c in matched) if classes else 100
-    leaves: list[tuple[int, int, TrafficMatch | None]] = [(DEFAULT_MINOR, default_share, None)]
-    leaves += [(DEFAULT_MINOR + 1 + i, c.share_percent, c.match) for i, c in enumerate(matched)]
-    filters: list[KernelObject] = []
-    for minor, share, match in leaves:
-        leaf_rate = max(rate * share // 100, 8000)
-        classid = f"1:{minor:x}"
-        objects.append(HtbClass(dev, classid, PARENT_CLASSID, leaf_rate, ceil,
-                                min_burst(leaf_rate, mtu, profile), cburst, quantum(leaf_rate, mtu, profile)))
-        objects.append(Qdisc(dev, classid, f"{minor:x}:", "bfifo", limit_bytes=queue_limit(ceil, profile)))
-        if match is not None:
-            for proto, selectors in _u32_selectors(match):
-                filters.append(U32Filter(dev, "1:", len(filters) + 1, proto, selectors, flowid=classid))
-    return objects + filters
 
 
 def _enforced(eff: EffectiveDirection, mechanism: str | None, burst: int | None, burst_source: str | None,
@@ -257,6 +187,11 @@ def _accounting(device: str, direction: str) -> list[NftRule]:
                     account_local=local) for fam in ("ip", "ip6")]
 
 
+def _segmenting(tree: Sequence[KernelObject]) -> str:
+    """How `plan` names a tree whose leaves queue in segmenting TBFs (a ceiling under ~52 Mbit/s)."""
+    return ", segmenting tbf leaves" if any(isinstance(o, Qdisc) and o.qdisc_kind == "tbf" for o in tree) else ""
+
+
 def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
               mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True) -> PortPlan:
     """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
@@ -270,8 +205,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     in_burst = in_burst_src = in_mech = None
     if eff_in.rate_bps is not None:
         in_burst, in_burst_src = _burst("ingress", eff_in, mtu, profile, notes)
-        objects += htb_tree(device, eff_in, in_burst, mtu, profile)
-        in_mech = f"htb on {device}"
+        tree = htb_tree(device, eff_in, in_burst, mtu, profile)
+        objects += tree
+        in_mech = f"htb on {device}" + _segmenting(tree)
     to_chain = chain_to(device)
     pps_in, pps_in_burst = _pps_rule(to_chain, eff_in, frame_bytes(mtu))
     if accounting or eff_in.rate_bps is not None or pps_in is not None:
@@ -298,8 +234,9 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         if egress_mode is EgressMode.SHAPE:
             shaper = ifb_name(device)
             objects.append(IfbLink(shaper, mtu))
-            objects += htb_tree(shaper, eff_out, out_burst, mtu, profile)
-            out_mech = f"htb on ifb {shaper}"
+            tree = htb_tree(shaper, eff_out, out_burst, mtu, profile)
+            objects += tree
+            out_mech = f"htb on ifb {shaper}" + _segmenting(tree)
         else:
             police, bucket = _police(device, from_chain, eff_out, out_burst, mtu, notes)
             rules_out.append(police)
@@ -339,6 +276,23 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     )
 
 
+def police_first_second(objects: Sequence[KernelObject]) -> str | None:
+    """What police mode's bucket does to the first second, in numbers, for `plan` and `verify`; None
+    when the port is not policed."""
+    found = [o for o in objects if isinstance(o, Policer)]
+    if not found:
+        return None
+    p = found[0]
+    over = 100 * p.bucket_bytes / p.rate_bytes if p.rate_bytes else 0.0
+    return (f"police mode (egress): the bucket is the burst, {p.bucket_bytes} bytes ({over:.0f} % of one second of "
+            f"the rate, {p.rate_bytes} bytes); after a pause the instance may send that much at once, so a "
+            f"first second can carry up to {over:.0f} % of the rate on top of it, and no interval ever carries "
+            "more than the burst plus the rate times the interval (live changes keep the bucket's tokens). "
+            "TCP through a bucket well under one second of traffic loses most of its rate to whole dropped "
+            "64 KiB GSO aggregates (50 Mbit/s: 5 through 128 KiB, 9 through 256 KiB); use egress mode shape "
+            "for a first second within a small burst")
+
+
 def _police(device: str, chain: str, eff: EffectiveDirection, burst: int, mtu: int,
             notes: list[Note]) -> tuple[NftRule, KernelObject]:
     """The bucket on the port's tc ingress and the nft rule that drops what it marks (see `Policer`)."""
@@ -359,5 +313,6 @@ def _police(device: str, chain: str, eff: EffectiveDirection, burst: int, mtu: i
                       "across live changes too; TCP sees drops, not queueing, and through a bucket much below "
                       "one second of traffic it falls far below the rate (it recovers by retransmit timeouts)",
                       "info"))
-    return (NftRule(f"{chain}_dropped", mark_bit=POLICE_MARK, verdict="drop"),
-            policer(device, rate_bytes, burst_bytes))
+    bucket = policer(device, rate_bytes, burst_bytes)
+    notes.append(Note("egress.burst", police_first_second([bucket]) or "", "info"))
+    return NftRule(f"{chain}_dropped", mark_bit=POLICE_MARK, verdict="drop"), bucket

@@ -41,14 +41,21 @@ def _qdisc(op: str, q: Qdisc) -> str:
         return f"tc qdisc {op} dev {_q(q.dev)} {where}"
     if op == "del":
         return f"tc qdisc del dev {_q(q.dev)} {where}" + ("" if q.parent == "root" else f" handle {q.handle}")
-    opts = f"htb default {q.default_minor:x}" if q.qdisc_kind == "htb" else f"bfifo limit {q.limit_bytes}"
+    if q.qdisc_kind == "htb":
+        opts = f"htb default {q.default_minor:x}"
+    elif q.qdisc_kind == "tbf":
+        opts = (f"tbf rate {format_rate(q.rate_bps or 0)} burst {format_size(q.burst_bytes or 0)} "
+                f"limit {q.limit_bytes}")
+    else:
+        opts = f"bfifo limit {q.limit_bytes}"
     return f"tc qdisc {op} dev {_q(q.dev)} {where} handle {q.handle} {opts}"
 
 
 def _class(c: HtbClass) -> str:
     return (f"tc class replace dev {_q(c.dev)} parent {c.parent} classid {c.classid} htb "
             f"rate {format_rate(c.rate_bps)} ceil {format_rate(c.ceil_bps)} "
-            f"burst {format_size(c.burst_bytes)} cburst {format_size(c.cburst_bytes)} quantum {c.quantum}")
+            f"burst {format_size(c.burst_bytes)} cburst {format_size(c.cburst_bytes)} quantum {c.quantum}"
+            + (f" prio {c.prio}" if c.prio else ""))
 
 
 def _filter(op: str, f: TcFilter) -> str:

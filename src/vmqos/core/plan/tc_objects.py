@@ -43,9 +43,25 @@ class Qdisc(KernelObject):
     dev: str
     parent: str  # "root", "ingress" or a classid "1:10"
     handle: str  # "1:", "ffff:", "10:"
-    qdisc_kind: str  # "htb", "ingress", "bfifo"
+    qdisc_kind: str  # "htb", "ingress", "bfifo", "tbf"
     default_minor: int | None = None  # htb
-    limit_bytes: int | None = None  # bfifo
+    limit_bytes: int | None = None  # bfifo; tbf: the bytes its queue holds
+    rate_bps: int | None = None  # tbf
+    burst_bytes: int | None = None  # tbf
+
+    def matches(self, observed: KernelObject) -> bool:
+        if not isinstance(observed, Qdisc) or self.qdisc_kind != "tbf":
+            return self == observed
+        # The kernel keeps a TBF's rate in bytes/s and its bucket in 64 ns ticks; `tc -j` gives the queue as
+        # a latency in whole microseconds. Allow their rounding, as for HTB classes.
+        return ((self.dev, self.parent, self.handle, self.qdisc_kind)
+                == (observed.dev, observed.parent, observed.handle, observed.qdisc_kind)
+                and observed.rate_bps is not None and observed.burst_bytes is not None
+                and observed.limit_bytes is not None
+                and _near(self.rate_bps or 0, observed.rate_bps, 8)
+                and _near(self.burst_bytes or 0, observed.burst_bytes, max(64, (self.burst_bytes or 0) // 1000))
+                and _near(self.limit_bytes or 0, observed.limit_bytes,
+                          max(64, (self.rate_bps or 0) // 8_000_000 * 2, (self.limit_bytes or 0) // 1000)))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -58,12 +74,16 @@ class Qdisc(KernelObject):
     def replace_in_place(self, observed: "Qdisc") -> bool:
         """Whether `tc qdisc replace` can turn `observed` into this without a gap.
 
-        The kernel cannot change an HTB root in place (`Change operation not supported`), and a
-        different handle is a different qdisc; any other kind can be grafted over atomically.
+        The kernel cannot change an HTB root in place (`Change operation not supported`), nor turn a
+        qdisc into another kind under the same handle (`Invalid qdisc name: must match existing
+        qdisc`); a qdisc with another handle is grafted over atomically, whatever its kind. So the
+        leaves' two kinds of queue have two handles (`10:` a bfifo, `1010:` a TBF).
         """
         if observed.qdisc_kind == self.qdisc_kind == "htb" or self.parent == "ingress":
             return False  # an ingress qdisc cannot be grafted over a clsact either
-        return observed.handle == self.handle or observed.qdisc_kind != self.qdisc_kind
+        if observed.handle == self.handle:
+            return observed.qdisc_kind == self.qdisc_kind
+        return True
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,9 @@ class HtbClass(KernelObject):
     # `replace` at 1 Mbit/s asks for 12500. Its quantum is not compared, or such a port would never
     # converge. Known from the plan only: not part of equality or of the plan's fingerprint.
     inner: bool = field(default=False, repr=False, compare=False)
+    # HTB serves the lowest prio first when classes borrow: the sparse class (small packets) is 0,
+    # every other leaf 1.
+    prio: int = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -103,6 +126,7 @@ class HtbClass(KernelObject):
         return (
             (self.dev, self.classid, self.parent) == (observed.dev, observed.classid, observed.parent)
             and (self.inner or self.quantum == observed.quantum)
+            and self.prio == observed.prio
             and _near(self.rate_bps, observed.rate_bps, 8)
             and _near(self.ceil_bps, observed.ceil_bps, 8)
             and _near(self.burst_bytes, observed.burst_bytes, max(64, self.burst_bytes // 1000))
@@ -194,7 +218,7 @@ def policer(dev: str, rate_bytes: int, burst_bytes: int) -> Policer:
     return Policer(dev, "ffff:", POLICER_PRIO, "all", rate_bytes=rate_bytes, burst_bytes=burst_bytes)
 
 
-OWN_QDISC_KINDS = ("htb", "bfifo", "ingress")
+OWN_QDISC_KINDS = ("htb", "bfifo", "tbf", "ingress")
 
 
 def is_foreign(obj: KernelObject) -> bool:
@@ -202,6 +226,15 @@ def is_foreign(obj: KernelObject) -> bool:
     if isinstance(obj, ForeignFilter):
         return True
     if isinstance(obj, Qdisc):
-        return obj.qdisc_kind not in OWN_QDISC_KINDS or (obj.parent == "root" and obj.handle != "1:")
+        if obj.parent == "root":  # vmqos's root is an HTB `1:`; a TBF there is the CNI plugin's or a seed's
+            return obj.qdisc_kind != "htb" or obj.handle != "1:"
+        return obj.qdisc_kind not in OWN_QDISC_KINDS
     return False
 
+
+
+def live_replaceable(obj: KernelObject) -> bool:
+    """What a live rate change touches, and one netlink request changes in place: HTB classes,
+    the leaves' queues (bfifo or segmenting TBF) and police mode's bucket."""
+    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
+                                                     and obj.parent not in ("root", "ingress"))

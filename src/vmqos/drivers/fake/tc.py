@@ -17,6 +17,7 @@ from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import Operation
+from vmqos.core.plan.tc_objects import live_replaceable
 from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Policer, Qdisc, TcFilter, U32Filter
 from vmqos.core.plan.render import tc_commands
 from vmqos.core.units import parse_rate, parse_size
@@ -138,7 +139,9 @@ class FakeBatch:
         if isinstance(old, Qdisc) and old.handle == new.handle and old.qdisc_kind == new.qdisc_kind == "htb" \
                 and old != new:
             raise Refused("Error: Change operation not supported by specified qdisc.", errnos.EOPNOTSUPP)
-        if isinstance(old, Qdisc) and (old.handle != new.handle or old.qdisc_kind != new.qdisc_kind):
+        if isinstance(old, Qdisc) and old.handle == new.handle and old.qdisc_kind != new.qdisc_kind:
+            raise Refused("Error: Invalid qdisc name: must match existing qdisc.", errnos.EINVAL)
+        if isinstance(old, Qdisc) and old.handle != new.handle:
             self.kernel.remove(device.name, old)  # grafted over: the old one goes with what it held
         device.objects[new.key] = new
 
@@ -149,6 +152,9 @@ class FakeBatch:
             return Qdisc(dev, parent, handle, "htb", default_minor=int(opts.get("default", "0"), 16))
         if "bfifo" in w:
             return Qdisc(dev, parent, handle, "bfifo", limit_bytes=int(opts["limit"]) if "limit" in opts else None)
+        if "tbf" in w:
+            return Qdisc(dev, parent, handle, "tbf", limit_bytes=int(opts["limit"]), rate_bps=parse_rate(opts["rate"]),
+                         burst_bytes=parse_size(opts["burst"]))
         return Qdisc(dev, parent, handle, "?")  # a delete names no kind
 
     def _class(self, device: Device, verb: str, w: list[str], opts: dict[str, str]) -> None:
@@ -163,7 +169,8 @@ class FakeBatch:
             self.kernel.remove(device.name, old)
             return
         new = HtbClass(device.name, classid, opts["parent"], parse_rate(opts["rate"]), parse_rate(opts["ceil"]),
-                       parse_size(opts["burst"]), parse_size(opts["cburst"]), int(opts["quantum"]))
+                       parse_size(opts["burst"]), parse_size(opts["cburst"]), int(opts["quantum"]),
+                       prio=int(opts.get("prio", "0")))
         self.put_class(device, new)
 
     def put_class(self, device: Device, new: HtbClass) -> None:
@@ -245,7 +252,7 @@ class FakeTc:
 
     @staticmethod
     def can_replace(obj: KernelObject) -> bool:
-        return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind == "bfifo")
+        return live_replaceable(obj)
 
     def replace(self, obj: KernelObject) -> None:
         assert self.can_replace(obj)

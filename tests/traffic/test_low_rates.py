@@ -1,0 +1,84 @@
+"""Low rates without bufferbloat (issue 16): one TCP flow through a 1 or 3 Mbit/s limit.
+
+Before, a 64 KiB GSO aggregate was dequeued whole and the leaf queue held 128 KiB: at 1 Mbit/s
++0.9 s of RTT and 14-16 % of goodput lost. Now the leaf is a TBF that segments (its queue 8
+frames) and short packets have their own class. Judged at the receiver (iperf3 -i 0.1), with
+bounds a shared 2-vCPU machine holds; bench/dataplane_bench.py reports the exact figures.
+Cost: about 8 s per case, 4 cases.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from vmqos.core.desired.ports import PortChange
+from vmqos.core.model.host import EgressMode, Policy
+from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
+from vmqos.core.plan.planner import KernelProfile, leaf_queue, min_burst
+from vmqos.drivers.process import in_netns
+
+from .harness import TCP_GOODPUT_PER_FRAME, kill, log, median, ping_rtts, start_ping
+
+pytestmark = [pytest.mark.traffic, pytest.mark.kernel]
+
+MBIT = 1_000_000
+SECONDS = 5
+
+
+def _run(sender_ns: str, receiver_ns: str, address: str, cc: str, ping_from: str, ping_to: str):
+    server = subprocess.Popen(in_netns(["iperf3", "-s", "-1", "-J", "-i", "0.1"], receiver_ns),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = pinger = None
+    try:
+        time.sleep(0.3)
+        client = subprocess.Popen(in_netns(["iperf3", "-c", address, "-t", str(SECONDS), "-J", "-C", cc], sender_ns),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        pinger = start_ping(ping_from, ping_to, count=25, interval=0.1)
+        rtts = ping_rtts(pinger)
+        sent = json.loads(client.communicate(timeout=SECONDS + 20)[0])
+        got = json.loads(server.communicate(timeout=20)[0])
+    finally:
+        for proc in (pinger, client, server):
+            kill(proc)
+    return sent, got, rtts
+
+
+@pytest.mark.parametrize("mbit,direction,cc", [(1, "to", "cubic"), (1, "from", "bbr"), (3, "to", "bbr"),
+                                               (3, "from", "cubic")])
+def test_one_tcp_flow_holds_a_low_rate_with_a_short_queue(lab, ports, mbit, direction, cc):
+    vm1 = lab.instance(1)
+    limit = mbit * MBIT
+    side = DirectionQos(bandwidth=BandwidthLimit(limit))
+    qos = NetworkQos(ingress=side) if direction == "to" else NetworkQos(egress=side)
+    ports.set(vm1.port, PortChange(policy=Policy(f"low-{direction}", qos), egress_mode=EgressMode.SHAPE))
+    idle = median(ping_rtts(start_ping(lab.wan_ns, vm1.address, count=5, interval=0.1)))
+    if direction == "to":
+        sent, got, rtts = _run(lab.wan_ns, vm1.netns, vm1.address, cc, lab.wan_ns, vm1.address)
+    else:
+        sent, got, rtts = _run(vm1.netns, lab.wan_ns, lab.wan_address, cc, lab.wan_ns, vm1.address)
+    intervals = [i["sum"] for i in got["intervals"]]
+    steady = [i for i in intervals if i["start"] >= 2.0 - 1e-3]
+    rate = sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / TCP_GOODPUT_PER_FRAME
+    first = sum(i["bytes"] for i in intervals if i["end"] <= 1.0 + 1e-3) * 8 / TCP_GOODPUT_PER_FRAME
+    profile = KernelProfile()  # vmqos's default burst: 10 ms, at least two frames and a timer tick
+    burst_bits = max(limit * profile.burst_time_us // 8_000_000, min_burst(limit, 1500, profile)) * 8
+    own_rtt_ms = sent["end"]["streams"][0]["sender"]["mean_rtt"] / 1000
+    queue = leaf_queue("x", "1:10", 0x10, limit, burst_bits // 8, 1500, profile)
+    queue_ms = (queue.limit_bytes or 0) * 8 / limit * 1000
+    log(f"{direction} vm1 {mbit} Mbit/s {cc}: frame rate from 2 s {rate / MBIT:.3f} Mbit/s ({rate / limit - 1:+.2%}), "
+        f"first second {first / MBIT:.3f} Mbit ({first / limit - 1:+.1%}, burst {burst_bits / limit:.1%}), "
+        f"ping under load median {median(rtts) if rtts else float('nan'):.2f} ms (idle {idle:.2f}, {len(rtts)}/25), "
+        f"the flow's own RTT {own_rtt_ms:.1f} ms (its leaf queue {queue.qdisc_kind} {queue_ms:.0f} ms), "
+        f"retransmits {sent['end']['sum_sent'].get('retransmits')}")
+    assert queue.qdisc_kind == "tbf"
+    assert abs(rate - limit) <= 0.05 * limit, f"frame rate {rate / MBIT:.3f} Mbit/s against {mbit}"
+    assert first <= 1.05 * limit + burst_bits, f"first second {first / MBIT:.3f} Mbit against {mbit} + the burst"
+    assert len(rtts) >= 22, f"only {len(rtts)} of 25 pings answered under load"
+    assert median(rtts) - idle <= 30, f"ping under load {median(rtts):.1f} ms, idle {idle:.2f} ms"
+    # the flow's own queue is the leaf's (8 frames: 97 ms at 1 Mbit/s), not the second of before
+    assert own_rtt_ms <= 2 * queue_ms + 30, f"the flow's RTT {own_rtt_ms:.1f} ms, its queue {queue_ms:.0f} ms"
