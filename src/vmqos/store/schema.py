@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -103,6 +103,18 @@ class PortRow(Base):
     egress_mode: Mapped[str] = mapped_column(String)
     mtu: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)  # the port's index in its instance
+    addresses: Mapped[str | None] = mapped_column(Text)  # JSON list of the instance's IPs on it, NULL: none
+
+
+class UplinkRow(Base):
+    """The scope's shared link and its capacity (issue 16): at most one per scope."""
+
+    __tablename__ = "uplinks"
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String)
+    capacity_bps: Mapped[int] = mapped_column(BigInteger)
+    oversubscribe: Mapped[bool] = mapped_column(Boolean)
 
 
 class AppliedRow(Base):
@@ -172,11 +184,12 @@ flavors = table_of(FlavorRow)
 networks = table_of(NetworkRow)
 instances = table_of(InstanceRow)
 ports = table_of(PortRow)
+uplinks = table_of(UplinkRow)
 applied = table_of(AppliedRow)
 revisions = table_of(RevisionRow)
 volume_types = table_of(VolumeTypeRow)
 volumes = table_of(VolumeRow)
 
 # Parents first: the order to insert in, reversed the order to delete in.
-STATE_TABLES = (policies, flavors, networks, instances, ports)
+STATE_TABLES = (policies, flavors, networks, instances, uplinks, ports)  # `Store.scopes` reads all but the last
 
