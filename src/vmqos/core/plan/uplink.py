@@ -208,12 +208,15 @@ def plan_uplink(uplink: UplinkSpec, members: Sequence[Member], *, mtu: int = 150
     rest_out = max(cap - sum(rates_out.values()), _floor(cap))
     return PortPlan(
         port=dev, objects=tuple(objects), ifb=ifb, notes=tuple(notes),
-        ingress=Enforced(rate_bps=cap, min_bps=sum(rates_in.values()) or None,
+        ingress=Enforced(rate_bps=cap, min_bps=sum(rates_in.values()) or None, source=_SOURCE,
                          mechanism=f"htb on ifb {ifb} by destination address; the other ports share "
                                    f"{human_rate(rest_in)}"),
-        egress=Enforced(rate_bps=cap, min_bps=sum(rates_out.values()) or None,
+        egress=Enforced(rate_bps=cap, min_bps=sum(rates_out.values()) or None, source=_SOURCE,
                         mechanism=f"htb on {dev} by the port's mark; the other ports share {human_rate(rest_out)}"),
     )
+
+
+_SOURCE = {"rate_bps": "uplink.capacity", "min_bps": "the sum of the ports' guarantees"}
 
 
 def marks(uplink_plan: PortPlan) -> dict[int, str]:
