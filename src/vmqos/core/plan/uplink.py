@@ -82,8 +82,11 @@ class Member:
 
 def assign_minors(ports: Sequence[str]) -> dict[str, int]:
     """A class minor per port, from its name's hash: stable while other ports come and go, so that a
-    port's class is never renamed (a rename would be a delete and an add). Collisions (rare among
-    3,584 slots) go to the next free slot, in name order."""
+    port's class is not renamed. Collisions go to the next free slot, in name order: a new port that
+    hashes to an existing port's slot and sorts before it moves that port to the next slot (about one
+    chance in 3,584 per port added); the move creates the new class before the nft chain's mark
+    switches and deletes the old one last, so the port is never unclassified. The planner is pure and
+    keeps no record of earlier slots, which is what would make this fully stable."""
     span = LAST_MINOR - FIRST_MINOR + 1
     if len(ports) > span:
         raise VmqosError(f"uplink: {len(ports)} ports with a guarantee; one uplink holds at most {span}")
