@@ -150,6 +150,7 @@ def _address_filters(dev: str, minor: int, addresses: Sequence[str]) -> list[Ker
     out: list[KernelObject] = []
     for index, text in enumerate(addresses):
         ip = ipaddress.ip_address(text)
+        selectors: tuple[str, ...]
         prio = FIRST_MINOR + MAX_ADDRESSES * (minor - FIRST_MINOR) + index
         if ip.version == 4:
             proto, selectors = "ip", (f"u32 {int(ip):#010x} 0xffffffff at 16",)
