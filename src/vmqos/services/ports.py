@@ -130,9 +130,10 @@ def clear_port(store: Store, netns: str | None, device: str, *, force: bool = Fa
     scope = scope_of(netns)
     with store.writer(scope):
         state = store.load(scope)
-        report = reconcile_ports(store, netns, state, [], clear=[device], force=force, kernel=kernel)
+        rest = without_port(state, device)  # an uplink's classes are planned without the port
+        report = reconcile_ports(store, netns, rest, [], clear=[device], force=force, kernel=kernel)
         if report.ok:
-            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}")
+            store.save(scope, rest, actor="port clear", summary=f"port {device}")
         return report
 
 
