@@ -7,7 +7,8 @@ the mark each port's ingress chain sets). The plan is applied with `apply_host` 
 TCP flow per sending instance for 5 s at once (vm3, without a guarantee, sends four), and reads each
 receiver's L2 frame rate from 1.5 s on. Every guarantee must hold within −5 %; the link must be used
 (the surplus goes to someone); an idle instance's part goes to the others. IPv4 both directions,
-and IPv6 both directions with vm1 against vm3. Cost: about 50 s.
+and IPv6 both directions with vm1 against vm3; `check` sees a changed class of the uplink. Cost: about
+40 s.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def uplink(lab, tmp_path_factory):
         assert report.ok, to_json(report)
         drift = [d for d in check_host(store, lab.host_ns) if d.operations or d.missing_device]
         assert not drift, to_json(drift)
-        yield lab
+        yield lab, store, text
     finally:
         try:
             report = apply_host(store, lab.host_ns, read_host("version: 1\n"), prune=True)
@@ -106,8 +107,9 @@ def _settled(server: dict[str, Any], family: int) -> float:
     return sum(i["bytes"] for i in late) * 8 / sum(i["seconds"] for i in late) / GOODPUT_PER_FRAME[family]
 
 
-def _flows(lab: Any, senders: list[int], towards: bool, family: int = 4) -> dict[int, float]:
+def _flows(lab_store: Any, senders: list[int], towards: bool, family: int = 4) -> dict[int, float]:
     """One cubic flow per sending instance (vm3: four), all at once; each receiver's frame rate."""
+    lab = lab_store[0]
     wan_address = lab.wan_address if family == 4 else f"{V6_WAN}2"
     with ExitStack() as stack:
         servers, clients = {}, {}
@@ -168,3 +170,14 @@ def test_an_idle_guarantee_goes_to_the_others(uplink, towards, idle):
 def test_ipv6_no_guarantee_cannot_starve_a_guarantee(uplink, towards):
     rates = _flows(uplink, [1, 3], towards, family=6)
     _judge(rates, f"IPv6 {'towards' if towards else 'from'} the instances, vm1 against vm3's four flows")
+
+
+def test_check_sees_the_uplinks_drift_and_apply_puts_it_back(uplink):
+    lab, store, text = uplink
+    sh(lab.host_ns, "tc", "class", "change", "dev", "wan0", "parent", "1:1", "classid", "1:10", "htb", "rate", "5mbit",
+       "ceil", "100mbit")
+    drift = {d.port: d.operations for d in check_host(store, lab.host_ns) if d.operations}
+    assert drift == {"wan0": ["replace class wan0 1:10"]}, drift
+    report = apply_host(store, lab.host_ns, read_host(text))
+    assert report.ok and [r.ops for r in report.results if r.ops], to_json(report)
+    assert not [d for d in check_host(store, lab.host_ns) if d.operations]

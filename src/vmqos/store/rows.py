@@ -56,7 +56,7 @@ def encode(scope: str, state: HostState) -> dict[str, list[dict[str, Any]]]:
         "networks": [{"scope": scope, "name": n, "policy": _ref(state.policies, net.policy, f"network {n!r}",
                                                                 "policy")}
                      for n, net in state.networks.items()],
-        "instances": [], "ports": [],
+        "instances": [], "ports": [], "port_addresses": [],
         "uplinks": [] if state.uplink is None else [{"scope": scope, "device": state.uplink.device,
                                                       "capacity_bps": state.uplink.capacity_bps,
                                                       "oversubscribe": state.uplink.oversubscribe}],
@@ -80,8 +80,10 @@ def encode(scope: str, state: HostState) -> dict[str, list[dict[str, Any]]]:
                 "policy": _ref(state.policies, port.policy, where, "policy"),
                 "limits": network(port.limits), "egress_mode": EgressMode(port.egress_mode).value,
                 "mtu": port.mtu, "position": position,
-                "addresses": json.dumps(list(port.addresses)) if port.addresses else None,
             })
+            if port.addresses:
+                rows["port_addresses"].append({"scope": scope, "device": port.device,
+                                               "addresses": json.dumps(list(port.addresses))})
     return rows
 
 
@@ -101,14 +103,16 @@ class Decoder:
     @staticmethod
     def read(conn: Connection, scope: str) -> dict[str, list[tuple[Any, ...]]]:
         """The scope's rows as plain tuples (a Row's attributes cost more than the rest of a load)."""
-        p, f, n, i, o, u = t.policies.c, t.flavors.c, t.networks.c, t.instances.c, t.ports.c, t.uplinks.c
+        p, f, n, i, o = t.policies.c, t.flavors.c, t.networks.c, t.instances.c, t.ports.c
+        u, a = t.uplinks.c, t.port_addresses.c
         queries = {
             "policies": select(p.name, p.origin, p.qos).where(p.scope == scope).order_by(p.name),
             "flavors": select(f.name, f.doc).where(f.scope == scope).order_by(f.name),
             "networks": select(n.name, n.policy).where(n.scope == scope).order_by(n.name),
             "instances": select(i.name, i.flavor, i.cpu, i.disks).where(i.scope == scope).order_by(i.name),
-            "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode, o.mtu, o.addresses)
+            "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode, o.mtu)
             .where(o.scope == scope).order_by(o.instance, o.position),
+            "port_addresses": select(a.device, a.addresses).where(a.scope == scope),
             "uplinks": select(u.device, u.capacity_bps, u.oversubscribe).where(u.scope == scope),
         }  # dicts come out in name order: the database keeps no other
         return {name: list(conn.execute(query).tuples().all()) for name, query in queries.items()}
@@ -126,12 +130,12 @@ class Decoder:
                    for name, doc in rows["flavors"]}
         networks = {name: NetworkSpec(name, policy) for name, policy in rows["networks"]}
         ports: dict[str, list[PortSpec]] = {}
-        for instance, device, network, policy, limits, egress_mode, mtu, addresses in rows["ports"]:
+        addresses_of = {device: tuple(json.loads(text)) for device, text in rows.get("port_addresses", ())}
+        for instance, device, network, policy, limits, egress_mode, mtu in rows["ports"]:
             own = ports.setdefault(instance, [])
             if limits is not None:
                 limits = self.part(NetworkQos, limits, "instances", instance, "ports", len(own), "limits")
-            own.append(PortSpec(device, network, policy, limits, egress_mode, mtu,
-                                tuple(json.loads(addresses)) if addresses else ()))
+            own.append(PortSpec(device, network, policy, limits, egress_mode, mtu, addresses_of.get(device, ())))
         instances = {}
         for name, flavor, cpu, disks in rows["instances"]:
             if cpu is not None:

@@ -103,7 +103,18 @@ class PortRow(Base):
     egress_mode: Mapped[str] = mapped_column(String)
     mtu: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)  # the port's index in its instance
-    addresses: Mapped[str | None] = mapped_column(Text)  # JSON list of the instance's IPs on it, NULL: none
+
+
+class PortAddressRow(Base):
+    """The instance's IPs on a port (issue 16), a table of its own so that the first wave's `ports` keeps
+    its shape: a port without addresses has no row."""
+
+    __tablename__ = "port_addresses"
+    __table_args__ = (ForeignKeyConstraint(["scope", "device"], ["ports.scope", "ports.device"]),)
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    addresses: Mapped[str] = mapped_column(Text)  # JSON list of canonical IPv4/IPv6 texts
 
 
 class UplinkRow(Base):
@@ -185,11 +196,12 @@ networks = table_of(NetworkRow)
 instances = table_of(InstanceRow)
 ports = table_of(PortRow)
 uplinks = table_of(UplinkRow)
+port_addresses = table_of(PortAddressRow)
 applied = table_of(AppliedRow)
 revisions = table_of(RevisionRow)
 volume_types = table_of(VolumeTypeRow)
 volumes = table_of(VolumeRow)
 
 # Parents first: the order to insert in, reversed the order to delete in.
-STATE_TABLES = (policies, flavors, networks, instances, uplinks, ports)  # `Store.scopes` reads all but the last
+STATE_TABLES = (policies, flavors, networks, instances, uplinks, ports, port_addresses)
 

@@ -1,7 +1,8 @@
 """Guaranteed minimums on the uplink (issue 16): the scope's uplink and each port's instance addresses.
 
-`uplinks` holds a scope's shared link (device, capacity in bit/s); `ports.addresses` the JSON list
-of the instance's IPs on the port, how the uplink's plan classifies the traffic towards it.
+`uplinks` holds a scope's shared link (device, capacity in bit/s); `port_addresses` the JSON list
+of the instance's IPs on a port, how the uplink's plan classifies the traffic towards it (a table of
+its own: the first wave's `ports` keeps its shape).
 It imports no vmqos.
 """
 
@@ -24,11 +25,15 @@ def upgrade() -> None:
     sa.Column('oversubscribe', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('scope')
     )
-    with op.batch_alter_table('ports') as batch:
-        batch.add_column(sa.Column('addresses', sa.Text(), nullable=True))
+    op.create_table('port_addresses',
+    sa.Column('scope', sa.String(), nullable=False),
+    sa.Column('device', sa.String(), nullable=False),
+    sa.Column('addresses', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['scope', 'device'], ['ports.scope', 'ports.device'], ),
+    sa.PrimaryKeyConstraint('scope', 'device')
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('ports') as batch:
-        batch.drop_column('addresses')
+    op.drop_table('port_addresses')
     op.drop_table('uplinks')
