@@ -7,7 +7,8 @@ the mark each port's ingress chain sets). The plan is applied with `apply_host` 
 TCP flow per sending instance for 5 s at once (vm3, without a guarantee, sends four), and reads each
 receiver's L2 frame rate from 1.5 s on. Every guarantee must hold within −5 %; the link must be used
 (the surplus goes to someone); an idle instance's part goes to the others. IPv4 both directions,
-and IPv6 both directions with vm1 against vm3; `check` sees a changed class of the uplink. Cost: about
+and IPv6 both directions with vm1 against vm3; vm1 also has a 90 Mbit/s limit of its own, so its port
+shapes on an IFB and the mark must survive it; `check` sees a changed class of the uplink. Cost: about
 40 s.
 """
 
@@ -49,7 +50,11 @@ def _host_file(lab: Any) -> str:
         + (f", policy: g{i}" if GUARANTEE[i] else "")
         + f", addresses: [{lab.instance(i).address}, '{_v6(i)}']}}]"
         for i in GUARANTEE)
-    policies = "\n".join(f"  g{i}: {{ingress: {{min: {g // MBIT}mbit}}, egress: {{min: {g // MBIT}mbit}}}}"
+    # vm1 also has a limit of its own (90 Mbit/s, its class's ceiling): its port shapes what it sends on an
+    # IFB, and the mark its ingress chain set must survive the IFB to reach the uplink's class
+    limit = {1: ", rate: 90mbit"}
+    policies = "\n".join(f"  g{i}: {{ingress: {{min: {g // MBIT}mbit{limit.get(i, '')}}}, "
+                         f"egress: {{min: {g // MBIT}mbit{limit.get(i, '')}}}}}"
                          for i, g in GUARANTEE.items() if g)
     return (f"version: 1\nuplink: {{device: wan0, capacity: {CAPACITY // MBIT}mbit}}\n"
             f"policies:\n{policies}\ninstances:\n{ports}\n")
