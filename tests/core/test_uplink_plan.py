@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vmqos.core.desired.ports import empty_plan
-from vmqos.core.errors import FormatError, InvalidValue
+from vmqos.core.errors import FormatError, InvalidValue, VmqosError
 from vmqos.core.formats.hostfile import read_host, write_host
 from vmqos.core.model.host import HostState, InstanceSpec, Policy, PortSpec, UplinkSpec
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
@@ -119,7 +119,7 @@ def test_a_guarantee_towards_an_instance_without_addresses_is_refused():
     state = _state()
     vm2 = state.instances["vm2"]
     state.instances["vm2"] = InstanceSpec("vm2", ports=(PortSpec("tap-vm2", policy="g2"),))
-    with pytest.raises(Exception, match="tap-vm2.*needs the instance's addresses"):
+    with pytest.raises(VmqosError, match="tap-vm2.*needs the instance's addresses"):
         plan_host(state)
     assert vm2.ports[0].addresses == ("10.0.0.12",)
 
