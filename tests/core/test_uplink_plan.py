@@ -3,8 +3,11 @@ reconciler over the fake kernel (replace-only, drift, prune)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from vmqos.cli.main import main
 from vmqos.core.desired.ports import empty_plan
 from vmqos.core.errors import FormatError, InvalidValue, VmqosError
 from vmqos.core.formats.hostfile import read_host, write_host
@@ -197,7 +200,8 @@ def test_over_the_fake_kernel_applied_changed_in_place_and_removed():
     assert all(not diff(plans[p].objects, seen.objects[p]) for p in plans)  # `check` sees no drift
     # the uplink leaves the host file: cleared as any port that is no longer wanted
     gone = plan_host(_state(g2=20, uplink=None))
-    from vmqos.core.desired.ports import empty_plan
+    from vmqos.cli.main import main
+from vmqos.core.desired.ports import empty_plan
     gone["wan0"] = empty_plan("wan0")
     results, _ = rec.reconcile(gone, applied=record)
     assert all(r.error is None for r in results)
@@ -209,3 +213,17 @@ def test_member_without_guarantee_is_not_in_a_class():
     up = plan_uplink(UP, [Member("tap-x", (), None, None)])
     assert set(_classes(up, "wan0")) == {"1:1", "1:10"}
     assert _classes(up, "wan0")["1:10"].rate_bps == 100 * MBIT
+
+
+def test_vmqos_plan_shows_the_uplink_of_a_host_file_and_refuses_oversubscription_in_one_line(tmp_path, capsys):
+    path = tmp_path / "host.yaml"
+    path.write_text(write_host(_state()))
+    assert main(["plan", "--uplink-of", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["port"] == "wan0" and out["egress"]["min_bps"] == 80 * MBIT
+    assert any("meta priority set 1:" in line for line in out["commands"])
+    assert any("tc filter add dev vqi" in line and "at 16" in line for line in out["commands"])
+    path.write_text(write_host(_state(g1=80)))
+    assert main(["plan", "--uplink-of", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "tap-vm1 80 Mbit/s" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
