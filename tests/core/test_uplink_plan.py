@@ -200,8 +200,6 @@ def test_over_the_fake_kernel_applied_changed_in_place_and_removed():
     assert all(not diff(plans[p].objects, seen.objects[p]) for p in plans)  # `check` sees no drift
     # the uplink leaves the host file: cleared as any port that is no longer wanted
     gone = plan_host(_state(g2=20, uplink=None))
-    from vmqos.cli.main import main
-from vmqos.core.desired.ports import empty_plan
     gone["wan0"] = empty_plan("wan0")
     results, _ = rec.reconcile(gone, applied=record)
     assert all(r.error is None for r in results)
