@@ -230,3 +230,37 @@ def test_a_row_stored_in_another_form_of_the_same_limits_is_not_stale(db: str) -
         assert _writes(store) == []
         port_service.set_port(store, SCOPE, "vqp0", PortChange(inbound="100,0,0"), live=False, config=True)
         assert _writes(store) == [("ports", "update")]
+
+
+def test_the_uplink_and_port_addresses_are_written_only_when_they_change(db: str) -> None:
+    """The two tables of issue 16's minimums go through the same row-by-row save: a new uplink device is
+    an update of the scope's one row (its key is the scope), a port's addresses follow their port."""
+    from dataclasses import replace
+
+    from vmqos.core.model.host import UplinkSpec
+
+    with Store(db) as store:
+        with store._engine.begin() as conn:
+            for table in ("uplinks", "port_addresses"):
+                for op in ("INSERT", "UPDATE", "DELETE"):
+                    conn.execute(text(f"CREATE TRIGGER vq_{table}_{op} AFTER {op} ON {table} "
+                                      f"BEGIN INSERT INTO vq_writes VALUES ('{table}', '{op.lower()}'); END"))
+        base = store.load(SCOPE)
+        linked = replace(base, uplink=UplinkSpec("vqwan0", 100 * MBIT))
+        store.save(SCOPE, linked, base=base)
+        assert _writes(store) == [("uplinks", "insert")]
+        moved = replace(linked, uplink=UplinkSpec("vqwan1", 200 * MBIT))
+        store.save(SCOPE, moved, base=linked)
+        assert _writes(store) == [("uplinks", "update")]
+        vm3 = moved.instances["vm3"]
+        addressed = replace(moved, instances={**moved.instances, "vm3": replace(
+            vm3, ports=(replace(vm3.ports[0], addresses=("10.0.0.3", "fd00::3")),))})
+        store.save(SCOPE, addressed, base=moved)
+        assert _writes(store) == [("port_addresses", "insert")]
+        store.save(SCOPE, replace(addressed, uplink=None), base=addressed)
+        assert _writes(store) == [("uplinks", "delete")]
+        loaded = store.load(SCOPE)
+        assert loaded.uplink is None and loaded.instances["vm3"].ports[0].addresses == ("10.0.0.3", "fd00::3")
+        stale = replace(addressed, uplink=UplinkSpec("vqwan2", 100 * MBIT))
+        with pytest.raises(StaleState):
+            store.save(SCOPE, stale, base=addressed)  # the uplink it read is gone: refused, not overwritten

@@ -106,8 +106,26 @@ def print_plan(result: PortPlan, commands: list[str]) -> None:
         stdout.print(command, markup=False)
 
 
+def _from_host_file(path: str, device: str | None) -> PortPlan:
+    """The plan of the host file's uplink, or of its port `device`, as `vmqos apply` would plan it."""
+    from vmqos.core.formats.hostfile import read_host
+    from vmqos.core.plan.host import plan_host
+
+    state = read_host(read_input(path))
+    if device is None:
+        if state.uplink is None:
+            raise click.UsageError(f"{path} names no uplink (`uplink: {{device: wan0, capacity: 10gbit}}`)")
+        device = state.uplink.device
+    plans = plan_host(state)
+    if device not in plans:
+        raise click.UsageError(f"{path} has no port or uplink {device!r}")
+    return plans[device]
+
+
 @click.command()
-@click.option("--port", "device", required=True, help="The port device (a VM's tap, a veth).")
+@click.option("--port", "device", help="The port device (a VM's tap, a veth).")
+@click.option("--uplink-of", "host_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="A host file: plan its uplink (the guaranteed minimums of its ports), or with --port that port.")
 @click.option("--inbound", metavar="A,P,B[,F]", help="Towards the instance, domiftune units (kB/s, KiB).")
 @click.option("--outbound", metavar="A,P,B", help="From the instance, domiftune units (kB/s, KiB).")
 @click.option("--policy", type=click.Path(dir_okay=False, allow_dash=True),
@@ -118,8 +136,8 @@ def print_plan(result: PortPlan, commands: list[str]) -> None:
               help="Limit traffic from the instance by shaping (IFB + HTB) or policing (nftables).")
 @click.option("--mtu", type=click.IntRange(68, 65535), default=1500, show_default=True, help="The port's MTU.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def plan(device: str, inbound: str | None, outbound: str | None, policy: str | None, flavor: str | None,
-         egress_mode: str, mtu: int, as_json: bool) -> None:
+def plan(device: str | None, host_file: str | None, inbound: str | None, outbound: str | None, policy: str | None,
+         flavor: str | None, egress_mode: str, mtu: int, as_json: bool) -> None:
     """Show what vmqos would enforce on one port, and the exact tc/nft commands (a dry run).
 
     Sources combine as Neutron does (the port's policy) and per direction the most restrictive
@@ -130,7 +148,20 @@ def plan(device: str, inbound: str | None, outbound: str | None, policy: str | N
       vmqos plan --port tap6ffab502-4a --outbound 12800,0,0
       vmqos plan --port tap-vm1 --flavor m1.resquota.specs
       vmqos plan --port tap-vm2 --policy bw-limiter.json --egress-mode police --json
+      vmqos plan --uplink-of host.yaml
     """
+    if host_file is not None:
+        result = _from_host_file(host_file, device)
+        commands = render(diff(result.objects, []))
+        if as_json:
+            print_notes(list(result.notes))
+            print_json(plan_json(result, commands, list(result.notes)))
+            return
+        print_notes(list(result.notes))
+        print_plan(result, commands)
+        return
+    if device is None:
+        raise click.UsageError("give --port (and its sources), or --uplink-of HOSTFILE")
     check_device_name(device, "--port")
     sources, notes = build_sources(inbound, outbound, policy, flavor)
     effective = combine(sources, mtu=mtu)

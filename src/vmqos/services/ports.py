@@ -36,15 +36,19 @@ Kernel = Callable[[str | None], Reconciler]  # netns -> the reconciler of its ke
 
 # -- kernel work ---------------------------------------------------------------------------------
 
-def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None) -> dict[str, PortPlan]:
+def desired_plans(store: Store, scope: str, state: HostState, ports: Iterable[str] | None = None, *,
+                  uplink: bool = True) -> dict[str, PortPlan]:
     """The plans the kernel must hold: the desired state, and the quarantines in force.
 
     A quarantined port is policed (dropped at its ingress hook, before any queue) whatever its own
     egress mode: a flood costs the least CPU there, and in a namespace lab a queue would push back
-    on the flooding socket and hide the flood from the detectors (kernel-lab-facts §1)."""
+    on the flooding socket and hide the flood from the detectors (kernel-lab-facts §1).
+
+    With `uplink` (the default) and an uplink in the state, its plan is one of them, under its device's
+    name (`core.plan.uplink`): it is reconciled, checked and pruned as a port is."""
     found = quarantines(store, scope)
     sources = {dev: QosSource(f"quarantine ({q.reason})", q.qos) for dev, q in found.items()}
-    return plan_host(state, ports, sources, {dev: EgressMode.POLICE for dev in found})
+    return plan_host(state, ports, sources, {dev: EgressMode.POLICE for dev in found}, uplink=uplink)
 
 
 class WatchedPlans:
@@ -65,7 +69,8 @@ class WatchedPlans:
         if self._cached is None or self._cached[0] != key:
             state = self.store.load(self.scope)
             instances = {port.device: inst.name for inst, port in state.ports()}
-            self._cached = key, desired_plans(self.store, self.scope, state), instances
+            # the samplers read ports; the uplink's tree is the host's, not an instance's
+            self._cached = key, desired_plans(self.store, self.scope, state, uplink=False), instances
         return self._cached[1], self._cached[2]
 
 
@@ -125,10 +130,10 @@ def clear_port(store: Store, netns: str | None, device: str, *, force: bool = Fa
     scope = scope_of(netns)
     with store.writer(scope):
         state = store.load(scope)
-        report = reconcile_ports(store, netns, state, [], clear=[device], force=force, kernel=kernel)
+        rest = without_port(state, device)  # an uplink's classes are planned without the port
+        report = reconcile_ports(store, netns, rest, [], clear=[device], force=force, kernel=kernel)
         if report.ok:
-            store.save(scope, without_port(state, device), actor="port clear", summary=f"port {device}",
-                       base=state)
+            store.save(scope, rest, actor="port clear", summary=f"port {device}", base=state)
         return report
 
 
@@ -136,7 +141,7 @@ def apply_host(store: Store, netns: str | None, state: HostState, *, prune: bool
                dry_run: bool = False, progress: Progress | None = None) -> ApplyReport:
     """Make the kernel match `state` and store it; `progress` hears each phase (a front end's bar)."""
     scope = scope_of(netns)
-    wanted = {port.device for _, port in state.ports()}
+    wanted = {port.device for _, port in state.ports()} | ({state.uplink.device} if state.uplink else set())
     with store.writer(scope):
         applied = store.applied(scope)
         stale = [p for p in applied if p not in wanted] if prune else []

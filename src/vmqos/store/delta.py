@@ -32,7 +32,9 @@ from vmqos.store.rows import canonical
 Rows = dict[str, list[dict[str, Any]]]  # what rows.encode returns: table name -> rows
 Keyed = dict[str, dict[str, dict[str, Any]]]  # table name -> key -> row
 
-KEYS = {"policies": "name", "flavors": "name", "networks": "name", "instances": "name", "ports": "device"}
+# the uplinks table holds one row per scope: keyed by the scope, a new device is an UPDATE of that row
+KEYS = {"policies": "name", "flavors": "name", "networks": "name", "instances": "name", "ports": "device",
+        "uplinks": "scope", "port_addresses": "device"}
 JSON_COLUMNS = {"policies": ("qos",), "flavors": ("doc",), "instances": ("cpu", "disks"), "ports": ("limits",)}
 _READ_ALL_ABOVE = 500  # more keys than this: read the scope's whole table rather than a long IN list
 

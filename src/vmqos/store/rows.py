@@ -23,6 +23,7 @@ from vmqos.core.model.host import (
     NetworkSpec,
     Policy,
     PortSpec,
+    UplinkSpec,
 )
 from vmqos.core.model.network import NetworkQos
 from vmqos.store import schema as t
@@ -77,7 +78,11 @@ def encode(scope: str, state: HostState, only: Changed | None = None) -> dict[st
         "networks": [{"scope": scope, "name": n, "policy": _ref(state.policies, net.policy, f"network {n!r}",
                                                                 "policy")}
                      for n, net in state.networks.items() if wanted("networks", n)],
-        "instances": [], "ports": [],
+        "instances": [], "ports": [], "port_addresses": [],
+        # one row at most, always encoded (cheap): the save compares it and writes it only if it changed
+        "uplinks": [] if state.uplink is None else [{"scope": scope, "device": state.uplink.device,
+                                                      "capacity_bps": state.uplink.capacity_bps,
+                                                      "oversubscribe": state.uplink.oversubscribe}],
     }
     owners: dict[str, str] = {}
     for name, inst in state.instances.items():
@@ -103,6 +108,9 @@ def encode(scope: str, state: HostState, only: Changed | None = None) -> dict[st
                     "policy": policy_ref, "limits": network(port.limits),
                     "egress_mode": EgressMode(port.egress_mode).value, "mtu": port.mtu, "position": position,
                 })
+                if port.addresses:
+                    rows["port_addresses"].append({"scope": scope, "device": port.device,
+                                                   "addresses": json.dumps(list(port.addresses))})
     return rows
 
 
@@ -138,6 +146,7 @@ class Decoder:
     def read(conn: Connection, scope: str) -> dict[str, list[tuple[Any, ...]]]:
         """The scope's rows as plain tuples (a Row's attributes cost more than the rest of a load)."""
         p, f, n, i, o = t.policies.c, t.flavors.c, t.networks.c, t.instances.c, t.ports.c
+        u, a = t.uplinks.c, t.port_addresses.c
         queries = {
             "policies": select(p.name, p.origin, p.qos).where(p.scope == scope).order_by(p.name),
             "flavors": select(f.name, f.doc).where(f.scope == scope).order_by(f.name),
@@ -145,6 +154,8 @@ class Decoder:
             "instances": select(i.name, i.flavor, i.cpu, i.disks).where(i.scope == scope).order_by(i.name),
             "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode, o.mtu)
             .where(o.scope == scope).order_by(o.instance, o.position),
+            "port_addresses": select(a.device, a.addresses).where(a.scope == scope),
+            "uplinks": select(u.device, u.capacity_bps, u.oversubscribe).where(u.scope == scope),
         }  # dicts come out in name order: the database keeps no other
         return {name: list(conn.execute(query).tuples().all()) for name, query in queries.items()}
 
@@ -161,17 +172,20 @@ class Decoder:
                    for name, doc in rows["flavors"]}
         networks = {name: NetworkSpec(name, policy) for name, policy in rows["networks"]}
         ports: dict[str, list[PortSpec]] = {}
+        addresses_of = {device: tuple(json.loads(text)) for device, text in rows.get("port_addresses", ())}
         for instance, device, network, policy, limits, egress_mode, mtu in rows["ports"]:
             own = ports.setdefault(instance, [])
             if limits is not None:
                 limits = self.part(NetworkQos, limits, "instances", instance, "ports", len(own), "limits")
-            own.append(PortSpec(device, network, policy, limits, egress_mode, mtu))
+            own.append(PortSpec(device, network, policy, limits, egress_mode, mtu, addresses_of.get(device, ())))
         instances = {}
         for name, flavor, cpu, disks in rows["instances"]:
             if cpu is not None:
                 cpu = self.part(CpuQos, cpu, "instances", name, "cpu")
             instances[name] = InstanceSpec(name, flavor, cpu, tuple(ports.get(name, ())), self.disks(name, disks))
-        return HostState(policies=policies, flavors=flavors, networks=networks, instances=instances)
+        uplink = next((UplinkSpec(device, capacity, bool(over)) for device, capacity, over in rows.get("uplinks", ())),
+                      None)
+        return HostState(policies=policies, flavors=flavors, networks=networks, instances=instances, uplink=uplink)
 
     def disks(self, instance: str, text: str) -> dict[str, DiskQos]:
         if text == "{}":

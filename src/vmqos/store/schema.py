@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -105,6 +105,29 @@ class PortRow(Base):
     position: Mapped[int] = mapped_column(Integer)  # the port's index in its instance
 
 
+class PortAddressRow(Base):
+    """The instance's IPs on a port (issue 16), a table of its own so that the first wave's `ports` keeps
+    its shape: a port without addresses has no row."""
+
+    __tablename__ = "port_addresses"
+    __table_args__ = (ForeignKeyConstraint(["scope", "device"], ["ports.scope", "ports.device"]),)
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    addresses: Mapped[str] = mapped_column(Text)  # JSON list of canonical IPv4/IPv6 texts
+
+
+class UplinkRow(Base):
+    """The scope's shared link and its capacity (issue 16): at most one per scope."""
+
+    __tablename__ = "uplinks"
+
+    scope: Mapped[str] = mapped_column(String, primary_key=True)
+    device: Mapped[str] = mapped_column(String)
+    capacity_bps: Mapped[int] = mapped_column(BigInteger)
+    oversubscribe: Mapped[bool] = mapped_column(Boolean)
+
+
 class AppliedRow(Base):
     """What the reconciler last applied to a port; no foreign key: it outlives the desired port."""
 
@@ -172,11 +195,13 @@ flavors = table_of(FlavorRow)
 networks = table_of(NetworkRow)
 instances = table_of(InstanceRow)
 ports = table_of(PortRow)
+uplinks = table_of(UplinkRow)
+port_addresses = table_of(PortAddressRow)
 applied = table_of(AppliedRow)
 revisions = table_of(RevisionRow)
 volume_types = table_of(VolumeTypeRow)
 volumes = table_of(VolumeRow)
 
 # Parents first: the order to insert in, reversed the order to delete in.
-STATE_TABLES = (policies, flavors, networks, instances, ports)
+STATE_TABLES = (policies, flavors, networks, instances, uplinks, ports, port_addresses)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -60,6 +61,41 @@ def check_netns_name(name: str, field_name: str = "--netns") -> str:
     return name
 
 
+def check_addresses(field_name: str, addresses: object) -> tuple[str, ...]:
+    """IP addresses of an instance (no prefix length), each family's canonical text, in the order given."""
+    if isinstance(addresses, str) or not isinstance(addresses, (tuple, list)):
+        raise InvalidValue(field_name, addresses, "give a list of IP addresses, e.g. [10.0.0.5, fd00::5]")
+    out: list[str] = []
+    for item in addresses:
+        try:
+            out.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise InvalidValue(field_name, item, "an instance's address is one IPv4 or IPv6 address without a "
+                                                 "prefix length, e.g. 10.0.0.5 or fd00::5") from None
+    if len(set(out)) != len(out):
+        raise InvalidValue(field_name, list(addresses), "each address once")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class UplinkSpec:
+    """The host's shared link (its physical or bond device; the lab's `wan` side of the host namespace)
+    and its capacity: the guaranteed minimums of the ports are shared out on it (`core.plan.uplink`).
+    The capacity is what the device can carry, in bit/s; the plan shapes the link to it, so that the
+    queue, and with it the sharing, is on this host and not in the switch."""
+
+    device: str
+    capacity_bps: int
+    oversubscribe: bool = False  # guarantees above the capacity: scaled down with a warning instead of refused
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device, "uplink.device")
+        if isinstance(self.capacity_bps, bool) or not isinstance(self.capacity_bps, int) or \
+                not 1_000_000 <= self.capacity_bps <= 4_000_000_000_000:
+            raise InvalidValue("uplink.capacity", self.capacity_bps, "an uplink's capacity is from 1mbit to 4tbit, "
+                                                                       "e.g. 10gbit")
+
+
 class EgressMode(str, Enum):
     """How traffic sent by the instance is limited on the host."""
 
@@ -105,9 +141,13 @@ class PortSpec:
     limits: NetworkQos | None = None  # set on the port itself (domiftune, `port set`)
     egress_mode: EgressMode = EgressMode.SHAPE
     mtu: int = 1500
+    # The instance's addresses on this port (Neutron's fixed_ips): how the uplink's plan finds the
+    # traffic towards the instance, whose guarantee it holds. Canonical text, IPv4 and IPv6.
+    addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
+        object.__setattr__(self, "addresses", check_addresses(f"port {self.device}.addresses", self.addresses))
         try:
             object.__setattr__(self, "egress_mode", EgressMode(self.egress_mode))
         except ValueError:
@@ -134,6 +174,7 @@ class HostState:
     flavors: dict[str, Flavor] = field(default_factory=dict)
     networks: dict[str, NetworkSpec] = field(default_factory=dict)
     instances: dict[str, InstanceSpec] = field(default_factory=dict)
+    uplink: UplinkSpec | None = None
 
     def ports(self) -> list[tuple[InstanceSpec, PortSpec]]:
         return [(inst, port) for inst in self.instances.values() for port in inst.ports]

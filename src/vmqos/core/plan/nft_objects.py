@@ -123,6 +123,9 @@ class NftRule:
     fwd_to: str | None = None  # hand the packet to this device's egress (the port's IFB): the last rule
     limit_name: str | None = None  # over this named limit (`NftLimit`): the police rule of earlier versions
     mark_bit: int | None = None  # only packets with this skb->mark bit set (`POLICE_MARK`): the police rule
+    mark_is: int | None = None  # only packets whose skb->mark is this (the uplink's classes, `core.plan.uplink`)
+    set_mark: int | None = None  # set skb->mark: the port a packet came from, for the uplink
+    set_priority: str | None = None  # set skb->priority to this HTB class ("1:1a3"): HTB reads it before filters
 
     def _remote(self) -> str:
         return "daddr" if self.account_local == "saddr" else "saddr"
@@ -148,10 +151,16 @@ class NftRule:
             parts.append(f'limit name "{self.limit_name}"')
         if self.mark_bit is not None:
             parts.append(f"meta mark & {self.mark_bit:#x} == {self.mark_bit:#x}")
+        if self.mark_is is not None:
+            parts.append(f"meta mark {self.mark_is:#x}")
         if self.counter:
             parts.append(f'counter name "{self.counter}"')
         if self.dscp is not None:
             parts.append(f"{self.ip_family} dscp set {self.dscp}")
+        if self.set_mark is not None:
+            parts.append(f"meta mark set {self.set_mark:#x}")
+        if self.set_priority is not None:
+            parts.append(f"meta priority set {self.set_priority}")
         if self.verdict:
             parts.append(self.verdict)
         if self.fwd_to is not None:
@@ -182,11 +191,17 @@ class NftRule:
             expr.append({"limit": self.limit_name})
         if self.mark_bit is not None:
             expr.append(_match({"&": [{"meta": {"key": "mark"}}, self.mark_bit]}, "==", self.mark_bit))
+        if self.mark_is is not None:
+            expr.append(_match({"meta": {"key": "mark"}}, "==", self.mark_is))
         if self.counter:
             expr.append({"counter": self.counter})
         if self.dscp is not None:
             expr.append({"mangle": {"key": {"payload": {"protocol": self.ip_family, "field": "dscp"}},
                                     "value": self.dscp}})
+        if self.set_mark is not None:
+            expr.append({"mangle": {"key": {"meta": {"key": "mark"}}, "value": self.set_mark}})
+        if self.set_priority is not None:
+            expr.append({"mangle": {"key": {"meta": {"key": "priority"}}, "value": self.set_priority}})
         if self.verdict:
             expr.append({self.verdict: None})
         if self.fwd_to is not None:
@@ -215,6 +230,13 @@ def rule_from_expr(expr: list[dict[str, Any]]) -> NftRule:
             elif (name == "match" and value["op"] == "==" and isinstance(value["right"], int)
                   and value["left"] == {"&": [{"meta": {"key": "mark"}}, value["right"]]}):
                 fields["mark_bit"] = value["right"]
+            elif (name == "match" and value["op"] == "==" and isinstance(value["right"], int)
+                  and value["left"] == {"meta": {"key": "mark"}}):
+                fields["mark_is"] = value["right"]
+            elif name == "mangle" and value["key"] == {"meta": {"key": "mark"}} and isinstance(value["value"], int):
+                fields["set_mark"] = value["value"]
+            elif name == "mangle" and value["key"] == {"meta": {"key": "priority"}} and isinstance(value["value"], str):
+                fields["set_priority"] = value["value"]
             elif (name == "match" and value["op"] == "==" and value["right"] == "syn"
                   and value["left"] == {"&": [{"payload": {"protocol": "tcp", "field": "flags"}},
                                               list(TCP_FLAGS_MASK)]}):

@@ -193,9 +193,12 @@ def _segmenting(tree: Sequence[KernelObject]) -> str:
 
 
 def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
-              mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True) -> PortPlan:
+              mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True,
+              uplink: str | None = None, uplink_mark: int | None = None) -> PortPlan:
     """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
-    both directions, SYNs from the instance and traffic per IP, whether or not the port is limited."""
+    both directions, SYNs from the instance and traffic per IP, whether or not the port is limited.
+    `uplink`: the host's uplink that holds the port's guaranteed minimums (`core.plan.uplink`), and
+    `uplink_mark` the skb->mark its ingress chain sets so that the uplink knows the port's packets."""
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
     chains: list[NftChain] = []
@@ -245,9 +248,11 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
     if eff_out.dscp is not None:
         for fam in ("ip", "ip6"):
             rules_out.append(NftRule(f"{from_chain}_marked", dscp=eff_out.dscp.value, ip_family=fam))
-    if accounting or len(rules_out) > 1 or shaper:
+    if accounting or len(rules_out) > 1 or shaper or uplink_mark is not None:
         limiting = len(rules_out) > (2 if accounting else 1)
         rules_out += (_accounting(device, "from") if accounting else []) + [NftRule(f"{from_chain}_passed")]
+        if uplink_mark is not None:  # after the police rule (which reads the mark), before the IFB
+            rules_out.append(NftRule("", set_mark=uplink_mark))
         # The shaper is fed from this chain, not by a tc ingress redirect: tc's ingress runs before
         # nft's, and a packet the IFB re-injects skips both, so behind a tc redirect this chain would
         # never see the instance's packets (no packet-rate limit, DSCP mark, SYN count or accounting).
@@ -259,8 +264,11 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
 
     for direction, eff in ((Direction.INGRESS, eff_in), (Direction.EGRESS, eff_out)):
         if eff.min_bps is not None:
-            notes.append(Note(f"{direction.value}.min_bps", "a guaranteed minimum is shared out on the host's uplink "
-                              "among all its ports, not on one port; this port plan does not enforce it", "info"))
+            notes.append(Note(f"{direction.value}.min_bps", f"held on the host's uplink {uplink}, shared with its other "
+                              "ports (`vmqos plan --uplink-of HOSTFILE` shows it)" if uplink else
+                              "a guaranteed minimum is shared out on the host's uplink among all its ports, not on "
+                              "one port; name the uplink in the host file (`uplink: {device: ..., capacity: ...}`) "
+                              "to enforce it", "info"))
 
     if chains:
         counters = sorted({name for chain in chains for name in chain.counters()})

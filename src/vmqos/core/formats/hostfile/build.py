@@ -42,6 +42,7 @@ from vmqos.core.model.host import (
     NetworkSpec,
     Policy,
     PortSpec,
+    UplinkSpec,
 )
 from vmqos.core.model.network import (
     BandwidthLimit,
@@ -227,7 +228,8 @@ class Builder:
         with self.lines.at(path):
             return PortSpec(device=wire.device, network=wire.network, policy=wire.policy, limits=limits,
                             egress_mode=EgressMode(wire.egress_mode or EgressMode.SHAPE.value),
-                            mtu=DEFAULT_MTU if wire.mtu is None else wire.mtu)
+                            mtu=DEFAULT_MTU if wire.mtu is None else wire.mtu,
+                            addresses=tuple(wire.addresses or ()))
 
     def instance(self, name: str, wire: InstanceWire | None, state: dict[str, Any],
                  devices: dict[str, tuple[str, int | None]]) -> InstanceSpec:
@@ -275,6 +277,13 @@ class Builder:
         for name, inst in (wire.instances or {}).items():
             self.name(("instances", name), name, "instance")
             state["instances"][name] = self.instance(name, inst, state, devices)
+        if wire.uplink is not None:
+            capacity = self.rate(("uplink", "capacity"), wire.uplink.capacity)
+            with self.lines.at(("uplink",)):
+                state["uplink"] = UplinkSpec(wire.uplink.device, capacity or 0, bool(wire.uplink.oversubscribe))
+            if wire.uplink.device in devices:
+                raise self.lines.fail(("uplink", "device"), f"uplink.device: {wire.uplink.device!r} is a port of "
+                                      f"instance {devices[wire.uplink.device][0]!r}; the uplink is the host's own link")
         return HostState(**state)
 
 

@@ -133,6 +133,8 @@ def dump_port(port: PortSpec) -> dict[str, Any]:
         out["mtu"] = port.mtu
     if port.limits is not None:
         out["limits"] = dump_network(port.limits)
+    if port.addresses:
+        out["addresses"] = list(port.addresses)
     return out
 
 

@@ -191,6 +191,15 @@ class PortWire(Wire):
     egress_mode: Literal["shape", "police"] | None = None
     mtu: int | None = None
     limits: QosWire | None = Field(default=None, description="limits set on the port itself")
+    addresses: list[str] | None = Field(default=None, description="the instance's IPv4/IPv6 addresses on this port "
+                                                                   "(how the uplink finds traffic towards it)")
+
+
+class UplinkWire(Wire):
+    device: str = Field(description="the host's shared link: its physical or bond device")
+    capacity: int | str = Field(description="what the link carries (a tc rate, `10gbit`, or bit/s)")
+    oversubscribe: bool | None = Field(default=None, description="guarantees above the capacity are scaled down "
+                                                                 "with a warning instead of refused")
 
 
 class InstanceWire(Wire):
@@ -210,6 +219,8 @@ class HostFileWire(Wire):
     flavors: dict[str, FlavorWire | None] | None = None
     networks: dict[str, NetworkWire | None] | None = None
     instances: dict[str, InstanceWire | None] | None = None
+    uplink: UplinkWire | None = Field(default=None, description="the link whose capacity the ports' guaranteed "
+                                                                 "minimums share (issue 16)")
 
 
 def schema() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from vmqos.core.errors import InvalidValue, UnsupportedError
 from vmqos.core.formats.hostfile.dump import dump_flavor, dump_instance, dump_policy
 from vmqos.core.formats.hostfile.wire import VERSION
 from vmqos.core.model.document import Note, QosDocument
+from vmqos.core.units import format_rate
 from vmqos.core.model.host import Flavor, HostState, InstanceSpec, PortSpec
 
 
@@ -73,6 +74,9 @@ def write_host(state: HostState, *, notes: tuple[Note, ...] = ()) -> str:
                             for name, n in state.networks.items()}
     if state.instances:
         data["instances"] = {name: dump_instance(i) for name, i in state.instances.items()}
+    if state.uplink is not None:
+        data["uplink"] = {"device": state.uplink.device, "capacity": format_rate(state.uplink.capacity_bps),
+                          **({"oversubscribe": True} if state.uplink.oversubscribe else {})}
     comments = "".join("# " + str(note).replace("\n", " ") + "\n" for note in notes)
     body = yaml.dump(_styled(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return _HEADER + comments + body
