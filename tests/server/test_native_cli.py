@@ -95,7 +95,7 @@ def test_port_set_show_clear_against_a_server(server):
     gone = _one_line_error(_cli(server, "port", "clear", DEVICE, "--host", HOST, url=f"http://127.0.0.1:{free_port()}"))
     assert gone.startswith("vmqos: error: http://127.0.0.1:") and "unreachable" in gone
     mixed = _cli(server, "port", "clear", DEVICE, "--host", HOST, "--force")
-    assert mixed.returncode == 2 and "--live, --config, --force and --follow are for this host" in mixed.stderr
+    assert mixed.returncode == 2 and "--live, --config and --force are for this host" in mixed.stderr
 
 
 def test_port_list_events_and_quarantines_against_a_server(server):
