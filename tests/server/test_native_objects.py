@@ -85,6 +85,8 @@ def test_policies_in_vmqos_typed_form_are_read_written_and_checked(api):
     shape = {**GOLD, "qos": {"egress": {"bandwidth": {"rate_bps": "fast"}}}}
     message = _error(api.post("/v1/policies", json=shape, headers=alice), 422, "PolicyInvalid")
     assert "qos.egress.bandwidth.rate_bps" in message and "'fast'" in message
+    assert "policy name" in _error(api.post("/v1/policies", json={**GOLD, "name": "a\tb"}, headers=alice), 422,
+                                   "PolicyInvalid")
 
     # a conditional replace: the stale revision is refused, the current one wins
     path = f"/v1/policies/{gold['id']}"
@@ -179,5 +181,7 @@ def test_the_events_long_poll_answers_what_came_after_the_last_id(api):
     assert [e["message"] for e in first] == ["0", "1"]  # oldest first, as a follower prints them
     rest = api.get("/v1/events/changes", params={"after": first[-1]["id"], "wait": 5}, headers=admin).json()
     assert [e["message"] for e in rest["events"]] == ["2"]
+    assert "after" in _error(api.get("/v1/events/changes", params={"after": 2**31}, headers=admin), 400,
+                             "InvalidInput")  # ids are 32-bit in the store: refused, not a database error
     assert api.get("/v1/events/changes", params={"after": 0}, headers=headers(api, "bob", "other")).json() == \
         {"events": []}  # another project's member sees no other project's device's events

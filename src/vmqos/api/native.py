@@ -24,7 +24,7 @@ from vmqos.api.conditional import etag
 from vmqos.api.fleet import ERRORS, _store
 from vmqos.core.errors import InvalidValue
 from vmqos.services import fleet_hosts, native_policies, native_views
-from vmqos.services.fleet_wire import MAX_REVISION, EventList
+from vmqos.services.fleet_wire import EventList
 from vmqos.services.identity import Caller
 from vmqos.services.native_policies import NativePolicyAnswer, NativePolicyList, PolicyBody
 from vmqos.services.native_views import EffectivePortAnswer, NativeVolumeAnswer, NativeVolumeList
@@ -33,6 +33,7 @@ router = APIRouter(prefix="/v1", tags=["native"])
 WRITES = {**ERRORS, 412: {"model": m.NeutronErrorResponse}, 422: {"model": m.NeutronErrorResponse}}
 POLL_S = 0.5
 MAX_EVENT_WAIT_S = 60.0
+MAX_EVENT_ID = 2**31 - 1  # the events' ids are 32-bit integers in the store (a bigger one was a 500 on PostgreSQL)
 
 
 def _revision(if_match: str | None) -> int | None:
@@ -116,7 +117,7 @@ def port_effective(request: Request, host: str, device: str,
 
 @router.get("/events/changes", responses=ERRORS,
             summary="The events above `after` (oldest first): at once if any, else the first within `wait` s")
-async def event_changes(request: Request, after: int = Query(ge=0, le=MAX_REVISION,
+async def event_changes(request: Request, after: int = Query(ge=0, le=MAX_EVENT_ID,
                                                              description="the id of the last event read (0: all)"),
                         wait: float = Query(0.0, ge=0, description=f"seconds to wait (capped at "
                                                                    f"{MAX_EVENT_WAIT_S:g})"),

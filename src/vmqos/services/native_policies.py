@@ -236,7 +236,11 @@ def show_policy(store: Store, caller: Caller, policy_id: str) -> NativePolicy:
 
 def _data(name: str, body: PolicyBody) -> str:
     qos = to_model(body.qos)
-    return json.dumps(policy_to_data(ModelPolicy(name=name, qos=qos)), sort_keys=True, separators=(",", ":"))
+    try:
+        policy = ModelPolicy(name=name, qos=qos)
+    except VmqosError as exc:  # a name the model refuses (a control character): 422 as every refusal here
+        raise PolicyInvalid(str(exc)) from None
+    return json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
 
 
 def _writable(store: Store, caller: Caller, policy_id: str, action: str) -> StoredNativePolicy:
