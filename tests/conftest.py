@@ -23,6 +23,7 @@ _LONGEST_FIRST = (
     "tests/server/test_cinder_qos.py",
     "tests/server/test_openstack_cli.py",
     "tests/server/test_fuzz.py",
+    "tests/server/test_native_objects.py",
     "tests/kernel/test_agent_kill_1000.py",
     "tests/server/test_neutron_rules_cli.py",
     "tests/server/test_nova_flavors.py",

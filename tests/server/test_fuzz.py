@@ -128,7 +128,8 @@ def test_no_server_error_and_json_errors(case, fuzzed):
     headers["X-Auth-Token"] = token
     if case.path == "/v3/auth/tokens" and case.method in ("GET", "HEAD", "DELETE"):
         headers.setdefault("X-Subject-Token", "not-a-token")  # never the caller's own: keep fuzzing as admin
-    if case.path.endswith("/desired/changes") and isinstance(case.query, dict) and "wait" in case.query:
+    long_polls = ("/desired/changes", "/events/changes")
+    if case.path.endswith(long_polls) and isinstance(case.query, dict) and "wait" in case.query:
         case.query["wait"] = 0  # the long poll: a generated wait of up to 60 s per example would be the whole budget
     response = case.call(base_url=url, headers=headers)
     case.validate_response(response, checks=[schemathesis.checks.not_a_server_error],

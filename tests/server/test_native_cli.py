@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vmqos.core.formats.hostfile import policy_from_data
-from vmqos.services.fleet_wire import EventReport, QuarantineReport, Registration, Report
+from vmqos.services.fleet_wire import EventReport, PortUsage, QuarantineReport, Registration, Report, UsageLine
 from vmqos.services.server_client import ServerClient
 
 from .conftest import ADMIN_PASSWORD, PASSWORD, free_port
@@ -95,7 +95,7 @@ def test_port_set_show_clear_against_a_server(server):
     gone = _one_line_error(_cli(server, "port", "clear", DEVICE, "--host", HOST, url=f"http://127.0.0.1:{free_port()}"))
     assert gone.startswith("vmqos: error: http://127.0.0.1:") and "unreachable" in gone
     mixed = _cli(server, "port", "clear", DEVICE, "--host", HOST, "--force")
-    assert mixed.returncode == 2 and "--live, --config, --force and --follow are for this host" in mixed.stderr
+    assert mixed.returncode == 2 and "--live, --config and --force are for this host" in mixed.stderr
 
 
 def test_port_list_events_and_quarantines_against_a_server(server):
@@ -142,3 +142,90 @@ def test_fleet_instances_lists_the_neutron_ports_device_ids(server):
     listed = json.loads(_ok(_cli(server, "fleet", "instances", "--host", HOST, "--json")))
     assert [(i["id"], i["hosts"], [(p["port_id"], p["device"]) for p in i["ports"]]) for i in listed] == [
         ("vm-native-1", [HOST], [(made["id"], "tap" + made["id"][:11])])]
+
+
+def test_two_concurrent_port_set_writers_lose_no_update(server):
+    """Two `port set --server` at once (the CLI's own read-change-write, services.fleet_remote), made to read the
+    same revision before either writes: the second write is refused (412), read again and applied on top, so both
+    changes hold. Without the conditional write the second PUT would drop the first one's --inbound."""
+    import threading
+
+    from vmqos.core.desired.ports import PortChange
+    from vmqos.services.fleet_remote import set_remote
+
+    admin = {"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD, "OS_PROJECT_NAME": "admin"}
+    device = "vq-race0"
+    assert _cli(server, "port", "set", device, "--host", HOST, "--inbound", "1000,0,0").returncode == 0
+    both_read = threading.Barrier(2, timeout=30)
+
+    class ReadsTogether(ServerClient):
+        """The first read of each writer waits for the other's: both hold the same revision when they write."""
+
+        waited = False
+
+        def port(self, device, host=None):
+            found = super().port(device, host)
+            if not self.waited:
+                self.waited = True
+                both_read.wait()
+            return found
+
+    changes = {"in": PortChange(inbound="2000,0,0"), "out": PortChange(outbound="3000,0,0")}
+    results: dict[str, object] = {}
+
+    def write(name: str) -> None:
+        plain = ServerClient.from_env(server.url, environ=admin)
+        client = ReadsTogether(plain.url, plain.session)
+        try:
+            results[name] = set_remote(client, HOST, device, changes[name])
+        except Exception as exc:  # reported below, with the other writer's result
+            results[name] = exc
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in changes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(not isinstance(r, Exception) for r in results.values()), results
+    final = json.loads(_ok(_cli(server, "port", "show", device, "--host", HOST, "--json")))
+    qos = _qos(final)
+    assert (qos.ingress.bandwidth.rate_bps, qos.egress.bandwidth.rate_bps) == (16_000_000, 24_000_000)
+
+
+def test_usage_and_following_events_against_a_server(server):
+    import signal
+    import time
+
+    admin = {"OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD, "OS_PROJECT_NAME": "admin"}
+    device = "vq-use0"
+    assert _cli(server, "port", "set", device, "--host", HOST, "--inbound", "1000,0,0").returncode == 0
+    agent = ServerClient.from_env(server.url, host=HOST, environ=admin)
+    agent.register(Registration(agent_version="test"))
+    at = datetime.now(UTC).replace(microsecond=0)
+    hour = at.replace(minute=0, second=0)
+    agent.report(Report(usage=[PortUsage(device=device, at=at, lines=[
+        UsageLine(direction="egress", local_ip="10.0.0.5", remote_ip="192.0.2.1", granularity="hour",
+                  period_start=hour, bytes=5_000_000, packets=4000)])]))
+    used = json.loads(_ok(_cli(server, "usage", "--host", HOST, "--port", device, "--json")))
+    assert [(u["remote_ip"], u["bytes"]) for u in used["lines"]] == [("192.0.2.1", 5_000_000)]
+    assert "192.0.2.1" in _ok(_cli(server, "usage", "--host", HOST, "--port", device))
+    assert "--port DEV" in _cli(server, "usage", "--host", HOST).stderr
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))} | admin
+    follower = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "events", "--server", server.url, "--host",
+                                 HOST, "--port", device, "--follow", "--json", "--limit", "1"], cwd=server.cwd,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its Ctrl-C is its own, not this run's
+    try:
+        time.sleep(3)  # it has started and waits in the server's long poll (no assertion on this time)
+        agent.report(Report(events=[EventReport(device=device, at=at, kind="flood", message=f"burst {i}")
+                                    for i in range(2)]))
+        lines = [follower.stdout.readline() for _ in range(2)]
+        assert [json.loads(line)["message"] for line in lines] == ["burst 0", "burst 1"]
+        follower.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly: no traceback, status 0
+        _out, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0 and "Traceback" not in err, err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()

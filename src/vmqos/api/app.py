@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from vmqos import __version__
-from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, network, neutron_policies,
-                       neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
+from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, native, network,
+                       neutron_policies, neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
 from vmqos.api.checks import Checks
 from vmqos.api.fleet_watch import Watch
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
@@ -105,6 +105,8 @@ def _bad_body(request: Request, exc: Exception) -> JSONResponse:
     """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody.
     /v1 declares its bodies and queries as models: what they refuse is named, field and reason."""
     if _fleet(request) and isinstance(exc, RequestValidationError):
+        if request.url.path.startswith("/v1/policies"):  # a policy's body: 422, as the model's own refusals
+            return neutron_error(422, "PolicyInvalid", _first_problem(exc, with_value=True))
         return neutron_error(400, "InvalidInput", _first_problem(exc))
     if _nova_or_cinder(request):
         return microversion.fault(request, 400, "Malformed request body")
@@ -113,14 +115,17 @@ def _bad_body(request: Request, exc: Exception) -> JSONResponse:
     return identity.keystone_error(400, "Bad Request", "Malformed request body: the body is not JSON.")
 
 
-def _first_problem(exc: RequestValidationError) -> str:
+def _first_problem(exc: RequestValidationError, *, with_value: bool = False) -> str:
     errors = exc.errors()
     if not errors:
         return "Invalid input: the request could not be read."
     first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the body"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"Invalid input for {where}: {first.get('msg', 'not valid')}{more}"
+    given = ""
+    if with_value and first.get("type") != "missing" and "input" in first:
+        given = f" ({str(first['input'])[:80]!r} given)"
+    return f"Invalid input for {where}{given}: {first.get('msg', 'not valid')}{more}"
 
 
 async def _no_nul(request: Request) -> Response | None:
@@ -178,9 +183,10 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
             return dashboard.index()
         return {"versions": [network.network_version(request), identity.identity_version(request)]}
 
-    # /v1 first: a request is matched against the routes in order, and the agents' long polls are most
-    # of a fleet's requests (after the 300-odd Neutron, Nova and Cinder routes, matching cost 30 % of one);
+    # /v1 first (native, fleet): a request is matched against the routes in order, and the agents' long
+    # polls are most of a fleet's requests (after the 300-odd Neutron, Nova and Cinder routes, matching cost 30 % of one);
     # no other router's paths start with /v1, so the order changes no answer
+    app.include_router(native.router)  # before fleet's: /v1/events/changes is not a /v1/events query
     app.include_router(fleet.router)
     app.include_router(identity.router)
     app.include_router(identity_admin.router)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from vmqos.api import auth
+from vmqos.api.conditional import read_expect, set_etag
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
 from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances, verify_runs
@@ -137,8 +138,11 @@ def list_ports(request: Request, host: str | None = Query(None), who: Caller = D
 
 
 @router.get("/hosts/{host}/ports/{device}", responses=ERRORS, summary="One device of a host")
-def show_port(request: Request, host: str, device: str, who: Caller = Depends(auth.caller)) -> PortAnswer:
-    return PortAnswer(port=fleet_hosts.show_port(_store(request), who, host, device))
+def show_port(request: Request, response: Response, host: str, device: str,
+              who: Caller = Depends(auth.caller)) -> PortAnswer:
+    found = fleet_hosts.show_port(_store(request), who, host, device)
+    set_etag(response, found.desired_revision)  # what a conditional PUT sends back in If-Match
+    return PortAnswer(port=found)
 
 
 @router.get("/hosts/{host}/ports/{device}/usage", responses=ERRORS,
@@ -171,11 +175,17 @@ def verify_run_plot(request: Request, host: str, device: str, run_id: int = Path
                     headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.put("/hosts/{host}/ports/{device}", responses=ERRORS,
-            summary="Set a device's limits with the native API (admin; 409 when a Neutron port names it)")
-def set_port(request: Request, host: str, device: str, body: NativePort,
+@router.put("/hosts/{host}/ports/{device}", responses={**ERRORS, 412: {"model": m.NeutronErrorResponse}},
+            summary="Set a device's limits with the native API (admin; 409 when a Neutron port names it; 412 when "
+                    "If-Match is not its ETag any more, or If-None-Match: * and it has limits)")
+def set_port(request: Request, response: Response, host: str, device: str, body: NativePort,
+             if_match: str | None = Header(None, description='the ETag a GET answered ("42"): write only if '
+                                                             "nobody wrote since"),
+             if_none_match: str | None = Header(None, description="'*': write only if the device has no limits"),
              who: Caller = Depends(auth.caller)) -> PortAnswer:
-    return PortAnswer(port=fleet_hosts.set_native(_store(request), who, host, device, body))
+    found = fleet_hosts.set_native(_store(request), who, host, device, body, read_expect(if_match, if_none_match))
+    set_etag(response, found.desired_revision)
+    return PortAnswer(port=found)
 
 
 @router.delete("/hosts/{host}/ports/{device}", status_code=204, responses=ERRORS,

@@ -7,6 +7,7 @@ is imported when a command runs: the other commands do not pay for keystoneauth1
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from vmqos.core.desired.ports import PortChange
-    from vmqos.services.fleet_wire import Port, Sample
+    from vmqos.services.fleet_wire import Event, Port, Sample
     from vmqos.services.server_client import ServerClient
 
 _ORDER = ("rate", "peak", "burst", "pps", "pps_burst", "dscp", "min", "min_pps")  # as a host file writes them
@@ -199,21 +200,70 @@ def list_remote(server: str | None, host: str | None, as_json: bool) -> None:
     print_ports(client(server).ports(host), as_json)
 
 
+FOLLOW_WAIT_S = 25.0  # one long poll of `events --follow --server`; the server caps it at 60 s
+
+
+def _event_text(ev: Event) -> str:
+    where = f"{ev.host}/{ev.device}" + (f" ({ev.instance})" if ev.instance else "") + \
+        (f" {ev.direction}" if ev.direction else "")
+    return f"{ev.at:%Y-%m-%d %H:%M:%S} {ev.kind:<11} {where}: {ev.message}"
+
+
 def events_remote(server: str | None, host: str | None, device: str | None, since: datetime | None, limit: int,
-                  as_json: bool) -> None:
-    """`vmqos events --server URL [--host HOST]`: the newest `limit` events the agents reported, printed
-    oldest first as the local command prints them (`since` filters what the server answered)."""
+                  as_json: bool, follow: bool = False) -> None:
+    """`vmqos events --server URL [--host HOST] [--follow]`: the newest `limit` events the agents reported,
+    printed oldest first as the local command prints them (`since` filters what the server answered);
+    with --follow, then every new one as it comes (the server's long poll, /v1/events/changes), one line
+    each (one JSON object per line with --json) until Ctrl-C."""
+    import json
     from datetime import UTC
 
-    found = [e for e in reversed(client(server).events(host, device, limit).events)
+    remote = client(server)
+    newest = remote.events(host, device, limit).events
+    found = [e for e in reversed(newest)
              if since is None or (e.at if e.at.tzinfo else e.at.replace(tzinfo=UTC)) >= since]
-    if as_json:
+    if as_json and not follow:
         print_json([e.model_dump(mode="json") for e in found])
         return
     for ev in found:
-        where = f"{ev.host}/{ev.device}" + (f" ({ev.instance})" if ev.instance else "") + \
-            (f" {ev.direction}" if ev.direction else "")
-        stdout.print(f"{ev.at:%Y-%m-%d %H:%M:%S} {ev.kind:<11} {where}: {ev.message}", markup=False)
+        click.echo(json.dumps(ev.model_dump(mode="json")) if as_json else _event_text(ev))
+    after = newest[0].id if newest else 0
+    try:
+        while follow:
+            for ev in remote.event_changes(after, FOLLOW_WAIT_S, host, device).events:
+                after = max(after, ev.id)
+                click.echo(json.dumps(ev.model_dump(mode="json")) if as_json else _event_text(ev))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+def usage_remote(server: str | None, host: str | None, device: str | None, granularity: str, min_bytes: int,
+                 as_json: bool) -> None:
+    """`vmqos usage --server URL --host HOST --port DEV`: the port's per-IP usage as its agent last reported it."""
+    if not device:
+        raise click.UsageError("--server needs --port DEV: a server keeps usage per port")
+    found = client(server).usage(device, _needs_host(host)).usage
+    lines = [] if found is None else [u for u in found.lines if u.granularity == granularity and u.bytes >= min_bytes]
+    if as_json:
+        print_json({"host": host, "device": device, "at": None if found is None else found.at.isoformat(),
+                    "lines": [u.model_dump(mode="json") for u in lines]})
+        return
+    if found is None:
+        stdout.print(f"{device} on host {host}: its agent has reported no usage yet", markup=False)
+        return
+    from rich.table import Table
+
+    from vmqos.core.units import human_size
+
+    table = Table(title=f"usage per {granularity} of {device} on {host} (reported {found.at:%Y-%m-%d %H:%M:%S})",
+                  title_justify="left", show_edge=False)
+    for column in ("period (UTC)", "direction", "instance address", "remote address", "bytes", "packets"):
+        table.add_column(column, justify="right" if column in ("bytes", "packets") else "left")
+    for u in sorted(lines, key=lambda u: (u.period_start, u.direction, -u.bytes)):
+        table.add_row(f"{u.period_start:%Y-%m-%d %H:00}" if granularity == "hour" else f"{u.period_start:%Y-%m-%d}",
+                      u.direction, u.local_ip, u.remote_ip, human_size(u.bytes), f"{u.packets:,}")
+    stdout.print(table)
 
 
 def quarantines_remote(server: str | None, host: str | None, as_json: bool) -> None:

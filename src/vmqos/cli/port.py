@@ -39,15 +39,17 @@ def server_options(host_help: str = "with --server: the host the port is on") ->
     return add
 
 
-def remote(server: str | None, host: str | None, netns: str | None, db: str | None, local_flags: bool) -> bool:
-    """Whether a command goes to a server (--server or --host given); its local-only options refused then."""
+def remote(server: str | None, host: str | None, netns: str | None, db: str | None, local_flags: bool,
+           refused: str = "--live, --config and --force are for this host; with --server the host's agent applies "
+                          "a change") -> bool:
+    """Whether a command goes to a server (--server or --host given); its local-only options refused then
+    (`refused` says which and why)."""
     if server is None and host is None:
         return False
     if netns is not None or db is not None:
         raise click.UsageError("--netns and --db read this host; --server and --host ask a server: not both")
     if local_flags:
-        raise click.UsageError("--live, --config, --force and --follow are for this host; with --server the host's "
-                               "agent applies a change, and a server's events are read once")
+        raise click.UsageError(refused)
     return True
 
 

@@ -130,20 +130,22 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
     """Flood detections and the actions taken, with their reasons, oldest first.
 
     With --server URL (or --host HOST and $VMQOS_URL): what the agents reported to that server, the
-    newest --limit of them, of every host or of HOST's.
+    newest --limit of them, of every host or of HOST's; with --follow, then each new one as the
+    server receives it (its long poll), until Ctrl-C.
 
     \b
     Examples:
       vmqos events --netns lab-host --since 1h
       vmqos events --netns lab-host --follow --json
       vmqos events --server http://ctl:9696 --host compute1 --limit 20
+      vmqos events --server http://ctl:9696 --follow --json
     """
     import json
 
-    if remote(server, host, netns, db, follow):
+    if remote(server, host, netns, db, False):
         from vmqos.cli.fleet import events_remote
 
-        events_remote(server, host, port, parse_since(since), limit, as_json)
+        events_remote(server, host, port, parse_since(since), limit, as_json, follow)
         return
 
     with open_store(db, read_only=True) as store:
@@ -176,22 +178,33 @@ def events(netns: str | None, db: str | None, follow: bool, since: str | None, p
 @click.option("--collect/--no-collect", default=True, show_default=True,
               help="Fold what the kernel counted since the last fold into the store first.")
 @click.option("--json", "as_json", is_flag=True, help="The totals as JSON.")
+@server_options("with --server: the host the port is on")
 def usage(netns: str | None, db: str | None, port: str | None, since: str | None, granularity: str, min_bytes: str,
-          collect: bool, as_json: bool) -> None:
+          collect: bool, as_json: bool, server: str | None, host: str | None) -> None:
     """Bytes and packets per instance address and remote address, per hour or per day.
 
     Counted by IP on the port itself (no SPAN port, immune to a poisoned ARP cache): towards
     the instance before its HTB queue, from it after its limits. A running `vmqos monitor` folds
     the counters every minute; `--collect` (the default) folds them now.
 
+    With --server URL --host HOST --port DEV: the port's usage of the current hour and day as its
+    host's agent last reported it to that server (the biggest address pairs of each window).
+
     \b
     Examples:
       vmqos usage --netns lab-host --since 1d --by hour
       vmqos usage --netns lab-host --port tap-vm1 --json
+      vmqos usage --server http://ctl:9696 --host compute1 --port tap-vm1 --by day
     """
+    smallest = parse_size(min_bytes)
+    if remote(server, host, netns, db, since is not None or not collect,
+              "--since and --no-collect read this host's store; a server keeps each port's current hour and day"):
+        from vmqos.cli.fleet import usage_remote
+
+        usage_remote(server, host, port, granularity, smallest, as_json)
+        return
     from vmqos.monitor.daemon import Monitor  # lazy: pyroute2
 
-    smallest = parse_size(min_bytes)
     with open_store(db, read_only=not collect) as store:
         if collect:
             with Monitor(store, netns) as mon:

@@ -130,3 +130,10 @@ class RevisionGone(VmqosError):
 
     exit_code = 1
     http_status = 410
+
+
+class PreconditionFailed(ConflictError):
+    """A conditional write (If-Match: the revision the writer read) found another revision: someone else
+    wrote in between (412). The writer reads again and applies its change to what it reads."""
+
+    http_status = 412

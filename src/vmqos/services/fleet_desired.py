@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 
 from vmqos.core.desired.neutron_ports import device_name
-from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
+from vmqos.core.errors import ConflictError, InvalidValue, NotFound, PreconditionFailed, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
 from vmqos.core.model.host import Policy, check_device_name
 from vmqos.services.fleet_wire import Changes, Desired, RevisionGone, Snapshot, check_host
@@ -251,13 +251,39 @@ def _check_native(w: DesiredWriter, host: str, device: str) -> DesiredRow | None
     return w.rows_at([(host, device)]).get((host, device))
 
 
-def set_port(store: Store, host: str, device: str, policy: Policy) -> Desired:
-    """Give the device of a host the policy, as a native row (409 when a Neutron port names the device)."""
+@dataclass(frozen=True)
+class Expect:
+    """What a conditional write expects the row to be: at `revision` (If-Match; a tombstone has one too),
+    or without a live limit (`absent`: If-None-Match: *). Neither: an unconditional write."""
+
+    revision: int | None = None
+    absent: bool = False
+
+
+def _check_expected(have: DesiredRow | None, expect: Expect, host: str, device: str) -> None:
+    """412 unless the row is as the writer read it: checked in the writer's transaction, so that two
+    read-modify-write clients never both win (the second's change would silently drop the first's)."""
+    current = None if have is None else have.revision
+    if expect.revision is not None and current != expect.revision:
+        raise PreconditionFailed(
+            f"device {device} on host {host}: it is at revision {current if current is not None else 'none'}, not "
+            f"{expect.revision} as read (If-Match): someone changed it in between; read it again (GET) and "
+            "apply the change to what it holds now")
+    if expect.absent and have is not None and have.policy is not None:
+        raise PreconditionFailed(
+            f"device {device} on host {host}: it has limits since revision {have.revision} (If-None-Match: *): "
+            "someone set them in between; read it again (GET) and apply the change to what it holds now")
+
+
+def set_port(store: Store, host: str, device: str, policy: Policy, expect: Expect = Expect()) -> Desired:
+    """Give the device of a host the policy, as a native row (409 when a Neutron port names the device;
+    412 when `expect` does not hold)."""
     check_host(host)
     check_device_name(device, "device")
     text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
     with records.desired_writer(store, f"setting device {device} on host {host}") as w:
         have = _check_native(w, host, device)
+        _check_expected(have, expect, host, device)
         want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at)
         if have is not None and (have.source, have.policy_name, have.policy) == (NATIVE, policy.name, text):
             return desired(have)

@@ -24,7 +24,7 @@ from vmqos.core.errors import NotFound
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_access as access
 from vmqos.services import fleet_desired
-from vmqos.services.fleet_desired import NATIVE, desired
+from vmqos.services.fleet_desired import NATIVE, Expect, desired
 from vmqos.services.fleet_wire import (
     Event,
     Host,
@@ -215,12 +215,14 @@ def usage_of(store: Store, port: Port) -> PortUsage | None:
     return None if found is None else PortUsage.model_validate_json(found)
 
 
-def set_native(store: Store, caller: Caller, host: str, device: str, body: NativePort) -> Port:
-    """Give a device of a host its limits with the native API (admin only; 409 when a Neutron port names it)."""
+def set_native(store: Store, caller: Caller, host: str, device: str, body: NativePort,
+               expect: Expect = Expect()) -> Port:
+    """Give a device of a host its limits with the native API (admin only; 409 when a Neutron port names it,
+    412 when the row is not as `expect` says: a conditional write, see fleet_desired.Expect)."""
     access.check_admin(caller, "setting a port's limits with the native API")
     check_host(host)
     name = body.policy_name or f"{NATIVE}:{device}"
-    fleet_desired.set_port(store, host, device, policy_from_data(name, body.policy, path=("policy",)))
+    fleet_desired.set_port(store, host, device, policy_from_data(name, body.policy, path=("policy",)), expect)
     return show_port(store, caller, host, device)
 
 
@@ -231,11 +233,12 @@ def clear_native(store: Store, caller: Caller, host: str, device: str) -> None:
 
 
 def list_events(store: Store, caller: Caller, *, host: str | None = None, device: str | None = None,
-                limit: int = 100) -> list[Event]:
-    """The newest `limit` events (at most EVENTS_LIMIT) the caller may see, newest first."""
+                limit: int = 100, after: int | None = None) -> list[Event]:
+    """The newest `limit` events (at most EVENTS_LIMIT) the caller may see, newest first; with `after` (an
+    event id), the oldest `limit` above it, oldest first (`vmqos events --follow --server`)."""
     scope = access.read_scope(caller, None if host is None else check_host(host), "reading the fleet's events")
     found = records.events(store, host=scope.host, device=device, project_id=scope.project_id,
-                           limit=max(1, min(limit, EVENTS_LIMIT)))
+                           limit=max(1, min(limit, EVENTS_LIMIT)), after=after)
     return [Event(**asdict(e)) for e in found]
 
 

@@ -4,8 +4,11 @@ The server keeps one policy per device in the host file's form (services.fleet_w
 a change is read-modify-write: the device's current native policy is read (GET), the change is applied
 to it with the very function the local command uses (core.desired.ports.changed_limits: domiftune
 semantics, same parser, same messages, so a bad value is refused before any request), and the result is
-sent whole (PUT). Two writers at once can lose one change: the last PUT wins, as with two `virsh
-domiftune` at once.
+sent whole (PUT) on the condition that nobody wrote in between: If-Match with the revision read (or
+If-None-Match: * when the device had no limits). When someone did (412), the device is read again and
+the change applied to what it holds now, once; a second conflict is reported (ConflictError), never
+a lost update. A change that replaces the whole policy (a policy file) is written unconditionally: it
+depends on nothing it read.
 
 What the server's native form cannot hold is refused here, in one line, rather than dropped: a stored
 policy's name (the server has no named native policies) and an egress mode (a desired row has none).
@@ -14,12 +17,12 @@ policy's name (the server has no named native policies) and an egress mode (a de
 from __future__ import annotations
 
 from vmqos.core.desired.ports import PortChange, changed_limits
-from vmqos.core.errors import InvalidValue
+from vmqos.core.errors import ConflictError, InvalidValue
 from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
 from vmqos.core.model.host import Policy, check_device_name
 from vmqos.core.model.network import NetworkQos
 from vmqos.services.fleet_wire import NativePort, Port
-from vmqos.services.server_client import ServerClient, ServerNotFound
+from vmqos.services.server_client import ServerClient, ServerNotFound, ServerPreconditionFailed
 
 
 def _current(client: ServerClient, host: str, device: str) -> Port | None:
@@ -54,11 +57,29 @@ def check_change(device: str, change: PortChange) -> None:
     native_body(None, change)
 
 
+ATTEMPTS = 2  # the first write, and one more on what a re-read shows
+
+
+def _conditional_write(client: ServerClient, host: str, device: str, change: PortChange) -> Port:
+    current = _current(client, host, device)
+    revision = current.desired_revision if current is not None else None
+    return client.set_port(device, native_body(current, change), host, if_match=revision,
+                           if_absent=revision is None)
+
+
 def set_remote(client: ServerClient, host: str, device: str, change: PortChange) -> Port:
     """Apply `change` to `device` of `host` on the server; the device as the server then has it."""
     check_change(device, change)
-    current = None if change.policy is not None else _current(client, host, device)
-    return client.set_port(device, native_body(current, change), host)
+    if change.policy is not None:
+        return client.set_port(device, native_body(None, change), host)
+    for attempt in range(ATTEMPTS):
+        try:
+            return _conditional_write(client, host, device, change)
+        except ServerPreconditionFailed as exc:
+            if attempt + 1 == ATTEMPTS:
+                raise ConflictError(f"device {device} on host {host} changed again while this change was applied "
+                                    f"({exc}); nothing was written by this command: run it again") from None
+    raise AssertionError("unreachable")
 
 
 def clear_remote(client: ServerClient, host: str, device: str) -> None:

@@ -50,8 +50,8 @@ URL_ENV = "VMQOS_URL"
 TIMEOUT_S = 30.0  # a request's; the long poll waits `wait` seconds more
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["RevisionGone", "ServerClient", "ServerError", "ServerForbidden", "ServerNotFound", "ServerUnauthorized",
-           "ServerUnreachable"]
+__all__ = ["RevisionGone", "ServerClient", "ServerError", "ServerForbidden", "ServerNotFound",
+           "ServerPreconditionFailed", "ServerUnauthorized", "ServerUnreachable"]
 
 
 class NeutronPolicy(BaseModel):
@@ -91,6 +91,10 @@ class ServerForbidden(ServerError):
 
 class ServerNotFound(ServerError, NotFound):
     """404: the host, the device or the route does not exist there."""
+
+
+class ServerPreconditionFailed(ServerError):
+    """412: a conditional write found the object changed since it was read (If-Match)."""
 
 
 def _message(response: Any) -> str:
@@ -146,10 +150,13 @@ class ServerClient:
         return quote(name, safe="")
 
     def _call(self, method: str, path: str, answer: type[M] | None, *, body: BaseModel | None = None,
-              params: dict[str, Any] | None = None, timeout: float | None = None) -> M | None:
+              params: dict[str, Any] | None = None, timeout: float | None = None,
+              headers: dict[str, str] | None = None) -> M | None:
         where = f"{self.url}{path}"
         kwargs: dict[str, Any] = {"raise_exc": False, "params": {k: v for k, v in (params or {}).items()
                                                                   if v is not None}}
+        if headers:
+            kwargs["headers"] = headers
         if body is not None:
             kwargs["json"] = body.model_dump(mode="json", exclude_none=False)
         if timeout is not None:
@@ -166,7 +173,8 @@ class ServerClient:
         status = response.status_code
         if status >= 400:
             message = f"{method} {path}: {status}: {_message(response)}"
-            error = {401: ServerUnauthorized, 403: ServerForbidden, 404: ServerNotFound}.get(status, ServerError)
+            error = {401: ServerUnauthorized, 403: ServerForbidden, 404: ServerNotFound,
+                     412: ServerPreconditionFailed}.get(status, ServerError)
             if status == 410:
                 raise RevisionGone(message)
             raise error(message, status)
@@ -228,10 +236,15 @@ class ServerClient:
         assert found is not None
         return found.port
 
-    def set_port(self, device: str, body: NativePort, host: str | None = None) -> Port:
-        """Give a device its limits with the native API (admin; 409 when a Neutron port names the device)."""
+    def set_port(self, device: str, body: NativePort, host: str | None = None, *, if_match: int | None = None,
+                 if_absent: bool = False) -> Port:
+        """Give a device its limits with the native API (admin; 409 when a Neutron port names the device).
+        Conditional with `if_match` (the desired_revision read: If-Match) or `if_absent` (If-None-Match: *):
+        ServerPreconditionFailed (412) when someone wrote in between."""
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else \
+            {"If-None-Match": "*"} if if_absent else None
         found = self._call("PUT", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", PortAnswer,
-                           body=body)
+                           body=body, headers=headers)
         assert found is not None
         return found.port
 
@@ -261,6 +274,14 @@ class ServerClient:
 
     def events(self, host: str | None = None, device: str | None = None, limit: int = 100) -> EventList:
         found = self._call("GET", "/v1/events", EventList, params={"host": host, "device": device, "limit": limit})
+        assert found is not None
+        return found
+
+    def event_changes(self, after: int, wait: float = 0.0, host: str | None = None, device: str | None = None,
+                      limit: int = 100) -> EventList:
+        """The events above id `after`, oldest first, waiting up to `wait` seconds for one (a follower's poll)."""
+        found = self._call("GET", "/v1/events/changes", EventList, timeout=TIMEOUT_S + wait,
+                           params={"after": after, "wait": wait, "host": host, "device": device, "limit": limit})
         assert found is not None
         return found
 

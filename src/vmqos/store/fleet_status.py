@@ -300,8 +300,13 @@ def quarantines(store: Store, *, host: str | None = None, device: str | None = N
 
 
 def events(store: Store, *, host: str | None = None, device: str | None = None, project_id: str | None = None,
-           limit: int = 100) -> list[EventRecord]:
-    """The newest `limit` events (newest first)."""
-    query = _select(fleet_events, _EVENT, host, device, project_id).order_by(fleet_events.c.id.desc()).limit(limit)
+           limit: int = 100, after: int | None = None) -> list[EventRecord]:
+    """The newest `limit` events (newest first); with `after`, the oldest `limit` above that id (oldest first:
+    what a follower reads next)."""
+    query = _select(fleet_events, _EVENT, host, device, project_id)
+    if after is not None:
+        query = query.where(fleet_events.c.id > after).order_by(fleet_events.c.id).limit(limit)
+    else:
+        query = query.order_by(fleet_events.c.id.desc()).limit(limit)
     with store._tx("reading the fleet's events") as conn:
         return [EventRecord(*row) for row in conn.execute(query)]
