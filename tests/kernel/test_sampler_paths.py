@@ -81,6 +81,27 @@ for _ in range(3000):
         pass
 """
 
+# A bound socket on the floods' port that never reads: its full buffer drops them without a word.
+# A closed port would answer each datagram with an ICMP port unreachable, sent by the kernel's ICMP
+# socket, one per CPU and shared by every namespace (Linux >= 6.0): the answers that wait in the
+# frozen leaves below stay charged to its send buffer, and while they wait no namespace on the host
+# can send ICMP (ping got no reply anywhere, 2026-12-07, until the test's namespaces were gone).
+SINK = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9))
+print("bound", flush=True)
+time.sleep(60)
+"""
+
+
+def _sinks(namespaces: tuple[str, ...]) -> list[subprocess.Popen[str]]:
+    sinks = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SINK], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for ns in namespaces]
+    for sink in sinks:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "bound"
+    return sinks
+
 
 def _traffic(host: str, guest: str) -> None:
     """A few SYNs from each instance (short packets: the sparse class 1:f delivers them and their
@@ -93,6 +114,16 @@ def _traffic(host: str, guest: str) -> None:
     for i in range(2):
         for port in (9, 10, 11):  # closed: each connect sends a SYN and gets a reset
             sh(guest, f"timeout 1 bash -c 'echo > /dev/tcp/10.98.{i}.1/{port}' 2>/dev/null; true")
+    sinks = _sinks((host, guest))
+    try:
+        _flood(host, guest)
+    finally:
+        for sink in sinks:
+            sink.kill()
+            sink.wait()
+
+
+def _flood(host: str, guest: str) -> None:
     _freeze_queues(host)
     floods = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", BLAST, f"10.98.{i}.{peer}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
