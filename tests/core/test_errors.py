@@ -13,6 +13,7 @@ EXPECTED = {  # class: (exit_code, http_status)
     "MissingValue": (2, 400),
     "FormatError": (2, 400),
     "ConflictError": (2, 409),
+    "PreconditionFailed": (2, 412),  # a conditional write (If-Match) found another revision
     "UnsupportedError": (2, 400),
     "NotFound": (1, 404),
     "RevisionGone": (1, 410),  # the agent reads the whole desired state again

@@ -8,6 +8,7 @@ page relies on, cheaply, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -139,7 +140,9 @@ def test_a_lift_asked_from_the_dashboard_is_answered_to_the_agents_report_until_
     assert api.post("/v1/hosts/h1/reports", json={}, headers=agent).json() == {"lift": [tap]}  # until lifted
     lifted = {"quarantines": [{"device": tap, "since": since, "lifted": True}]}
     assert api.post("/v1/hosts/h1/reports", json=lifted, headers=agent).json() == {"lift": []}
-    again = {"quarantines": [{"device": tap, "since": "2026-12-07T09:00:00Z", "reason": "again"}]}
+    # placed again after the lift was asked (a fixed date here failed once the clock passed it)
+    later = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    again = {"quarantines": [{"device": tap, "since": later, "reason": "again"}]}
     assert api.post("/v1/hosts/h1/reports", json=again, headers=agent).json() == {"lift": []}  # a new one
 
 

@@ -212,6 +212,7 @@ def test_usage_and_following_events_against_a_server(server):
     assert "--port DEV" in _cli(server, "usage", "--host", HOST).stderr
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "VMQOS_"))} | admin
+    env["PYTHONFAULTHANDLER"] = "1"
     follower = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "events", "--server", server.url, "--host",
                                  HOST, "--port", device, "--follow", "--json", "--limit", "1"], cwd=server.cwd,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -223,7 +224,12 @@ def test_usage_and_following_events_against_a_server(server):
         lines = [follower.stdout.readline() for _ in range(2)]
         assert [json.loads(line)["message"] for line in lines] == ["burst 0", "burst 1"]
         follower.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly: no traceback, status 0
-        _out, err = follower.communicate(timeout=30)
+        try:
+            _out, err = follower.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # seen once in CI: say where it waits (faulthandler on SIGABRT)
+            follower.send_signal(signal.SIGABRT)
+            _out, err = follower.communicate(timeout=10)
+            pytest.fail(f"the follower outlived its Ctrl-C by 30 s; its threads:\n{err[-4000:]}")
         assert follower.returncode == 0 and "Traceback" not in err, err
     finally:
         if follower.poll() is None:

@@ -15,6 +15,11 @@ from fastapi import Response
 from vmqos.core.errors import InvalidValue
 from vmqos.services.fleet_desired import Expect
 
+# What an If-Match or If-None-Match can hold: visible ASCII, spaces between the tags of a list
+# (RFC 9110 entity-tags). Declared in the OpenAPI document, so that clients and the fuzz test send
+# header values HTTP can carry; uvicorn refuses a control character itself, before any route.
+TAG_HEADER = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+
 
 def etag(revision: int | None) -> str | None:
     return None if revision is None else f'"{revision}"'

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from vmqos.api import auth
-from vmqos.api.conditional import read_expect, set_etag
+from vmqos.api.conditional import TAG_HEADER, read_expect, set_etag
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
 from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances, verify_runs
@@ -179,9 +179,10 @@ def verify_run_plot(request: Request, host: str, device: str, run_id: int = Path
             summary="Set a device's limits with the native API (admin; 409 when a Neutron port names it; 412 when "
                     "If-Match is not its ETag any more, or If-None-Match: * and it has limits)")
 def set_port(request: Request, response: Response, host: str, device: str, body: NativePort,
-             if_match: str | None = Header(None, description='the ETag a GET answered ("42"): write only if '
-                                                             "nobody wrote since"),
-             if_none_match: str | None = Header(None, description="'*': write only if the device has no limits"),
+             if_match: str | None = Header(None, pattern=TAG_HEADER,
+                                           description='the ETag a GET answered ("42"): write only if nobody wrote since'),
+             if_none_match: str | None = Header(None, pattern=TAG_HEADER,
+                                                description="'*': write only if the device has no limits"),
              who: Caller = Depends(auth.caller)) -> PortAnswer:
     found = fleet_hosts.set_native(_store(request), who, host, device, body, read_expect(if_match, if_none_match))
     set_etag(response, found.desired_revision)

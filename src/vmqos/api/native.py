@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vmqos.api import auth
 from vmqos.api import models as m
-from vmqos.api.conditional import etag
+from vmqos.api.conditional import TAG_HEADER, etag
 from vmqos.api.fleet import ERRORS, _store
 from vmqos.core.errors import InvalidValue
 from vmqos.services import fleet_hosts, native_policies, native_views
@@ -76,14 +76,15 @@ def show_policy(request: Request, response: Response, policy_id: str,
 @router.put("/policies/{policy_id}", responses=WRITES,
             summary="Replace a vmqos policy whole (409 for a Neutron policy; 412 when If-Match is not its revision)")
 def replace_policy(request: Request, response: Response, policy_id: str, body: PolicyBody,
-                   if_match: str | None = Header(None, description='the ETag read ("3"): write only if unchanged'),
+                   if_match: str | None = Header(None, pattern=TAG_HEADER,
+                                                 description='the ETag read ("3"): write only if unchanged'),
                    who: Caller = Depends(auth.caller)) -> NativePolicyAnswer:
     found = native_policies.replace_policy(_store(request), who, policy_id, body, expect=_revision(if_match))
     return _tagged(response, NativePolicyAnswer(policy=found))
 
 
 @router.delete("/policies/{policy_id}", status_code=204, responses=WRITES, summary="Delete a vmqos policy")
-def delete_policy(request: Request, policy_id: str, if_match: str | None = Header(None),
+def delete_policy(request: Request, policy_id: str, if_match: str | None = Header(None, pattern=TAG_HEADER),
                   who: Caller = Depends(auth.caller)) -> Response:
     native_policies.delete_policy(_store(request), who, policy_id, expect=_revision(if_match))
     return Response(status_code=204)
