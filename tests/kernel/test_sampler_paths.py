@@ -136,6 +136,17 @@ def _flood(host: str, guest: str) -> None:
             p.wait()
 
 
+def _until_still(sampler: Sampler, plans, instances) -> None:
+    """Sample until the counters stand still (what was in flight has landed), for at most 10 s."""
+    previous, deadline = sampler.sample(plans, instances), time.monotonic() + 10
+    while True:
+        time.sleep(0.3)
+        current = sampler.sample(plans, instances)
+        if current.ports == previous.ports or time.monotonic() > deadline:
+            return
+        previous = current
+
+
 def _freeze_queues(host: str) -> None:
     """The leaf classes at 8 bit/s: what they hold now stays queued while the test reads it."""
     for dev in (SHAPED, ifb_name(SHAPED)):
@@ -153,13 +164,7 @@ def test_the_compiled_path_reads_what_the_python_path_reads(netns, instance_ns):
         before_old, before_new = old.sample(plans, instances), new.sample(plans, instances)
         assert before_old.ports == before_new.ports  # before any traffic: counters at rest
         _traffic(netns, instance_ns)
-        previous, deadline = old.sample(plans, instances), time.monotonic() + 10
-        while True:  # until the counters stand still (what was in flight has landed)
-            time.sleep(0.3)
-            current = old.sample(plans, instances)
-            if current.ports == previous.ports or time.monotonic() > deadline:
-                break
-            previous = current
+        _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)
         assert got.ports == want.ports
@@ -201,13 +206,7 @@ def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, 
         first = new.sample(plans, instances)
         assert first.ports == old.sample(plans, instances).ports  # the first pass reads the whole dump
         _traffic(netns, instance_ns)
-        previous, deadline = old.sample(plans, instances), time.monotonic() + 10
-        while True:
-            time.sleep(0.3)
-            current = old.sample(plans, instances)
-            if current.ports == previous.ports or time.monotonic() > deadline:
-                break
-            previous = current
+        _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)
     for port in (SHAPED, POLICED):
