@@ -216,7 +216,11 @@ def test_usage_and_following_events_against_a_server(server):
     follower = subprocess.Popen([sys.executable, "-m", "vmqos.cli.main", "events", "--server", server.url, "--host",
                                  HOST, "--port", device, "--follow", "--json", "--limit", "1"], cwd=server.cwd,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its Ctrl-C is its own, not this run's
+                                start_new_session=True,  # its Ctrl-C is its own, not this run's
+                                # as a terminal starts it: a run started in the background by a shell
+                                # ignores SIGINT (bash does that to `cmd &`), and a child inherits an
+                                # ignored signal (CI's follower sat in its long poll through its Ctrl-C)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         time.sleep(3)  # it has started and waits in the server's long poll (no assertion on this time)
         agent.report(Report(events=[EventReport(device=device, at=at, kind="flood", message=f"burst {i}")
@@ -226,7 +230,7 @@ def test_usage_and_following_events_against_a_server(server):
         follower.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly: no traceback, status 0
         try:
             _out, err = follower.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # seen once in CI: say where it waits (faulthandler on SIGABRT)
+        except subprocess.TimeoutExpired:  # say where it waits (faulthandler on SIGABRT)
             follower.send_signal(signal.SIGABRT)
             _out, err = follower.communicate(timeout=10)
             pytest.fail(f"the follower outlived its Ctrl-C by 30 s; its threads:\n{err[-4000:]}")
