@@ -50,7 +50,7 @@ demo: deps
 # a time, on a machine they have to themselves.
 test: deps
 	@rc=0; \
-	$(VPY) -m pytest -n auto --dist loadfile --durations=30 -m "not rates" tests/core tests/server tests/kernel || rc=$$?; \
+	$(VPY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=30 -m "not rates" tests/core tests/server tests/kernel || rc=$$?; \
 	$(VPY) -m pytest --durations=30 --ignore=tests/core --ignore=tests/server --ignore=tests/kernel || rc=$$?; \
 	$(VPY) -m pytest -m rates tests/kernel || rc=$$?; \
 	exit $$rc

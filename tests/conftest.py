@@ -14,9 +14,11 @@ settings.register_profile("ci", max_examples=150, deadline=None, suppress_health
 settings.load_profile("ci")
 
 # The longest files first (server tier: minutes each under the real `openstack` CLI). Under
-# `pytest -n auto --dist loadfile` each worker takes whole files in collection order, so a long file
-# collected last is a tail the other worker waits out idle; started first, the short files fill in
-# around it. Measured with --durations (2026-12-07); a renamed file only loses its place.
+# `pytest -n auto --dist loadfile` each worker takes whole files in the queue's order, so a long file
+# queued last is a tail the other worker waits out idle; started first, the short files fill in
+# around it. xdist's own order is by the number of tests a file has, which put the fuzz file (two
+# tests of 30 s) last: `make test` turns it off (--no-loadscope-reorder), so this order is the
+# queue's. Measured with --durations (2026-12-07); a renamed file only loses its place.
 _LONGEST_FIRST = (
     "tests/server/test_networks_ports.py",
     "tests/server/test_identity_cli.py",
