@@ -41,6 +41,28 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture()
+def sync_api() -> Any:
+    """Playwright's sync API, or a skip that says how to get Debian's Chromium."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM}: run `make test`, which installs it")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def two_bound_ports(api: httpx.Client) -> list[str]:
+    """alice's two ports ("a", "b") under a 3 Mbit/s policy, bound to host h1: their tap names."""
+    admin, alice = headers(api), headers(api, "alice", "demo")  # type: ignore[arg-type]
+    p3 = policy(api, alice, "p3", 3000)  # type: ignore[arg-type]
+    net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=alice), "network")
+    taps = []
+    for name in ("a", "b"):
+        found = port(api, alice, net["id"], name, qos_policy_id=p3)  # type: ignore[arg-type]
+        api.put(f"/v2.0/ports/{found['id']}", json={"port": {"binding:host_id": "h1"}},
+                headers=admin).raise_for_status()
+        taps.append("tap" + found["id"][:11])
+    return taps
+
+
+@pytest.fixture()
 def server(tmp_path: Path) -> Iterator[str]:
     uvicorn = pytest.importorskip("uvicorn")
     db = f"sqlite:///{tmp_path / 'vmqos.db'}"
@@ -71,20 +93,9 @@ def _lines(*entries: tuple[str, str, str, int]) -> list[dict[str, Any]]:
              "bytes": b, "packets": max(1, b // 1500)} for d, r, g, b in entries]
 
 
-def test_the_port_page_shows_the_reported_usage_per_address_pair(server: str):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"needs Debian's chromium at {CHROMIUM}: run `make test`, which installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_the_port_page_shows_the_reported_usage_per_address_pair(server: str, sync_api: Any):
     with httpx.Client(base_url=server) as api:
-        admin, alice = headers(api), headers(api, "alice", "demo")  # type: ignore[arg-type]
-        p3 = policy(api, alice, "p3", 3000)  # type: ignore[arg-type]
-        net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=alice), "network")
-        taps = []
-        for name in ("a", "b"):
-            found = port(api, alice, net["id"], name, qos_policy_id=p3)  # type: ignore[arg-type]
-            api.put(f"/v2.0/ports/{found['id']}", json={"port": {"binding:host_id": "h1"}},
-                    headers=admin).raise_for_status()
-            taps.append("tap" + found["id"][:11])
+        taps = two_bound_ports(api)
         agent = headers(api, "agent-h1", "service")  # type: ignore[arg-type]
         revision = api.put("/v1/hosts/h1", json={"agent_version": "0.1.0"}, headers=agent).json()["host"][
             "desired_revision"]

@@ -8,34 +8,23 @@ loaded through the session cookie (naturalWidth is the PNG's width). Cost: a few
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.inproc import PASSWORD, headers, made, policy, port
+from tests.server.inproc import headers
 from tests.server.test_verify_runs_api import png, run_body
 
-from .test_dashboard_usage import server  # noqa: F401  (the in-process server fixture)
-from .test_dashboard import CHROMIUM
-from .test_dashboard_usage import signed_in_page
+from .test_dashboard_usage import server, sync_api  # noqa: F401  (the in-process server and the browser's API)
+from .test_dashboard_usage import signed_in_page, two_bound_ports
 
 pytestmark = pytest.mark.browser
 
 
-def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str):  # noqa: F811
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"needs Debian's chromium at {CHROMIUM}: run `make test`, which installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str, sync_api: Any):  # noqa: F811
     with httpx.Client(base_url=server) as api:
-        admin, alice = headers(api), headers(api, "alice", "demo")  # type: ignore[arg-type]
-        p3 = policy(api, alice, "p3", 3000)  # type: ignore[arg-type]
-        net = made(api.post("/v2.0/networks", json={"network": {"name": "n"}}, headers=alice), "network")
-        found = port(api, alice, net["id"], "a", qos_policy_id=p3)  # type: ignore[arg-type]
-        api.put(f"/v2.0/ports/{found['id']}", json={"port": {"binding:host_id": "h1"}}, headers=admin).raise_for_status()
-        tap = "tap" + found["id"][:11]
-        bare = port(api, alice, net["id"], "b", qos_policy_id=p3)  # type: ignore[arg-type]
-        api.put(f"/v2.0/ports/{bare['id']}", json={"port": {"binding:host_id": "h1"}}, headers=admin).raise_for_status()
+        tap, bare = two_bound_ports(api)
         agent = headers(api, "agent-h1", "service")  # type: ignore[arg-type]
         base = f"/v1/hosts/h1/ports/{tap}/verify-runs"
         api.post(base, json=run_body("2026-12-07T01:00:00Z", plot=png(64, 48)), headers=agent).raise_for_status()
@@ -51,6 +40,6 @@ def test_the_port_page_lists_the_verify_runs_and_loads_the_plot(server: str):  #
         page.wait_for_function("() => { const i = document.querySelector('#verify-plot'); "
                                "return i && i.complete && i.naturalWidth > 0; }")
         assert page.eval_on_selector("#verify-plot", "i => [i.naturalWidth, i.naturalHeight]") == [64, 48]
-        page.goto(f"{server}/#/port/h1/tap{bare['id'][:11]}")  # a port never verified says how to
+        page.goto(f"{server}/#/port/h1/{bare}")  # a port never verified says how to
         page.wait_for_selector("#verify-runs #verify-note:has-text('No verify run kept')")
         assert page.query_selector("#verify-plot") is None
