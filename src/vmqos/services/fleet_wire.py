@@ -82,7 +82,7 @@ class Desired(Wire):
                                                 "id> for Neutron's); null for a tombstone")
     policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
                                                       "the device must be released")
-    policy_id: str | None = Field(None, description="the vmqos policy (/v1/policies) a native row was set from "
+    policy_id: str | None = Field(default=None, description="the vmqos policy (/v1/policies) a native row was set from "
                                                     "(`policy` is its content); null otherwise")
 
     def as_policy(self) -> Policy | None:
@@ -295,7 +295,7 @@ class Port(Wire):
     source: Literal["neutron", "native"] | None = Field(description="null for a device only the agent reports")
     policy_name: str | None
     policy: dict[str, Any] | None
-    policy_id: str | None = Field(None, description="the vmqos policy (/v1/policies) the device was set from")
+    policy_id: str | None = Field(default=None, description="the vmqos policy (/v1/policies) the device was set from")
     desired_revision: int | None
     applied_revision: int | None
     status: Literal["in_sync", "drift", "error", "pending", "unknown"] = Field(
@@ -330,11 +330,11 @@ class NativePort(Wire):
     """A device's limits set with the native API (not Neutron's): the host file's policy form inline, or a
     vmqos policy named by its id (`policy_id`, GET /v1/policies), exactly one of the two."""
 
-    policy: dict[str, Any] | None = Field(None, description="the limits inline, in the host file's policy form")
+    policy: dict[str, Any] | None = Field(default=None, description="the limits inline, in the host file's policy form")
     policy_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
-        None, description="the inline limits' name in the agent's scope (default native:<device>)")
+        default=None, description="the inline limits' name in the agent's scope (default native:<device>)")
     policy_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
-        None, description="a vmqos policy's id: the device follows that policy, and every change of it")
+        default=None, description="a vmqos policy's id: the device follows that policy, and every change of it")
 
     @model_validator(mode="after")
     def _one_source(self) -> NativePort:

@@ -125,7 +125,7 @@ class PageLink(Wire):
 
 class NativePolicyList(Wire):
     policies: list[NativePolicy]
-    policies_links: list[PageLink] | None = Field(None, description="only on a paged list (`limit`): Neutron's "
+    policies_links: list[PageLink] | None = Field(default=None, description="only on a paged list (`limit`): Neutron's "
                                                                     "next / previous links")
 
 

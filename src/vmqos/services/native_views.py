@@ -62,7 +62,7 @@ class EffectivePort(Wire):
     flavor: str | None = Field(description="the instance's flavor; null: unknown to the server (neither "
                                            "recorded nor in the agent's inventory), so not a source")
     flavor_source: Literal["server", "agent"] | None = Field(
-        None, description="server: recorded with PUT /v1/hosts/{host}/instances/{id}; agent: the host's agent's "
+        default=None, description="server: recorded with PUT /v1/hosts/{host}/instances/{id}; agent: the host's agent's "
                           "inventory (libvirt's Nova metadata)")
     sources: list[str] = Field(description="every source, in precedence order")
     ingress: EffectiveValues

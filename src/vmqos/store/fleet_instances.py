@@ -41,7 +41,7 @@ def read(store: Store, host: str, instance_id: str | None = None) -> list[Stored
     if instance_id is not None:
         query = query.where(c.instance_id == instance_id)
     with store._tx(f"reading the instances of host {host}") as conn:
-        return [_stored(tuple(row)) for row in conn.execute(query.order_by(c.instance_id))]  # type: ignore[arg-type]
+        return [_stored(tuple(row)) for row in conn.execute(query.order_by(c.instance_id))]
 
 
 def save(store: Store, instance: StoredInstance) -> bool:

@@ -31,7 +31,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_fleet_desired_policy_id'), ['policy_id'], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table('fleet_desired', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_fleet_desired_policy_id'))
