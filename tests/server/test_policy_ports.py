@@ -63,7 +63,8 @@ def test_a_port_follows_a_typed_policy_and_every_change_of_it(api):
     two = _ok(api.put("/v1/hosts/h1/ports/vq-b", json={"policy_id": gold["id"]}, headers=admin))["port"]
     snapshot = _ok(api.get("/v1/hosts/h1/desired", headers=agent))
     rows = {p["device"]: p for p in snapshot["ports"]}
-    assert rows["vq-a"]["policy_id"] == rows["vq-b"]["policy_id"] == gold["id"]
+    # the agents' protocol is unchanged: the content resolved, the policy named vmqos:<id> in the agent's scope
+    assert rows["vq-a"]["policy_name"] == rows["vq-b"]["policy_name"] == f"vmqos:{gold['id']}"
     held = Desired.model_validate(rows["vq-a"]).as_policy()
     assert held is not None and held.qos.ingress.bandwidth is not None
     assert (held.qos.ingress.bandwidth.rate_bps, held.qos.ingress.bandwidth.peak_bps) == (10_000_000, 20_000_000)

@@ -210,7 +210,7 @@ def compact(store: Store, *, now: datetime | None = None, keep: timedelta = time
 def desired(row: DesiredRow) -> Desired:
     return Desired(device=row.device, port_id=row.port_id, source=row.source,  # type: ignore[arg-type]
                    revision=row.revision, policy_name=row.policy_name,
-                   policy=None if row.policy is None else json.loads(row.policy), policy_id=row.policy_id)
+                   policy=None if row.policy is None else json.loads(row.policy))
 
 
 def snapshot(store: Store, host: str) -> Snapshot:

@@ -79,11 +79,10 @@ class Desired(Wire):
     source: Literal["neutron", "native"]
     revision: int = Field(description="the global revision at which the row last changed")
     policy_name: str | None = Field(description="the policy's name in the agent's scope (neutron:<QoS policy "
-                                                "id> for Neutron's); null for a tombstone")
+                                                "id> for Neutron's, vmqos:<policy id> for a native row that "
+                                                "follows a /v1 policy); null for a tombstone")
     policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
                                                       "the device must be released")
-    policy_id: str | None = Field(default=None, description="the vmqos policy (/v1/policies) a native row was set from "
-                                                    "(`policy` is its content); null otherwise")
 
     def as_policy(self) -> Policy | None:
         """The vmqos Policy the device must hold; None for a tombstone."""
