@@ -69,6 +69,10 @@ def test_a_port_follows_a_typed_policy_and_every_change_of_it(api):
     assert held is not None and held.qos.ingress.bandwidth is not None
     assert (held.qos.ingress.bandwidth.rate_bps, held.qos.ingress.bandwidth.peak_bps) == (10_000_000, 20_000_000)
     assert [c.name for c in held.qos.egress.classes] == ["web", "rest"]
+    # the effective view names the policy as the source of its values
+    effective = _ok(api.get("/v1/hosts/h1/ports/vq-a/effective", headers=admin))["effective"]
+    assert effective["sources"] == [f"vmqos policy {gold['id']}"]
+    assert effective["ingress"]["peak_bps"] == {"value": 20_000_000, "source": f"vmqos policy {gold['id']}"}
     # setting it again changes nothing (same revision): an agent is not woken for nothing
     again = _ok(api.put("/v1/hosts/h1/ports/vq-a", json={"policy_id": gold["id"]}, headers=admin))["port"]
     assert again["desired_revision"] == one["desired_revision"]
