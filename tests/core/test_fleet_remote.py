@@ -46,10 +46,17 @@ def test_a_neutron_port_or_no_port_starts_empty_and_a_file_replaces_the_policy()
     assert _qos(body).ingress.bandwidth == BandwidthLimit(1_000_000)
 
 
+def test_a_policy_id_makes_the_port_follow_that_policy_whatever_it_held():
+    current = _port("native", {"ingress": {"rate": "8mbit"}})
+    body = native_body(current, PortChange(policy_name="5f0c-gold"))
+    assert (body.policy_id, body.policy, body.policy_name) == ("5f0c-gold", None, None)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (PortChange(outbound="100,0,0,5"), "--outbound: 5 is not valid: libvirt accepts floor only on inbound"),
     (PortChange(inbound="abc"), "--inbound: 'abc' is not valid"),
-    (PortChange(policy_name="gold"), "--policy: 'gold' is not valid: with --server give a policy file"),
+    (PortChange(policy_name="gold", inbound="125,0,0"), "--policy: 'gold' is not valid: with a policy's id leave "
+                                                        "--inbound/--outbound out"),
     (PortChange(egress_mode=EgressMode.POLICE), "--egress-mode: 'police' is not valid: leave it out with --server"),
 ])
 def test_what_the_server_cannot_hold_or_the_local_command_refuses_is_refused(change, message):

@@ -105,7 +105,8 @@ def _bad_body(request: Request, exc: Exception) -> JSONResponse:
     """A body that is not JSON (the only thing FastAPI itself checks here): Neutron's MalformedRequestBody.
     /v1 declares its bodies and queries as models: what they refuse is named, field and reason."""
     if _fleet(request) and isinstance(exc, RequestValidationError):
-        if request.url.path.startswith("/v1/policies"):  # a policy's body: 422, as the model's own refusals
+        if request.url.path.startswith("/v1/policies") and request.method != "GET":  # a policy's write: 422,
+            # as the model's own refusals; a list's bad limit or marker is a query's 400
             return neutron_error(422, "PolicyInvalid", _first_problem(exc, with_value=True))
         return neutron_error(400, "InvalidInput", _first_problem(exc))
     if _nova_or_cinder(request):

@@ -22,10 +22,12 @@ from vmqos.api import auth
 from vmqos.api import models as m
 from vmqos.api.conditional import TAG_HEADER, etag
 from vmqos.api.fleet import ERRORS, _store
+from vmqos.api.network import listed, params
 from vmqos.core.errors import InvalidValue
-from vmqos.services import fleet_hosts, native_policies, native_views
+from vmqos.services import fleet_hosts, instance_flavors, native_policies, native_views
 from vmqos.services.fleet_wire import EventList
 from vmqos.services.identity import Caller
+from vmqos.services.instance_flavors import InstanceBody, RecordedInstanceAnswer
 from vmqos.services.native_policies import NativePolicyAnswer, NativePolicyList, PolicyBody
 from vmqos.services.native_views import EffectivePortAnswer, NativeVolumeAnswer, NativeVolumeList
 
@@ -54,10 +56,19 @@ def _tagged(response: Response, answer: NativePolicyAnswer) -> NativePolicyAnswe
 # ------------------------------------------------------------------ policies
 
 
-@router.get("/policies", responses=ERRORS, summary="vmqos's own policies and the Neutron ones the caller sees, in "
-                                                   "vmqos's typed form (bit/s, bytes, packet/s)")
-def list_policies(request: Request, who: Caller = Depends(auth.caller)) -> NativePolicyList:
-    return NativePolicyList(policies=native_policies.list_policies(_store(request), who))
+@router.get("/policies", responses=ERRORS, response_model_exclude_unset=True,
+            summary="vmqos's own policies and the Neutron ones the caller sees, in vmqos's typed form (bit/s, "
+                    "bytes, packet/s); paged as Neutron pages (limit, marker, page_reverse; by id)")
+def list_policies(request: Request, who: Caller = Depends(auth.caller),
+                  limit: int | None = Query(None, ge=0, description="at most this many, by id, with "
+                                                                    "policies_links (0: all, unpaged)"),
+                  marker: str | None = Query(None, max_length=255, description="the id of the last policy "
+                                                                              "of the page before"),
+                  page_reverse: bool = Query(False, description="the page before the marker")) -> NativePolicyList:
+    page = native_policies.page_policies(_store(request), who, params(request))
+    if page is None:
+        return NativePolicyList(policies=native_policies.list_policies(_store(request), who))
+    return NativePolicyList.model_validate(listed(request, "policies", page))
 
 
 @router.post("/policies", status_code=201, responses=WRITES,
@@ -111,6 +122,30 @@ def show_volume(request: Request, volume_id: str, who: Caller = Depends(auth.cal
 def port_effective(request: Request, host: str, device: str,
                    who: Caller = Depends(auth.caller)) -> EffectivePortAnswer:
     return EffectivePortAnswer(effective=native_views.port_effective(_store(request), who, host, device))
+
+
+@router.put("/hosts/{host}/instances/{instance_id}", responses=ERRORS,
+            summary="Record an instance's flavor and devices on a host (admin or the host's agent): a port's "
+                    "effective QoS then takes the flavor from the server (the server has no Nova servers API)")
+def record_instance(request: Request, response: Response, host: str, instance_id: str, body: InstanceBody,
+                    who: Caller = Depends(auth.caller)) -> RecordedInstanceAnswer:
+    found, created = instance_flavors.record(_store(request), who, host, instance_id, body)
+    response.status_code = 201 if created else 200
+    return RecordedInstanceAnswer(instance=found)
+
+
+@router.get("/hosts/{host}/instances/{instance_id}", responses=ERRORS,
+            summary="What the server was told of an instance on a host (admin or the host's agent)")
+def show_instance(request: Request, host: str, instance_id: str,
+                  who: Caller = Depends(auth.caller)) -> RecordedInstanceAnswer:
+    return RecordedInstanceAnswer(instance=instance_flavors.show(_store(request), who, host, instance_id))
+
+
+@router.delete("/hosts/{host}/instances/{instance_id}", status_code=204, responses=ERRORS,
+               summary="Forget an instance's record (admin or the host's agent)")
+def forget_instance(request: Request, host: str, instance_id: str, who: Caller = Depends(auth.caller)) -> Response:
+    instance_flavors.forget(_store(request), who, host, instance_id)
+    return Response(status_code=204)
 
 
 # ------------------------------------------------------------------ following the events

@@ -59,6 +59,7 @@ def print_port(port: Port) -> None:
              ("neutron port", port.port_id or "-"),
              ("source", port.source or "reported by the agent only"),
              ("policy", f"{port.policy_name or '-'}: {_policy(port)}"),
+             ("policy id", port.policy_id or "-"),
              ("revision", f"desired {port.desired_revision if port.desired_revision is not None else '-'}, "
                           f"applied {port.applied_revision if port.applied_revision is not None else '-'}"),
              ("status", port.status + (f": {port.message}" if port.message else "")),

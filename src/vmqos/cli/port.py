@@ -106,8 +106,9 @@ def port() -> None:
 @click.option("--inbound", metavar="A,P,B[,F]", help="towards the instance: average,peak,burst[,floor] in "
               "libvirt's units (KiB/s... i.e. kilobytes/s and KiB); 0 clears")
 @click.option("--outbound", metavar="A,P,B", help="sent by the instance, same units; 0 clears")
-@click.option("--policy", metavar="NAME|FILE", help="a Neutron QoS policy file (bandwidth_limit, "
-              "packet_rate_limit, dscp_marking rules) or the name of a stored policy")
+@click.option("--policy", metavar="NAME|FILE|ID", help="a Neutron QoS policy file (bandwidth_limit, "
+              "packet_rate_limit, dscp_marking rules) or the name of a stored policy; with --server the id of "
+              "a vmqos policy (GET /v1/policies) that the port then follows")
 @click.option("--egress-mode", type=click.Choice([m.value for m in EgressMode]),
               help="shape (IFB queue, the default: exact, TCP-friendly) or police (drops above the "
               "rate; the bucket is the burst, 1 s of traffic unless given)")
@@ -127,10 +128,13 @@ def port_set(device: str, inbound: str | None, outbound: str | None, policy: str
 
     With --server URL --host HOST the server's desired state of the port changes (admin only), and
     the host's agent applies it: --inbound/--outbound edit the port's native policy as they edit a
-    local port, --policy FILE replaces it.
+    local port, --policy FILE replaces it, --policy ID makes it follow the vmqos policy ID (every
+    change of that policy reaches the port).
 
     \b
-    Example: vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
+    Examples:
+      vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
+      vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --policy 5f0c...-policy-id
     """
     pol, name = _policy(policy)
     change = PortChange(inbound=inbound, outbound=outbound, policy=pol, policy_name=name,

@@ -15,7 +15,8 @@ they hold, and the other ports that name the same devices (`fleet_devices`, inde
 device). A policy shared by 10,000 of 100,000 ports reads 10,000 ports, not 100,000.
 
 A native row is set with `set_port` for a host and device no Neutron port names (409 otherwise):
-a Neutron port that comes to name it later takes the device over.
+a Neutron port that comes to name it later takes the device over. A native row may name a vmqos
+policy (`policy_id`, services.policy_ports): it holds the policy's content, re-derived when it changes.
 """
 
 from __future__ import annotations
@@ -280,15 +281,23 @@ def set_port(store: Store, host: str, device: str, policy: Policy, expect: Expec
     412 when `expect` does not hold)."""
     check_host(host)
     check_device_name(device, "device")
-    text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
     with records.desired_writer(store, f"setting device {device} on host {host}") as w:
-        have = _check_native(w, host, device)
-        _check_expected(have, expect, host, device)
-        want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at)
-        if have is not None and (have.source, have.policy_name, have.policy) == (NATIVE, policy.name, text):
-            return desired(have)
-        revision = w.write([want], [] if have is None else [(host, device)])
-    return desired(DesiredRow(host, device, None, NATIVE, policy.name, text, revision, w.at))
+        return write_native(w, host, device, policy, expect)
+
+
+def write_native(w: DesiredWriter, host: str, device: str, policy: Policy, expect: Expect = Expect(),
+                 policy_id: str | None = None) -> Desired:
+    """`set_port` in the writer's transaction; `policy_id`: the vmqos policy (/v1/policies) `policy` was
+    resolved from, kept on the row so that a change of that policy re-derives it (services.policy_ports)."""
+    text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
+    have = _check_native(w, host, device)
+    _check_expected(have, expect, host, device)
+    if have is not None and (have.source, have.policy_name, have.policy, have.policy_id) == \
+            (NATIVE, policy.name, text, policy_id):
+        return desired(have)
+    want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at, policy_id)
+    revision = w.write([want], [] if have is None else [(host, device)])
+    return desired(DesiredRow(host, device, None, NATIVE, policy.name, text, revision, w.at, policy_id))
 
 
 def clear_port(store: Store, host: str, device: str) -> None:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from vmqos.core.errors import NotFound
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_access as access
-from vmqos.services import fleet_desired
+from vmqos.services import fleet_desired, policy_ports
 from vmqos.services.fleet_desired import NATIVE, Expect, desired
 from vmqos.services.fleet_wire import (
     Event,
@@ -161,7 +161,8 @@ def _port(key: Key, row: DesiredRow | None, status: StatusRecord | None,
     want = desired(row) if row is not None else None
     return Port(host=key[0], device=key[1], port_id=row.port_id if row else None,
                 source=want.source if want else None, policy_name=want.policy_name if want else None,
-                policy=want.policy if want else None, desired_revision=row.revision if row else None,
+                policy=want.policy if want else None, policy_id=row.policy_id if row else None,
+                desired_revision=row.revision if row else None,
                 applied_revision=status.revision if status else None,
                 status=status.status if status else "unknown",  # type: ignore[arg-type]
                 message=status.message if status else "", reported_at=status.reported_at if status else None,
@@ -221,6 +222,10 @@ def set_native(store: Store, caller: Caller, host: str, device: str, body: Nativ
     412 when the row is not as `expect` says: a conditional write, see fleet_desired.Expect)."""
     access.check_admin(caller, "setting a port's limits with the native API")
     check_host(host)
+    if body.policy_id is not None:  # a vmqos policy the device follows (services.policy_ports)
+        policy_ports.attach(store, caller, host, device, body.policy_id, expect)
+        return show_port(store, caller, host, device)
+    assert body.policy is not None  # NativePort holds exactly one of the two
     name = body.policy_name or f"{NATIVE}:{device}"
     fleet_desired.set_port(store, host, device, policy_from_data(name, body.policy, path=("policy",)), expect)
     return show_port(store, caller, host, device)

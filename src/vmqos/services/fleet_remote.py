@@ -10,8 +10,12 @@ the change applied to what it holds now, once; a second conflict is reported (Co
 a lost update. A change that replaces the whole policy (a policy file) is written unconditionally: it
 depends on nothing it read.
 
-What the server's native form cannot hold is refused here, in one line, rather than dropped: a stored
-policy's name (the server has no named native policies) and an egress mode (a desired row has none).
+`--policy ID` (not a file) names one of the server's vmqos policies (GET /v1/policies): the device
+then follows that policy, and every change of it; it is written whole, unconditionally, and cannot
+be combined with --inbound/--outbound (the limits are the policy's: change the policy instead).
+
+What the server's native form cannot hold is refused here, in one line, rather than dropped: an
+egress mode (a desired row has none).
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ def _current(client: ServerClient, host: str, device: str) -> Port | None:
 
 def native_body(current: Port | None, change: PortChange) -> NativePort:
     """The PUT body that applies `change` to the device's current native policy (pure, given `current`)."""
-    if change.policy_name is not None:
-        raise InvalidValue("--policy", change.policy_name, "with --server give a policy file (Neutron JSON or vmqos "
-                           "YAML): the server keeps no named native policies to refer to")
     if change.egress_mode is not None:
         raise InvalidValue("--egress-mode", change.egress_mode.value, "leave it out with --server: the server's "
                            "desired state has no egress mode per port (the agent's host decides)")
+    if change.policy_name is not None:
+        if change.inbound is not None or change.outbound is not None:
+            raise InvalidValue("--policy", change.policy_name, "with a policy's id leave --inbound/--outbound out: "
+                               "the device takes the policy's limits (change the policy: PUT /v1/policies/ID)")
+        return NativePort(policy_id=change.policy_name)
     name: str | None = None
     base = NetworkQos()
     if change.policy is not None:
@@ -70,7 +76,7 @@ def _conditional_write(client: ServerClient, host: str, device: str, change: Por
 def set_remote(client: ServerClient, host: str, device: str, change: PortChange) -> Port:
     """Apply `change` to `device` of `host` on the server; the device as the server then has it."""
     check_change(device, change)
-    if change.policy is not None:
+    if change.policy is not None or change.policy_name is not None:
         return client.set_port(device, native_body(None, change), host)
     for attempt in range(ATTEMPTS):
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from vmqos.core.errors import InvalidValue, RevisionGone, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
@@ -79,7 +79,8 @@ class Desired(Wire):
     source: Literal["neutron", "native"]
     revision: int = Field(description="the global revision at which the row last changed")
     policy_name: str | None = Field(description="the policy's name in the agent's scope (neutron:<QoS policy "
-                                                "id> for Neutron's); null for a tombstone")
+                                                "id> for Neutron's, vmqos:<policy id> for a native row that "
+                                                "follows a /v1 policy); null for a tombstone")
     policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
                                                       "the device must be released")
 
@@ -293,6 +294,7 @@ class Port(Wire):
     source: Literal["neutron", "native"] | None = Field(description="null for a device only the agent reports")
     policy_name: str | None
     policy: dict[str, Any] | None
+    policy_id: str | None = Field(default=None, description="the vmqos policy (/v1/policies) the device was set from")
     desired_revision: int | None
     applied_revision: int | None
     status: Literal["in_sync", "drift", "error", "pending", "unknown"] = Field(
@@ -324,8 +326,19 @@ class QuarantineList(Wire):
 
 
 class NativePort(Wire):
-    """A device's limits set with the native API (not Neutron's): the host file's policy form."""
+    """A device's limits set with the native API (not Neutron's): the host file's policy form inline, or a
+    vmqos policy named by its id (`policy_id`, GET /v1/policies), exactly one of the two."""
 
-    policy: dict[str, Any]
+    policy: dict[str, Any] | None = Field(default=None, description="the limits inline, in the host file's policy form")
     policy_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
-        None, description="its name in the agent's scope (default native:<device>)")
+        default=None, description="the inline limits' name in the agent's scope (default native:<device>)")
+    policy_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="a vmqos policy's id: the device follows that policy, and every change of it")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NativePort:
+        if (self.policy is None) == (self.policy_id is None):
+            raise ValueError("give the limits inline (policy) or a vmqos policy's id (policy_id), exactly one")
+        if self.policy_id is not None and self.policy_name is not None:
+            raise ValueError("policy_name names inline limits; a policy given by policy_id keeps its own name")
+        return self

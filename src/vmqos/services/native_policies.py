@@ -37,7 +37,9 @@ from vmqos.core.model.network import (
     TrafficMatch,
 )
 from vmqos.services import policies as neutron_policies
+from vmqos.services import policy_ports
 from vmqos.services.fleet_wire import Wire
+from vmqos.services.neutron_listing import Listing, Page, read_query, select
 from vmqos.services.identity import Caller, Forbidden
 from vmqos.store import Store
 from vmqos.store import native_policies as records
@@ -116,8 +118,15 @@ class NativePolicyAnswer(Wire):
     policy: NativePolicy
 
 
+class PageLink(Wire):
+    rel: Literal["next", "previous"]
+    href: str = Field(description="the same list from the other side of this page (Neutron's links)")
+
+
 class NativePolicyList(Wire):
     policies: list[NativePolicy]
+    policies_links: list[PageLink] | None = Field(default=None, description="only on a paged list (`limit`): Neutron's "
+                                                                    "next / previous links")
 
 
 # ------------------------------------------------------------------ model <-> wire
@@ -219,6 +228,23 @@ def list_policies(store: Store, caller: Caller) -> list[NativePolicy]:
     return own + sorted(neutron, key=lambda p: (p.name, p.id))
 
 
+PAGING = ("limit", "marker", "page_reverse")  # what GET /v1/policies reads of its query string
+LISTING = Listing(filters={})  # no filters; Neutron's order: by id, the key, when a page is asked for
+
+
+def page_policies(store: Store, caller: Caller, params: list[tuple[str, str]]) -> Page | None:
+    """The page of `list_policies` that `limit`, `marker` and `page_reverse` ask for, read, ordered and linked
+    as a Neutron list is (services.neutron_listing: by id; a marker the caller does not see starts from the
+    beginning, as Neutron's object pager does with a marker it cannot load; limit 0: every policy). None
+    when the query asks for no page: the list as `list_policies` orders it."""
+    asked = [(k, v) for k, v in params if k in PAGING]
+    if not any(k == "limit" and v not in ("", "0") for k, v in asked):
+        read_query(asked, LISTING)  # a bad limit is refused even when it asks for no page
+        return None
+    query = read_query(asked, LISTING)
+    return select([p.model_dump(mode="json") for p in list_policies(store, caller)], query)
+
+
 def _project(caller: Caller) -> str:
     return caller.project.id if caller.project is not None else ""
 
@@ -267,16 +293,18 @@ def create_policy(store: Store, caller: Caller, body: PolicyBody, *, now: dateti
 
 def replace_policy(store: Store, caller: Caller, policy_id: str, body: PolicyBody, *, expect: int | None = None,
                    now: datetime | None = None) -> NativePolicy:
-    """Replace a policy whole; conditional on its revision with `expect` (If-Match)."""
+    """Replace a policy whole; conditional on its revision with `expect` (If-Match). The desired rows of the
+    ports that follow it take its new content in the same transaction (services.policy_ports)."""
     have = _writable(store, caller, policy_id, "changing a policy")
     at = now or datetime.now(UTC)
     records.save(store, StoredNativePolicy(have.id, have.project_id, body.name, body.description,
                                            _data(body.name, body), have.revision + 1, have.created_at, at),
-                 expect=expect)
+                 expect=expect, then=policy_ports.then_replaced(policy_id))
     return _native(records.read(store, policy_id)[0])
 
 
 def delete_policy(store: Store, caller: Caller, policy_id: str, *, expect: int | None = None) -> None:
+    """Delete a policy: 409 (QosPolicyInUse) while ports follow it."""
     _writable(store, caller, policy_id, "deleting a policy")
-    if not records.remove(store, policy_id, expect=expect):
+    if not records.remove(store, policy_id, expect=expect, then=policy_ports.then_deleted(policy_id)):
         raise _not_found(policy_id)

@@ -4,9 +4,10 @@ A port's effective QoS is what the kernel should hold on its device: every sourc
 THE rule of `core.desired.effective.combine` (the one `vmqos port show` uses on one host): the
 port's own native limits, else the Neutron port's policy, else its network's (Neutron's
 precedence), and the `quota:vif_*` of the flavor its instance was booted with, limits field by
-field, the most restrictive winning, each value with its source. The server knows an instance's
-flavor only from its host's agent (the inventory it registered: a libvirt domain's Nova metadata
-names the flavor and the port ids); without it the flavor is not a source, and `flavor` says so.
+field, the most restrictive winning, each value with its source. The instance's flavor comes from
+the server's own record first (PUT /v1/hosts/{host}/instances/{id}, services.instance_flavors),
+else from its host's agent (the inventory it registered: a libvirt domain's Nova metadata names the
+flavor and the port ids); `flavor_source` says which; without either the flavor is not a source.
 The desired row an agent follows carries the policy alone: on a Nova host, libvirt applies the
 flavor's quota from the domain's own <bandwidth>, and the effective values say what both make.
 
@@ -17,12 +18,14 @@ A volume shows its type's QoS spec as the disk QoS it puts on the host, at the v
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from vmqos.core.desired.effective import EffectiveDirection, QosSource, Sourced, combine
 from vmqos.core.errors import VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
-from vmqos.services import cinder_volumes, fleet_hosts
+from vmqos.services import cinder_volumes, fleet_hosts, instance_flavors
 from vmqos.services.flavors import flavor_qos
 from vmqos.services.fleet_wire import Inventory, Wire
 from vmqos.services.identity import Caller
@@ -56,8 +59,11 @@ class EffectivePort(Wire):
     host: str
     device: str
     port_id: str | None
-    flavor: str | None = Field(description="the instance's flavor as its host's agent reported it; null: unknown "
-                                           "to the server (no agent inventory names it), so not a source")
+    flavor: str | None = Field(description="the instance's flavor; null: unknown to the server (neither "
+                                           "recorded nor in the agent's inventory), so not a source")
+    flavor_source: Literal["server", "agent"] | None = Field(
+        default=None, description="server: recorded with PUT /v1/hosts/{host}/instances/{id}; agent: the host's agent's "
+                          "inventory (libvirt's Nova metadata)")
     sources: list[str] = Field(description="every source, in precedence order")
     ingress: EffectiveValues
     egress: EffectiveValues
@@ -120,10 +126,16 @@ def port_effective(store: Store, caller: Caller, host: str, device: str) -> Effe
     sources: list[QosSource] = []
     if port.policy is not None:
         qos = policy_from_data(port.policy_name or "policy", port.policy, path=("policy",)).qos
-        label = (f"port {device} limits ({port.policy_name})" if port.source == "native"
+        label = (f"vmqos policy {port.policy_id}" if port.policy_id is not None
+                 else f"port {device} limits ({port.policy_name})" if port.source == "native"
                  else _policy_label(store, port.port_id, port.policy_name))
         sources.append(QosSource(label, qos))
-    flavor = _flavor_of(store, host, device, port.port_id)
+    neutron = list_ports(store, port.port_id) if port.port_id else []
+    flavor = instance_flavors.flavor_of(store, host, device, neutron[0].device_id if neutron else None)
+    flavor_source: Literal["server", "agent"] | None = "server" if flavor is not None else None
+    if flavor is None:
+        flavor = _flavor_of(store, host, device, port.port_id)
+        flavor_source = "agent" if flavor is not None else None
     if flavor is not None:
         try:
             found = _flavor_source(store, flavor)
@@ -132,7 +144,7 @@ def port_effective(store: Store, caller: Caller, host: str, device: str) -> Effe
         if found is not None:
             sources.append(found)
     merged = combine(sources)
-    return EffectivePort(host=host, device=device, port_id=port.port_id, flavor=flavor,
+    return EffectivePort(host=host, device=device, port_id=port.port_id, flavor=flavor, flavor_source=flavor_source,
                          sources=[s.label for s in sources], ingress=_values(merged.ingress),
                          egress=_values(merged.egress), qos=to_wire(merged.qos()),
                          notes=[str(n) for n in merged.notes])

@@ -31,7 +31,7 @@ CHUNK = 2000  # ids (or keys) per IN list: far below SQLite's and PostgreSQL's l
 Key = tuple[str, str]  # (host, device)
 T = TypeVar("T")
 
-_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at")
+_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at", "policy_id")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class DesiredRow:
     policy: str | None
     revision: int
     changed_at: datetime
+    policy_id: str | None = None  # the vmqos policy a native row names (its content is `policy`, resolved)
 
     @property
     def key(self) -> Key:
@@ -265,13 +266,19 @@ class DesiredWriter:
         return {r.key: r for batch in chunks(sorted(keys))
                 for r in _rows(self.conn, tuple_(d.host, d.device).in_(batch))}
 
+    def rows_of_policy(self, policy_id: str) -> dict[Key, DesiredRow]:
+        """The live rows that name the vmqos policy `policy_id` (the index on policy_id)."""
+        d = fleet_desired.c
+        return {r.key: r for r in _rows(self.conn, d.policy_id == policy_id, d.policy.is_not(None))}
+
     def write(self, changed: Sequence[DesiredRow], existing: Collection[Key]) -> int:
         """Give `changed` (their revision is ignored) the next revision, updating the rows at `existing`
         keys and inserting the others; the revision given."""
         revision = _counters(self.conn).revision + 1
         _set_counter(self.conn, REVISION, revision)
         values = [{"host": r.host, "device": r.device, "port_id": r.port_id, "source": r.source,
-                   "policy_name": r.policy_name, "policy": r.policy, "revision": revision, "changed_at": self.at}
+                   "policy_name": r.policy_name, "policy": r.policy, "revision": revision, "changed_at": self.at,
+                   "policy_id": r.policy_id}
                   for r in changed]
         updates = [v for v in values if (v["host"], v["device"]) in existing]
         inserts = [v for v in values if (v["host"], v["device"]) not in existing]

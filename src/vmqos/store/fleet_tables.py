@@ -11,6 +11,7 @@
 - `fleet_devices`: the device every bound Neutron port names on its host, so that the ports that
   compete for one device (the first one made keeps it) are found with one indexed read instead of
   every port of the host.
+- `fleet_instances`: the flavor and devices of an instance the server was told of (native API).
 - `fleet_hosts`, `fleet_port_status`, `fleet_events`, `fleet_quarantines`, `fleet_port_usage`: what
   the agents register and report.
 
@@ -43,6 +44,9 @@ class FleetDesiredRow(Base):
     policy: Mapped[str | None] = mapped_column(Text)  # JSON; NULL: a tombstone
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # the vmqos policy (/v1/policies) a native row names; NULL for inline limits and Neutron rows. Its
+    # index finds the rows a policy's change re-derives and the ports that keep it from being deleted.
+    policy_id: Mapped[str | None] = mapped_column(String, index=True)
 
 
 class FleetCounterRow(Base):
@@ -132,7 +136,22 @@ class FleetPortUsageRow(Base):
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class FleetInstanceRow(Base):
+    """An instance the server was told of (PUT /v1/hosts/{host}/instances/{id}): the flavor it was booted
+    with and the devices of its ports on the host, so that a port's effective QoS knows its flavor
+    without the agent's inventory (the server has no Nova servers API)."""
+
+    __tablename__ = "fleet_instances"
+
+    host: Mapped[str] = mapped_column(String, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String, primary_key=True)
+    flavor: Mapped[str] = mapped_column(String)  # the flavor's name, as Nova's metadata names it
+    devices: Mapped[str] = mapped_column(Text)  # JSON list of the devices of its ports on the host
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 fleet_desired = table_of(FleetDesiredRow)
+fleet_instances = table_of(FleetInstanceRow)
 fleet_counters = table_of(FleetCounterRow)
 fleet_devices = table_of(FleetDeviceRow)
 fleet_hosts = table_of(FleetHostRow)
