@@ -32,11 +32,11 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Iterator, Literal, Mapping, Sequence
 
-from vmqos.core.analysis.flows import Flow, flows, queued_flow
+from vmqos.core.analysis.flows import Flow, flows, queued_flow, unseen_leaf_drops
 from vmqos.core.model.checks import ETH_HLEN
 from vmqos.core.analysis.rates import counter_delta, flow_rate
 from vmqos.core.analysis.samples import (
@@ -56,6 +56,7 @@ from vmqos.drivers import counter_arrays
 from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS, ArrayReader, Layout, kind_words
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
+from vmqos.monitor.leaf_drops import TBF_KIND, LeafMemo, TbfLeaf, tbf_leaves
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,17 @@ class _Watched:
     planned: dict[tuple[object, ...], str]
     owners: dict[str, str]
     limits: dict[str, PortLimits]
+    tbf: dict[str, tuple[TbfLeaf, ...]]  # device -> its segmenting TBF leaves (leaf_drops)
     counter_owners: dict[str, str | None] = field(default_factory=dict)  # filled as counters are seen
 
     @classmethod
     def of(cls, plans: Mapping[str, PortPlan]) -> "_Watched":
         return cls(plans, frozenset(d for port in plans for d in (port, ifb_name(port))), planned_qdiscs(plans),
-                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()})
+                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()}, tbf_leaves(plans))
 
 
-_NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
+_NO_KIND = (-1, -1)
+_TBF_WORDS = kind_words(TBF_KIND)  # no planned root qdisc: no kind's words are equal to these
 
 
 def needed_counters(port: str) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[tuple[str, ...]]]:
@@ -103,6 +106,8 @@ class _Slots:
     needed: tuple[str, ...] = ()
     without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
+    # per device with planned TBF leaves: (its root qdisc's slot, its name, its ifindex, the leaves)
+    tbf_rows: tuple[tuple[int, str, int, tuple[TbfLeaf, ...]], ...] = ()
 
     @classmethod
     def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
@@ -110,6 +115,7 @@ class _Slots:
         links: dict[int, int] = {}
         counters: dict[str, int] = {}
         rows = []
+        tbf_rows = []
         needed: list[str] = []
         without: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for i, (port, limits) in enumerate(watched.limits.items()):
@@ -118,6 +124,9 @@ class _Slots:
                 qdiscs[idx], links[idx] = 2 * i, i
             if ifb in index:
                 qdiscs[index[ifb]] = 2 * i + 1
+            for slot, dev in ((2 * i, port), (2 * i + 1, ifb)):
+                if dev in watched.tbf and dev in index:
+                    tbf_rows.append((slot, dev, index[dev], watched.tbf[dev]))
             own = []
             for obj in watched.plans[port].objects:
                 # a counter is its owner's by its name, as the dumps path decides (counter_port)
@@ -138,7 +147,8 @@ class _Slots:
             without.append((tuple(n for n in if_not[0] if n in mine), tuple(n for n in if_not[1] if n in mine)))
         return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
                    tuple(dict.fromkeys(needed)), tuple(without),
-                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits))
+                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits),
+                   tuple(tbf_rows))
 
 
 @contextmanager
@@ -188,6 +198,7 @@ class Sampler:
         self._watched: _Watched | None = None
         self._slots: _Slots | None = None
         self._slots_for: _Watched | None = None
+        self._leaf_memo = LeafMemo()
 
     def close(self) -> None:
         self._reader.close()
@@ -207,6 +218,7 @@ class Sampler:
         self._devices = (len(self._names), sum(self._names))
         self._names_at = time.monotonic()
         self._slots = None
+        self._leaf_memo.clear()
         log.debug("sampler: a device came or went; %d link names re-read", len(self._names))
 
     def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
@@ -246,6 +258,7 @@ class Sampler:
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
         qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
+        unseen = self._unseen_arrays(slots, qdiscs)
         if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
             self._since_full += 1
             counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
@@ -276,18 +289,18 @@ class Sampler:
                     q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
                 # both directions queued (a shaped port): `flows` without its TcStats, the same figures
                 d_in, d_out = own.get(pps_in, _NO_COUNT), own.get(pps_out, _NO_COUNT)
-                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7], q[b + 9], q[b + 10],
-                                                     d_in.packets, d_in.bytes),
-                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 9], q[ib + 10],
-                                                    d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
+                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7] + unseen.get(qs, 0), q[b + 9],
+                                                     q[b + 10], d_in.packets, d_in.bytes),
+                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7] + unseen.get(ifb_qs, 0), q[ib + 9],
+                                                    q[ib + 10], d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
             else:
                 stats: dict[tuple[object, ...], TcStats] = {}
                 if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
-                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
-                                                             q[b + 10])
+                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7] + unseen.get(qs, 0),
+                                                             q[b + 8], q[b + 9], q[b + 10])
                 if q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
-                    stats[("qdisc", ifb_name(port), "root")] = TcStats(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 8],
-                                                                       q[ib + 9], q[ib + 10])
+                    stats[("qdisc", ifb_name(port), "root")] = TcStats(
+                        q[ib + 5], q[ib + 6], q[ib + 7] + unseen.get(ifb_qs, 0), q[ib + 8], q[ib + 9], q[ib + 10])
                 port_flows = flows(port, stats, own)
             link = None
             if ls is not None:
@@ -298,6 +311,62 @@ class Sampler:
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
+
+    def _unseen_arrays(self, slots: _Slots, q: Sequence[int]) -> dict[int, int]:
+        """Root qdisc slot -> the drops its TBF leaves counted that it did not (leaf_drops): read
+        with one get per leaf and class, only for roots that moved since their leaves were read."""
+        assert self._arrays is not None
+        memo, unseen = self._leaf_memo, {}
+        todo: list[tuple[int, str, tuple[int, int, int], tuple[TbfLeaf, ...]]] = []
+        for qslot, dev, _ifindex, leaves in slots.tbf_rows:
+            b = qslot * QDISC_FIELDS
+            if not q[b]:
+                continue  # no root: no queued flow to correct
+            signature = (q[b + 6], q[b + 7], q[b + 10])
+            known = memo.known(dev, signature)
+            if known is None:
+                todo.append((qslot, dev, signature, leaves))
+            elif known:
+                unseen[qslot] = known
+        if not todo:
+            return unseen
+        ifindex = {dev: idx for _, dev, idx, _ in slots.tbf_rows}
+        got = self._arrays.leaves_by_get([(ifindex[dev], leaf.classid) for _, dev, _, leaves in todo for leaf in leaves])
+        tbf = _TBF_WORDS
+        k = 0
+        for qslot, dev, signature, leaves in todo:
+            pairs = []
+            for _leaf in leaves:
+                t, c = 2 * k * QDISC_FIELDS, (2 * k + 1) * QDISC_FIELDS
+                k += 1
+                if got[t] and got[t + 3] == tbf[0] and got[t + 4] == tbf[1] and got[c]:
+                    pairs.append((got[t + 7], got[c + 7]))
+            n = unseen_leaf_drops(pairs)
+            memo.remember(dev, signature, n)
+            if n:
+                unseen[qslot] = n
+        return unseen
+
+    def _unseen_dumps(self, watched: _Watched, tc: dict[str, dict[tuple[object, ...], TcStats]],
+                      leaf_stats: Mapping[tuple[int, int], TcStats], index: Mapping[str, int]) -> None:
+        """The roots of `tc` with the drops their TBF leaves counted and they did not (leaf_drops):
+        the leaves from the qdisc dump, their classes from a class dump of the device, only for
+        roots that moved since their leaves were read."""
+        for dev, leaves in watched.tbf.items():
+            key = ("qdisc", dev, "root")
+            root = tc.get(dev, {}).get(key)
+            if root is None or dev not in index:
+                continue
+            signature = (root.packets, root.drops, root.qlen)
+            n = self._leaf_memo.known(dev, signature)
+            if n is None:
+                classes = {c.handle: c.stats for c in self._reader.classes(index[dev])}
+                pairs = [(leaf_stats[index[dev], leaf.classid].drops, classes[leaf.classid].drops) for leaf in leaves
+                         if (index[dev], leaf.classid) in leaf_stats and leaf.classid in classes]
+                n = unseen_leaf_drops(pairs)
+                self._leaf_memo.remember(dev, signature, n)
+            if n:
+                tc[dev][key] = replace(root, drops=root.drops + n)
 
     def _sample_dumps(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None) -> Sample:
         watched = self._watch(plans)
@@ -310,14 +379,23 @@ class Sampler:
         names = self._names
         index = {name: idx for idx, name in names.items()}
         planned = watched.planned
-        qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index})
+        leaves = {(index[dev], leaf.classid) for dev, dev_leaves in watched.tbf.items() if dev in index
+                  for leaf in dev_leaves}
+        qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index},
+                                     leaves=leaves)
         counters = self._reader.nft_counters()
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
+        leaf_stats: dict[tuple[int, int], TcStats] = {}
         for q in qdiscs:
+            if (q.ifindex, q.parent) in leaves:
+                if q.kind == TBF_KIND:
+                    leaf_stats[q.ifindex, q.parent] = q.stats
+                continue
             name = names[q.ifindex]
             key = ("qdisc", name, q.where)
             if planned.get(key) == q.kind:
                 tc.setdefault(name, {})[key] = q.stats
+        self._unseen_dumps(watched, tc, leaf_stats, index)
         owner_of = watched.counter_owners
         by_port: dict[str, dict[str, CounterValue]] = {}
         for name, value in counters.items():
