@@ -1,28 +1,24 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
 A pass is three netlink reads: the links' counters (one dump), the root qdisc of each port and
-IFB, and vmqos's named nft counters. `rates` turns two passes into per-port, per-direction rates.
+IFB, and vmqos's named nft counters (a root with segmenting TBF leaves also gets the drops they
+hid from it: `leaf_drops`). `rates` turns two passes into per-port, per-direction rates.
 The qdisc and nft dumps grow with the square of the objects (the kernel resumes them from the
 head of its list once per 32 KiB chunk), so the arrays path reads the qdiscs with one get per
-device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) the nft counters by name,
-only those the results use; both linear, their answers received and decoded in C
-(docs/benchmarks.md, section 6).
+device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) only the nft counters the
+results use by name; both linear, decoded in C (docs/benchmarks.md, section 6).
 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
-- "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
-  watched objects, in C, into arrays at slots laid out once per set of plans and devices; the
-  per-port records are built from those. About half the CPU of the "dumps" path per pass at
-  10,000 ports; the decoding itself all but vanishes (docs/benchmarks.md, section 6).
+- "arrays" (the default when the compiled helper is built): `counter_arrays` decodes, in C, only
+  the watched objects into arrays at slots laid out once per set of plans and devices.
 - "dumps": `CounterReader` decodes every message in Python (the path before issue 17; the
   fallback without the helper, and the reference the tests compare with).
-The cyclic garbage collector is paused during a pass and `rates`: they allocate about fifteen
-objects per port, freed on the next pass, none in a cycle. Nothing else is done to the collector:
-a pass never runs a collection (one walks everything the process holds, which is not the
-sampler's to bound: seconds in a test session, issue 17's revert).
+The cyclic garbage collector is paused during a pass and `rates` (about fifteen objects a port,
+freed on the next pass, none in a cycle); a pass never runs a collection (one walks all the
+process holds: seconds in a test session, issue 17's revert).
 
-A sample's time is taken just before its three dumps, after whatever the pass had to prepare (the
-layout of new plans, the device names): rates divide what the counters moved by the time between
-two samples, so that time must be the time the counters were read.
+A sample's time is taken just before its reads, after what the pass had to prepare (layout, names):
+rates divide what the counters moved by the time between two samples, when they were read.
 """
 
 from __future__ import annotations
@@ -32,11 +28,11 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Iterator, Literal, Mapping, Sequence
 
-from vmqos.core.analysis.flows import Flow, flows, queued_flow, unseen_leaf_drops
+from vmqos.core.analysis.flows import Flow, flows, queued_flow
 from vmqos.core.model.checks import ETH_HLEN
 from vmqos.core.analysis.rates import counter_delta, flow_rate
 from vmqos.core.analysis.samples import (
@@ -56,7 +52,8 @@ from vmqos.drivers import counter_arrays
 from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS, ArrayReader, Layout, kind_words
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
-from vmqos.monitor.leaf_drops import TBF_KIND, LeafMemo, TbfLeaf, tbf_leaves
+from vmqos.monitor.leaf_drops import (LeafMemo, TbfLeaf, TbfRow, add_unseen_from_dumps, add_unseen_from_gets,
+                                      leaf_parents, tbf_leaves, tbf_rows)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +76,7 @@ class _Watched:
                    chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()}, tbf_leaves(plans))
 
 
-_NO_KIND = (-1, -1)
-_TBF_WORDS = kind_words(TBF_KIND)  # no planned root qdisc: no kind's words are equal to these
+_NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
 
 
 def needed_counters(port: str) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[tuple[str, ...]]]:
@@ -106,8 +102,7 @@ class _Slots:
     needed: tuple[str, ...] = ()
     without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
-    # per device with planned TBF leaves: (its root qdisc's slot, its name, its ifindex, the leaves)
-    tbf_rows: tuple[tuple[int, str, int, tuple[TbfLeaf, ...]], ...] = ()
+    tbf_rows: tuple[TbfRow, ...] = ()
 
     @classmethod
     def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
@@ -115,7 +110,6 @@ class _Slots:
         links: dict[int, int] = {}
         counters: dict[str, int] = {}
         rows = []
-        tbf_rows = []
         needed: list[str] = []
         without: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for i, (port, limits) in enumerate(watched.limits.items()):
@@ -124,9 +118,6 @@ class _Slots:
                 qdiscs[idx], links[idx] = 2 * i, i
             if ifb in index:
                 qdiscs[index[ifb]] = 2 * i + 1
-            for slot, dev in ((2 * i, port), (2 * i + 1, ifb)):
-                if dev in watched.tbf and dev in index:
-                    tbf_rows.append((slot, dev, index[dev], watched.tbf[dev]))
             own = []
             for obj in watched.plans[port].objects:
                 # a counter is its owner's by its name, as the dumps path decides (counter_port)
@@ -148,7 +139,7 @@ class _Slots:
         return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
                    tuple(dict.fromkeys(needed)), tuple(without),
                    tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits),
-                   tuple(tbf_rows))
+                   tbf_rows(tuple(watched.limits), watched.tbf, index))
 
 
 @contextmanager
@@ -258,7 +249,7 @@ class Sampler:
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
         qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
-        unseen = self._unseen_arrays(slots, qdiscs)
+        add_unseen_from_gets(self._arrays, self._leaf_memo, slots.tbf_rows, qdiscs)  # into the roots' drops
         if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
             self._since_full += 1
             counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
@@ -289,18 +280,18 @@ class Sampler:
                     q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
                 # both directions queued (a shaped port): `flows` without its TcStats, the same figures
                 d_in, d_out = own.get(pps_in, _NO_COUNT), own.get(pps_out, _NO_COUNT)
-                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7] + unseen.get(qs, 0), q[b + 9],
-                                                     q[b + 10], d_in.packets, d_in.bytes),
-                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7] + unseen.get(ifb_qs, 0), q[ib + 9],
-                                                    q[ib + 10], d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
+                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7], q[b + 9], q[b + 10],
+                                                     d_in.packets, d_in.bytes),
+                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 9], q[ib + 10],
+                                                    d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
             else:
                 stats: dict[tuple[object, ...], TcStats] = {}
                 if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
-                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7] + unseen.get(qs, 0),
-                                                             q[b + 8], q[b + 9], q[b + 10])
+                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
+                                                             q[b + 10])
                 if q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
-                    stats[("qdisc", ifb_name(port), "root")] = TcStats(
-                        q[ib + 5], q[ib + 6], q[ib + 7] + unseen.get(ifb_qs, 0), q[ib + 8], q[ib + 9], q[ib + 10])
+                    stats[("qdisc", ifb_name(port), "root")] = TcStats(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 8],
+                                                                       q[ib + 9], q[ib + 10])
                 port_flows = flows(port, stats, own)
             link = None
             if ls is not None:
@@ -311,62 +302,6 @@ class Sampler:
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
-
-    def _unseen_arrays(self, slots: _Slots, q: Sequence[int]) -> dict[int, int]:
-        """Root qdisc slot -> the drops its TBF leaves counted that it did not (leaf_drops): read
-        with one get per leaf and class, only for roots that moved since their leaves were read."""
-        assert self._arrays is not None
-        memo, unseen = self._leaf_memo, {}
-        todo: list[tuple[int, str, tuple[int, int, int], tuple[TbfLeaf, ...]]] = []
-        for qslot, dev, _ifindex, leaves in slots.tbf_rows:
-            b = qslot * QDISC_FIELDS
-            if not q[b]:
-                continue  # no root: no queued flow to correct
-            signature = (q[b + 6], q[b + 7], q[b + 10])
-            known = memo.known(dev, signature)
-            if known is None:
-                todo.append((qslot, dev, signature, leaves))
-            elif known:
-                unseen[qslot] = known
-        if not todo:
-            return unseen
-        ifindex = {dev: idx for _, dev, idx, _ in slots.tbf_rows}
-        got = self._arrays.leaves_by_get([(ifindex[dev], leaf.classid) for _, dev, _, leaves in todo for leaf in leaves])
-        tbf = _TBF_WORDS
-        k = 0
-        for qslot, dev, signature, leaves in todo:
-            pairs = []
-            for _leaf in leaves:
-                t, c = 2 * k * QDISC_FIELDS, (2 * k + 1) * QDISC_FIELDS
-                k += 1
-                if got[t] and got[t + 3] == tbf[0] and got[t + 4] == tbf[1] and got[c]:
-                    pairs.append((got[t + 7], got[c + 7]))
-            n = unseen_leaf_drops(pairs)
-            memo.remember(dev, signature, n)
-            if n:
-                unseen[qslot] = n
-        return unseen
-
-    def _unseen_dumps(self, watched: _Watched, tc: dict[str, dict[tuple[object, ...], TcStats]],
-                      leaf_stats: Mapping[tuple[int, int], TcStats], index: Mapping[str, int]) -> None:
-        """The roots of `tc` with the drops their TBF leaves counted and they did not (leaf_drops):
-        the leaves from the qdisc dump, their classes from a class dump of the device, only for
-        roots that moved since their leaves were read."""
-        for dev, leaves in watched.tbf.items():
-            key = ("qdisc", dev, "root")
-            root = tc.get(dev, {}).get(key)
-            if root is None or dev not in index:
-                continue
-            signature = (root.packets, root.drops, root.qlen)
-            n = self._leaf_memo.known(dev, signature)
-            if n is None:
-                classes = {c.handle: c.stats for c in self._reader.classes(index[dev])}
-                pairs = [(leaf_stats[index[dev], leaf.classid].drops, classes[leaf.classid].drops) for leaf in leaves
-                         if (index[dev], leaf.classid) in leaf_stats and leaf.classid in classes]
-                n = unseen_leaf_drops(pairs)
-                self._leaf_memo.remember(dev, signature, n)
-            if n:
-                tc[dev][key] = replace(root, drops=root.drops + n)
 
     def _sample_dumps(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None) -> Sample:
         watched = self._watch(plans)
@@ -379,23 +314,16 @@ class Sampler:
         names = self._names
         index = {name: idx for idx, name in names.items()}
         planned = watched.planned
-        leaves = {(index[dev], leaf.classid) for dev, dev_leaves in watched.tbf.items() if dev in index
-                  for leaf in dev_leaves}
         qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index},
-                                     leaves=leaves)
+                                     leaves=leaf_parents(watched.tbf, index))
         counters = self._reader.nft_counters()
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
-        leaf_stats: dict[tuple[int, int], TcStats] = {}
-        for q in qdiscs:
-            if (q.ifindex, q.parent) in leaves:
-                if q.kind == TBF_KIND:
-                    leaf_stats[q.ifindex, q.parent] = q.stats
-                continue
+        for q in qdiscs:  # a TBF leaf is not in `planned` (roots only): add_unseen_from_dumps reads it
             name = names[q.ifindex]
             key = ("qdisc", name, q.where)
             if planned.get(key) == q.kind:
                 tc.setdefault(name, {})[key] = q.stats
-        self._unseen_dumps(watched, tc, leaf_stats, index)
+        add_unseen_from_dumps(self._reader, self._leaf_memo, watched.tbf, tc, qdiscs, index)
         owner_of = watched.counter_owners
         by_port: dict[str, dict[str, CounterValue]] = {}
         for name, value in counters.items():
