@@ -75,6 +75,8 @@ try:
     from vmqos.drivers import _nlstats as _helper  # type: ignore[attr-defined,no-redef]
 except ImportError:  # not built: the sampler falls back to CounterReader's Python decoding
     _helper = None
+if _helper is not None and not hasattr(_helper, "tc_receive"):  # built from an older _nlstats.c: `make` rebuilds it
+    _helper = None
 
 # Fields of one slot, as _nlstats.c writes them (its *_FIELDS constants say the same).
 QDISC_FIELDS = 11  # present, handle, parent, kind (16 bytes as 2 words), bytes, packets, drops, overlimits, backlog, qlen
