@@ -94,3 +94,20 @@ def test_a_root_that_is_not_there_is_left_alone():
     q = array("Q", bytes(8 * QDISC_FIELDS))
     add_unseen_from_gets(reader, memo, ((0, SLOW, 7, (TbfLeaf(SLOW, 0x10010, 0x10100000),)),), q)  # type: ignore[arg-type]
     assert (list(q), reader.reads) == ([0] * QDISC_FIELDS, 0)
+
+
+def test_a_tbf_that_restarts_from_zero_under_a_class_that_kept_its_count_loses_nothing():
+    """A live change across ~52 Mbit/s grafts a new TBF (drops from 0) under a class that keeps the
+    drops of the bfifo it replaced; the absolute difference would hide the new TBF's drops."""
+    from vmqos.core.analysis.flows import unseen_leaf_drops_since
+
+    assert unseen_leaf_drops_since((50, 10), (80, 11)) == 29  # 30 segments, one aggregate refused whole
+    assert unseen_leaf_drops_since((50, 10), (30, 10)) == 30  # the TBF restarted: its 30 are all new
+    memo = LeafMemo()
+    assert memo.leaf(SLOW, 0x10010, 50, 10) == 40  # first read: the difference
+    assert memo.leaf(SLOW, 0x10010, 0, 10) == 40  # a new TBF: nothing hidden yet, nothing lost
+    assert memo.leaf(SLOW, 0x10010, 30, 10) == 70  # its 30 drops, though the class still says 10
+    assert unseen_leaf_drops([(30, 10)]) == 20  # (what the absolute difference would have said)
+    assert memo.leaf(SLOW, 0x10011, 5, 0) == 5  # another leaf keeps its own count
+    memo.clear()
+    assert memo.leaf(SLOW, 0x10010, 30, 10) == 20  # a device that came or went: counted afresh

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping, MutableSequence, Sequence
 
-from vmqos.core.analysis.flows import unseen_leaf_drops
+from vmqos.core.analysis.flows import unseen_leaf_drops, unseen_leaf_drops_since
 from vmqos.core.observed import QdiscCounters, TcStats
 from vmqos.core.plan.handles import handle_int
 from vmqos.core.plan.names import ifb_name
@@ -59,10 +59,22 @@ Signature = tuple[int, int, int]  # the root's sent packets, drops and queue len
 
 
 class LeafMemo:
-    """Per device: the root's signature when its leaves were last read, and what they added then."""
+    """Per device: the root's signature when its leaves were last read, and what they added then;
+    per leaf, its last (TBF drops, class drops) and what it hid from the root so far."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Signature, int]] = {}
+        self._leaves: dict[tuple[str, int], tuple[int, int, int]] = {}
+
+    def leaf(self, dev: str, classid: int, tbf_drops: int, class_drops: int) -> int:
+        """What this leaf hid from its root so far, given its counters just read: their difference
+        at its first read, then what it hid between reads (`unseen_leaf_drops_since`), so that a
+        TBF that restarts from zero under a class that keeps its count loses nothing."""
+        key, now = (dev, classid), (tbf_drops, class_drops)
+        seen = self._leaves.get(key)
+        total = unseen_leaf_drops([now]) if seen is None else seen[2] + unseen_leaf_drops_since(seen[:2], now)
+        self._leaves[key] = (tbf_drops, class_drops, total)
+        return total
 
     def known(self, dev: str, signature: Signature) -> int | None:
         """The leaves' unseen drops, if the root has not moved since they were read; else None."""
@@ -77,6 +89,7 @@ class LeafMemo:
     def clear(self) -> None:
         """Forget every device (one came or went: a name may now be another device)."""
         self._seen.clear()
+        self._leaves.clear()
 
 
 TbfRow = tuple[int, str, int, tuple[TbfLeaf, ...]]  # a device's root qdisc slot, its name, ifindex, TBF leaves
@@ -111,13 +124,12 @@ def add_unseen_from_gets(reader: ArrayReader, memo: LeafMemo, rows: Sequence[Tbf
         got = reader.leaves_by_get([(ifindex[dev], leaf.classid) for _, dev, _, leaves in todo for leaf in leaves])
         k = 0
         for qslot, dev, signature, leaves in todo:
-            pairs = []
-            for _leaf in leaves:
+            n = 0
+            for leaf in leaves:
                 t, c = 2 * k * QDISC_FIELDS, (2 * k + 1) * QDISC_FIELDS
                 k += 1
                 if got[t] and got[t + 3] == _TBF_WORDS[0] and got[t + 4] == _TBF_WORDS[1] and got[c]:
-                    pairs.append((got[t + 7], got[c + 7]))
-            n = unseen_leaf_drops(pairs)
+                    n += memo.leaf(dev, leaf.classid, got[t + 7], got[c + 7])
             memo.remember(dev, signature, n)
             if n:
                 unseen[qslot] = n
@@ -142,8 +154,8 @@ def add_unseen_from_dumps(reader: CounterReader, memo: LeafMemo, tbf: Mapping[st
         if n is None:
             idx = index[dev]
             classes = {c.handle: c.stats for c in reader.classes(idx)}
-            n = unseen_leaf_drops((leaf_stats[idx, leaf.classid].drops, classes[leaf.classid].drops) for leaf in leaves
-                                  if (idx, leaf.classid) in leaf_stats and leaf.classid in classes)
+            n = sum(memo.leaf(dev, leaf.classid, leaf_stats[idx, leaf.classid].drops, classes[leaf.classid].drops)
+                    for leaf in leaves if (idx, leaf.classid) in leaf_stats and leaf.classid in classes)
             memo.remember(dev, signature, n)
         if n:
             tc[dev][key] = replace(root, drops=root.drops + n)

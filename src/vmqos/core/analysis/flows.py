@@ -68,6 +68,17 @@ def unseen_leaf_drops(leaves: Iterable[tuple[int, int]]) -> int:
     return sum(max(0, tbf - cls) for tbf, cls in leaves)
 
 
+def unseen_leaf_drops_since(before: tuple[int, int], now: tuple[int, int]) -> int:
+    """What one TBF leaf dropped unseen by its root between two reads of (its drops, its class's).
+
+    A count that went back restarted from zero: a TBF grafted where a bfifo leaf was (a live
+    change across ~52 Mbit/s) starts at 0 while its class keeps the bfifo's drops, so the leaf's
+    absolute difference (`unseen_leaf_drops`) would hide its drops until they outnumber those."""
+    tbf = now[0] - before[0] if now[0] >= before[0] else now[0]
+    cls = now[1] - before[1] if now[1] >= before[1] else now[1]
+    return max(0, tbf - cls)
+
+
 def _queued(q: TcStats, before: CounterValue) -> Flow:
     """A queue's view, with `before` dropped ahead of it (nft's packet-rate limit)."""
     return queued_flow(q.bytes, q.packets, q.drops, q.backlog_bytes, q.qlen, before.packets, before.bytes)
