@@ -19,6 +19,9 @@ netlink dumps, plus the `nft`/`ip`/`tc` processes it started):
   (a2) needed   (a) with `nft_reads="needed"`: after a whole dump of the nft counters, only those the
                 results use, read by name; the whole dump again every `full_every` (10) passes. Its
                 figure is the mean over the passes (the whole dumps included), not the median
+  (a2*) busy   (a2) as if every port had moved since the last pass: its segmenting TBF leaves and
+                their classes read every pass (4 gets a port with two such leaves; monitor/leaf_drops.py),
+                where an idle port's are not read again. Mean, as (a2)
   (a0) old      the path before issue 17: `Sampler._sample_dumps()` (every message decoded in Python,
                 the cyclic garbage collector on) + `rates()`
   (a') monitor  `Monitor.step()`, the daemon's whole pass on (a2) (mean, as for (a2)): plus the desired state's revision
@@ -59,6 +62,7 @@ from vmqos.monitor.sampler import Sampler, rates  # noqa: E402
 from vmqos.store import Store  # noqa: E402
 
 READERS = {"needed": "(a2) new, nft counters by name: `Sampler(nft_reads=\"needed\")` + `rates`",
+           "busy": "(a2*) (a2) with every port busy: its TBF leaves read every pass",
            "new": "(a) new: `Sampler.sample` (compiled decoder) + `rates`",
            "old": "(a0) old: the Python decoder, as before issue 17, + `rates`",
            "monitor": "(a') `Monitor.step` on (a), the daemon's pass",
@@ -113,8 +117,13 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     rates(previous["old"], current)
                     previous["old"] = current
 
+                def busy_pass() -> None:
+                    needed._leaf_memo.clear()  # as if every root had moved: every TBF leaf is read again
+                    needed_pass()
+
                 out["new"] += passes(args.samples, new_pass)
                 out["needed"] += passes(max(args.samples, needed.full_every), needed_pass)
+                out["busy"] += passes(max(args.samples, needed.full_every), busy_pass)
                 same_needed = all((a.flows, a.link) == (b.flows, b.link) for a, b in zip(
                     needed.sample(plans, instances).ports.values(), old._sample_dumps(plans, instances).ports.values()))
                 out["old"] += passes(args.samples, old_pass)
@@ -151,7 +160,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             out["iproute2"] += passes(args.samples, iproute2_pass)
             counts["nft_counters"] = len(nft_reader.counters())
             gc.collect()
-    med = {k: {"cpu_s": (statistics.mean if k in ("needed", "monitor") else statistics.median)(c for c, _ in v),
+    med = {k: {"cpu_s": (statistics.mean if k in ("needed", "busy", "monitor") else statistics.median)(c for c, _ in v),
                "wall_s": statistics.median(w for _, w in v)} for k, v in out.items() if v}
     return {"ports": n, "runs": args.runs, "samples_per_run": args.samples, "per_pass": out, "median": med,
             "counts": counts, "same_ports_both_paths": same,

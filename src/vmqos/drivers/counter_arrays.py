@@ -36,6 +36,7 @@ from vmqos.drivers.counters import (
     QDISC_REQUEST,
     RTM_GETQDISC,
     RTM_GETSTATS,
+    RTM_GETTCLASS,
     CounterReader,
     nft_counter_get,
     nft_counter_request_body,
@@ -73,6 +74,8 @@ _helper: ModuleType | None
 try:
     from vmqos.drivers import _nlstats as _helper  # type: ignore[attr-defined,no-redef]
 except ImportError:  # not built: the sampler falls back to CounterReader's Python decoding
+    _helper = None
+if _helper is not None and not hasattr(_helper, "tc_receive"):  # built from an older _nlstats.c: `make` rebuilds it
     _helper = None
 
 # Fields of one slot, as _nlstats.c writes them (its *_FIELDS constants say the same).
@@ -241,6 +244,32 @@ class ArrayReader:
                 status = self.helper.qdisc_receive(sock.fileno(), buf, first, last, layout.qdisc_table, out)[0]
                 if status < 0:
                     raise kernel_error("reading qdisc counters", -status, os.strerror(-status))
+        except BaseException:
+            self.reader.reset_route_socket()  # answers may be left unread: the next pass starts afresh
+            raise
+        return out
+
+    def leaves_by_get(self, leaves: Sequence[tuple[int, int]], batch: int = 256) -> array:
+        """For each (ifindex, HTB leaf classid): the qdisc under that class (slot 2k) and the class
+        itself (slot 2k+1), QDISC_FIELDS words each, with one get per object (RTM_GETQDISC by
+        parent, RTM_GETTCLASS by classid). An object that is not there stays "not seen"."""
+        out = array("Q", bytes(8 * QDISC_FIELDS * 2 * len(leaves)))
+        if not leaves:
+            return out
+        requests = [(mtype, _TCMSG.pack(0, ifindex, handle, parent, 0)) for ifindex, classid in leaves
+                    for mtype, handle, parent in ((RTM_GETQDISC, 0, classid), (RTM_GETTCLASS, classid, 0))]
+        sock, buf = self.reader._sock, self.reader._buf
+        try:
+            for start in range(0, len(requests), batch):
+                chunk = requests[start:start + batch]
+                first = GET_SEQ_BASE + start
+                sock.send(b"".join(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | NLM_F_ECHO |
+                                                  (NLM_F_ACK if i == len(chunk) - 1 else 0), first + i, 0) + body
+                                   for i, (mtype, body) in enumerate(chunk)))
+                status = self.helper.tc_receive(sock.fileno(), buf, first, first + len(chunk) - 1, GET_SEQ_BASE,
+                                                out)[0]
+                if status < 0:
+                    raise kernel_error("reading leaf qdisc and class counters", -status, os.strerror(-status))
         except BaseException:
             self.reader.reset_route_socket()  # answers may be left unread: the next pass starts afresh
             raise

@@ -44,6 +44,7 @@ NLA_TYPE_MASK = 0x3FFF
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWQDISC, RTM_GETQDISC, RTM_NEWSTATS, RTM_GETSTATS = 36, 38, 92, 94
+RTM_NEWTCLASS, RTM_GETTCLASS = 40, 42
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 # nf_tables over nfnetlink: objects (named counters) of one table.
 NFNL_SUBSYS_NFTABLES = 10
@@ -78,9 +79,11 @@ def _kind(raw: bytes) -> str:
 _NO_QUEUE = (0, 0, 0, 0, 0)
 
 
-def _qdisc(data: bytes, offset: int, end: int, top_only: bool, devices: AbstractSet[int] | None) -> QdiscCounters | None:
+def _qdisc(data: bytes, offset: int, end: int, top_only: bool, devices: AbstractSet[int] | None,
+           leaves: AbstractSet[tuple[int, int]] = frozenset()) -> QdiscCounters | None:
     _, ifindex, handle, parent, _ = _TCMSG.unpack_from(data, offset + 16)
-    if top_only and parent != TC_H_ROOT and parent != TC_H_INGRESS or devices is not None and ifindex not in devices:
+    if top_only and parent != TC_H_ROOT and parent != TC_H_INGRESS and (ifindex, parent) not in leaves or \
+            devices is not None and ifindex not in devices:
         return None
     nla = _NLA.unpack_from
     kind, nbytes, packets, queue = "?", 0, 0, _NO_QUEUE
@@ -249,12 +252,22 @@ class CounterReader:
             if status < 0:
                 raise kernel_error(f"reading {what}", -status, os.strerror(-status))
 
-    def qdiscs(self, *, top_only: bool = False, devices: AbstractSet[int] | None = None) -> list[QdiscCounters]:
+    def qdiscs(self, *, top_only: bool = False, devices: AbstractSet[int] | None = None,
+               leaves: AbstractSet[tuple[int, int]] = frozenset()) -> list[QdiscCounters]:
         """Every qdisc of the namespace; `top_only`: only root and ingress ones (what a port's flow
-        needs); `devices`: only those of these ifindexes (the kernel dumps them all, they are not decoded)."""
-        found = (_qdisc(data, off, end, top_only, devices) for rtype, data, off, end in
+        needs), and those under the (ifindex, parent class) of `leaves`; `devices`: only those of
+        these ifindexes (the kernel dumps them all, they are not decoded)."""
+        found = (_qdisc(data, off, end, top_only, devices, leaves) for rtype, data, off, end in
                  self._dump("qdisc counters", RTM_GETQDISC, QDISC_REQUEST) if rtype == RTM_NEWQDISC)
         return [q for q in found if q is not None]
+
+    def classes(self, ifindex: int) -> list[QdiscCounters]:
+        """Every class of one device (a class dump is per device), as qdiscs are decoded: the
+        handle is the classid, the kind its qdisc's."""
+        found = (_qdisc(data, off, end, False, None) for rtype, data, off, end in
+                 self._dump("class counters", RTM_GETTCLASS, _TCMSG.pack(0, ifindex, 0, 0, 0))
+                 if rtype == RTM_NEWTCLASS)
+        return [c for c in found if c is not None]
 
     def links(self) -> dict[int, LinkCounters]:
         return dict(_link(data, off, end) for rtype, data, off, end in

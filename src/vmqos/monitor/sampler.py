@@ -1,28 +1,24 @@
 """One pass over every managed port of a namespace: three reads, whatever the number of ports.
 
 A pass is three netlink reads: the links' counters (one dump), the root qdisc of each port and
-IFB, and vmqos's named nft counters. `rates` turns two passes into per-port, per-direction rates.
+IFB, and vmqos's named nft counters (a root with segmenting TBF leaves also gets the drops they
+hid from it: `leaf_drops`). `rates` turns two passes into per-port, per-direction rates.
 The qdisc and nft dumps grow with the square of the objects (the kernel resumes them from the
 head of its list once per 32 KiB chunk), so the arrays path reads the qdiscs with one get per
-device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) the nft counters by name,
-only those the results use; both linear, their answers received and decoded in C
-(docs/benchmarks.md, section 6).
+device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) only the nft counters the
+results use by name; both linear, decoded in C (docs/benchmarks.md, section 6).
 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
-- "arrays" (the default when the compiled helper is built): `counter_arrays` decodes only the
-  watched objects, in C, into arrays at slots laid out once per set of plans and devices; the
-  per-port records are built from those. About half the CPU of the "dumps" path per pass at
-  10,000 ports; the decoding itself all but vanishes (docs/benchmarks.md, section 6).
+- "arrays" (the default when the compiled helper is built): `counter_arrays` decodes, in C, only
+  the watched objects into arrays at slots laid out once per set of plans and devices.
 - "dumps": `CounterReader` decodes every message in Python (the path before issue 17; the
   fallback without the helper, and the reference the tests compare with).
-The cyclic garbage collector is paused during a pass and `rates`: they allocate about fifteen
-objects per port, freed on the next pass, none in a cycle. Nothing else is done to the collector:
-a pass never runs a collection (one walks everything the process holds, which is not the
-sampler's to bound: seconds in a test session, issue 17's revert).
+The cyclic garbage collector is paused during a pass and `rates` (about fifteen objects a port,
+freed on the next pass, none in a cycle); a pass never runs a collection (one walks all the
+process holds: seconds in a test session, issue 17's revert).
 
-A sample's time is taken just before its three dumps, after whatever the pass had to prepare (the
-layout of new plans, the device names): rates divide what the counters moved by the time between
-two samples, so that time must be the time the counters were read.
+A sample's time is taken just before its reads, after what the pass had to prepare (layout, names):
+rates divide what the counters moved by the time between two samples, when they were read.
 """
 
 from __future__ import annotations
@@ -56,6 +52,8 @@ from vmqos.drivers import counter_arrays
 from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS, ArrayReader, Layout, kind_words
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
+from vmqos.monitor.leaf_drops import (LeafMemo, TbfLeaf, TbfRow, add_unseen_from_dumps, add_unseen_from_gets,
+                                      leaf_parents, tbf_leaves, tbf_rows)
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +67,13 @@ class _Watched:
     planned: dict[tuple[object, ...], str]
     owners: dict[str, str]
     limits: dict[str, PortLimits]
+    tbf: dict[str, tuple[TbfLeaf, ...]]  # device -> its segmenting TBF leaves (leaf_drops)
     counter_owners: dict[str, str | None] = field(default_factory=dict)  # filled as counters are seen
 
     @classmethod
     def of(cls, plans: Mapping[str, PortPlan]) -> "_Watched":
         return cls(plans, frozenset(d for port in plans for d in (port, ifb_name(port))), planned_qdiscs(plans),
-                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()})
+                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()}, tbf_leaves(plans))
 
 
 _NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
@@ -103,6 +102,7 @@ class _Slots:
     needed: tuple[str, ...] = ()
     without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
+    tbf_rows: tuple[TbfRow, ...] = ()
 
     @classmethod
     def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
@@ -138,7 +138,8 @@ class _Slots:
             without.append((tuple(n for n in if_not[0] if n in mine), tuple(n for n in if_not[1] if n in mine)))
         return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
                    tuple(dict.fromkeys(needed)), tuple(without),
-                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits))
+                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits),
+                   tbf_rows(tuple(watched.limits), watched.tbf, index))
 
 
 @contextmanager
@@ -188,6 +189,7 @@ class Sampler:
         self._watched: _Watched | None = None
         self._slots: _Slots | None = None
         self._slots_for: _Watched | None = None
+        self._leaf_memo = LeafMemo()
 
     def close(self) -> None:
         self._reader.close()
@@ -207,6 +209,7 @@ class Sampler:
         self._devices = (len(self._names), sum(self._names))
         self._names_at = time.monotonic()
         self._slots = None
+        self._leaf_memo.clear()
         log.debug("sampler: a device came or went; %d link names re-read", len(self._names))
 
     def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
@@ -246,6 +249,7 @@ class Sampler:
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
         qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
+        add_unseen_from_gets(self._arrays, self._leaf_memo, slots.tbf_rows, qdiscs)  # into the roots' drops
         if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
             self._since_full += 1
             counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
@@ -310,14 +314,16 @@ class Sampler:
         names = self._names
         index = {name: idx for idx, name in names.items()}
         planned = watched.planned
-        qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index})
+        qdiscs = self._reader.qdiscs(top_only=True, devices={index[d] for d in watched.wanted if d in index},
+                                     leaves=leaf_parents(watched.tbf, index))
         counters = self._reader.nft_counters()
         tc: dict[str, dict[tuple[object, ...], TcStats]] = {}
-        for q in qdiscs:
+        for q in qdiscs:  # a TBF leaf is not in `planned` (roots only): add_unseen_from_dumps reads it
             name = names[q.ifindex]
             key = ("qdisc", name, q.where)
             if planned.get(key) == q.kind:
                 tc.setdefault(name, {})[key] = q.stats
+        add_unseen_from_dumps(self._reader, self._leaf_memo, watched.tbf, tc, qdiscs, index)
         owner_of = watched.counter_owners
         by_port: dict[str, dict[str, CounterValue]] = {}
         for name, value in counters.items():
