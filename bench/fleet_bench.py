@@ -201,8 +201,16 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
 # ------------------------------------------------------------------ the parent
 
 def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK  # utime, stime (fields 14 and 15)
+    """The CPU seconds of the process and of its living children (`--workers N`: uvicorn's workers), read
+    from /proc: utime and stime (fields 14 and 15), and the children's through /proc/PID/task/*/children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / CLK
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        total += sum(_cpu(int(child)) for child in task.read_text().split())
+    return total
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -237,7 +245,8 @@ class Fleet:
         log = open(self.tmp / "server.log", "wb")  # noqa: SIM115 - the child's, closed with the run
         run = ["-c", PROFILED.format(out=self.args.profile)] if self.args.profile else ["-m", "vmqos.cli.main"]
         self.server = subprocess.Popen([sys.executable, *run, "server", "--listen",
-                                        f"127.0.0.1:{self.args.port}", "--db", self.db], stdout=log,
+                                        f"127.0.0.1:{self.args.port}", "--db", self.db,
+                                        "--workers", str(self.args.workers)], stdout=log,
                                        stderr=subprocess.STDOUT)
         while True:
             if self.server.poll() is not None:
@@ -402,6 +411,8 @@ def main() -> None:
                              "period: the agents' empty answers come in a wave every 30 s after the last change)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--port", type=int, default=19696)
+    parser.add_argument("--workers", type=int, default=1, help="the server's processes (`vmqos server --workers`); "
+                                                               "its CPU is the sum over them")
     parser.add_argument("--json", help="write the JSON document here too")
     parser.add_argument("--profile", help="run the server under cProfile (its event loop's thread) and write the "
                                           "profile here when it stops (python -m pstats FILE)")
@@ -410,7 +421,8 @@ def main() -> None:
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres")
     fleet: Fleet | None = None
-    out: dict[str, Any] = {"hosts": args.hosts, "ports": args.ports, "shared": args.shared, "procs": args.procs}
+    out: dict[str, Any] = {"hosts": args.hosts, "ports": args.ports, "shared": args.shared, "procs": args.procs,
+                           "workers": args.workers}
     try:
         fleet = Fleet(args, tmp)
         policy, rule, out["seed_s"] = fleet.seed()

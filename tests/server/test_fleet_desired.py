@@ -233,3 +233,51 @@ def test_a_neutron_write_and_its_rows_commit_together(api, monkeypatch):
     monkeypatch.undo()
     assert records.list_ports(store, found["id"])[0].qos_policy_id is None
     assert _rows(store, "h1") == {}
+
+
+def test_a_rule_change_of_a_policy_that_limits_rewrites_its_rows_in_one_statement_without_reading_a_port(
+        api, monkeypatch):
+    """Set-based: the rows that held the policy get its new text and one revision, no port is read (the full
+    refresh, `_decide`, is not called); a port that lost its device and a port the policy does not reach
+    (a DHCP port on its network) get no row; another policy's rows and a native row keep their revision;
+    the rows equal what a full refresh computes. A policy that holds nothing, before or after, takes the
+    full refresh (the rows appear or go)."""
+    admin, store = headers(api), api.app.state.store
+    p3, p6 = policy(api, admin, "p3", 3000), policy(api, admin, "p6", 6000)
+    net = made(api.post("/v2.0/networks", json={"network": {"name": "n", "qos_policy_id": p3}}, headers=admin),
+               "network")
+    on_vq0 = {"binding:host_id": "h1", "binding:profile": {"device": "vq0"}}
+    first = port(api, admin, net["id"], "first", qos_policy_id=p6, **on_vq0)
+    port(api, admin, net["id"], "second", qos_policy_id=p3, **on_vq0)  # names vq0 too: the first keeps it
+    a = port(api, admin, net["id"], "a", qos_policy_id=p3, **{"binding:host_id": "h1"})
+    b = port(api, admin, net["id"], "b", device_owner="compute:nova", **{"binding:host_id": "h2"})  # the network's
+    port(api, admin, net["id"], "dhcp", device_owner="network:dhcp", **{"binding:host_id": "h2"})
+    native = fleet_desired.set_port(store, "h3", "vq-n", policy_from_data("gold", {"egress": {"rate": "50mbit"}}))
+    h1 = _rows(store, "h1")
+    assert {k: v[:2] for k, v in h1.items()} == {"vq0": (first["id"], 6_000_000), _tap(a): (a["id"], 3_000_000)}
+
+    def full_refresh(*args, **kwargs):
+        raise AssertionError("a rule change of a policy that limits before and after read the ports")
+
+    monkeypatch.setattr(fleet_desired, "_decide", full_refresh)
+    rule = api.get(f"/v2.0/qos/policies/{p3}/bandwidth_limit_rules", headers=admin).json()
+    rule_path = f"/v2.0/qos/policies/{p3}/bandwidth_limit_rules/{rule['bandwidth_limit_rules'][0]['id']}"
+    before = _revision(store)
+    _put(api, rule_path, {"bandwidth_limit_rule": {"max_kbps": 4000}}, admin)
+    after = _revision(store)
+    assert after == before + 1
+    assert _changed(store, "h1", before) == {_tap(a): 4_000_000}
+    assert _changed(store, "h2", before) == {_tap(b): 4_000_000}
+    assert _rows(store, "h1")["vq0"] == h1["vq0"]  # p6's row: its revision did not move
+    assert _rows(store, "h3") == {"vq-n": (None, 50_000_000, native.revision)}  # the native row too
+    _put(api, rule_path, {"bandwidth_limit_rule": {"max_kbps": 4000}}, admin)  # the same limit: no revision
+    assert _revision(store) == after
+    monkeypatch.undo()
+    _consistent(store, ("h1", "h2"))
+
+    assert api.delete(rule_path, headers=admin).status_code == 204  # holds nothing now: the full refresh
+    assert _changed(store, "h1", after) == {_tap(a): None} and _changed(store, "h2", after) == {_tap(b): None}
+    made(api.post(f"/v2.0/qos/policies/{p3}/bandwidth_limit_rules", headers=admin,
+                  json={"bandwidth_limit_rule": {"max_kbps": 2000}}), "bandwidth_limit_rule")
+    assert {k: v[:2] for k, v in _rows(store, "h2").items()} == {_tap(b): (b["id"], 2_000_000)}
+    _consistent(store, ("h1", "h2"))

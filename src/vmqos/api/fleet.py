@@ -20,6 +20,7 @@ from vmqos.api import auth
 from vmqos.api.conditional import TAG_HEADER, read_expect, set_etag
 from vmqos.api import models as m
 from vmqos.api.fleet_watch import MAX_WAIT_S, Watch
+from vmqos.api.watch_auth import poller
 from vmqos.services import fleet_access, fleet_desired, fleet_hosts, fleet_instances, verify_runs
 from vmqos.services.dashboard_live import LiveHistory
 from vmqos.services.fleet_wire import (
@@ -103,7 +104,7 @@ async def changes(request: Request, host: str,
                                      description="the revision of the last answer (/desired or /changes)"),
                   wait: float = Query(0.0, ge=0, description=f"seconds to wait for a change (capped at "
                                                              f"{MAX_WAIT_S:g})"),
-                  who: Caller = Depends(auth.caller)) -> Response:
+                  who: Caller = Depends(poller)) -> Response:
     fleet_access.check_host(who, check_host(host), "reading the desired state")
     found = await watch_of(request).changes(host, since, wait)
     # serialized here, once, by the model itself: a thousand answers at one change are a thousand of these,

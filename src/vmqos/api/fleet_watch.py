@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
+from vmqos.api.watch_auth import TrustedCallers
 from vmqos.core.errors import VmqosError
 from vmqos.services import fleet_desired
 from vmqos.services.fleet_wire import Changes, Desired
@@ -61,6 +62,7 @@ class Watch:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._said: str | None = None
         self._batch: _Batch | None = None
+        self.callers = TrustedCallers()  # the long poll's callers, trusted a while (api.watch_auth)
 
     def running(self) -> bool:
         return self._task is not None and not self._task.done() and self._loop is asyncio.get_running_loop()

@@ -52,6 +52,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 @click.option("--netns", metavar="NS",
               help="with --all-in-one: the network namespace that holds the ports' devices "
                    "(default: this one; a lab's host namespace is LAB-host)")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, metavar="N",
+              help="server processes on one listening socket (PostgreSQL only: the long poll of each wakes on the "
+                   "database's revision, whichever process wrote it); e.g. --workers 2 on a 2-core host")
 @click.option("--tls-cert", metavar="FILE",
               help="serve HTTPS with this certificate (PEM: the server's, then its intermediate CAs); with --tls-key")
 @click.option("--tls-key", metavar="FILE",
@@ -82,7 +85,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
               help="the CA that signed an https Keystone's certificate (or $OS_CACERT; default: the system's CAs)")
 @click.pass_context
 def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, host_name: str | None,
-           netns: str | None, tls_cert: str | None, tls_key: str | None, mode: str, token_ttl: int,
+           netns: str | None, workers: int, tls_cert: str | None, tls_key: str | None, mode: str, token_ttl: int,
            lockout_attempts: int, lockout_seconds: int, keystone_url: str | None, keystone_user: str | None,
            keystone_password: str | None, keystone_project: str | None, keystone_user_domain: str,
            keystone_project_domain: str, keystone_cache_seconds: int, keystone_cacert: str | None) -> None:
@@ -127,7 +130,9 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     settings = ServerAuth(mode, AuthSettings(timedelta(seconds=token_ttl), lockout_attempts,
                                              timedelta(seconds=lockout_seconds)), keystone)
     url = db or os.environ.get("VMQOS_DB") or None
-    identity.open_store(url).close()  # a database that cannot be opened is one line here, not a traceback
+    opened = identity.open_store(url)  # a database that cannot be opened is one line here, not a traceback
+    opened.close()
+    check_workers(workers, opened.url, all_in_one)
     if url:
         os.environ["VMQOS_DB"] = url
     os.environ.update(settings.to_env())
@@ -135,6 +140,8 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
 
     options: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
                                "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
+    if workers > 1:
+        options["workers"] = workers
     if served_tls is not None:
         options |= {"ssl_certfile": served_tls.certfile, "ssl_keyfile": served_tls.keyfile}
     if not all_in_one:
@@ -142,6 +149,22 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
         return
     all_in_one_server(uvicorn.Config("vmqos.api.app:create_app", **options), url,
                       host_name or socket.gethostname(), netns)
+
+
+def check_workers(workers: int, url: str, all_in_one: bool) -> None:
+    """More than one process only where they share what they serve: SQLite is one writer's file (the long
+    poll of another process would not wake in time) and --all-in-one enforces from one process.
+
+    Each process runs its own long-poll ticker on the shared revision counter and its own refresh at start
+    (the second finds nothing to write); the dashboard's live charts show what reached the process that
+    serves the browser (services.dashboard_live keeps them in memory)."""
+    if workers == 1:
+        return
+    if url.startswith("sqlite"):
+        raise InvalidValue("--workers", workers, "SQLite serves from one process: give --workers 1, or a PostgreSQL "
+                                                 "--db (postgresql://HOST/DB) for more")
+    if all_in_one:
+        raise InvalidValue("--workers", workers, "--all-in-one enforces from one process: give --workers 1")
 
 
 @server.command()

@@ -30,16 +30,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 
-from vmqos.core.desired.neutron_ports import device_name
+from vmqos.core.desired.neutron_ports import device_name, policy_name
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, PreconditionFailed, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
 from vmqos.core.model.host import Policy, check_device_name
 from vmqos.services.fleet_wire import Changes, Desired, RevisionGone, Snapshot, check_host
-from vmqos.services.neutron_bindings import PortBinding, bind
+from vmqos.services.neutron_bindings import PortBinding, bind, enforced_policy
 from vmqos.store import Store
 from vmqos.store import fleet as records
 from vmqos.store.fleet import DesiredRow, DesiredWriter, Key
 from vmqos.store.neutron_tables import Then
+from vmqos.store.qos import StoredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,35 @@ def then_ports(port_ids: Iterable[str]) -> Then:
 def then_policy(policy_id: str) -> Then:
     """`refresh_policy` inside a rule change's transaction (store.qos.save_policy's `then`)."""
     return _then(lambda w: w.port_ids_of_policy(policy_id))
+
+
+def _enforced_text(stored: StoredPolicy) -> str | None:
+    """The JSON every live row of the QoS policy holds; None when its ports hold nothing (no rule that
+    limits) or it cannot be read (its ports are left out, `bind`)."""
+    try:
+        policy = enforced_policy(stored)
+    except VmqosError:
+        return None
+    return None if policy.qos.is_empty else _policy_json(policy, {})
+
+
+def then_rules(before: StoredPolicy, after: StoredPolicy) -> Then:
+    """After a change of a QoS policy's rules, in its transaction. The rules decide what the policy's rows
+    hold, not which ports hold one (devices, the first port's claim, the policy a port gets: `bind` reads
+    no rule): when the policy held limits before and holds limits after, the rows that held it get the new
+    text in one set-based UPDATE with one revision (`DesiredWriter.rewrite_policy`), without reading a
+    port. When it held nothing before or holds nothing after (the first rule that limits added, the last
+    removed), or cannot be read, its ports gain or lose rows: the full refresh (`then_policy`)."""
+    full = then_policy(after.id)
+
+    def run(conn: Connection) -> None:
+        was, now = _enforced_text(before), _enforced_text(after)
+        if was is None or now is None:
+            full(conn)
+        elif was != now:
+            DesiredWriter(conn, datetime.now(UTC)).rewrite_policy(NEUTRON, policy_name(after.id), now)
+
+    return run
 
 
 def then_network(network_id: str) -> Then:

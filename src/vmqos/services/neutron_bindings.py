@@ -54,6 +54,11 @@ def host_bindings(store: Store, host: str) -> HostBindings:
     return bind(host, records.list_ports(store, host_id=host), networks, policies)
 
 
+def enforced_policy(stored: StoredPolicy) -> Policy:
+    """The Policy a port of the QoS policy holds, named by the policy's id (VmqosError: it cannot be read)."""
+    return replace(as_policy(stored), name=policy_name(stored.id))
+
+
 def bind(host: str, ports: Iterable[StoredPort], network_policies: Mapping[str, str | None],
          policies: Mapping[str, StoredPolicy], converted: dict[str, Policy] | None = None) -> HostBindings:
     """THE rule, for the enforcer and the fleet's desired rows alike: `ports` bound to `host`, in
@@ -82,7 +87,7 @@ def bind(host: str, ports: Iterable[StoredPort], network_policies: Mapping[str, 
         if chosen is not None and stored is not None:
             if stored.id not in converted:
                 try:
-                    converted[stored.id] = replace(as_policy(stored), name=policy_name(stored.id))
+                    converted[stored.id] = enforced_policy(stored)
                 except VmqosError as exc:  # every stored policy reads (services.policies checks), but not blindly
                     problems.append(f"port {port.id}: QoS policy {stored.id} cannot be enforced: {exc}")
                     continue

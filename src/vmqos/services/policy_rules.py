@@ -141,8 +141,8 @@ def _check_duplicate(policy: StoredPolicy, new: StoredRule) -> None:
 
 def _save_rules(store: Store, policy: StoredPolicy, rules: tuple[StoredRule, ...], at: datetime | None) -> None:
     """Save the policy with `rules` and, in the same transaction, the desired rows of the ports it applies to."""
-    policies.save(store, policies.bump(policy, at, rules=rules), policy.revision_number,
-                  then=fleet_desired.then_policy(policy.id))
+    changed = policies.bump(policy, at, rules=rules)
+    policies.save(store, changed, policy.revision_number, then=fleet_desired.then_rules(policy, changed))
 
 
 def list_rules(store: Store, caller: Caller, policy_id: str, rtype: str, params: list[tuple[str, str]]) -> Page:

@@ -291,6 +291,23 @@ class DesiredWriter:
             self.conn.execute(insert(fleet_desired), inserts)
         return revision
 
+    def rewrite_policy(self, source: str, policy_name: str, text: str) -> tuple[int | None, frozenset[str]]:
+        """Set-based: every live row of `source` that holds the policy `policy_name` gets `text` and, all of
+        them, one next revision, in one UPDATE (a policy shared by 10,000 ports is one statement, not
+        10,000 rows built and compared in Python). The revision given (None: no row changed) and the
+        hosts of the rows it gave it to (the index on revision)."""
+        d = fleet_desired.c
+        revision = _counters(self.conn).revision + 1
+        changed = self.conn.execute(
+            update(fleet_desired)
+            .where(d.source == source, d.policy_name == policy_name, d.policy.is_not(None), d.policy != text)
+            .values(policy=text, revision=revision, changed_at=self.at)).rowcount
+        if not changed:
+            return None, frozenset()
+        _set_counter(self.conn, REVISION, revision)
+        hosts = self.conn.execute(select(d.host).where(d.revision == revision).distinct()).scalars()
+        return revision, frozenset(str(h) for h in hosts)
+
 
 @contextmanager
 def desired_writer(store: Store, action: str) -> Iterator[DesiredWriter]:
