@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,8 @@ from vmqos.core.model.host import EgressMode, Policy
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
 from vmqos.lab import Lab, lab_down, lab_up
 from vmqos.services.ports import clear_port, set_port
+
+from apply_bench import exit_on_sigterm  # a forked child must not run this process's cleanup
 from vmqos.store import Store
 
 MBIT = 1_000_000
@@ -423,7 +424,7 @@ def main() -> int:
         else:
             print(table(doc))
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally that removes the lab
+    exit_on_sigterm(143)  # the finally that removes the lab runs in this process only, not in pyroute2's children
     if os.geteuid() != 0:
         print("needs root (a lab of network namespaces)", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ and so the sojourn time a packet enqueued now will see: `max(tat, now - tau) - n
 virtual sojourn it runs CoDel's control law: when the sojourn has stayed above `target` for an
 `interval`, it signals one packet, then the next ones `interval / sqrt(count)` apart, until the
 sojourn falls below the target. A signal is a CE mark on an ECN-capable packet (when the map's
-ECN flag is on) or a drop (TC_ACT_SHOT: HTB frees the packet before any class and counts it in
+ECN flag is on) or, when the drop flag is on, a drop (TC_ACT_SHOT: HTB frees the packet before any class and counts it in
 the root qdisc's drops). A packet that passes continues to the next filter (TC_ACT_UNSPEC), so the
 program sits behind the sparse and class filters without classifying anything itself.
 
@@ -54,7 +54,8 @@ TAT, FIRST_ABOVE, DROP_NEXT, COUNT, DROPPING, DROPS, MARKS = 40, 48, 56, 64, 72,
 SPACING = 96  # 16 x u64: interval / sqrt(n) for count n = 1..16
 STEPS = 16
 VALUE_SIZE = SPACING + 8 * STEPS
-FLAG_ECN = 1
+FLAG_ECN = 1  # mark ECT packets CE
+FLAG_DROP = 2  # drop what is not marked
 
 
 def program(map_fd: int) -> bytes:
@@ -141,15 +142,19 @@ def program(map_fd: int) -> bytes:
     emit(_STX_DW, _R9, _R2, DROP_NEXT)
     emit(_LDX_DW, _R1, _R9, FLAGS)
     jump(_JSET_K, _R1, 0, FLAG_ECN, "try_mark")
-    jump(_JA, 0, 0, 0, "drop")
+    jump(_JA, 0, 0, 0, "maybe_drop")
     at("try_mark")
     emit(_MOV_X, _R1, _R6)
     emit(_CALL, imm=_ECN_SET_CE)
-    jump(_JEQ_K, _R0, 0, 0, "drop")  # not ECN-capable
+    jump(_JEQ_K, _R0, 0, 0, "maybe_drop")  # not ECN-capable
     emit(_LDX_DW, _R1, _R9, MARKS)
     emit(_ADD_K, _R1, imm=1)
     emit(_STX_DW, _R9, _R1, MARKS)
     jump(_JA, 0, 0, 0, "enqueue")
+    at("maybe_drop")
+    emit(_LDX_DW, _R1, _R9, FLAGS)
+    jump(_JSET_K, _R1, 0, FLAG_DROP, "drop")
+    jump(_JA, 0, 0, 0, "enqueue")  # mark-only: a packet that cannot be marked passes
     at("drop")
     emit(_LDX_DW, _R1, _R9, DROPS)
     emit(_ADD_K, _R1, imm=1)
@@ -181,11 +186,12 @@ class AqmConfig:
     target_ns: int
     interval_ns: int
     ecn: bool = False
+    drop: bool = True
 
     def packed(self) -> bytes:
         tau = self.bucket_bytes * NSEC // self.rate_bytes
         return struct.pack("<QQQQQ", self.rate_bytes, self.target_ns, self.interval_ns, tau,
-                           FLAG_ECN if self.ecn else 0)
+                           (FLAG_ECN if self.ecn else 0) | (FLAG_DROP if self.drop else 0))
 
 
 def spacings(interval_ns: int) -> list[int]:
@@ -223,7 +229,7 @@ def read_state(map_fd: int) -> AqmState:
     tat, = struct.unpack_from("<Q", raw, TAT)
     drops, marks = struct.unpack_from("<QQ", raw, DROPS)
     bucket = tau * rate // NSEC if rate else 0
-    return AqmState(tat, drops, marks, AqmConfig(rate, bucket, target, interval, bool(flags & FLAG_ECN)))
+    return AqmState(tat, drops, marks, AqmConfig(rate, bucket, target, interval, bool(flags & FLAG_ECN), bool(flags & FLAG_DROP)))
 
 
 def write(map_fd: int, config: AqmConfig) -> None:
