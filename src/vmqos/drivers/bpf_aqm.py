@@ -30,10 +30,17 @@ import struct
 import time
 from dataclasses import dataclass
 
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.protocols import ETH_P_ALL
+
 from vmqos.core.errors import KernelError
+from vmqos.core.plan.handles import handle_int
+from vmqos.core.plan.tc_objects import Aqm
 from vmqos.drivers.bpf_police import (
     _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, _PROG_LOAD, _PROG_TYPE_SCHED_CLS, NSEC,
-    _address, _bpf, _insn, _name,
+    _address, _bpf, _insn, _name, map_of,
 )
 
 PROGRAM_NAME = "vmqos_aqm"
@@ -53,7 +60,8 @@ RATE, TARGET, INTERVAL, TAU, FLAGS = 0, 8, 16, 24, 32
 TAT, FIRST_ABOVE, DROP_NEXT, COUNT, DROPPING, DROPS, MARKS = 40, 48, 56, 64, 72, 80, 88
 SPACING = 96  # 16 x u64: interval / sqrt(n) for count n = 1..16
 STEPS = 16
-VALUE_SIZE = SPACING + 8 * STEPS
+BUCKET = SPACING + 8 * STEPS  # the bucket in bytes, as vmqos asked (tau is its time at the rate)
+VALUE_SIZE = BUCKET + 8
 FLAG_ECN = 1  # mark ECT packets CE
 FLAG_DROP = 2  # drop what is not marked
 
@@ -228,7 +236,7 @@ def read_state(map_fd: int) -> AqmState:
     rate, target, interval, tau, flags = struct.unpack_from("<QQQQQ", raw, 0)
     tat, = struct.unpack_from("<Q", raw, TAT)
     drops, marks = struct.unpack_from("<QQ", raw, DROPS)
-    bucket = tau * rate // NSEC if rate else 0
+    bucket, = struct.unpack_from("<Q", raw, BUCKET)
     return AqmState(tat, drops, marks, AqmConfig(rate, bucket, target, interval, bool(flags & FLAG_ECN), bool(flags & FLAG_DROP)))
 
 
@@ -245,6 +253,7 @@ def write(map_fd: int, config: AqmConfig) -> None:
         struct.pack_into("<Q", raw, TAT, now + backlog * NSEC // config.rate_bytes)
     raw[0:40] = config.packed()
     struct.pack_into(f"<{STEPS}Q", raw, SPACING, *spacings(config.interval_ns))
+    struct.pack_into("<Q", raw, BUCKET, config.bucket_bytes)
     _put(map_fd, bytes(raw))
 
 
@@ -272,3 +281,58 @@ def load(config: AqmConfig) -> tuple[int, int]:
         os.close(map_fd)
         raise
     return prog_fd, map_fd
+
+
+# -- on a device (netlink), as bpf_police ------------------------------------------------------------
+
+def config_of(obj: Aqm) -> AqmConfig:
+    """What vmqos plans: marks only (see `core.plan.queues.aqm` for why no drops)."""
+    return AqmConfig(obj.rate_bytes, obj.bucket_bytes, obj.target_ns, obj.interval_ns, ecn=True, drop=False)
+
+
+def prog_id(msg: Any) -> int | None:
+    """The id of vmqos's AQM program in a filter message of kind bpf; None for anyone else's."""
+    opts = msg.get_attr("TCA_OPTIONS")
+    if opts is None or opts.get_attr("TCA_BPF_NAME") != PROGRAM_NAME:
+        return None
+    found = opts.get_attr("TCA_BPF_ID")
+    return int(found) if found is not None else None
+
+
+def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> Aqm:
+    """The AQM a filter holds, as its map says (a map that does not mark only reads as another AQM)."""
+    fd = map_of(program, PROGRAM_NAME)
+    try:
+        cfg = read_state(fd).config
+    finally:
+        os.close(fd)
+    rate = cfg.rate_bytes if (cfg.ecn, cfg.drop) == (True, False) else 0
+    return Aqm(dev, parent, prio, protocol, rate_bytes=rate, bucket_bytes=cfg.bucket_bytes,
+               target_ns=cfg.target_ns, interval_ns=cfg.interval_ns)
+
+
+def put(ipr: Any, idx: int, obj: Aqm) -> None:
+    """Make `obj` what the device's HTB root holds: the running program's map rewritten in place when
+    vmqos's AQM is there (its virtual backlog kept), else a new program attached."""
+    for msg in ipr.get_filters(index=idx, parent=handle_int(obj.parent)):
+        if msg["info"] >> 16 != obj.prio or msg.get_attr("TCA_KIND") != "bpf":
+            continue
+        program = prog_id(msg)
+        if program is not None:
+            fd = map_of(program, PROGRAM_NAME)
+            try:
+                write(fd, config_of(obj))
+            except OSError as exc:
+                raise KernelError(f"changing {obj.describe()}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+            return
+    prog_fd, map_fd = load(config_of(obj))
+    try:
+        ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(obj.parent), prio=obj.prio, protocol=ETH_P_ALL,
+               fd=prog_fd, name=PROGRAM_NAME, direct_action=True)
+    except NetlinkError as exc:
+        raise KernelError(f"attaching {obj.describe()}: {os.strerror(exc.code)}", errno=exc.code) from None
+    finally:
+        os.close(prog_fd)
+        os.close(map_fd)  # the filter holds the program, the program its map
