@@ -256,6 +256,9 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         status = lab_up(name, 1)
         assert not status.problems, status.problems
         limiters = Limiters(lab, store)
+        if args.ecn:  # the flows negotiate ECN (the default, 2, only accepts it): what vmqos's AQM marks
+            for ns in (lab.wan_ns, lab.instance(1).netns):
+                sh(ns, "sysctl -qw net.ipv4.tcp_ecn=1")
         idle_ms = _idle_rtt(lab)
         for rep in range(args.reps):
             for rate_mbit in args.rates:
@@ -277,6 +280,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(f"file:{name}?mode=memory&cache=shared&uri=true.locks", ignore_errors=True)
         shutil.rmtree(f"file:{name}.locks", ignore_errors=True)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(), "idle_rtt_ms": idle_ms,
+            "ecn": args.ecn, "load": open("/proc/loadavg").read().split()[:3],
             "seconds": args.seconds, "reps": args.reps, "refused": limiters.refused, "runs": results}
 
 
@@ -407,6 +411,8 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--directions", nargs="+", default=["to", "from"], choices=["to", "from"])
     parser.add_argument("--ccs", nargs="+", default=["cubic", "bbr"], choices=["cubic", "bbr"])
+    parser.add_argument("--ecn", action="store_true", help="net.ipv4.tcp_ecn=1 in the lab's wan and vm1: the flow "
+                        "negotiates ECN (vmqos shape's AQM marks CE)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", type=Path, nargs="+", help="print the tables of saved results (a JSON document "
                         "each, or the printed lines of runs: one JSON object a line), merged")
