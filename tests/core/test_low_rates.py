@@ -150,7 +150,7 @@ def test_the_aqm_is_planned_without_traffic_classes_and_sized_in_frames_at_low_r
     assert (low.parent, low.prio, low.rate_bytes) == ("1:", AQM_PRIO, 125_000)
     assert low.target_ns == 1514 * 8 * 1000 and low.interval_ns == 4 * 1514 * 8 * 1000  # a frame: 12.1 ms
     (high,) = [o for o in plan(100 * MBIT).objects if isinstance(o, Aqm)]
-    assert (high.target_ns, high.interval_ns, high.bucket_bytes) == (2_000_000, 10_000_000, 125_000)
+    assert (high.target_ns, high.interval_ns, high.bucket_bytes) == (2_000_000, 10_000_000, 50_000)  # a tick
     assert max(f.prio for f in plan(100 * MBIT).objects if hasattr(f, "prio") and f.kind == "filter") == AQM_PRIO
     web = TrafficClass("web", 60, TrafficMatch("tcp", (80,)))
     assert not [o for o in plan(10 * MBIT, (web, TrafficClass("rest", 40))).objects if isinstance(o, Aqm)]

@@ -1,4 +1,4 @@
-"""An AQM at enqueue over a virtual queue: a bpf classifier on a port's HTB root (issue 16, a probe).
+"""An AQM at enqueue over a virtual queue: a bpf classifier on a port's HTB root (issue 16).
 
 This kernel has no fq_codel, codel, pie or cake, and a drop-tail leaf short enough for 30 ms at
 1 Mbit/s costs BBR 12-90 % of its rate (docs/benchmarks.md §11). The HTB leaf drains at a known
