@@ -111,18 +111,17 @@ def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile) 
     """The AQM of a tree without traffic classes: CE marks on ECN-capable packets, never a drop.
 
     This kernel has no fq_codel, codel, pie or cake, and a drop-tail leaf short enough for the issue's
-    RTT targets costs BBR 12-90 % of its rate. The leaf drains at a known rate (the ceiling), so a
-    program on the HTB root keeps the queue's state itself (a virtual backlog that drains at the
-    port's rate, with the leaves' cburst as credit: HTB queues once the leaf's ceil bucket is empty,
-    whatever its parent holds) and runs CoDel's law over that virtual sojourn. With the port's burst
-    as credit instead (10 ms of the rate, against one timer tick), the flow's own RTT at 100 Mbit/s
-    was 5.4-6.5 ms instead of 2.5. Measured
-    on 6.18 (docs/benchmarks.md §11, one cubic flow with ECN, both directions): the flow's own added
-    RTT 23-26 ms at 1 Mbit/s (85-88 before), 8 at 3 (26-29), 2.4 at 10 (12-17), 2.5 at 100 (11-17),
-    1.4-1.8 at 1 Gbit/s (2.6-7), the rate unchanged. It only marks: dropping the packets of flows
-    without ECN cost BBR 10-25 % of its rate at 1-10 Mbit/s and cubic 14 % at 1 Mbit/s (BBR v1 ignores
-    CE marks, and keeps its own queue: its cwnd floor). With traffic classes the default leaf drains
-    at its share, not at the ceiling, so the virtual queue would not be the leaf's: no AQM there."""
+    RTT targets costs BBR 12-90 % of its rate. The port's queue drains at a known rate, so a program
+    on the HTB root keeps the queue's state itself (a virtual backlog that drains at the port's rate,
+    with the leaves' cburst as credit: HTB queues once the leaf's ceil bucket is empty, whatever its
+    parent holds; with the port's burst as credit the flow's own RTT at 100 Mbit/s was 5.4-6.5 ms
+    instead of 2) and runs CoDel's law over that virtual sojourn. Measured on 6.18 (docs/benchmarks.md
+    §11, one cubic flow with ECN, both directions): the flow's own added RTT 22-26 ms at 1 Mbit/s
+    (83-91 without the AQM), 8 at 3 (26-30), 2.3 at 10 (12-16), 1.9-2.2 at 100 (11-17), 1.6-1.8 at
+    1 Gbit/s (3-17), the rate unchanged. It only marks: dropping the packets of flows without ECN cost
+    BBR 10-25 % of its rate at 1-10 Mbit/s and cubic 14 % at 1 Mbit/s (BBR v1 ignores CE marks, and
+    keeps its own queue: its cwnd floor). With traffic classes the default leaf drains at its share,
+    not at the port's rate, so the virtual queue would not be the leaf's: no AQM there."""
     frame_ns = frame_bytes(mtu) * 8 * 1_000_000_000 // rate_bps
     return Aqm(dev, "1:", AQM_PRIO, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
                target_ns=max(profile.aqm_target_us * 1000, profile.aqm_target_frames * frame_ns),

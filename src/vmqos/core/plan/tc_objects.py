@@ -225,7 +225,7 @@ AQM_PRIO = 0xFFF0  # the AQM program's place on the HTB root: after the sparse a
 class Aqm(TcFilter):
     """A shaped direction's AQM: vmqos's eBPF program on the HTB root (cls_bpf, direct action), which
     marks ECN-capable packets CE when the queue's sojourn stays above `target_ns` for `interval_ns`
-    (CoDel's law), over a virtual queue that drains at `rate_bytes` (L2 bytes/s, the port's ceiling)
+    (CoDel's law), over a virtual queue that drains at `rate_bytes` (L2 bytes/s, the port's rate)
     with `bucket_bytes` of credit (the leaves' cburst, as HTB's bucket). It never drops and never
     classifies (`drivers/bpf_aqm`; why: `queues.aqm`). Its configuration lives in a BPF map that a
     change rewrites in place, keeping the virtual backlog."""
