@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,8 @@ from vmqos.core.model.host import EgressMode, Policy
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
 from vmqos.lab import Lab, lab_down, lab_up
 from vmqos.services.ports import clear_port, set_port
+
+from apply_bench import exit_on_sigterm  # a forked child must not run this process's cleanup
 from vmqos.store import Store
 
 MBIT = 1_000_000
@@ -255,6 +256,9 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         status = lab_up(name, 1)
         assert not status.problems, status.problems
         limiters = Limiters(lab, store)
+        if args.ecn:  # the flows negotiate ECN (the default, 2, only accepts it): what vmqos's AQM marks
+            for ns in (lab.wan_ns, lab.instance(1).netns):
+                sh(ns, "sysctl -qw net.ipv4.tcp_ecn=1")
         idle_ms = _idle_rtt(lab)
         for rep in range(args.reps):
             for rate_mbit in args.rates:
@@ -276,6 +280,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(f"file:{name}?mode=memory&cache=shared&uri=true.locks", ignore_errors=True)
         shutil.rmtree(f"file:{name}.locks", ignore_errors=True)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(), "idle_rtt_ms": idle_ms,
+            "ecn": args.ecn, "load": open("/proc/loadavg").read().split()[:3],
             "seconds": args.seconds, "reps": args.reps, "refused": limiters.refused, "runs": results}
 
 
@@ -406,6 +411,8 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--directions", nargs="+", default=["to", "from"], choices=["to", "from"])
     parser.add_argument("--ccs", nargs="+", default=["cubic", "bbr"], choices=["cubic", "bbr"])
+    parser.add_argument("--ecn", action="store_true", help="net.ipv4.tcp_ecn=1 in the lab's wan and vm1: the flow "
+                        "negotiates ECN (vmqos shape's AQM marks CE)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", type=Path, nargs="+", help="print the tables of saved results (a JSON document "
                         "each, or the printed lines of runs: one JSON object a line), merged")
@@ -423,7 +430,7 @@ def main() -> int:
         else:
             print(table(doc))
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally that removes the lab
+    exit_on_sigterm(143)  # the finally that removes the lab runs in this process only, not in pyroute2's children
     if os.geteuid() != 0:
         print("needs root (a lab of network namespaces)", file=sys.stderr)
         return 2

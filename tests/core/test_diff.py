@@ -15,7 +15,7 @@ from vmqos.core.model import (
 from vmqos.core.model.host import EgressMode
 from vmqos.core.plan.diff import diff, replay
 from vmqos.core.plan.names import chain_from, ifb_name
-from vmqos.core.plan.objects import HtbClass, NftChain, Policer, Qdisc
+from vmqos.core.plan.objects import Aqm, HtbClass, NftChain, Policer, Qdisc
 from vmqos.core.plan.tc_objects import POLICER_PRIO
 from vmqos.core.plan.planner import plan_port
 from vmqos.core.plan.render import render
@@ -114,10 +114,12 @@ def test_a_live_rate_change_is_two_class_replaces():
         qos = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(rate)))
         return plan_port(PORT, combine([QosSource("t", qos)]))
     ops = diff(plan(102_400_000).objects, plan(10**9).objects)
-    # the port's bucket, the sparse class, the leaf, and the leaf's queue (sized by time at the rate), all in place
-    assert [op.action for op in ops] == ["replace"] * 4
-    assert [type(op.obj) for op in ops] == [HtbClass, HtbClass, HtbClass, Qdisc]
-    assert [cmd.split()[:3] for cmd in render(ops)] == [["tc", "class", "replace"]] * 3 + [["tc", "qdisc", "replace"]]
+    # the port's bucket, the sparse class, the leaf, the leaf's queue (sized by time at the rate) and the
+    # AQM's rate (its map, rewritten by the driver), all in place
+    assert [op.action for op in ops] == ["replace"] * 5
+    assert [type(op.obj) for op in ops] == [HtbClass, HtbClass, HtbClass, Qdisc, Aqm]
+    assert [cmd.split()[:3] for cmd in render(ops)] == ([["tc", "class", "replace"]] * 3 + [["tc", "qdisc", "replace"]]
+                                                        + [["#", "vmqos", "aqm"]])
 
 
 def test_a_foreign_htb_root_needs_a_recreate_which_is_flagged():

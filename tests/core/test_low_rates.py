@@ -101,7 +101,9 @@ def test_a_live_change_across_the_threshold_grafts_the_leaf_queue_in_place(monke
     kernel.watchers.append(_limiters_always_there)
     results, _ = settle(rec, after, applied=record, verify=False)
     assert all(op.action == "replace" for r in results for op in r.ops)
-    assert kernel.writes() and all(" replace " in f" {c.text} " for c in kernel.writes())
+    # the AQM's change is a rewrite of its map (the fake journals the line `plan` shows for it)
+    assert kernel.writes() and all(" replace " in f" {c.text} " or c.text.startswith("vmqos aqm program")
+                                   for c in kernel.writes())
     kinds = {o.qdisc_kind for o in kernel.objects("tap0") if isinstance(o, Qdisc) and o.parent == "1:10"}
     assert kinds == ({"tbf"} if segments(rates[1] * MBIT, PROFILE) else {"bfifo"})
     assert in_sync(rec, after)
@@ -133,3 +135,23 @@ def test_a_tbf_at_the_root_is_someone_elses_even_with_handle_1():
     assert is_foreign(Qdisc("tap0", "root", "1:", "tbf", limit_bytes=10_000, rate_bps=MBIT, burst_bytes=1540))
     assert not is_foreign(_leaf_queues(_plan(MBIT))["1:10"])
     assert not is_foreign(Qdisc("tap0", "root", "1:", "htb", default_minor=0x10))
+
+
+def test_the_aqm_is_planned_without_traffic_classes_and_sized_in_frames_at_low_rates():
+    """Mark-only AQM on the HTB root, last of its filters; its target and interval at least one and four
+    frames at the rate; no AQM where traffic classes split the port (the default leaf drains at its share)."""
+    from vmqos.core.plan.objects import Aqm
+    from vmqos.core.plan.tc_objects import AQM_PRIO
+
+    def plan(rate, classes=()):
+        qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(rate), classes=classes))
+        return plan_port("tap-q", combine([QosSource("t", qos)]))
+    (low,) = [o for o in plan(1 * MBIT).objects if isinstance(o, Aqm)]
+    assert (low.parent, low.prio, low.rate_bytes) == ("1:", AQM_PRIO, 125_000)
+    assert low.target_ns == 1514 * 8 * 1000 and low.interval_ns == 4 * 1514 * 8 * 1000  # a frame: 12.1 ms
+    (high,) = [o for o in plan(100 * MBIT).objects if isinstance(o, Aqm)]
+    assert (high.target_ns, high.interval_ns, high.bucket_bytes) == (2_000_000, 10_000_000, 50_000)  # a tick
+    assert max(f.prio for f in plan(100 * MBIT).objects if hasattr(f, "prio") and f.kind == "filter") == AQM_PRIO
+    web = TrafficClass("web", 60, TrafficMatch("tcp", (80,)))
+    assert not [o for o in plan(10 * MBIT, (web, TrafficClass("rest", 40))).objects if isinstance(o, Aqm)]
+    assert tc_commands(Operation("create", low))[0].startswith("# vmqos aqm program on tap-q")

@@ -9,7 +9,7 @@ from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, P
 from vmqos.core.plan.diff import Operation, diff
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
-from vmqos.core.plan.objects import HtbClass, IfbLink, NftChain, NftCounter, NftSet, Qdisc, U32Filter, is_nft
+from vmqos.core.plan.objects import Aqm, HtbClass, IfbLink, NftChain, NftCounter, NftSet, Qdisc, U32Filter, is_nft
 from vmqos.reconcile.decide import (
     Phase,
     _parts,
@@ -123,7 +123,7 @@ def test_phases_from_empty_links_then_queues_then_nft_and_nothing_to_delete():
     assert [p.name for p in phases.ordered()] == ["nft early", "links up", "nft forwarding", "tc up", "nft",
                                                   "tc down", "links down"]
     assert all(isinstance(op.obj, IfbLink) for ops in phases.links_up.ops.values() for op in ops)
-    assert {type(op.obj) for ops in phases.tc_up.ops.values() for op in ops} == {Qdisc, HtbClass, U32Filter}
+    assert {type(op.obj) for ops in phases.tc_up.ops.values() for op in ops} == {Qdisc, HtbClass, U32Filter, Aqm}
     assert set(phases.nft.ops) == {"tap0", "tap1"} and not phases.early
     assert not phases.tc_down.ops and not phases.links_down.ops
 

@@ -266,8 +266,9 @@ def load(rate_bytes: int, bucket_bytes: int, tokens: int) -> Loaded:
     return Loaded(prog_fd, map_fd)
 
 
-def map_of(prog_id: int) -> int:
-    """An fd on the map of the police program `prog_id` (which a filter names); the caller closes it."""
+def map_of(prog_id: int, program_name: str = PROGRAM_NAME) -> int:
+    """An fd on the map of vmqos's program `prog_id` (which a filter names), the police program unless
+    `program_name` says which other (bpf_aqm's); the caller closes it."""
     try:
         prog_fd = _bpf(_PROG_GET_FD_BY_ID, struct.pack("<III", prog_id, 0, 0))
     except OSError as exc:
@@ -279,8 +280,8 @@ def map_of(prog_id: int) -> int:
         _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", prog_fd, 96, _address(info)))
         count = struct.unpack_from("<I", info.raw, 52)[0]
         name = info.raw[64:80].rstrip(b"\0").decode(errors="replace")
-        if count != 1 or name != PROGRAM_NAME:
-            raise KernelError(f"program {prog_id} ({name!r}, {count} maps) is not vmqos's police program")
+        if count != 1 or name != program_name:
+            raise KernelError(f"program {prog_id} ({name!r}, {count} maps) is not vmqos's {program_name}")
         map_id = struct.unpack_from("<I", ids.raw, 0)[0]
         try:
             return _bpf(_MAP_GET_FD_BY_ID, struct.pack("<III", map_id, 0, 0))

@@ -34,6 +34,7 @@ from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.handles import TC_H_INGRESS, TC_H_ROOT, handle_int, handle_str
 from vmqos.core.plan.objects import (
+    Aqm,
     ForeignFilter,
     HtbClass,
     IfbLink,
@@ -43,7 +44,7 @@ from vmqos.core.plan.objects import (
     U32Filter,
 )
 from vmqos.core.plan.u32 import key_selector
-from vmqos.drivers import bpf_police
+from vmqos.drivers import bpf_aqm, bpf_police
 from vmqos.drivers.privileges import open_in_netns
 from vmqos.drivers.process import check_netns, run
 from vmqos.drivers.protocols import DeviceTc
@@ -308,6 +309,9 @@ class TcNetlink:
         program = bpf_police.prog_id(msg) if kind == "bpf" else None
         if program is not None:
             return bpf_police.observed(dev, where, prio, protocol, program)
+        program = bpf_aqm.prog_id(msg) if kind == "bpf" else None
+        if program is not None:
+            return bpf_aqm.observed(dev, where, prio, protocol, program)
         if kind != "u32":
             return ForeignFilter(dev, where, prio, protocol, kind or "?")
         opts = msg.get_attr("TCA_OPTIONS")
@@ -352,6 +356,8 @@ class TcNetlink:
         try:
             if isinstance(obj, Policer):
                 bpf_police.put(self._ipr, idx, obj)
+            elif isinstance(obj, Aqm):
+                bpf_aqm.put(self._ipr, idx, obj)
             elif isinstance(obj, HtbClass):
                 self._ipr.tc("replace-class", "htb", idx, handle_int(obj.classid), parent=handle_int(obj.parent),
                              rate=obj.rate_bps // 8, ceil=obj.ceil_bps // 8, burst=obj.burst_bytes,

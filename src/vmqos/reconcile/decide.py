@@ -20,9 +20,9 @@ from vmqos.core.plan.objects import (
     NftChain,
     NftCounter,
     NftLimit,
-    Policer,
     is_foreign,
     is_nft,
+    is_program,
 )
 from vmqos.core.plan.planner import PortPlan
 
@@ -235,7 +235,7 @@ def _is_tc(op: Operation) -> bool:
 
 
 def _is_load(op: Operation) -> bool:
-    return isinstance(op.obj, Policer) and op.action != "delete"
+    return is_program(op.obj) and op.action != "delete"  # the police program, the AQM
 
 
 def split_policers(ops_by_port: Mapping[str, Sequence[Operation]]) -> tuple[PortOps, PortOps]:

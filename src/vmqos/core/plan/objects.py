@@ -25,6 +25,7 @@ from vmqos.core.plan.nft_objects import (
 )
 from vmqos.core.plan.tc_objects import (
     OWN_QDISC_KINDS,
+    Aqm,
     ForeignFilter,
     HtbClass,
     IfbLink,
@@ -33,11 +34,12 @@ from vmqos.core.plan.tc_objects import (
     TcFilter,
     U32Filter,
     is_foreign,
+    is_program,
     policer,
 )
 
 __all__ = [
-    "FOREIGN_COUNTER", "NFT_FAMILY", "NFT_TABLE", "OWN_QDISC_KINDS", "TCP_FLAGS_MASK", "ForeignFilter", "HtbClass",
+    "Aqm", "FOREIGN_COUNTER", "NFT_FAMILY", "NFT_TABLE", "OWN_QDISC_KINDS", "TCP_FLAGS_MASK", "ForeignFilter", "HtbClass",
     "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftLimit", "NftRule", "NftSet", "Policer", "Qdisc", "TcFilter",
-    "U32Filter", "is_foreign", "is_nft", "limit_from_json", "policer", "rule_from_expr",
+    "U32Filter", "is_foreign", "is_nft", "is_program", "limit_from_json", "policer", "rule_from_expr",
 ]

@@ -14,7 +14,8 @@ from typing import Sequence
 from vmqos.core.desired.effective import EffectiveDirection
 from vmqos.core.model.checks import frame_bytes
 from vmqos.core.model.network import PROTOCOLS, TrafficMatch
-from vmqos.core.plan.objects import HtbClass, KernelObject, Qdisc, U32Filter
+from vmqos.core.plan.objects import Aqm, HtbClass, KernelObject, Qdisc, U32Filter
+from vmqos.core.plan.tc_objects import AQM_PRIO
 
 DEFAULT_MINOR = 0x10
 PARENT_CLASSID = "1:1"
@@ -38,6 +39,13 @@ class KernelProfile:
     segment_frames: int = 8  # a segmenting leaf holds at least this many full frames
     segmenter_rate_factor: int = 10  # its bucket refills this much faster than the class: never the limiter
     sparse_per_mille: int = 20  # the sparse class's guaranteed rate, out of the average
+    # The AQM (see `aqm`): CoDel's target and interval over the virtual queue, each at least so many
+    # full frames at the ceiling (one frame is 12 ms at 1 Mbit/s: a target below it means nothing).
+    aqm: bool = True
+    aqm_target_us: int = 2_000
+    aqm_target_frames: int = 1
+    aqm_interval_us: int = 10_000
+    aqm_interval_frames: int = 4
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -97,6 +105,27 @@ def leaf_queue(dev: str, classid: str, minor: int, ceil_bps: int, burst: int, mt
     limit = max(profile.segment_frames * frame, ceil_bps * profile.queue_time_us // 8_000_000)
     return Qdisc(dev, classid, f"{TBF_HANDLE_BASE + minor:x}:", "tbf", limit_bytes=limit, rate_bps=ceil_bps * profile.segmenter_rate_factor,
                  burst_bytes=max(min(burst, limit), 2 * frame))
+
+
+def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile) -> Aqm:
+    """The AQM of a tree without traffic classes: CE marks on ECN-capable packets, never a drop.
+
+    This kernel has no fq_codel, codel, pie or cake, and a drop-tail leaf short enough for the issue's
+    RTT targets costs BBR 12-90 % of its rate. The port's queue drains at a known rate, so a program
+    on the HTB root keeps the queue's state itself (a virtual backlog that drains at the port's rate,
+    with the leaves' cburst as credit: HTB queues once the leaf's ceil bucket is empty, whatever its
+    parent holds; with the port's burst as credit the flow's own RTT at 100 Mbit/s was 5.4-6.5 ms
+    instead of 2) and runs CoDel's law over that virtual sojourn. Measured on 6.18 (docs/benchmarks.md
+    §11, one cubic flow with ECN, both directions): the flow's own added RTT 22-26 ms at 1 Mbit/s
+    (83-91 without the AQM), 8 at 3 (26-30), 2.3 at 10 (12-16), 1.9-2.2 at 100 (11-17), 1.6-1.8 at
+    1 Gbit/s (3-17), the rate unchanged. It only marks: dropping the packets of flows without ECN cost
+    BBR 10-25 % of its rate at 1-10 Mbit/s and cubic 14 % at 1 Mbit/s (BBR v1 ignores CE marks, and
+    keeps its own queue: its cwnd floor). With traffic classes the default leaf drains at its share,
+    not at the port's rate, so the virtual queue would not be the leaf's: no AQM there."""
+    frame_ns = frame_bytes(mtu) * 8 * 1_000_000_000 // rate_bps
+    return Aqm(dev, "1:", AQM_PRIO, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
+               target_ns=max(profile.aqm_target_us * 1000, profile.aqm_target_frames * frame_ns),
+               interval_ns=max(profile.aqm_interval_us * 1000, profile.aqm_interval_frames * frame_ns))
 
 
 def _u32_selectors(match: TrafficMatch) -> list[tuple[str, tuple[str, ...]]]:
@@ -174,4 +203,6 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
         if match is not None:
             for proto, selectors in _u32_selectors(match):
                 filters.append(U32Filter(dev, "1:", len(filters) + 1, proto, selectors, flowid=classid))
+    if profile.aqm and not matched:
+        filters.append(aqm(dev, rate, cburst, mtu, profile))
     return objects + filters

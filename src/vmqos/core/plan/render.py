@@ -20,6 +20,7 @@ from vmqos.core.plan.objects import (
     NftCounter,
     NftLimit,
     NftSet,
+    Aqm,
     Policer,
     Qdisc,
     TcFilter,
@@ -112,6 +113,13 @@ def policer_line(p: Policer) -> str:
             f"direct-action): rate {p.rate_bytes} bytes/s, burst {p.burst_bytes} bytes, bucket {p.bucket_bytes} bytes")
 
 
+def aqm_line(a: Aqm) -> str:
+    """What `vmqos plan` shows for a shaped direction's AQM; loaded as the police program is."""
+    return (f"{POLICER_COMMENT} vmqos aqm program on {_q(a.dev)} (tc filter parent {a.parent} prio {a.prio} bpf "
+            f"direct-action): CE marks over a virtual queue draining {a.rate_bytes} bytes/s, credit "
+            f"{a.bucket_bytes} bytes, target {a.target_ns / 1e6:g} ms, interval {a.interval_ns / 1e6:g} ms, no drops")
+
+
 def tc_commands(op: Operation) -> list[str]:
     """The `ip`/`tc` commands of one operation on a device or its queues."""
     obj = op.obj
@@ -134,6 +142,8 @@ def tc_commands(op: Operation) -> list[str]:
         return [f"tc class del dev {_q(obj.dev)} classid {obj.classid}"] if op.action == "delete" else [_class(obj)]
     if isinstance(obj, Policer) and op.action != "delete":
         return [policer_line(obj)]
+    if isinstance(obj, Aqm) and op.action != "delete":
+        return [aqm_line(obj)]
     if isinstance(obj, TcFilter):
         if op.action == "delete":
             return [_filter("del", obj)]

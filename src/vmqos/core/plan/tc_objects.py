@@ -218,6 +218,33 @@ def policer(dev: str, rate_bytes: int, burst_bytes: int) -> Policer:
     return Policer(dev, "ffff:", POLICER_PRIO, "all", rate_bytes=rate_bytes, burst_bytes=burst_bytes)
 
 
+AQM_PRIO = 0xFFF0  # the AQM program's place on the HTB root: after the sparse and the class filters
+
+
+@dataclass(frozen=True)
+class Aqm(TcFilter):
+    """A shaped direction's AQM: vmqos's eBPF program on the HTB root (cls_bpf, direct action), which
+    marks ECN-capable packets CE when the queue's sojourn stays above `target_ns` for `interval_ns`
+    (CoDel's law), over a virtual queue that drains at `rate_bytes` (L2 bytes/s, the port's rate)
+    with `bucket_bytes` of credit (the leaves' cburst, as HTB's bucket). It never drops and never
+    classifies (`drivers/bpf_aqm`; why: `queues.aqm`). Its configuration lives in a BPF map that a
+    change rewrites in place, keeping the virtual backlog."""
+
+    rate_bytes: int = 0
+    bucket_bytes: int = 0
+    target_ns: int = 0
+    interval_ns: int = 0
+
+    def describe(self) -> str:
+        return (f"aqm {self.dev} {self.rate_bytes} bytes/s target {self.target_ns / 1e6:g} ms "
+                f"interval {self.interval_ns / 1e6:g} ms")
+
+
+def is_program(obj: KernelObject) -> bool:
+    """A filter whose program vmqos loads itself over bpf(2) and netlink (tc cannot without an object file)."""
+    return isinstance(obj, (Policer, Aqm))
+
+
 OWN_QDISC_KINDS = ("htb", "bfifo", "tbf", "ingress")
 
 
@@ -235,6 +262,6 @@ def is_foreign(obj: KernelObject) -> bool:
 
 def live_replaceable(obj: KernelObject) -> bool:
     """What a live rate change touches, and one netlink request changes in place: HTB classes,
-    the leaves' queues (bfifo or segmenting TBF) and police mode's bucket."""
-    return isinstance(obj, (HtbClass, Policer)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
+    the leaves' queues (bfifo or segmenting TBF), police mode's bucket and the AQM's map."""
+    return isinstance(obj, (HtbClass, Policer, Aqm)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
                                                      and obj.parent not in ("root", "ingress"))

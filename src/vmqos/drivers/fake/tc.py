@@ -18,7 +18,7 @@ from vmqos.core.observed import TcStats
 from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import Operation
 from vmqos.core.plan.tc_objects import live_replaceable
-from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Policer, Qdisc, TcFilter, U32Filter
+from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Qdisc, TcFilter, U32Filter, is_program
 from vmqos.core.plan.render import tc_commands
 from vmqos.core.units import parse_rate, parse_size
 from vmqos.drivers.fake.kernel import Device, FakeKernel
@@ -268,7 +268,7 @@ class FakeTc:
                 injected = self.kernel.injected(line)
                 if injected is not None:
                     raise Refused(injected.message, injected.errno)
-                if isinstance(obj, Policer):  # as the driver: on the ingress qdisc, rate changed in place
+                if isinstance(obj, TcFilter) and is_program(obj):  # as the driver: on its qdisc (ingress, HTB root), map changed in place
                     if not any(isinstance(o, Qdisc) and o.handle == obj.parent for o in device.objects.values()):
                         raise Refused(ENOENT, errnos.ENOENT)
                     device.objects[obj.key] = obj
