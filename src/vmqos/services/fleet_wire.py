@@ -82,6 +82,8 @@ class Desired(Wire):
                                                 "id> for Neutron's); null for a tombstone")
     policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
                                                       "the device must be released")
+    addresses: list[str] = Field(default_factory=list, description="the instance's addresses on the port (a Neutron "
+                                 "port's fixed_ips): the host's uplink holds its guarantee by them")
 
     def as_policy(self) -> Policy | None:
         """The vmqos Policy the device must hold; None for a tombstone."""
@@ -90,10 +92,29 @@ class Desired(Wire):
         return policy_from_data(self.policy_name or f"native:{self.device}", self.policy, path=("policy",))
 
 
+MIN_CAPACITY_BPS, MAX_CAPACITY_BPS = 1_000_000, 4_000_000_000_000  # core.model.host.UplinkSpec's bounds
+
+
+class Uplink(Wire):
+    """A host's uplink (issue 16): its shared link, where the ports' guaranteed minimums are held."""
+
+    device: Device = Field(description="the host's physical or bond device (the lab's wan0)")
+    capacity_bps: int = Field(ge=MIN_CAPACITY_BPS, le=MAX_CAPACITY_BPS,
+                              description="what the link carries, in bit/s (10 Gbit/s: 10000000000)")
+    oversubscribe: bool = Field(default=False, description="guarantees above the capacity are scaled down to fit (with a "
+                                                   "warning) instead of refused")
+
+
+class DesiredUplink(Wire):
+    revision: int = Field(description="the global revision at which the host's uplink last changed")
+    uplink: Uplink | None = Field(description="null: the uplink was removed, its tree must be released")
+
+
 class Snapshot(Wire):
     host: str
     revision: int = Field(description="the global revision at the time of reading: the next `since`")
     ports: list[Desired]
+    uplink: DesiredUplink | None = Field(default=None, description="the host's uplink; null: it has none")
 
 
 class Changes(Wire):
@@ -101,6 +122,24 @@ class Changes(Wire):
     revision: int = Field(description="the next `since`")
     changes: list[Desired] = Field(description="rows of the host above `since`, tombstones included, in "
                                                "revision order")
+    uplink: DesiredUplink | None = Field(default=None, description="the host's uplink, when it changed above "
+                                                                   "`since`")
+
+
+class HostUplink(Wire):
+    """A host's uplink as the server wants it, with what its agent last reported of it."""
+
+    host: str
+    uplink: Uplink
+    revision: int
+    status: Literal["in_sync", "drift", "error", "pending", "unknown"] = Field(
+        description="the agent's last word on the uplink; error: refused (one line why in message) or failed")
+    message: str
+    reported_at: datetime | None
+
+
+class HostUplinkAnswer(Wire):
+    uplink: HostUplink
 
 
 # ------------------------------------------------------------------ hosts
@@ -329,3 +368,6 @@ class NativePort(Wire):
     policy: dict[str, Any]
     policy_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         None, description="its name in the agent's scope (default native:<device>)")
+    addresses: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=8)] = Field(
+        default_factory=list, description="the instance's addresses on the device: the host's uplink holds the "
+                                          "policy's guaranteed minimum towards the instance by them")

@@ -31,7 +31,7 @@ CHUNK = 2000  # ids (or keys) per IN list: far below SQLite's and PostgreSQL's l
 Key = tuple[str, str]  # (host, device)
 T = TypeVar("T")
 
-_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at")
+_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at", "addresses")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class DesiredRow:
     policy: str | None
     revision: int
     changed_at: datetime
+    addresses: str | None = None  # JSON list of the instance's addresses (for the host's uplink); None: none
 
     @property
     def key(self) -> Key:
@@ -265,14 +266,20 @@ class DesiredWriter:
         return {r.key: r for batch in chunks(sorted(keys))
                 for r in _rows(self.conn, tuple_(d.host, d.device).in_(batch))}
 
+    def next_revision(self) -> int:
+        """Take the next revision of the global counter (a change that is not a desired row: an uplink's)."""
+        revision = _counters(self.conn).revision + 1
+        _set_counter(self.conn, REVISION, revision)
+        return revision
+
     def write(self, changed: Sequence[DesiredRow], existing: Collection[Key]) -> int:
         """Give `changed` (their revision is ignored) the next revision, updating the rows at `existing`
         keys and inserting the others; the revision given."""
         revision = _counters(self.conn).revision + 1
         _set_counter(self.conn, REVISION, revision)
         values = [{"host": r.host, "device": r.device, "port_id": r.port_id, "source": r.source,
-                   "policy_name": r.policy_name, "policy": r.policy, "revision": revision, "changed_at": self.at}
-                  for r in changed]
+                   "policy_name": r.policy_name, "policy": r.policy, "revision": revision, "changed_at": self.at,
+                   "addresses": r.addresses} for r in changed]
         updates = [v for v in values if (v["host"], v["device"]) in existing]
         inserts = [v for v in values if (v["host"], v["device"]) not in existing]
         if updates:

@@ -43,6 +43,7 @@ class FleetDesiredRow(Base):
     policy: Mapped[str | None] = mapped_column(Text)  # JSON; NULL: a tombstone
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    addresses: Mapped[str | None] = mapped_column(Text)  # JSON list of the instance's IPs (the uplink's classes)
 
 
 class FleetCounterRow(Base):
