@@ -126,6 +126,9 @@ def test_a_neutron_ports_fixed_ips_and_minimum_bandwidth_reach_its_desired_row(a
         "fixed_ips": [{"ip_address": "10.247.0.11"}, {"ip_address": "FD00::0b"}]})
     assert made_port["fixed_ips"] == [{"subnet_id": None, "ip_address": "10.247.0.11"},
                                       {"subnet_id": None, "ip_address": "fd00::b"}]
+    listed = api.get("/v2.0/ports", params={"fixed_ips": "ip_address=fd00::b"}, headers=admin).json()["ports"]
+    assert [p["id"] for p in listed] == [made_port["id"]]
+    assert api.get("/v2.0/ports", params={"fixed_ips": "ip_address=10.247.0.99"}, headers=admin).json()["ports"] == []
     row = api.get("/v1/hosts/h1/desired", headers=agent).json()["ports"][0]
     assert (row["device"], row["addresses"]) == ("tap-vm1", ["10.247.0.11", "fd00::b"])
     assert (row["policy"]["ingress"]["min"], row["policy"]["egress"]["min"]) == ("30mbit", "30mbit"), row["policy"]
