@@ -224,7 +224,7 @@ class Enforcer:
             if todo:
                 self._guard([w.device for w in todo],
                             partial(self._place, todo, state, marks, done, full and only is None), done)
-            if wanted_now.uplink is not None and (step.changed or full or step.clear):
+            if wanted_now.uplink is not None and (step.changed or step.clear or (full and state.uplink is not None)):
                 self.uplink.place(step, done)
             if done.released or done.saved:  # a device that came back as it was changes no policy
                 state = self.store.load(self.scope)
