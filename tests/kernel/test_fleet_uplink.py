@@ -159,7 +159,8 @@ def test_the_uplink_set_through_the_api_is_planned_replaced_refused_and_removed_
 
     # guarantees above the link (the link's capacity lowered under vm1's 40 Mbit/s): refused, the port's own
     # limit stays, the host says why
-    lab.http({"method": "PUT", "path": f"/v1/hosts/{host}/uplink", "body": {"device": "wan0", "capacity_bps": 35 * MBIT}})
+    lab.http({"method": "PUT", "path": f"/v1/hosts/{host}/uplink",
+              "body": {"device": "wan0", "capacity_bps": 35 * MBIT}})
     refused = _until("the uplink refused", lambda: (s := lab.uplink_status())["status"] == "error" and s)
     assert "tap-vm1 40 Mbit/s" in refused["message"] and "35 Mbit/s" in refused["message"], refused
     assert "\n" not in refused["message"]

@@ -124,8 +124,9 @@ class Watch:
                 if row.host in self._events:
                     by_host.setdefault(row.host, []).append(fleet_desired.desired(row))
             # a host whose uplink changed is woken without a batch: its poll reads, and finds the uplink too
+            # (read only when a revision above `since` is in no row: maybe an uplink's)
             uplinks = await run_in_threadpool(uplink_records.hosts_changed_since, self.store, since) \
-                if len({r.revision for r in rows}) < now - since else set()  # a revision no row holds: maybe an uplink's
+                if len({r.revision for r in rows}) < now - since else set()
             uplinks &= set(self._events)
             self.seen, self.floor = now, floor
             self._batch = _Batch(since, now, {h: r for h, r in by_host.items() if h not in uplinks})

@@ -223,7 +223,8 @@ class Enforcer:
                     todo.append(want)
             if todo:
                 self._guard([w.device for w in todo],
-                            partial(self._place, todo, state, marks, done, full and only is None), done)
+                            partial(self._place, todo, state, marks, done, full and only is None and not step.changed),
+                            done)
             if wanted_now.uplink is not None and (step.changed or step.clear or (full and state.uplink is not None)):
                 self.uplink.place(step, done)
             if done.released or done.saved:  # a device that came back as it was changes no policy

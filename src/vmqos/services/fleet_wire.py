@@ -101,8 +101,8 @@ class Uplink(Wire):
     device: Device = Field(description="the host's physical or bond device (the lab's wan0)")
     capacity_bps: int = Field(ge=MIN_CAPACITY_BPS, le=MAX_CAPACITY_BPS,
                               description="what the link carries, in bit/s (10 Gbit/s: 10000000000)")
-    oversubscribe: bool = Field(default=False, description="guarantees above the capacity are scaled down to fit (with a "
-                                                   "warning) instead of refused")
+    oversubscribe: bool = Field(default=False, description="guarantees above the capacity are scaled down to fit "
+                                                           "(with a warning) instead of refused")
 
 
 class DesiredUplink(Wire):
