@@ -306,6 +306,16 @@ def test_the_servers_uplink_is_planned_refused_when_oversubscribed_and_released(
         scaled = wait_for("the tree back, scaled", lambda: _uplink_classes(host)["wan0"])
         assert max(scaled) < 25_000_000, scaled
 
+        # a restart while the server is down enforces the cached uplink: the tree stays as it is
+        host.stop(agent)
+        host.server.set_down(True)
+        agent = host.agent()
+        assert agent.follower.uplink is not None and agent.follower.uplink.spec is not None
+        assert agent.follower.uplink.spec.capacity_bps == 25_000_000
+        time.sleep(0.5)  # a few passes (not a timed assertion: what must hold is that nothing changed)
+        assert _uplink_classes(host)["wan0"] == scaled and agent.enforcer.uplink.placed is not None
+        host.server.set_down(False)
+
         host.server.set_uplink(None)
         wait_for("the uplink released", lambda: not host.held("wan0"))
         wait_for("the release reported", lambda: {"device": "wan0", "revision": 6, "status": "in_sync",

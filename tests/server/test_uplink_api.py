@@ -163,6 +163,7 @@ def test_a_native_row_carries_its_addresses(api):
     row = api.get("/v1/hosts/h1/desired", headers=agent).json()["ports"][0]
     assert (row["device"], row["addresses"], row["policy"]["egress"]["min"]) == \
         ("tap-vm3", ["10.247.0.13", "fd00::d"], "20mbit")
+    assert api.get("/v1/hosts/h1/ports/tap-vm3", headers=admin).json()["port"]["addresses"] == body["addresses"]
     bad = api.put("/v1/hosts/h1/ports/tap-vm3", json={**body, "addresses": ["10.0.0.1/24"]}, headers=admin)
     assert bad.status_code == 400 and "addresses" in bad.text, bad.text
 

@@ -170,7 +170,8 @@ def _port(key: Key, row: DesiredRow | None, status: StatusRecord | None,
                 status=status.status if status else "unknown",  # type: ignore[arg-type]
                 message=status.message if status else "", reported_at=status.reported_at if status else None,
                 rates=Sample.model_validate_json(status.sample) if status and status.sample else None,
-                quarantine=_quarantine(quarantine) if quarantine else None)
+                quarantine=_quarantine(quarantine) if quarantine else None,
+                addresses=want.addresses if want else [])
 
 
 def _views(rows: Iterable[DesiredRow], statuses: dict[Key, StatusRecord],

@@ -340,6 +340,8 @@ class Port(Wire):
     reported_at: datetime | None
     rates: Sample | None
     quarantine: Quarantine | None
+    addresses: list[str] = Field(default_factory=list, description="the instance's addresses the row carries (for "
+                                                                   "the host's uplink)")
 
 
 class PortAnswer(Wire):
