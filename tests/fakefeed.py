@@ -75,9 +75,20 @@ class FakeServer:
             self._save()
             return self.state["revision"]
 
-    def put(self, device: str, policy: dict[str, Any], port_id: str | None = None, source: str = "native") -> int:
+    def put(self, device: str, policy: dict[str, Any], port_id: str | None = None, source: str = "native",
+            addresses: list[str] | None = None) -> int:
         """A row for `device` (the host file's policy data, e.g. {"egress": {"rate": 3000000}})."""
-        return self._change(device, {"port_id": port_id, "source": source, "policy": policy})
+        return self._change(device, {"port_id": port_id, "source": source, "policy": policy,
+                                     "addresses": addresses or []})
+
+    def set_uplink(self, uplink: dict[str, Any] | None) -> int:
+        """The host's uplink ({"device", "capacity_bps", "oversubscribe"}), or None: removed (a tombstone)."""
+        with self._lock:
+            self._load()
+            self.state["revision"] += 1
+            self.state["uplink"] = {"revision": self.state["revision"], "uplink": uplink}
+            self._save()
+            return int(self.state["revision"])
 
     def delete(self, device: str) -> int:
         """A tombstone."""
@@ -139,7 +150,9 @@ class FakeFeed:
     def desired(self) -> DesiredPage:
         state = self.server._answer("desired")
         rows = [r for r in state["rows"].values() if r["policy"] is not None]
-        return page_from_wire({"revision": state["revision"], "ports": rows}, full=True)
+        uplink = state.get("uplink")
+        return page_from_wire({"revision": state["revision"], "ports": rows,
+                               "uplink": uplink if uplink and uplink["uplink"] else None}, full=True)
 
     def changes(self, since: int, wait: float) -> DesiredPage:
         deadline = time.monotonic() + wait
@@ -148,8 +161,9 @@ class FakeFeed:
             if since < state["compacted"]:
                 raise RevisionGone(f"revision {since} is older than what the server keeps ({state['compacted']})")
             rows = [r for r in state["rows"].values() if r["revision"] > since]
-            if rows or time.monotonic() >= deadline:
-                return page_from_wire({"revision": state["revision"], "changes": rows}, full=False)
+            uplink = state.get("uplink") if (state.get("uplink") or {}).get("revision", 0) > since else None
+            if rows or uplink or time.monotonic() >= deadline:
+                return page_from_wire({"revision": state["revision"], "changes": rows, "uplink": uplink}, full=False)
             time.sleep(self.poll_s)
 
     def report(self, report: AgentReport) -> None:

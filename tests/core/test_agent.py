@@ -270,3 +270,60 @@ def test_a_report_carries_at_most_usage_ports_ports_usage_and_the_rest_follow(tm
         assert [len(r.get("usage", [])) for r in server.reports] == [2, 2, 1, 0]
     finally:
         store.close()
+
+
+def _uplink_classes(host: Host) -> dict[str, set[int]]:
+    """The rates of the port classes (not the link's 1:1 nor the default 1:10) of the uplink's two trees."""
+    return {dev: {o.rate_bps for o in host.kernel.objects(dev)
+                  if isinstance(o, HtbClass) and o.classid not in ("1:1", "1:10")}
+            for dev in ("wan0", ifb_name("wan0"))}
+
+
+def test_the_servers_uplink_is_planned_refused_when_oversubscribed_and_released(tmp_path):
+    host = Host(tmp_path)
+    host.kernel = FakeKernel(["tap0", "tap1", "wan0"])
+    guarantee = {"egress": {"rate": 50_000_000, "min": 30_000_000}, "ingress": {"min": 20_000_000}}
+    host.server.put("tap0", guarantee, addresses=["10.0.0.10", "fd00::a"])
+    host.server.put("tap1", RATE)
+    agent = host.agent()
+    try:
+        wait_for("tap0 limited", lambda: 50_000_000 in host.rates("tap0"))
+        assert not host.held("wan0")
+        host.server.set_uplink({"device": "wan0", "capacity_bps": 100_000_000})
+        wait_for("tap0's classes on the uplink", lambda: _uplink_classes(host) == {
+            "wan0": {30_000_000}, ifb_name("wan0"): {20_000_000}})
+        wait_for("the uplink in sync", lambda: host.server.reports and {
+            "device": "wan0", "revision": 3, "status": "in_sync", "message": ""} in host.server.reports[-1]["ports"])
+
+        host.server.set_uplink({"device": "wan0", "capacity_bps": 25_000_000})  # under tap0's 30 Mbit/s
+        wait_for("the refused tree gone", lambda: not host.held("wan0"))
+        error = wait_for("the refusal reported", lambda: [p for p in host.server.reports[-1]["ports"]
+                                                           if p["device"] == "wan0" and p["status"] == "error"])
+        assert "tap0 30 Mbit/s" in error[0]["message"] and "25 Mbit/s" in error[0]["message"], error
+        assert host.rates("tap0") == {50_000_000} and host.rates("tap1") == {3_000_000}  # the ports' own limits
+
+        host.server.set_uplink({"device": "wan0", "capacity_bps": 25_000_000, "oversubscribe": True})
+        scaled = wait_for("the tree back, scaled", lambda: _uplink_classes(host)["wan0"])
+        assert max(scaled) < 25_000_000, scaled
+
+        # a restart while the server is down enforces the cached uplink: the tree stays as it is
+        host.stop(agent)
+        host.server.set_down(True)
+        agent = host.agent()
+        assert agent.follower.uplink is not None and agent.follower.uplink.spec is not None
+        assert agent.follower.uplink.spec.capacity_bps == 25_000_000
+        time.sleep(0.5)  # a few passes (not a timed assertion: what must hold is that nothing changed)
+        assert _uplink_classes(host)["wan0"] == scaled and agent.enforcer.uplink.placed is not None
+        host.server.set_down(False)
+
+        host.server.set_uplink(None)
+        wait_for("the uplink released", lambda: not host.held("wan0"))
+        wait_for("the release reported", lambda: {"device": "wan0", "revision": 6, "status": "in_sync",
+                                                  "message": "released"} in host.server.reports[-1]["ports"])
+        assert host.rates("tap0") == {50_000_000}
+        with Store(host.db, read_only=True) as store:
+            assert store.load("").uplink is None and "wan0" not in marks.enforced(store, "")
+    finally:
+        agent.stop()
+        for _, store in host.agents:
+            store.close()

@@ -163,7 +163,7 @@ class Agent:
     # -- what is wanted, and how each port stands --------------------------------------------------
 
     def _wanted(self) -> WantedPorts:
-        return agent_cache.wanted(self.follower.rows, self.settings.server)
+        return agent_cache.wanted(self.follower.rows, self.settings.server, self.follower.uplink)
 
     def _changed(self, kept: Kept) -> None:
         with self._lock:
@@ -172,6 +172,11 @@ class Agent:
                     self.released[change.device] = change.revision
                 else:
                     self.released.pop(change.device, None)
+            old = self.enforcer.uplink.wanted
+            if kept.uplink_changed and old is not None and (kept.uplink is None or kept.uplink.spec != old):
+                self.released[old.device] = kept.revision  # reported once, as a tombstone's device is
+        if kept.uplink_changed:
+            self.wake.full()  # every port's mark follows the uplink
         self.wake.devices([c.device for c in kept.changes], kept.revision)
 
     def statuses(self) -> list[PortStatus]:
@@ -180,8 +185,13 @@ class Agent:
                            error=e.failing.get(device), missing=e.is_missing(device), absent=device in self.absent,
                            foreign=device in e.foreign)
                for device, row in sorted(self.follower.rows.items())]
+        uplink, wanted_uplink = e.uplink.status(), self.follower.uplink
+        if uplink is not None and wanted_uplink is not None and wanted_uplink.spec is not None:
+            out.append(PortStatus(wanted_uplink.spec.device, wanted_uplink.revision, *uplink))
         with self._lock:
             released = dict(self.released)
+            if wanted_uplink is not None and wanted_uplink.spec is not None:
+                released.pop(wanted_uplink.spec.device, None)
         out += [PortStatus(device, revision, "in_sync", "released") for device, revision in sorted(released.items())
                 if device not in self.follower.rows and device not in e.placed]
         return out

@@ -86,6 +86,7 @@ class Follower:
         self.backoff = Backoff(BACKOFF_MIN_S, backoff_max_s)
         self.reach = Reachability(server, "following the desired state")
         self.revision, self.rows = agent_cache.load(store, host)
+        self.uplink = agent_cache.load_uplink(store, host)  # the host's uplink (issue 16); None: none
         self.registered = False
         self.reloads = 0  # full reads of the desired state (the first, and one per 410)
 
@@ -106,9 +107,11 @@ class Follower:
                          "state of host %s again", self.server, self.revision, self.host)
                 page = self.feed.desired()
                 self.reloads += 1
-        kept = agent_cache.keep(self.store, self.host, self.rows, page)
+        kept = agent_cache.keep(self.store, self.host, self.rows, page, self.uplink)
         before = self.revision
-        self.revision, self.rows = kept.revision, kept.rows
+        self.revision, self.rows, self.uplink = kept.revision, kept.rows, kept.uplink
+        if kept.uplink_changed:
+            log.info("revision %d: the uplink is now %s", kept.revision, kept.uplink.spec if kept.uplink else "none")
         if kept.changes:
             log.info("revision %s -> %d: %d devices changed (%s)", before if before is not None else "none",
                      kept.revision, len(kept.changes), ", ".join(c.device for c in kept.changes[:10])

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from vmqos import __version__
 from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, native, network,
                        neutron_policies, neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
+from vmqos.api import fleet_uplinks
 from vmqos.api.checks import Checks
 from vmqos.api.fleet_watch import Watch
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
@@ -108,6 +109,8 @@ def _bad_body(request: Request, exc: Exception) -> JSONResponse:
         if request.url.path.startswith("/v1/policies") and request.method != "GET":  # a policy's write: 422,
             # as the model's own refusals; a list's bad limit or marker is a query's 400
             return neutron_error(422, "PolicyInvalid", _first_problem(exc, with_value=True))
+        if request.url.path.endswith("/uplink") and request.method == "PUT":  # an uplink's body too
+            return neutron_error(422, "UplinkInvalid", _first_problem(exc, with_value=True))
         return neutron_error(400, "InvalidInput", _first_problem(exc))
     if _nova_or_cinder(request):
         return microversion.fault(request, 400, "Malformed request body")
@@ -189,6 +192,7 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     # no other router's paths start with /v1, so the order changes no answer
     app.include_router(native.router)  # before fleet's: /v1/events/changes is not a /v1/events query
     app.include_router(fleet.router)
+    app.include_router(fleet_uplinks.router)
     app.include_router(identity.router)
     app.include_router(identity_admin.router)
     app.include_router(network.router)

@@ -109,7 +109,9 @@ async def changes(request: Request, host: str,
     found = await watch_of(request).changes(host, since, wait)
     # serialized here, once, by the model itself: a thousand answers at one change are a thousand of these,
     # and FastAPI's own pass (validate the model again, then encode) costs ten times as much per answer
-    return Response(found.model_dump_json(), media_type="application/json")
+    # (without `uplink` when it did not change: the answer of a host without an uplink is as before it existed)
+    return Response(found.model_dump_json(exclude={"uplink"} if found.uplink is None else None),
+                    media_type="application/json")
 
 
 @router.post("/hosts/{host}/reports", responses=ERRORS,

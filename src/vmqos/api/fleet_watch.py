@@ -33,6 +33,7 @@ from vmqos.services import fleet_desired
 from vmqos.services.fleet_wire import Changes, Desired
 from vmqos.store import Store
 from vmqos.store import fleet as records
+from vmqos.store import fleet_uplinks as uplink_records
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,14 @@ class Watch:
             for row in rows:
                 if row.host in self._events:
                     by_host.setdefault(row.host, []).append(fleet_desired.desired(row))
-            self.seen, self.floor, self._batch = now, floor, _Batch(since, now, by_host)
-            hosts = set(by_host)
+            # a host whose uplink changed is woken without a batch: its poll reads, and finds the uplink too
+            # (read only when a revision above `since` is in no row: maybe an uplink's)
+            uplinks = await run_in_threadpool(uplink_records.hosts_changed_since, self.store, since) \
+                if len({r.revision for r in rows}) < now - since else set()
+            uplinks &= set(self._events)
+            self.seen, self.floor = now, floor
+            self._batch = _Batch(since, now, {h: r for h, r in by_host.items() if h not in uplinks})
+            hosts = set(by_host) | uplinks
         for host in hosts:
             event = self._events.pop(host, None)
             if event is not None:
@@ -161,7 +168,7 @@ class Watch:
                     found = await run_in_threadpool(fleet_desired.changes, self.store, host, since)
             first = False
             remaining = deadline - loop.time()
-            if found.changes or remaining <= 0:
+            if found.changes or found.uplink is not None or remaining <= 0:
                 return found
             try:
                 await asyncio.wait_for(event.wait(), remaining)

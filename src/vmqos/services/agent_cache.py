@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmqos.core.desired.ports import scope_of
-from vmqos.core.fleet.desired import DesiredPage, DesiredPort, applied, reload_changes
+from vmqos.core.fleet.desired import DesiredPage, DesiredPort, DesiredUplink, applied, reload_changes, uplink_after
 from vmqos.core.fleet.inventory import LabInstance
-from vmqos.services.enforcer import Wanted, WantedPorts
+from vmqos.services.enforcer import Wanted, WantedPorts, WantedUplink
 from vmqos.store import Store
 from vmqos.store import agent as records
+from vmqos.store import agent_uplink as uplinks
 from vmqos.store import neutron_ports as marks
 
 DEFAULT_CACHE = "/var/lib/vmqos/agent.db"
@@ -33,6 +34,8 @@ class Kept:
     revision: int
     rows: dict[str, DesiredPort]
     changes: tuple[DesiredPort, ...]
+    uplink: DesiredUplink | None = None  # the host's uplink now (issue 16)
+    uplink_changed: bool = False
 
 
 def load(store: Store, host: str) -> tuple[int | None, dict[str, DesiredPort]]:
@@ -40,7 +43,13 @@ def load(store: Store, host: str) -> tuple[int | None, dict[str, DesiredPort]]:
     return records.cached(store, host)
 
 
-def keep(store: Store, host: str, rows: dict[str, DesiredPort], page: DesiredPage) -> Kept:
+def load_uplink(store: Store, host: str) -> DesiredUplink | None:
+    """The host's uplink in the cache (None: none)."""
+    return uplinks.cached(store, host)
+
+
+def keep(store: Store, host: str, rows: dict[str, DesiredPort], page: DesiredPage,
+         uplink: DesiredUplink | None = None) -> Kept:
     """Keep a page in the cache (rows and revision in one transaction) and say what it changed.
 
     A full page (`/desired`, after a start without a revision or a 410) is diffed with the rows: only
@@ -51,15 +60,20 @@ def keep(store: Store, host: str, rows: dict[str, DesiredPort], page: DesiredPag
     else:
         changes = [c for c in page.ports if c.device not in rows or c.revision >= rows[c.device].revision]
     now = applied(rows, changes)
-    records.save(store, host, page.revision, list(now.values()) if page.full else changes, replace_all=page.full)
-    return Kept(page.revision, now, tuple(changes))
+    up, up_changed = uplink_after(uplink, page)
+    records.save(store, host, page.revision, list(now.values()) if page.full else changes, replace_all=page.full,
+                 uplink=(up,) if up != uplink else None)
+    return Kept(page.revision, now, tuple(changes), up, up_changed)
 
 
-def wanted(rows: dict[str, DesiredPort], server: str) -> WantedPorts:
-    """What the enforcer must hold: every live row's policy on its device."""
+def wanted(rows: dict[str, DesiredPort], server: str, uplink: DesiredUplink | None = None) -> WantedPorts:
+    """What the enforcer must hold: every live row's policy (and its instance's addresses) on its device,
+    and the host's uplink (None: none)."""
     return WantedPorts({device: Wanted(device, row.port_id or "", row.policy,
-                                       f"revision {row.revision} of {server} ({row.source})")
-                        for device, row in rows.items() if row.policy is not None})
+                                       f"revision {row.revision} of {server} ({row.source})", row.addresses)
+                        for device, row in rows.items() if row.policy is not None},
+                       uplink=WantedUplink(uplink.spec if uplink is not None else None,
+                                           uplink.revision if uplink is not None else None))
 
 
 def lab_instances(store: Store, netns: str | None) -> tuple[LabInstance, ...]:

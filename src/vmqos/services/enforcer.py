@@ -27,10 +27,11 @@ from functools import partial
 from vmqos.core.desired.neutron_ports import without_unused_policies
 from vmqos.core.desired.ports import PortChange, _find_port, changed_port, scope_of, without_port
 from vmqos.core.errors import VmqosError
-from vmqos.core.model.host import HostState, Policy
+from vmqos.core.model.host import HostState, Policy, UplinkSpec
 from vmqos.drivers.privileges import CAP_NET_ADMIN, CAP_SYS_ADMIN, missing, needs_root
 from vmqos.reconcile.decide import missing_device
 from vmqos.reconcile.execute import Reconciler
+from vmqos.services.enforcer_uplink import UplinkHolder, split_marks
 from vmqos.services.ports import Kernel, reconcile_ports
 from vmqos.store import Store
 from vmqos.store import neutron_ports as records
@@ -48,14 +49,25 @@ class Wanted:
     port_id: str
     policy: Policy
     origin: str = ""
+    addresses: tuple[str, ...] = ()  # the instance's addresses, by which the host's uplink finds its traffic
+
+
+@dataclass(frozen=True)
+class WantedUplink:
+    """The host's uplink a source wants (`spec` None: none), as of `revision` (services.enforcer_uplink)."""
+
+    spec: UplinkSpec | None
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
 class WantedPorts:
-    """What a source wants now, by device, and the problems it found (each logged once)."""
+    """What a source wants now, by device, and the problems it found (each logged once). `uplink` None:
+    the source says nothing of the host's uplink (the all-in-one enforcer), and it is left as it is."""
 
     ports: dict[str, Wanted]
     problems: tuple[str, ...] = ()
+    uplink: WantedUplink | None = None
 
 
 @dataclass
@@ -88,6 +100,8 @@ class Enforcer:
         self.failing: dict[str, str] = {}  # device -> its last error, logged once
         self.foreign: set[str] = set()  # wanted devices that a host file or `vmqos port set` manages
         self._said: set[str] = set()  # problems already logged (a port left out, a device not ours)
+        self.addresses: dict[str, tuple[str, ...]] = {}  # device -> the addresses placed with its policy
+        self.uplink = UplinkHolder(self)  # the host's uplink, when the source wants one (services.enforcer_uplink)
 
     def preflight(self, what: str) -> None:
         """Refuse to start without the privileges or the namespace, as one line, before anything runs."""
@@ -122,7 +136,7 @@ class Enforcer:
                 records.mark_enforced(self.store, self.scope, want.device, want.port_id)  # the intent, first
         changed = state
         for want in todo:
-            changed, _ = changed_port(changed, want.device, PortChange(policy=want.policy))
+            changed, _ = changed_port(changed, want.device, PortChange(policy=want.policy, addresses=want.addresses))
         report = reconcile_ports(self.store, self.netns, changed, [w.device for w in todo], kernel=self.kernel)
         results = {r.port: r for r in report.results}
         kept = state
@@ -131,7 +145,7 @@ class Enforcer:
             if result is not None and result.error:
                 self._fail(want.device, result.error, done)
                 continue
-            kept, _ = changed_port(kept, want.device, PortChange(policy=want.policy))
+            kept, _ = changed_port(kept, want.device, PortChange(policy=want.policy, addresses=want.addresses))
             writes = result.writes if result is not None else 0
             if self.placed.get(want.device) != want.policy:
                 log.info("device %s (port %s) holds %s", want.device, want.port_id or "-", want.origin or
@@ -143,6 +157,7 @@ class Enforcer:
             elif writes:
                 log.info("device %s: its limits placed again (%d changes)", want.device, writes)
             self.placed[want.device] = want.policy
+            self.addresses[want.device] = want.addresses
             done.placed.append(want.device)
             if self.failing.pop(want.device, None) is not None:
                 log.info("device %s: limited now", want.device)
@@ -182,12 +197,16 @@ class Enforcer:
         wanted = wanted_now.ports
         done = PassResult()
         with self.store.writer(self.scope):  # the operator's `port set` waits for the pass, not the other way
-            marks = records.enforced(self.store, self.scope)
+            marks, uplink_marks = split_marks(records.enforced(self.store, self.scope))
             gone = sorted(set(marks) - set(wanted) if only is None else (set(marks) - set(wanted)) & set(only))
             state = self.store.load(self.scope)
             if gone:
                 self._guard(gone, partial(self._release, gone, state, done), done)
                 state = self.store.load(self.scope)
+            step = self.uplink.decide(state, wanted, wanted_now.uplink, uplink_marks)
+            state = step.state
+            if step.changed:  # every port's mark follows the uplink: all of them are placed again
+                only = None
             todo: list[Wanted] = []
             for device, want in sorted(wanted.items()):
                 if only is not None and device not in only:
@@ -198,12 +217,16 @@ class Enforcer:
                                "`vmqos port set`; vmqos leaves it alone (`vmqos port clear` hands it over)")
                     continue
                 self.foreign.discard(device)
-                if (full or only is not None or device in self.failing or self.placed.get(device) != want.policy
-                        or marks.get(device) != want.port_id):
+                if (full or only is not None or step.changed or device in self.failing
+                        or self.placed.get(device) != want.policy or marks.get(device) != want.port_id
+                        or self.addresses.get(device, ()) != want.addresses):
                     todo.append(want)
             if todo:
                 self._guard([w.device for w in todo],
-                            partial(self._place, todo, state, marks, done, full and only is None), done)
+                            partial(self._place, todo, state, marks, done, full and only is None and not step.changed),
+                            done)
+            if wanted_now.uplink is not None and (step.changed or step.clear or (full and state.uplink is not None)):
+                self.uplink.place(step, done)
             if done.released or done.saved:  # a device that came back as it was changes no policy
                 state = self.store.load(self.scope)
                 pruned = without_unused_policies(state, self.prefix)

@@ -34,6 +34,7 @@ from vmqos.core.desired.neutron_ports import device_name, policy_name
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, PreconditionFailed, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data, policy_to_data
 from vmqos.core.model.host import Policy, check_device_name
+from vmqos.services import fleet_uplinks
 from vmqos.services.fleet_wire import Changes, Desired, RevisionGone, Snapshot, check_host
 from vmqos.services.neutron_bindings import PortBinding, bind, enforced_policy
 from vmqos.store import Store
@@ -73,8 +74,14 @@ def _same(have: DesiredRow | None, want: DesiredRow) -> bool:
         return want.policy is None
     if want.policy is None:
         return have.policy is None
-    return (have.source, have.port_id, have.policy_name, have.policy) == \
-        (want.source, want.port_id, want.policy_name, want.policy)
+    return (have.source, have.port_id, have.policy_name, have.policy, have.addresses) == \
+        (want.source, want.port_id, want.policy_name, want.policy, want.addresses)
+
+
+def addresses_json(addresses: Iterable[str]) -> str | None:
+    """A row's addresses as stored: a JSON list, None for none (the uplink's classes find the instance by them)."""
+    found = list(addresses)
+    return json.dumps(found, separators=(",", ":")) if found else None
 
 
 def _decide(w: DesiredWriter, ids: Collection[str] | None) -> tuple[list[DesiredRow], dict[Key, DesiredRow], list[str]]:
@@ -131,7 +138,7 @@ def _wanted(keys: Iterable[Key], decided: dict[Key, PortBinding], existing: dict
         if binding is not None and binding.limits:
             assert binding.policy is not None
             want = DesiredRow(*key, binding.port_id, NEUTRON, binding.policy.name,
-                              _policy_json(binding.policy, texts), 0, at)
+                              _policy_json(binding.policy, texts), 0, at, addresses=addresses_json(binding.addresses))
         elif binding is not None:
             want = DesiredRow(*key, binding.port_id, NEUTRON, None, None, 0, at)
         elif have is not None and have.source == NEUTRON:
@@ -240,13 +247,15 @@ def compact(store: Store, *, now: datetime | None = None, keep: timedelta = time
 def desired(row: DesiredRow) -> Desired:
     return Desired(device=row.device, port_id=row.port_id, source=row.source,  # type: ignore[arg-type]
                    revision=row.revision, policy_name=row.policy_name,
-                   policy=None if row.policy is None else json.loads(row.policy))
+                   policy=None if row.policy is None else json.loads(row.policy),
+                   addresses=json.loads(row.addresses) if row.addresses and row.policy is not None else [])
 
 
 def snapshot(store: Store, host: str) -> Snapshot:
     """Every live row of the host, and the revision at the time of reading (the next `since`)."""
     counters, rows = records.host_rows(store, check_host(host))
-    return Snapshot(host=host, revision=counters.revision, ports=[desired(r) for r in rows])
+    return Snapshot(host=host, revision=counters.revision, ports=[desired(r) for r in rows],
+                    uplink=fleet_uplinks.desired_uplink(store, host))
 
 
 def changes(store: Store, host: str, since: int) -> Changes:
@@ -259,7 +268,8 @@ def changes(store: Store, host: str, since: int) -> Changes:
     if since < counters.floor:
         raise RevisionGone(f"since: revision {since} is older than what the server keeps (tombstones up to "
                            f"{counters.floor} were compacted); read /v1/hosts/{host}/desired again")
-    return Changes(host=host, revision=counters.revision, changes=[desired(r) for r in rows])
+    return Changes(host=host, revision=counters.revision, changes=[desired(r) for r in rows],
+                   uplink=fleet_uplinks.desired_uplink(store, host, since))
 
 
 def host_wanted(store: Store, host: str) -> dict[str, tuple[str | None, Policy]]:
@@ -306,28 +316,30 @@ def _check_expected(have: DesiredRow | None, expect: Expect, host: str, device: 
             "someone set them in between; read it again (GET) and apply the change to what it holds now")
 
 
-def set_port(store: Store, host: str, device: str, policy: Policy, expect: Expect = Expect()) -> Desired:
-    """Give the device of a host the policy, as a native row (409 when a Neutron port names the device;
-    412 when `expect` does not hold)."""
+def set_port(store: Store, host: str, device: str, policy: Policy, expect: Expect = Expect(),
+             addresses: Iterable[str] = ()) -> Desired:
+    """Give the device of a host the policy (and its instance's `addresses`, for the host's uplink), as a
+    native row (409 when a Neutron port names the device; 412 when `expect` does not hold)."""
     check_host(host)
     check_device_name(device, "device")
     with records.desired_writer(store, f"setting device {device} on host {host}") as w:
-        return write_native(w, host, device, policy, expect)
+        return write_native(w, host, device, policy, expect, addresses=addresses)
 
 
 def write_native(w: DesiredWriter, host: str, device: str, policy: Policy, expect: Expect = Expect(),
-                 policy_id: str | None = None) -> Desired:
+                 policy_id: str | None = None, addresses: Iterable[str] = ()) -> Desired:
     """`set_port` in the writer's transaction; `policy_id`: the vmqos policy (/v1/policies) `policy` was
     resolved from, kept on the row so that a change of that policy re-derives it (services.policy_ports)."""
     text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
+    ips = addresses_json(addresses)
     have = _check_native(w, host, device)
     _check_expected(have, expect, host, device)
-    if have is not None and (have.source, have.policy_name, have.policy, have.policy_id) == \
-            (NATIVE, policy.name, text, policy_id):
+    if have is not None and (have.source, have.policy_name, have.policy, have.policy_id, have.addresses) == \
+            (NATIVE, policy.name, text, policy_id, ips):
         return desired(have)
-    want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at, policy_id)
+    want = DesiredRow(host, device, None, NATIVE, policy.name, text, 0, w.at, policy_id, ips)
     revision = w.write([want], [] if have is None else [(host, device)])
-    return desired(DesiredRow(host, device, None, NATIVE, policy.name, text, revision, w.at, policy_id))
+    return desired(DesiredRow(host, device, None, NATIVE, policy.name, text, revision, w.at, policy_id, ips))
 
 
 def clear_port(store: Store, host: str, device: str) -> None:

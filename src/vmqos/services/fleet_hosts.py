@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from vmqos.core.errors import NotFound
 from vmqos.core.formats.hostfile import policy_from_data
+from vmqos.core.model.host import check_addresses
 from vmqos.services import fleet_access as access
 from vmqos.services import fleet_desired, policy_ports
 from vmqos.services.fleet_desired import NATIVE, Expect, desired
@@ -44,6 +45,7 @@ from vmqos.services.identity import Caller
 from vmqos.store import Store
 from vmqos.store import fleet as desired_records
 from vmqos.store import fleet_status as records
+from vmqos.store import fleet_uplinks as uplink_records
 from vmqos.store.fleet import DesiredRow, Key
 from vmqos.store.fleet_status import HostRecord, HostSummary, QuarantineRecord, ReportRows, StatusRecord
 
@@ -118,6 +120,8 @@ def report(store: Store, caller: Caller, host: str, body: Report, *, now: dateti
     reported = {p.device for p in body.ports} | {s.device for s in body.samples} | {u.device for u in body.usage}
     rows = {key[1]: row for key, row in desired_records.rows_at(store, [(host, d) for d in reported]).items()}
     live = {device for device, row in rows.items() if row.policy is not None}
+    if any(p.status == "in_sync" and p.device not in live for p in body.ports):  # a release, or the uplink's
+        live |= set(uplink_records.live_devices(store, [host]).values())  # status is kept (issue 16)
     released = {p.device for p in body.ports if p.status == "in_sync" and p.device not in live}
     statuses = [StatusRecord(host, p.device, p.revision, p.status, p.message, at, None, None)
                 for p in body.ports if p.device not in released]
@@ -167,7 +171,8 @@ def _port(key: Key, row: DesiredRow | None, status: StatusRecord | None,
                 status=status.status if status else "unknown",  # type: ignore[arg-type]
                 message=status.message if status else "", reported_at=status.reported_at if status else None,
                 rates=Sample.model_validate_json(status.sample) if status and status.sample else None,
-                quarantine=_quarantine(quarantine) if quarantine else None)
+                quarantine=_quarantine(quarantine) if quarantine else None,
+                addresses=want.addresses if want else [])
 
 
 def _views(rows: Iterable[DesiredRow], statuses: dict[Key, StatusRecord],
@@ -222,12 +227,14 @@ def set_native(store: Store, caller: Caller, host: str, device: str, body: Nativ
     412 when the row is not as `expect` says: a conditional write, see fleet_desired.Expect)."""
     access.check_admin(caller, "setting a port's limits with the native API")
     check_host(host)
+    addresses = check_addresses("addresses", body.addresses)
     if body.policy_id is not None:  # a vmqos policy the device follows (services.policy_ports)
-        policy_ports.attach(store, caller, host, device, body.policy_id, expect)
+        policy_ports.attach(store, caller, host, device, body.policy_id, expect, addresses)
         return show_port(store, caller, host, device)
     assert body.policy is not None  # NativePort holds exactly one of the two
     name = body.policy_name or f"{NATIVE}:{device}"
-    fleet_desired.set_port(store, host, device, policy_from_data(name, body.policy, path=("policy",)), expect)
+    fleet_desired.set_port(store, host, device, policy_from_data(name, body.policy, path=("policy",)), expect,
+                           addresses)
     return show_port(store, caller, host, device)
 
 

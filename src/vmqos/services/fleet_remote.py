@@ -54,7 +54,11 @@ def native_body(current: Port | None, change: PortChange) -> NativePort:
         name = current.policy_name
         base = policy_from_data(name or "native", current.policy, path=("policy",)).qos
     qos = changed_limits(base, change.inbound, change.outbound)
-    return NativePort(policy=policy_to_data(Policy(name=name or "native", qos=qos)), policy_name=name)
+    # the instance's addresses (the uplink's) are kept as the device has them, or as the change gives them
+    addresses = list(change.addresses) if change.addresses is not None else \
+        list(current.addresses) if current is not None and current.source == "native" else []
+    return NativePort(policy=policy_to_data(Policy(name=name or "native", qos=qos)), policy_name=name,
+                      addresses=addresses)
 
 
 def check_change(device: str, change: PortChange) -> None:

@@ -83,6 +83,8 @@ class Desired(Wire):
                                                 "follows a /v1 policy); null for a tombstone")
     policy: dict[str, Any] | None = Field(description="the policy in the host file's form; null: a tombstone, "
                                                       "the device must be released")
+    addresses: list[str] = Field(default_factory=list, description="the instance's addresses on the port (a Neutron "
+                                 "port's fixed_ips): the host's uplink holds its guarantee by them")
 
     def as_policy(self) -> Policy | None:
         """The vmqos Policy the device must hold; None for a tombstone."""
@@ -91,10 +93,29 @@ class Desired(Wire):
         return policy_from_data(self.policy_name or f"native:{self.device}", self.policy, path=("policy",))
 
 
+MIN_CAPACITY_BPS, MAX_CAPACITY_BPS = 1_000_000, 4_000_000_000_000  # core.model.host.UplinkSpec's bounds
+
+
+class Uplink(Wire):
+    """A host's uplink (issue 16): its shared link, where the ports' guaranteed minimums are held."""
+
+    device: Device = Field(description="the host's physical or bond device (the lab's wan0)")
+    capacity_bps: int = Field(ge=MIN_CAPACITY_BPS, le=MAX_CAPACITY_BPS,
+                              description="what the link carries, in bit/s (10 Gbit/s: 10000000000)")
+    oversubscribe: bool = Field(default=False, description="guarantees above the capacity are scaled down to fit "
+                                                           "(with a warning) instead of refused")
+
+
+class DesiredUplink(Wire):
+    revision: int = Field(description="the global revision at which the host's uplink last changed")
+    uplink: Uplink | None = Field(description="null: the uplink was removed, its tree must be released")
+
+
 class Snapshot(Wire):
     host: str
     revision: int = Field(description="the global revision at the time of reading: the next `since`")
     ports: list[Desired]
+    uplink: DesiredUplink | None = Field(default=None, description="the host's uplink; null: it has none")
 
 
 class Changes(Wire):
@@ -102,6 +123,24 @@ class Changes(Wire):
     revision: int = Field(description="the next `since`")
     changes: list[Desired] = Field(description="rows of the host above `since`, tombstones included, in "
                                                "revision order")
+    uplink: DesiredUplink | None = Field(default=None, description="the host's uplink, when it changed above "
+                                                                   "`since`")
+
+
+class HostUplink(Wire):
+    """A host's uplink as the server wants it, with what its agent last reported of it."""
+
+    host: str
+    uplink: Uplink
+    revision: int
+    status: Literal["in_sync", "drift", "error", "pending", "unknown"] = Field(
+        description="the agent's last word on the uplink; error: refused (one line why in message) or failed")
+    message: str
+    reported_at: datetime | None
+
+
+class HostUplinkAnswer(Wire):
+    uplink: HostUplink
 
 
 # ------------------------------------------------------------------ hosts
@@ -303,6 +342,8 @@ class Port(Wire):
     reported_at: datetime | None
     rates: Sample | None
     quarantine: Quarantine | None
+    addresses: list[str] = Field(default_factory=list, description="the instance's addresses the row carries (for "
+                                                                   "the host's uplink)")
 
 
 class PortAnswer(Wire):
@@ -334,6 +375,9 @@ class NativePort(Wire):
         default=None, description="the inline limits' name in the agent's scope (default native:<device>)")
     policy_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         default=None, description="a vmqos policy's id: the device follows that policy, and every change of it")
+    addresses: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=8)] = Field(
+        default_factory=list, description="the instance's addresses on the device: the host's uplink holds the "
+                                          "policy's guaranteed minimum towards the instance by them")
 
     @model_validator(mode="after")
     def _one_source(self) -> NativePort:

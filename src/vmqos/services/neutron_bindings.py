@@ -32,6 +32,7 @@ class PortBinding:
     policy_id: str | None = None
     source: str | None = None  # "port" or "network": where the policy comes from
     policy: Policy | None = None
+    addresses: tuple[str, ...] = ()  # the port's fixed_ips: the instance's addresses, for the host's uplink
 
     @property
     def limits(self) -> bool:
@@ -82,7 +83,7 @@ def bind(host: str, ports: Iterable[StoredPort], network_policies: Mapping[str, 
                             "give one of them another binding:profile device")
             continue
         chosen = effective_policy(port.qos_policy_id, network_policies.get(port.network_id), port.device_owner)
-        binding = PortBinding(port.id, device)
+        binding = PortBinding(port.id, device, addresses=port.fixed_ips)
         stored = policies.get(chosen.policy_id) if chosen else None
         if chosen is not None and stored is not None:
             if stored.id not in converted:

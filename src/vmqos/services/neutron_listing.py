@@ -120,7 +120,10 @@ def read_query(params: list[tuple[str, str]], listing: Listing) -> Query:
 
 def _matches(view: dict[str, Any], query: Query) -> bool:
     for field, wanted in query.filters.items():
-        if view.get(field) not in wanted:
+        if field == "fixed_ips":  # `fixed_ips=ip_address=10.0.0.5`: one of the port's addresses is that
+            if not {f"{k}={v}" for ip in view.get(field) or () for k, v in ip.items()} & set(wanted):
+                return False
+        elif view.get(field) not in wanted:
             return False
     have = set(view.get("tags", ()))
     if "tags" in query.tags and not set(query.tags["tags"]) <= have:

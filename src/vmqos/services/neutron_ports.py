@@ -7,11 +7,15 @@ The all-in-one enforcer (`services.neutron_enforcer`) turns them into limits on 
 
 A bound port answers `binding:vif_type` "tap" and names its device in `binding:vif_details`
 ({"device": NAME}); an unbound one "unbound" and {}, as Neutron does. vmqos wires nothing, so a
-port's `status` stays DOWN and `fixed_ips` stays empty (there are no subnets).
+port's `status` stays DOWN. There are no subnets and vmqos allocates no address, but a port's
+`fixed_ips` may name the instance's addresses (`{"ip_address": IP}`, at most Neutron's
+max_fixed_ips_per_port): the host's uplink classifies the traffic towards the instance by them,
+to hold its guaranteed minimum (issue 16). They answer as Neutron's, with a null `subnet_id`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import uuid
 from dataclasses import replace
@@ -41,6 +45,7 @@ from vmqos.store import Store
 from vmqos.store import neutron_ports as records
 from vmqos.store.neutron_ports import MacAddressInUse, NetworkGone, PolicyGone, StoredNetwork, StoredPort
 
+MAX_FIXED_IPS = 5  # neutron's max_fixed_ips_per_port
 BASE_MAC = "fa:16:3e"  # neutron's base_mac: the first three octets of the MAC addresses it makes
 MAC_GENERATION_RETRIES = 16  # neutron's mac_generation_retries
 # A port's body attribute -> the stored field
@@ -55,7 +60,8 @@ def port_view(port: StoredPort, network_policy: str | None, *, admin: bool) -> d
     bound = bool(port.host_id)
     view = {"id": port.id, "name": port.name, "network_id": port.network_id, "tenant_id": port.project_id,
             "project_id": port.project_id, "mac_address": port.mac_address, "admin_state_up": port.admin_state_up,
-            "status": "DOWN", "device_id": port.device_id, "device_owner": port.device_owner, "fixed_ips": [],
+            "status": "DOWN", "device_id": port.device_id, "device_owner": port.device_owner,
+            "fixed_ips": [{"subnet_id": None, "ip_address": ip} for ip in port.fixed_ips],
             "security_groups": [], "description": port.description, "binding:host_id": port.host_id,
             "binding:profile": dict(port.profile), "binding:vnic_type": port.vnic_type,
             "binding:vif_type": "tap" if bound else "unbound",
@@ -102,18 +108,31 @@ def _writable(store: Store, caller: Caller, port_id: str, action: str) -> Stored
     return port
 
 
-def _check_addresses(caller: Caller, values: dict[str, Any]) -> None:
-    """There are no subnets nor security groups here: naming one is naming what does not exist."""
-    for fixed_ip in values.get("fixed_ips") or []:
+def _check_addresses(caller: Caller, values: dict[str, Any]) -> tuple[str, ...] | None:
+    """The instance's addresses `fixed_ips` names (None: the body does not say). There are no subnets nor
+    security groups here: naming one is naming what does not exist, and an address must be given."""
+    fixed_ips = values.get("fixed_ips", UNSET)
+    found: list[str] = []
+    for fixed_ip in fixed_ips if isinstance(fixed_ips, list) else []:
         if not isinstance(fixed_ip, dict):
             raise NeutronError(400, "HTTPBadRequest", f"Invalid input for fixed_ips. Reason: Invalid data format "
                                                       f"for fixed IP: '{fixed_ip}'.")
         if "subnet_id" in fixed_ip:
             show_subnet(caller, str(fixed_ip["subnet_id"]))
-        raise invalid_input(f"IP address {fixed_ip.get('ip_address')} is not a valid IP for any of the subnets on "
-                            "the specified network")
+        if "ip_address" not in fixed_ip:
+            raise invalid_input("the network has no subnet to allocate an address from: give the instance's "
+                                "address in fixed_ips as {\"ip_address\": \"10.0.0.5\"}")
+        try:
+            found.append(str(ipaddress.ip_address(str(fixed_ip["ip_address"]))))
+        except ValueError:
+            raise invalid_input(f"'{fixed_ip['ip_address']}' is not a valid IP address.") from None
+    if len(found) > MAX_FIXED_IPS:
+        raise invalid_input("Exceeded maximum amount of fixed ips per port.")
+    if len(set(found)) != len(found):
+        raise invalid_input("Duplicate IP address in fixed_ips: give each address once")
     for group in values.get("security_groups") or []:
         raise NeutronError(404, "SecurityGroupNotFound", f"Security group {group} does not exist")
+    return tuple(found) if isinstance(fixed_ips, list) else None
 
 
 def _save(store: Store, port: StoredPort, replaces: int | None) -> StoredPort:
@@ -168,14 +187,15 @@ def _new_port(store: Store, caller: Caller, values: dict[str, Any], body: Any,
     check_admin_attributes(caller, "port", "create_port", values, body, create=True)
     project = project_for(caller, values)
     network = _usable_network(store, caller, values["network_id"], project)
-    _check_addresses(caller, values)
+    addresses = _check_addresses(caller, values)
     check_policy_change(store, caller, None, values["qos_policy_id"])
     check_limit("ports", values["tags"])
     values = absent_as_none(values)
     port = StoredPort(str(uuid.uuid4()), project, network.id, values["name"], values["description"],
                       values["admin_state_up"], values["mac_address"] or random_mac(), values["device_id"],
                       values["device_owner"], values["binding:host_id"], values["binding:vnic_type"],
-                      values["qos_policy_id"], 1, at, at, values["binding:profile"], tuple(values["tags"]))
+                      values["qos_policy_id"], 1, at, at, values["binding:profile"], tuple(values["tags"]),
+                      addresses or ())
     return port, network
 
 
@@ -250,9 +270,11 @@ def update_port(store: Store, caller: Caller, port_id: str, body: Any,
     port = _writable(store, caller, port_id, "update_port")
     values = read_body(body, "port", PORT, create=False)
     check_admin_attributes(caller, "port", "update_port", values, body, create=False)
-    _check_addresses(caller, values)
+    addresses = _check_addresses(caller, values)
     check_policy_change(store, caller, port.qos_policy_id, values.get("qos_policy_id", UNSET))
     updated = replace(port, **{_FIELDS[k]: v for k, v in values.items() if k in _FIELDS})
+    if addresses is not None:
+        updated = replace(updated, fixed_ips=addresses)
     if updated == port:
         return _view(store, caller, port)
     updated = replace(updated, revision_number=port.revision_number + 1, updated_at=now_utc(now))

@@ -16,6 +16,7 @@ policy must be one the caller sees (an admin sees every project's), another's is
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
@@ -64,7 +65,7 @@ def _resolve(w: DesiredWriter, caller: Caller, policy_id: str) -> Policy:
 
 
 def attach(store: Store, caller: Caller, host: str, device: str, policy_id: str,
-           expect: Expect = Expect()) -> Desired:
+           expect: Expect = Expect(), addresses: Iterable[str] = ()) -> Desired:
     """Make the device of a host follow the vmqos policy `policy_id` (the caller's right to set native ports
     is checked by the caller of this function). 404 for a policy the caller does not see, 409 for a
     Neutron policy or a device a Neutron port names, 412 when `expect` does not hold."""
@@ -72,7 +73,7 @@ def attach(store: Store, caller: Caller, host: str, device: str, policy_id: str,
     check_device_name(device, "device")
     with records.desired_writer(store, f"attaching policy {policy_id} to device {device} on host {host}") as w:
         policy = _resolve(w, caller, policy_id)
-        return fleet_desired.write_native(w, host, device, policy, expect, policy_id=policy_id)
+        return fleet_desired.write_native(w, host, device, policy, expect, policy_id=policy_id, addresses=addresses)
 
 
 def then_replaced(policy_id: str) -> Then:
@@ -86,7 +87,7 @@ def then_replaced(policy_id: str) -> Then:
             return
         policy = row_policy(found)
         text = json.dumps(policy_to_data(policy), sort_keys=True, separators=(",", ":"))
-        changed = [DesiredRow(r.host, r.device, None, NATIVE, policy.name, text, 0, w.at, policy_id)
+        changed = [DesiredRow(r.host, r.device, None, NATIVE, policy.name, text, 0, w.at, policy_id, r.addresses)
                    for r in rows.values() if (r.policy_name, r.policy) != (policy.name, text)]
         if changed:
             w.write(changed, rows.keys())

@@ -31,7 +31,8 @@ CHUNK = 2000  # ids (or keys) per IN list: far below SQLite's and PostgreSQL's l
 Key = tuple[str, str]  # (host, device)
 T = TypeVar("T")
 
-_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at", "policy_id")
+_COLUMNS = ("host", "device", "port_id", "source", "policy_name", "policy", "revision", "changed_at", "policy_id",
+            "addresses")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DesiredRow:
     revision: int
     changed_at: datetime
     policy_id: str | None = None  # the vmqos policy a native row names (its content is `policy`, resolved)
+    addresses: str | None = None  # JSON list of the instance's addresses (for the host's uplink); None: none
 
     @property
     def key(self) -> Key:
@@ -271,6 +273,12 @@ class DesiredWriter:
         d = fleet_desired.c
         return {r.key: r for r in _rows(self.conn, d.policy_id == policy_id, d.policy.is_not(None))}
 
+    def next_revision(self) -> int:
+        """Take the next revision of the global counter (a change that is not a desired row: an uplink's)."""
+        revision = _counters(self.conn).revision + 1
+        _set_counter(self.conn, REVISION, revision)
+        return revision
+
     def write(self, changed: Sequence[DesiredRow], existing: Collection[Key]) -> int:
         """Give `changed` (their revision is ignored) the next revision, updating the rows at `existing`
         keys and inserting the others; the revision given."""
@@ -278,7 +286,7 @@ class DesiredWriter:
         _set_counter(self.conn, REVISION, revision)
         values = [{"host": r.host, "device": r.device, "port_id": r.port_id, "source": r.source,
                    "policy_name": r.policy_name, "policy": r.policy, "revision": revision, "changed_at": self.at,
-                   "policy_id": r.policy_id}
+                   "policy_id": r.policy_id, "addresses": r.addresses}
                   for r in changed]
         updates = [v for v in values if (v["host"], v["device"]) in existing]
         inserts = [v for v in values if (v["host"], v["device"]) not in existing]

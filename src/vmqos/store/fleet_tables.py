@@ -47,6 +47,7 @@ class FleetDesiredRow(Base):
     # the vmqos policy (/v1/policies) a native row names; NULL for inline limits and Neutron rows. Its
     # index finds the rows a policy's change re-derives and the ports that keep it from being deleted.
     policy_id: Mapped[str | None] = mapped_column(String, index=True)
+    addresses: Mapped[str | None] = mapped_column(Text)  # JSON list of the instance's IPs (the uplink's classes)
 
 
 class FleetCounterRow(Base):

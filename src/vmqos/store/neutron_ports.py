@@ -99,6 +99,7 @@ class StoredPort:
     updated_at: datetime
     profile: dict[str, Any] = field(default_factory=dict)  # binding:profile
     tags: tuple[str, ...] = ()  # standard-attr-tag
+    fixed_ips: tuple[str, ...] = ()  # the ip_address of each of Neutron's fixed_ips (the instance's addresses)
 
 
 _NETWORK_COLUMNS = tuple(StoredNetwork.__dataclass_fields__)
@@ -124,6 +125,7 @@ def read_ports(conn: Connection, *where: ColumnElement[bool]) -> list[StoredPort
         values = dict(zip(_PORT_COLUMNS, row))
         values["profile"] = json.loads(values["profile"])
         values["tags"] = tuple(json.loads(values["tags"]))
+        values["fixed_ips"] = tuple(json.loads(values["fixed_ips"] or "[]"))
         found.append(StoredPort(**values))
     return found
 
@@ -208,7 +210,8 @@ def create_ports(store: Store, ports: Sequence[StoredPort], *, then: Then | None
 
 def _write_port(conn: Connection, port: StoredPort, replaces: int | None) -> None:
     p = neutron_ports.c
-    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags))}
+    row = asdict(port) | {"profile": json.dumps(port.profile, sort_keys=True), "tags": json.dumps(list(port.tags)),
+                          "fixed_ips": json.dumps(list(port.fixed_ips)) if port.fixed_ips else None}
     if conn.execute(select(neutron_networks.c.id).where(neutron_networks.c.id == port.network_id)).first() is None:
         raise NetworkGone(port.network_id)
     _check_policy(conn, port.qos_policy_id)

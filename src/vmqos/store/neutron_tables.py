@@ -65,6 +65,7 @@ class NeutronPortRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     tags: Mapped[str] = mapped_column(Text)  # standard-attr-tag: a JSON list of strings
+    fixed_ips: Mapped[str | None] = mapped_column(Text)  # JSON list of the port's IP addresses; NULL: none
 
 
 class NeutronChangeRow(Base):

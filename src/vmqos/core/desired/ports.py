@@ -90,6 +90,7 @@ class PortChange:
     policy: Policy | None = None  # a policy read from a file, stored under its name
     policy_name: str | None = None  # a policy the store already has
     egress_mode: EgressMode | None = None
+    addresses: tuple[str, ...] | None = None  # the instance's addresses on the port (None: unchanged)
 
 
 def changed_port(state: HostState, device: str, change: PortChange) -> tuple[HostState, PortSpec]:
@@ -110,6 +111,7 @@ def changed_port(state: HostState, device: str, change: PortChange) -> tuple[Hos
                            "(Neutron JSON or vmqos YAML) instead")
         policy = change.policy_name
     port = replace(port, limits=None if limits.is_empty else limits, policy=policy,
-                   egress_mode=change.egress_mode or port.egress_mode)
+                   egress_mode=change.egress_mode or port.egress_mode,
+                   addresses=port.addresses if change.addresses is None else change.addresses)
     state = replace(state, policies=policies)
     return with_port(state, port), port

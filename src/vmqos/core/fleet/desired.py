@@ -19,7 +19,7 @@ from typing import Any
 from vmqos.core.errors import InvalidValue
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.formats.hostfile.dump import dump_policy
-from vmqos.core.model.host import Policy, check_device_name
+from vmqos.core.model.host import Policy, UplinkSpec, check_addresses, check_device_name
 
 SOURCES = ("neutron", "native")
 POLICY_PREFIX = "fleet:"  # the agent's policies in its scope: "fleet:<device>"
@@ -34,9 +34,11 @@ class DesiredPort:
     policy: Policy | None
     port_id: str | None = None
     source: str = "native"
+    addresses: tuple[str, ...] = ()  # the instance's addresses (Neutron's fixed_ips), for the host's uplink
 
     def __post_init__(self) -> None:
         check_device_name(self.device, "desired.device")
+        object.__setattr__(self, "addresses", check_addresses(f"desired {self.device}.addresses", self.addresses))
         if isinstance(self.revision, bool) or not isinstance(self.revision, int) or self.revision < 0:
             raise InvalidValue(f"desired {self.device}.revision", self.revision, "a revision is an integer >= 0")
         if self.source not in SOURCES:
@@ -48,17 +50,60 @@ class DesiredPort:
 
     def same_content(self, other: DesiredPort) -> bool:
         """Whether the two rows want the same thing (their revisions aside)."""
-        return (self.policy, self.port_id, self.source) == (other.policy, other.port_id, other.source)
+        return (self.policy, self.port_id, self.source, self.addresses) == \
+            (other.policy, other.port_id, other.source, other.addresses)
+
+
+@dataclass(frozen=True)
+class DesiredUplink:
+    """The host's uplink as of `revision` (issue 16); `spec` None: a tombstone, the uplink was removed."""
+
+    revision: int
+    spec: UplinkSpec | None
 
 
 @dataclass(frozen=True)
 class DesiredPage:
     """An answer of the server: every live row (`full`, from /desired) or the rows changed after a
-    revision (tombstones included, from /desired/changes), and the revision to ask from next."""
+    revision (tombstones included, from /desired/changes), and the revision to ask from next.
+    `uplink`: on a full page the host's uplink (None: it has none); on a page of changes its change
+    (None: unchanged)."""
 
     revision: int
     ports: tuple[DesiredPort, ...] = ()
     full: bool = False
+    uplink: DesiredUplink | None = None
+
+
+def uplink_after(cached: DesiredUplink | None, page: DesiredPage) -> tuple[DesiredUplink | None, bool]:
+    """(the host's live uplink after `page`, whether what it wants changed). A change older than the
+    cached uplink (a page that crossed a newer one) is ignored, as a row's is."""
+    if page.full:
+        new = page.uplink if page.uplink is not None and page.uplink.spec is not None else None
+    elif page.uplink is None or (cached is not None and page.uplink.revision < cached.revision):
+        return cached, False
+    else:
+        new = page.uplink if page.uplink.spec is not None else None
+    before = cached.spec if cached is not None else None
+    return new, before != (new.spec if new is not None else None)
+
+
+def uplink_from_wire(data: Any) -> DesiredUplink | None:
+    """`{"revision": R, "uplink": {"device", "capacity_bps", "oversubscribe"} | null}`, or null."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise InvalidValue("desired uplink", data, "an object with revision and uplink")
+    revision = data.get("revision")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidValue("desired uplink.revision", revision, "a revision is an integer >= 0")
+    spec = data.get("uplink")
+    if spec is None:
+        return DesiredUplink(revision, None)
+    if not isinstance(spec, Mapping):
+        raise InvalidValue("desired uplink.uplink", spec, "an object with device, capacity_bps and oversubscribe")
+    return DesiredUplink(revision, UplinkSpec(spec.get("device"), spec.get("capacity_bps"),  # type: ignore[arg-type]
+                                              bool(spec.get("oversubscribe", False))))
 
 
 def policy_of(device: str, data: Any) -> Policy:
@@ -76,12 +121,13 @@ def port_from_wire(data: Any) -> DesiredPort:
         raise InvalidValue(f"desired {device}.port_id", port_id, "a port id (text) or null")
     policy = None if data.get("policy") is None else policy_of(device, data["policy"])
     revision: Any = data.get("revision")  # checked by DesiredPort
-    return DesiredPort(device, revision, policy, port_id, data.get("source", "native"))
+    addresses: Any = tuple(data.get("addresses") or ()) if policy is not None else ()  # checked by DesiredPort
+    return DesiredPort(device, revision, policy, port_id, data.get("source", "native"), addresses)
 
 
 def port_to_wire(port: DesiredPort) -> dict[str, Any]:
     return {"device": port.device, "port_id": port.port_id, "source": port.source, "revision": port.revision,
-            "policy": None if port.policy is None else dump_policy(port.policy)}
+            "policy": None if port.policy is None else dump_policy(port.policy), "addresses": list(port.addresses)}
 
 
 def page_from_wire(data: Any, *, full: bool) -> DesiredPage:
@@ -92,7 +138,8 @@ def page_from_wire(data: Any, *, full: bool) -> DesiredPage:
     revision = data.get("revision")
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
         raise InvalidValue("desired answer.revision", revision, "a revision is an integer >= 0")
-    return DesiredPage(revision, tuple(port_from_wire(row) for row in data[key]), full)
+    return DesiredPage(revision, tuple(port_from_wire(row) for row in data[key]), full,
+                       uplink_from_wire(data.get("uplink")))
 
 
 def reload_changes(cached: Mapping[str, DesiredPort], page: DesiredPage) -> list[DesiredPort]:
