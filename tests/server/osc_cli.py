@@ -51,6 +51,7 @@ class OpenstackForks:
         self._proc = subprocess.Popen([str(python), str(FORKSERVER), str(cli)], cwd=cwd, env=base_env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._pending = b""  # what the server wrote past the last line read
+        self.last_cpu_s = 0.0  # the last call's CPU time (user + system), as the fork server measured it
         ready = self._read(START_TIMEOUT_S)
         if ready != {"ready": 1}:
             self.close()
@@ -89,6 +90,7 @@ class OpenstackForks:
             os.kill(forked["pid"], signal.SIGKILL)
             self._read(10)
             raise subprocess.TimeoutExpired(argv, timeout, out.read_text(), err.read_text())
+        self.last_cpu_s = ended.get("cpu_us", 0) / 1e6
         # text=True reads with the locale's encoding and universal newlines, as subprocess.run does
         return subprocess.CompletedProcess(argv, ended["status"], out.read_text(), err.read_text())
 

@@ -17,8 +17,9 @@ the base of every call's (tests/server/osc_cli.py starts one per server, with th
 those that read sys.argv[0] (cliff's program name) saw the console script's path, as in an exec.
 
 Protocol, one JSON object a line: in on stdin {"argv", "env", "cwd", "stdin", "stdout", "stderr"}
-(the three last are paths), out on stdout {"pid"} when the child is forked, then {"status"} (as
-os.waitstatus_to_exitcode: negative for a signal) when it ended. EOF on stdin ends the server.
+(the three last are paths), out on stdout {"pid"} when the child is forked, then {"status", "cpu_us"}
+when it ended (status as os.waitstatus_to_exitcode: negative for a signal; cpu_us: the child's user +
+system CPU time, for bench/osc_cli_bench.py). EOF on stdin ends the server.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _serve() -> dict[str, object] | None:
         if pid == 0:
             return request  # type: ignore[no-any-return]
         _send({"pid": pid})
-        _, status = os.waitpid(pid, 0)
-        _send({"status": os.waitstatus_to_exitcode(status)})
+        _, status, usage = os.wait4(pid, 0)
+        _send({"status": os.waitstatus_to_exitcode(status), "cpu_us": int((usage.ru_utime + usage.ru_stime) * 1e6)})
     return None
 
 
