@@ -69,7 +69,7 @@ class OpenstackForks:
                 return None
             self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
-        return json.loads(line)  # type: ignore[no-any-return]
+        return json.loads(line)
 
     def run(self, args: tuple[str, ...], env: dict[str, str], cwd: Path,
             timeout: float) -> subprocess.CompletedProcess[str]:
