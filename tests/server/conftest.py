@@ -18,12 +18,15 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pgcluster import BACKENDS
+
+from .osc_cli import OpenstackForks, console_script_python, exec_openstack
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "admin-secret"
@@ -58,17 +61,36 @@ class Server:
     cli: Path
     cwd: Path
     pid: int | None = None  # the server's process
+    _forks: OpenstackForks | None = field(default=None, repr=False, compare=False)
+
+    def _cli_env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("OS_")} | {"HOME": str(self.cwd)}
+
+    def _run_cli(self, args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """The real CLI as a child of a warm client made at the first call (tests/server/osc_cli.py), or an
+        exec per call when VMQOS_OSC_EXEC=1 or the CLI is not openstackclient's console script."""
+        python = None if os.environ.get("VMQOS_OSC_EXEC") == "1" else console_script_python(self.cli)
+        if python is None:
+            return exec_openstack(self.cli, args, env, self.cwd, timeout=60)
+        if self._forks is None:
+            self._forks = OpenstackForks(self.cli, python, self._cli_env(), self.cwd)
+            weakref.finalize(self, self._forks.close)  # at the latest when the session ends
+        return self._forks.run(args, env, self.cwd, timeout=60)
+
+    def close_cli(self) -> None:
+        """End the warm client, if a call made one (the fixtures that stop a server call this)."""
+        if self._forks is not None:
+            self._forks.close()
+            self._forks = None
 
     def openstack(self, *args: str, user: str = "admin", project: str | None = None,
                   password: str | None = None) -> subprocess.CompletedProcess[str]:
         project = project or ("admin" if user == "admin" else USERS[user][0])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env |= {"OS_AUTH_URL": f"{self.url}/v3", "OS_USERNAME": user, "OS_PROJECT_NAME": project,
-                "OS_PASSWORD": password or (ADMIN_PASSWORD if user == "admin" else PASSWORD),
-                "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-                "OS_IDENTITY_API_VERSION": "3", "HOME": str(self.cwd)}
-        return subprocess.run([str(self.cli), *args], cwd=self.cwd, env=env, capture_output=True, text=True,
-                              timeout=60)
+        env = self._cli_env() | {
+            "OS_AUTH_URL": f"{self.url}/v3", "OS_USERNAME": user, "OS_PROJECT_NAME": project,
+            "OS_PASSWORD": password or (ADMIN_PASSWORD if user == "admin" else PASSWORD),
+            "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3"}
+        return self._run_cli(args, env)
 
     def json(self, *args: str, **kw: Any) -> Any:
         result = self.openstack(*args, "-f", "json", **kw)

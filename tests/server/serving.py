@@ -47,7 +47,11 @@ def running_server(tmp: Path, db: str, *options: str, env: dict[str, str] | None
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"{name} did not start: {log_path.read_text()}")
             time.sleep(0.1)
-        yield Server(url, db, openstack_cli(), tmp, proc.pid)
+        started = Server(url, db, openstack_cli(), tmp, proc.pid)
+        try:
+            yield started
+        finally:
+            started.close_cli()
     finally:
         proc.terminate()
         try:

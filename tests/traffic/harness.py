@@ -306,3 +306,16 @@ def writer_result(proc: subprocess.Popen[str], seconds: float) -> dict[str, Any]
         kill(proc)
     assert proc.returncode == 0, f"tap writer failed ({proc.returncode}): {err.strip()}"
     return json.loads([line for line in out.splitlines() if line.strip()][-1])
+
+
+# -- TCP's own counters ----------------------------------------------------------------------------
+
+def tcp_counters(ns: str) -> dict[str, int]:
+    """The namespace's TCP MIB counters (`nstat -asz`: absolute values, the history file left alone).
+    Each lab namespace has its own, so a test that alone sends TCP there reads its own flows."""
+    shown = json.loads(sh(ns, "nstat", "-asz", "--json").stdout)
+    return {name: int(value) for name, value in shown.get("kernel", shown).items()}
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int], names: Sequence[str]) -> dict[str, int]:
+    return {name: after.get(name, 0) - before.get(name, 0) for name in names}
