@@ -27,6 +27,7 @@ from vmqos.core.plan.names import chain_from, chain_to, ifb_name
 from vmqos.core.plan.objects import Policer, Qdisc
 from vmqos.core.plan.planner import plan_port
 from vmqos.core.plan.render import POLICER_COMMENT, render
+from vmqos.core.plan.tc_objects import is_program
 from vmqos.drivers import bpf_police
 from vmqos.drivers.nft import Nft, _set_decl
 from vmqos.drivers.tc_netlink import TcNetlink
@@ -51,12 +52,13 @@ def _port(ns: str) -> None:
 
 
 def _apply(ns: str, ops) -> None:
-    """The rendered commands, in order; police mode's bucket (which tc cannot load) by the driver."""
-    policers = iter([op.obj for op in ops if isinstance(op.obj, Policer) and op.action != "delete"])
+    """The rendered commands, in order; the eBPF programs (police mode's bucket, the AQM), which tc cannot
+    load, by the driver: each comment line stands for the next of them."""
+    programs = iter([op.obj for op in ops if is_program(op.obj) and op.action != "delete"])
     for command in render(ops):
         if command.startswith(POLICER_COMMENT):
             with TcNetlink(ns) as tc:
-                tc.replace(next(policers))
+                tc.replace(next(programs))
             continue
         result = sh(ns, command)
         assert result.returncode == 0, f"{command}\n{result.stderr}"

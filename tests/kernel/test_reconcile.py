@@ -23,6 +23,7 @@ from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import ifb_name
 from vmqos.core.plan.objects import (
+    Aqm,
     HtbClass,
     IfbLink,
     NftChain,
@@ -108,8 +109,8 @@ def test_live_rate_change_replaces_classes_in_place(ports):
         results, _ = settle(rec, state(40_000_000), applied=record, verify=False)
         for r in results:
             assert r.ops and all(op.action == "replace" for op in r.ops)
-            assert all(isinstance(op.obj, HtbClass) or (isinstance(op.obj, Qdisc) and op.obj.qdisc_kind == "tbf")
-                       for op in r.ops)
+            assert all(isinstance(op.obj, (HtbClass, Aqm)) or (isinstance(op.obj, Qdisc) and op.obj.qdisc_kind == "tbf")
+                       for op in r.ops)  # the AQM's rate is rewritten in its map, in place
             assert any(isinstance(op.obj, Qdisc) for op in r.ops)  # the TBF's rate follows the ceiling
         assert in_sync(rec, state(40_000_000))
         assert sh(ports, "tc -s qdisc show dev vqa0").stdout.splitlines()[0] == before  # same root qdisc
@@ -364,7 +365,7 @@ def test_live_change_of_rate_and_leaf_queue_goes_over_netlink(ports, monkeypatch
         monkeypatch.setattr("vmqos.reconcile.execute.run_batch", no_process)
         results, _ = settle(rec, state(200_000_000), applied=record, verify=False)
         kinds = {type(op.obj).__name__ for r in results for op in r.ops}
-        assert kinds == {"HtbClass", "Qdisc"}  # the bfifo grows with the rate: 20 ms of traffic
+        assert kinds == {"HtbClass", "Qdisc", "Aqm"}  # the bfifo grows with the rate (20 ms of traffic), the AQM's map
         assert in_sync(rec, state(200_000_000))
     assert "limit 500000b" in sh(ports, "tc qdisc show dev vqa0").stdout
 
@@ -383,7 +384,8 @@ def test_foreign_filter_on_a_managed_port_is_drift_until_forced(ports, tmp_path)
         assert "bpf" in sh(ports, "tc filter show dev vqa0").stdout
         settle(rec, state(10_000_000, devices=("vqa0",)), force=True)
         assert in_sync(rec, state(10_000_000, devices=("vqa0",)))
-    assert "bpf" not in sh(ports, "tc filter show dev vqa0").stdout
+    filters = sh(ports, "tc filter show dev vqa0").stdout
+    assert " pref 5 " not in filters and "vmqos_aqm" in filters  # the foreign filter is gone; vmqos's AQM stays
 
 
 def _read(rec: Reconciler, devices, monkeypatch, bulk: bool):
