@@ -202,7 +202,7 @@ def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str |
 
     from vmqos.services.neutron_enforcer import EnforcerThread  # lazy: the reconciler, only for --all-in-one
 
-    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer")
+    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer", "vmqos.services.enforcer_uplink")
     served = uvicorn.Server(config)
 
     def stop_serving() -> None:
