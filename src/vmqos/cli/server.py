@@ -204,7 +204,8 @@ def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str |
 
     from vmqos.services.neutron_enforcer import EnforcerThread  # lazy: the reconciler, only for --all-in-one
 
-    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer", "vmqos.services.enforcer_uplink")
+    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer", "vmqos.services.enforcer_uplink",
+                "vmqos.services.fleet_desired")  # why a port holds no row (its device name, ...)
     served = uvicorn.Server(config)
 
     def stop_serving() -> None:

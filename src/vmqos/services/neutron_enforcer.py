@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2  # how often the revision counter is read
 RETRY_S = 1.0  # how often a device that failed (not there yet) is tried again
 RESYNC_S = 30.0  # how often every port is read back from the kernel and repaired
-ACTOR = "neutron enforcer"  # the scope's history and marks of earlier versions name it so: kept
+ACTOR = "neutron enforcer"  # the name the scope's history has always given it: kept
 SOURCE = "this server"  # how the log lines name where a row comes from ("revision 7 of this server (native)")
 
 
