@@ -179,7 +179,7 @@ def test_a_missing_device_is_retried_and_a_foreign_port_is_left_alone(netns, all
 # a typed vmqos policy with what Neutron's rules cannot say: a peak towards the instance, classes in what it sends
 GOLD = {"name": "gold", "qos": {
     "ingress": {"bandwidth": {"rate_bps": 10_000_000, "peak_bps": 20_000_000}},
-    "egress": {"bandwidth": {"rate_bps": 8_000_000},
+    "egress": {"bandwidth": {"rate_bps": 8_000_000}, "min_bps": 3_000_000,  # held on the host's uplink
                "classes": [{"name": "web", "share_percent": 60, "match": {"protocol": "tcp", "ports": [80]}},
                            {"name": "rest", "share_percent": 40}]}}}
 
@@ -282,8 +282,10 @@ def test_a_native_port_with_a_typed_policy_and_the_uplink_are_enforced_live(netn
 
     status, answer = _api(server.url, "PUT", f"/v1/hosts/{HOST}/uplink", {"device": "vqw0", "capacity_bps": 100_000_000})
     assert status == 200, answer
-    tree = _wait("the uplink's tree on vqw0", lambda: _uplink_classes(netns, "vqw0"), lambda c: "1:1" in c, log)
-    assert tree["1:1"] == "rate 100Mbit ceil 100Mbit" and "1:10" in tree, tree  # the link, the default class
+    tree = _wait("the uplink's tree on vqw0", lambda: _uplink_classes(netns, "vqw0"), lambda c: len(c) >= 3, log)
+    # the link, the default class, and vqa3's guarantee from the instance up to its own limit (the new one)
+    assert tree["1:1"] == "rate 100Mbit ceil 100Mbit" and "1:10" in tree, tree
+    assert sorted(v for k, v in tree.items() if k not in ("1:1", "1:10")) == ["rate 3Mbit ceil 12Mbit"], tree
     assert _holds_gold(_kernel(server.db, netns, "vqa3"), "vqa3", (30_000_000, 40_000_000), 12_000_000)
     assert "vqw0" in _managed(server.db, netns)
 
