@@ -7,7 +7,7 @@ say (a peak above the rate towards the instance, traffic classes in what it send
 read-back of the agent's cache (`services.ports.show_port`) and must hold exactly that policy. A PUT of the
 policy with new rates reaches the kernel live: the same objects by their handles, the same root qdisc
 still counting (changed in place, never deleted and re-made). Deleting the policy while the port follows
-it is refused (409). The all-in-one enforcer is not this path (it enforces Neutron's bindings only).
+it is refused (409). The all-in-one server enforces the same rows for its own host (tests/kernel/test_all_in_one.py).
 """
 
 from __future__ import annotations

@@ -218,8 +218,8 @@ def _flavors_and_volumes(sec: Section) -> None:
     for line in _flavor_text(flavor):
         stdout.print(f"  flavor {flavor.name}: {line}")
     stdout.print(f"  {_volume_text(volume)}")
-    stdout.print("Printed, not enforced: --all-in-one enforces Neutron ports only; flavors and volumes reach instances "
-                 "with the agents (issue 15), and on one host today through a host file (vm1 above) or `vmqos volume`.")
+    stdout.print("Printed, not enforced: --all-in-one enforces ports and the host's uplink only; flavors and volumes "
+                 "reach instances with the agents (issue 15), and on one host today through a host file (vm1 above) or `vmqos volume`.")
 
 
 def _summary(sec: Section) -> None:

@@ -44,10 +44,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
               help="where to listen (0.0.0.0:9696 for every address)")
 @click.option("--db", metavar="URL", help=DB_HELP)
 @click.option("--all-in-one", "all_in_one", is_flag=True,
-              help="also enforce, on this host's kernel, the QoS policies of the ports bound to it "
-                   "(needs root for that part: tc and nftables; the API itself needs none)")
+              help="also enforce, on this host's kernel, what its agent would: the QoS policies of the ports "
+                   "bound to it (Neutron's and the native API's) and its uplink (needs root for that part: tc and nftables; the API itself needs none)")
 @click.option("--host", "host_name", metavar="NAME",
-              help="with --all-in-one: the binding:host_id whose ports this host enforces "
+              help="with --all-in-one: the host whose desired state this host enforces (binding:host_id, /v1/hosts/NAME) "
                    "(default: this machine's hostname)")
 @click.option("--netns", metavar="NS",
               help="with --all-in-one: the network namespace that holds the ports' devices "
@@ -97,11 +97,13 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     A browser at http://ADDR:PORT/ gets the web dashboard (log in with the same users): the fleet, each
     host's ports live, charts of a port, its policies, events and quarantines.
 
-    With --all-in-one it also limits, on this host, every port whose binding:host_id is --host: its
-    device (Nova's tap + the first 11 characters of the port id, or binding:profile device=NAME)
-    gets its QoS policy, or its network's, within about a second of a change. Root is needed for
-    that part only. Stopping the server leaves the limits in place; unsetting the policy, or
-    deleting or unbinding the port, removes them.
+    With --all-in-one it also limits, on this host, what an agent of host --host would: every port
+    whose binding:host_id is --host (its device, Nova's tap + the first 11 characters of the port id
+    or binding:profile device=NAME, gets its QoS policy, or its network's), every native port of
+    /v1/hosts/HOST/ports (inline limits or a vmqos policy's id) and the host's uplink, within about a
+    second of a change. Root is needed for that part only. Stopping the server leaves the limits in
+    place; unsetting the policy, deleting or unbinding the port, or deleting the native port or the
+    uplink removes them.
 
     \b
     Example: vmqos server --all-in-one --netns lab-host --host compute1
@@ -202,7 +204,8 @@ def all_in_one_server(config: Any, url: str | None, host_name: str, netns: str |
 
     from vmqos.services.neutron_enforcer import EnforcerThread  # lazy: the reconciler, only for --all-in-one
 
-    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer")
+    daemon_logs("vmqos.services.neutron_enforcer", "vmqos.services.enforcer", "vmqos.services.enforcer_uplink",
+                "vmqos.services.fleet_desired")  # why a port holds no row (its device name, ...)
     served = uvicorn.Server(config)
 
     def stop_serving() -> None:

@@ -1,7 +1,7 @@
 """A lab's control plane: a throw-away `vmqos server --all-in-one` and the real `openstack` CLI that drives it.
 
 Until agents exist (issue 15), `--all-in-one` is the lab's agent: the server enforces, on the lab's
-host namespace, the QoS of the Neutron ports bound to that host. Both are processes of their own,
+host namespace, that host's desired state (the Neutron ports bound to it, its native ports, its uplink). Both are processes of their own,
 started as an operator starts them, so that the demo shows what a terminal would: the server is
 `python -m vmqos.cli.main server ...` (the same interpreter, the same sources), its output in a
 log file; the client is python-openstackclient, unmodified, from the virtualenv `make` puts it in

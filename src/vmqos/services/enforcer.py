@@ -1,8 +1,8 @@
 """One host's wanted ports on its kernel, whatever says what is wanted: "device -> (port id, Policy)".
 
-Two sources feed it: `vmqos server --all-in-one` (the ports bound to the host in the server's own
-store: `services.neutron_enforcer`) and `vmqos agent` (the rows the server sent, kept in the
-agent's cache: `vmqos.agent`). Either way a wanted device's policy goes into the scope's desired
+Two sources feed it, the same rows either way: `vmqos server --all-in-one` (its host's desired rows
+and uplink in the server's own store, read in-process: `services.neutron_enforcer`) and `vmqos
+agent` (the rows the server sent, kept in the agent's cache: `vmqos.agent`). Either way a wanted device's policy goes into the scope's desired
 state and onto the kernel through the reconciler, as `vmqos port set DEV --policy ...` would put
 it (`services.ports`), and a device that is no longer wanted is released as `vmqos port clear`
 releases it.
@@ -63,7 +63,7 @@ class WantedUplink:
 @dataclass(frozen=True)
 class WantedPorts:
     """What a source wants now, by device, and the problems it found (each logged once). `uplink` None:
-    the source says nothing of the host's uplink (the all-in-one enforcer), and it is left as it is."""
+    the source says nothing of the host's uplink, and it is left as it is."""
 
     ports: dict[str, Wanted]
     problems: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
-"""Every host's desired state as revisioned rows (host, device): what the agents follow.
+"""Every host's desired state as revisioned rows (host, device): what the agents (and the all-in-one
+server, for its own host: `services.neutron_enforcer`) follow.
 
 A Neutron row is derived from the ports, their networks and the QoS policies by THE rule of
-`services.neutron_bindings.bind` (the one the all-in-one enforcer uses): the device is Nova's tap
+`services.neutron_bindings.bind`: the device is Nova's tap
 name or binding:profile's, the policy the port's own or its network's, the first port made keeps a
 device two ports name; a policy without rules holds nothing. `refresh` recomputes the rows of some
 ports (every port at a server's start), writes those whose content changed with the next revision,
