@@ -274,8 +274,9 @@ def changes(store: Store, host: str, since: int) -> Changes:
 
 
 def host_wanted(store: Store, host: str) -> dict[str, tuple[str | None, Policy]]:
-    """Device -> (Neutron port id or None, the Policy it must hold), from the host's live rows: what the
-    all-in-one enforcer and an agent enforce."""
+    """Device -> (Neutron port id or None, the Policy it must hold), from the host's live rows read back
+    as policies: the tests compare it with what the bindings decide (the enforcers themselves read the
+    wire answer, `snapshot`, as an agent does: services.neutron_enforcer.host_wanted)."""
     _counters, rows = records.host_rows(store, host)
     return {r.device: (r.port_id, policy_from_data(r.policy_name or f"{NATIVE}:{r.device}", json.loads(r.policy)))
             for r in rows if r.policy is not None}
