@@ -13,6 +13,8 @@ their shared fault body, routed by path as Neutron's are.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,8 +30,9 @@ from starlette.staticfiles import StaticFiles
 from vmqos import __version__
 from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, native, network,
                        neutron_policies, neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
-from vmqos.api import fleet_uplinks
+from vmqos.api import fleet_uplinks, poll_log
 from vmqos.api.checks import Checks
+from vmqos.api.fleet_fastpoll import FastPoll
 from vmqos.api.fleet_watch import Watch
 from vmqos.core.errors import ConflictError, InvalidValue, NotFound, VmqosError
 from vmqos.services import authn, fleet_desired
@@ -155,13 +158,18 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     authenticator = auth or authn.build(store, settings or ServerAuth.from_env())
 
     watch = Watch(store)
+    summary = poll_log.install()  # the long poll's 200s: a line a minute, not one each (api.poll_log)
+    summary.enabled = os.environ.get(poll_log.EVERY_POLL_ENV, "") != "1"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # every desired row again: what a crash between a Neutron write and its rows would have missed
         await run_in_threadpool(fleet_desired.refresh, store)
         await watch.start()
+        said = asyncio.create_task(poll_log.summarize(summary), name="vmqos-poll-log")
         yield
+        said.cancel()  # its last summary said on the way out
+        await asyncio.gather(said, return_exceptions=True)
         await watch.stop()
         store.close()
 
@@ -178,6 +186,8 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
     app.add_exception_handler(RequestValidationError, _bad_body)
     # the cookie as a token first; a verify run's plot capped before the body is read; then no NUL
     app.add_middleware(Checks, checks=[dashboard.session_middleware, fleet.upload_cap, _no_nul])
+    # outermost: the agents' well-formed long polls answered before the checks and FastAPI (api.fleet_fastpoll)
+    app.add_middleware(FastPoll, on_error=_vmqos_error)
 
     @app.get("/", tags=["discovery"], summary="The API versions: Neutron's v2.0 and Keystone's v3 (a browser, "
                                               "which asks for text/html, gets the dashboard)",

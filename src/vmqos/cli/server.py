@@ -55,6 +55,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, metavar="N",
               help="server processes on one listening socket (PostgreSQL only: the long poll of each wakes on the "
                    "database's revision, whichever process wrote it); e.g. --workers 2 on a 2-core host")
+@click.option("--log-every-poll", is_flag=True,
+              help="an access line for every answered long poll of the agents (default: one summary line a minute "
+                   "for those, e.g. 'long poll: 30,512 answers (200) to 1,000 hosts in the last 60 s'; their errors "
+                   "are always logged line by line)")
 @click.option("--tls-cert", metavar="FILE",
               help="serve HTTPS with this certificate (PEM: the server's, then its intermediate CAs); with --tls-key")
 @click.option("--tls-key", metavar="FILE",
@@ -85,7 +89,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
               help="the CA that signed an https Keystone's certificate (or $OS_CACERT; default: the system's CAs)")
 @click.pass_context
 def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, host_name: str | None,
-           netns: str | None, workers: int, tls_cert: str | None, tls_key: str | None, mode: str, token_ttl: int,
+           netns: str | None, workers: int, log_every_poll: bool, tls_cert: str | None, tls_key: str | None, mode: str,
+           token_ttl: int,
            lockout_attempts: int, lockout_seconds: int, keystone_url: str | None, keystone_user: str | None,
            keystone_password: str | None, keystone_project: str | None, keystone_user_domain: str,
            keystone_project_domain: str, keystone_cache_seconds: int, keystone_cacert: str | None) -> None:
@@ -138,6 +143,7 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     if url:
         os.environ["VMQOS_DB"] = url
     os.environ.update(settings.to_env())
+    os.environ["VMQOS_LOG_EVERY_POLL"] = "1" if log_every_poll else "0"  # read by the application (api.poll_log)
     import uvicorn  # lazy: ~100 ms that every other `vmqos` command would pay
 
     options: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
