@@ -32,6 +32,8 @@ _LONGEST_FIRST = (
     "tests/server/test_fleet_fanout.py",
     "tests/kernel/test_fleet_policies.py",
     "tests/server/test_osc_forkserver.py",
+    "tests/kernel/test_all_in_one.py",
+    "tests/server/test_fleet_fastpoll.py",
     "tests/kernel/test_agent_kill_1000.py",
     "tests/server/test_neutron_rules_cli.py",
     "tests/server/test_nova_flavors.py",
