@@ -29,18 +29,13 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.protocols import ETH_P_ALL
-
 from vmqos.core.errors import KernelError
-from vmqos.core.plan.handles import handle_int
 from vmqos.core.plan.tc_objects import Aqm
 from vmqos.drivers.bpf_police import (
-    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, _PROG_LOAD, _PROG_TYPE_SCHED_CLS, NSEC,
-    _address, _bpf, _insn, _name, map_of,
+    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name, load_program,
+    map_of, program_id, put_program,
 )
 
 PROGRAM_NAME = "vmqos_aqm"
@@ -266,17 +261,7 @@ def load(config: AqmConfig) -> tuple[int, int]:
         raise KernelError(f"creating the AQM's map failed: {exc.strerror}; it needs CONFIG_BPF_SYSCALL and root") from None
     try:
         write(map_fd, config)
-        insns = program(map_fd)
-        license_ = ctypes.create_string_buffer(b"GPL")
-        log = ctypes.create_string_buffer(65536)
-        code = ctypes.create_string_buffer(insns, len(insns))
-        attr = struct.pack("<IIQQIIQII", _PROG_TYPE_SCHED_CLS, len(insns) // 8, _address(code), _address(license_),
-                           1, len(log), _address(log), 0, 0) + _name(PROGRAM_NAME)
-        try:
-            prog_fd = _bpf(_PROG_LOAD, attr)
-        except OSError as exc:
-            verifier = log.value.decode(errors="replace").strip().splitlines()[-4:]
-            raise KernelError(f"loading the AQM program failed: {exc.strerror} ({' / '.join(verifier)})") from None
+        prog_fd = load_program(program(map_fd), PROGRAM_NAME, "the AQM program")
     except BaseException:
         os.close(map_fd)
         raise
@@ -292,11 +277,7 @@ def config_of(obj: Aqm) -> AqmConfig:
 
 def prog_id(msg: Any) -> int | None:
     """The id of vmqos's AQM program in a filter message of kind bpf; None for anyone else's."""
-    opts = msg.get_attr("TCA_OPTIONS")
-    if opts is None or opts.get_attr("TCA_BPF_NAME") != PROGRAM_NAME:
-        return None
-    found = opts.get_attr("TCA_BPF_ID")
-    return int(found) if found is not None else None
+    return program_id(msg, PROGRAM_NAME)
 
 
 def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> Aqm:
@@ -314,25 +295,4 @@ def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> A
 def put(ipr: Any, idx: int, obj: Aqm) -> None:
     """Make `obj` what the device's HTB root holds: the running program's map rewritten in place when
     vmqos's AQM is there (its virtual backlog kept), else a new program attached."""
-    for msg in ipr.get_filters(index=idx, parent=handle_int(obj.parent)):
-        if msg["info"] >> 16 != obj.prio or msg.get_attr("TCA_KIND") != "bpf":
-            continue
-        program = prog_id(msg)
-        if program is not None:
-            fd = map_of(program, PROGRAM_NAME)
-            try:
-                write(fd, config_of(obj))
-            except OSError as exc:
-                raise KernelError(f"changing {obj.describe()}: {exc.strerror}") from None
-            finally:
-                os.close(fd)
-            return
-    prog_fd, map_fd = load(config_of(obj))
-    try:
-        ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(obj.parent), prio=obj.prio, protocol=ETH_P_ALL,
-               fd=prog_fd, name=PROGRAM_NAME, direct_action=True)
-    except NetlinkError as exc:
-        raise KernelError(f"attaching {obj.describe()}: {os.strerror(exc.code)}", errno=exc.code) from None
-    finally:
-        os.close(prog_fd)
-        os.close(map_fd)  # the filter holds the program, the program its map
+    put_program(ipr, idx, obj, PROGRAM_NAME, lambda fd: write(fd, config_of(obj)), lambda: load(config_of(obj)))

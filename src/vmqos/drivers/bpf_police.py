@@ -27,7 +27,7 @@ import ctypes.util
 import errno as errnos
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import time
 from typing import Any
@@ -39,7 +39,7 @@ from pyroute2.protocols import ETH_P_ALL
 from vmqos.core.errors import KernelError
 from vmqos.core.plan.handles import handle_int
 from vmqos.core.plan.nft_objects import POLICE_MARK
-from vmqos.core.plan.tc_objects import Policer
+from vmqos.core.plan.tc_objects import Aqm, Policer
 
 PROGRAM_NAME = "vmqos_police"  # the filter's and the program's name: how vmqos knows its own
 NSEC = 1_000_000_000
@@ -165,18 +165,6 @@ def program(map_fd: int) -> bytes:
 
 # -- loading, finding and changing it ------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Loaded:
-    """A program and its map, both open in this process (`tc` attaches the program by `prog_fd`)."""
-
-    prog_fd: int
-    map_fd: int
-
-    def close(self) -> None:
-        for fd in (self.prog_fd, self.map_fd):
-            os.close(fd)
-
-
 def _name(text: str) -> bytes:
     return text.encode()[:15].ljust(16, b"\0")
 
@@ -237,8 +225,25 @@ def change(map_fd: int, rate_bytes: int, bucket_bytes: int) -> None:
     _put(map_fd, 1, carried_tat(tat, now, old, (rate_bytes, bucket_bytes)), 0)
 
 
-def load(rate_bytes: int, bucket_bytes: int, tokens: int) -> Loaded:
-    """A new map holding (rate, bucket size) and a bucket of `tokens` bytes, and the program using it."""
+def load_program(insns: bytes, name: str, what: str) -> int:
+    """Load a tc classifier program (vmqos's own: police, AQM) named `name`; its fd for the caller to close.
+    A refusal is one line with the verifier's last words."""
+    license_ = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(65536)
+    code = ctypes.create_string_buffer(insns, len(insns))
+    attr = struct.pack("<IIQQIIQII", _PROG_TYPE_SCHED_CLS, len(insns) // 8, _address(code), _address(license_),
+                       1, len(log), _address(log), 0, 0) + _name(name)
+    try:
+        return _bpf(_PROG_LOAD, attr)
+    except OSError as exc:
+        verifier = log.value.decode(errors="replace").strip().splitlines()[-3:]
+        raise KernelError(f"loading {what} failed: {exc.strerror} ({' / '.join(verifier)}); it needs "
+                          "CONFIG_BPF_SYSCALL and root") from None
+
+
+def load(rate_bytes: int, bucket_bytes: int, tokens: int) -> tuple[int, int]:
+    """A new map holding (rate, bucket size) and a bucket of `tokens` bytes, and the program using it:
+    (prog_fd, map_fd), both for the caller to close."""
     try:
         map_fd = _map_create()
     except OSError as exc:
@@ -248,22 +253,11 @@ def load(rate_bytes: int, bucket_bytes: int, tokens: int) -> Loaded:
         write_config(map_fd, rate_bytes, bucket_bytes)
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         _put(map_fd, 1, carried_tat(now, now, (rate_bytes, tokens), (rate_bytes, bucket_bytes)), 0)
-        insns = program(map_fd)
-        license_ = ctypes.create_string_buffer(b"GPL")
-        log = ctypes.create_string_buffer(65536)
-        code = ctypes.create_string_buffer(insns, len(insns))
-        attr = struct.pack("<IIQQIIQII", _PROG_TYPE_SCHED_CLS, len(insns) // 8, _address(code), _address(license_),
-                           1, len(log), _address(log), 0, 0) + _name(PROGRAM_NAME)
-        try:
-            prog_fd = _bpf(_PROG_LOAD, attr)
-        except OSError as exc:
-            verifier = log.value.decode(errors="replace").strip().splitlines()[-3:]
-            raise KernelError(f"loading the police program failed: {exc.strerror} ({' / '.join(verifier)}); "
-                              "police mode needs CONFIG_BPF_SYSCALL and root") from None
+        prog_fd = load_program(program(map_fd), PROGRAM_NAME, "the police program")
     except BaseException:
         os.close(map_fd)
         raise
-    return Loaded(prog_fd, map_fd)
+    return prog_fd, map_fd
 
 
 def map_of(prog_id: int, program_name: str = PROGRAM_NAME) -> int:
@@ -297,13 +291,18 @@ def is_missing(exc: OSError) -> bool:
 
 # -- on a device (netlink) -----------------------------------------------------------------------
 
-def prog_id(msg: Any) -> int | None:
-    """The id of vmqos's police program in a filter message of kind bpf; None for anyone else's."""
+def program_id(msg: Any, name: str) -> int | None:
+    """The id of vmqos's program `name` in a filter message of kind bpf; None for anyone else's."""
     opts = msg.get_attr("TCA_OPTIONS")
-    if opts is None or opts.get_attr("TCA_BPF_NAME") != PROGRAM_NAME:
+    if opts is None or opts.get_attr("TCA_BPF_NAME") != name:
         return None
     found = opts.get_attr("TCA_BPF_ID")
     return int(found) if found is not None else None
+
+
+def prog_id(msg: Any) -> int | None:
+    """The id of vmqos's police program in a filter message of kind bpf; None for anyone else's."""
+    return program_id(msg, PROGRAM_NAME)
 
 
 def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> Policer:
@@ -316,28 +315,38 @@ def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> P
     return Policer(dev, parent, prio, protocol, rate_bytes=rate, burst_bytes=bucket)
 
 
-def put(ipr: Any, idx: int, obj: Policer) -> None:
-    """Make `obj` what the device's ingress holds: the running program's map changed in place when
-    vmqos's program is there (its bucket kept), else a new program attached (replacing whatever
-    filter held that priority: the reconciler asked for --force if it was foreign)."""
+def put_program(ipr: Any, idx: int, obj: Policer | Aqm, name: str, change_map: Callable[[int], None],
+                load_new: Callable[[], tuple[int, int]]) -> None:
+    """Make `obj` (a filter holding vmqos's program `name`) what the device holds: the running program's map
+    changed in place by `change_map(map_fd)` when it is there (its state kept), else the program and map
+    `load_new()` makes attached (replacing whatever filter held that priority: the reconciler asked for
+    --force if it was foreign)."""
     for msg in ipr.get_filters(index=idx, parent=handle_int(obj.parent)):
         if msg["info"] >> 16 != obj.prio or msg.get_attr("TCA_KIND") != "bpf":
             continue
-        program = prog_id(msg)
+        program = program_id(msg, name)
         if program is not None:
-            fd = map_of(program)
+            fd = map_of(program, name)
             try:
-                change(fd, obj.rate_bytes, obj.bucket_bytes)
+                change_map(fd)
             except OSError as exc:
                 raise KernelError(f"changing {obj.describe()}: {exc.strerror}") from None
             finally:
                 os.close(fd)
             return
-    loaded = load(obj.rate_bytes, obj.bucket_bytes, obj.burst_bytes)  # a new bucket: the burst asked for
+    prog_fd, map_fd = load_new()
     try:
         ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(obj.parent), prio=obj.prio, protocol=ETH_P_ALL,
-               fd=loaded.prog_fd, name=PROGRAM_NAME, direct_action=True)
+               fd=prog_fd, name=name, direct_action=True)
     except NetlinkError as exc:
         raise KernelError(f"attaching {obj.describe()}: {os.strerror(exc.code)}", errno=exc.code) from None
     finally:
-        loaded.close()  # the filter holds the program, the program its map
+        os.close(prog_fd)
+        os.close(map_fd)  # the filter holds the program, the program its map
+
+
+def put(ipr: Any, idx: int, obj: Policer) -> None:
+    """Make `obj` what the device's ingress holds: its bucket kept across a change; a new bucket holds the
+    burst asked for."""
+    put_program(ipr, idx, obj, PROGRAM_NAME, lambda fd: change(fd, obj.rate_bytes, obj.bucket_bytes),
+                lambda: load(obj.rate_bytes, obj.bucket_bytes, obj.burst_bytes))
