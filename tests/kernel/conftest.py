@@ -38,6 +38,19 @@ def netns():
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+@pytest.fixture
+def fleet_name():
+    """A lab fleet's name (`vq` + 5 hex); the fleet, whatever it holds, is brought down after the test."""
+    from vmqos.lab import fleet as fleets
+
+    require("kernel", _missing())
+    name = f"vq{uuid.uuid4().hex[:5]}"
+    try:
+        yield name
+    finally:
+        fleets.fleet_down(name)
+
+
 def sh(ns: str, command: str) -> subprocess.CompletedProcess[str]:
     """Run a rendered command inside the namespace, as an operator would paste it."""
     return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", command], capture_output=True, text=True,

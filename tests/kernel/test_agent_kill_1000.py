@@ -23,13 +23,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import _missing, require
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.plan.names import ifb_name
 from vmqos.lab import fleet as fleets
@@ -43,16 +41,6 @@ pytestmark = pytest.mark.kernel
 PORTS = 1000
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 WAIT_S = 90.0  # a bound, not a measurement: two vCPUs shared with other suites
-
-
-@pytest.fixture
-def fleet_name():
-    require("kernel", _missing())
-    name = f"vq{uuid.uuid4().hex[:5]}"
-    try:
-        yield name
-    finally:
-        fleets.fleet_down(name)
 
 
 def _veths(netns: str, count: int) -> list[str]:

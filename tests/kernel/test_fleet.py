@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import _missing, require
 from tests.server.conftest import openstack_cli
 from vmqos.core.errors import NotFound
 from vmqos.core.plan.tc_objects import HtbClass
@@ -35,16 +33,6 @@ from vmqos.services.ports import check_host, open_store, show_port
 pytestmark = [pytest.mark.kernel, pytest.mark.postgres]
 
 WAIT_S = 20.0  # agents follow within a second; the bound covers a backoff of up to 5 s on a busy machine
-
-
-@pytest.fixture
-def fleet_name():
-    require("kernel", _missing())
-    name = f"vq{uuid.uuid4().hex[:5]}"
-    try:
-        yield name
-    finally:
-        fleets.fleet_down(name)
 
 
 def _egress(name: str, host: str) -> int | None:

@@ -16,13 +16,11 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.kernel.conftest import _missing, require
 from vmqos.core.errors import NotFound
 from vmqos.core.plan.tc_objects import HtbClass, Qdisc
 from vmqos.drivers.process import in_netns
@@ -61,16 +59,6 @@ POLICY = {"name": "gold", "qos": {
     "egress": {"bandwidth": {"rate_bps": 8_000_000},
                "classes": [{"name": "web", "share_percent": 60, "match": {"protocol": "tcp", "ports": [80]}},
                            {"name": "rest", "share_percent": 40}]}}}
-
-
-@pytest.fixture
-def fleet_name():
-    require("kernel", _missing())
-    name = f"vq{uuid.uuid4().hex[:5]}"
-    try:
-        yield name
-    finally:
-        fleets.fleet_down(name)
 
 
 def _api(name: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -24,14 +24,12 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.kernel.conftest import _missing, require
 from vmqos.core.plan.names import ifb_name
 from vmqos.core.plan.nft_objects import NftChain
 from vmqos.core.plan.tc_objects import HtbClass
@@ -46,16 +44,6 @@ pytestmark = [pytest.mark.kernel]
 MBIT = 1_000_000
 WAIT_S = 20.0  # the agent follows within a second; the bound covers a busy 2-vCPU machine
 HELPER = Path(__file__).with_name("fleet_http.py")
-
-
-@pytest.fixture
-def fleet_name():
-    require("kernel", _missing())
-    name = f"vq{uuid.uuid4().hex[:5]}"
-    try:
-        yield name
-    finally:
-        fleets.fleet_down(name)
 
 
 def _until(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
