@@ -27,15 +27,25 @@ def require(tier: str, reason: str | None) -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture
-def netns():
-    require("kernel", _missing())
+def _made_netns():
     name = f"vqk{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def netns():
+    require("kernel", _missing())
+    yield from _made_netns()
+
+
+@pytest.fixture
+def peer_netns(netns):
+    """A second namespace beside `netns` (an instance's, a guest's), deleted after the test."""
+    yield from _made_netns()
 
 
 @pytest.fixture

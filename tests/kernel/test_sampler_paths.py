@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -38,16 +37,6 @@ def _state() -> HostState:
     return HostState(instances={
         "vm0": InstanceSpec("vm0", ports=(PortSpec(SHAPED, limits=shaped, egress_mode=EgressMode.SHAPE),)),
         "vm1": InstanceSpec("vm1", ports=(PortSpec(POLICED, limits=policed, egress_mode=EgressMode.POLICE),))})
-
-
-@pytest.fixture
-def instance_ns(netns):
-    name = f"vqk{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _wire(host: str, guest: str) -> None:
@@ -153,8 +142,8 @@ def _freeze_queues(host: str) -> None:
         assert sh(host, f"tc class change dev {dev} parent 1:1 classid 1:10 htb rate 8bit ceil 8bit").returncode == 0
 
 
-def test_the_compiled_path_reads_what_the_python_path_reads(netns, instance_ns):
-    _wire(netns, instance_ns)
+def test_the_compiled_path_reads_what_the_python_path_reads(netns, peer_netns):
+    _wire(netns, peer_netns)
     plans = plan_host(_state())
     with Reconciler(netns) as rec:
         results, _ = rec.reconcile(plans)
@@ -163,7 +152,7 @@ def test_the_compiled_path_reads_what_the_python_path_reads(netns, instance_ns):
     with Sampler(netns, method="dumps") as old, Sampler(netns, method="arrays") as new:
         before_old, before_new = old.sample(plans, instances), new.sample(plans, instances)
         assert before_old.ports == before_new.ports  # before any traffic: counters at rest
-        _traffic(netns, instance_ns)
+        _traffic(netns, peer_netns)
         _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)
@@ -190,12 +179,12 @@ def test_a_port_that_appears_is_sampled_at_the_next_pass(netns):
         assert second.ports[SHAPED].link is not None and second.ports == old.sample(plans).ports
 
 
-def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, instance_ns):
+def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, peer_netns):
     """nft_reads="needed": after its first (whole) pass the sampler reads by name only the counters
     the results use; on the same traffic its flows, links and SYN counts equal the Python path's,
     each counter it read equals the dump's, and the counters it left out are the ones a queue
     makes needless (offered and passed of a shaped direction)."""
-    _wire(netns, instance_ns)
+    _wire(netns, peer_netns)
     plans = plan_host(_state())
     with Reconciler(netns) as rec:
         results, _ = rec.reconcile(plans)
@@ -205,7 +194,7 @@ def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, 
             Sampler(netns, method="arrays", nft_reads="needed", full_every=1000) as new:
         first = new.sample(plans, instances)
         assert first.ports == old.sample(plans, instances).ports  # the first pass reads the whole dump
-        _traffic(netns, instance_ns)
+        _traffic(netns, peer_netns)
         _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)

@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -72,16 +71,6 @@ print(got, flush=True)
 """
 
 
-@pytest.fixture
-def guest_ns(netns):
-    name = f"vqk{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
 def _setup(host: str, guest: str):
     """The port (a veth whose peer is the guest's), static neighbours, no IPv6, a 2 Mbit/s plan."""
     for ns in (host, guest):
@@ -130,11 +119,11 @@ def _qdisc_drops(ns: str, dev: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("direction", ["ingress", "egress"])
-def test_a_segmenting_leaf_drops_what_the_root_does_not_count(netns, guest_ns, direction):
+def test_a_segmenting_leaf_drops_what_the_root_does_not_count(netns, peer_netns, direction):
     """The defect itself, on this kernel: the TBF's own drops exceed the root HTB's."""
-    _setup(netns, guest_ns)
-    src, dst, address, dev = ((netns, guest_ns, "10.97.0.2", PORT) if direction == "ingress"
-                              else (guest_ns, netns, "10.97.0.1", ifb_name(PORT)))
+    _setup(netns, peer_netns)
+    src, dst, address, dev = ((netns, peer_netns, "10.97.0.2", PORT) if direction == "ingress"
+                              else (peer_netns, netns, "10.97.0.1", ifb_name(PORT)))
     offered, received = _send(src, dst, address)
     drops = _qdisc_drops(netns, dev)
     assert received < offered  # the leaf dropped segments
@@ -143,15 +132,15 @@ def test_a_segmenting_leaf_drops_what_the_root_does_not_count(netns, guest_ns, d
 
 
 @pytest.mark.parametrize("method", ["dumps", "arrays"])
-def test_offered_is_delivered_plus_dropped_through_a_segmenting_leaf(netns, guest_ns, method):
+def test_offered_is_delivered_plus_dropped_through_a_segmenting_leaf(netns, peer_netns, method):
     """Both read paths: offered = delivered + dropped within a frame, both directions, each equal
     to what the sender sent and the receiver got."""
     if method == "arrays" and not counter_arrays.available():
         pytest.skip("the compiled decoder is not built (make)")
-    plans = _setup(netns, guest_ns)
+    plans = _setup(netns, peer_netns)
     with Sampler(netns, method=method) as sampler:
         before = sampler.sample(plans).ports[PORT].flows
-        sent = {"ingress": _send(netns, guest_ns, "10.97.0.2"), "egress": _send(guest_ns, netns, "10.97.0.1")}
+        sent = {"ingress": _send(netns, peer_netns, "10.97.0.2"), "egress": _send(peer_netns, netns, "10.97.0.1")}
         time.sleep(0.2)
         after = sampler.sample(plans).ports[PORT].flows
     for direction, (offered, received) in sent.items():
