@@ -24,7 +24,7 @@ import os
 from array import array
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from vmqos.core.errors import KernelError
 from vmqos.core.plan.handles import TC_H_ROOT
@@ -53,21 +53,39 @@ GET_SEQ_BASE = 1 << 30  # the gets' sequence numbers: above any dump's (CounterR
 NLM_F_ECHO = 0x8
 
 
-def _batches(bodies: Sequence[bytes], mtype: int, flags: int, batch: int) -> list[tuple[bytes, int, int]]:
-    """(the requests of one send, its first and last sequence number) per `batch` gets; the last
-    request of each asks for an acknowledgement, which ends the batch's answers."""
+def _batches(requests: Sequence[tuple[int, bytes]], flags: int, batch: int) -> list[tuple[bytes, int, int]]:
+    """(the requests of one send, its first and last sequence number) per `batch` gets, each request a
+    (message type, body); the last request of each asks for an acknowledgement, which ends the batch's
+    answers."""
     out = []
-    for start in range(0, len(bodies), batch):
-        chunk = bodies[start:start + batch]
+    for start in range(0, len(requests), batch):
+        chunk = requests[start:start + batch]
         first = GET_SEQ_BASE + start
         out.append((b"".join(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | flags |
                                             (NLM_F_ACK if i == len(chunk) - 1 else 0), first + i, 0) + body
-                             for i, body in enumerate(chunk)), first, first + len(chunk) - 1))
+                             for i, (mtype, body) in enumerate(chunk)), first, first + len(chunk) - 1))
     return out
 
 
 def _get_batches(names: Sequence[str], table: str, batch: int) -> list[tuple[bytes, int, int]]:
-    return _batches([nft_counter_request_body(table, name) for name in names], nft_counter_get(table), 0, batch)
+    mtype = nft_counter_get(table)
+    return _batches([(mtype, nft_counter_request_body(table, name)) for name in names], 0, batch)
+
+
+def _exchange(sock: Any, batches: Sequence[tuple[bytes, int, int]], receive: Callable[[int, int], int], what: str,
+              reset: Callable[[], None]) -> None:
+    """Send each batch and have the helper receive and decode its answers (`receive(first, last)`: its
+    status, negative an errno); on any failure `reset` the socket, since answers may be left unread: the
+    next pass starts afresh."""
+    try:
+        for request, first, last in batches:
+            sock.send(request)
+            status = receive(first, last)
+            if status < 0:
+                raise kernel_error(what, -status, os.strerror(-status))
+    except BaseException:
+        reset()
+        raise
 
 
 _helper: ModuleType | None
@@ -216,15 +234,9 @@ class ArrayReader:
         if self._batches_for != (names, table):
             self._batches, self._batches_for = _get_batches(names, table, batch), (names, table)
         raw, table_slots, fd, buf = table.encode(), layout.counter_table, sock.fileno(), self.reader._buf
-        try:
-            for request, first, last in self._batches:
-                sock.send(request)
-                status = self.helper.nft_receive(fd, buf, first, last, raw, table_slots, unknown, out)[0]
-                if status < 0:
-                    raise kernel_error("reading nft counters by name", -status, os.strerror(-status))
-        except BaseException:
-            self.reader.reset_nf_socket()  # answers may be left unread: the next pass starts afresh
-            raise
+        _exchange(sock, self._batches,
+                  lambda first, last: self.helper.nft_receive(fd, buf, first, last, raw, table_slots, unknown, out)[0],
+                  "reading nft counters by name", self.reader.reset_nf_socket)
         return out
 
     def qdiscs_by_get(self, layout: Layout, batch: int = 256) -> array:
@@ -234,19 +246,14 @@ class ArrayReader:
         (docs/benchmarks.md, section 6). A device that is gone stays "not seen", as in the dump."""
         out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
         if self._qdisc_batches_for is not layout:
-            bodies = [_TCMSG.pack(0, ifindex, 0, TC_H_ROOT, 0) for ifindex in sorted(layout.qdiscs)]
-            self._qdisc_batches = _batches(bodies, RTM_GETQDISC, NLM_F_ECHO, batch)
+            bodies = [(RTM_GETQDISC, _TCMSG.pack(0, ifindex, 0, TC_H_ROOT, 0)) for ifindex in sorted(layout.qdiscs)]
+            self._qdisc_batches = _batches(bodies, NLM_F_ECHO, batch)
             self._qdisc_batches_for = layout
         sock, buf = self.reader._sock, self.reader._buf
-        try:
-            for request, first, last in self._qdisc_batches:
-                sock.send(request)
-                status = self.helper.qdisc_receive(sock.fileno(), buf, first, last, layout.qdisc_table, out)[0]
-                if status < 0:
-                    raise kernel_error("reading qdisc counters", -status, os.strerror(-status))
-        except BaseException:
-            self.reader.reset_route_socket()  # answers may be left unread: the next pass starts afresh
-            raise
+        _exchange(sock, self._qdisc_batches,
+                  lambda first, last: self.helper.qdisc_receive(sock.fileno(), buf, first, last, layout.qdisc_table,
+                                                                out)[0],
+                  "reading qdisc counters", self.reader.reset_route_socket)
         return out
 
     def leaves_by_get(self, leaves: Sequence[tuple[int, int]], batch: int = 256) -> array:
@@ -259,20 +266,9 @@ class ArrayReader:
         requests = [(mtype, _TCMSG.pack(0, ifindex, handle, parent, 0)) for ifindex, classid in leaves
                     for mtype, handle, parent in ((RTM_GETQDISC, 0, classid), (RTM_GETTCLASS, classid, 0))]
         sock, buf = self.reader._sock, self.reader._buf
-        try:
-            for start in range(0, len(requests), batch):
-                chunk = requests[start:start + batch]
-                first = GET_SEQ_BASE + start
-                sock.send(b"".join(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | NLM_F_ECHO |
-                                                  (NLM_F_ACK if i == len(chunk) - 1 else 0), first + i, 0) + body
-                                   for i, (mtype, body) in enumerate(chunk)))
-                status = self.helper.tc_receive(sock.fileno(), buf, first, first + len(chunk) - 1, GET_SEQ_BASE,
-                                                out)[0]
-                if status < 0:
-                    raise kernel_error("reading leaf qdisc and class counters", -status, os.strerror(-status))
-        except BaseException:
-            self.reader.reset_route_socket()  # answers may be left unread: the next pass starts afresh
-            raise
+        _exchange(sock, _batches(requests, NLM_F_ECHO, batch),
+                  lambda first, last: self.helper.tc_receive(sock.fileno(), buf, first, last, GET_SEQ_BASE, out)[0],
+                  "reading leaf qdisc and class counters", self.reader.reset_route_socket)
         return out
 
     def read(self, layout: Layout, table: str = "vmqos") -> Arrays:
