@@ -74,3 +74,11 @@ def add_agent(store: Any, name: str, host: str | None) -> None:
         body["vmqos_host"] = host
     user = admin.create_user(store, OPERATOR, read_user({"user": body}, create=True))
     admin.grant(store, OPERATOR, project.id, user.id, admin.resolve_role(store, "service").id)
+
+
+def neutron_error(response: Any, status: int, kind: str) -> str:
+    """The answer is `status` with a Neutron error body of type `kind`: its message."""
+    assert response.status_code == status, response.text
+    body = response.json()["NeutronError"]
+    assert body["type"] == kind, body
+    return str(body["message"])

@@ -20,6 +20,7 @@ from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.services import fleet_desired, fleet_hosts, identity
 
 from .inproc import PASSWORD, add_agent, headers, made, policy, port, running_api
+from .inproc import neutron_error as _error
 
 pytestmark = pytest.mark.server
 
@@ -51,13 +52,6 @@ def _poll(api, auth: dict, host: str, since: int, wait: float, into: dict) -> No
     start = time.monotonic()
     response = api.get(f"/v1/hosts/{host}/desired/changes", params={"since": since, "wait": wait}, headers=auth)
     into[host] = (response.status_code, response.json(), time.monotonic() - start)
-
-
-def _error(response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["NeutronError"]
-    assert body["type"] == kind, body
-    return str(body["message"])
 
 
 def test_the_long_poll_answers_at_once_when_woken_or_empty_after_its_wait(api):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from .inproc import add_agent, headers, made, policy, port, running_api
+from .inproc import neutron_error as _error
 
 pytestmark = pytest.mark.server
 
@@ -18,13 +19,6 @@ def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
         add_agent(client.app.state.store, "agent-h1", "h1")
         client.db_url = db_url
         yield client
-
-
-def _error(response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["NeutronError"]
-    assert body["type"] == kind, body
-    return str(body["message"])
 
 
 GOLD = {"name": "gold", "description": "web first", "qos": {

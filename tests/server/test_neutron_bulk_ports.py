@@ -9,6 +9,7 @@ import pytest
 from vmqos.services import fleet_desired
 
 from .inproc import headers, made, policy, running_api
+from .inproc import neutron_error as _error
 
 pytestmark = pytest.mark.server
 
@@ -21,13 +22,6 @@ def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
 
 def _network(api, auth, name: str) -> str:
     return str(made(api.post("/v2.0/networks", json={"network": {"name": name}}, headers=auth), "network")["id"])
-
-
-def _error(response, status: int, type_: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["NeutronError"]
-    assert body["type"] == type_, body
-    return str(body["message"])
 
 
 def _names(api, auth) -> list[str]:

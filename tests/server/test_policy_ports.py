@@ -14,6 +14,7 @@ import pytest
 from vmqos.services.fleet_wire import Desired
 
 from .inproc import add_agent, headers, made, policy, port, running_api
+from .inproc import neutron_error as _error
 
 pytestmark = pytest.mark.server
 
@@ -31,13 +32,6 @@ def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
         add_agent(client.app.state.store, "agent-h1", "h1")
         add_agent(client.app.state.store, "agent-h2", "h2")
         yield client
-
-
-def _error(response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["NeutronError"]
-    assert body["type"] == kind, body
-    return str(body["message"])
 
 
 def _create(api, auth, body) -> dict:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from .inproc import add_agent, headers, made, port, running_api
+from .inproc import neutron_error as _error
 
 pytestmark = pytest.mark.server
 
@@ -23,13 +24,6 @@ def api(db_url):  # on SQLite and on PostgreSQL (tests/pgcluster.py)
     with running_api(db_url) as client:
         add_agent(client.app.state.store, "agent-h1", "h1")
         yield client
-
-
-def _error(response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["NeutronError"]
-    assert body["type"] == kind, body
-    return str(body["message"])
 
 
 def test_the_admin_sets_reads_and_removes_a_hosts_uplink_and_others_may_not(api):
