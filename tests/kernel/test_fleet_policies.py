@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,26 +34,7 @@ WAIT_S = 20.0  # the agent follows within a second; the bound covers a backoff o
 DEVICE = "tap-vm1"
 VM1 = "10.247.0.11"  # the lab's instance vm1 (vmqos.lab.topology), behind tap-vm1
 
-# the client, run inside the fleet's control namespace (where the server answers): a token, then one request
-_CLIENT = """
-import json, os, sys, urllib.request, urllib.error
-env = os.environ
-auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": env["OS_USERNAME"],
-        "domain": {"name": "Default"}, "password": env["OS_PASSWORD"]}}},
-        "scope": {"project": {"name": env["OS_PROJECT_NAME"], "domain": {"name": "Default"}}}}}
-base = env["OS_AUTH_URL"].rsplit("/v3", 1)[0]
-req = urllib.request.Request(base + "/v3/auth/tokens", json.dumps(auth).encode(), {"Content-Type": "application/json"})
-token = urllib.request.urlopen(req, timeout=20).headers["X-Subject-Token"]
-method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
-req = urllib.request.Request(base + path, body.encode() if body else None, method=method,
-                             headers={"X-Auth-Token": token, "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=20) as answer:
-        status, text = answer.status, answer.read().decode()
-except urllib.error.HTTPError as exc:
-    status, text = exc.code, exc.read().decode()
-print(json.dumps({"status": status, "body": json.loads(text) if text else None}))
-"""
+HELPER = Path(__file__).with_name("fleet_http.py")  # direct HTTP inside the fleet's control namespace
 
 POLICY = {"name": "gold", "qos": {
     "ingress": {"bandwidth": {"rate_bps": 10_000_000, "peak_bps": 20_000_000}},
@@ -65,10 +47,11 @@ def _api(name: str, method: str, path: str, body: Any = None) -> tuple[int, Any]
     status = fleets.fleet_status(name)
     assert status is not None
     env = {"PATH": "/usr/bin:/bin"} | fleets.admin_env(name)
-    done = subprocess.run(in_netns([sys.executable, "-c", _CLIENT, method, path, json.dumps(body) if body else ""],
-                                   status.ctl_ns), env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(in_netns([sys.executable, str(HELPER)], status.ctl_ns),
+                          input=json.dumps([{"method": method, "path": path, "body": body}]), env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
+    (answer,) = json.loads(done.stdout)
     return answer["status"], answer["body"]
 
 
