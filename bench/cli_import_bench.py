@@ -44,7 +44,7 @@ def _run(src: Path, args: list[str], stdin: str | None) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "vmqos.cli.main", *args], input=stdin, capture_output=True,
-                          text=True, env=os.environ | {"PYTHONPATH": str(src)}, timeout=120)
+                          text=True, env=os.environ | {"PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}, timeout=120)
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
