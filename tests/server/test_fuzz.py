@@ -21,7 +21,6 @@ import time
 
 import httpx
 import pytest
-import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
@@ -78,11 +77,7 @@ def fuzzed(request, tmp_path_factory):
                           json={"bandwidth_limit_rule": {"max_kbps": 1000}}, headers={"X-Auth-Token": token})
         assert rule.status_code == 201, rule.text
         app.state.fuzz_ids = {"policy_id": policy_id, "rule_id": rule.json()["bandwidth_limit_rule"]["id"]}
-        # One client session for every case: its connection kept alive, no proxy or netrc looked up per call
-        # (a new requests session per case cost ~3 ms of the ~20 ms a case takes, 2026-12-07).
-        with requests.Session() as session:
-            session.trust_env = False
-            yield app, url, token, session
+        yield app, url, token
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -90,7 +85,7 @@ def fuzzed(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fuzz_schema(fuzzed):
-    _app, url, _token, _session = fuzzed
+    _app, url, _token = fuzzed
     # The agents' two big bodies (a registration's inventory, a report's four lists of objects) have ~600
     # boundary cases in schemathesis's coverage phase, minutes of the suite: they keep their fuzzed examples.
     config = schemathesis.config.SchemathesisConfig.from_dict({"phases": {"coverage": {"enabled": COVERAGE}}, "operations": [{
@@ -123,7 +118,7 @@ def _stored_policies_valid(app) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_json_errors(case, fuzzed):
-    app, url, token, session = fuzzed
+    app, url, token = fuzzed
     _COUNT[0] += 1
     if _COUNT[0] % 2 and case.path_parameters:  # every other case on objects that exist (while they do)
         for name, value in app.state.fuzz_ids.items():
@@ -136,7 +131,7 @@ def test_no_server_error_and_json_errors(case, fuzzed):
     long_polls = ("/desired/changes", "/events/changes")
     if case.path.endswith(long_polls) and isinstance(case.query, dict) and "wait" in case.query:
         case.query["wait"] = 0  # the long poll: a generated wait of up to 60 s per example would be the whole budget
-    response = case.call(base_url=url, headers=headers, session=session)
+    response = case.call(base_url=url, headers=headers)
     case.validate_response(response, checks=[schemathesis.checks.not_a_server_error],
                            additional_checks=[json_error_body] if case.method != "HEAD" else [])
     _stored_policies_valid(app)
