@@ -21,6 +21,7 @@ from vmqos.cli.plan import plan
 from vmqos.cli.port import apply, check, port
 from vmqos.cli.schema import schema
 from vmqos.cli.server import server
+from vmqos.cli.uplink import uplink
 from vmqos.cli.verify import verify
 from vmqos.cli.vm import vm
 from vmqos.cli.volume import volume, volume_type
@@ -57,6 +58,7 @@ cli.add_command(volume)
 cli.add_command(vm)
 cli.add_command(verify)
 cli.add_command(server)
+cli.add_command(uplink)
 cli.add_command(agent)
 cli.add_command(fleet)
 cli.add_command(identity_group)
