@@ -125,7 +125,10 @@ ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0x02, 1500, 0, 0x4000, 64, 6, 0, bytes([
 tcp = struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x10, 65535, 0, 0)
 frame = bytes.fromhex("020000000002020000000001") + b"\\x08\\x00" + ip + tcp + bytes(1500 - 40)
 for _ in range(int(sys.argv[2])):
-    s.send(frame)
+    try:
+        s.send(frame)
+    except OSError:  # ENOBUFS: the leaf queue dropped it (the qdisc said NET_XMIT_DROP)
+        pass
     time.sleep(0.0005)
 """
 

@@ -101,9 +101,10 @@ def test_an_idle_class_is_borrowed_by_the_others_in_their_ratio(lab, ports):
 @pytest.mark.parametrize("busy,bound_ms", [((80,), 8), ((80, 25, 5201), 20)])
 def test_the_aqm_keeps_each_classs_ecn_flow_short_while_the_split_holds(lab, ports, ecn, busy, bound_ms):  # noqa: F811
     """Cubic flows with ECN towards the instance: one class busy and borrowing the whole port, or all three
-    at 50/30/20. Measured (docs/benchmarks.md §11, 20 Mbit/s): the flows' own added RTT 1.0 ms alone (17 ms
-    without the AQM), 2.3 / 3.7 / 7.6 ms for web / mail / the rest (33 / 56 / 80 without it), the split
-    unchanged. The bounds are about 2.5 times the worst measured and below what the leaf queues alone give."""
+    at 50/30/20. Measured (docs/benchmarks.md §11, 20 Mbit/s, towards the instance, 3 runs): the flow's own
+    added RTT 1.0 ms alone (16-18 ms without the AQM), 2.0-2.2 / 3.5-3.7 / 5.6-7.0 ms for web / mail / the
+    rest (34 / 54-56 / 83-86 without it), the split unchanged. The bounds are about 3 times the worst
+    measured and below what the leaf queues alone give."""
     vm1 = lab.instance(1)
     ports.set(vm1.port, PortChange(policy=_policy("ingress"), egress_mode=EgressMode.SHAPE))
     idle = median(ping_rtts(start_ping(lab.wan_ns, vm1.address, count=5, interval=0.1)))

@@ -133,9 +133,11 @@ def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile, 
     classes' queues. This kernel has no act_bpf, gact or fw classifier, so a program cannot run
     after a class filter has chosen the class, and a per-class virtual queue would need the program
     to classify (the class filters' matches in bytecode) and to model HTB's borrowing. Measured
-    (docs/benchmarks.md §11, 20 Mbit/s, web 50 % / mail 30 % / rest 20 %, cubic with ECN): one class
-    busy borrowing everything, its flow's own added RTT from 16 ms to ~2; all three busy, each class's
-    flow from 15-40 ms to a few ms, the 50/30/20 split kept."""
+    (docs/benchmarks.md §11, 20 Mbit/s, web 50 % / mail 30 % / rest 20 %, cubic with ECN, both
+    directions, medians of 3): one class busy borrowing everything, its flow's own added RTT 1.0 ms
+    (16-18 without the AQM); all three busy, 2.1-2.2 / 3.7-3.9 / 6.5-8.1 ms (31-34 / 55-61 / 84-85),
+    the 50/30/20 split unchanged (±0.3 %). The class with the smallest share waits longest: its
+    flow's window is about the others' (marks fall on every flow alike) while it drains slowest."""
     frame_ns = frame_bytes(mtu) * 8 * 1_000_000_000 // rate_bps
     return Aqm(dev, "1:", prio, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
                target_ns=max(profile.aqm_target_us * 1000, profile.aqm_target_frames * frame_ns),
