@@ -139,6 +139,7 @@ def sweep(args: argparse.Namespace) -> None:
         store.close()
         lab_down(name)
         shutil.rmtree(f"file:{name}?mode=memory&cache=shared&uri=true.locks", ignore_errors=True)
+        shutil.rmtree(f"file:{name}.locks", ignore_errors=True)  # where the store's writer puts them
         if out:
             out.close()
 
