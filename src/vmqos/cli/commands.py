@@ -62,6 +62,8 @@ COMMANDS: dict[str, Entry] = {
                     "(/v3, /v2.0) for the openstack CLI."),
     "top": Entry("vmqos.cli.top:top", "A live view of every managed port, busiest first: limit, offered, delivered, "
                  "dropped, pps."),
+    "uplink": Entry("vmqos.cli.uplink:uplink", "A host's uplink on a vmqos server: the link where its ports' "
+                    "guaranteed minimums are held."),
     "usage": Entry("vmqos.cli.watch:usage", "Bytes and packets per instance address and remote address, per hour or "
                    "per day."),
     "verify": Entry("vmqos.cli.verify:verify", "Drive real traffic through a port and judge it against the port's "
