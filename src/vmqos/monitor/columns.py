@@ -74,8 +74,8 @@ def root_ok(layout: ColumnLayout, q: array) -> npt.NDArray[np.bool_]:
     """(ports, 2): the planned root qdisc of the port (0) and of its IFB (1) was read, of its planned kind."""
     n = len(layout.rows)
     qs = np.frombuffer(q, dtype=np.uint64).reshape(-1, QDISC_FIELDS)[:2 * n].reshape(n, 2, QDISC_FIELDS)
-    return layout.planned & (qs[:, :, 0] != 0) & (qs[:, :, 3] == layout.kinds[:, :, 0]) & \
-        (qs[:, :, 4] == layout.kinds[:, :, 1])
+    return np.asarray(layout.planned & (qs[:, :, 0] != 0) & (qs[:, :, 3] == layout.kinds[:, :, 0]) &
+                      (qs[:, :, 4] == layout.kinds[:, :, 1]), dtype=bool)
 
 
 def build(layout: ColumnLayout, q: array, lk: array, c: array, extra: Mapping[str, dict[str, CounterValue]],
@@ -122,7 +122,7 @@ def build(layout: ColumnLayout, q: array, lk: array, c: array, extra: Mapping[st
     f[:, :, 4] = drops + before_p
     f[:, :, 5] = backlog
     cols.estimated[:] = drops > 0
-    fast = ok.all(axis=1)
+    fast = np.asarray(ok.all(axis=1), dtype=bool)
     cols.has_flow[:] = fast[:, None]
     index = layout.table.index
     for port in extra:  # a counter its plan does not name may be one `flows` reads

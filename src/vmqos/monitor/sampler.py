@@ -24,6 +24,7 @@ rates divide what the counters moved by the time between two samples, when they 
 from __future__ import annotations
 
 import gc
+from array import array
 import json
 import logging
 import time
@@ -331,7 +332,7 @@ class Sampler:
         return Sample(mono, at, ports)
 
 
-def _needed(slots: _Slots, layout: ColumnLayout, q: Sequence[int]) -> list[str] | tuple[str, ...]:
+def _needed(slots: _Slots, layout: ColumnLayout, q: array) -> list[str] | tuple[str, ...]:
     """The counters a pass needs, given the root qdiscs it read: more for a planned root that is not there."""
     ok = root_ok(layout, q)
     missing: list[str] = []

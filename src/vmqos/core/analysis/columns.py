@@ -84,7 +84,8 @@ class SampleColumns:
     def flow(self, row: int, d: int) -> Flow | None:
         if not self.has_flow[row, d]:
             return None
-        return Flow(*self.flows[row, d].tolist(), bool(self.estimated[row, d]))
+        v = self.flows[row, d].tolist()
+        return Flow(v[0], v[1], v[2], v[3], v[4], v[5], bool(self.estimated[row, d]))
 
     def link(self, row: int) -> LinkCounters | None:
         return LinkCounters(*self.links[row].tolist()) if self.has_link[row] else None
@@ -149,7 +150,8 @@ class RateColumns:
             return None
         limits = self.current.table.limits[row]
         direction = DIRECTIONS[d]
-        return FlowRate(self.seconds, *self.rates[row, d].tolist(), int(self.current.flows[row, d, 5]),
+        r = self.rates[row, d].tolist()
+        return FlowRate(self.seconds, r[0], r[1], r[2], r[3], r[4], int(self.current.flows[row, d, 5]),
                         limits.bps(direction), limits.pps(direction))
 
     def port_rates(self, row: int) -> PortRates:

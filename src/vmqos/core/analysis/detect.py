@@ -9,8 +9,9 @@ when the condition has been false for as long, so one noisy sample neither raise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from vmqos.core.analysis.columns import LazyRates
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
 from vmqos.core.errors import InvalidValue
@@ -97,17 +98,19 @@ class Detectors:
     def _hold(self, detector: str) -> float:
         return self.thresholds.pinned_seconds if detector == PINNED else self.thresholds.for_seconds
 
-    def update(self, now: float, rates: dict[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
+    def update(self, now: float, rates: Mapping[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
         """(started, ended) detections for this sample.
 
-        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track."""
+        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track.
+        Columnar rates (`LazyRates`, issue 17): only the rows over a threshold (`RateColumns.busy`)
+        and the tracked ports are looked at, in the rates' order; the others cannot fire."""
         started: list[Detection] = []
         ended: list[Detection] = []
         tracks = self._tracks
         th = self.thresholds
         tracked = {key[0] for key in tracks}
         quiet_pps = min(th.packet_rate_pps, th.small_packet_min_pps)
-        for port, pr in rates.items():
+        for port, pr in _candidates(rates, tracked, quiet_pps, th):
             for direction, rate in pr.rates.items():
                 # no condition can hold (each needs this packet rate, SYN rate or drop rate) and
                 # nothing is tracked for the port: nothing to do (10,000 ports a pass at host scale)
@@ -148,6 +151,17 @@ class Detectors:
 
     def active(self) -> list[Detection]:
         return [t.active for t in self._tracks.values() if t.active is not None]
+
+
+def _candidates(rates: Mapping[str, PortRates], tracked: set[str], quiet_pps: float,
+                th: Thresholds) -> Iterable[tuple[str, PortRates]]:
+    """The ports `update` looks at: all of a dict's; of columnar rates, the busy rows and the tracked ports."""
+    if not isinstance(rates, LazyRates):
+        return rates.items()
+    table = rates.columns.current.table
+    rows = set(rates.columns.busy(quiet_pps, th.pinned_drop_pps, th.syn_min_pps).tolist())
+    rows.update(table.index[p] for p in tracked if p in table.index)
+    return [(table.ports[row], rates.row(row)) for row in sorted(rows)]
 
 
 @dataclass(frozen=True)
