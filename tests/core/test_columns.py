@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from vmqos.core.analysis.columns import LazyPorts, LazyRates
+from vmqos.core.analysis.detect import Thresholds, _conditions, hit_rows
 from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, PacketRateLimit
 from vmqos.core.plan.host import plan_host
@@ -173,10 +174,14 @@ def test_wrong_columns_are_caught(monkeypatch):
         assert new.sample(plans).ports != old.sample(plans).ports
 
 
-def test_busy_rows_are_those_a_detector_can_fire_on():
-    plans = plan_host(_state(20))
+def test_the_detectors_look_at_the_rows_where_a_condition_holds():
+    """`hit_rows` (the columns) are the ports where `_conditions` (the records) holds in a direction,
+    with thresholds that some ports reach and others do not."""
+    plans = plan_host(_state(60))
     fake = _fake(plans)
     new, _ = _samplers(plans, fake)
+    th = Thresholds(packet_rate_pps=7_500, small_packet_bytes=400, small_packet_min_pps=6_000, syn_share=0.02,
+                    syn_min_pps=250, pinned_utilisation=2.0, pinned_drop_pps=1)
     with new:
         a = new.sample(plans)
         fake.advance()
@@ -184,7 +189,8 @@ def test_busy_rows_are_those_a_detector_can_fire_on():
         object.__setattr__(b, "monotonic", a.monotonic + 1.0)
         got = rates(a, b)
         assert isinstance(got, LazyRates)
-        busy = set(got.columns.busy(5000.0, 15.0, 1e18).tolist())
-        want = {i for i, p in enumerate(got) if any(r.offered_pps >= 5000 or r.dropped_pps >= 15
-                                                     for r in got[p].rates.values())}
-        assert busy == want and 0 < len(busy) < len(got)
+        hits = set(hit_rows(got.columns, th).tolist())
+        want = {i for i, p in enumerate(got) for d, r in got[p].rates.items() if _conditions(th, d, r, got[p].syn_pps)}
+        kinds = {name for p in got for d, r in got[p].rates.items() for name in _conditions(th, d, r, got[p].syn_pps)}
+        assert hits == want and 0 < len(hits) < len(got)
+        assert kinds == {"packet_rate", "small_packets", "syn_flood", "pinned"}  # each condition was compared

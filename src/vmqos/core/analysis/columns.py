@@ -65,6 +65,16 @@ class PortTable:
         """Each row's place when the ports are sorted by name (for sorting rows with numpy)."""
         return self._order
 
+    def limit_columns(self) -> tuple[Floats, Floats]:
+        """(ports, 2) byte and packet limits per direction, 0 where there is none (kept once made)."""
+        made = self.__dict__.get("_limit_columns")
+        if made is None:
+            bps = np.array([[lim.ingress_bps or 0, lim.egress_bps or 0] for lim in self.limits], dtype=np.float64)
+            pps = np.array([[lim.ingress_pps or 0, lim.egress_pps or 0] for lim in self.limits], dtype=np.float64)
+            made = (bps.reshape(-1, 2), pps.reshape(-1, 2))
+            object.__setattr__(self, "_limit_columns", made)
+        return made  # type: ignore[no-any-return]
+
 
 @dataclass(frozen=True, eq=False)
 class SampleColumns:
@@ -165,13 +175,13 @@ class RateColumns:
         return PortRates(port, self.current.instances.get(port), per_dir, self.current.link(row),
                          None if np.isnan(syn) else float(syn))
 
-    def busy(self, offered_pps: float, dropped_pps: float, syn_pps: float) -> Ints:
-        """Rows where a direction is offered `offered_pps` or drops `dropped_pps` or more, or the
-        instance sends `syn_pps` SYNs or more: the only rows a detector can fire on."""
+    def utilisation(self) -> Floats:
+        """(ports, 2) as `FlowRate.utilisation`: delivered against the byte limit, else the packet
+        limit; nan without either (or without a flow)."""
+        bps, pps = self.current.table.limit_columns()
         r = self.rates
-        with np.errstate(invalid="ignore"):
-            hot = ((r[:, :, 2] >= offered_pps) | (r[:, :, 4] >= dropped_pps)).any(axis=1) | (self.syn_pps >= syn_pps)
-        return np.flatnonzero(hot)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bps > 0, r[:, :, 1] / bps, np.where(pps > 0, r[:, :, 3] / pps, np.nan))
 
 
 class LazyRates(Mapping[str, PortRates]):

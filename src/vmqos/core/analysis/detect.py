@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from vmqos.core.analysis.columns import LazyRates
+import numpy as np
+
+from vmqos.core.analysis.columns import LazyRates, RateColumns
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
 from vmqos.core.errors import InvalidValue
@@ -102,7 +104,7 @@ class Detectors:
         """(started, ended) detections for this sample.
 
         Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track.
-        Columnar rates (`LazyRates`, issue 17): only the rows over a threshold (`RateColumns.busy`)
+        Columnar rates (`LazyRates`, issue 17): only the rows where a condition holds (`hit_rows`)
         and the tracked ports are looked at, in the rates' order; the others cannot fire."""
         started: list[Detection] = []
         ended: list[Detection] = []
@@ -159,9 +161,24 @@ def _candidates(rates: Mapping[str, PortRates], tracked: set[str], quiet_pps: fl
     if not isinstance(rates, LazyRates):
         return rates.items()
     table = rates.columns.current.table
-    rows = set(rates.columns.busy(quiet_pps, th.pinned_drop_pps, th.syn_min_pps).tolist())
+    rows = set(hit_rows(rates.columns, th).tolist())
     rows.update(table.index[p] for p in tracked if p in table.index)
     return [(table.ports[row], rates.row(row)) for row in sorted(rows)]
+
+
+def hit_rows(cols: RateColumns, th: Thresholds) -> np.ndarray:
+    """The rows where `_conditions` holds for a direction, computed on the columns with the same
+    arithmetic (a row without a flow is nan and compares False): the only rows a detector can start on."""
+    r = cols.rates
+    pps = r[:, :, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = pps >= th.packet_rate_pps
+        mean = r[:, :, 0] / 8 / pps
+        hit |= (pps != 0) & (pps >= th.small_packet_min_pps) & (mean <= th.small_packet_bytes)
+        syn, out = cols.syn_pps, pps[:, 1]
+        hit[:, 1] |= (out > 0) & (syn >= th.syn_min_pps) & (syn / out >= th.syn_share)
+        hit |= (cols.utilisation() >= th.pinned_utilisation) & (r[:, :, 4] >= th.pinned_drop_pps)
+    return np.flatnonzero(hit.any(axis=1))
 
 
 @dataclass(frozen=True)
