@@ -99,6 +99,64 @@ def passes(count: int, fn: Callable[[], Any]) -> list[tuple[float, float]]:
     return out
 
 
+TOP = "from vmqos.cli.main import main; main()"
+
+
+def run_top(ns: str, db: str, seconds: float) -> dict[str, Any]:
+    """`vmqos top` on the namespace: `--once --json` (its interval_s and requested_interval_s), then
+    the live view at 1 Hz in a pseudo-terminal for `seconds`: the intervals its titles showed and
+    the CPU it used (user + system, its whole run)."""
+    import pty
+    import re
+    import select
+    import signal
+
+    argv = [sys.executable, "-c", TOP, "top", "--netns", ns, "--db", db]
+    once = json.loads(subprocess.run(argv + ["--once", "--json"], capture_output=True, check=True, text=True).stdout)
+    out: dict[str, Any] = {"once_interval_s": once["interval_s"], "once_requested_interval_s": once["requested_interval_s"],
+                           "once_rows": len(once["ports"])}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["COLUMNS"], os.environ["LINES"] = "200", "50"
+        os.execv(sys.executable, argv + ["--interval", "1"])
+    screen, started = b"", time.monotonic()
+    while time.monotonic() - started < seconds:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                screen += os.read(fd, 1 << 16)
+            except OSError:
+                break
+    os.kill(pid, signal.SIGINT)
+    try:
+        os.write(fd, b"q")
+    except OSError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                os.read(fd, 1 << 16)
+            except OSError:
+                pass
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    os.close(fd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", screen).decode(errors="replace")
+    titles = re.findall(r"every ([0-9.]+) s(?: \(asked ([0-9.]+) s\))?", text)
+    out.update({"live_seconds": seconds, "live_titles": len(titles),
+                "live_intervals_s": [float(t[0]) for t in titles],
+                "live_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime})
+    return out
+
+
 def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     state = ab.host_state(n)
     plans = plan_host(state)
@@ -168,6 +226,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     monitor.sampler = Sampler(ns.name, nft_reads="needed", columns=False)  # records, as before
                     monitor.last = None
                     out["monitor"] += passes(max(args.samples, 10), monitor.step)
+            if n in args.top:
+                counts["top"] = run_top(ns.name, f"sqlite:///{args.tmp}/monitor-{n}-{run_no}.db", args.top_seconds)
             nft_reader = Nft(ns.name)
             if n <= args.pyroute2_max:
                 from pyroute2 import IPRoute
@@ -216,7 +276,16 @@ def table(r: dict[str, Any]) -> str:
             median = f" ({med * 1000:.1f})" if "mean" in label else ""
             lines.append(f"| {label} | {cpu * 1000:.1f} ms{median} | {cpu:.1%} | {wall * 1000:.1f} ms | "
                          f"{cpu / old:.2f}× | {cpu / base:.2f}× |")
-    lines += ["", f"read per pass: {r['counts']}; both paths gave equal samples: {r['same_ports_both_paths']}; "
+    counts = {k: v for k, v in r["counts"].items() if k != "top"}
+    top = r["counts"].get("top")
+    if top:
+        iv = top["live_intervals_s"]
+        lines += ["", f"`vmqos top --once --json`: interval_s {top['once_interval_s']} (requested "
+                  f"{top['once_requested_interval_s']}), {top['once_rows']} rows; live for {top['live_seconds']:g} s "
+                  f"at --interval 1: {top['live_titles']} screens, intervals shown "
+                  f"{sorted(set(iv)) if iv else '-'}, CPU {top['live_cpu_s']:.2f} s "
+                  f"({top['live_cpu_s'] / top['live_seconds']:.1%} of a core, start-up included)"]
+    lines += ["", f"read per pass: {counts}; both paths gave equal samples: {r['same_ports_both_paths']}; "
               f"(a2) gave the same flows and links: {r['same_flows_needed']}; (a3), columnar, the same: "
               f"{r['same_flows_columns']}"]
     return "\n".join(lines)
@@ -244,6 +313,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pyroute2-max", type=int, default=3000, help="above this many ports, (b) is not run")
     ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--top", type=int, nargs="*", default=[], help="at these sizes, also run `vmqos top` (once, "
+                    "then live in a pseudo-terminal)")
+    ap.add_argument("--top-seconds", type=float, default=20.0, help="how long the live `vmqos top` runs")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
