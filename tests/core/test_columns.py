@@ -194,3 +194,49 @@ def test_the_detectors_look_at_the_rows_where_a_condition_holds():
         kinds = {name for p in got for d, r in got[p].rates.items() for name in _conditions(th, d, r, got[p].syn_pps)}
         assert hits == want and 0 < len(hits) < len(got)
         assert kinds == {"packet_rate", "small_packets", "syn_flood", "pinned"}  # each condition was compared
+
+
+def test_the_exporter_gives_the_same_metrics_from_columns_as_from_records():
+    from vmqos.monitor.exporter import families
+
+    plans = plan_host(_state(30))
+    fake = _fake(plans)
+    new, old = _samplers(plans, fake)
+    with new, old:
+        fake.advance()
+        fake.links[3, 0] = 0  # a device gone
+        instances = {p: f"vm-{p}" for p in list(plans)[::2]}
+        got, want = new.sample(plans, instances), old.sample(plans, instances)
+    assert got.columns is not None and want.columns is None
+    quarantined = {list(plans)[4]}
+
+    def metrics(sample: Any) -> list[Any]:
+        return [(f.name, [(s.name, s.labels, s.value) for s in f.samples]) for f in families(sample, quarantined)]
+
+    have, expect = metrics(got), metrics(want)
+    assert have == expect
+    by_name = dict(expect)
+    assert len(by_name["vmqos_port_offered_bytes"]) > 30 and by_name["vmqos_port_tcp_syn_packets"]
+    assert sum(s[2] for s in by_name["vmqos_port_quarantined"]) == 1
+
+
+def test_the_agents_report_rates_from_columns_equal_those_from_records():
+    from datetime import UTC, datetime
+
+    from vmqos.core.fleet.report import RateSample, rate_samples
+
+    plans = plan_host(_state(30))
+    fake = _fake(plans)
+    new, _ = _samplers(plans, fake)
+    at = datetime.now(UTC)
+    with new:
+        a = new.sample(plans)
+        fake.advance()
+        b = new.sample(plans)
+        object.__setattr__(b, "monotonic", a.monotonic + 0.9876)
+        got = rates(a, b)
+    assert isinstance(got, LazyRates)
+    want = tuple(RateSample.of(r, at) for _, r in sorted(dict(got).items()))
+    have = rate_samples(got, at)
+    assert have == want and rate_samples(dict(got), at) == want
+    assert any(s.egress.dropped_pps for s in want) and {s.interval_s for s in want} == {0.988}

@@ -73,7 +73,7 @@ class PortTable:
             pps = np.array([[lim.ingress_pps or 0, lim.egress_pps or 0] for lim in self.limits], dtype=np.float64)
             made = (bps.reshape(-1, 2), pps.reshape(-1, 2))
             object.__setattr__(self, "_limit_columns", made)
-        return made  # type: ignore[no-any-return]
+        return made
 
 
 @dataclass(frozen=True, eq=False)
