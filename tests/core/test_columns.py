@@ -240,3 +240,40 @@ def test_the_agents_report_rates_from_columns_equal_those_from_records():
     have = rate_samples(got, at)
     assert have == want and rate_samples(dict(got), at) == want
     assert any(s.egress.dropped_pps for s in want) and {s.interval_s for s in want} == {0.988}
+
+
+@pytest.mark.parametrize("sort_by", ["offered", "delivered", "dropped", "pps", "util", "port"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_top_orders_the_columns_as_it_sorts_the_rows(sort_by, reverse):
+    """`vmqos top`'s live view: the order computed on the columns is `_sort(visible(_rows(...)))`'s,
+    ties included (ports with the same figures, a filter), and only the rows asked for are built."""
+    from vmqos.cli.top import _row, _rows, _sort
+    from vmqos.cli.top_rows import ColumnRows
+
+    plans = plan_host(_state(40))
+    fake = _fake(plans)
+    new, _ = _samplers(plans, fake)
+    instances = {p: f"vm{i % 7}" for i, p in enumerate(plans)}
+    with new:
+        a = new.sample(plans, instances)
+        fake.advance()
+        fake.q[10:20] = fake.q[20:30]  # ties: some ports with the same counters as others
+        b = new.sample(plans, instances)
+        object.__setattr__(b, "monotonic", a.monotonic + 1.0)
+        got = rates(a, b)
+    assert isinstance(got, LazyRates)
+    peaks = {(list(plans)[3], "ingress"): 99}
+    for text in (None, "vm3", "vqc1"):
+        def keep(port: str, inst: str | None) -> bool:
+            return text in port or text in (inst or "")
+
+        want = _sort([r for r in _rows(dict(got), peaks) if text is None or keep(r["port"], r["instance"])],
+                     sort_by, reverse)
+        view = ColumnRows()
+        view.record(got)
+        order = view.order(got, sort_by, reverse, keep if text else None)
+        shown, history = view.rows(got, order[:10], lambda pr, d: _row(pr, d, peaks))
+        assert len(order) == len(want) > 10
+        assert shown == want[:10]
+        assert view.rows(got, order, lambda pr, d: _row(pr, d, peaks))[0] == want
+        assert all(history[(r["port"], r["direction"])] == [r["delivered_bps"]] for r in shown)
