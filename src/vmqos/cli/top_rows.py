@@ -19,30 +19,18 @@ FIELDS = {"offered": 0, "delivered": 1, "pps": 2, "dropped": 4}  # columns of `R
 HISTORY = 24  # samples a sparkline shows
 
 
-def _limits(table: PortTable) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(ports, 2) byte and packet limits, 0 where there is none."""
-    bps = np.array([[lim.ingress_bps or 0, lim.egress_bps or 0] for lim in table.limits], dtype=np.float64)
-    pps = np.array([[lim.ingress_pps or 0, lim.egress_pps or 0] for lim in table.limits], dtype=np.float64)
-    return bps.reshape(-1, 2), pps.reshape(-1, 2)
-
-
 class ColumnRows:
     """Orders the (port, direction) rows of columnar rates; keeps the delivered rates' history."""
 
     def __init__(self) -> None:
         self._table: PortTable | None = None
-        self._limits: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
         self.history: list[npt.NDArray[np.float64]] = []
-
-    def _of(self, rates: LazyRates) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        table = rates.columns.current.table
-        if table is not self._table or self._limits is None:
-            self._table, self._limits, self.history = table, _limits(table), []
-        return self._limits
 
     def record(self, rates: LazyRates) -> None:
         """This sample's delivered rates, for the sparklines (the last HISTORY of the same ports)."""
-        self._of(rates)
+        table = rates.columns.current.table
+        if table is not self._table:
+            self._table, self.history = table, []
         self.history.append(rates.columns.rates[:, :, 1].copy())
         del self.history[:-HISTORY]
 
@@ -63,7 +51,7 @@ class ColumnRows:
             idx = np.lexsort(keys)
             return flat[idx[::-1] if reverse else idx]
         if sort_by == "util":
-            bps, pps = self._of(rates)
+            bps, pps = table.limit_columns()
             r = cols.rates.reshape(-1, cols.rates.shape[2])[flat]
             lb, lp = bps.reshape(-1)[flat], pps.reshape(-1)[flat]
             with np.errstate(divide="ignore", invalid="ignore"):

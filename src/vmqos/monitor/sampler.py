@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
