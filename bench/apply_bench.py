@@ -55,7 +55,7 @@ from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
 from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
-from vmqos.core.plan.render import is_nft, nft_script, tc_commands
+from vmqos.core.plan.render import POLICER_COMMENT, is_nft, nft_script, tc_commands
 
 MBIT = 1_000_000
 
@@ -215,6 +215,8 @@ def baseline_scripts(plans: dict[str, Any]) -> tuple[list[str], list[str], str]:
                 nft_ops.append(op)
                 continue
             for cmd in tc_commands(op):
+                if cmd.startswith(POLICER_COMMENT):  # a bpf program's description (police, AQM): not a tc command;
+                    continue                         # the baselines load no program, vmqos loads it over bpf(2)
                 tool, rest = cmd.split(" ", 1)
                 (ip_lines if tool == "ip" else tc_lines).append(rest)
     return ip_lines, tc_lines, nft_script(nft_ops)

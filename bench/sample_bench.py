@@ -162,9 +162,6 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     plans = plan_host(state)
     instances = {p: p for p in plans}
     ip_lines, tc_lines, nft = ab.baseline_scripts(plans)
-    # the plans' BPF AQM programs (a description line, not a tc command): loaded by the reconciler
-    # only; the sampler reads nothing of theirs
-    tc_lines = [line for line in tc_lines if not line.startswith("vmqos ")]
     out: dict[str, list[tuple[float, float]]] = {k: [] for k in READERS}
     counts: dict[str, int] = {}
     for run_no in range(args.runs):
