@@ -1,0 +1,446 @@
+"""A receive-window clamp: a bpf classifier that lowers the window of the ACKs a port forwards (issue 16).
+
+Why: the queue a flow keeps at the port's shaper is bounded by what its sender has in flight, and a
+sender never has more in flight than the receiver's advertised window. The host cannot change the
+sender's congestion control (BBR ignores CE marks, and drops cost it its rate: docs/benchmarks.md §11),
+but it forwards the receiver's ACKs, so it can lower their window to about rate x (path RTT + target).
+
+What the program does, for every IPv4/IPv6 TCP segment on the hook it is attached to (both directions
+of the port, the tap's clsact ingress and egress; it never drops or classifies: TC_ACT_UNSPEC):
+- on a SYN or SYN-ACK it records, per flow direction (LRU hash keyed by the 4-tuple as the segment
+  travels), the window scale and MSS its sender announced (they apply to the windows that sender will
+  advertise), and for a SYN without ACK the time it passed;
+- on the first non-SYN segment of a direction that recorded a SYN time (the client's third ACK, which
+  travels the same way as its SYN) it takes `now - SYN time` as the flow's path RTT through the host
+  (whichever side is far, the handshake passes the host once each way: SYN out, SYN-ACK back, ACK out),
+  and writes it to both directions' entries;
+- on any later segment of a flow with a known RTT it computes W = max(kmin x MSS, rate x (RTT + target))
+  with the rate of the direction the window governs (the other one: config slot given when loaded),
+  rounds it *up* to the window scale (a window cut below a whole segment stalls the sender), and if the
+  segment's window is larger rewrites it (bpf_skb_store_bytes) and fixes the TCP checksum
+  (bpf_l4_csum_replace: a no-op on CHECKSUM_PARTIAL skbs, which is right, their checksum is not yet
+  computed). The window is only ever lowered. A flow whose handshake it did not see is left alone.
+
+Bytecode is assembled here with bpf_police's encoder (no compiler on our hosts). This module is a probe
+(bench/rwnd_probe.py); the planner does not use it (see docs/benchmarks.md §11, "receive window").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from dataclasses import dataclass
+
+from vmqos.core.errors import KernelError
+from vmqos.drivers.bpf_police import (
+    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name, load_program,
+)
+
+PROGRAM_NAME = "vmqos_rwnd"
+_R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
+
+# eBPF opcodes, include/uapi/linux/bpf.h
+_MOV_X, _MOV_K, _ADD_K, _ADD_X, _SUB_X, _MUL_X, _MUL_K, _DIV_K = 0xBF, 0xB7, 0x07, 0x0F, 0x1F, 0x2F, 0x27, 0x37
+_AND_K, _LSH_K, _RSH_K, _RSH_X, _BE = 0x57, 0x67, 0x77, 0x7F, 0xDC
+_LDX_B, _LDX_H, _LDX_W, _LDX_DW = 0x71, 0x69, 0x61, 0x79
+_STX_H, _STX_W, _STX_DW, _ST_W, _ST_DW, _XADD_DW = 0x6B, 0x63, 0x7B, 0x62, 0x7A, 0xDB
+_JA, _JEQ_K, _JNE_K, _JGT_K, _JGE_X, _JGT_X, _JLT_K, _JLE_X, _JSET_K = (
+    0x05, 0x15, 0x55, 0x25, 0x3D, 0x2D, 0xA5, 0xBD, 0x45)
+_CALL, _EXIT = 0x85, 0x95
+_LOOKUP, _UPDATE, _KTIME, _STORE_BYTES, _L4_CSUM, _LOAD_BYTES = 1, 2, 5, 9, 11, 26
+_MAP_TYPE_LRU_HASH = 9
+_GET_NEXT_KEY = 4
+TC_ACT_UNSPEC = -1
+
+# config map: an array of two slots, u64 fields. Slot TOWARDS (0): the program on the port's egress
+# (packets towards the instance), whose windows govern what the instance sends; slot FROM (1): the
+# program on the port's ingress, whose windows govern what the instance receives.
+TOWARDS, FROM = 0, 1
+RATE, TARGET, KMIN, CLAMPED, SYNS, TIMED = 0, 8, 16, 24, 32, 40
+CONFIG_SIZE = 48
+# flow map: key = src[16] dst[16] sport dport (network order) pad[4]; value = shift, mss, t_syn, rtt (u64)
+KEY_SIZE, FLOW_SIZE, FLOWS = 40, 32, 65536
+SHIFT, MSS, T_SYN, RTT = 0, 8, 16, 24
+OPTION_STEPS = 12  # TCP options walked in a SYN (Linux sends 5: MSS, SACK_PERM, TS, NOP, WS)
+MAX_RTT_NS = 10 * NSEC
+
+# stack layout (offsets from r10)
+_KEY, _RKEY, _SCRATCH, _HDR, _VALUE, _CFGKEY = -40, -80, -88, -128, -160, -168
+
+
+def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
+    code: list[bytes | tuple[str, bytes]] = []
+    labels: dict[str, int] = {}
+
+    def at(name: str) -> None:
+        labels[name] = len(code)
+
+    def emit(*args: int, **kw: int) -> None:
+        code.append(_insn(*args, **kw))
+
+    def jump(op: int, dst: int, src: int, imm: int, target: str) -> None:
+        code.append((target, _insn(op, dst, src, 0, imm)))
+
+    def load_bytes(offset_reg: int | None, offset: int, to: int, length: int) -> None:
+        """bpf_skb_load_bytes(skb, offset_reg + offset, fp + to, length); to "pass" if it fails."""
+        if offset_reg is None:
+            emit(_MOV_K, _R2, imm=offset)
+        else:
+            emit(_MOV_X, _R2, offset_reg)
+            if offset:
+                emit(_ADD_K, _R2, imm=offset)
+        emit(_MOV_X, _R1, _R6)
+        emit(_MOV_X, _R3, _R10)
+        emit(_ADD_K, _R3, imm=to)
+        emit(_MOV_K, _R4, imm=length)
+        emit(_CALL, imm=_LOAD_BYTES)
+        jump(_JNE_K, _R0, 0, 0, "pass")
+
+    def map_fd(fd: int) -> None:
+        emit(0x18, _R1, 1, 0, fd)  # ld_imm64 r1 = map (BPF_PSEUDO_MAP_FD)
+        emit(0, 0, 0, 0, 0)
+
+    def lookup(fd: int, key: int) -> None:
+        map_fd(fd)
+        emit(_MOV_X, _R2, _R10)
+        emit(_ADD_K, _R2, imm=key)
+        emit(_CALL, imm=_LOOKUP)
+
+    def copy(src: int, dst: int, op_ld: int, op_st: int) -> None:
+        emit(op_ld, _R1, _R10, src)
+        emit(op_st, _R10, _R1, dst)
+
+    emit(_MOV_X, _R6, _R1)
+    for off in range(_RKEY, 0, 8):
+        emit(_ST_DW, _R10, 0, off, 0)
+    load_bytes(None, 12, _SCRATCH, 2)  # ethertype
+    emit(_LDX_H, _R1, _R10, _SCRATCH)
+    jump(_JEQ_K, _R1, 0, 0x0008, "v4")
+    jump(_JEQ_K, _R1, 0, 0xDD86, "v6")
+    jump(_JA, 0, 0, 0, "pass")
+
+    at("v4")
+    load_bytes(None, 14, _HDR, 20)
+    emit(_LDX_B, _R1, _R10, _HDR + 9)
+    jump(_JNE_K, _R1, 0, 6, "pass")  # not TCP
+    emit(_LDX_H, _R1, _R10, _HDR + 6)
+    emit(_AND_K, _R1, imm=0xFF1F)  # fragment offset (network order read little-endian)
+    jump(_JNE_K, _R1, 0, 0, "pass")
+    copy(_HDR + 12, _KEY, _LDX_W, _STX_W)
+    copy(_HDR + 16, _KEY + 16, _LDX_W, _STX_W)
+    emit(_LDX_B, _R7, _R10, _HDR)
+    emit(_AND_K, _R7, imm=0x0F)
+    emit(_LSH_K, _R7, imm=2)
+    jump(_JLT_K, _R7, 0, 20, "pass")
+    emit(_ADD_K, _R7, imm=14)  # r7 = the TCP header's offset
+    jump(_JA, 0, 0, 0, "tcp")
+
+    at("v6")
+    load_bytes(None, 14, _HDR, 40)
+    emit(_LDX_B, _R1, _R10, _HDR + 6)
+    jump(_JNE_K, _R1, 0, 6, "pass")  # not TCP, or an extension header first: left alone
+    for i in range(4):
+        copy(_HDR + 8 + 8 * i, _KEY + 8 * i, _LDX_DW, _STX_DW)
+    emit(_MOV_K, _R7, imm=54)
+
+    at("tcp")
+    load_bytes(_R7, 0, _HDR, 20)
+    copy(_HDR, _KEY + 32, _LDX_W, _STX_W)  # sport, dport
+    copy(_KEY + 16, _RKEY, _LDX_DW, _STX_DW)
+    copy(_KEY + 24, _RKEY + 8, _LDX_DW, _STX_DW)
+    copy(_KEY, _RKEY + 16, _LDX_DW, _STX_DW)
+    copy(_KEY + 8, _RKEY + 24, _LDX_DW, _STX_DW)
+    copy(_KEY + 34, _RKEY + 32, _LDX_H, _STX_H)
+    copy(_KEY + 32, _RKEY + 34, _LDX_H, _STX_H)
+    emit(_LDX_B, _R8, _R10, _HDR + 13)  # flags
+    jump(_JSET_K, _R8, 0, 0x04, "pass")  # RST
+    jump(_JSET_K, _R8, 0, 0x02, "syn")
+
+    # -- any other segment: time the handshake once, then clamp
+    lookup(flow_fd, _KEY)
+    jump(_JEQ_K, _R0, 0, 0, "pass")  # a flow whose handshake was not seen
+    emit(_MOV_X, _R9, _R0)
+    emit(_LDX_DW, _R1, _R9, RTT)
+    jump(_JNE_K, _R1, 0, 0, "clamp")
+    emit(_LDX_DW, _R8, _R9, T_SYN)
+    jump(_JEQ_K, _R8, 0, 0, "pass")  # the server's side before the client's ACK: not timed yet
+    emit(_CALL, imm=_KTIME)
+    emit(_SUB_X, _R0, _R8)
+    emit(_MOV_X, _R8, _R0)
+    emit(_ADD_K, _R8, imm=1)  # never 0 (0 is "not timed")
+    emit(0x18, _R1, 0, 0, MAX_RTT_NS & 0xFFFFFFFF)
+    emit(0, 0, 0, 0, MAX_RTT_NS >> 32)
+    jump(_JLE_X, _R8, _R1, 0, "rtt_ok")
+    emit(_MOV_X, _R8, _R1)
+    at("rtt_ok")
+    emit(_STX_DW, _R9, _R8, RTT)
+    lookup(flow_fd, _RKEY)
+    jump(_JEQ_K, _R0, 0, 0, "timed")
+    emit(_STX_DW, _R0, _R8, RTT)
+    at("timed")
+    emit(_ST_W, _R10, 0, _CFGKEY, slot)  # the counter lives in this hook's slot
+    lookup(config_fd, _CFGKEY)
+    jump(_JEQ_K, _R0, 0, 0, "clamp")
+    emit(_MOV_K, _R1, imm=1)
+    emit(_XADD_DW, _R0, _R1, TIMED)
+
+    at("clamp")  # r9 = this direction's flow entry
+    emit(_ST_W, _R10, 0, _CFGKEY, slot)
+    lookup(config_fd, _CFGKEY)
+    jump(_JEQ_K, _R0, 0, 0, "pass")
+    emit(_MOV_X, _R8, _R0)  # r8 = config
+    emit(_LDX_DW, _R2, _R8, RATE)
+    jump(_JEQ_K, _R2, 0, 0, "pass")  # this direction's windows govern an unshaped direction
+    emit(_LDX_DW, _R3, _R9, RTT)
+    emit(_LDX_DW, _R1, _R8, TARGET)
+    emit(_ADD_X, _R3, _R1)
+    emit(_MUL_X, _R3, _R2)
+    emit(_DIV_K, _R3, imm=NSEC)  # r3 = rate x (rtt + target), bytes
+    emit(_LDX_DW, _R4, _R9, MSS)
+    emit(_LDX_DW, _R1, _R8, KMIN)
+    emit(_MUL_X, _R4, _R1)
+    jump(_JGE_X, _R3, _R4, 0, "have_w")
+    emit(_MOV_X, _R3, _R4)
+    at("have_w")
+    emit(_LDX_DW, _R4, _R9, SHIFT)
+    emit(_AND_K, _R4, imm=15)
+    emit(_MOV_K, _R1, imm=1)
+    emit(0x6F, _R1, _R4)  # r1 = 1 << shift (LSH_X)
+    emit(_ADD_X, _R3, _R1)
+    emit(_ADD_K, _R3, imm=-1)
+    emit(_RSH_X, _R3, _R4)  # r3 = the window field, rounded up
+    jump(_JGT_K, _R3, 0, 0xFFFF, "pass")
+    emit(_LDX_H, _R5, _R10, _HDR + 14)  # the window as it is (raw, network order)
+    emit(_MOV_X, _R4, _R5)
+    emit(_BE, _R4, imm=16)
+    jump(_JLE_X, _R4, _R3, 0, "pass")  # never raise a window
+    emit(_BE, _R3, imm=16)
+    emit(_STX_H, _R10, _R3, _SCRATCH)
+    emit(_MOV_X, _R1, _R6)
+    emit(_MOV_X, _R2, _R7)
+    emit(_ADD_K, _R2, imm=16)
+    emit(_MOV_X, _R4, _R3)
+    emit(_MOV_X, _R3, _R5)
+    emit(_MOV_K, _R5, imm=2)
+    emit(_CALL, imm=_L4_CSUM)  # (skb, csum offset, from, to, size 2)
+    jump(_JNE_K, _R0, 0, 0, "pass")
+    emit(_MOV_X, _R1, _R6)
+    emit(_MOV_X, _R2, _R7)
+    emit(_ADD_K, _R2, imm=14)
+    emit(_MOV_X, _R3, _R10)
+    emit(_ADD_K, _R3, imm=_SCRATCH)
+    emit(_MOV_K, _R4, imm=2)
+    emit(_MOV_K, _R5, imm=0)
+    emit(_CALL, imm=_STORE_BYTES)
+    emit(_MOV_K, _R1, imm=1)
+    emit(_XADD_DW, _R8, _R1, CLAMPED)
+    jump(_JA, 0, 0, 0, "pass")
+
+    # -- SYN / SYN-ACK: this direction's window scale and MSS, and the SYN's time
+    at("syn")
+    emit(_ST_DW, _R10, 0, _VALUE + SHIFT, 0)
+    emit(_ST_DW, _R10, 0, _VALUE + MSS, 536)
+    emit(_ST_DW, _R10, 0, _VALUE + T_SYN, 0)
+    emit(_ST_DW, _R10, 0, _VALUE + RTT, 0)
+    jump(_JSET_K, _R8, 0, 0x10, "options")  # SYN-ACK: no time
+    emit(_CALL, imm=_KTIME)
+    emit(_STX_DW, _R10, _R0, _VALUE + T_SYN)
+    at("options")
+    emit(_LDX_B, _R9, _R10, _HDR + 12)
+    emit(_RSH_K, _R9, imm=4)
+    emit(_LSH_K, _R9, imm=2)
+    emit(_ADD_X, _R9, _R7)  # r9 = the options' end
+    emit(_MOV_X, _R8, _R7)
+    emit(_ADD_K, _R8, imm=20)  # r8 = the option being read
+    for step in range(OPTION_STEPS):
+        nxt = f"opt{step + 1}"
+        emit(_MOV_X, _R1, _R8)
+        emit(_ADD_K, _R1, imm=1)
+        jump(_JGE_X, _R1, _R9, 0, "record")
+        load_bytes(_R8, 0, _SCRATCH, 2)  # kind, length
+        emit(_LDX_B, _R1, _R10, _SCRATCH)
+        jump(_JEQ_K, _R1, 0, 0, "record")  # end of options
+        jump(_JNE_K, _R1, 0, 1, f"not_nop{step}")
+        emit(_ADD_K, _R8, imm=1)
+        jump(_JA, 0, 0, 0, nxt)
+        at(f"not_nop{step}")
+        jump(_JNE_K, _R1, 0, 2, f"not_mss{step}")
+        load_bytes(_R8, 2, _SCRATCH + 4, 2)
+        emit(_LDX_H, _R1, _R10, _SCRATCH + 4)
+        emit(_BE, _R1, imm=16)
+        emit(_STX_DW, _R10, _R1, _VALUE + MSS)
+        at(f"not_mss{step}")
+        emit(_LDX_B, _R1, _R10, _SCRATCH)
+        jump(_JNE_K, _R1, 0, 3, f"not_ws{step}")
+        load_bytes(_R8, 2, _SCRATCH + 4, 1)
+        emit(_LDX_B, _R1, _R10, _SCRATCH + 4)
+        jump(_JLT_K, _R1, 0, 15, f"ws_ok{step}")
+        emit(_MOV_K, _R1, imm=14)  # RFC 7323: a shift over 14 is taken as 14
+        at(f"ws_ok{step}")
+        emit(_STX_DW, _R10, _R1, _VALUE + SHIFT)
+        at(f"not_ws{step}")
+        emit(_LDX_B, _R1, _R10, _SCRATCH + 1)
+        jump(_JLT_K, _R1, 0, 2, "record")  # a broken length: stop reading
+        emit(_ADD_X, _R8, _R1)
+        at(nxt)
+    at("record")
+    map_fd(flow_fd)
+    emit(_MOV_X, _R2, _R10)
+    emit(_ADD_K, _R2, imm=_KEY)
+    emit(_MOV_X, _R3, _R10)
+    emit(_ADD_K, _R3, imm=_VALUE)
+    emit(_MOV_K, _R4, imm=0)  # BPF_ANY
+    emit(_CALL, imm=_UPDATE)
+    emit(_ST_W, _R10, 0, _CFGKEY, slot)
+    lookup(config_fd, _CFGKEY)
+    jump(_JEQ_K, _R0, 0, 0, "pass")
+    emit(_MOV_K, _R1, imm=1)
+    emit(_XADD_DW, _R0, _R1, SYNS)
+
+    at("pass")
+    emit(_MOV_K, _R0, imm=TC_ACT_UNSPEC)
+    emit(_EXIT)
+    out = b""
+    for i, item in enumerate(code):
+        if isinstance(item, tuple):
+            target, raw = item
+            op, regs, _, imm = struct.unpack("<BBhi", raw)
+            item = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
+        out += item
+    return out
+
+
+# -- maps, loading, reading back ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClampConfig:
+    """One hook's clamp: the rate of the direction its windows govern (L2 bytes/s, 0 = leave alone),
+    the queue allowed beyond the path RTT (ns), and the least window in segments of the flow's MSS."""
+
+    rate_bytes: int
+    target_ns: int
+    kmin: int = 2
+
+    def packed(self) -> bytes:
+        return struct.pack("<QQQQQQ", self.rate_bytes, self.target_ns, self.kmin, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ClampCounters:
+    clamped: int  # segments whose window was lowered
+    syns: int  # SYN / SYN-ACK segments recorded
+    timed: int  # handshakes timed
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One direction of a flow the program saw the handshake of (addresses as the segment travels)."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    shift: int
+    mss: int
+    rtt_ns: int
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The two programs (the port's egress: slot TOWARDS, its ingress: slot FROM) and their maps."""
+
+    towards_fd: int
+    from_fd: int
+    flows_fd: int
+    config_fd: int
+
+    def close(self) -> None:
+        for fd in (self.towards_fd, self.from_fd, self.flows_fd, self.config_fd):
+            os.close(fd)
+
+
+def _update(fd: int, key: bytes, value: bytes) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    _bpf(_MAP_UPDATE, struct.pack("<IIQQQ", fd, 0, _address(k), _address(v), 0))
+
+
+def _lookup(fd: int, key: bytes, size: int) -> bytes:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(size)
+    _bpf(_MAP_LOOKUP, struct.pack("<IIQQQ", fd, 0, _address(k), _address(v), 0))
+    return v.raw
+
+
+def configure(config_fd: int, slot: int, config: ClampConfig) -> None:
+    """A slot's rate, target and floor, its counters kept (the program reads the map on every segment)."""
+    key = struct.pack("<I", slot)
+    raw = bytearray(_lookup(config_fd, key, CONFIG_SIZE))
+    raw[0:24] = config.packed()[0:24]
+    _update(config_fd, key, bytes(raw))
+
+
+def counters(config_fd: int, slot: int) -> ClampCounters:
+    raw = _lookup(config_fd, struct.pack("<I", slot), CONFIG_SIZE)
+    clamped, syns, timed = struct.unpack_from("<QQQ", raw, CLAMPED)
+    return ClampCounters(clamped, syns, timed)
+
+
+def flows(flows_fd: int) -> list[Flow]:
+    """Every flow direction in the map (BPF_MAP_GET_NEXT_KEY walk)."""
+    import ipaddress
+
+    out = []
+    key = ctypes.create_string_buffer(KEY_SIZE)
+    nxt = ctypes.create_string_buffer(KEY_SIZE)
+    first = True
+    while True:
+        attr = struct.pack("<IIQQ", flows_fd, 0, 0 if first else _address(key), _address(nxt))
+        try:
+            _bpf(_GET_NEXT_KEY, attr)
+        except OSError:
+            break
+        first = False
+        ctypes.memmove(key, nxt, KEY_SIZE)
+        raw = key.raw
+        try:
+            value = _lookup(flows_fd, raw, FLOW_SIZE)
+        except OSError:
+            continue
+        shift, mss, _t_syn, rtt = struct.unpack("<QQQQ", value)
+        v4 = raw[4:16] == bytes(12) and raw[20:32] == bytes(12)
+        src = ipaddress.ip_address(raw[0:4] if v4 else raw[0:16])
+        dst = ipaddress.ip_address(raw[16:20] if v4 else raw[16:32])
+        sport, dport = struct.unpack(">HH", raw[32:36])
+        out.append(Flow(str(src), str(dst), sport, dport, shift, mss, rtt))
+    return out
+
+
+def load(towards: ClampConfig, from_: ClampConfig) -> Loaded:
+    """The maps (flows, config) and the two programs that share them; the caller closes them (a filter that
+    holds a program keeps it and its maps alive)."""
+    fds: list[int] = []
+    try:
+        flows_fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_LRU_HASH, KEY_SIZE, FLOW_SIZE, FLOWS, 0, 0, 0)
+                        + _name("vmqos_rwnd_flows"))
+        fds.append(flows_fd)
+        config_fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_ARRAY, 4, CONFIG_SIZE, 2, 0, 0, 0)
+                         + _name("vmqos_rwnd_cfg"))
+        fds.append(config_fd)
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise KernelError(f"creating the window clamp's maps failed: {exc.strerror}; it needs CONFIG_BPF_SYSCALL "
+                          "and root") from None
+    try:
+        configure(config_fd, TOWARDS, towards)
+        configure(config_fd, FROM, from_)
+        towards_fd = load_program(program(flows_fd, config_fd, TOWARDS), PROGRAM_NAME, "the window clamp")
+        fds.append(towards_fd)
+        from_fd = load_program(program(flows_fd, config_fd, FROM), PROGRAM_NAME, "the window clamp")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Loaded(towards_fd, from_fd, flows_fd, config_fd)
