@@ -115,3 +115,16 @@ def test_an_unshaped_slot_clamps_nothing(loaded):
     _run(prog, _segment("10.1.0.1", "10.1.0.2", 40001, 5201, 0x10, 502))
     frame = _segment("10.1.0.2", "10.1.0.1", 5201, 40001, 0x10, 0xFFFF)
     assert _run(prog, frame) == frame
+
+
+def test_a_reply_without_window_scaling_turns_the_clients_shift_off(loaded):
+    """RFC 7323: the client's WS 7 does not apply when the server's SYN-ACK carries no WS option, so the
+    client's window field is bytes; clamping it as if scaled would shrink it 128-fold."""
+    prog = loaded.towards_fd
+    _run(prog, _segment("10.1.0.5", "10.1.0.6", 40002, 80, 0x02, 64240, SYN_OPTIONS))
+    _run(prog, _segment("10.1.0.6", "10.1.0.5", 80, 40002, 0x12, 65160, struct.pack(">BBH", 2, 4, 1460)))
+    _run(prog, _segment("10.1.0.5", "10.1.0.6", 40002, 80, 0x10, 64240))
+    shifts = {(f.src, f.sport): f.shift for f in bpf_rwnd.flows(loaded.flows_fd)}
+    assert shifts == {("10.1.0.5", 40002): 0, ("10.1.0.6", 80): 0}
+    out = _run(prog, _segment("10.1.0.6", "10.1.0.5", 80, 40002, 0x10, 60000))
+    assert _window_and_checksum_ok(out) == (2 * 1460, True), "unscaled: the floor of two segments, in bytes"

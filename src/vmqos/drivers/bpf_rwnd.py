@@ -9,7 +9,8 @@ What the program does, for every IPv4/IPv6 TCP segment on the hook it is attache
 of the port, the tap's clsact ingress and egress; it never drops or classifies: TC_ACT_UNSPEC):
 - on a SYN or SYN-ACK it records, per flow direction (LRU hash keyed by the 4-tuple as the segment
   travels), the window scale and MSS its sender announced (they apply to the windows that sender will
-  advertise), and for a SYN without ACK the time it passed;
+  advertise; a SYN-ACK without the scale option turns scaling off for both), and for a SYN without ACK
+  the time it passed;
 - on the first non-SYN segment of a direction that recorded a SYN time (the client's third ACK, which
   travels the same way as its SYN) it takes `now - SYN time` as the flow's path RTT through the host
   (whichever side is far, the handshake passes the host once each way: SYN out, SYN-ACK back, ACK out),
@@ -64,6 +65,7 @@ KEY_SIZE, FLOW_SIZE, FLOWS = 40, 32, 65536
 SHIFT, MSS, T_SYN, RTT = 0, 8, 16, 24
 OPTION_STEPS = 12  # TCP options walked in a SYN (Linux sends 5: MSS, SACK_PERM, TS, NOP, WS)
 MAX_RTT_NS = 10 * NSEC
+NO_SCALE = 0xFF  # a SYN without the window scale option
 
 # stack layout (offsets from r10)
 _KEY, _RKEY, _SCRATCH, _HDR, _VALUE, _CFGKEY = -40, -80, -88, -128, -160, -168
@@ -239,7 +241,7 @@ def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
 
     # -- SYN / SYN-ACK: this direction's window scale and MSS, and the SYN's time
     at("syn")
-    emit(_ST_DW, _R10, 0, _VALUE + SHIFT, 0)
+    emit(_ST_DW, _R10, 0, _VALUE + SHIFT, NO_SCALE)
     emit(_ST_DW, _R10, 0, _VALUE + MSS, 536)
     emit(_ST_DW, _R10, 0, _VALUE + T_SYN, 0)
     emit(_ST_DW, _R10, 0, _VALUE + RTT, 0)
@@ -285,6 +287,19 @@ def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
         emit(_ADD_X, _R8, _R1)
         at(nxt)
     at("record")
+    # RFC 7323: windows are scaled only if both SYNs carried the option. A SYN-ACK without it turns the
+    # client's recorded shift off too (a server answers with the option only if the client sent it).
+    emit(_LDX_DW, _R1, _R10, _VALUE + SHIFT)
+    jump(_JNE_K, _R1, 0, NO_SCALE, "store")
+    emit(_ST_DW, _R10, 0, _VALUE + SHIFT, 0)
+    emit(_LDX_B, _R1, _R10, _HDR + 13)
+    jump(_JSET_K, _R1, 0, 0x10, "unscaled_reply")
+    jump(_JA, 0, 0, 0, "store")
+    at("unscaled_reply")
+    lookup(flow_fd, _RKEY)
+    jump(_JEQ_K, _R0, 0, 0, "store")
+    emit(_ST_DW, _R0, 0, SHIFT, 0)
+    at("store")
     map_fd(flow_fd)
     emit(_MOV_X, _R2, _R10)
     emit(_ADD_K, _R2, imm=_KEY)
