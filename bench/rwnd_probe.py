@@ -62,7 +62,8 @@ def attach(host_ns: str, dev: str, loaded: bpf_rwnd.Loaded) -> None:
                    name=bpf_rwnd.PROGRAM_NAME, direct_action=True)
 
 
-def one_flow(lab: Lab, direction: str, rate: int, cc: str, seconds: float, idle_ms: float) -> dict[str, Any]:
+def one_flow(lab: Lab, direction: str, rate: int, cc: str, seconds: float, idle_ms: float,
+             parallel: int = 1) -> dict[str, Any]:
     vm = lab.instance(1)
     if direction == "to":
         sender, receiver, address = lab.wan_ns, vm.netns, vm.address
@@ -73,7 +74,7 @@ def one_flow(lab: Lab, direction: str, rate: int, cc: str, seconds: float, idle_
     try:
         time.sleep(0.3)
         client = subprocess.run(["ip", "netns", "exec", sender, "iperf3", "-c", address, "-t", f"{seconds:g}", "-J",
-                                 "-i", "0.5", "-C", cc], capture_output=True, text=True, timeout=seconds + 30)
+                                 "-i", "0.5", "-C", cc, "-P", str(parallel)], capture_output=True, text=True, timeout=seconds + 30)
         srv, _ = server.communicate(timeout=30)
     finally:
         if server.poll() is None:
@@ -84,13 +85,13 @@ def one_flow(lab: Lab, direction: str, rate: int, cc: str, seconds: float, idle_
     first = sum(i["bytes"] for i in intervals if i["end"] <= 1.0 + 1e-3) / GOODPUT_PER_FRAME
     steady = [i for i in intervals if i["start"] >= 2.0 - 1e-3]
     steady_bps = sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / GOODPUT_PER_FRAME
-    rtts = [i["streams"][0]["rtt"] / 1000 for i in sent["intervals"] if i["streams"][0]["start"] >= 2.0 - 1e-3]
-    stream = sent["end"]["streams"][0]["sender"]
+    rtts = [s["rtt"] / 1000 for i in sent["intervals"] for s in i["streams"] if s["start"] >= 2.0 - 1e-3]
+    means = [s["sender"].get("mean_rtt", 0) / 1000 for s in sent["end"]["streams"]]
     return {
         "steady_pct": round(100 * (steady_bps - rate) / rate, 2),
         "first_s_pct": round(100 * (first * 8 - rate) / rate, 1),
         "own_rtt_ms": round(statistics.median(rtts) - idle_ms, 2) if rtts else None,
-        "own_rtt_mean_ms": round(stream.get("mean_rtt", 0) / 1000 - idle_ms, 2),
+        "own_rtt_mean_ms": round(statistics.median(means) - idle_ms, 2),
         "retransmits": sent["end"]["sum_sent"].get("retransmits"),
     }
 
@@ -115,7 +116,7 @@ def measure(lab: Lab, store: Store, idle: float, args: argparse.Namespace, mbit:
             loaded = bpf_rwnd.load(towards=shaped if direction == "from" else idle_cfg,
                                    from_=shaped if direction == "to" else idle_cfg)
             attach(lab.host_ns, vm.port, loaded)
-        row = one_flow(lab, direction, rate, cc, args.seconds, idle)
+        row = one_flow(lab, direction, rate, cc, args.seconds, idle, args.parallel)
         if loaded is not None:
             slot = bpf_rwnd.TOWARDS if direction == "from" else bpf_rwnd.FROM
             row["clamped"] = bpf_rwnd.counters(loaded.config_fd, slot).clamped
@@ -127,7 +128,7 @@ def measure(lab: Lab, store: Store, idle: float, args: argparse.Namespace, mbit:
             sh(lab.host_ns, f"tc qdisc del dev {vm.port} clsact", check=False)
             loaded.close()
         clear_port(store, lab.host_ns, vm.port)
-    row.update(variant=variant, direction=direction, cc=cc, mbit=mbit, kmin=args.kmin if loaded else None,
+    row.update(variant=variant, direction=direction, cc=cc, mbit=mbit, parallel=args.parallel, kmin=args.kmin if loaded else None,
                target_ms=args.target_ms if loaded else None, when=time.strftime("%H:%M:%S", time.gmtime()),
                load=open("/proc/loadavg").read().split()[0])
     return row
@@ -137,21 +138,44 @@ def table(paths: list[Path]) -> str:
     rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.startswith("{")]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["mbit"], r["direction"], r["cc"], r["variant"], r.get("kmin"), r.get("target_ms")),
+        groups.setdefault((r["mbit"], r["direction"], r["cc"], r["variant"], r.get("kmin"), r.get("target_ms"),
+                           r.get("parallel", 1)),
                           []).append(r)
     lines = ["| limit | direction, cc | variant | steady % | first s % | own added RTT ms (steady median / run mean) "
              "| retransmits | n |", "|---|---|---|---|---|---|---|---|"]
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3], k[4] or 0, k[5] or 0)):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[6], k[3], k[4] or 0, k[5] or 0)):
         g = groups[key]
 
         def med(metric: str, g: list[dict[str, Any]] = g) -> float:
             return statistics.median(r[metric] for r in g if r.get(metric) is not None)
 
         variant = key[3] if key[3] == "none" else f"clamp k{key[4]} +{key[5]:g} ms"
+        variant += f", {key[6]} flows" if key[6] > 1 else ""
         lines.append(f"| {key[0]:g} Mbit/s | {key[1]}, {key[2]} | {variant} | {med('steady_pct'):+.2f} | "
                      f"{med('first_s_pct'):+.1f} | {med('own_rtt_ms'):.1f} / {med('own_rtt_mean_ms'):.1f} | "
                      f"{med('retransmits'):g} | {len(g)} |")
     return "\n".join(lines)
+
+
+def paired(paths: list[Path]) -> str:
+    """One row per (limit, direction, cc): main's shape against shape + clamp, medians (the docs' table)."""
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.startswith("{")]
+    cells: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        cells.setdefault((r["mbit"], r["direction"], r["cc"]), {}).setdefault(r["variant"], []).append(r)
+    out = []
+    for (mbit, direction, cc), by in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] == "from", kv[0][2])):
+        parts = []
+        for variant in ("none", "clamp"):
+            g = by.get(variant, [])
+            if not g:
+                parts.append("–")
+                continue
+            m = {k: statistics.median(r[k] for r in g) for k in ("steady_pct", "first_s_pct", "own_rtt_ms", "retransmits")}
+            parts.append(f"{m['steady_pct']:+.2f} % / {m['first_s_pct']:+.1f} % / {m['own_rtt_ms']:.1f} ms / "
+                         f"{m['retransmits']:g}")
+        out.append(f"| {mbit:g} Mbit/s | {direction}, {cc} | " + " | ".join(parts) + " |")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -164,11 +188,14 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--target-ms", type=float, default=4.0)
     parser.add_argument("--kmin", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=1, help="TCP flows at once (iperf3 -P); RTTs are the median "
+                        "over the flows")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--table", type=Path, nargs="+")
+    parser.add_argument("--table", type=Path, nargs="+", help="print saved runs' medians as a Markdown table")
+    parser.add_argument("--paired", action="store_true", help="with --table: one row per cell, without | with clamp")
     args = parser.parse_args()
     if args.table:
-        print(table(args.table))
+        print(paired(args.table) if args.paired else table(args.table))
         return 0
     exit_on_sigterm(143)  # the finally that removes the lab runs in this process only, not in pyroute2's children
     name = f"vqrw{uuid.uuid4().hex[:4]}"
