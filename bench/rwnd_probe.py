@@ -162,9 +162,10 @@ def paired(paths: list[Path]) -> str:
     rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.startswith("{")]
     cells: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
-        cells.setdefault((r["mbit"], r["direction"], r["cc"]), {}).setdefault(r["variant"], []).append(r)
+        cells.setdefault((r["mbit"], r["direction"], r["cc"], r.get("delay_ms", 0.0)), {}).setdefault(r["variant"], []).append(r)
     out = []
-    for (mbit, direction, cc), by in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] == "from", kv[0][2])):
+    for (mbit, direction, cc, delay), by in sorted(cells.items(),
+                                                   key=lambda kv: (kv[0][3], kv[0][0], kv[0][1] == "from", kv[0][2])):
         parts = []
         for variant in ("none", "clamp"):
             g = by.get(variant, [])
@@ -174,7 +175,8 @@ def paired(paths: list[Path]) -> str:
             m = {k: statistics.median(r[k] for r in g) for k in ("steady_pct", "first_s_pct", "own_rtt_ms", "retransmits")}
             parts.append(f"{m['steady_pct']:+.2f} % / {m['first_s_pct']:+.1f} % / {m['own_rtt_ms']:.1f} ms / "
                          f"{m['retransmits']:g}")
-        out.append(f"| {mbit:g} Mbit/s | {direction}, {cc} | " + " | ".join(parts) + " |")
+        path = f" (path +{delay:g} ms)" if delay else ""
+        out.append(f"| {mbit:g} Mbit/s{path} | {direction}, {cc} | " + " | ".join(parts) + " |")
     return "\n".join(out)
 
 
@@ -190,6 +192,8 @@ def main() -> int:
     parser.add_argument("--kmin", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=1, help="TCP flows at once (iperf3 -P); RTTs are the median "
                         "over the flows")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="delay the path by this much (bench/rwnd_delay.py "
+                        "in the wan namespace: this kernel has no netem)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", type=Path, nargs="+", help="print saved runs' medians as a Markdown table")
     parser.add_argument("--paired", action="store_true", help="with --table: one row per cell, without | with clamp")
@@ -202,11 +206,17 @@ def main() -> int:
     lab = Lab(name)
     store = Store(f"sqlite:///file:{name}?mode=memory&cache=shared&uri=true")
     out = args.out.open("a") if args.out else None
+    delay_line = None
     try:
         status = lab_up(name, 1)
         assert not status.problems, status.problems
         for ns in (lab.wan_ns, lab.instance(1).netns):
             sh(ns, "sysctl -qw net.ipv4.tcp_ecn=0")
+        if args.delay_ms:
+            delay_line = subprocess.Popen(["ip", "netns", "exec", lab.wan_ns, sys.executable,
+                                           str(Path(__file__).with_name("rwnd_delay.py")), "--delay-ms",
+                                           f"{args.delay_ms:g}"], stdout=subprocess.PIPE, text=True)
+            assert delay_line.stdout is not None and delay_line.stdout.readline().strip() == "ready"
         idle = _idle_rtt(lab)
         print(f"# idle RTT {idle:.3f} ms, load {open('/proc/loadavg').read().split()[:3]}", flush=True)
         for _rep in range(args.reps):
@@ -224,12 +234,16 @@ def main() -> int:
                                     lab_up(name, 1)
                             if row is None:
                                 continue
+                            row.update(delay_ms=args.delay_ms, idle_ms=idle)
                             line = json.dumps(row)
                             print(line, flush=True)
                             if out:
                                 out.write(line + "\n")
                                 out.flush()
     finally:
+        if delay_line is not None:
+            delay_line.terminate()
+            delay_line.wait(timeout=10)
         store.close()
         lab_down(name)
         shutil.rmtree(f"file:{name}?mode=memory&cache=shared&uri=true.locks", ignore_errors=True)
