@@ -93,7 +93,8 @@ def test_a_seen_handshake_is_timed_and_the_receivers_window_is_lowered_with_a_va
     assert (seen[(server, 5201)].shift, seen[(server, 5201)].mss) == (7, 1460)
     out = _run(prog, _segment(server, client, 5201, 40000, 0x10, 0xFFFF))  # 8 MiB advertised
     window, ok = _window_and_checksum_ok(out)
-    expected = max(2 * 1460, RATE * (seen[(server, 5201)].rtt_ns + TARGET_NS) // 10**9)
+    # the BDP of the timed path plus the queue allowed (at least two segments)
+    expected = RATE * seen[(server, 5201)].rtt_ns // 10**9 + max(2 * 1460, RATE * TARGET_NS // 10**9)
     assert window == -(-expected // 128), f"window {window} << 7, expected {expected} bytes rounded up"
     assert ok, "the TCP checksum must hold after the rewrite"
     small = _run(prog, _segment(server, client, 5201, 40000, 0x10, 3))
@@ -127,4 +128,6 @@ def test_a_reply_without_window_scaling_turns_the_clients_shift_off(loaded):
     shifts = {(f.src, f.sport): f.shift for f in bpf_rwnd.flows(loaded.flows_fd)}
     assert shifts == {("10.1.0.5", 40002): 0, ("10.1.0.6", 80): 0}
     out = _run(prog, _segment("10.1.0.6", "10.1.0.5", 80, 40002, 0x10, 60000))
-    assert _window_and_checksum_ok(out) == (2 * 1460, True), "unscaled: the floor of two segments, in bytes"
+    rtt = next(f.rtt_ns for f in bpf_rwnd.flows(loaded.flows_fd) if f.sport == 80)
+    expected = RATE * rtt // 10**9 + 2 * 1460
+    assert _window_and_checksum_ok(out) == (expected, True), "unscaled: BDP + two segments, in bytes"

@@ -15,8 +15,8 @@ of the port, the tap's clsact ingress and egress; it never drops or classifies: 
   travels the same way as its SYN) it takes `now - SYN time` as the flow's path RTT through the host
   (whichever side is far, the handshake passes the host once each way: SYN out, SYN-ACK back, ACK out),
   and writes it to both directions' entries;
-- on any later segment of a flow with a known RTT it computes W = max(kmin x MSS, rate x (RTT + target))
-  with the rate of the direction the window governs (the other one: config slot given when loaded),
+- on any later segment of a flow with a known RTT it computes W = rate x RTT + max(kmin x MSS, rate x
+  target) — the path's BDP plus the queue allowed, never less than kmin segments of it — with the rate of the direction the window governs (the other one: config slot given when loaded),
   rounds it *up* to the window scale (a window cut below a whole segment stalls the sender), and if the
   segment's window is larger rewrites it (bpf_skb_store_bytes) and fixes the TCP checksum
   (bpf_l4_csum_replace: a no-op on CHECKSUM_PARTIAL skbs, which is right, their checksum is not yet

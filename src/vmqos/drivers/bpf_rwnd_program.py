@@ -162,16 +162,18 @@ def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
     emit(_LDX_DW, _R2, _R8, RATE)
     jump(_JEQ_K, _R2, 0, 0, "pass")  # this direction's windows govern an unshaped direction
     emit(_LDX_DW, _R3, _R9, RTT)
-    emit(_LDX_DW, _R1, _R8, TARGET)
-    emit(_ADD_X, _R3, _R1)
     emit(_MUL_X, _R3, _R2)
-    emit(_DIV_K, _R3, imm=NSEC)  # r3 = rate x (rtt + target), bytes
+    emit(_DIV_K, _R3, imm=NSEC)  # r3 = rate x rtt: the path's BDP, bytes
+    emit(_LDX_DW, _R5, _R8, TARGET)
+    emit(_MUL_X, _R5, _R2)
+    emit(_DIV_K, _R5, imm=NSEC)  # r5 = rate x target: the queue allowed
     emit(_LDX_DW, _R4, _R9, MSS)
     emit(_LDX_DW, _R1, _R8, KMIN)
     emit(_MUL_X, _R4, _R1)
-    jump(_JGE_X, _R3, _R4, 0, "have_w")
-    emit(_MOV_X, _R3, _R4)
-    at("have_w")
+    jump(_JGE_X, _R5, _R4, 0, "have_q")
+    emit(_MOV_X, _R5, _R4)  # but never less than kmin segments: a receiver ACKs every second one
+    at("have_q")
+    emit(_ADD_X, _R3, _R5)  # W = BDP + max(kmin x MSS, rate x target)
     emit(_LDX_DW, _R4, _R9, SHIFT)
     emit(_AND_K, _R4, imm=15)
     emit(_MOV_K, _R1, imm=1)
