@@ -12,7 +12,7 @@ segmenting TBF or bfifo leaf, the sparse class, the mark-only AQM, which passes 
 tcp_ecn=0 in both namespaces. For `clamp`, `vmqos.drivers.bpf_rwnd`'s two programs on a clsact of the
 tap (egress: the windows of what goes towards the instance; ingress: of what comes from it), the shaped
 direction's rate in the slot of the other direction's hook; its window is
-max(--kmin x MSS, rate x (handshake RTT + --target-ms)).
+rate x handshake RTT + max(--kmin x MSS, rate x --target-ms).
 
 Measured per run (iperf3 -i 0.5 at both ends): steady error % (frames from 2 s on against the limit),
 the first second %, the flow's own added RTT — tcp_info's srtt at the sender (iperf3's per-interval
