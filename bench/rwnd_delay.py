@@ -34,7 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-ms", type=float, required=True)
     parser.add_argument("--dev", default="eth0")
-    parser.add_argument("--src", default="10.247.0.0/24", help="the instances' subnet")
+    parser.add_argument("--src", default="10.247.0.0/25", help="the instances' subnet (lab/topology.py)")
     args = parser.parse_args()
     delay = args.delay_ms / 1000
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
