@@ -16,14 +16,16 @@ of the port, the tap's clsact ingress and egress; it never drops or classifies: 
   (whichever side is far, the handshake passes the host once each way: SYN out, SYN-ACK back, ACK out),
   and writes it to both directions' entries;
 - on any later segment of a flow with a known RTT it computes W = rate x RTT + max(kmin x MSS, rate x
-  target) — the path's BDP plus the queue allowed, never less than kmin segments of it — with the rate of the direction the window governs (the other one: config slot given when loaded),
-  rounds it *up* to the window scale (a window cut below a whole segment stalls the sender), and if the
+  target) — the path's BDP plus the queue allowed, never less than kmin segments (a receiver ACKs every
+  second segment) — with the rate of the direction the window governs (the other one: the config slot
+  given when loaded), rounds it *up* to the window scale (a window cut below a whole segment stalls the sender), and if the
   segment's window is larger rewrites it (bpf_skb_store_bytes) and fixes the TCP checksum
   (bpf_l4_csum_replace: a no-op on CHECKSUM_PARTIAL skbs, which is right, their checksum is not yet
   computed). The window is only ever lowered. A flow whose handshake it did not see is left alone.
 
-Bytecode is assembled here with bpf_police's encoder (no compiler on our hosts). This module is a probe
-(bench/rwnd_probe.py); the planner does not use it (see docs/benchmarks.md §11, "receive window").
+The bytecode is in bpf_rwnd_program (bpf_police's encoder: no compiler on our hosts). A probe
+(bench/rwnd_probe.py): the planner does not use it — one window per flow cannot bound several flows'
+queue (docs/benchmarks.md §11, "A receive-window clamp").
 """
 
 from __future__ import annotations
