@@ -9,8 +9,11 @@ Usage (no root needed; measured runs under the benchmarks' lock):
 three reads return arrays filled in advance (what the C decoder would have written): what is timed
 is only what the process does with the counters once read. Per pass:
 
-  records   `Sampler.sample` + `rates` as the monitor calls them: a `PortSample` (flows, link,
-            counters) per port and a `PortRates` per port
+  records   `Sampler(columns=False).sample` + `rates`: a `PortSample` (flows, link, counters) per
+            port and a `PortRates` per port (the path before the columnar sample)
+  sampler   the sampler's columnar sample as built (issue 17): `Sampler.sample` + `rates`, the
+            columns from the same arrays, no record per port (every port moving, below its limits),
+            and `Detectors.update` after it
   columnar  the same figures as numpy columns: the flows of every port from the same arrays
             (`queued_flow`'s formula, vectorised), the rates against the previous pass, and the
             ports whose offered packet rate or drop rate reach a threshold (what the detectors
@@ -18,7 +21,7 @@ is only what the process does with the counters once read. Per pass:
 
 The columnar figures are checked against the records' for every port (offered/delivered/dropped
 bits and packets per second, both directions) before anything is timed. A candidate for the
-columnar sample of docs/benchmarks.md §6, not the sampler's code.
+columnar sample of docs/benchmarks.md §6; "sampler" is the sampler's code since.
 """
 
 from __future__ import annotations
@@ -118,10 +121,45 @@ class Columnar:
         return hot
 
 
+def columnar_sampler(plans: Any, ports: list[str], fake: FakeArrays, passes: int) -> tuple[float, float]:
+    """Median CPU ms of the sampler's own columnar pass (sample + rates), and of the detectors after
+    it, on the same arrays; the passes a second apart, every port moving (its TBF leaves read every
+    pass) but below its limits (no drops: no detector's condition holds)."""
+    from vmqos.core.analysis.detect import Detectors
+
+    detectors = Detectors()
+    with Sampler(None, method="arrays") as sampler:
+        sampler._names = {idx: name for i, p in enumerate(ports) for idx, name in ((2 * i + 1, p), (2 * i + 2, ifb_name(p)))}
+        sampler._devices = (len(sampler._names), sum(sampler._names))
+        sampler._names_at = time.monotonic()
+        reader = sampler._arrays
+        assert reader is not None
+        reader.links = fake.links_  # type: ignore[method-assign]
+        reader.qdiscs = fake.qdiscs  # type: ignore[method-assign]
+        reader.counters = fake.counters  # type: ignore[method-assign]
+        reader.leaves_by_get = fake.leaves_by_get  # type: ignore[method-assign]
+        previous = sampler.sample(plans)
+        out, detect = [], []
+        for _ in range(passes):
+            drops = fake.q[:, 7].copy()
+            fake.advance()
+            fake.q[:, 7] = drops  # traffic below the limits: no drops, no detector's condition holds
+            c0 = cpu_seconds()
+            current = sampler.sample(plans)
+            object.__setattr__(current, "monotonic", previous.monotonic + 1.0)  # a second apart, as the monitor's
+            got = rates(previous, current)
+            c1 = cpu_seconds()
+            detectors.update(current.monotonic, got)
+            out.append(c1 - c0)
+            detect.append(cpu_seconds() - c1)
+            previous = current
+    return 1000 * statistics.median(out), 1000 * statistics.median(detect)
+
+
 def one_size(n: int, passes: int) -> dict[str, Any]:
     plans = plan_host(ab.host_state(n))
     ports = list(plans)
-    with Sampler(None, method="arrays") as sampler:
+    with Sampler(None, method="arrays", columns=False) as sampler:
         # names and devices as the link dump would have shown them: port i at 2i+1, its IFB at 2i+2
         sampler._names = {idx: name for i, p in enumerate(ports) for idx, name in ((2 * i + 1, p), (2 * i + 2, ifb_name(p)))}
         sampler._devices = (len(sampler._names), sum(sampler._names))
@@ -159,7 +197,9 @@ def one_size(n: int, passes: int) -> dict[str, Any]:
             c0 = cpu_seconds()
             col.step(time.monotonic(), 5000.0, 1000.0)
             columnar.append(cpu_seconds() - c0)
-    return {"ports": n, "records_ms": 1000 * statistics.median(records),
+        built = columnar_sampler(plans, ports, fake, passes)
+    return {"ports": n, "records_ms": 1000 * statistics.median(records), "sampler_ms": built[0],
+            "detectors_ms": built[1],
             "columnar_ms": 1000 * statistics.median(columnar), "passes": passes}
 
 
@@ -168,12 +208,19 @@ def main() -> int:
     ap.add_argument("--ports", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--passes", type=int, default=7)
     args = ap.parse_args()
-    print("| ports | records: `sample` + `rates` (arrays given) | columnar (numpy) | ratio |")
-    print("|---:|---:|---:|---:|")
+    import timeit
+
+    x = list(range(1000))
+    print(f"calibration sum(range(1000)): {min(timeit.repeat(lambda: sum(x), number=2000, repeat=5)) / 2 * 1000:.2f} µs; "
+          f"load average {os.getloadavg()}")
+    print("| ports | records: `sample` + `rates` (arrays given) | columnar candidate (numpy) | ratio | "
+          "the sampler's columns: `sample` + `rates` | + detectors |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for n in args.ports:
         r = one_size(n, args.passes)
         print(f"| {n:,} | {r['records_ms']:.1f} ms | {r['columnar_ms']:.2f} ms | "
-              f"{r['records_ms'] / r['columnar_ms']:.0f}× |", flush=True)
+              f"{r['records_ms'] / r['columnar_ms']:.0f}× | {r['sampler_ms']:.1f} ms | {r['detectors_ms']:.2f} ms |",
+              flush=True)
     return 0
 
 

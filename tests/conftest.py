@@ -4,6 +4,7 @@ the throw-away PostgreSQL cluster and the two back ends' fixtures (tests/pgclust
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,7 +19,8 @@ settings.load_profile("ci")
 # queued last is a tail the other worker waits out idle; started first, the short files fill in
 # around it. xdist's own order is by the number of tests a file has, which put the fuzz file (two
 # tests of 30 s) last: `make test` turns it off (--no-loadscope-reorder), so this order is the
-# queue's. Measured with --durations (2026-12-07); a renamed file only loses its place.
+# queue's. Measured with --durations (2026-12-07); a renamed file only loses its place. Under xdist the
+# summary prints each file's seconds and when each worker ended (below): the data to keep this list true.
 _LONGEST_FIRST = (
     "tests/server/test_networks_ports.py",
     "tests/server/test_identity_cli.py",
@@ -41,6 +43,12 @@ _LONGEST_FIRST = (
     "tests/kernel/test_fleet.py",
     "tests/server/test_fleet_cli.py",
     "tests/server/test_native_cli.py",
+    # long enough to be a tail when queued last, as unlisted kernel files are (the last CI's --durations,
+    # 2026-12-07: 16 s, 10 s of setup, 11 s of mypy, 9 s)
+    "tests/kernel/test_crash_and_writers.py",
+    "tests/server/test_external_keystone.py",
+    "tests/core/test_contracts.py",
+    "tests/kernel/test_cni.py",
 )
 
 
@@ -50,6 +58,37 @@ def pytest_collection_modifyitems(config, items):
         return
     rank = {name: place for place, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+# What keeps _LONGEST_FIRST true: under xdist, the controller sums each file's durations and notes when
+# each worker's last test ended; the summary prints both, so that a run shows its idle tail (the gap
+# between the workers' ends) and the files' current order of length.
+_WORKERS: dict[str, float] = {}  # worker -> seconds from the session's start to its last report
+_FILES: dict[str, float] = {}  # file -> its tests' setup + call + teardown seconds
+_STARTED = [time.monotonic()]
+
+
+def pytest_sessionstart(session):
+    _STARTED[0] = time.monotonic()
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)  # set on the xdist controller's copy of a worker's report
+    if node is None:
+        return
+    _WORKERS[node.gateway.id] = time.monotonic() - _STARTED[0]
+    path = report.nodeid.split("::", 1)[0]
+    _FILES[path] = _FILES.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _WORKERS:
+        return
+    terminalreporter.write_sep("-", "xdist: when each worker ended (the idle tail), the longest files")
+    ends = ", ".join(f"{worker} {end:.0f} s" for worker, end in sorted(_WORKERS.items()))
+    terminalreporter.write_line(f"last test ended: {ends}; tail {max(_WORKERS.values()) - min(_WORKERS.values()):.0f} s")
+    longest = sorted(_FILES.items(), key=lambda kv: -kv[1])[:30]
+    terminalreporter.write_line("; ".join(f"{path} {seconds:.0f} s" for path, seconds in longest))
 
 
 @pytest.fixture(scope="session", autouse=True)

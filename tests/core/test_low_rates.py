@@ -137,10 +137,12 @@ def test_a_tbf_at_the_root_is_someone_elses_even_with_handle_1():
     assert not is_foreign(Qdisc("tap0", "root", "1:", "htb", default_minor=0x10))
 
 
-def test_the_aqm_is_planned_without_traffic_classes_and_sized_in_frames_at_low_rates():
+def test_the_aqm_is_planned_and_sized_in_frames_at_low_rates_and_before_the_class_filters_of_a_classed_port():
     """Mark-only AQM on the HTB root, last of its filters; its target and interval at least one and four
-    frames at the rate; no AQM where traffic classes split the port (the default leaf drains at its share)."""
+    frames at the rate. With traffic classes it sits between the sparse and the class filters (a class
+    filter ends the search), at the port's rate, and the class filters keep prios of their own."""
     from vmqos.core.plan.objects import Aqm
+    from vmqos.core.plan.queues import CLASS_FILTER_PRIO, CLASSED_AQM_PRIO
     from vmqos.core.plan.tc_objects import AQM_PRIO
 
     def plan(rate, classes=()):
@@ -153,5 +155,11 @@ def test_the_aqm_is_planned_without_traffic_classes_and_sized_in_frames_at_low_r
     assert (high.target_ns, high.interval_ns, high.bucket_bytes) == (2_000_000, 10_000_000, 50_000)  # a tick
     assert max(f.prio for f in plan(100 * MBIT).objects if hasattr(f, "prio") and f.kind == "filter") == AQM_PRIO
     web = TrafficClass("web", 60, TrafficMatch("tcp", (80,)))
-    assert not [o for o in plan(10 * MBIT, (web, TrafficClass("rest", 40))).objects if isinstance(o, Aqm)]
+    classed = plan(10 * MBIT, (web, TrafficClass("rest", 40))).objects
+    (aqm,) = [o for o in classed if isinstance(o, Aqm)]
+    assert (aqm.prio, aqm.rate_bytes) == (CLASSED_AQM_PRIO, 1_250_000)
+    class_filters = sorted(f.prio for f in classed if f.kind == "filter" and getattr(f, "flowid", None) == "1:11")
+    sparse = [f.prio for f in classed if f.kind == "filter" and getattr(f, "flowid", None) in ("1:f", "1:10")]
+    assert max(sparse) < CLASSED_AQM_PRIO < CLASS_FILTER_PRIO == min(class_filters), (sparse, class_filters)
+    assert len(class_filters) == 4  # tcp 80 as source or destination, IPv4 and IPv6
     assert tc_commands(Operation("create", low))[0].startswith("# vmqos aqm program on tap-q")

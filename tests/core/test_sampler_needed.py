@@ -13,7 +13,9 @@ from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, P
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import ifb_name
 from vmqos.drivers.counter_arrays import QDISC_FIELDS
-from vmqos.monitor.sampler import _needed, _Slots, _Watched
+from vmqos.monitor.columns import ColumnLayout
+from vmqos.monitor.sampler import _Slots, _Watched
+from vmqos.monitor.sampler import _needed as _needed_of
 
 SHAPED, POLICED = "vqn0", "vqn1"
 
@@ -26,6 +28,11 @@ def _slots() -> _Slots:
         "vm0": InstanceSpec("vm0", ports=(PortSpec(SHAPED, limits=shaped, egress_mode=EgressMode.SHAPE),)),
         "vm1": InstanceSpec("vm1", ports=(PortSpec(POLICED, limits=policed, egress_mode=EgressMode.POLICE),))}))
     return _Slots.of(_Watched.of(plans), {SHAPED: 2, ifb_name(SHAPED): 3, POLICED: 4})
+
+
+def _needed(slots: _Slots, q: array) -> list[str] | tuple[str, ...]:
+    """What the sampler reads by name after a pass read these roots (its column layout, as the sampler builds it)."""
+    return _needed_of(slots, ColumnLayout.of(slots.rows, slots.pps_names), q)
 
 
 def _qdiscs(slots: _Slots, present: set[int]) -> array:

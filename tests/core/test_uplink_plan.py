@@ -110,6 +110,19 @@ def test_oversubscribed_guarantees_are_refused_naming_the_ports_and_the_numbers(
     assert "oversubscribe" in text
 
 
+def test_check_guarantees_refuses_as_the_plan_does_and_warns_with_oversubscribe():
+    """The check `vmqos uplink set --server` asks before it writes: the plan's own words, per direction."""
+    from vmqos.core.plan.uplink import check_guarantees
+
+    with pytest.raises(Oversubscribed) as err:
+        check_guarantees(UP, {"tap-vm1": 10 * MBIT}, {"tap-vm1": 80 * MBIT, "tap-vm2": 30 * MBIT})
+    assert str(err.value).startswith("uplink wan0: the guaranteed minimums from the instances add up to 110 Mbit/s, "
+                                      "more than its capacity of 100 Mbit/s (tap-vm1 80 Mbit/s, tap-vm2 30 Mbit/s)")
+    assert check_guarantees(UP, {"a": 60 * MBIT}, {"a": 100 * MBIT, "b": 0}) == []  # fits exactly; 0 is none
+    notes = check_guarantees(UplinkSpec("wan0", 100 * MBIT, oversubscribe=True), {"a": 70 * MBIT, "b": 70 * MBIT}, {})
+    assert [n.field for n in notes] == ["uplink.towards the instances"] and "scaled" in notes[0].message
+
+
 def test_oversubscribe_scales_them_down_to_fit_with_a_warning():
     up = plan_host(_state(g1=80, g2=30, uplink=UplinkSpec("wan0", 100 * MBIT, oversubscribe=True)))["wan0"]
     classes = _classes(up, "wan0")

@@ -115,3 +115,93 @@ def test_the_planned_aqm_is_attached_read_back_and_changed_in_place(netns):
         # in place: the same program (its id) holds the new configuration
         assert sh(netns, "tc filter show dev vqa0 parent 1:").stdout.split(" id ")[1].split()[0] == \
             prog_ids.split(" id ")[1].split()[0]
+
+
+_SEND_TCP_80 = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0x02, 1500, 0, 0x4000, 64, 6, 0, bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2]))
+tcp = struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x10, 65535, 0, 0)
+frame = bytes.fromhex("020000000002020000000001") + b"\\x08\\x00" + ip + tcp + bytes(1500 - 40)
+for _ in range(int(sys.argv[2])):
+    try:
+        s.send(frame)
+    except OSError:  # ENOBUFS: the leaf queue dropped it (the qdisc said NET_XMIT_DROP)
+        pass
+    time.sleep(0.0005)
+"""
+
+
+def _sent_packets(ns: str, dev: str) -> dict[str, int]:
+    """classid -> packets its HTB class sent (tc -s class show: iproute2 6.1 prints classes as text)."""
+    out, found, current = sh(ns, f"tc -s class show dev {dev}").stdout, {}, None
+    for line in out.splitlines():
+        if line.startswith("class htb "):
+            current = line.split()[2]
+        elif "Sent " in line and current:
+            found[current] = int(line.split(" pkt")[0].split()[-1])
+    return found
+
+
+def test_on_a_classed_port_the_aqm_sees_a_class_packet_before_its_class_filter_classifies_it(netns):
+    """The classed tree's AQM (prio CLASSED_AQM_PRIO, between the sparse and the class filters) charges
+    and marks full-size ECT packets to tcp port 80, which the web class's u32 filter then still takes
+    (the program passes them on). Applied as the planner renders it, read back equal, and a rate change
+    is a replace of the same program's map (no new program)."""
+    import sys
+
+    from tests.kernel.test_plan_applies import _apply
+    from vmqos.core.desired.effective import QosSource, combine
+    from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, TrafficClass, TrafficMatch
+    from vmqos.core.plan.diff import diff
+    from vmqos.core.plan.objects import Aqm, U32Filter
+    from vmqos.core.plan.planner import plan_port
+    from vmqos.core.plan.queues import CLASSED_AQM_PRIO
+    from vmqos.drivers.bpf_police import map_of
+
+    made = sh(netns, "ip link add vqa0 type veth peer name vqa1 && ip link set vqa0 up && ip link set vqa1 up")
+    assert made.returncode == 0, made.stderr
+    classes = (TrafficClass("web", 50, TrafficMatch("tcp", (80,))), TrafficClass("rest", 50))
+
+    def plan(rate: int):
+        qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(rate), classes=classes))
+        return plan_port("vqa0", combine([QosSource("t", qos)]))
+
+    first = plan(10_000_000)
+    _apply(netns, diff(first.objects, []))
+    tc_planned = [o for o in first.objects if isinstance(o, (Aqm, U32Filter))]
+    with TcNetlink(netns) as tc:
+        seen = [o for o in tc.read(["vqa0"])["vqa0"].objects or [] if isinstance(o, (Aqm, U32Filter))]
+    assert not diff(tc_planned, seen), diff(tc_planned, seen)  # read back as planned: nothing to do
+    (aqm_seen,) = [o for o in seen if isinstance(o, Aqm)]
+    assert aqm_seen.prio == CLASSED_AQM_PRIO
+
+    shown = sh(netns, f"tc filter show dev vqa0 parent 1: prio {CLASSED_AQM_PRIO}").stdout
+    prog = int(shown.split(" id ")[1].split()[0])
+    before = _sent_packets(netns, "vqa0")
+    # 60 frames 0.5 ms apart: ~24 Mbit/s into a 10 Mbit/s port, so the virtual queue stays above the target
+    sent = sh(netns, f"{sys.executable} -c '{_SEND_TCP_80}' vqa0 60")
+    assert sent.returncode == 0, sent.stderr
+    time.sleep(0.3)  # what HTB queued drains (60 frames are 73 ms at 10 Mbit/s)
+    after = _sent_packets(netns, "vqa0")
+    fd = map_of(prog, bpf_aqm.PROGRAM_NAME)
+    try:
+        state = bpf_aqm.read_state(fd)
+    finally:
+        import os
+        os.close(fd)
+    assert after.get("1:11", 0) - before.get("1:11", 0) >= 20, (before, after)  # the web class took them
+    assert after.get("1:10", 0) - before.get("1:10", 0) < 5, (before, after)  # not the default leaf
+    assert state.marks > 0 and state.tat > 0, state  # the AQM saw them first, and marked some
+
+    second = plan(20_000_000)
+    with TcNetlink(netns) as tc:
+        observed = tc.read(["vqa0"])["vqa0"].objects or []
+        ops = [op for op in diff(second.objects, observed) if isinstance(op.obj, Aqm)]
+        assert [op.action for op in ops] == ["replace"], ops
+        tc.replace(ops[0].obj)
+        (now,) = [o for o in tc.read(["vqa0"])["vqa0"].objects or [] if isinstance(o, Aqm)]
+    assert now.rate_bytes == 2_500_000 and now.prio == CLASSED_AQM_PRIO
+    again = sh(netns, f"tc filter show dev vqa0 parent 1: prio {CLASSED_AQM_PRIO}").stdout
+    assert int(again.split(" id ")[1].split()[0]) == prog  # the same program, its map rewritten

@@ -1,5 +1,9 @@
 """Kernel tier: the sampler's compiled path reads exactly what its Python path reads, on the same traffic.
 
+The compiled path is checked twice: as columns (issue 17: `Sample.columns`, `rates` on the columns,
+the default) and as records (`Sampler(columns=False)`, the path before the columns); samples and
+the rates between a sample at rest and one after the traffic must be equal on all three.
+
 Two ports on a real namespace, limited by vmqos's own plans (one shaped both ways with packet-rate
 limits, one policed), get UDP floods both ways and TCP SYNs, so that every counter a pass reads
 has something to say: queues that sent, dropped and still hold packets, nft drops, SYNs. The
@@ -21,7 +25,8 @@ from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos, P
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import ifb_name
 from vmqos.drivers import counter_arrays
-from vmqos.monitor.sampler import Sampler
+from vmqos.core.analysis.columns import LazyPorts, LazyRates
+from vmqos.monitor.sampler import Sampler, rates
 from vmqos.reconcile.execute import Reconciler
 
 pytestmark = [pytest.mark.kernel,
@@ -149,14 +154,27 @@ def test_the_compiled_path_reads_what_the_python_path_reads(netns, peer_netns):
         results, _ = rec.reconcile(plans)
     assert [r.error for r in results if r.error] == []
     instances = {SHAPED: "vm0", POLICED: "vm1"}
-    with Sampler(netns, method="dumps") as old, Sampler(netns, method="arrays") as new:
+    with Sampler(netns, method="dumps") as old, Sampler(netns, method="arrays") as new, \
+            Sampler(netns, method="arrays", columns=False) as records:
         before_old, before_new = old.sample(plans, instances), new.sample(plans, instances)
-        assert before_old.ports == before_new.ports  # before any traffic: counters at rest
+        before_records = records.sample(plans, instances)
+        assert before_old.ports == before_new.ports == before_records.ports  # before any traffic: counters at rest
         _traffic(netns, peer_netns)
         _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)
-        assert got.ports == want.ports
+        got_records = records.sample(plans, instances)
+        assert got.ports == want.ports == got_records.ports
+    # the columnar path was taken (not a fallback to records), and its rates equal the others' over
+    # the same interval (the samples' times set equal: the counters stood still at both ends)
+    assert isinstance(got.ports, LazyPorts) and got.columns is not None and got_records.columns is None
+    for sample, like in ((before_new, before_old), (before_records, before_old), (got, want), (got_records, want)):
+        object.__setattr__(sample, "monotonic", like.monotonic)
+    columnar, per_port, python = rates(before_new, got), rates(before_records, got_records), rates(before_old, want)
+    assert isinstance(columnar, LazyRates) and isinstance(per_port, dict)
+    assert columnar == per_port == python
+    assert columnar[SHAPED].rates["egress"].dropped_pps > 0 and columnar[SHAPED].syn_pps
+    assert columnar[POLICED].rates["egress"].offered_pps > 0
     shaped, policed = got.ports[SHAPED], got.ports[POLICED]
     # Every kind of counter was exercised, so the equality above compared real values.
     down, up = shaped.flows["ingress"], shaped.flows["egress"]
@@ -198,6 +216,7 @@ def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, 
         _until_still(old, plans, instances)
         got = new.sample(plans, instances)
         want = old.sample(plans, instances)
+    assert got.columns is not None  # the columnar path, as the monitor, the exporter and `top` read
     for port in (SHAPED, POLICED):
         g, w = got.ports[port], want.ports[port]
         assert (g.flows, g.link, g.limits, g.instance) == (w.flows, w.link, w.limits, w.instance)

@@ -12,6 +12,8 @@ else .venv-osc/bin/openstack in the checkout (`make test` installs it there).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -46,6 +48,17 @@ def openstack_cli() -> Path:
 def vmqos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vmqos.cli.main", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60)
+
+
+def in_process(*args: str) -> None:
+    """`vmqos ARGS` in this process, for a fixture's set-up: the commands themselves are tested as processes
+    (test_identity_cli, test_tls, test_server_sandbox...); here four interpreters a server (~1.5 s of CPU) saved."""
+    from vmqos.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    assert code == 0, f"vmqos {' '.join(args)}: exit {code}: {err.getvalue()}{out.getvalue()}"
 
 
 def free_port() -> int:
@@ -116,12 +129,9 @@ def server(request, tmp_path_factory):
         name = cluster.create_database()
         request.addfinalizer(lambda: cluster.drop_database(name))
         db = cluster.url(name)
-    init = vmqos("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db, cwd=tmp)
-    assert init.returncode == 0, init.stderr
+    in_process("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db)
     for name, (project, role) in USERS.items():
-        made = vmqos("server", "user", name, "--password", PASSWORD, "--project", project, "--role", role,
-                     "--db", db, cwd=tmp)
-        assert made.returncode == 0, made.stderr
+        in_process("server", "user", name, "--password", PASSWORD, "--project", project, "--role", role, "--db", db)
     from .serving import running_server  # it imports this module's Server: imported here, not at the top
 
     with running_server(tmp, db) as started:

@@ -20,6 +20,14 @@ Protocol, one JSON object a line: in on stdin {"argv", "env", "cwd", "stdin", "s
 (the three last are paths), out on stdout {"pid"} when the child is forked, then {"status", "cpu_us"}
 when it ended (status as os.waitstatus_to_exitcode: negative for a signal; cpu_us: the child's user +
 system CPU time, for bench/osc_cli_bench.py). EOF on stdin ends the server.
+
+Relay mode (`osc_forkserver.py CLI --socket PATH`, tests/server/osc_relay.py): for a program that runs
+`openstack` itself (the demo), the calls come from a small client executable instead: on a Unix socket
+it sends {"argv", "env", "cwd"} with its own stdin, stdout, stderr and network namespace as file
+descriptors, and gets {"status"} back, which it exits with. The child takes those descriptors, and
+joins that namespace when it is not this process's (the demo's fleet runs `ip netns exec CTL openstack
+...`). A client that goes away (killed on a timeout) takes its child with it. On stdout: {"ready"},
+then {"status"} per call served; EOF on stdin ends the server, as in the first mode.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ import importlib
 import importlib.metadata
 import json
 import os
+import select
+import signal
+import socket
 import sys
 
 # The entry-point groups an `openstack` run loads: its commands, its auth plugins, its formatters.
@@ -85,14 +96,112 @@ def _become(request: dict[str, object]) -> None:
     sys.argv = [str(a) for a in argv]
 
 
+_CLONE_NEWNET = 0x40000000  # setns(2)'s namespace type (os.setns is Python >= 3.12; the client's may be 3.11)
+_MAX_REQUEST = 1 << 20
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
+    """A relay client's request: a 4-byte length, the JSON; its four descriptors came with the first bytes."""
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+        more = conn.recv(65536)
+        if not more or len(data) > _MAX_REQUEST:
+            raise ConnectionError("a relay client sent a short request")
+        data += more
+    return json.loads(data[4:4 + int.from_bytes(data[:4], "big")]), fds
+
+
+def _serve_socket(path: str) -> tuple[dict[str, object], list[int]] | None:
+    """Relay mode: fork a child per connection; the request and its descriptors in the child, None in
+    the server at EOF on stdin."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    _send({"ready": 1})
+    while True:
+        readable, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in readable and not sys.stdin.readline():
+            listener.close()
+            return None
+        if listener not in readable:
+            continue
+        conn, _ = listener.accept()
+        try:
+            request, fds = _recv_request(conn)
+        except (ConnectionError, ValueError):
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            conn.close()
+            return request, fds
+        for fd in fds:
+            os.close(fd)
+        status = _wait_or_kill(pid, conn)
+        _send({"status": status})  # the relay counts the calls it served (tests/server/osc_relay.py)
+        try:
+            conn.sendall((json.dumps({"status": status}) + "\n").encode())
+        except OSError:
+            pass
+        conn.close()
+
+
+def _wait_or_kill(pid: int, conn: socket.socket) -> int:
+    """The child's exit status; it is killed when its client goes away first (EOF on the connection)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            readable, _, _ = select.select([pidfd, conn], [], [])
+            if pidfd in readable:
+                break
+            if not conn.recv(1):  # the client is gone: so is its command
+                os.kill(pid, signal.SIGKILL)
+                break
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _become_relayed(request: dict[str, object], fds: list[int]) -> None:
+    """Turn this child into the process the relay client's exec of the console script would have been."""
+    stdin, stdout, stderr, netns = fds
+    if os.fstat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(netns, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns to the relay client's network namespace")
+    os.close(netns)
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(str(request["cwd"]))
+    env = request["env"]
+    assert isinstance(env, dict)
+    os.environ.clear()
+    os.environ.update(env)
+    argv = request["argv"]
+    assert isinstance(argv, list)
+    sys.argv = [str(a) for a in argv]
+
+
 def main() -> None:
     cli = sys.argv[1]
+    relay = sys.argv[3] if sys.argv[2:3] == ["--socket"] else None  # read before _warm sets sys.argv
     _warm(cli)
-    _send({"ready": 1})
-    request = _serve()
-    if request is None:
-        return
-    _become(request)
+    if relay is not None:
+        relayed = _serve_socket(relay)
+        if relayed is None:
+            return
+        _become_relayed(*relayed)
+    else:
+        _send({"ready": 1})
+        request = _serve()
+        if request is None:
+            return
+        _become(request)
     from openstackclient.shell import main as openstack_main
 
     sys.exit(openstack_main())

@@ -37,6 +37,7 @@ from vmqos.core.fleet.report import (
     ReportEvent,
     ReportQuarantine,
     port_usage,
+    rate_samples,
     usage_changes,
 )
 from vmqos.monitor.daemon import Monitor
@@ -95,7 +96,7 @@ class Reporter:
             self._monitor_error = str(exc)
             return ()
         self._monitor_error = ""
-        return tuple(RateSample.of(r, step.sample.at) for _, r in sorted(step.rates.items()))
+        return rate_samples(step.rates, step.sample.at)  # on the columns when the monitor's rates are columnar
 
     def _news(self) -> None:
         for ev in monitoring.events(self.store, self.netns, after_id=self.seen_event):

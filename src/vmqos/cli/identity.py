@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from vmqos.cli.output import print_json, stdout
-from vmqos.cli.port import DB_HELP
+from vmqos.cli.option_help import DB_HELP
 from vmqos.core.errors import InvalidValue
 from vmqos.services import identity
 from vmqos.services import identity_admin as admin

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from vmqos.cli.output import print_json, print_notes, stdout
-from vmqos.cli.port import DB_HELP
+from vmqos.cli.option_help import DB_HELP
 from vmqos.core.desired.instances import EffectiveInstance, InstanceChange, parse_disk_option
 from vmqos.core.errors import InvalidValue
 from vmqos.core.model.cpu import CPU_FIELDS

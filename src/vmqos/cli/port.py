@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from vmqos.cli.convert import read_input
+from vmqos.cli.option_help import DB_HELP, NETNS_HELP
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
 from vmqos.core.desired.ports import PortChange
 from vmqos.core.formats import neutron
@@ -18,9 +19,6 @@ from vmqos.core.model.host import EgressMode
 from vmqos.core.units import human_pps, human_rate, human_size
 from vmqos.services.ports import apply_host, check_host, clear_port, open_store, set_port, show_port
 from vmqos.services.results import ApplyReport, HostCheck, StoredOnly
-
-NETNS_HELP = "network namespace that owns the ports (default: this one; a lab's is LAB-host)"
-DB_HELP = "desired-state database URL (default: $VMQOS_DB or sqlite:////var/lib/vmqos/vmqos.db)"
 
 
 def kernel_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from vmqos.cli.logs import daemon_logs
-from vmqos.cli.port import DB_HELP
+from vmqos.cli.option_help import DB_HELP
 from vmqos.core.errors import InvalidValue
 from vmqos.services import identity, tls
 from vmqos.services.auth_config import KeystoneSettings, ServerAuth

@@ -7,12 +7,14 @@ import select
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import click
 
 from vmqos.cli.output import print_json, stdout
 from vmqos.cli.port import kernel_options
+from vmqos.cli.top_rows import ColumnRows
+from vmqos.core.analysis.columns import LazyRates
 from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.core.units import human_pps, human_rate
@@ -23,18 +25,20 @@ SPARK = "▁▂▃▄▅▆▇█"
 ARROW = {"ingress": "↓ in", "egress": "↑ out"}
 
 
-def _rows(port_rates: dict[str, Any], peaks: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
-    """One row per port and direction; `peaks`: (port, direction) -> the peak rate its plan allows."""
+def _row(pr: Any, direction: str, peaks: dict[tuple[str, str], int]) -> dict[str, Any]:
+    """One port's direction as a row; `peaks`: (port, direction) -> the peak rate its plan allows."""
+    r = pr.rates[direction]
+    return {"instance": pr.instance, "port": pr.port, "direction": direction, "limit_bps": r.limit_bps,
+            "peak_bps": peaks.get((pr.port, direction)),
+            "limit_pps": r.limit_pps, "offered_bps": r.offered_bps, "delivered_bps": r.delivered_bps,
+            "dropped_bps": r.dropped_bps, "offered_pps": r.offered_pps, "dropped_pps": r.dropped_pps,
+            "utilisation": r.utilisation, "syn_pps": pr.syn_pps if direction == "egress" else None}
+
+
+def _rows(port_rates: Mapping[str, Any], peaks: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
+    """One row per port and direction."""
     peaks = peaks or {}
-    rows = []
-    for port, pr in port_rates.items():
-        for direction, r in pr.rates.items():
-            rows.append({"instance": pr.instance, "port": port, "direction": direction, "limit_bps": r.limit_bps,
-                         "peak_bps": peaks.get((port, direction)),
-                         "limit_pps": r.limit_pps, "offered_bps": r.offered_bps, "delivered_bps": r.delivered_bps,
-                         "dropped_bps": r.dropped_bps, "offered_pps": r.offered_pps, "dropped_pps": r.dropped_pps,
-                         "utilisation": r.utilisation, "syn_pps": pr.syn_pps if direction == "egress" else None})
-    return rows
+    return [_row(pr, direction, peaks) for pr in port_rates.values() for direction in pr.rates]
 
 
 def _sort(rows: list[dict[str, Any]], key: str, reverse: bool) -> list[dict[str, Any]]:
@@ -187,6 +191,8 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
         from rich.live import Live
 
         history: dict[tuple[str, str], list[float]] = {}
+        columns = ColumnRows()  # columnar rates: sorted on the columns, rows built for the screen only
+        port_rates: Mapping[str, Any] = {}
         reverse, typing_filter = False, None
         got = interval  # the interval the rates are over: longer than asked when a pass outlasts it
         with _keys() as read_key, Live(console=stdout, auto_refresh=False, screen=sys.stdout.isatty()) as live:
@@ -220,16 +226,26 @@ def top(netns: str | None, db: str | None, interval: float, sort_by: str, filter
                     got = current.monotonic - previous.monotonic
                     previous = current
                     next_at, _ = next_tick(next_at, time.monotonic(), interval)
-                    rows = _rows(port_rates, peaks)
-                    for r in rows:
-                        series = history.setdefault((r["port"], r["direction"]), [])
-                        series.append(r["delivered_bps"])
-                        del series[:-24]
-                shown = _sort(visible(rows), sort_by, reverse) if "rows" in locals() else []
+                    if isinstance(port_rates, LazyRates):
+                        columns.record(port_rates)
+                    else:
+                        rows = _rows(port_rates, peaks)
+                        for r in rows:
+                            series = history.setdefault((r["port"], r["direction"]), [])
+                            series.append(r["delivered_bps"])
+                            del series[:-24]
+                height = max(1, stdout.size.height - 4)
+                if isinstance(port_rates, LazyRates):
+                    keep = (lambda port, inst: filter_text in port or filter_text in (inst or "")) \
+                        if filter_text else None
+                    order = columns.order(port_rates, sort_by, reverse, keep)[:height]
+                    shown, history = columns.rows(port_rates, order, lambda pr, d: _row(pr, d, peaks))
+                else:
+                    shown = _sort(visible(rows), sort_by, reverse) if "rows" in locals() else []
                 prompt = f"  filter: {typing_filter}_" if typing_filter is not None else (
                     f"  filter: {filter_text}" if filter_text else "")
                 every = f"every {got:.3g} s" + (f" (asked {interval:g} s)" if got > 1.1 * interval else "")
                 title = (f"vmqos top: {netns or 'this namespace'}  {every}  sort: {sort_by}"
                          f"{' (reversed)' if reverse else ''}{prompt}  [o d x p u n sort, r reverse, / filter, q quit]")
                 # only what fits on the screen is laid out: 20,000 rows of a 10,000-port host cost seconds
-                live.update(_table(shown[:max(1, stdout.size.height - 4)], history, title), refresh=True)
+                live.update(_table(shown[:height], history, title), refresh=True)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from vmqos.cli.output import print_json, stderr, stdout
-from vmqos.cli.port import DB_HELP, NETNS_HELP
+from vmqos.cli.option_help import DB_HELP, NETNS_HELP
 from vmqos.core.analysis.judge import Metric, Traffic
 from vmqos.core.desired.ports import scope_of
 from vmqos.core.errors import InvalidValue, NotFound

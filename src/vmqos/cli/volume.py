@@ -8,7 +8,7 @@ import click
 
 from vmqos.cli.convert import read_input
 from vmqos.cli.output import print_json, print_notes, stdout
-from vmqos.cli.port import DB_HELP
+from vmqos.cli.option_help import DB_HELP
 from vmqos.core.desired.instances import check_volume_type, volume_type_from_cinder, volume_type_from_specs
 from vmqos.core.errors import InvalidValue, NotFound
 from vmqos.lab import DEFAULT_NAME

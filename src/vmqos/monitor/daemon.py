@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -158,7 +158,7 @@ def next_tick(next_at: float, now: float, interval_s: float) -> tuple[float, int
 @dataclass
 class StepReport:
     sample: Sample
-    rates: dict[str, PortRates]
+    rates: Mapping[str, PortRates]
     started: list[Detection]
     ended: list[Detection]
     actions: list[Action]
@@ -175,7 +175,7 @@ class Monitor:
         self.sampler = Sampler(netns, nft_reads="needed")  # every second: nft counters by name (sampler)
         self.detectors = Detectors(config.thresholds)
         self.last: Sample | None = None
-        self.last_rates: dict[str, PortRates] = {}
+        self.last_rates: Mapping[str, PortRates] = {}
         self._last_flood: dict[str, float] = {}
         self._quarantined_at: dict[str, float] = {}
         self._next_usage = 0.0

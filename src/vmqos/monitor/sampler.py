@@ -13,6 +13,10 @@ Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.
   the watched objects into arrays at slots laid out once per set of plans and devices.
 - "dumps": `CounterReader` decodes every message in Python (the path before issue 17; the
   fallback without the helper, and the reference the tests compare with).
+The arrays path keeps a pass's counters as numpy columns (`monitor.columns`, `core.analysis.columns`):
+`PortSample`s are built only for the ports a reader asks for, and `rates` between two passes over
+the same layout is computed on the columns; a record per port cost ~200 ms a pass at 10,000 ports
+(`columns=False` keeps the records, `monitor.records`).
 The cyclic garbage collector is paused during a pass and `rates` (about fifteen objects a port,
 freed on the next pass, none in a cycle); a pass never runs a collection (one walks all the
 process holds: seconds in a test session, issue 17's revert).
@@ -24,17 +28,19 @@ rates divide what the counters moved by the time between two samples, when they 
 from __future__ import annotations
 
 import gc
+from array import array
 import json
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterator, Literal, Mapping
 
-from vmqos.core.analysis.flows import Flow, flows, queued_flow
-from vmqos.core.model.checks import ETH_HLEN
-from vmqos.core.analysis.rates import counter_delta, flow_rate
+import numpy as np
+
+from vmqos.core.analysis.columns import LazyPorts, LazyRates, column_rates
+from vmqos.core.analysis.flows import flows
 from vmqos.core.analysis.samples import (
     PortLimits,
     PortRates,
@@ -43,15 +49,16 @@ from vmqos.core.analysis.samples import (
     planned_qdiscs,
 )
 from vmqos.core.errors import KernelError
-from vmqos.core.model.network import DIRECTIONS
-from vmqos.core.observed import CounterValue, LinkCounters, TcStats
+from vmqos.core.observed import CounterValue, TcStats
 from vmqos.core.plan.names import chain_from, chain_owners, chain_to, counter_port, ifb_name
 from vmqos.core.plan.objects import NftCounter
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers import counter_arrays
-from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS, ArrayReader, Layout, kind_words
+from vmqos.drivers.counter_arrays import ArrayReader, Layout, kind_words
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
+from vmqos.monitor.columns import ColumnLayout, build, root_ok
+from vmqos.monitor.records import port_rates, records
 from vmqos.monitor.leaf_drops import (LeafMemo, TbfLeaf, TbfRow, add_unseen_from_dumps, add_unseen_from_gets,
                                       leaf_parents, tbf_leaves, tbf_rows)
 
@@ -164,13 +171,18 @@ class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
     def __init__(self, netns: str | None = None, method: Method = "auto", nft_reads: NftReads = "all",
-                 full_every: int = FULL_EVERY) -> None:
+                 full_every: int = FULL_EVERY, columns: bool = True) -> None:
         """`nft_reads` (arrays path): "all" reads every named counter of the table each pass (one
         dump); "needed" reads by name only those the per-port results use (a shaped port's SYN and
         packet-rate drops; offered, passed and policed only where a direction has no queue), and
         the whole dump on the first pass, on new plans or devices, and every `full_every` passes,
         so that a counter no plan names is still seen. The flows, links and SYN rates are the
-        same either way; `PortSample.counters` holds what the pass read (docs/benchmarks.md, §6)."""
+        same either way; `PortSample.counters` holds what the pass read (docs/benchmarks.md, §6).
+        `columns` (arrays path): the sample's counters as columns, its `PortSample`s built when
+        asked (`core.analysis.columns`); False: a record per port, as before issue 17's columns."""
+        self.columns = columns
+        self._column_layout: ColumnLayout | None = None
+        self._column_layout_for: _Slots | None = None
         self.netns = netns
         self.nft_reads = nft_reads
         self.full_every = max(1, full_every)
@@ -252,7 +264,7 @@ class Sampler:
         add_unseen_from_gets(self._arrays, self._leaf_memo, slots.tbf_rows, qdiscs)  # into the roots' drops
         if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
             self._since_full += 1
-            counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, qdiscs))
+            counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, self._columns_of(slots), qdiscs))
         else:
             self._full_for, self._since_full = slots, 0
             counters, unknown = self._arrays.counters(slots.layout)
@@ -264,44 +276,20 @@ class Sampler:
             owner = owner_of[name]
             if owner is not None:
                 extra.setdefault(owner, {})[name] = CounterValue(packets, nbytes)
-        ports: dict[str, PortSample] = {}
-        q, lk, c = qdiscs, links, counters
-        for (port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots), (pps_in, pps_out) in \
-                zip(slots.rows, slots.pps_names):
-            own = {}
-            for name, slot in own_slots:
-                b = slot * NFT_FIELDS
-                if c[b]:
-                    own[name] = CounterValue(c[b + 1], c[b + 2])
-            if extra and port in extra:
-                own.update(extra[port])
-            b, ib = qs * QDISC_FIELDS, ifb_qs * QDISC_FIELDS
-            if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1] and \
-                    q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
-                # both directions queued (a shaped port): `flows` without its TcStats, the same figures
-                d_in, d_out = own.get(pps_in, _NO_COUNT), own.get(pps_out, _NO_COUNT)
-                port_flows = {"ingress": queued_flow(q[b + 5], q[b + 6], q[b + 7], q[b + 9], q[b + 10],
-                                                     d_in.packets, d_in.bytes),
-                              "egress": queued_flow(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 9], q[ib + 10],
-                                                    d_out.packets, d_out.bytes + ETH_HLEN * d_out.packets)}
-            else:
-                stats: dict[tuple[object, ...], TcStats] = {}
-                if q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]:
-                    stats[("qdisc", port, "root")] = TcStats(q[b + 5], q[b + 6], q[b + 7], q[b + 8], q[b + 9],
-                                                             q[b + 10])
-                if q[ib] and q[ib + 3] == ifb_kind[0] and q[ib + 4] == ifb_kind[1]:
-                    stats[("qdisc", ifb_name(port), "root")] = TcStats(q[ib + 5], q[ib + 6], q[ib + 7], q[ib + 8],
-                                                                       q[ib + 9], q[ib + 10])
-                port_flows = flows(port, stats, own)
-            link = None
-            if ls is not None:
-                b = ls * LINK_FIELDS
-                if lk[b]:
-                    link = LinkCounters(lk[b + 1], lk[b + 2], lk[b + 3], lk[b + 4], lk[b + 5], lk[b + 6])
-            ports[port] = PortSample(port, port_flows, link, own, limits, instances.get(port))
+        cols = build(self._columns_of(slots), qdiscs, links, counters, extra, instances) if self.columns else None
+        if cols is not None:
+            log.debug("sampler: %d ports (columns), %d nft counters unplanned, in %.3f s", len(cols.table),
+                      len(unknown), time.monotonic() - mono)
+            return Sample(mono, at, LazyPorts(cols), cols)
+        ports = records(slots.rows, slots.pps_names, qdiscs, links, counters, extra, instances)
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
+
+    def _columns_of(self, slots: _Slots) -> ColumnLayout:
+        if self._column_layout is None or self._column_layout_for is not slots:
+            self._column_layout, self._column_layout_for = ColumnLayout.of(slots.rows, slots.pps_names), slots
+        return self._column_layout
 
     def _sample_dumps(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None) -> Sample:
         watched = self._watch(plans)
@@ -348,53 +336,26 @@ class Sampler:
         return Sample(mono, at, ports)
 
 
-def _needed(slots: _Slots, q: Sequence[int]) -> list[str] | tuple[str, ...]:
+def _needed(slots: _Slots, layout: ColumnLayout, q: array) -> list[str] | tuple[str, ...]:
     """The counters a pass needs, given the root qdiscs it read: more for a planned root that is not there."""
+    ok = root_ok(layout, q)
     missing: list[str] = []
-    for (port, _, qs, kind, ifb_qs, ifb_kind, _, _), (if_not, ifb_if_not) in zip(slots.rows, slots.without_root):
-        b = qs * QDISC_FIELDS
-        if if_not and not (q[b] and q[b + 3] == kind[0] and q[b + 4] == kind[1]):
+    for row in np.flatnonzero(~ok.all(axis=1)).tolist():
+        if_not, ifb_if_not = slots.without_root[row]
+        if if_not and not ok[row, 0]:
             missing += if_not
-        b = ifb_qs * QDISC_FIELDS
-        if ifb_if_not and not (q[b] and q[b + 3] == ifb_kind[0] and q[b + 4] == ifb_kind[1]):
+        if ifb_if_not and not ok[row, 1]:
             missing += ifb_if_not
     return slots.needed + tuple(missing) if missing else slots.needed
 
 
-_NO_FLOW = Flow()
-_SYN_NAMES: dict[str, str] = {}  # port -> its SYN counter's name (kept: the same ports come back every pass)
-_NO_COUNT = CounterValue(0, 0)
-
-
-def rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
-    """Per-port rates between two samples; ports present in both."""
+def rates(previous: Sample, current: Sample) -> Mapping[str, PortRates]:
+    """Per-port rates between two samples; ports present in both. Two columnar samples of one
+    layout (consecutive passes over the same plans and devices): computed on the columns, a
+    `LazyRates` whose `PortRates` are built when asked; any other pair: per port (`records`)."""
     with _no_cyclic_gc():  # as during a pass (see the module's docstring)
-        return _rates(previous, current)
-
-
-def _rates(previous: Sample, current: Sample) -> dict[str, PortRates]:
-    seconds = current.monotonic - previous.monotonic
-    out: dict[str, PortRates] = {}
-    if seconds <= 0:
-        return out
-    before_ports = previous.ports
-    for port, now in current.ports.items():
-        before = before_ports.get(port)
-        if before is None:
-            continue
-        per_dir = {}
-        limits, flows_now, flows_before = now.limits, now.flows, before.flows
-        for direction in DIRECTIONS:
-            flow = flows_now.get(direction)
-            if flow is not None:
-                per_dir[direction] = flow_rate(flows_before.get(direction, _NO_FLOW), flow, seconds,
-                                               limit_bps=limits.bps(direction), limit_pps=limits.pps(direction))
-        syn_name = _SYN_NAMES.get(port)
-        if syn_name is None:
-            syn_name = _SYN_NAMES[port] = f"{chain_from(port)}_syn"
-        syn = None
-        if syn_name in now.counters:
-            old = before.counters.get(syn_name, _NO_COUNT)
-            syn = counter_delta(old.packets, now.counters[syn_name].packets) / seconds
-        out[port] = PortRates(port, now.instance, per_dir, now.link, syn)
-    return out
+        a, b = previous.columns, current.columns
+        seconds = current.monotonic - previous.monotonic
+        if a is not None and b is not None and a.table is b.table and seconds > 0:
+            return LazyRates(column_rates(a, b, seconds))
+        return port_rates(previous, current)

@@ -32,6 +32,8 @@ from vmqos.services.fleet_wire import (
     Host,
     HostAnswer,
     HostList,
+    HostUplink,
+    HostUplinkAnswer,
     NativePort,
     Port,
     PortAnswer,
@@ -42,6 +44,7 @@ from vmqos.services.fleet_wire import (
     ReportAnswer,
     RevisionGone,
     Snapshot,
+    Uplink,
     UsageAnswer,
 )
 from vmqos.services.verify_wire import VerifyRun, VerifyRunAnswer, VerifyRunList, VerifyRunUpload
@@ -251,6 +254,22 @@ class ServerClient:
     def clear_port(self, device: str, host: str | None = None) -> None:
         """Release a device's native limits (admin)."""
         self._call("DELETE", f"/v1/hosts/{self._host(host)}/ports/{quote(device, safe='')}", None)
+
+    def uplink(self, host: str | None = None) -> HostUplink:
+        """The host's uplink and its agent's last word on it (admin; ServerNotFound when it has none)."""
+        found = self._call("GET", f"/v1/hosts/{self._host(host)}/uplink", HostUplinkAnswer)
+        assert found is not None
+        return found.uplink
+
+    def set_uplink(self, body: Uplink, host: str | None = None) -> HostUplink:
+        """Set the host's uplink (admin); its agent plans it and reports whether it holds."""
+        found = self._call("PUT", f"/v1/hosts/{self._host(host)}/uplink", HostUplinkAnswer, body=body)
+        assert found is not None
+        return found.uplink
+
+    def clear_uplink(self, host: str | None = None) -> None:
+        """Remove the host's uplink (admin; ServerNotFound when it has none): its agent releases the tree."""
+        self._call("DELETE", f"/v1/hosts/{self._host(host)}/uplink", None)
 
     def usage(self, device: str, host: str | None = None) -> UsageAnswer:
         """A device's per-IP usage of the current hour and day, as its agent last reported it."""

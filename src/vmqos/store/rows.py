@@ -2,6 +2,8 @@
 
 Encoding refuses what the foreign keys would, with a clearer message; decoding reads each equal
 JSON text once into one shared frozen object, which is what keeps a load of 10,000 ports fast.
+The host file's codec (its pydantic models: ~0.15 s of import) is imported by the functions that
+encode or decode, not with the store: `vmqos server init`, `server user` and `identity` never need it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from vmqos.core.errors import ConflictError
-from vmqos.core.formats.hostfile import from_data, to_data
 from vmqos.core.model.cpu import CpuQos
 from vmqos.core.model.disk import DiskQos
 from vmqos.core.model.host import (
@@ -30,6 +31,7 @@ from vmqos.store import schema as t
 
 
 def _json(obj: NetworkQos | CpuQos | DiskQos | Flavor) -> str:
+    from vmqos.core.formats.hostfile import to_data  # lazy: see the module's docstring
     return json.dumps(to_data(obj), separators=(",", ":"), ensure_ascii=False)
 
 
@@ -53,6 +55,7 @@ def encode(scope: str, state: HostState, only: Changed | None = None) -> dict[st
 
     `only`: the rows of these objects alone (an instance's rows include its ports'); every reference
     and name is still checked, which is cheap, while encoding the JSON of 1,000 ports is not."""
+    from vmqos.core.formats.hostfile import to_data  # lazy: see the module's docstring
     for kind, objects in (("policy", state.policies), ("flavor", state.flavors), ("network", state.networks),
                           ("instance", state.instances)):
         for key, obj in objects.items():
@@ -124,6 +127,7 @@ def _ref(table: dict[str, Any], name: str | None, where: str, kind: str) -> str 
 def canonical(table: str, column: str, text: str, key: str) -> str:
     """A stored JSON text as this vmqos would write it (decoded and encoded again): how a row that an
     older vmqos or another tool wrote in another form (`10000kbit` for `10mbit`) compares equal."""
+    from vmqos.core.formats.hostfile import from_data, to_data  # lazy: see the module's docstring
     data = json.loads(text)
     path = (table, key, column)
     if table in ("policies", "ports"):
@@ -162,10 +166,13 @@ class Decoder:
     def part(self, kind: type, text: str, *path: str | int) -> Any:
         key = (kind, text)
         if key not in self.cache:
+            from vmqos.core.formats.hostfile import from_data  # lazy: see the module's docstring
+
             self.cache[key] = from_data(kind, json.loads(text), path=path)
         return self.cache[key]
 
     def state(self, rows: dict[str, list[tuple[Any, ...]]]) -> HostState:
+        from vmqos.core.formats.hostfile import from_data  # lazy: see the module's docstring
         policies = {name: Policy(name, self.part(NetworkQos, qos, "policies", name), origin)
                     for name, origin, qos in rows["policies"]}
         flavors = {name: from_data(Flavor, json.loads(doc), path=("flavors", name), name=name)
@@ -188,6 +195,7 @@ class Decoder:
         return HostState(policies=policies, flavors=flavors, networks=networks, instances=instances, uplink=uplink)
 
     def disks(self, instance: str, text: str) -> dict[str, DiskQos]:
+        from vmqos.core.formats.hostfile import from_data  # lazy: see the module's docstring
         if text == "{}":
             return {}
         return {name: from_data(DiskQos, data, path=("instances", instance, "disks", name))

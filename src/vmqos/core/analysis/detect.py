@@ -9,8 +9,11 @@ when the condition has been false for as long, so one noisy sample neither raise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
+import numpy as np
+
+from vmqos.core.analysis.columns import LazyRates, RateColumns
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
 from vmqos.core.errors import InvalidValue
@@ -97,17 +100,19 @@ class Detectors:
     def _hold(self, detector: str) -> float:
         return self.thresholds.pinned_seconds if detector == PINNED else self.thresholds.for_seconds
 
-    def update(self, now: float, rates: dict[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
+    def update(self, now: float, rates: Mapping[str, PortRates]) -> tuple[list[Detection], list[Detection]]:
         """(started, ended) detections for this sample.
 
-        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track."""
+        Only conditions that hold, or held, are tracked: at 1,000 quiet ports a pass touches no track.
+        Columnar rates (`LazyRates`, issue 17): only the rows where a condition holds (`hit_rows`)
+        and the tracked ports are looked at, in the rates' order; the others cannot fire."""
         started: list[Detection] = []
         ended: list[Detection] = []
         tracks = self._tracks
         th = self.thresholds
         tracked = {key[0] for key in tracks}
         quiet_pps = min(th.packet_rate_pps, th.small_packet_min_pps)
-        for port, pr in rates.items():
+        for port, pr in _candidates(rates, tracked, quiet_pps, th):
             for direction, rate in pr.rates.items():
                 # no condition can hold (each needs this packet rate, SYN rate or drop rate) and
                 # nothing is tracked for the port: nothing to do (10,000 ports a pass at host scale)
@@ -148,6 +153,32 @@ class Detectors:
 
     def active(self) -> list[Detection]:
         return [t.active for t in self._tracks.values() if t.active is not None]
+
+
+def _candidates(rates: Mapping[str, PortRates], tracked: set[str], quiet_pps: float,
+                th: Thresholds) -> Iterable[tuple[str, PortRates]]:
+    """The ports `update` looks at: all of a dict's; of columnar rates, the busy rows and the tracked ports."""
+    if not isinstance(rates, LazyRates):
+        return rates.items()
+    table = rates.columns.current.table
+    rows = set(hit_rows(rates.columns, th).tolist())
+    rows.update(table.index[p] for p in tracked if p in table.index)
+    return [(table.ports[row], rates.row(row)) for row in sorted(rows)]
+
+
+def hit_rows(cols: RateColumns, th: Thresholds) -> np.ndarray:
+    """The rows where `_conditions` holds for a direction, computed on the columns with the same
+    arithmetic (a row without a flow is nan and compares False): the only rows a detector can start on."""
+    r = cols.rates
+    pps = r[:, :, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = pps >= th.packet_rate_pps
+        mean = r[:, :, 0] / 8 / pps
+        hit |= (pps != 0) & (pps >= th.small_packet_min_pps) & (mean <= th.small_packet_bytes)
+        syn, out = cols.syn_pps, pps[:, 1]
+        hit[:, 1] |= (out > 0) & (syn >= th.syn_min_pps) & (syn / out >= th.syn_share)
+        hit |= (cols.utilisation() >= th.pinned_utilisation) & (r[:, :, 4] >= th.pinned_drop_pps)
+    return np.flatnonzero(hit.any(axis=1))
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from vmqos.core.analysis.flows import Flow
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.observed import CounterValue, LinkCounters
 from vmqos.core.plan.objects import Qdisc
 from vmqos.core.plan.planner import PortPlan
+
+if TYPE_CHECKING:
+    from vmqos.core.analysis.columns import SampleColumns
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,14 @@ class PortSample:
 
 @dataclass(frozen=True)
 class Sample:
+    """One pass. `ports` is a dict, or for the sampler's columnar path a read-only mapping
+    (`columns.LazyPorts`) that builds a port's record when asked; `columns` then holds the counters
+    of every port as columns (`rates` and the readers that walk all ports use those)."""
+
     monotonic: float
     at: datetime
-    ports: dict[str, PortSample] = field(default_factory=dict)
+    ports: Mapping[str, PortSample] = field(default_factory=dict)
+    columns: "SampleColumns | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

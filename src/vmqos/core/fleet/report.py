@@ -15,11 +15,14 @@ holds at most 4 × USAGE_TOP lines per port and most reports none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from vmqos.core.analysis.columns import LazyRates
 from vmqos.core.analysis.rates import FlowRate
 from vmqos.core.analysis.samples import PortRates
 from vmqos.core.analysis.usage import GRANULARITIES, UsageTotal, period_start
@@ -67,6 +70,27 @@ class RateSample:
         seconds = next((r.seconds for r in rates.rates.values()), 0.0)
         ingress, egress = (DirectionRates.of(rates.rates.get(d)) for d in DIRECTIONS)
         return cls(rates.port, at, round(seconds, 3), ingress, egress)
+
+
+def rate_samples(rates: Mapping[str, PortRates], at: datetime) -> tuple[RateSample, ...]:
+    """A report's rates: `RateSample.of` per port, by port name. Columnar rates (issue 17) are
+    rounded on the columns (numpy's rint rounds half to even, as `round` does), with no
+    `PortRates` or `FlowRate` built per port."""
+    if not isinstance(rates, LazyRates):
+        return tuple(RateSample.of(r, at) for _, r in sorted(rates.items()))
+    cols = rates.columns
+    r = cols.rates
+    figures = np.stack([r[:, :, 0], r[:, :, 1], np.maximum(0.0, r[:, :, 0] - r[:, :, 1]), r[:, :, 2], r[:, :, 3],
+                        r[:, :, 4]], axis=2)
+    has = cols.has.tolist()
+    ints = np.rint(np.where(cols.has[:, :, None], figures, 0.0)).astype(np.int64).tolist()
+    seconds = round(cols.seconds, 3)
+    table = cols.current.table
+    out = []
+    for row in np.argsort(table.name_rank).tolist():
+        ingress, egress = (DirectionRates(*ints[row][d]) if has[row][d] else DirectionRates() for d in (0, 1))
+        out.append(RateSample(table.ports[row], at, seconds if has[row][0] or has[row][1] else 0.0, ingress, egress))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,12 @@ from vmqos.core.model.network import PROTOCOLS, TrafficMatch
 from vmqos.core.plan.objects import Aqm, HtbClass, KernelObject, Qdisc, U32Filter
 from vmqos.core.plan.tc_objects import AQM_PRIO
 
+# A classed tree's filters: the sparse ones (1-4), the AQM, then the class filters. The class filters sat at
+# 5.. before the AQM came to classed ports; they move to 0x100.. so that no prio changes its filter kind (the
+# kernel cannot replace a u32 filter by a bpf one): the new ones are added, the old ones deleted after.
+CLASSED_AQM_PRIO = 0x80
+CLASS_FILTER_PRIO = 0x100
+
 DEFAULT_MINOR = 0x10
 PARENT_CLASSID = "1:1"
 
@@ -107,8 +113,8 @@ def leaf_queue(dev: str, classid: str, minor: int, ceil_bps: int, burst: int, mt
                  burst_bytes=max(min(burst, limit), 2 * frame))
 
 
-def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile) -> Aqm:
-    """The AQM of a tree without traffic classes: CE marks on ECN-capable packets, never a drop.
+def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile, prio: int = AQM_PRIO) -> Aqm:
+    """The AQM of a shaped direction: CE marks on ECN-capable packets, never a drop.
 
     This kernel has no fq_codel, codel, pie or cake, and a drop-tail leaf short enough for the issue's
     RTT targets costs BBR 12-90 % of its rate. The port's queue drains at a known rate, so a program
@@ -120,10 +126,20 @@ def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile) 
     (83-91 without the AQM), 8 at 3 (26-30), 2.3 at 10 (12-16), 1.9-2.2 at 100 (11-17), 1.6-1.8 at
     1 Gbit/s (3-17), the rate unchanged. It only marks: dropping the packets of flows without ECN cost
     BBR 10-25 % of its rate at 1-10 Mbit/s and cubic 14 % at 1 Mbit/s (BBR v1 ignores CE marks, and
-    keeps its own queue: its cwnd floor). With traffic classes the default leaf drains at its share,
-    not at the port's rate, so the virtual queue would not be the leaf's: no AQM there."""
+    keeps its own queue: its cwnd floor).
+
+    With traffic classes (`prio` CLASSED_AQM_PRIO: before the class filters, it passes every packet
+    on, so they still classify it) the one virtual queue drains at the port's rate: the sum of the
+    classes' queues. This kernel has no act_bpf, gact or fw classifier, so a program cannot run
+    after a class filter has chosen the class, and a per-class virtual queue would need the program
+    to classify (the class filters' matches in bytecode) and to model HTB's borrowing. Measured
+    (docs/benchmarks.md §11, 20 Mbit/s, web 50 % / mail 30 % / rest 20 %, cubic with ECN, both
+    directions, medians of 3): one class busy borrowing everything, its flow's own added RTT 1.0 ms
+    (16-18 without the AQM); all three busy, 2.1-2.2 / 3.7-3.9 / 6.5-8.1 ms (31-34 / 55-61 / 84-85),
+    the 50/30/20 split unchanged (±0.3 %). The class with the smallest share waits longest: its
+    flow's window is about the others' (marks fall on every flow alike) while it drains slowest."""
     frame_ns = frame_bytes(mtu) * 8 * 1_000_000_000 // rate_bps
-    return Aqm(dev, "1:", AQM_PRIO, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
+    return Aqm(dev, "1:", prio, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
                target_ns=max(profile.aqm_target_us * 1000, profile.aqm_target_frames * frame_ns),
                interval_ns=max(profile.aqm_interval_us * 1000, profile.aqm_interval_frames * frame_ns))
 
@@ -192,6 +208,7 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
     sparse_rate = max(rate * profile.sparse_per_mille // 1000 // 1000 * 1000, 8000)  # whole kbit/s: tc spells it exactly
     objects += sparse_class(dev, sparse_rate, ceil, cburst, mtu, profile)
     filters: list[KernelObject] = list(SPARSE_FILTERS(dev))
+    class_filters = 0
     bulk = max(rate - sparse_rate, 8000)
     leaf_rates = [max(bulk * share // 100, 8000) for _, share, _ in leaves]
     quanta = shared_quanta(leaf_rates, mtu, profile)
@@ -202,7 +219,11 @@ def htb_tree(dev: str, eff: EffectiveDirection, burst: int, mtu: int, profile: K
         objects.append(leaf_queue(dev, classid, minor, ceil, burst, mtu, profile))
         if match is not None:
             for proto, selectors in _u32_selectors(match):
-                filters.append(U32Filter(dev, "1:", len(filters) + 1, proto, selectors, flowid=classid))
-    if profile.aqm and not matched:
-        filters.append(aqm(dev, rate, cburst, mtu, profile))
+                filters.append(U32Filter(dev, "1:", CLASS_FILTER_PRIO + class_filters, proto, selectors,
+                                         flowid=classid))
+                class_filters += 1
+    if profile.aqm:  # (listed last; the kernel orders filters by prio)
+        # With classes the program must see a packet before a class filter classifies it (a filter that
+        # returns a classid ends the search): its place is between the sparse and the class filters.
+        filters.append(aqm(dev, rate, cburst, mtu, profile, CLASSED_AQM_PRIO if matched else AQM_PRIO))
     return objects + filters

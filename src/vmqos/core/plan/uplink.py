@@ -121,6 +121,17 @@ def _check_capacity(uplink: UplinkSpec, direction: str, wanted: Mapping[str, int
     return scaled
 
 
+def check_guarantees(uplink: UplinkSpec, mins_in: Mapping[str, int], mins_out: Mapping[str, int]) -> list[Note]:
+    """Whether the ports' guarantees (port -> bit/s, per direction) fit the uplink: Oversubscribed as the
+    agent's plan would refuse them (same words), or the warnings of `oversubscribe` (pure; the CLI's
+    `vmqos uplink set --server` asks it before it writes, so the refusal is not only the agent's later
+    report)."""
+    notes: list[Note] = []
+    _check_capacity(uplink, "towards the instances", {p: b for p, b in mins_in.items() if b}, notes)
+    _check_capacity(uplink, "from the instances", {p: b for p, b in mins_out.items() if b}, notes)
+    return notes
+
+
 def _floor(capacity: int) -> int:
     return max(capacity * DEFAULT_FLOOR_PER_MILLE // 1000, DEFAULT_FLOOR_MIN_BPS)
 
