@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from vmqos.core.errors import InvalidValue, RevisionGone, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.model.host import Policy, check_device_name
-from vmqos.services.wire_skew import note_unknown
+from vmqos.services.wire_skew import FromAgent
 
 PortStatus = Literal["in_sync", "drift", "error", "pending"]
 HostStatus = Literal["in_sync", "drift", "error", "unknown", "unreachable"]
@@ -61,24 +61,6 @@ Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 class Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FromAgent(Wire):
-    """A body only vmqos's agents send (a registration, a report, what they hold): a field this server does
-    not know, from an agent one version newer, is ignored and logged once (services.wire_skew), never
-    refused; the public API's bodies (a native port, an uplink) stay `Wire`: a user's misspelt field is
-    refused with its name."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _newer_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = data.keys() - cls.model_fields.keys()
-            if unknown:
-                note_unknown(f"an agent's {cls.__name__}", unknown)
-        return data
 
 
 class Open(BaseModel):

@@ -16,7 +16,7 @@ Two ways in, one log:
   without the fields the model refused as unknown): the answer models stay strict for the server's
   own tests and for the models that double as user input (an Uplink is a PUT body too);
 - the server reads an agent's bodies (Registration, Report and what they hold) with models that ignore
-  unknown fields and call `note_unknown` (services.fleet_wire.FromAgent).
+  unknown fields and call `note_unknown` (`FromAgent`, the base of those models in services.fleet_wire).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 LOG = logging.getLogger("vmqos.wire")
 M = TypeVar("M", bound=BaseModel)
@@ -92,3 +92,21 @@ def parse_from_peer(model: type[M], data: Any, where: str) -> M:
             raise  # no unknown field, or none that could be removed: the model's own error, unchanged
     note_unknown(where, set(dropped))
     return model.model_validate(lenient)  # what is left refused raises as the model says it
+
+
+class FromAgent(BaseModel):
+    """A body only vmqos's agents send (a registration, a report, what they hold): a field this server does
+    not know, from an agent one version newer, is ignored and logged once, never refused. The public API's
+    bodies (a native port, an uplink) stay `fleet_wire.Wire` (extra="forbid"): a user's misspelt field is
+    refused with its name."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _newer_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = data.keys() - cls.model_fields.keys()
+            if unknown:
+                note_unknown(f"an agent's {cls.__name__}", unknown)
+        return data
