@@ -193,3 +193,23 @@ def test_waiters_whose_rows_were_compacted_away_are_sent_to_read_and_get_410(sto
             await watch.stop()
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_the_tickers_batch_conversion_gives_what_each_row_alone_gives(store):
+    """`desired_batch` (one parse per distinct policy text, no second validation) is `desired` row by row:
+    rows sharing a policy, another policy, addresses, a native row without, tombstones."""
+    from vmqos.store import fleet as records
+
+    fleet_desired.set_port(store, "h1", "vq-1", _gold(1000))
+    fleet_desired.set_port(store, "h1", "vq-2", _gold(1000), addresses=["10.0.0.5", "fd00::5"])
+    fleet_desired.set_port(store, "h2", "vq-1", _gold(1000))
+    fleet_desired.set_port(store, "h2", "vq-2", _gold(2000))
+    fleet_desired.set_port(store, "h3", "vq-9", _gold(3000))
+    fleet_desired.clear_port(store, "h3", "vq-9")
+    _, rows = records.changed_since(store, 0)
+    assert len(rows) == 5 and any(r.policy is None for r in rows) and any(r.addresses for r in rows)
+    batch = fleet_desired.desired_batch(rows)
+    alone = [fleet_desired.desired(r) for r in rows]
+    assert [d.model_dump_json() for d in batch] == [d.model_dump_json() for d in alone]
+    assert batch == alone
+    assert batch[0].policy is batch[2].policy  # one parse for the rows of one text

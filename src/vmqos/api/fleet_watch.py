@@ -122,9 +122,9 @@ class Watch:
             since = self.seen
             now, rows = await run_in_threadpool(records.changed_since, self.store, since)
             by_host: dict[str, list[Desired]] = {}
-            for row in rows:
-                if row.host in self._events:
-                    by_host.setdefault(row.host, []).append(fleet_desired.desired(row))
+            waited = [row for row in rows if row.host in self._events]
+            for row, found in zip(waited, fleet_desired.desired_batch(waited), strict=True):
+                by_host.setdefault(row.host, []).append(found)
             # a host whose uplink changed is woken without a batch: its poll reads, and finds the uplink too
             # (read only when a revision above `since` is in no row: maybe an uplink's)
             uplinks = await run_in_threadpool(uplink_records.hosts_changed_since, self.store, since) \

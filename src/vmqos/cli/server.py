@@ -28,6 +28,10 @@ DEFAULT_LISTEN = "127.0.0.1:9696"  # Neutron's port
 # idle keep-alive connection of a client that keeps its pool (requests, keystoneauth) never answers the
 # server's close_notify, and asyncio waits 30 s for it: without this bound the server took 31 s to stop.
 SHUTDOWN_GRACE_S = 5
+# uvicorn's HTTP/1.1 implementation, named rather than left to what happens to be installed ("auto" takes
+# httptools when it imports, else h11): httptools is C (llhttp) and a pinned dependency; h11, pure Python,
+# was the largest cost left per long-poll answer at 1,000 agents (docs/benchmarks.md §7).
+HTTP_IMPL = "httptools"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -147,7 +151,7 @@ def server(ctx: click.Context, listen: str, db: str | None, all_in_one: bool, ho
     import uvicorn  # lazy: ~100 ms that every other `vmqos` command would pay
 
     options: dict[str, Any] = {"factory": True, "host": host, "port": port, "log_level": "info",
-                               "timeout_graceful_shutdown": SHUTDOWN_GRACE_S}
+                               "timeout_graceful_shutdown": SHUTDOWN_GRACE_S, "http": HTTP_IMPL}
     if workers > 1:
         options["workers"] = workers
     if served_tls is not None:

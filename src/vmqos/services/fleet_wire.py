@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from vmqos.core.errors import InvalidValue, RevisionGone, VmqosError
 from vmqos.core.formats.hostfile import policy_from_data
 from vmqos.core.model.host import Policy, check_device_name
+from vmqos.services.wire_skew import FromAgent
 
 PortStatus = Literal["in_sync", "drift", "error", "pending"]
 HostStatus = Literal["in_sync", "drift", "error", "unknown", "unreachable"]
@@ -188,7 +189,7 @@ class Inventory(Open):
     instances: Annotated[list[LabInstance], AfterValidator(_at_most)] = Field(default_factory=list)
 
 
-class Registration(Wire):
+class Registration(FromAgent):
     agent_version: Annotated[str, Field(max_length=255)]
     netns: Annotated[str, Field(max_length=255)] | None = None
     inventory: Inventory = Inventory()
@@ -219,7 +220,7 @@ class HostList(Wire):
 # ------------------------------------------------------------------ reports
 
 
-class Rates(Wire):
+class Rates(FromAgent):
     offered_bps: Count = 0
     delivered_bps: Count = 0
     dropped_bps: Count = 0
@@ -228,7 +229,7 @@ class Rates(Wire):
     dropped_pps: Count = 0
 
 
-class Sample(Wire):
+class Sample(FromAgent):
     device: Device
     at: Instant
     interval_s: float = Field(gt=0, le=3600)
@@ -236,7 +237,7 @@ class Sample(Wire):
     egress: Rates = Rates()
 
 
-class PortReport(Wire):
+class PortReport(FromAgent):
     device: Device
     revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] | None = Field(description="the revision of the row "
                                                                                        "applied")
@@ -244,7 +245,7 @@ class PortReport(Wire):
     message: Text = ""
 
 
-class EventReport(Wire):
+class EventReport(FromAgent):
     device: Device
     at: Instant
     kind: Annotated[str, Field(min_length=1, max_length=64)]
@@ -254,7 +255,7 @@ class EventReport(Wire):
     detector: Annotated[str, Field(max_length=64)] | None = None
 
 
-class QuarantineReport(Wire):
+class QuarantineReport(FromAgent):
     device: Device
     since: Instant
     reason: Text = ""
@@ -265,7 +266,7 @@ class QuarantineReport(Wire):
 MAX_USAGE_LINES = 1000  # per port: 4 windows x the agent's top 50 (core.fleet.report.USAGE_TOP), with room
 
 
-class UsageLine(Wire):
+class UsageLine(FromAgent):
     direction: Literal["ingress", "egress"] = Field(description="ingress: towards the instance; egress: sent by it")
     local_ip: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="the instance's address")
     remote_ip: Annotated[str, Field(min_length=1, max_length=64)]
@@ -275,7 +276,7 @@ class UsageLine(Wire):
     packets: Count
 
 
-class PortUsage(Wire):
+class PortUsage(FromAgent):
     """A port's per-IP usage in the current hour and day, as the agent's store held it at `at` (the agent
     sends the biggest address pairs of each window only)."""
 
@@ -284,7 +285,7 @@ class PortUsage(Wire):
     lines: Annotated[list[UsageLine], Field(max_length=MAX_USAGE_LINES)] = Field(default_factory=list)
 
 
-class Report(Wire):
+class Report(FromAgent):
     applied_revision: Annotated[int, Field(ge=0, le=MAX_REVISION)] | None = None
     ports: Annotated[list[PortReport], AfterValidator(_at_most)] = Field(default_factory=list)
     samples: Annotated[list[Sample], AfterValidator(_at_most)] = Field(default_factory=list)

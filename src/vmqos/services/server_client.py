@@ -48,6 +48,7 @@ from vmqos.services.fleet_wire import (
     UsageAnswer,
 )
 from vmqos.services.verify_wire import VerifyRun, VerifyRunAnswer, VerifyRunList, VerifyRunUpload
+from vmqos.services.wire_skew import parse_from_peer
 
 URL_ENV = "VMQOS_URL"
 TIMEOUT_S = 30.0  # a request's; the long poll waits `wait` seconds more
@@ -184,7 +185,8 @@ class ServerClient:
         if answer is None or status == 204:
             return None
         try:
-            return answer.model_validate(response.json())
+            # lenient on what a server of another version adds (services.wire_skew), strict on the rest
+            return parse_from_peer(answer, response.json(), f"a server's {answer.__name__} answer")
         except (ValueError, ValidationError) as exc:
             first = str(exc).splitlines()[0]
             raise ServerError(f"{method} {path}: the answer is not a {answer.__name__} ({first}); is {self.url} a "
