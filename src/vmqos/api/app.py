@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from vmqos import __version__
 from vmqos.api import (compute, dashboard, fleet, identity, identity_admin, microversion, native, network,
                        neutron_policies, neutron_ports, neutron_rbac, neutron_rules, volume, volume_volumes)
-from vmqos.api import fleet_uplinks, poll_log
+from vmqos.api import fleet_uplinks, poll_log, stop_signals
 from vmqos.api.checks import Checks
 from vmqos.api.fleet_fastpoll import FastPoll
 from vmqos.api.fleet_watch import Watch
@@ -167,7 +167,9 @@ def create_app(url: str | None = None, *, settings: ServerAuth | None = None,
         await run_in_threadpool(fleet_desired.refresh, store)
         await watch.start()
         said = asyncio.create_task(poll_log.summarize(summary), name="vmqos-poll-log")
+        unchain = stop_signals.before_stop_signals(watch.close)  # a stop answers the long waits at once
         yield
+        unchain()
         said.cancel()  # its last summary said on the way out
         await asyncio.gather(said, return_exceptions=True)
         await watch.stop()
