@@ -219,6 +219,8 @@ async def stream(request: Request, view: ViewName = Query(...), host: str | None
         yield _event("view", first.model_dump_json())
         while not await request.is_disconnected():
             await asyncio.sleep(STREAM_TICK_S)
+            if request.app.state.fleet_watch.closing:  # the server stops (api.stop_signals): the page reconnects
+                return
             now = asyncio.get_running_loop().time()
             if live.version == sent_version:
                 if now - last >= STREAM_KEEPALIVE_S:

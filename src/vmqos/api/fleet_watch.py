@@ -64,6 +64,7 @@ class Watch:
         self._said: str | None = None
         self._batch: _Batch | None = None
         self.callers = TrustedCallers()  # the long poll's callers, trusted a while (api.watch_auth)
+        self.closing = False  # the server stops: every wait answers now, as its timeout would (api.stop_signals)
 
     def running(self) -> bool:
         return self._task is not None and not self._task.done() and self._loop is asyncio.get_running_loop()
@@ -72,6 +73,7 @@ class Watch:
         """Start the ticker in the running loop (again, if it ran in another one: a test's client)."""
         self._loop = asyncio.get_running_loop()
         self._events.clear()
+        self.closing = False
         counters = await run_in_threadpool(records.counters, self.store)
         self.seen, self.floor, self._batch = counters.revision, counters.floor, None
         self._task = asyncio.create_task(self._run(), name="vmqos-fleet-watch")
@@ -84,6 +86,14 @@ class Watch:
             except (asyncio.CancelledError, RuntimeError):
                 pass
             self._task = None
+
+    def close(self) -> None:
+        """The server stops: wake every waiting poll (each answers the state now, as at its timeout) and
+        answer the polls still to come at once, so that the stop does not wait out the longest poll."""
+        self.closing = True
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
 
     def _event(self, host: str) -> asyncio.Event:
         event = self._events.get(host)
@@ -168,7 +178,7 @@ class Watch:
                     found = await run_in_threadpool(fleet_desired.changes, self.store, host, since)
             first = False
             remaining = deadline - loop.time()
-            if found.changes or found.uplink is not None or remaining <= 0:
+            if found.changes or found.uplink is not None or remaining <= 0 or self.closing:
                 return found
             try:
                 await asyncio.wait_for(event.wait(), remaining)

@@ -165,6 +165,7 @@ async def event_changes(request: Request, after: int = Query(ge=0, le=MAX_EVENT_
     while True:
         found = await run_in_threadpool(fleet_hosts.list_events, _store(request), who, host=host, device=device,
                                         limit=limit, after=after)
-        if found or loop.time() >= deadline or await request.is_disconnected():
+        if found or loop.time() >= deadline or request.app.state.fleet_watch.closing \
+                or await request.is_disconnected():
             return EventList(events=found)
         await asyncio.sleep(min(POLL_S, max(0.0, deadline - loop.time())))

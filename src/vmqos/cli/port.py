@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
@@ -14,11 +14,14 @@ from vmqos.cli.option_help import DB_HELP, NETNS_HELP
 from vmqos.cli.output import print_json, print_notes, stderr, stdout
 from vmqos.core.desired.ports import PortChange
 from vmqos.core.formats import neutron
-from vmqos.core.formats.hostfile import read_host_with_notes
 from vmqos.core.model.host import EgressMode
 from vmqos.core.units import human_pps, human_rate, human_size
-from vmqos.services.ports import apply_host, check_host, clear_port, open_store, set_port, show_port
-from vmqos.services.results import ApplyReport, HostCheck, StoredOnly
+
+if TYPE_CHECKING:
+    from vmqos.services.results import ApplyReport
+
+# services.ports (the store, the reconciler) is imported by the commands that use this host's kernel: a command
+# with --server asks a server and loads neither (`remote`; ~0.4 s of CPU a call)
 
 
 def kernel_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,6 +66,8 @@ def _policy(value: str | None) -> tuple[Any, str | None]:
 
 
 def report_apply(report: ApplyReport | None, as_json: bool) -> int:
+    from vmqos.services.results import StoredOnly
+
     if report is None:
         if as_json:
             print_json(StoredOnly())
@@ -144,6 +149,8 @@ def port_set(device: str, inbound: str | None, outbound: str | None, policy: str
         return
     if not live and not config:
         live = config = True
+    from vmqos.services.ports import open_store, set_port
+
     with open_store(db) as store:
         report = set_port(store, netns, device, change, live=live, config=config, force=force)
     sys.exit(report_apply(report, as_json))
@@ -172,6 +179,8 @@ def port_clear(device: str, force: bool, as_json: bool, server: str | None, host
 
         clear_remote(server, host, device, as_json)
         return
+    from vmqos.services.ports import clear_port, open_store
+
     with open_store(db) as store:
         report = clear_port(store, netns, device, force=force)
     sys.exit(report_apply(report, as_json))
@@ -217,6 +226,8 @@ def port_show(device: str, as_json: bool, server: str | None, host: str | None, 
 
         show_remote(server, host, device, as_json)
         return
+    from vmqos.services.ports import open_store, show_port
+
     with open_store(db, read_only=True) as store:
         shown = show_port(store, netns, device)
     if as_json:
@@ -298,6 +309,9 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
     \b
     Example: vmqos apply -f host.yaml --netns lab-host --prune
     """
+    from vmqos.core.formats.hostfile import read_host_with_notes
+    from vmqos.services.ports import apply_host, open_store
+
     state, notes = read_host_with_notes(read_input(path))
     print_notes(notes)
     with open_store(db) as store, progress_bars(not as_json) as progress:
@@ -310,6 +324,9 @@ def apply(path: str, prune: bool, force: bool, dry_run: bool, as_json: bool, net
 @kernel_options
 def check(as_json: bool, netns: str | None, db: str | None) -> None:
     """Compare the kernel with the desired state: exit 0 when they match, 1 with a per-port report."""
+    from vmqos.services.ports import check_host, open_store
+    from vmqos.services.results import HostCheck
+
     with open_store(db, read_only=True) as store:
         found = HostCheck(check_host(store, netns))
     ok = found.ok

@@ -209,19 +209,31 @@ def start_agent(name: str, hosts: int, index: int) -> int:
 def stop(name: str, role: str, sig: int = signal.SIGTERM) -> int | None:
     """Signal the fleet's `role` ("server" or a host's name); wait for it to end on SIGTERM (SIGKILL after
     STOP_TIMEOUT_S). Its pid, None when it was not running."""
-    pidfile = state_dir(name) / ("server.pid" if role == "server" else f"agent-{role}.pid")
-    pid = _pid(pidfile)
-    if pid is None:
-        return None
-    os.kill(pid, sig)
+    return stop_all(name, [role], sig)[0]
+
+
+def stop_all(name: str, roles: list[str], sig: int = signal.SIGTERM) -> list[int | None]:
+    """`stop` of several roles at once: each is signalled, then all are waited for (an agent's stop takes
+    ~1.5 s, its follower's long poll given a second to end: the hosts of a fleet stop side by side)."""
+    signalled: list[tuple[int | None, Path]] = []
+    for role in roles:
+        pidfile = state_dir(name) / ("server.pid" if role == "server" else f"agent-{role}.pid")
+        pid = _pid(pidfile)
+        if pid is not None:
+            os.kill(pid, sig)
+        signalled.append((pid, pidfile))
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    return pid
+    for pid, pidfile in signalled:
+        if pid is None:
+            continue
+        killed = False
+        while _alive(pid):
+            if not killed and time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+        pidfile.unlink(missing_ok=True)
+    return [pid for pid, _ in signalled]
 
 
 def _alive(pid: int) -> bool:
@@ -322,8 +334,7 @@ def fleet_down(name: str) -> list[str]:
     removed: list[str] = []
     hosts = int((where / "hosts").read_text()) if (where / "hosts").exists() else 0
     fleet = Fleet(name, hosts) if hosts else None
-    for host in fleet.all_hosts() if fleet else ():
-        stop(name, host.name)
+    stop_all(name, [host.name for host in fleet.all_hosts()] if fleet else [])  # the agents first, together
     stop(name, "server")
     for host in fleet.all_hosts() if fleet else ():
         removed += lab_down(host.name)

@@ -14,30 +14,15 @@ from __future__ import annotations
 
 from vmqos.core.desired.neutron_ports import device_name
 from vmqos.services import fleet_access as access
-from vmqos.services.fleet_wire import Wire, check_host
+from vmqos.services.fleet_wire import check_host
 from vmqos.services.identity import Caller
+from vmqos.services.instance_wire import Instance, InstanceList, InstancePort
 from vmqos.store import Store
 from vmqos.store.neutron_ports import list_ports
 
+__all__ = ["Instance", "InstanceList", "InstancePort", "list_instances"]
+
 NETWORK_OWNED = "network:"  # Neutron's device_owner of DHCP ports, router interfaces, gateways
-
-
-class InstancePort(Wire):
-    port_id: str
-    device: str  # on its host: what `vmqos port show DEV --host HOST` takes
-    host: str | None  # binding:host_id; null while unbound
-    qos_policy_id: str | None
-
-
-class Instance(Wire):
-    id: str  # the ports' device_id: Nova's server id
-    project_id: str
-    hosts: list[str]  # where its bound ports are (one, unless a migration is half done)
-    ports: list[InstancePort]
-
-
-class InstanceList(Wire):
-    instances: list[Instance]
 
 
 def list_instances(store: Store, caller: Caller, host: str | None = None) -> list[Instance]:

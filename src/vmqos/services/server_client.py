@@ -25,7 +25,7 @@ from keystoneauth1.identity import v3
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vmqos.core.errors import MissingValue, NotFound, VmqosError
-from vmqos.services.fleet_instances import Instance, InstanceList
+from vmqos.services.instance_wire import Instance, InstanceList
 from vmqos.services.fleet_wire import (
     Changes,
     EventList,
