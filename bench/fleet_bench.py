@@ -119,15 +119,21 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
     session.session.hooks["response"].append(count)
     stop = threading.Event()
     state: dict[str, dict[str, Any]] = {h: {"arrivals": [], "rows": {}, "revision": None, "errors": 0, "bytes": 0,
-                                            "bytes_start": 0, "backwards": 0} for h in hosts}
+                                            "bytes_start": 0, "backwards": 0, "why": []} for h in hosts}
+
+    def failed(mine: dict[str, Any], exc: VmqosError) -> None:
+        """Count a failed request and keep the first few messages, so a run with errors says which."""
+        mine["errors"] += 1
+        if len(mine["why"]) < 3:
+            mine["why"].append(f"{time.strftime('%H:%M:%S')} {str(exc)[:300]}")
 
     def follow(host: str) -> None:
         feed, mine = ServerFeed(ServerClient(url, session, host=host)), state[host]
         while mine["revision"] is None and not stop.is_set():
             try:
                 page = feed.desired()
-            except VmqosError:
-                mine["errors"] += 1
+            except VmqosError as exc:
+                failed(mine, exc)
                 time.sleep(0.5)
                 continue
             mine["rows"] = {p.device: (p.revision, p.policy) for p in page.ports}
@@ -136,8 +142,8 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
         while not stop.is_set():
             try:
                 page = feed.changes(mine["revision"], WAIT_S)
-            except VmqosError:
-                mine["errors"] += 1
+            except VmqosError as exc:
+                failed(mine, exc)
                 time.sleep(0.5)
                 continue
             now = time.monotonic()
@@ -169,7 +175,7 @@ def _agents(url: str, token: str, hosts: list[str], conn: Any) -> None:
             conn.send(True)
         elif command == "collect":
             conn.send({h: {"arrivals": list(s["arrivals"]), "bytes": s["bytes"], "errors": s["errors"],
-                           "backwards": s["backwards"]} for h, s in state.items()})
+                           "backwards": s["backwards"], "why": list(s["why"])} for h, s in state.items()})
         elif command == "verify":  # every host's rows against the server's /desired, read now
             client = ServerClient(url, session)
             wrong = []
@@ -365,7 +371,8 @@ def _round(fleet: Fleet, policy: str, rule: str, changes: int, kbps: int, idle: 
             "server_cpu_s": cpu, "server_cpu_per_change_s": cpu / changes,
             "server_idle_cpu_per_s": idle_cpu, "agents_cpu_s": agents_cpu,
             "bytes_per_agent": statistics.mean(h["bytes"] for h in seen.values()),
-            "errors": sum(h["errors"] for h in seen.values())}
+            "errors": sum(h["errors"] for h in seen.values()),
+            "error_samples": [why for h in seen.values() for why in h["why"]][:10]}
 
 
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -376,6 +383,8 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = all(values)
         elif isinstance(value, (int, float)) and key != "changes" and None not in values:
             out[key] = max(values) if key in ("missing", "behind", "unordered", "errors") else statistics.median(values)
+        elif key == "error_samples":  # the agents' first messages, kept across rounds: the last round's
+            out[key] = rounds[-1][key]
         else:
             out[key] = value
     return out
@@ -442,6 +451,10 @@ def main() -> None:
     finally:
         if fleet is not None:
             fleet.stop()
+        if any(r.get("errors") for r in out.get("runs", {}).get("one", []) + out.get("runs", {}).get("burst", [])):
+            kept = Path(tempfile.gettempdir()) / f"fleet_bench-server-{os.getpid()}.log"
+            shutil.copyfile(tmp / "server.log", kept)  # failed requests: the server's side of them is kept
+            print(f"requests failed: the server's log is kept at {kept}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
     _print(out)
     if args.json:
@@ -464,6 +477,11 @@ def _print(out: dict[str, Any]) -> None:
     print(f"\nthe idle server (every agent waiting): {out['one']['server_idle_cpu_per_s']:.3f} CPU-s per s")
     print(f"agents whose rows differ from the server's at the end: {len(out['wrong_hosts'])} "
           f"(not compared, the server's /desired unread after 3 tries: {len(out['unverified_hosts'])})")
+    errors = max(out["one"]["errors"], out["burst"]["errors"])
+    if errors:
+        print(f"requests that failed (the agents retried them): {errors}; the first messages:")
+        for why in out["one"]["error_samples"] or out["burst"]["error_samples"]:
+            print(f"  {why}")
     print(json.dumps(out, indent=2))
 
 
