@@ -77,6 +77,8 @@ def pytest_runtest_logreport(report):
     if node is None:
         return
     _WORKERS[node.gateway.id] = time.monotonic() - _STARTED[0]
+    if getattr(report, "context", None) is not None:  # a subtest's report (schemathesis' operations): its
+        return                                         # seconds are inside its test's call already
     path = report.nodeid.split("::", 1)[0]
     _FILES[path] = _FILES.get(path, 0.0) + report.duration
 
