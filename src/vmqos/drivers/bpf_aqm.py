@@ -34,8 +34,8 @@ from typing import Any
 from vmqos.core.errors import KernelError
 from vmqos.core.plan.tc_objects import Aqm
 from vmqos.drivers.bpf_police import (
-    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name, load_program,
-    map_of, program_id, put_program,
+    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name, link,
+    load_program, map_of, program_id, put_program,
 )
 
 PROGRAM_NAME = "vmqos_aqm"
@@ -169,14 +169,7 @@ def program(map_fd: int) -> bytes:
     at("pass")
     emit(_MOV_K, _R0, imm=TC_ACT_UNSPEC)
     emit(_EXIT)
-    out = b""
-    for i, item in enumerate(code):
-        if isinstance(item, tuple):
-            target, raw = item
-            op, regs, _, imm = struct.unpack("<BBhi", raw)
-            item = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
-        out += item
-    return out
+    return link(code, labels)
 
 
 @dataclass(frozen=True)

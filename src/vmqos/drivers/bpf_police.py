@@ -79,6 +79,19 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
+def link(code: list[bytes | tuple[str, bytes]], labels: dict[str, int]) -> bytes:
+    """The program's bytes, each jump (a (label, instruction) pair) given its offset to the label: the
+    encoders write jumps before their targets are known, as an assembler's first pass does."""
+    out = b""
+    for i, item in enumerate(code):
+        if isinstance(item, tuple):
+            target, raw = item
+            op, regs, _, imm = struct.unpack("<BBhi", raw)
+            item = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
+        out += item
+    return out
+
+
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
 _MOV_X, _MOV_K, _ADD_K, _ADD_X, _SUB_X, _MUL_K, _DIV_X, _OR_K = 0xBF, 0xB7, 0x07, 0x0F, 0x1F, 0x27, 0x3F, 0x47
 _LDX_W, _LDX_DW, _STX_W, _ST_W = 0x61, 0x79, 0x63, 0x62
@@ -152,15 +165,7 @@ def program(map_fd: int) -> bytes:
     at("pass")
     code.append(_insn(_MOV_K, _R0, imm=0))  # TC_ACT_OK: the verdict is nft's
     code.append(_insn(_EXIT))
-    out = b""
-    for i, item in enumerate(code):
-        if isinstance(item, tuple):
-            target, raw = item
-            op, regs, _, imm = struct.unpack("<BBhi", raw)
-            raw = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
-            item = raw
-        out += item
-    return out
+    return link(code, labels)
 
 
 # -- loading, finding and changing it ------------------------------------------------------------

@@ -3,9 +3,8 @@ bpf_police's encoder: one program per hook of the port, sharing the flow and con
 
 from __future__ import annotations
 
-import struct
 
-from vmqos.drivers.bpf_police import NSEC, _insn
+from vmqos.drivers.bpf_police import NSEC, _insn, link
 
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
 
@@ -285,11 +284,4 @@ def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
     at("pass")
     emit(_MOV_K, _R0, imm=TC_ACT_UNSPEC)
     emit(_EXIT)
-    out = b""
-    for i, item in enumerate(code):
-        if isinstance(item, tuple):
-            target, raw = item
-            op, regs, _, imm = struct.unpack("<BBhi", raw)
-            item = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
-        out += item
-    return out
+    return link(code, labels)
