@@ -34,8 +34,8 @@ from typing import Any
 from vmqos.core.errors import KernelError
 from vmqos.core.plan.tc_objects import Aqm
 from vmqos.drivers.bpf_police import (
-    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name, link,
-    load_program, map_of, program_id, put_program,
+    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name,
+    Assembler, load_program, map_of, program_id, put_program,
 )
 
 PROGRAM_NAME = "vmqos_aqm"
@@ -62,17 +62,8 @@ FLAG_DROP = 2  # drop what is not marked
 
 
 def program(map_fd: int) -> bytes:
-    code: list[bytes | tuple[str, bytes]] = []
-    labels: dict[str, int] = {}
-
-    def at(name: str) -> None:
-        labels[name] = len(code)
-
-    def emit(*args: int, **kw: int) -> None:
-        code.append(_insn(*args, **kw))
-
-    def jump(op: int, dst: int, src: int, imm: int, target: str) -> None:
-        code.append((target, _insn(op, dst, src, 0, imm)))
+    asm = Assembler()
+    at, emit, jump = asm.at, asm.emit, asm.jump
 
     emit(_MOV_X, _R6, _R1)  # ctx
     emit(0x62, _R10, 0, -4, 0)  # *(u32 *)(fp - 4) = 0: the key
@@ -169,7 +160,7 @@ def program(map_fd: int) -> bytes:
     at("pass")
     emit(_MOV_K, _R0, imm=TC_ACT_UNSPEC)
     emit(_EXIT)
-    return link(code, labels)
+    return asm.link()
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,27 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
+class Assembler:
+    """A program being written: `emit` an instruction, `at` a label, `jump` to a label written later;
+    `link` gives the bytes (the AQM and receive-window programs; the police program keeps its own)."""
+
+    def __init__(self) -> None:
+        self.code: list[bytes | tuple[str, bytes]] = []
+        self.labels: dict[str, int] = {}
+
+    def at(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def emit(self, *args: int, **kw: int) -> None:
+        self.code.append(_insn(*args, **kw))
+
+    def jump(self, op: int, dst: int, src: int, imm: int, target: str) -> None:
+        self.code.append((target, _insn(op, dst, src, 0, imm)))
+
+    def link(self) -> bytes:
+        return link(self.code, self.labels)
+
+
 def link(code: list[bytes | tuple[str, bytes]], labels: dict[str, int]) -> bytes:
     """The program's bytes, each jump (a (label, instruction) pair) given its offset to the label: the
     encoders write jumps before their targets are known, as an assembler's first pass does."""

@@ -3,7 +3,7 @@ bpf_police's encoder: one program per hook of the port, sharing the flow and con
 
 from __future__ import annotations
 
-from vmqos.drivers.bpf_police import NSEC, _insn, link
+from vmqos.drivers.bpf_police import NSEC, Assembler, _insn
 
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
 
@@ -37,17 +37,8 @@ _KEY, _RKEY, _SCRATCH, _HDR, _VALUE, _CFGKEY = -40, -80, -88, -128, -160, -168
 
 
 def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
-    code: list[bytes | tuple[str, bytes]] = []
-    labels: dict[str, int] = {}
-
-    def at(name: str) -> None:
-        labels[name] = len(code)
-
-    def emit(*args: int, **kw: int) -> None:
-        code.append(_insn(*args, **kw))
-
-    def jump(op: int, dst: int, src: int, imm: int, target: str) -> None:
-        code.append((target, _insn(op, dst, src, 0, imm)))
+    asm = Assembler()
+    at, emit, jump = asm.at, asm.emit, asm.jump
 
     def load_bytes(offset_reg: int | None, offset: int, to: int, length: int) -> None:
         """bpf_skb_load_bytes(skb, offset_reg + offset, fp + to, length); to "pass" if it fails."""
@@ -283,4 +274,4 @@ def program(flow_fd: int, config_fd: int, slot: int) -> bytes:
     at("pass")
     emit(_MOV_K, _R0, imm=TC_ACT_UNSPEC)
     emit(_EXIT)
-    return link(code, labels)
+    return asm.link()
