@@ -34,7 +34,7 @@ from typing import Any
 from vmqos.core.errors import KernelError
 from vmqos.core.plan.tc_objects import Aqm
 from vmqos.drivers.bpf_police import (
-    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _insn, _name,
+    _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, NSEC, _address, _bpf, _name,
     Assembler, load_program, map_of, program_id, put_program,
 )
 

@@ -3,7 +3,7 @@ bpf_police's encoder: one program per hook of the port, sharing the flow and con
 
 from __future__ import annotations
 
-from vmqos.drivers.bpf_police import NSEC, Assembler, _insn
+from vmqos.drivers.bpf_police import NSEC, Assembler
 
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
 
