@@ -300,6 +300,20 @@ def test_a_read_only_store_of_a_missing_file_is_empty_and_creates_nothing(tmp_pa
     assert os.listdir(tmp_path) == []
 
 
+def test_a_read_only_store_of_a_file_whose_schema_a_writer_is_making_is_empty(tmp_path) -> None:
+    """An agent's first start creates its cache file, then its tables in one transaction: a reader
+    in between (`port show`, a test waiting for the agent) sees an empty database, not 'no such table'."""
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE policies (a)")  # the writer's transaction, not committed
+    with Store(f"sqlite:///{path}", read_only=True) as store:
+        assert store.load("").instances == {} and store.scopes() == []
+    conn.rollback()
+    conn.close()
+
+
 def test_a_namespace_is_opened_never_created() -> None:
     """pyroute2 creates a missing namespace unless told not to (O_CREAT by default): one deleted
     between the check and the open must be an error, not a new namespace for the next steps."""

@@ -14,7 +14,9 @@ look, so opening here writes nothing, ever:
   -- each transaction on a fresh connection that checks again, and a transaction during which
   the main file changed (a writer came and checkpointed) fails instead of returning a torn read.
 - A file that does not exist reads as an empty database: nothing was stored yet, which is what
-  opening for writing would have shown (after creating it).
+  opening for writing would have shown (after creating it). So does one that holds no table yet:
+  a writer (an agent's first start) has created the file and is making its schema, in one
+  transaction this reader must not read half of.
 - PostgreSQL: every transaction is read-only (`default_transaction_read_only`), which the server
   enforces; the schema is not migrated (the writers' business) but one stamped by a newer vmqos
   is refused, as opening for writing refuses it.
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -48,7 +50,7 @@ def open_read_only(url: str) -> tuple[Engine, str]:
             postgres = parsed.get_backend_name() == "postgresql"
             engine = create(parsed, **({"connect_args": {"options": "-c default_transaction_read_only=on"}}
                                        if postgres else {}))
-            return _checked(engine, shown), shown
+            return _checked(engine, shown) or _empty(), shown
         if database in ("", ":memory:") or database.startswith("file:") or not Path(database).exists():
             return _empty(), shown
         path = os.path.abspath(database)
@@ -57,7 +59,7 @@ def open_read_only(url: str) -> tuple[Engine, str]:
                              f"as root or {_FIX}")
         engine = create_engine("sqlite://", creator=lambda: _connect(path, shown), poolclass=NullPool, future=True)
         _guard(engine, path, shown)
-        return _checked(engine, shown), shown
+        return _checked(engine, shown) or _empty(), shown
     except ImportError as exc:
         raise VmqosError(f"cannot open the database {shown}: its driver is missing ({exc}); install it or "
                          f"{_FIX}") from None
@@ -65,14 +67,20 @@ def open_read_only(url: str) -> tuple[Engine, str]:
         raise VmqosError(f"cannot open the database {shown}: {reason(exc)}; {_FIX}") from None
 
 
-def _checked(engine: Engine, shown: str) -> Engine:
-    """The engine, unless a newer vmqos stamped the database (SchemaTooNew); one behind reads as it is."""
+def _checked(engine: Engine, shown: str) -> Engine | None:
+    """The engine, unless a newer vmqos stamped the database (SchemaTooNew); one behind reads as it is.
+    None (the engine disposed) when the database has no table at all yet; one with other tables (not
+    vmqos's) is read as it is, and says which table it lacks."""
     try:
         with engine.connect() as conn:
             upgrade.is_current(conn, shown)
+            blank = not inspect(conn).get_table_names()
     except BaseException:
         engine.dispose()
         raise
+    if blank:
+        engine.dispose()
+        return None
     return engine
 
 
