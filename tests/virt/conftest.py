@@ -13,6 +13,7 @@ session created them.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import io
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -197,9 +199,11 @@ def domain_xml(name: str, tap: str, kernel: str, initrd: str, disk: str, console
 """
 
 
-@pytest.fixture
-def qemu_domain(libvirtd, tmp_path):
-    """A running, persistent TCG domain with a tap vq5t<hex> and a virtio disk vda; removed at the end."""
+@contextlib.contextmanager
+def _running_domain(uri: str, tmp_path, *, booted: bool) -> Iterator[dict]:
+    """A running, persistent TCG domain with a tap vq5t<hex> and a virtio disk vda; removed at the end.
+    booted: wait (up to 60 s) for the guest's marker on its serial console, ~10 s of TCG boot; without it,
+    the domain is running (its QEMU, cgroups and tap exist) as soon as libvirt's create() returns."""
     import libvirt
 
     from vmqos.drivers.libvirt_driver import Libvirt
@@ -213,17 +217,17 @@ def qemu_domain(libvirtd, tmp_path):
     console = tmp_path / "console.log"
     initrd = build_initramfs(str(tmp_path / "initrd.gz"))
     xml = domain_xml(name, tap, _kernel() or "", initrd, str(disk), str(console))
-    conn = libvirt.open(libvirtd)
+    conn = libvirt.open(uri)
     dom = conn.defineXML(xml)
     try:
         dom.create()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while booted and time.monotonic() < deadline:
             if console.exists() and b"VQ5-GUEST-UP" in console.read_bytes():
                 break
             time.sleep(0.2)
-        with Libvirt(libvirtd) as lv:
-            yield {"name": name, "tap": tap, "uri": libvirtd, "lv": lv, "console": console,
+        with Libvirt(uri) as lv:
+            yield {"name": name, "tap": tap, "uri": uri, "lv": lv, "console": console,
                    "booted": b"VQ5-GUEST-UP" in (console.read_bytes() if console.exists() else b"")}
     finally:
         try:
@@ -236,3 +240,18 @@ def qemu_domain(libvirtd, tmp_path):
                 os.unlink(f"/var/log/libvirt/qemu/{name}.log")  # libvirt's per-domain log of this test's domain
             except FileNotFoundError:
                 pass
+
+
+@pytest.fixture
+def qemu_domain(libvirtd, tmp_path):
+    """A running domain whose guest has booted (its marker on the serial console): the live tests."""
+    with _running_domain(libvirtd, tmp_path, booted=True) as domain:
+        yield domain
+
+
+@pytest.fixture
+def qemu_domain_started(libvirtd, tmp_path):
+    """A running domain, its guest not waited for: for what libvirt and the host do with a domain (its
+    definition, its cgroups), which no guest takes part in."""
+    with _running_domain(libvirtd, tmp_path, booted=False) as domain:
+        yield domain

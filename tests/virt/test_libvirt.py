@@ -127,11 +127,13 @@ def test_real_domain_cpu_disk_and_network_live_read_back_through_libvirt_and_the
     assert "htb" not in tc(tap, "qdisc")
 
 
-def test_real_domain_config_goes_into_the_definition(qemu_domain, tmp_path):
+def test_real_domain_config_goes_into_the_definition(qemu_domain_started, tmp_path):
+    """The definition, the running domain's cgroup, a destroyed domain: libvirt's and the host's, no guest's
+    (the domain is not waited for to boot)."""
     from vmqos.core.formats import libvirt as libvirt_format
     from vmqos.services.vms import vm_set
 
-    d = qemu_domain
+    d = qemu_domain_started
     name, tap, uri, lv = d["name"], d["tap"], d["uri"], d["lv"]
     with Store(f"sqlite:///{tmp_path}/s.db") as store:
         report = vm_set(store, uri, name, InstanceChange(cpu_shares=700, cpu_quota_us=50000,
