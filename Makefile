@@ -48,11 +48,12 @@ demo: deps
 # pytest-xdist, a test file per worker so that a module's server or lab starts once. Then the tiers
 # that measure rates - traffic, virt, browser, containers and the kernel's `rates` tests - one test at
 # a time, on a machine they have to themselves.
+# One pytest run for the second phase: every test outside core, server and kernel, plus the kernel tier's
+# `rates` tests (kernel_tier is set by path, tests/conftest.py).
 test: deps
 	@rc=0; \
 	$(VPY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=30 -m "not rates" tests/core tests/server tests/kernel || rc=$$?; \
-	$(VPY) -m pytest --durations=30 --ignore=tests/core --ignore=tests/server --ignore=tests/kernel || rc=$$?; \
-	$(VPY) -m pytest -m rates tests/kernel || rc=$$?; \
+	$(VPY) -m pytest --durations=30 --ignore=tests/core --ignore=tests/server -m "rates or not kernel_tier" || rc=$$?; \
 	exit $$rc
 
 test-core: deps

@@ -60,6 +60,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
+_KERNEL_TIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel") + os.sep
+
+
+def pytest_itemcollected(item):
+    """Every test under tests/kernel gets the mark kernel_tier, by its path: `make test` runs the kernel tier's
+    `rates` tests in the same pytest run as the traffic, virt and browser tiers (-m "rates or not kernel_tier"),
+    a selection by directory that no file's own marks can get wrong. Set during collection: before -m selects."""
+    if str(item.path).startswith(_KERNEL_TIER):
+        item.add_marker("kernel_tier")
+
+
 # What keeps _LONGEST_FIRST true: under xdist, the controller sums each file's durations and notes when
 # each worker's last test ended; the summary prints both, so that a run shows its idle tail (the gap
 # between the workers' ends) and the files' current order of length.
