@@ -17,9 +17,9 @@ settings.load_profile("ci")
 # The longest files first (server tier: minutes each under the real `openstack` CLI). Under
 # `pytest -n auto --dist loadfile` each worker takes whole files in the queue's order, so a long file
 # queued last is a tail the other worker waits out idle; started first, the short files fill in
-# around it. xdist's own order is by the number of tests a file has, which put the fuzz file (two
-# tests of 30 s) last: `make test` turns it off (--no-loadscope-reorder), so this order is the
-# queue's. Measured with --durations (2026-12-07); a renamed file only loses its place. Under xdist the
+# around it. xdist's own order is by the number of tests a file has, which put the fuzz file (then two
+# tests of 30 s; one of ~45 s since it sends each case to both back ends) last: `make test` turns it off
+# (--no-loadscope-reorder), so this order is the queue's. Measured with --durations (2026-12-07); a renamed file only loses its place. Under xdist the
 # summary prints each file's seconds and when each worker ended (below): the data to keep this list true.
 _LONGEST_FIRST = (
     "tests/server/test_networks_ports.py",
