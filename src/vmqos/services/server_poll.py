@@ -1,8 +1,8 @@
 """The long poll's lean way through keystoneauth and requests: the same request, sent for less CPU.
 
 Why. An agent's long poll (`GET /v1/hosts/{host}/desired/changes?since=R&wait=S`) is the one call it
-makes over and over, and through keystoneauth's `Session.request` each one cost ~1.5 ms of CPU
-before a byte was sent (docs/benchmarks.md §7, 2026-12-07 17:20): keystoneauth rebuilds its headers
+makes over and over, and through keystoneauth's `Session.request` each one cost ~1 ms of CPU
+before a byte was sent (docs/benchmarks.md §7, 2026-12-07 17:18): keystoneauth rebuilds its headers
 and user agent, and requests' `Session.request` re-prepares the URL, merges cookies, headers and hooks,
 and reads the proxies from the environment (two walks over `os.environ`, a quarter of the agent's CPU
 per answer). At 1,000 agents on one machine (the fleet bench) that was more than the server's CPU.
