@@ -68,6 +68,26 @@ def test_pages_read_their_own_key():
         page_from_wire({"revision": 9, "ports": [ROW]}, full=False)
 
 
+def test_a_page_parses_each_policy_text_once_and_gives_every_row_what_its_own_parse_gives():
+    texts = [{"egress": {"rate": 3000000, "burst": 37500}, "origin": "neutron"}, {"ingress": {"rate": "10mbit"}}]
+    rows = [{**ROW, "device": f"tap{i}", "policy": dict(texts[i % 2])} for i in range(6)]  # equal texts, not one dict
+    page = page_from_wire({"revision": 9, "changes": rows}, full=False)
+    assert [p.policy for p in page.ports] == [policy_of(r["device"], r["policy"]) for r in rows]
+    assert [p.policy.name for p in page.ports if p.policy] == [f"fleet:tap{i}" for i in range(6)]
+    first, second, third = (p.policy for p in page.ports[:3])
+    assert first is not None and second is not None and third is not None
+    assert first.qos is third.qos and first.qos is not second.qos  # one parse per text
+    fast = [{**ROW, "device": f"tap{i}", "policy": {"egress": {"rate": "fast"}}} for i in range(2)]
+    with pytest.raises(FormatError, match="tap0"):  # the first row of a refused text says it, as before
+        page_from_wire({"revision": 9, "changes": fast}, full=False)
+    # neutron's form may name its policy, which must be the row's own (fleet:<device>): parsed per row
+    named = {"neutron": {"name": "fleet:tap0", "rules": [{"type": "bandwidth_limit", "max_kbps": 1000,
+                                                          "direction": "egress"}]}}
+    with pytest.raises(FormatError, match="'fleet:tap0' differs from the policy's key 'fleet:tap1'"):
+        page_from_wire({"revision": 9, "changes": [{**ROW, "device": f"tap{i}", "policy": named}
+                                                   for i in range(2)]}, full=False)
+
+
 def test_a_reload_changes_what_differs_and_tombstones_what_is_gone():
     cached = {"a": port("a", 1, 1_000_000), "b": port("b", 2, 2_000_000), "c": port("c", 3, 3_000_000)}
     page = DesiredPage(10, (port("a", 1, 1_000_000), port("b", 8, 5_000_000), port("d", 9, 4_000_000)), full=True)

@@ -137,3 +137,21 @@ def test_port_spec_checks_its_name_mtu_and_egress_mode():
                 {"device": "tap-a", "egress_mode": "drop"}):
         with pytest.raises(InvalidValue):
             PortSpec(**bad)
+
+
+def test_a_device_name_refuses_exactly_what_the_per_character_check_refused():
+    """check_device_name tests the whole name with isprintable() and a set (the agent checks every row's
+    device); the per-character test it replaced, over every code point, in the middle of a good name."""
+    from vmqos.core.model.host import _NOT_IN_DEVICE_NAMES, check_device_name
+
+    def refused(name: str) -> bool:
+        try:
+            check_device_name(name)
+        except InvalidValue:
+            return True
+        return False
+
+    before = [c for c in map(chr, range(0x110000))
+              if c in _NOT_IN_DEVICE_NAMES or c.isspace() or not c.isprintable()]
+    assert [c for c in map(chr, range(0x110000)) if refused(f"ta{c}p")] == before
+    assert not refused("tap-x.y_z~1")

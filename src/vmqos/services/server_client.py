@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vmqos.core.errors import MissingValue, NotFound, VmqosError
 from vmqos.services.instance_wire import Instance, InstanceList
+from vmqos.services.server_poll import LeanGet
 from vmqos.services.fleet_wire import (
     Changes,
     EventList,
@@ -122,6 +123,7 @@ class ServerClient:
         self.url = url.rstrip("/")
         self.session = session
         self.host = host
+        self._poll = LeanGet(session)  # the long poll's lean way (services.server_poll)
 
     @classmethod
     def from_env(cls, url: str | None = None, *, host: str | None = None,
@@ -155,10 +157,11 @@ class ServerClient:
 
     def _call(self, method: str, path: str, answer: type[M] | None, *, body: BaseModel | None = None,
               params: dict[str, Any] | None = None, timeout: float | None = None,
-              headers: dict[str, str] | None = None) -> M | None:
+              headers: dict[str, str] | None = None, lean: LeanGet | None = None) -> M | None:
         where = f"{self.url}{path}"
         kwargs: dict[str, Any] = {"raise_exc": False, "params": {k: v for k, v in (params or {}).items()
                                                                   if v is not None}}
+        response = None
         if headers:
             kwargs["headers"] = headers
         if body is not None:
@@ -166,7 +169,12 @@ class ServerClient:
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
-            response = self.session.request(where, method, **kwargs)
+            if lean is not None and lean.ready():
+                response, kwargs["allow_reauth"] = lean.get(where, kwargs["params"], kwargs["timeout"])
+            if response is None:
+                response = self.session.request(where, method, **kwargs)
+                if lean is not None:
+                    lean.learn(response, where, kwargs["params"])
         except ks_exc.Unauthorized as exc:  # the token request itself was refused
             raise ServerUnauthorized(f"{self.url} refused the credentials (401): {exc}; check OS_USERNAME, "
                                      "OS_PASSWORD and OS_PROJECT_NAME", 401) from None
@@ -205,7 +213,7 @@ class ServerClient:
     def changes(self, since: int, wait: float = 0.0, host: str | None = None) -> Changes:
         """The host's rows above `since`, waiting up to `wait` seconds for one (RevisionGone: read desired())."""
         found = self._call("GET", f"/v1/hosts/{self._host(host)}/desired/changes", Changes,
-                           params={"since": since, "wait": wait}, timeout=TIMEOUT_S + wait)
+                           params={"since": since, "wait": wait}, timeout=TIMEOUT_S + wait, lean=self._poll)
         assert found is not None
         return found
 
