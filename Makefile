@@ -53,7 +53,8 @@ demo: deps
 # Before both: the package's bytecode, compiled once. Where PYTHONDONTWRITEBYTECODE is set (our CI
 # sessions set it; the main checkout held .pyc files for 63 of its ~290 modules, none of vmqos.api's) no
 # process writes it, so each of the suite's Python processes compiled from source the vmqos modules it
-# imports: ~0.4 s of CPU per `vmqos server` start (measured 2026-12-07), ~30 starts in phase 1 alone.
+# imports: up to 0.25 s of CPU per `vmqos server` start (its 135 modules), 0.1 s per `vmqos port --server`
+# call (56), in every pytest worker too (measured 2026-12-07); ~30 server starts in phase 1 alone.
 # Python reads .pyc files whatever that variable says, and recompiles a stale one (an edited source).
 test: deps
 	@$(VPY) -m compileall -q src >/dev/null
