@@ -12,6 +12,8 @@ One `vmqos server` on SQLite in a temp directory (admin only), the same command 
 time, the client's CPU time (user + system: an exec's from RUSAGE_CHILDREN, a forked child's as
 its fork server measured it with wait4) and the server's CPU time (from /proc, its share of the
 call: mostly the argon2 verification of the password). The load of the machine is printed too.
+--hash tests makes the admin's password hash as the test suite makes its users' (tests/conftest.py,
+cheap_password_hashes: argon2id at its smallest cost), to show what that fixture saves per login.
 A timed measurement, never a test.
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests.server's helpers (and its pgcluster import)
 
-from tests.server.conftest import ADMIN_PASSWORD, vmqos  # noqa: E402
+from tests.server.conftest import ADMIN_PASSWORD, in_process, vmqos  # noqa: E402
 from tests.server.osc_cli import OpenstackForks, console_script_python, exec_openstack  # noqa: E402
 from tests.server.serving import running_server  # noqa: E402
 
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cli", type=Path, default=Path(os.environ.get("VMQOS_OPENSTACK_CLI")
                                                          or ROOT / ".venv-osc" / "bin" / "openstack"))
+    parser.add_argument("--hash", choices=("default", "tests"), default="default",
+                        help="the admin's password hash: argon2's default cost, or the suite's (its smallest)")
     opts = parser.parse_args()
     python = console_script_python(opts.cli)
     if python is None:
@@ -61,8 +65,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vq-osc-bench-") as tmp_name:
         tmp = Path(tmp_name)
         db = f"sqlite:///{tmp / 'vmqos.db'}"
-        init = vmqos("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db, cwd=tmp)
-        assert init.returncode == 0, init.stderr
+        if opts.hash == "tests":  # as tests/conftest.py's cheap_password_hashes does for the suite's own hashes
+            from argon2 import PasswordHasher
+
+            from vmqos.services import identity
+
+            identity._HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+            in_process("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db)
+        else:
+            init = vmqos("server", "init", "--admin-password", ADMIN_PASSWORD, "--db", db, cwd=tmp)
+            assert init.returncode == 0, init.stderr
         with running_server(tmp, db) as server:
             assert server.pid is not None
             base = {k: v for k, v in os.environ.items() if not k.startswith("OS_")} | {"HOME": str(tmp)}
@@ -92,7 +104,8 @@ def main() -> None:
             finally:
                 forks.close()
     print(f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f} at the end; {opts.runs} runs of {opts.calls} calls each way")
+          f"load {os.getloadavg()[0]:.2f} at the end; {opts.runs} runs of {opts.calls} calls each way; "
+          f"--hash {opts.hash}")
     print(f"fork server warm-up (imports, once per server): {warm_up_s:.2f} s")
     print("| per call (median of the runs' medians) | wall s | client CPU s | server CPU s |")
     print("|---|---|---|---|")

@@ -119,6 +119,32 @@ def matplotlib_cache():
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes():
+    """Passwords the tests' own process hashes (the fixtures' admin and users, in-process API tests) are
+    argon2id with the smallest cost (1 pass over 8 KiB) instead of the default (3 passes over 64 MiB, 4 lanes).
+
+    Why: a hash carries its parameters, and a verification costs what its hash's parameters say. With the
+    default, every login - each `openstack` CLI call, each `vmqos ... --server` call gets its own token -
+    costs its server ~0.24 s of CPU (measured 2026-12-07 on the CI machine), a few hundred times in
+    `make test`'s first phase. No test is about argon2's cost: they prove who may log in and what a token
+    may do, and the code path (argon2id, the dummy hash of unknown and locked users, lockouts) is the same.
+    Users a server subprocess creates itself (`openstack user create`, `vmqos server init` run as a
+    command) keep the default, as in production."""
+    from argon2 import PasswordHasher
+
+    from vmqos.services import identity
+
+    saved = identity._HASHER
+    identity._HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    identity._dummy_hash.cache_clear()
+    try:
+        yield
+    finally:
+        identity._HASHER = saved
+        identity._dummy_hash.cache_clear()
+
+
 _CACHES = {".pytest_cache", ".hypothesis", "__pycache__", ".mypy_cache"}
 
 
