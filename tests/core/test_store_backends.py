@@ -176,6 +176,22 @@ def test_a_role_that_only_owns_its_database_is_enough(postgres_cluster: Cluster)
 
 
 @pytest.mark.postgres
+def test_a_database_with_no_table_yet_reads_as_empty_read_only(postgres_cluster: Cluster) -> None:
+    """As a SQLite file whose schema a writer is making: a reader before the first writer's migration
+    (a `port show` at a server's first start) sees nothing stored, not 'relation does not exist'."""
+    name = postgres_cluster.create_database()
+    try:
+        with Store(postgres_cluster.url(name), read_only=True) as store:
+            assert store.load("").instances == {} and store.scopes() == []
+        with Store(postgres_cluster.url(name)) as writer:
+            writer.save("", STATE)
+        with Store(postgres_cluster.url(name), read_only=True) as store:
+            assert store.load("") == STATE
+    finally:
+        postgres_cluster.drop_database(name)
+
+
+@pytest.mark.postgres
 def test_a_dropped_database_is_database_gone(postgres_cluster: Cluster) -> None:
     name = postgres_cluster.create_database()
     try:

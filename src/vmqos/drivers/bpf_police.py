@@ -81,7 +81,7 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 class Assembler:
     """A program being written: `emit` an instruction, `at` a label, `jump` to a label written later;
-    `link` gives the bytes (the AQM and receive-window programs; the police program keeps its own)."""
+    `link` gives the bytes (the police, AQM and receive-window programs)."""
 
     def __init__(self) -> None:
         self.code: list[bytes | tuple[str, bytes]] = []
@@ -97,20 +97,16 @@ class Assembler:
         self.code.append((target, _insn(op, dst, src, 0, imm)))
 
     def link(self) -> bytes:
-        return link(self.code, self.labels)
-
-
-def link(code: list[bytes | tuple[str, bytes]], labels: dict[str, int]) -> bytes:
-    """The program's bytes, each jump (a (label, instruction) pair) given its offset to the label: the
-    encoders write jumps before their targets are known, as an assembler's first pass does."""
-    out = b""
-    for i, item in enumerate(code):
-        if isinstance(item, tuple):
-            target, raw = item
-            op, regs, _, imm = struct.unpack("<BBhi", raw)
-            item = struct.pack("<BBhi", op, regs, labels[target] - i - 1, imm)
-        out += item
-    return out
+        """The program's bytes, each jump (a (label, instruction) pair) given its offset to the label: the
+        encoders write jumps before their targets are known, as an assembler's first pass does."""
+        out = b""
+        for i, item in enumerate(self.code):
+            if isinstance(item, tuple):
+                target, raw = item
+                op, regs, _, imm = struct.unpack("<BBhi", raw)
+                item = struct.pack("<BBhi", op, regs, self.labels[target] - i - 1, imm)
+            out += item
+        return out
 
 
 _R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10 = range(11)
@@ -129,64 +125,58 @@ def program(map_fd: int) -> bytes:
 
     A packet of `len` bytes costs len/rate seconds. With tat' = max(tat, now), it conforms when
     tat' - now + min(cost, tau) <= tau (tau: the burst in time); then tat = tat' + cost."""
-    code: list[bytes | tuple[str, bytes]] = []
-    labels: dict[str, int] = {}
-
-    def at(name: str) -> None:
-        labels[name] = len(code)
-
-    def jump(op: int, dst: int, src: int, imm: int, target: str) -> None:
-        code.append((target, _insn(op, dst, src, 0, imm)))
+    asm = Assembler()
+    at, emit, jump = asm.at, asm.emit, asm.jump
 
     def lookup(key: int) -> None:
-        code.append(_insn(_ST_W, _R10, 0, -4, key))
-        code.append(_insn(_MOV_X, _R2, _R10))
-        code.append(_insn(_ADD_K, _R2, imm=-4))
-        code.append(_insn(0x18, _R1, 1, 0, map_fd))  # ld_imm64 r1 = map (BPF_PSEUDO_MAP_FD)
-        code.append(_insn(0, 0, 0, 0, 0))
-        code.append(_insn(_CALL, imm=_LOOKUP))
+        emit(_ST_W, _R10, 0, -4, key)
+        emit(_MOV_X, _R2, _R10)
+        emit(_ADD_K, _R2, imm=-4)
+        emit(0x18, _R1, 1, 0, map_fd)  # ld_imm64 r1 = map (BPF_PSEUDO_MAP_FD)
+        emit(0, 0, 0, 0, 0)
+        emit(_CALL, imm=_LOOKUP)
         jump(_JEQ_K, _R0, 0, 0, "pass")
 
-    code.append(_insn(_MOV_X, _R6, _R1))
+    emit(_MOV_X, _R6, _R1)
     lookup(0)
-    code.append(_insn(_LDX_DW, _R7, _R0, 0))  # rate
-    code.append(_insn(_LDX_DW, _R8, _R0, 8))  # burst
+    emit(_LDX_DW, _R7, _R0, 0)  # rate
+    emit(_LDX_DW, _R8, _R0, 8)  # burst
     jump(_JEQ_K, _R7, 0, 0, "pass")
     lookup(1)
-    code.append(_insn(_MOV_X, _R9, _R0))
-    code.append(_insn(_CALL, imm=_KTIME))
-    code.append(_insn(_MOV_X, _R5, _R0))  # now
-    code.append(_insn(_LDX_W, _R3, _R6, _SKB_LEN))
+    emit(_MOV_X, _R9, _R0)
+    emit(_CALL, imm=_KTIME)
+    emit(_MOV_X, _R5, _R0)  # now
+    emit(_LDX_W, _R3, _R6, _SKB_LEN)
     jump(_JLT_K, _R3, 0, ETH_HLEN, "pass")
-    code.append(_insn(_ADD_K, _R3, imm=-ETH_HLEN))  # IP bytes
-    code.append(_insn(_MUL_K, _R3, imm=NSEC))
-    code.append(_insn(_DIV_X, _R3, _R7))  # cost, ns
-    code.append(_insn(_MUL_K, _R8, imm=NSEC))
-    code.append(_insn(_DIV_X, _R8, _R7))  # tau, ns
-    code.append(_insn(_LDX_DW, _R0, _R9, 0))  # tat
+    emit(_ADD_K, _R3, imm=-ETH_HLEN)  # IP bytes
+    emit(_MUL_K, _R3, imm=NSEC)
+    emit(_DIV_X, _R3, _R7)  # cost, ns
+    emit(_MUL_K, _R8, imm=NSEC)
+    emit(_DIV_X, _R8, _R7)  # tau, ns
+    emit(_LDX_DW, _R0, _R9, 0)  # tat
     for attempt in range(ATTEMPTS):
-        code.append(_insn(_MOV_X, _R4, _R0))
-        code.append(_insn(_JGE_X, _R4, _R5, 1))  # tat >= now: keep it
-        code.append(_insn(_MOV_X, _R4, _R5))  # r4 = max(tat, now)
-        code.append(_insn(_MOV_X, _R2, _R4))
-        code.append(_insn(_SUB_X, _R2, _R5))  # r2 = debt in ns
-        code.append(_insn(_MOV_X, _R1, _R3))
-        code.append(_insn(_JLE_X, _R1, _R8, 1))  # cost <= tau: keep it
-        code.append(_insn(_MOV_X, _R1, _R8))  # r1 = min(cost, tau)
-        code.append(_insn(_ADD_X, _R2, _R1))
+        emit(_MOV_X, _R4, _R0)
+        emit(_JGE_X, _R4, _R5, 1)  # tat >= now: keep it
+        emit(_MOV_X, _R4, _R5)  # r4 = max(tat, now)
+        emit(_MOV_X, _R2, _R4)
+        emit(_SUB_X, _R2, _R5)  # r2 = debt in ns
+        emit(_MOV_X, _R1, _R3)
+        emit(_JLE_X, _R1, _R8, 1)  # cost <= tau: keep it
+        emit(_MOV_X, _R1, _R8)  # r1 = min(cost, tau)
+        emit(_ADD_X, _R2, _R1)
         jump(_JGT_X, _R2, _R8, 0, "over")
-        code.append(_insn(_ADD_X, _R4, _R3))  # r4 = new tat
-        code.append(_insn(_MOV_X, _R1, _R0))
-        code.append(_insn(_CMPXCHG_DW, _R9, _R4, 0, _CMPXCHG))
+        emit(_ADD_X, _R4, _R3)  # r4 = new tat
+        emit(_MOV_X, _R1, _R0)
+        emit(_CMPXCHG_DW, _R9, _R4, 0, _CMPXCHG)
         jump(_JEQ_X, _R0, _R1, 0, "pass")
     at("over")
-    code.append(_insn(_LDX_W, _R1, _R6, _SKB_MARK))
-    code.append(_insn(_OR_K, _R1, imm=POLICE_MARK))
-    code.append(_insn(_STX_W, _R6, _R1, _SKB_MARK))
+    emit(_LDX_W, _R1, _R6, _SKB_MARK)
+    emit(_OR_K, _R1, imm=POLICE_MARK)
+    emit(_STX_W, _R6, _R1, _SKB_MARK)
     at("pass")
-    code.append(_insn(_MOV_K, _R0, imm=0))  # TC_ACT_OK: the verdict is nft's
-    code.append(_insn(_EXIT))
-    return link(code, labels)
+    emit(_MOV_K, _R0, imm=0)  # TC_ACT_OK: the verdict is nft's
+    emit(_EXIT)
+    return asm.link()
 
 
 # -- loading, finding and changing it ------------------------------------------------------------

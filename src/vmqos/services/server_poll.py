@@ -26,7 +26,6 @@ exception and message), so `ServerClient`'s errors are unchanged. A session that
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,7 +50,6 @@ class LeanGet:
         self.usable = isinstance(session, ks_session.Session)
         self.template: requests.PreparedRequest | None = None
         self.settings: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     def ready(self) -> bool:
         """Whether this GET may take the lean way now."""
@@ -75,9 +73,9 @@ class LeanGet:
         except ks_exc.MissingAuthPlugin:
             extra = {}
         verify, cert = extra.get("verify", verify), extra.get("cert", cert)
-        settings = ks.session.merge_environment_settings(where, {}, False, verify, cert)
-        with self._lock:
-            self.settings, self.template = settings, sent
+        # the settings first: a thread that sees the template (`ready`) sees them
+        self.settings = ks.session.merge_environment_settings(where, {}, False, verify, cert)
+        self.template = sent
 
     def get(self, where: str, params: dict[str, Any], timeout: float) -> tuple[requests.Response | None, bool]:
         """(the answer, _) or (None, allow_reauth): send it the whole way, after a redirect (keystoneauth follows
