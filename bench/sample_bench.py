@@ -15,14 +15,20 @@ the CPU time each used (this process, user + system, which includes the kernel's
 netlink dumps, plus the `nft`/`ip`/`tc` processes it started):
 
   (a3) columns  the columnar sample (issue 17): (a2) with its counters as numpy columns, `rates` on
-                the columns, no `PortSample`/`PortRates` built (none is asked for). Mean, as (a2)
+                the columns, no `PortSample`/`PortRates` built (none is asked for); a port whose
+                instance sent nothing over two passes has its side carried, not read (`monitor.quiet`):
+                in this idle namespace, every port after the second pass. Mean, as (a2)
+  (a3-) loud    (a3) with nothing carried (`skip_quiet=False`): what a pass reads when every
+                instance sent something in the last two seconds. Mean, as (a2)
   (a3') monitor `Monitor.step()` on (a3): the daemon's whole pass, detectors on the busy rows only. Mean
   (a)  new      `Sampler.sample()` (the compiled decoder's "arrays" path, records) + `rates()` against the
                 previous pass
   (a2) needed   (a) with `nft_reads="needed"`, records per port (before the columns): after a whole dump of the nft counters, only those the
-                results use, read by name; the whole dump again every `full_every` (10) passes. Its
+                results use, read by name; the whole dump again after an nft commit (none here). Its
                 figure is the mean over the passes (the whole dumps included), not the median
-  (a3*) busy   (a3) as if every port had moved since the last pass: its segmenting TBF leaves and
+  (a3w) whole   (a3) on a pass after an nft commit in the namespace (the ruleset's generation moved):
+                the whole dump of the counters and every root qdisc read. Median
+  (a3*) busy   (a3-) as if every port had moved since the last pass: its segmenting TBF leaves and
                 their classes read every pass (4 gets a port with two such leaves; monitor/leaf_drops.py),
                 where an idle port's are not read again. Mean, as (a2)
   (a0) old      the path before issue 17: `Sampler._sample_dumps()` (every message decoded in Python,
@@ -64,9 +70,11 @@ from vmqos.monitor.daemon import Monitor, MonitorConfig  # noqa: E402
 from vmqos.monitor.sampler import Sampler, rates  # noqa: E402
 from vmqos.store import Store  # noqa: E402
 
-READERS = {"columns": "(a3) columns: `Sampler(nft_reads=\"needed\")` + `rates`, columnar (mean)",
+READERS = {"columns": "(a3) columns: `Sampler(nft_reads=\"needed\")` + `rates`, columnar, quiet ports carried (mean)",
+           "loud": "(a3-) (a3) with every port's instance sending: nothing carried (`skip_quiet=False`) (mean)",
            "monitor_columns": "(a3') `Monitor.step` on (a3), the daemon's pass (mean)",
-           "busy": "(a3*) (a3) with every port busy: its TBF leaves read every pass (mean)",
+           "busy": "(a3*) (a3-) with every port busy both ways: its TBF leaves read every pass too (mean)",
+           "whole": "(a3w) (a3) after an nft commit: the whole counter dump and every root read",
            "needed": "(a2) records: `Sampler(nft_reads=\"needed\", columns=False)` + `rates` (mean)",
            "monitor": "(a') `Monitor.step` on (a2), records (mean)",
            "new": "(a) records, nft dump each pass: `Sampler(columns=False)` + `rates`",
@@ -170,9 +178,11 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             ab.settle()
             with Sampler(ns.name, method="arrays", columns=False) as new, Sampler(ns.name, method="dumps") as old, \
                     Sampler(ns.name, method="arrays", nft_reads="needed", columns=False) as needed, \
-                    Sampler(ns.name, method="arrays", nft_reads="needed") as columns:
+                    Sampler(ns.name, method="arrays", nft_reads="needed") as columns, \
+                    Sampler(ns.name, method="arrays", nft_reads="needed", skip_quiet=False) as loud:
                 previous = {"new": new.sample(plans, instances), "old": old._sample_dumps(plans, instances),
-                            "needed": needed.sample(plans, instances), "columns": columns.sample(plans, instances)}
+                            "needed": needed.sample(plans, instances), "columns": columns.sample(plans, instances),
+                            "loud": loud.sample(plans, instances)}
 
                 def columns_pass() -> None:
                     current = columns.sample(plans, instances)
@@ -194,15 +204,27 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     rates(previous["old"], current)
                     previous["old"] = current
 
-                def busy_pass() -> None:
-                    columns._leaf_memo.clear()  # as if every root had moved: every TBF leaf is read again
+                def loud_pass() -> None:
+                    current = loud.sample(plans, instances)
+                    rates(previous["loud"], current)
+                    previous["loud"] = current
+
+                def whole_pass() -> None:
+                    columns._full_generation = -1  # as after an nft commit: the whole dump and every root
                     columns_pass()
 
-                out["columns"] += passes(max(args.samples, columns.full_every), columns_pass)
-                out["needed"] += passes(max(args.samples, needed.full_every), needed_pass)
+                def busy_pass() -> None:
+                    loud._leaf_memo.clear()  # as if every root had moved: every TBF leaf is read again
+                    loud_pass()
+
+                out["columns"] += passes(max(args.samples, 10), columns_pass)
+                out["loud"] += passes(max(args.samples, 10), loud_pass)
+                out["needed"] += passes(max(args.samples, 10), needed_pass)
                 out["new"] += passes(args.samples, new_pass)
-                out["busy"] += passes(max(args.samples, columns.full_every), busy_pass)
+                out["busy"] += passes(max(args.samples, 10), busy_pass)
+                out["whole"] += passes(args.samples, whole_pass)
                 col_now, col_rates = columns.sample(plans, instances), None
+                counts["quiet_ports_last_pass"] = columns.quiet_ports
                 col_rates = rates(previous["columns"], col_now)
                 same_columns = col_now.columns is not None and type(col_rates).__name__ == "LazyRates" and all(
                     (a.flows, a.link) == (b.flows, b.link) for a, b in zip(
@@ -218,10 +240,12 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 store.save(scope_of(ns.name), state)
                 config = MonitorConfig(respond=False, usage_interval_s=1e9)  # usage folds once a minute
                 with Monitor(store, ns.name, config) as monitor:
-                    out["monitor_columns"] += passes(max(args.samples, 10), monitor.step)  # a whole nft dump every 10th
+                    monitor.step()  # the first pass lays out; the first with rates (the next) builds the detectors' state
+                    out["monitor_columns"] += passes(max(args.samples, 10), monitor.step)
                     monitor.sampler.close()
                     monitor.sampler = Sampler(ns.name, nft_reads="needed", columns=False)  # records, as before
                     monitor.last = None
+                    monitor.step()
                     out["monitor"] += passes(max(args.samples, 10), monitor.step)
             if n in args.top:
                 counts["top"] = run_top(ns.name, f"sqlite:///{args.tmp}/monitor-{n}-{run_no}.db", args.top_seconds)
@@ -249,7 +273,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             out["iproute2"] += passes(args.samples, iproute2_pass)
             counts["nft_counters"] = len(nft_reader.counters())
             gc.collect()
-    med = {k: {"cpu_s": (statistics.mean if k in ("needed", "busy", "monitor", "columns", "monitor_columns")
+    med = {k: {"cpu_s": (statistics.mean if k in ("needed", "busy", "monitor", "columns", "monitor_columns", "loud")
                        else statistics.median)(c for c, _ in v),
                "cpu_median_s": statistics.median(c for c, _ in v),
                "wall_s": statistics.median(w for _, w in v)} for k, v in out.items() if v}

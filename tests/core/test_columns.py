@@ -75,7 +75,7 @@ class FakeReads:
     def links_(self, layout: Any) -> tuple[array, tuple[int, int]]:
         return array("Q", self.links.tobytes()), self.devices
 
-    def qdiscs(self, layout: Any, by_get: bool = False) -> array:
+    def qdiscs(self, layout: Any, by_get: bool = False, slots: Any = None) -> array:
         return array("Q", self.q.tobytes())
 
     def counters(self, layout: Any, table: str = "vmqos", names: Any = None) -> tuple[array, list[Any]]:

@@ -111,3 +111,36 @@ def test_a_tbf_that_restarts_from_zero_under_a_class_that_kept_its_count_loses_n
     assert memo.leaf(SLOW, 0x10011, 5, 0) == 5  # another leaf keeps its own count
     memo.clear()
     assert memo.leaf(SLOW, 0x10010, 30, 10) == 20  # a device that came or went: counted afresh
+
+
+def test_many_roots_only_those_that_moved_are_read_and_each_keeps_its_own_figure():
+    """The roots that did not move are found in one go (`LeafMemo.unmoved`, numpy); each still gets its
+    own leaves' figure, and a root that moved, or holds packets, has its leaves read again."""
+    n = 6
+    rows = tuple((i, f"vql{i}", 7 + i, (TbfLeaf(f"vql{i}", 0x10010, 0x10100000),)) for i in range(n))
+    memo = LeafMemo()
+
+    def roots(packets: list[int], qlen: list[int]) -> array:
+        q = array("Q", bytes(8 * QDISC_FIELDS * n))
+        for i in range(n):
+            b = i * QDISC_FIELDS
+            q[b], q[b + 6], q[b + 7], q[b + 10] = 1, packets[i], 1, qlen[i]
+        return q
+
+    first = _Reader(40, 1)
+    q = roots([100] * n, [0] * n)
+    add_unseen_from_gets(first, memo, rows, q)  # type: ignore[arg-type]
+    assert [q[i * QDISC_FIELDS + 7] for i in range(n)] == [1 + 39] * n and first.reads == 1
+    second = _Reader(90, 1)  # what the leaves say now: only the roots that moved may take it
+    q = roots([100, 101, 100, 100, 100, 100], [0, 0, 0, 2, 0, 0])
+    add_unseen_from_gets(second, memo, rows, q)  # type: ignore[arg-type]
+    assert [q[i * QDISC_FIELDS + 7] for i in range(n)] == [40, 1 + 39 + 50, 40, 1 + 39 + 50, 40, 40]
+    assert second.reads == 1  # one batch of gets, for rows 1 and 3
+    third = _Reader(90, 1)
+    q = roots([100, 101, 100, 100, 100, 100], [0, 0, 0, 0, 0, 0])  # row 3's queue emptied: read once more
+    add_unseen_from_gets(third, memo, rows, q)  # type: ignore[arg-type]
+    assert [q[i * QDISC_FIELDS + 7] for i in range(n)] == [40, 90, 40, 90, 40, 40] and third.reads == 1
+    q = roots([100, 101, 100, 100, 100, 100], [0] * n)
+    fourth = _Reader(90, 1)
+    add_unseen_from_gets(fourth, memo, rows, q)  # type: ignore[arg-type]
+    assert [q[i * QDISC_FIELDS + 7] for i in range(n)] == [40, 90, 40, 90, 40, 40] and fourth.reads == 0

@@ -14,28 +14,28 @@ from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import ifb_name
 from vmqos.drivers.counter_arrays import QDISC_FIELDS
 from vmqos.monitor.columns import ColumnLayout
-from vmqos.monitor.sampler import _Slots, _Watched
-from vmqos.monitor.sampler import _needed as _needed_of
+from vmqos.monitor.sample_layout import Slots, Watched
+from vmqos.monitor.sample_layout import needed_names as _needed_of
 
 SHAPED, POLICED = "vqn0", "vqn1"
 
 
-def _slots() -> _Slots:
+def _slots() -> Slots:
     shaped = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(1_000_000), packet_rate=PacketRateLimit(400)),
                         egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000), packet_rate=PacketRateLimit(400)))
     policed = NetworkQos(egress=DirectionQos(bandwidth=BandwidthLimit(1_000_000)))
     plans = plan_host(HostState(instances={
         "vm0": InstanceSpec("vm0", ports=(PortSpec(SHAPED, limits=shaped, egress_mode=EgressMode.SHAPE),)),
         "vm1": InstanceSpec("vm1", ports=(PortSpec(POLICED, limits=policed, egress_mode=EgressMode.POLICE),))}))
-    return _Slots.of(_Watched.of(plans), {SHAPED: 2, ifb_name(SHAPED): 3, POLICED: 4})
+    return Slots.of(Watched.of(plans), {SHAPED: 2, ifb_name(SHAPED): 3, POLICED: 4})
 
 
-def _needed(slots: _Slots, q: array) -> list[str] | tuple[str, ...]:
+def _needed(slots: Slots, q: array) -> list[str] | tuple[str, ...]:
     """What the sampler reads by name after a pass read these roots (its column layout, as the sampler builds it)."""
     return _needed_of(slots, ColumnLayout.of(slots.rows, slots.pps_names), q)
 
 
-def _qdiscs(slots: _Slots, present: set[int]) -> array:
+def _qdiscs(slots: Slots, present: set[int]) -> array:
     """Root qdisc slots as the decoder fills them: `present` slots with the planned kind."""
     q = array("Q", bytes(8 * QDISC_FIELDS * slots.layout.sizes()[0]))
     for _, _, qs, kind, ifb_qs, ifb_kind, _, _ in slots.rows:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,92 @@ def test_reading_only_the_needed_counters_by_name_gives_the_same_results(netns, 
     assert f"from_{POLICED}_offered" in policed.counters and f"from_{POLICED}_dropped" in policed.counters
     up = shaped.flows["egress"]
     assert up.dropped_packets > 0 and up.backlog_bytes > 0 and policed.flows["egress"].dropped_packets > 0
+
+
+def _spy(sampler: Sampler) -> dict[str, Any]:
+    """Records the slots the sampler's last pass asked the kernel for (None: every root qdisc)."""
+    reader = sampler._arrays
+    assert reader is not None
+    asked: dict[str, Any] = {"qdiscs": None, "counters": [], "dumps": 0}
+    qdiscs, counters_at, dump = reader.qdiscs, reader.counters_at, reader.counters
+
+    def spy_dump(layout, table="vmqos", names=None):
+        asked["dumps"] += 1
+        return dump(layout, table, names)
+
+    def spy_qdiscs(layout, *, by_get=False, slots=None):
+        asked["qdiscs"] = None if slots is None else list(slots)
+        return qdiscs(layout, by_get=by_get, slots=slots)
+
+    def spy_counters(layout, slots, table="vmqos"):
+        asked["counters"] = list(slots)
+        return counters_at(layout, slots, table)
+
+    reader.qdiscs = spy_qdiscs  # type: ignore[method-assign]
+    reader.counters_at = spy_counters  # type: ignore[method-assign]
+    reader.counters = spy_dump  # type: ignore[method-assign]
+    return asked
+
+
+def _same(got, want) -> None:
+    for port in (SHAPED, POLICED):
+        g, w = got.ports[port], want.ports[port]
+        assert (g.flows, g.link, g.limits, g.instance) == (w.flows, w.link, w.limits, w.instance), port
+        assert g.counters == {name: w.counters[name] for name in g.counters}, port
+
+
+def test_a_quiet_instance_side_is_carried_and_equals_what_the_kernel_counts(netns, peer_netns):
+    """A port whose device received nothing over two passes has its instance's side carried, not read
+    (`monitor.quiet`: the IFB's empty queue, the ingress chain's counters): pass after pass its results
+    equal the Python path's, which reads everything; the instance's next frames make the next pass
+    read them again, and the SYNs they carry are counted at once. This is the premise on the real
+    kernel: the host side's rx counter moves before any counter of the instance's side."""
+    _wire(netns, peer_netns)
+    plans = plan_host(_state())
+    with Reconciler(netns) as rec:
+        assert [r.error for r in rec.reconcile(plans)[0] if r.error] == []
+    instances = {SHAPED: "vm0", POLICED: "vm1"}
+    with Sampler(netns, method="dumps") as old, \
+            Sampler(netns, method="arrays", nft_reads="needed", full_every=1000) as new:
+        asked = _spy(new)
+        new.sample(plans, instances)
+        for i in range(2):  # SYNs from each instance, then UDP floods both ways into queues that drain
+            sh(peer_netns, f"timeout 1 bash -c 'echo > /dev/tcp/10.98.{i}.1/9' 2>/dev/null; true")
+        sinks = _sinks((netns, peer_netns))
+        try:
+            floods = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", BLAST, f"10.98.{i}.{peer}"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for i in range(2) for ns, peer in ((netns, 2), (peer_netns, 1))]
+            for p in floods:
+                p.wait(timeout=30)
+        finally:
+            for sink in sinks:
+                sink.kill()
+                sink.wait()
+        _until_still(old, plans, instances)
+        for _ in range(3):
+            got, want = new.sample(plans, instances), old.sample(plans, instances)
+            _same(got, want)
+        assert want.ports[SHAPED].flows["egress"].backlog_bytes == 0
+        assert new.quiet_ports == 2
+        layout = new._slots
+        assert layout is not None
+        ifb_slot = 2 * [row[0] for row in layout.rows].index(SHAPED) + 1
+        assert asked["qdiscs"] is not None and ifb_slot not in asked["qdiscs"]  # the IFB's empty queue: carried
+        side = {layout.names[s] for s in asked["counters"]}
+        assert not {n for n in side if n.startswith(("from_vqsa0_", "from_vqsa1_"))}, side
+        assert f"to_{SHAPED}_pps_dropped" in side  # the other direction is read every pass
+        syn_before = want.ports[SHAPED].counters[f"from_{SHAPED}_syn"].packets
+        assert syn_before > 0 and got.ports[SHAPED].counters[f"from_{SHAPED}_syn"].packets == syn_before
+        for port in (12, 13):  # the instance sends again: two SYNs to closed ports, answered with resets
+            sh(peer_netns, f"timeout 1 bash -c 'echo > /dev/tcp/10.98.0.1/{port}' 2>/dev/null; true")
+        got, want = new.sample(plans, instances), old.sample(plans, instances)
+        _same(got, want)
+        assert new.quiet_ports == 1 and (asked["qdiscs"] is None or ifb_slot in asked["qdiscs"])  # read again
+        assert got.ports[SHAPED].counters[f"from_{SHAPED}_syn"].packets == syn_before + 2
+        dumps = asked["dumps"]
+        new.sample(plans, instances)
+        assert asked["dumps"] == dumps  # the ruleset did not change: no whole dump
+        assert sh(netns, "nft add table netdev vqgen").returncode == 0  # any commit moves the generation
+        _same(new.sample(plans, instances), old.sample(plans, instances))
+        assert asked["dumps"] == dumps + 1 and asked["qdiscs"] is None  # the whole pass: everything read

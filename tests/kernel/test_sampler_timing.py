@@ -24,7 +24,7 @@ from vmqos.core.plan.host import plan_host
 from vmqos.drivers import counter_arrays
 from vmqos.drivers.counter_arrays import ArrayReader
 from vmqos.drivers.counters import CounterReader
-from vmqos.monitor import sampler as sampler_module
+from vmqos.monitor import sample_layout
 from vmqos.monitor.sampler import Sampler
 
 pytestmark = [pytest.mark.kernel]
@@ -72,8 +72,8 @@ class _Log:
 def log(monkeypatch):
     log = _Log()
     monkeypatch.setattr(Sampler, "_refresh_names", log.preparation("names", Sampler._refresh_names))
-    monkeypatch.setattr(sampler_module._Slots, "of", log.preparation("layout", sampler_module._Slots.of))
-    monkeypatch.setattr(sampler_module._Watched, "of", log.preparation("plans", sampler_module._Watched.of))
+    monkeypatch.setattr(sample_layout.Slots, "of", log.preparation("layout", sample_layout.Slots.of))
+    monkeypatch.setattr(sample_layout.Watched, "of", log.preparation("plans", sample_layout.Watched.of))
     for cls, names in ((ArrayReader, ("links", "qdiscs", "counters")), (CounterReader, ("links", "qdiscs",
                                                                                           "nft_counters"))):
         for name in names:

@@ -9,7 +9,7 @@ Nothing else is decoded and no object is built per message; decoding the 130,000
 (docs/benchmarks.md, section 6).
 
 The qdisc and nft dumps cost the kernel the square of the objects (it resumes a dump from the
-head of its list once per 32 KiB chunk); `qdiscs_by_get` and `counters_named` read the same
+head of its list once per 32 KiB chunk); `qdiscs_by_get` and `counters_at` read the same
 counters with one get per object instead (batches of 256 a send, the answers received and decoded
 in C by `_nlstats.qdisc_receive/nft_receive`), linear in what is read.
 
@@ -67,9 +67,51 @@ def _batches(requests: Sequence[tuple[int, bytes]], flags: int, batch: int) -> l
     return out
 
 
-def _get_batches(names: Sequence[str], table: str, batch: int) -> list[tuple[bytes, int, int]]:
-    mtype = nft_counter_get(table)
-    return _batches([(mtype, nft_counter_request_body(table, name)) for name in names], 0, batch)
+class SlotRequests:
+    """One get request per slot, packed once (lazily, by `make(slot)` -> (message type, body)) with
+    the sequence number GET_SEQ_BASE + slot, with and without the acknowledgement flag; a pass's
+    batches are any ascending selection of slots, joined. The helpers' receivers take the answers
+    whose sequence numbers lie in a batch's first..last and stop at the last one's acknowledgement,
+    so a selection with gaps reads as a whole one. The last two selections' batches are kept: a pass
+    that asks for the same slots again (the steady state, or everything) builds nothing."""
+
+    def __init__(self, make: Callable[[int], tuple[int, bytes]], flags: int = 0, batch: int = 256) -> None:
+        self._make, self._flags, self._batch = make, flags, batch
+        self._plain: list[bytes] = []  # per slot, b"" until packed
+        self._acked: list[bytes] = []
+        self._kept: dict[bytes, list[tuple[bytes, int, int]]] = {}
+
+    def _pack(self, slot: int) -> None:
+        mtype, body = self._make(slot)
+        seq, size = GET_SEQ_BASE + slot, 16 + len(body)
+        self._plain[slot] = _NLMSGHDR.pack(size, mtype, NLM_F_REQUEST | self._flags, seq, 0) + body
+        self._acked[slot] = _NLMSGHDR.pack(size, mtype, NLM_F_REQUEST | self._flags | NLM_F_ACK, seq, 0) + body
+
+    def batches(self, slots: Sequence[int]) -> list[tuple[bytes, int, int]]:
+        """(the requests of one send, its first and last sequence number) per `batch` of `slots` (ascending)."""
+        if not slots:
+            return []
+        key = array("q", slots).tobytes()
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
+        plain, acked = self._plain, self._acked
+        if slots[-1] >= len(plain):
+            grow = slots[-1] + 1 - len(plain)
+            plain += [b""] * grow
+            acked += [b""] * grow
+        for s in [s for s in slots if not plain[s]]:
+            self._pack(s)
+        out = []
+        for start in range(0, len(slots), self._batch):
+            chunk = slots[start:start + self._batch]
+            msgs = [plain[s] for s in chunk[:-1]]
+            msgs.append(acked[chunk[-1]])
+            out.append((b"".join(msgs), GET_SEQ_BASE + chunk[0], GET_SEQ_BASE + chunk[-1]))
+        if len(self._kept) >= 2:  # a pass that reads everything, and the steady one
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = out
+        return out
 
 
 def _exchange(sock: Any, batches: Sequence[tuple[bytes, int, int]], receive: Callable[[int, int], int], what: str,
@@ -136,17 +178,23 @@ class Layout:
     qdisc_table: array = field(init=False, repr=False, compare=False)
     link_table: array = field(init=False, repr=False, compare=False)
     counter_table: dict[bytes, int] = field(init=False, repr=False, compare=False)
+    sized: tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "qdisc_table", _slot_table(self.qdiscs))
         object.__setattr__(self, "link_table", _slot_table(self.links))
         object.__setattr__(self, "counter_table", {name.encode(): slot for name, slot in self.counters.items()})
 
-    def sizes(self) -> tuple[int, int, int]:
         def size(given: int, slots: Mapping[Any, int]) -> int:
             return max(given, max(slots.values(), default=-1) + 1)
 
-        return (size(self.slots[0], self.qdiscs), size(self.slots[1], self.links), size(self.slots[2], self.counters))
+        object.__setattr__(self, "sized", (size(self.slots[0], self.qdiscs), size(self.slots[1], self.links),
+                                           size(self.slots[2], self.counters)))
+
+    def sizes(self) -> tuple[int, int, int]:
+        """The number of slots of each kind (computed once: a pass asks several times)."""
+        return self.sized
+
 
 
 @dataclass
@@ -169,10 +217,12 @@ class ArrayReader:
                               "or `pip install -e .`")
         self.reader = reader
         self.helper = _helper
-        self._batches: list[tuple[bytes, int, int]] = []
-        self._batches_for: tuple[Sequence[str], str] | None = None
-        self._qdisc_batches: list[tuple[bytes, int, int]] = []
-        self._qdisc_batches_for: Layout | None = None
+        self._counter_requests = SlotRequests(lambda slot: (0, b""))
+        self._counter_requests_for: Layout | None = None
+        self._counter_table = ""
+        self._qdisc_requests = SlotRequests(lambda slot: (0, b""))
+        self._qdisc_requests_for: Layout | None = None
+        self._qdisc_slots: list[int] = []
 
     def links(self, layout: Layout) -> tuple[array, tuple[int, int]]:
         """Link counters at their slots, and (devices listed, sum of their ifindexes): a change of the
@@ -189,15 +239,19 @@ class ArrayReader:
         self.reader.dump_into("link counters", RTM_GETSTATS, LINK_STATS_REQUEST, decode)
         return out, (seen[0], seen[1])
 
-    def qdiscs(self, layout: Layout, *, by_get: bool = False) -> array:
+    def qdiscs(self, layout: Layout, *, by_get: bool = False, slots: Sequence[int] | None = None) -> array:
         """The root qdisc of each device of the layout, at its slot: from the dump, or (`by_get`)
-        with one get per device (`qdiscs_by_get`)."""
+        with one get per device, or per device at `slots` (`qdiscs_by_get`)."""
         if by_get:
-            return self.qdiscs_by_get(layout)
+            return self.qdiscs_by_get(layout, slots)
         out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
         self.reader.dump_into("qdisc counters", RTM_GETQDISC, QDISC_REQUEST,
                               lambda chunk, seq: int(self.helper.qdisc_roots(chunk, seq, layout.qdisc_table, out)[0]))
         return out
+
+    def generation(self) -> int:
+        """The namespace's nftables ruleset generation (`CounterReader.nft_generation`)."""
+        return self.reader.nft_generation()
 
     def counters(self, layout: Layout, table: str = "vmqos",
                  names: Sequence[str] | None = None) -> tuple[array, list[tuple[str, int, int]]]:
@@ -219,38 +273,52 @@ class ArrayReader:
             unknown.clear()
         return out, [(name.decode(errors="replace"), packets, nbytes) for name, packets, nbytes in unknown]
 
-    def counters_named(self, layout: Layout, names: Sequence[str], table: str = "vmqos",
-                       batch: int = 256) -> array:
+    def counters_named(self, layout: Layout, names: Sequence[str], table: str = "vmqos") -> array:
         """Only the named counters `names` of `table` (each with a slot in the layout), at their
-        slots: one NFT_MSG_GETOBJ request per counter, `batch` of them per send, the answers
-        received and decoded in C. Linear in the counters asked for (about 4 us each), where the
-        dump of every counter walks the table from its head once per 32 KiB chunk and grows with
-        the square of the counters (docs/benchmarks.md, section 6). A counter that no longer
-        exists stays "not seen". The requests of the last `names` are kept (the same come back
-        every pass); their sequence numbers are a range of their own, read to the end each time."""
+        slots: `counters_at` their slots."""
+        slot_of = layout.counters
+        return self.counters_at(layout, sorted({slot_of[name] for name in names}), table)
+
+    def counters_at(self, layout: Layout, slots: Sequence[int], table: str = "vmqos") -> array:
+        """The named counters of `table` at these slots of the layout (ascending), at their slots:
+        one NFT_MSG_GETOBJ request per counter, 256 a send, the answers received and decoded in C.
+        Linear in the counters asked for (about 2 us each), where the dump of every counter walks
+        the table from its head once per 32 KiB chunk and grows with the square of the counters
+        (docs/benchmarks.md, section 6). A counter that no longer exists stays "not seen"."""
         out = array("Q", bytes(8 * NFT_FIELDS * layout.sizes()[2]))
+        if not slots:
+            return out
+        if self._counter_requests_for is not layout or self._counter_table != table:
+            names = {slot: name for name, slot in layout.counters.items()}
+            mtype = nft_counter_get(table)
+            self._counter_requests = SlotRequests(lambda slot: (mtype, nft_counter_request_body(table, names[slot])))
+            self._counter_requests_for, self._counter_table = layout, table
         unknown: list[tuple[bytes, int, int]] = []
         sock = self.reader.nf_socket()
-        if self._batches_for != (names, table):
-            self._batches, self._batches_for = _get_batches(names, table, batch), (names, table)
         raw, table_slots, fd, buf = table.encode(), layout.counter_table, sock.fileno(), self.reader._buf
-        _exchange(sock, self._batches,
+        _exchange(sock, self._counter_requests.batches(slots),
                   lambda first, last: self.helper.nft_receive(fd, buf, first, last, raw, table_slots, unknown, out)[0],
                   "reading nft counters by name", self.reader.reset_nf_socket)
         return out
 
-    def qdiscs_by_get(self, layout: Layout, batch: int = 256) -> array:
+    def qdiscs_by_get(self, layout: Layout, slots: Sequence[int] | None = None) -> array:
         """The same as `qdiscs`, read with one RTM_GETQDISC get per device of the layout (its root
         qdisc) instead of the dump, the answers received and decoded in C: linear in the devices,
         where the dump resumes from the head of the namespace's device list once per 32 KiB chunk
-        (docs/benchmarks.md, section 6). A device that is gone stays "not seen", as in the dump."""
+        (docs/benchmarks.md, section 6). `slots` (ascending): only the devices at these slots, the
+        others left "not seen". A device that is gone stays "not seen", as in the dump."""
         out = array("Q", bytes(8 * QDISC_FIELDS * layout.sizes()[0]))
-        if self._qdisc_batches_for is not layout:
-            bodies = [(RTM_GETQDISC, _TCMSG.pack(0, ifindex, 0, TC_H_ROOT, 0)) for ifindex in sorted(layout.qdiscs)]
-            self._qdisc_batches = _batches(bodies, NLM_F_ECHO, batch)
-            self._qdisc_batches_for = layout
+        if self._qdisc_requests_for is not layout:
+            ifindex = {slot: idx for idx, slot in layout.qdiscs.items()}
+            self._qdisc_requests = SlotRequests(lambda slot: (RTM_GETQDISC, _TCMSG.pack(0, ifindex[slot], 0, TC_H_ROOT, 0)),
+                                                NLM_F_ECHO)
+            self._qdisc_requests_for, self._qdisc_slots = layout, sorted(layout.qdiscs.values())
+        if slots is None:
+            slots = self._qdisc_slots
+        if not slots:
+            return out
         sock, buf = self.reader._sock, self.reader._buf
-        _exchange(sock, self._qdisc_batches,
+        _exchange(sock, self._qdisc_requests.batches(slots),
                   lambda first, last: self.helper.qdisc_receive(sock.fileno(), buf, first, last, layout.qdisc_table,
                                                                 out)[0],
                   "reading qdisc counters", self.reader.reset_route_socket)

@@ -49,6 +49,8 @@ NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 # nf_tables over nfnetlink: objects (named counters) of one table.
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWOBJ, NFT_MSG_GETOBJ = 18, 19
+NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
+NFTA_GEN_ID = 1
 NFPROTO_NETDEV = 5
 NFT_OBJECT_COUNTER = 1
 NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE, NFTA_OBJ_DATA = 1, 2, 3, 4
@@ -290,6 +292,38 @@ class CounterReader:
         if self._nfsock is not None:
             self._nfsock.close()
             self._nfsock = None
+
+    def nft_generation(self) -> int:
+        """The namespace's nftables ruleset generation (NFT_MSG_GETGEN): the kernel moves it on every
+        commit, so while it stays, no named counter was added, deleted or made anew (a sampler reads
+        the whole table again only when it moved: vmqos.monitor.sampler)."""
+        sock = self.nf_socket()
+        seq = next(self._seq)
+        body = _NFGEN.pack(socket.AF_UNSPEC, 0, 0)
+        sock.send(_NLMSGHDR.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0)
+                  + body)
+        newgen = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, rtype, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < 16:
+                    raise kernel_error("reading the nftables generation", errnos.EPROTO, "a truncated netlink message")
+                if rseq == seq and rtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    raise kernel_error("reading the nftables generation", -code, os.strerror(-code))
+                if rseq == seq and rtype == newgen:
+                    pos = offset + 16 + _NFGEN.size
+                    while pos + 4 <= offset + length:
+                        alen, akind = struct.unpack_from("=HH", data, pos)
+                        if alen < 4:
+                            break
+                        if akind & NLA_TYPE_MASK == NFTA_GEN_ID and alen >= 8:
+                            return int(_BE32.unpack_from(data, pos + 4)[0])
+                        pos += (alen + 3) & ~3
+                    raise kernel_error("reading the nftables generation", errnos.EPROTO, "an answer without its id")
+                offset += (length + 3) & ~3
 
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""

@@ -33,12 +33,12 @@ from vmqos.core.plan.names import chain_from, ifb_name
 from vmqos.drivers.counter_arrays import LINK_FIELDS, NFT_FIELDS, QDISC_FIELDS
 
 U64 = npt.NDArray[np.uint64]
-Row = tuple  # a `sampler._Slots` row: (port, limits, qdisc slot, kind words, IFB slot, its kind words, link slot, own)
+Row = tuple  # a `sample_layout.Slots` row: (port, limits, qdisc slot, kind words, IFB slot, its kind words, link slot, own)
 
 
 @dataclass(frozen=True, eq=False)
 class ColumnLayout:
-    """What the columns need from one `_Slots` (kept as long as it is): the table, and per row the
+    """What the columns need from one `Slots` (kept as long as it is): the table, and per row the
     planned kind words of its two root qdiscs, and the slots of its SYN and packet-rate counters."""
 
     table: PortTable

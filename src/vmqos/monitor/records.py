@@ -28,7 +28,7 @@ _SYN_NAMES: dict[str, str] = {}  # port -> its SYN counter's name (kept: the sam
 
 def records(rows: Sequence[tuple], pps_names: Sequence[tuple[str, str]], q: array, lk: array, c: array,
             extra: Mapping[str, dict[str, CounterValue]], instances: Mapping[str, str]) -> dict[str, PortSample]:
-    """A `PortSample` per row of the sampler's layout (`sampler._Slots.rows`), from the decoder's arrays."""
+    """A `PortSample` per row of the sampler's layout (`sample_layout.Slots.rows`), from the decoder's arrays."""
     ports: dict[str, PortSample] = {}
     for (port, limits, qs, kind, ifb_qs, ifb_kind, ls, own_slots), (pps_in, pps_out) in \
             zip(rows, pps_names):

@@ -6,7 +6,11 @@ hid from it: `leaf_drops`). `rates` turns two passes into per-port, per-directio
 The qdisc and nft dumps grow with the square of the objects (the kernel resumes them from the
 head of its list once per 32 KiB chunk), so the arrays path reads the qdiscs with one get per
 device, and with `nft_reads="needed"` (the monitor, the exporter, `top`) only the nft counters the
-results use by name; both linear, decoded in C (docs/benchmarks.md, section 6).
+results use by name; both linear, decoded in C (docs/benchmarks.md, section 6). With "needed", a
+port whose instance sent nothing over the last two passes (its device's rx counter, in the link
+dump, stood still) has its side carried from the previous pass instead of read: its IFB's empty
+queue and its ingress chain's counters (`monitor.quiet`). The whole dump of the nft counters is
+read again only when the ruleset's generation moved (one get a pass says so), not every few passes.
 
 Two ways to decode them, with the same results (tests/kernel/test_sampler_paths.py):
 - "arrays" (the default when the compiled helper is built): `counter_arrays` decodes, in C, only
@@ -33,120 +37,30 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Iterator, Literal, Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from vmqos.core.analysis.columns import LazyPorts, LazyRates, column_rates
 from vmqos.core.analysis.flows import flows
-from vmqos.core.analysis.samples import (
-    PortLimits,
-    PortRates,
-    PortSample,
-    Sample,
-    planned_qdiscs,
-)
+from vmqos.core.analysis.samples import PortRates, PortSample, Sample
 from vmqos.core.errors import KernelError
 from vmqos.core.observed import CounterValue, TcStats
-from vmqos.core.plan.names import chain_from, chain_owners, chain_to, counter_port, ifb_name
-from vmqos.core.plan.objects import NftCounter
+from vmqos.core.plan.names import counter_port, ifb_name
 from vmqos.core.plan.planner import PortPlan
 from vmqos.drivers import counter_arrays
-from vmqos.drivers.counter_arrays import ArrayReader, Layout, kind_words
+from vmqos.drivers.counter_arrays import NFT_FIELDS, QDISC_FIELDS, ArrayReader
 from vmqos.drivers.counters import CounterReader
 from vmqos.drivers.process import run
-from vmqos.monitor.columns import ColumnLayout, build, root_ok
+from vmqos.monitor.columns import ColumnLayout, build
+from vmqos.monitor.quiet import QuietPorts, carry, counters_to_carry, ifb_slots_to_keep, without
 from vmqos.monitor.records import port_rates, records
-from vmqos.monitor.leaf_drops import (LeafMemo, TbfLeaf, TbfRow, add_unseen_from_dumps, add_unseen_from_gets,
-                                      leaf_parents, tbf_leaves, tbf_rows)
+from vmqos.monitor.sample_layout import NO_SLOTS, Slots, Watched, needed_slots
+from vmqos.monitor.leaf_drops import LeafMemo, add_unseen_from_dumps, add_unseen_from_gets, leaf_parents
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Watched:
-    """What a pass needs from the plans, derived once per set of plans rather than once per pass."""
-
-    plans: Mapping[str, PortPlan]
-    wanted: frozenset[str]  # the ports and their IFBs
-    planned: dict[tuple[object, ...], str]
-    owners: dict[str, str]
-    limits: dict[str, PortLimits]
-    tbf: dict[str, tuple[TbfLeaf, ...]]  # device -> its segmenting TBF leaves (leaf_drops)
-    counter_owners: dict[str, str | None] = field(default_factory=dict)  # filled as counters are seen
-
-    @classmethod
-    def of(cls, plans: Mapping[str, PortPlan]) -> "_Watched":
-        return cls(plans, frozenset(d for port in plans for d in (port, ifb_name(port))), planned_qdiscs(plans),
-                   chain_owners(plans), {port: PortLimits.of(plan) for port, plan in plans.items()}, tbf_leaves(plans))
-
-
-_NO_KIND = (-1, -1)  # no planned root qdisc: no kind's words are equal to these
-
-
-def needed_counters(port: str) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """The named counters `flows` and `rates` read for a port: (always, [towards the instance,
-    from it] when that direction's root qdisc is there, [the same] when it is not). What `flows`
-    takes from a queue when there is one it does not read from nft (offered, passed, policed)."""
-    to, frm = chain_to(port), chain_from(port)
-    return ((f"{frm}_syn",), [(f"{to}_pps_dropped",), (f"{frm}_pps_dropped",)],
-            [(f"{to}_offered", f"{to}_passed"), (f"{frm}_offered", f"{frm}_passed", f"{frm}_dropped")])
-
-
-@dataclass(frozen=True)
-class _Slots:
-    """The arrays path's layout of one set of plans over one set of devices, and per port what its
-    record needs: (port, its limits, its qdisc slot and planned kind words, its IFB's, its link
-    slot or None, (counter name, slot) of its plan's named counters)."""
-
-    layout: Layout
-    rows: tuple[tuple[str, PortLimits, int, tuple[int, int], int, tuple[int, int], int | None,
-                      tuple[tuple[str, int], ...]], ...]
-    # the named counters a pass needs when every planned root qdisc is there, and per row those
-    # it needs more when its port's (index 0) or its IFB's (index 1) planned root is not
-    needed: tuple[str, ...] = ()
-    without_root: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
-    pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
-    tbf_rows: tuple[TbfRow, ...] = ()
-
-    @classmethod
-    def of(cls, watched: _Watched, index: Mapping[str, int]) -> "_Slots":
-        qdiscs: dict[int, int] = {}
-        links: dict[int, int] = {}
-        counters: dict[str, int] = {}
-        rows = []
-        needed: list[str] = []
-        without: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-        for i, (port, limits) in enumerate(watched.limits.items()):
-            ifb, idx = ifb_name(port), index.get(port)
-            if idx is not None:
-                qdiscs[idx], links[idx] = 2 * i, i
-            if ifb in index:
-                qdiscs[index[ifb]] = 2 * i + 1
-            own = []
-            for obj in watched.plans[port].objects:
-                # a counter is its owner's by its name, as the dumps path decides (counter_port)
-                if isinstance(obj, NftCounter) and obj.name not in counters and \
-                        counter_port(obj.name, watched.owners) == port:
-                    counters[obj.name] = slot = len(counters)
-                    own.append((obj.name, slot))
-            kinds = [watched.planned.get(("qdisc", dev, "root")) for dev in (port, ifb)]
-            rows.append((port, limits, 2 * i, kind_words(kinds[0]) if kinds[0] else _NO_KIND,
-                         2 * i + 1, kind_words(kinds[1]) if kinds[1] else _NO_KIND,
-                         i if idx is not None else None, tuple(own)))
-            mine = {name for name, _ in own}
-            always, if_root, if_not = needed_counters(port)
-            for d in (0, 1):  # a direction without a planned root reads its nft counters always
-                if kinds[d] is None:
-                    always, if_root[d], if_not[d] = always + if_root[d] + if_not[d], (), ()
-            needed += [n for n in always + if_root[0] + if_root[1] if n in mine]
-            without.append((tuple(n for n in if_not[0] if n in mine), tuple(n for n in if_not[1] if n in mine)))
-        return cls(Layout(qdiscs, links, counters, (2 * len(rows), len(rows), len(counters))), tuple(rows),
-                   tuple(dict.fromkeys(needed)), tuple(without),
-                   tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits),
-                   tbf_rows(tuple(watched.limits), watched.tbf, index))
 
 
 @contextmanager
@@ -163,7 +77,10 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 Method = Literal["auto", "arrays", "dumps"]
 NftReads = Literal["all", "needed"]
-FULL_EVERY = 10  # "needed": every this many passes, the whole dump of the counters all the same
+# "needed": the whole dump of the counters (and every root qdisc) on the first pass over a layout, when the
+# ruleset's generation moved (a counter added, deleted or made anew), and at least this many passes apart
+FULL_EVERY = 300
+REREAD_EVERY = 10  # ... and a quiet port's side read all the same every this many passes (monitor.quiet)
 NAMES_RETRY_S = 10.0  # how often a planned device that does not exist is looked for again (arrays path)
 
 
@@ -171,23 +88,32 @@ class Sampler:
     """Samples the ports it is given, in one network namespace; use as a context manager."""
 
     def __init__(self, netns: str | None = None, method: Method = "auto", nft_reads: NftReads = "all",
-                 full_every: int = FULL_EVERY, columns: bool = True) -> None:
+                 full_every: int = FULL_EVERY, columns: bool = True, skip_quiet: bool = True,
+                 reread_every: int = REREAD_EVERY) -> None:
         """`nft_reads` (arrays path): "all" reads every named counter of the table each pass (one
         dump); "needed" reads by name only those the per-port results use (a shaped port's SYN and
         packet-rate drops; offered, passed and policed only where a direction has no queue), and
-        the whole dump on the first pass, on new plans or devices, and every `full_every` passes,
-        so that a counter no plan names is still seen. The flows, links and SYN rates are the
-        same either way; `PortSample.counters` holds what the pass read (docs/benchmarks.md, §6).
+        the whole dump on the first pass, on new plans or devices, whenever the namespace's nft
+        ruleset generation moved since the last one (any commit: a counter added, deleted or made
+        anew), and at least every `full_every` passes, so that a counter no plan names is still
+        seen. The flows, links and SYN rates are the same either way; `PortSample.counters` holds
+        what the pass read (docs/benchmarks.md, §6).
         `columns` (arrays path): the sample's counters as columns, its `PortSample`s built when
-        asked (`core.analysis.columns`); False: a record per port, as before issue 17's columns."""
+        asked (`core.analysis.columns`); False: a record per port, as before issue 17's columns.
+        `skip_quiet` (with "needed"): a port whose instance sent nothing over the last two passes has
+        its side (its IFB's empty queue, its ingress chain's counters) carried from the previous pass
+        instead of read again, except on the whole passes and, in turn, a tenth of them each pass
+        (`reread_every`: each quiet port read at least that often; `monitor.quiet`)."""
         self.columns = columns
         self._column_layout: ColumnLayout | None = None
-        self._column_layout_for: _Slots | None = None
+        self._column_layout_for: Slots | None = None
         self.netns = netns
         self.nft_reads = nft_reads
         self.full_every = max(1, full_every)
         self._since_full = 0
-        self._full_for: _Slots | None = None
+        self._full_generation: int | None = None
+        self.reread_every = max(1, reread_every)
+        self._full_for: Slots | None = None
         self._reader = CounterReader(netns)
         if method == "auto":
             method = "arrays" if counter_arrays.available() else "dumps"
@@ -198,10 +124,15 @@ class Sampler:
         self._names: dict[int, str] = {}
         self._devices = (0, 0)  # (count, sum of ifindexes) of the devices when the names were read
         self._names_at = float("-inf")
-        self._watched: _Watched | None = None
-        self._slots: _Slots | None = None
-        self._slots_for: _Watched | None = None
+        self._watched: Watched | None = None
+        self._slots: Slots | None = None
+        self._slots_for: Watched | None = None
         self._leaf_memo = LeafMemo()
+        self.skip_quiet = skip_quiet
+        self._quiet = QuietPorts()
+        self.quiet_ports = 0  # the last pass: ports whose instance's side was carried, not read
+        self._previous_q = array("Q")
+        self._previous: tuple[Slots, array, array] | None = None  # the last pass's slots, raw roots, counters
 
     def close(self) -> None:
         self._reader.close()
@@ -224,9 +155,9 @@ class Sampler:
         self._leaf_memo.clear()
         log.debug("sampler: a device came or went; %d link names re-read", len(self._names))
 
-    def _watch(self, plans: Mapping[str, PortPlan]) -> _Watched:
+    def _watch(self, plans: Mapping[str, PortPlan]) -> Watched:
         if self._watched is None or self._watched.plans is not plans:
-            self._watched = _Watched.of(plans)
+            self._watched = Watched.of(plans)
         return self._watched
 
     def sample(self, plans: Mapping[str, PortPlan], instances: Mapping[str, str] | None = None) -> Sample:
@@ -239,10 +170,10 @@ class Sampler:
                 return self._sample_arrays(plans, instances or {})
             return self._sample_dumps(plans, instances)
 
-    def _slots_of(self, watched: _Watched) -> _Slots:
+    def _slots_of(self, watched: Watched) -> Slots:
         """The layout of these plans over the devices known now, kept until either changes."""
         if self._slots is None or self._slots_for is not watched:
-            self._slots = _Slots.of(watched, {name: idx for idx, name in self._names.items()})
+            self._slots = Slots.of(watched, {name: idx for idx, name in self._names.items()})
             self._slots_for = watched
         return self._slots
 
@@ -260,14 +191,26 @@ class Sampler:
             slots = self._slots_of(watched)
             at, mono = datetime.now(UTC), time.monotonic()  # read again from here: this is their time
             links, devices = self._arrays.links(slots.layout)
-        qdiscs = self._arrays.qdiscs(slots.layout, by_get=True)
+        generation = self._arrays.generation() if self.nft_reads == "needed" else None
+        whole = not (self.nft_reads == "needed" and self._full_for is slots and generation == self._full_generation
+                     and self._since_full < self.full_every - 1)
+        seen_quiet = self._quiet.observe(slots, links, len(slots.rows))
+        quiet = None if whole or not self.skip_quiet or self._previous is None or self._previous[0] is not slots \
+            else seen_quiet & (np.arange(len(slots.rows)) % self.reread_every != self._since_full % self.reread_every)
+        self.quiet_ports = 0 if quiet is None else int(quiet.sum())
+        qdiscs = self._read_qdiscs(slots, quiet)
         add_unseen_from_gets(self._arrays, self._leaf_memo, slots.tbf_rows, qdiscs)  # into the roots' drops
-        if self.nft_reads == "needed" and self._full_for is slots and self._since_full < self.full_every - 1:
+        if not whole:
             self._since_full += 1
-            counters, unknown = self._arrays.counters(slots.layout, names=_needed(slots, self._columns_of(slots), qdiscs))
+            wanted = needed_slots(slots, self._columns_of(slots), qdiscs, quiet)
+            counters, unknown = self._arrays.counters_at(slots.layout, wanted), list[tuple[str, int, int]]()
+            if quiet is not None:
+                assert self._previous is not None
+                carry(counters, self._previous[2], counters_to_carry(quiet, slots.needed, slots.needed_from), NFT_FIELDS)
         else:
-            self._full_for, self._since_full = slots, 0
+            self._full_for, self._since_full, self._full_generation = slots, 0, generation
             counters, unknown = self._arrays.counters(slots.layout)
+        self._previous = (slots, self._previous_q, counters)
         extra: dict[str, dict[str, CounterValue]] = {}  # counters of a port that its plan does not name
         owner_of = watched.counter_owners
         for name, packets, nbytes in unknown:
@@ -278,15 +221,33 @@ class Sampler:
                 extra.setdefault(owner, {})[name] = CounterValue(packets, nbytes)
         cols = build(self._columns_of(slots), qdiscs, links, counters, extra, instances) if self.columns else None
         if cols is not None:
-            log.debug("sampler: %d ports (columns), %d nft counters unplanned, in %.3f s", len(cols.table),
-                      len(unknown), time.monotonic() - mono)
+            log.debug("sampler: %d ports (columns), %d quiet, %d nft counters unplanned, in %.3f s", len(cols.table),
+                      self.quiet_ports, len(unknown), time.monotonic() - mono)
             return Sample(mono, at, LazyPorts(cols), cols)
         ports = records(slots.rows, slots.pps_names, qdiscs, links, counters, extra, instances)
         log.debug("sampler: %d ports, %d nft counters unplanned, in %.3f s", len(ports), len(unknown),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
 
-    def _columns_of(self, slots: _Slots) -> ColumnLayout:
+    def _read_qdiscs(self, slots: Slots, quiet: npt.NDArray[np.bool_] | None) -> array:
+        """The root qdiscs, by get; with `quiet`, the IFBs of quiet rows whose queue was empty are not
+        read again but carried from the previous pass (`monitor.quiet`). Keeps what was read, before
+        `add_unseen_from_gets` adds to it, for the next pass to carry from."""
+        kept = NO_SLOTS
+        if quiet is not None:
+            assert self._previous is not None
+            kept = ifb_slots_to_keep(quiet, self._previous[1])
+        assert self._arrays is not None
+        size = slots.layout.sizes()[0]
+        chosen = None if not len(kept) else without(slots.qdisc_order, kept, size)
+        qdiscs = self._arrays.qdiscs(slots.layout, by_get=True, slots=chosen)
+        if chosen is not None:
+            assert self._previous is not None
+            carry(qdiscs, self._previous[1], kept, QDISC_FIELDS)
+        self._previous_q = array("Q", qdiscs)
+        return qdiscs
+
+    def _columns_of(self, slots: Slots) -> ColumnLayout:
         if self._column_layout is None or self._column_layout_for is not slots:
             self._column_layout, self._column_layout_for = ColumnLayout.of(slots.rows, slots.pps_names), slots
         return self._column_layout
@@ -334,19 +295,6 @@ class Sampler:
         log.debug("sampler: %d ports, %d qdiscs, %d nft counters in %.3f s", len(ports), len(qdiscs), len(counters),
                   time.monotonic() - mono)
         return Sample(mono, at, ports)
-
-
-def _needed(slots: _Slots, layout: ColumnLayout, q: array) -> list[str] | tuple[str, ...]:
-    """The counters a pass needs, given the root qdiscs it read: more for a planned root that is not there."""
-    ok = root_ok(layout, q)
-    missing: list[str] = []
-    for row in np.flatnonzero(~ok.all(axis=1)).tolist():
-        if_not, ifb_if_not = slots.without_root[row]
-        if if_not and not ok[row, 0]:
-            missing += if_not
-        if ifb_if_not and not ok[row, 1]:
-            missing += ifb_if_not
-    return slots.needed + tuple(missing) if missing else slots.needed
 
 
 def rates(previous: Sample, current: Sample) -> Mapping[str, PortRates]:
