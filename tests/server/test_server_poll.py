@@ -79,6 +79,9 @@ def _scripted(script: Script, tls: Pki | None = None) -> Iterator[tuple[str, _Re
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             recorder.seen.append(("GET", self.path, list(self.headers.items())))
             status, headers, body = recorder.script(self.path, dict(self.headers.items()))
+            if status == 0:  # closed with the request unanswered, as a server's keep-alive timeout does
+                self.close_connection = True
+                return
             self.send_response(status)
             for k, v in (headers | {"Content-Length": str(len(body))}).items():
                 self.send_header(k, v)
@@ -237,6 +240,26 @@ def test_a_timeout_and_a_refused_connection_say_the_same_on_the_lean_way(monkeyp
     with pytest.raises(ServerUnreachable) as caught:  # the server is gone: the lean way's connection is refused
         client.changes(6)
     assert str(caught.value).startswith(f"{url} is unreachable: Unable to establish connection to {url}{PATH}: ")
+
+
+def test_a_poll_on_a_kept_alive_connection_the_server_closed_is_sent_again_at_once():
+    """An agent busy longer than the server's keep-alive finds its connection closed as its next poll goes
+    out (2026-12-07's fleet runs: RemoteDisconnected, then the agent's retry half a second later): the lean
+    way sends it once more on a new connection; closed twice, the failure is said as before."""
+    dropped = iter([False, True, False, True, True])
+
+    def script(path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        return (0, {}, b"") if next(dropped) else _changes()
+
+    with _scripted(script) as (url, recorder):
+        client, _, whole = _client(url)
+        client.changes(6)
+        assert client.changes(6).revision == 7 and len(recorder.seen) == 3 and len(whole) == 1
+        with pytest.raises(ServerUnreachable) as caught:
+            client.changes(6)
+        assert len(recorder.seen) == 5 and len(whole) == 1
+    assert str(caught.value).startswith(f"{url} is unreachable: Unable to establish connection to {url}{PATH}: ")
+    assert "Connection aborted" in str(caught.value)
 
 
 def test_the_lean_way_keeps_the_sessions_ca_file_over_https(pki: Pki):

@@ -19,7 +19,9 @@ What stays with keystoneauth: a 401 invalidates the token and the poll is sent a
 (a new token, once, as keystoneauth does); a redirect is sent again the whole way (keystoneauth
 follows it); a session with connection retries, timing collection or keystoneauth's debug log on
 always goes the whole way. A request that fails is raised as keystoneauth raises it (the same
-exception and message), so `ServerClient`'s errors are unchanged. A session that is not keystoneauth's
+exception and message), so `ServerClient`'s errors are unchanged; one that went out on a kept-alive
+connection the server had just closed (its idle timeout, while the agent was busy) is sent once more
+at once: the poll is a read, and the agent's retry after a failure waits half a second. A session that is not keystoneauth's
 (the tests' fakes) or a cookie in its jar: the whole way.
 """
 
@@ -30,11 +32,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+import urllib3
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 
 _KS_LOG = logging.getLogger("keystoneauth.session")  # keystoneauth's request/response log (debug)
+_LOG = logging.getLogger(__name__)
 REDIRECTS = ks_session.Session._REDIRECT_STATUSES
+
+
+def closed_while_idle(error: requests.exceptions.ConnectionError) -> bool:
+    """Whether a request failed because the connection it went out on, taken from the pool, was closed
+    by the server (no answer, or a reset: urllib3's "Connection aborted."), not because none could be
+    opened (refused, unreachable, no name: urllib3's MaxRetryError)."""
+    return bool(error.args) and isinstance(error.args[0], urllib3.exceptions.ProtocolError)
 
 
 def url_of(where: str, params: dict[str, Any]) -> str:
@@ -90,8 +101,15 @@ class LeanGet:
             raise ks_exc.AuthorizationFailure("No valid authentication is available")
         prepared.headers.update(headers)
         try:
-            response: requests.Response = ks.session.send(prepared, allow_redirects=False, timeout=timeout,
-                                                          **self.settings)
+            try:
+                response: requests.Response = ks.session.send(prepared, allow_redirects=False, timeout=timeout,
+                                                              **self.settings)
+            except requests.exceptions.ConnectionError as e:
+                if not closed_while_idle(e):
+                    raise
+                # a kept-alive connection the server closed as the poll went out: once more, on a new one
+                _LOG.debug("long poll to %s: the kept-alive connection was closed (%s); sent again", where, e)
+                response = ks.session.send(prepared, allow_redirects=False, timeout=timeout, **self.settings)
         # as keystoneauth's Session._send_request words them (`where`: the URL without its query, as there)
         except requests.exceptions.SSLError as e:
             raise ks_exc.SSLError(f"SSL exception connecting to {where}: {e}") from None
