@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.core.test_columns import FakeReads, _sampler, _state
+from tests.core.test_columns import FakeReads, _patch, _sampler, _state
 from vmqos.core.plan.host import plan_host
 from vmqos.drivers import counter_arrays
 from vmqos.drivers.counter_arrays import NFT_FIELDS, QDISC_FIELDS
@@ -82,14 +82,11 @@ def _pair() -> tuple[Sampler, Sampler, SelectiveReads, SelectiveReads, dict[str,
     for sampler, skip in ((skipping, True), (reading, False)):
         sampler.nft_reads, sampler.skip_quiet, sampler.full_every, sampler.reread_every = "needed", skip, 6, 1000
         fake = SelectiveReads(slots, sampler._devices)
+        _patch(sampler, fake)
         reader = sampler._arrays
         assert reader is not None
-        reader.links = fake.links_  # type: ignore[method-assign]
-        reader.qdiscs = fake.qdiscs  # type: ignore[method-assign]
-        reader.counters = fake.counters  # type: ignore[method-assign]
         reader.counters_at = fake.counters_at  # type: ignore[method-assign]
         reader.generation = fake.generation  # type: ignore[method-assign]
-        reader.leaves_by_get = fake.leaves_by_get  # type: ignore[method-assign]
         fakes.append(fake)
     return skipping, reading, fakes[0], fakes[1], plans
 

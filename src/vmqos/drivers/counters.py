@@ -220,6 +220,12 @@ class CounterReader:
         sock = sock or self._sock
         seq = next(self._seq)
         sock.send(_NLMSGHDR.pack(16 + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        return self._answers(what, sock, seq)
+
+    @staticmethod
+    def _answers(what: str, sock: socket.socket, seq: int) -> Iterator[tuple[int, bytes, int, int]]:
+        """(message type, buffer, offset, end) of every answer to the request `seq`, until its end (a
+        dump's DONE, an acknowledgement) or its error (raised)."""
         while True:
             data = sock.recv(1 << 18)
             offset = 0
@@ -303,27 +309,16 @@ class CounterReader:
         sock.send(_NLMSGHDR.pack(16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, seq, 0)
                   + body)
         newgen = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
-        while True:
-            data = sock.recv(1 << 16)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, rtype, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < 16:
-                    raise kernel_error("reading the nftables generation", errnos.EPROTO, "a truncated netlink message")
-                if rseq == seq and rtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, offset + 16)
-                    raise kernel_error("reading the nftables generation", -code, os.strerror(-code))
-                if rseq == seq and rtype == newgen:
-                    pos = offset + 16 + _NFGEN.size
-                    while pos + 4 <= offset + length:
-                        alen, akind = struct.unpack_from("=HH", data, pos)
-                        if alen < 4:
-                            break
-                        if akind & NLA_TYPE_MASK == NFTA_GEN_ID and alen >= 8:
-                            return int(_BE32.unpack_from(data, pos + 4)[0])
-                        pos += (alen + 3) & ~3
-                    raise kernel_error("reading the nftables generation", errnos.EPROTO, "an answer without its id")
-                offset += (length + 3) & ~3
+        for rtype, data, offset, end in self._answers("the nftables generation", sock, seq):
+            pos = offset + 16 + _NFGEN.size
+            while rtype == newgen and pos + 4 <= end:
+                alen, akind = struct.unpack_from("=HH", data, pos)
+                if alen < 4:
+                    break
+                if akind & NLA_TYPE_MASK == NFTA_GEN_ID and alen >= 8:
+                    return int(_BE32.unpack_from(data, pos + 4)[0])
+                pos += (alen + 3) & ~3
+        raise kernel_error("reading the nftables generation", errnos.EPROTO, "an answer without its id")
 
     def nft_counters(self, table: str = "vmqos", family: int = NFPROTO_NETDEV) -> dict[str, CounterValue]:
         """Named counter -> its value, of one nft table (empty when the table does not exist)."""
