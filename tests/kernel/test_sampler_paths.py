@@ -237,9 +237,9 @@ def _spy(sampler: Sampler) -> dict[str, Any]:
     asked: dict[str, Any] = {"qdiscs": None, "counters": [], "dumps": 0}
     qdiscs, counters_at, dump = reader.qdiscs, reader.counters_at, reader.counters
 
-    def spy_dump(layout, table="vmqos", names=None):
+    def spy_dump(layout, table="vmqos"):
         asked["dumps"] += 1
-        return dump(layout, table, names)
+        return dump(layout, table)
 
     def spy_qdiscs(layout, *, by_get=False, slots=None):
         asked["qdiscs"] = None if slots is None else list(slots)

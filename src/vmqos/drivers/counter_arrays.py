@@ -179,6 +179,7 @@ class Layout:
     link_table: array = field(init=False, repr=False, compare=False)
     counter_table: dict[bytes, int] = field(init=False, repr=False, compare=False)
     sized: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    qdisc_slots: array = field(init=False, repr=False, compare=False)  # the root qdiscs' slots, ascending
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "qdisc_table", _slot_table(self.qdiscs))
@@ -190,11 +191,11 @@ class Layout:
 
         object.__setattr__(self, "sized", (size(self.slots[0], self.qdiscs), size(self.slots[1], self.links),
                                            size(self.slots[2], self.counters)))
+        object.__setattr__(self, "qdisc_slots", array("q", sorted(self.qdiscs.values())))
 
     def sizes(self) -> tuple[int, int, int]:
         """The number of slots of each kind (computed once: a pass asks several times)."""
         return self.sized
-
 
 
 @dataclass
@@ -222,7 +223,6 @@ class ArrayReader:
         self._counter_table = ""
         self._qdisc_requests = SlotRequests(lambda slot: (0, b""))
         self._qdisc_requests_for: Layout | None = None
-        self._qdisc_slots: list[int] = []
 
     def links(self, layout: Layout) -> tuple[array, tuple[int, int]]:
         """Link counters at their slots, and (devices listed, sum of their ifindexes): a change of the
@@ -253,12 +253,9 @@ class ArrayReader:
         """The namespace's nftables ruleset generation (`CounterReader.nft_generation`)."""
         return self.reader.nft_generation()
 
-    def counters(self, layout: Layout, table: str = "vmqos",
-                 names: Sequence[str] | None = None) -> tuple[array, list[tuple[str, int, int]]]:
-        """Named counters of `table` at their slots, and those the layout has no slot for; with
-        `names`, only those, read by name (`counters_named`; none is then unknown)."""
-        if names is not None:
-            return self.counters_named(layout, names, table), []
+    def counters(self, layout: Layout, table: str = "vmqos") -> tuple[array, list[tuple[str, int, int]]]:
+        """Every named counter of `table` (one dump) at its slot, and those the layout has no slot for;
+        `counters_at` reads only some, by name."""
         out = array("Q", bytes(8 * NFT_FIELDS * layout.sizes()[2]))
         unknown: list[tuple[bytes, int, int]] = []
         body, mtype = nft_counters_request(table)
@@ -272,12 +269,6 @@ class ArrayReader:
             out = array("Q", bytes(len(out) * 8))
             unknown.clear()
         return out, [(name.decode(errors="replace"), packets, nbytes) for name, packets, nbytes in unknown]
-
-    def counters_named(self, layout: Layout, names: Sequence[str], table: str = "vmqos") -> array:
-        """Only the named counters `names` of `table` (each with a slot in the layout), at their
-        slots: `counters_at` their slots."""
-        slot_of = layout.counters
-        return self.counters_at(layout, sorted({slot_of[name] for name in names}), table)
 
     def counters_at(self, layout: Layout, slots: Sequence[int], table: str = "vmqos") -> array:
         """The named counters of `table` at these slots of the layout (ascending), at their slots:
@@ -312,9 +303,9 @@ class ArrayReader:
             ifindex = {slot: idx for idx, slot in layout.qdiscs.items()}
             self._qdisc_requests = SlotRequests(lambda slot: (RTM_GETQDISC, _TCMSG.pack(0, ifindex[slot], 0, TC_H_ROOT, 0)),
                                                 NLM_F_ECHO)
-            self._qdisc_requests_for, self._qdisc_slots = layout, sorted(layout.qdiscs.values())
+            self._qdisc_requests_for = layout
         if slots is None:
-            slots = self._qdisc_slots
+            slots = layout.qdisc_slots
         if not slots:
             return out
         sock, buf = self.reader._sock, self.reader._buf

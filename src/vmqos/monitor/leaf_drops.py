@@ -121,7 +121,10 @@ class LeafMemo:
         self._signatures[row] = signature
         self._unseen[row] = unseen
 
-
+    def add_kept(self, qs: npt.NDArray[np.uint64], unmoved: npt.NDArray[np.bool_]) -> None:
+        """Add to the drops of the `unmoved` rows' roots (in `qs`) what their leaves hid when last read."""
+        if unmoved.any():
+            qs[self._slots[unmoved], 7] += self._unseen[unmoved]
 
 
 def tbf_rows(ports: Sequence[str], tbf: Mapping[str, tuple[TbfLeaf, ...]], index: Mapping[str, int]) -> tuple[TbfRow, ...]:
@@ -172,9 +175,7 @@ def add_unseen_from_gets(reader: ArrayReader, memo: LeafMemo, rows: tuple[TbfRow
                 unseen[qslot] = n
     for qslot, n in unseen.items():
         q[qslot * QDISC_FIELDS + 7] += n
-    if unmoved.any():
-        slots = memo._slots[unmoved]
-        qs[slots, 7] += memo._unseen[unmoved]
+    memo.add_kept(qs, unmoved)
 
 
 def add_unseen_from_dumps(reader: CounterReader, memo: LeafMemo, tbf: Mapping[str, tuple[TbfLeaf, ...]],

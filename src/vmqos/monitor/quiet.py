@@ -68,7 +68,7 @@ def ifb_slots_to_keep(quiet: Rows, previous: array) -> npt.NDArray[np.int64]:
     return 2 * np.flatnonzero(quiet & empty) + 1
 
 
-def without(slots: Sequence[int] | npt.NDArray[np.int64], left_out: npt.NDArray[np.int64], size: int) -> list[int]:
+def without(slots: Sequence[int] | array, left_out: npt.NDArray[np.int64], size: int) -> list[int]:
     """`slots` (ascending) less those `left_out`, as a list for the requests' batches."""
     if not len(left_out):
         return list(slots)

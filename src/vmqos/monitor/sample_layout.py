@@ -77,7 +77,6 @@ class Slots:
     pps_names: tuple[tuple[str, str], ...] = ()  # per row: its packet-rate drop counters (to, from)
     tbf_rows: tuple[TbfRow, ...] = ()
     names: tuple[str, ...] = ()  # per counter slot, its name
-    qdisc_order: Ints = field(default_factory=lambda: NO_SLOTS)  # the root qdisc slots of the devices that exist, ascending
 
     @classmethod
     def of(cls, watched: Watched, index: Mapping[str, int]) -> "Slots":
@@ -119,8 +118,7 @@ class Slots:
                    np.array(order, dtype=np.int64), np.array([needed[s] for s in order], dtype=np.int64),
                    tuple(without),
                    tuple((f"{chain_to(port)}_pps_dropped", f"{chain_from(port)}_pps_dropped") for port in watched.limits),
-                   tbf_rows(tuple(watched.limits), watched.tbf, index), tuple(counters),
-                   np.array(sorted(qdiscs.values()), dtype=np.int64))
+                   tbf_rows(tuple(watched.limits), watched.tbf, index), tuple(counters))
 
 
 def needed_names(slots: Slots, layout: ColumnLayout, q: array) -> list[str]:

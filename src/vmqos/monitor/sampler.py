@@ -239,7 +239,7 @@ class Sampler:
             kept = ifb_slots_to_keep(quiet, self._previous[1])
         assert self._arrays is not None
         size = slots.layout.sizes()[0]
-        chosen = None if not len(kept) else without(slots.qdisc_order, kept, size)
+        chosen = None if not len(kept) else without(slots.layout.qdisc_slots, kept, size)
         qdiscs = self._arrays.qdiscs(slots.layout, by_get=True, slots=chosen)
         if chosen is not None:
             assert self._previous is not None
