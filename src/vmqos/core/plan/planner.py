@@ -194,11 +194,12 @@ def _segmenting(tree: Sequence[KernelObject]) -> str:
 
 def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMode = EgressMode.SHAPE,
               mtu: int = 1500, profile: KernelProfile = KernelProfile(), accounting: bool = True,
-              uplink: str | None = None, uplink_mark: int | None = None) -> PortPlan:
+              uplink: str | None = None, uplink_mark: int | None = None, window_clamp: bool = False) -> PortPlan:
     """The kernel objects of one port; `accounting` (the default for a port vmqos manages) also counts
     both directions, SYNs from the instance and traffic per IP, whether or not the port is limited.
     `uplink`: the host's uplink that holds the port's guaranteed minimums (`core.plan.uplink`), and
-    `uplink_mark` the skb->mark its ingress chain sets so that the uplink knows the port's packets."""
+    `uplink_mark` the skb->mark its ingress chain sets so that the uplink knows the port's packets.
+    `window_clamp`: the port's opt-in receive-window clamp (`queues.window_clamps`), shape mode only."""
     notes: list[Note] = list(effective.notes)
     objects: list[KernelObject] = []
     chains: list[NftChain] = []
