@@ -23,9 +23,13 @@ of the port, the tap's clsact ingress and egress; it never drops or classifies: 
   (bpf_l4_csum_replace: a no-op on CHECKSUM_PARTIAL skbs, which is right, their checksum is not yet
   computed). The window is only ever lowered. A flow whose handshake it did not see is left alone.
 
-The bytecode is in bpf_rwnd_program (bpf_police's encoder: no compiler on our hosts). A probe
-(bench/rwnd_probe.py): the planner does not use it — one window per flow cannot bound several flows'
-queue (docs/benchmarks.md §11, "A receive-window clamp").
+The bytecode is in bpf_rwnd_program (bpf_police's encoder: no compiler on our hosts). The planner
+uses it for a port that opts in (`PortSpec.window_clamp`, `core.plan.queues.window_clamps`): one
+`WindowClamp` per hook of the port's clsact, which `put` attaches (the second hook's program shares
+the first one's maps) or, when it is there, changes in place by rewriting its config slot, the flows
+kept; `observed` reads a hook back from its program's config slot. Opt-in because one window per flow
+cannot bound several flows' queue (docs/benchmarks.md §11, "A receive-window clamp"), and because it
+rewrites the tenant's TCP headers.
 """
 
 from __future__ import annotations
@@ -35,17 +39,29 @@ import ipaddress
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.protocols import ETH_P_ALL
 
 from vmqos.core.errors import KernelError
-from vmqos.drivers.bpf_police import _MAP_CREATE, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, _address, _bpf, _name, load_program
+from vmqos.core.plan.handles import handle_int
+from vmqos.core.plan.tc_objects import CLSACT_EGRESS, CLSACT_INGRESS, WindowClamp
+from vmqos.drivers.bpf_police import (
+    _MAP_CREATE, _MAP_GET_FD_BY_ID, _MAP_LOOKUP, _MAP_TYPE_ARRAY, _MAP_UPDATE, _OBJ_GET_INFO_BY_FD, _PROG_GET_FD_BY_ID,
+    _address, _bpf, _name, load_program, program_id,
+)
 from vmqos.drivers.bpf_rwnd_program import (
     _MAP_TYPE_LRU_HASH, CLAMPED, CONFIG_SIZE, FLOW_SIZE, FLOWS, FROM, KEY_SIZE, TC_ACT_UNSPEC, TOWARDS, program,
 )
 
 PROGRAM_NAME = "vmqos_rwnd"
+# The planner's two hooks' programs (and their filters) by slot: the name says which slot a program serves.
+HOOK_NAMES = {TOWARDS: "vmqos_rwnd_to", FROM: "vmqos_rwnd_from"}
+FLOWS_MAP, CONFIG_MAP = "vmqos_rwnd_flow", "vmqos_rwnd_cfg"  # map names: 15 bytes at most
 _GET_NEXT_KEY = 4
-__all__ = ["FROM", "PROGRAM_NAME", "TC_ACT_UNSPEC", "TOWARDS", "ClampConfig", "ClampCounters", "Flow", "Loaded",
-           "configure", "counters", "flows", "load"]
+__all__ = ["FROM", "HOOK_NAMES", "PROGRAM_NAME", "TC_ACT_UNSPEC", "TOWARDS", "ClampConfig", "ClampCounters", "Flow",
+           "Loaded", "configure", "counters", "flows", "load", "observed", "prog_id", "put"]
 
 
 # -- maps, loading, reading back ------------------------------------------------------------------
@@ -152,22 +168,27 @@ def flows(flows_fd: int) -> list[Flow]:
     return out
 
 
-def load(towards: ClampConfig, from_: ClampConfig) -> Loaded:
-    """The maps (flows, config) and the two programs that share them; the caller closes them (a filter that
-    holds a program keeps it and its maps alive)."""
+def _create_maps() -> tuple[int, int]:
+    """(flows_fd, config_fd): new, empty maps (an array's slots start at zero: rate 0 leaves windows alone)."""
     fds: list[int] = []
     try:
-        flows_fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_LRU_HASH, KEY_SIZE, FLOW_SIZE, FLOWS, 0, 0, 0)
-                        + _name("vmqos_rwnd_flows"))
-        fds.append(flows_fd)
-        config_fd = _bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_ARRAY, 4, CONFIG_SIZE, 2, 0, 0, 0)
-                         + _name("vmqos_rwnd_cfg"))
-        fds.append(config_fd)
+        fds.append(_bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_LRU_HASH, KEY_SIZE, FLOW_SIZE, FLOWS, 0, 0, 0)
+                        + _name(FLOWS_MAP)))
+        fds.append(_bpf(_MAP_CREATE, struct.pack("<IIIIIII", _MAP_TYPE_ARRAY, 4, CONFIG_SIZE, 2, 0, 0, 0)
+                        + _name(CONFIG_MAP)))
     except OSError as exc:
         for fd in fds:
             os.close(fd)
         raise KernelError(f"creating the window clamp's maps failed: {exc.strerror}; it needs CONFIG_BPF_SYSCALL "
                           "and root") from None
+    return fds[0], fds[1]
+
+
+def load(towards: ClampConfig, from_: ClampConfig) -> Loaded:
+    """The maps (flows, config) and the two programs that share them; the caller closes them (a filter that
+    holds a program keeps it and its maps alive)."""
+    flows_fd, config_fd = _create_maps()
+    fds = [flows_fd, config_fd]
     try:
         configure(config_fd, TOWARDS, towards)
         configure(config_fd, FROM, from_)
@@ -179,3 +200,103 @@ def load(towards: ClampConfig, from_: ClampConfig) -> Loaded:
             os.close(fd)
         raise
     return Loaded(towards_fd, from_fd, flows_fd, config_fd)
+
+
+# -- the planner's clamp on a port's clsact (netlink), as bpf_police's put_program --------------------
+
+def _slot(obj: WindowClamp) -> int:
+    return TOWARDS if obj.parent == CLSACT_EGRESS else FROM
+
+
+def prog_id(msg: Any) -> int | None:
+    """The id of one of vmqos's clamp programs in a filter message of kind bpf; None for anyone else's."""
+    return next((p for p in (program_id(msg, n) for n in HOOK_NAMES.values()) if p is not None), None)
+
+
+def _maps_of(prog: int) -> tuple[int, int]:
+    """(flows_fd, config_fd) of clamp program `prog`, by their names; the caller closes them."""
+    try:
+        prog_fd = _bpf(_PROG_GET_FD_BY_ID, struct.pack("<III", prog, 0, 0))
+    except OSError as exc:
+        raise KernelError(f"window clamp program {prog} cannot be opened: {exc.strerror}") from None
+    found: dict[str, int] = {}
+    try:
+        ids = ctypes.create_string_buffer(4 * 4)
+        info = ctypes.create_string_buffer(struct.pack("<IIQIIQQQIIQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, _address(ids)), 96)
+        _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", prog_fd, 96, _address(info)))
+        count = min(struct.unpack_from("<I", info.raw, 52)[0], 4)
+        for map_id in struct.unpack_from(f"<{count}I", ids.raw, 0):
+            fd = _bpf(_MAP_GET_FD_BY_ID, struct.pack("<III", map_id, 0, 0))
+            map_info = ctypes.create_string_buffer(88)
+            _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, 88, _address(map_info)))
+            found[map_info.raw[24:40].rstrip(b"\0").decode(errors="replace")] = fd
+    except OSError as exc:
+        for fd in found.values():
+            os.close(fd)
+        raise KernelError(f"the maps of window clamp program {prog} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(prog_fd)
+    if set(found) != {FLOWS_MAP, CONFIG_MAP}:
+        for fd in found.values():
+            os.close(fd)
+        raise KernelError(f"program {prog} does not hold the window clamp's maps ({sorted(found)})")
+    return found[FLOWS_MAP], found[CONFIG_MAP]
+
+
+def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> WindowClamp:
+    """The clamp a hook holds, as its config slot says (a program on the wrong hook reads as rate 0)."""
+    flows_fd, config_fd = _maps_of(program)
+    os.close(flows_fd)
+    try:
+        raw = _lookup(config_fd, struct.pack("<I", TOWARDS if parent == CLSACT_EGRESS else FROM), CONFIG_SIZE)
+    finally:
+        os.close(config_fd)
+    rate, target, kmin = struct.unpack_from("<QQQ", raw, 0)
+    return WindowClamp(dev, parent, prio, protocol, rate_bytes=rate, target_ns=target, kmin=kmin)
+
+
+def _hook_program(ipr: Any, idx: int, parent: str, prio: int, name: str) -> int | None:
+    for msg in ipr.get_filters(index=idx, parent=handle_int(parent)):
+        if msg["info"] >> 16 == prio and msg.get_attr("TCA_KIND") == "bpf":
+            found = program_id(msg, name)
+            if found is not None:
+                return found
+    return None
+
+
+def put(ipr: Any, idx: int, obj: WindowClamp) -> None:
+    """Make `obj` what the hook holds: the running program's config slot rewritten in place when it is
+    there (the flows and their RTTs kept), else its program attached, sharing the other hook's maps when
+    that one is there (the two hooks time a flow's handshake together)."""
+    slot, config = _slot(obj), ClampConfig(obj.rate_bytes, obj.target_ns, obj.kmin)
+    name = HOOK_NAMES[slot]
+    try:
+        running = _hook_program(ipr, idx, obj.parent, obj.prio, name)
+        other = _hook_program(ipr, idx, CLSACT_INGRESS if slot == TOWARDS else CLSACT_EGRESS, obj.prio,
+                              HOOK_NAMES[FROM if slot == TOWARDS else TOWARDS])
+    except NetlinkError as exc:
+        raise KernelError(f"reading the filters for {obj.describe()}: {os.strerror(exc.code)}", errno=exc.code) from None
+    if running is not None:
+        flows_fd, config_fd = _maps_of(running)
+    elif other is not None:
+        flows_fd, config_fd = _maps_of(other)
+    else:
+        flows_fd, config_fd = _create_maps()
+    try:
+        try:
+            configure(config_fd, slot, config)
+        except OSError as exc:
+            raise KernelError(f"changing {obj.describe()}: {exc.strerror}") from None
+        if running is not None:
+            return
+        prog_fd = load_program(program(flows_fd, config_fd, slot), name, "the window clamp")
+        try:
+            ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(obj.parent), prio=obj.prio,
+                   protocol=ETH_P_ALL, fd=prog_fd, name=name, direct_action=True)
+        except NetlinkError as exc:
+            raise KernelError(f"attaching {obj.describe()}: {os.strerror(exc.code)}", errno=exc.code) from None
+        finally:
+            os.close(prog_fd)
+    finally:
+        os.close(flows_fd)
+        os.close(config_fd)  # the filter holds the program, the program its maps

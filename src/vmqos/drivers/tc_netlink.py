@@ -42,9 +42,11 @@ from vmqos.core.plan.objects import (
     Policer,
     Qdisc,
     U32Filter,
+    WindowClamp,
 )
+from vmqos.core.plan.tc_objects import CLSACT_EGRESS, CLSACT_INGRESS
 from vmqos.core.plan.u32 import key_selector
-from vmqos.drivers import bpf_aqm, bpf_police
+from vmqos.drivers import bpf_aqm, bpf_police, bpf_rwnd
 from vmqos.drivers.privileges import open_in_netns
 from vmqos.drivers.process import check_netns, run
 from vmqos.drivers.protocols import DeviceTc
@@ -259,7 +261,9 @@ class TcNetlink:
                 continue
             objects.append(qdisc)
             stats[qdisc.key] = raw.stats
-            if qdisc.qdisc_kind in ("htb", "ingress", "clsact") or qdisc.parent == "root":
+            if qdisc.qdisc_kind == "clsact":  # its filters hang on its two hooks, not on its handle
+                filter_parents += [handle_int(CLSACT_INGRESS), handle_int(CLSACT_EGRESS)]
+            elif qdisc.qdisc_kind in ("htb", "ingress") or qdisc.parent == "root":
                 filter_parents.append(raw.handle)
         if not filter_parents:
             return  # only the kernel's default qdisc: no classes, no filters to read
@@ -312,6 +316,9 @@ class TcNetlink:
         program = bpf_aqm.prog_id(msg) if kind == "bpf" else None
         if program is not None:
             return bpf_aqm.observed(dev, where, prio, protocol, program)
+        program = bpf_rwnd.prog_id(msg) if kind == "bpf" else None
+        if program is not None:
+            return bpf_rwnd.observed(dev, where, prio, protocol, program)
         if kind != "u32":
             return ForeignFilter(dev, where, prio, protocol, kind or "?")
         opts = msg.get_attr("TCA_OPTIONS")
@@ -358,6 +365,8 @@ class TcNetlink:
                 bpf_police.put(self._ipr, idx, obj)
             elif isinstance(obj, Aqm):
                 bpf_aqm.put(self._ipr, idx, obj)
+            elif isinstance(obj, WindowClamp):
+                bpf_rwnd.put(self._ipr, idx, obj)
             elif isinstance(obj, HtbClass):
                 self._ipr.tc("replace-class", "htb", idx, handle_int(obj.classid), parent=handle_int(obj.parent),
                              rate=obj.rate_bps // 8, ceil=obj.ceil_bps // 8, burst=obj.burst_bytes,

@@ -37,11 +37,11 @@ def contains(container: KernelObject, obj: KernelObject) -> bool:
     if isinstance(container, IfbLink):
         return True
     if isinstance(container, Qdisc):
-        if container.parent == "ingress":
-            return isinstance(obj, TcFilter) and obj.parent == container.handle
+        if container.parent == "ingress":  # an ingress qdisc's filters (ffff:), or a clsact's (ffff:fff2, ffff:fff3)
+            return isinstance(obj, TcFilter) and obj.parent.startswith(container.handle)
         if container.parent == "root":
             return (isinstance(obj, HtbClass)
-                    or (isinstance(obj, TcFilter) and obj.parent != "ffff:")
+                    or (isinstance(obj, TcFilter) and not obj.parent.startswith("ffff:"))
                     or (isinstance(obj, Qdisc) and obj.parent not in ("root", "ingress")))
         return False
     if isinstance(container, HtbClass):

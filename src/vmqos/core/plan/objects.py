@@ -33,6 +33,7 @@ from vmqos.core.plan.tc_objects import (
     Qdisc,
     TcFilter,
     U32Filter,
+    WindowClamp,
     is_foreign,
     is_program,
     policer,
@@ -41,5 +42,5 @@ from vmqos.core.plan.tc_objects import (
 __all__ = [
     "Aqm", "FOREIGN_COUNTER", "NFT_FAMILY", "NFT_TABLE", "OWN_QDISC_KINDS", "TCP_FLAGS_MASK", "ForeignFilter", "HtbClass",
     "IfbLink", "KernelObject", "NftChain", "NftCounter", "NftLimit", "NftRule", "NftSet", "Policer", "Qdisc", "TcFilter",
-    "U32Filter", "is_foreign", "is_nft", "is_program", "limit_from_json", "policer", "rule_from_expr",
+    "U32Filter", "WindowClamp", "is_foreign", "is_nft", "is_program", "limit_from_json", "policer", "rule_from_expr",
 ]

@@ -62,6 +62,7 @@ from vmqos.core.plan.queues import (
     quantum as quantum,
     queue_limit as queue_limit,
     segments as segments,
+    window_clamps as window_clamps,
 )
 from vmqos.core.units import human_rate, human_size
 
@@ -277,6 +278,21 @@ def plan_port(device: str, effective: EffectiveNetwork, *, egress_mode: EgressMo
         objects += [st for st in ACCOUNT_SETS.values() if st.name in used]
         objects += [NftCounter(name) for name in counters]
         objects += chains
+
+    # Last: on a port that was policed, the clsact replaces the ingress qdisc (and its policer) only
+    # once the chain above forwards to the IFB.
+    if window_clamp:
+        shaped_out = eff_out.rate_bps.value if eff_out.rate_bps is not None and shaper else None
+        shaped_in = eff_in.rate_bps.value if eff_in.rate_bps is not None else None
+        if egress_mode is not EgressMode.SHAPE:
+            notes.append(Note("window_clamp", "the window clamp needs egress mode shape: police mode holds the "
+                              "port's tc ingress hook, where the clamp's program would go; not applied", "warning"))
+        elif shaped_in or shaped_out:
+            objects += window_clamps(device, shaped_in, shaped_out, mtu, profile)
+            in_mech = in_mech + ", window clamp" if in_mech and shaped_in else in_mech
+            out_mech = out_mech + ", window clamp" if out_mech and shaped_out else out_mech
+        else:
+            notes.append(Note("window_clamp", "the port shapes neither direction: nothing to clamp", "info"))
 
     return PortPlan(
         port=device, objects=tuple(objects), ifb=shaper, notes=tuple(notes),

@@ -14,8 +14,8 @@ from typing import Sequence
 from vmqos.core.desired.effective import EffectiveDirection
 from vmqos.core.model.checks import frame_bytes
 from vmqos.core.model.network import PROTOCOLS, TrafficMatch
-from vmqos.core.plan.objects import Aqm, HtbClass, KernelObject, Qdisc, U32Filter
-from vmqos.core.plan.tc_objects import AQM_PRIO
+from vmqos.core.plan.objects import Aqm, HtbClass, KernelObject, Qdisc, U32Filter, WindowClamp
+from vmqos.core.plan.tc_objects import AQM_PRIO, CLAMP_PRIO, CLSACT_EGRESS, CLSACT_INGRESS
 
 # A classed tree's filters: the sparse ones (1-4), the AQM, then the class filters. The class filters sat at
 # 5.. before the AQM came to classed ports; they move to 0x100.. so that no prio changes its filter kind (the
@@ -52,6 +52,10 @@ class KernelProfile:
     aqm_target_frames: int = 1
     aqm_interval_us: int = 10_000
     aqm_interval_frames: int = 4
+    # The window clamp (see `window_clamps`, a port's opt-in): the queue allowed beyond the flow's RTT,
+    # and the least window: three segments where three frames fit `clamp_kmin3_us` at the rate, else two.
+    clamp_target_us: int = 3_000
+    clamp_kmin3_us: int = 30_000
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -142,6 +146,43 @@ def aqm(dev: str, rate_bps: int, cburst: int, mtu: int, profile: KernelProfile, 
     return Aqm(dev, "1:", prio, "all", rate_bytes=rate_bps // 8, bucket_bytes=cburst,
                target_ns=max(profile.aqm_target_us * 1000, profile.aqm_target_frames * frame_ns),
                interval_ns=max(profile.aqm_interval_us * 1000, profile.aqm_interval_frames * frame_ns))
+
+
+def clamp_kmin(rate_bps: int, mtu: int, profile: KernelProfile) -> int:
+    """The least window, in segments: a receiver ACKs every second segment, so with two segments in
+    flight beyond the path's BDP the link idles while the ACK of both travels back: -1.8 % of the rate
+    at 3 Mbit/s over a 0.1 ms path, where three segments gave -0.5 % (docs/benchmarks.md §11). Three
+    where three frames fit 30 ms at the rate (from ~1.2 Mbit/s), else two (three frames are 36 ms at
+    1 Mbit/s: the queue would be longer than the issue's target)."""
+    three = 3 * frame_bytes(mtu) * 8 * 1_000_000 // max(rate_bps, 1)
+    return 3 if three <= profile.clamp_kmin3_us else 2
+
+
+def window_clamps(dev: str, towards_bps: int | None, from_bps: int | None, mtu: int,
+                  profile: KernelProfile) -> list[KernelObject]:
+    """A port's receive-window clamp (opt-in: `PortSpec.window_clamp`): a clsact on the port and one
+    program on each of its hooks, sharing a flow map.
+
+    Why: the ECN AQM (`aqm`) keeps the queue of a flow that negotiates ECN short, and nothing on this
+    kernel does for one that does not (BBR v1 ignores CE, and drops cost it 10-25 % of its rate). A
+    sender never has more in flight than the window its receiver advertises, and the host forwards the
+    receiver's ACKs: lowering their window to rate x (handshake RTT + 3 ms) bounds the queue any sender
+    keeps at the port. Measured on 6.18 (docs/benchmarks.md §11, one flow without ECN, BBR and cubic,
+    both directions): the flow's own added RTT 8.6 ms at 3 Mbit/s (24-32 without), 4.2 at 10 (12-17),
+    3.4-4.0 at 100 (7.5-18), the rate within -1.8...0 %; 1 Mbit/s 32 ms over a 0.1 ms path, 28 over a
+    20 ms one. Opt-in, because it rewrites the tenant's TCP headers, and because one window per flow
+    cannot bound several flows' queue (N flows keep at least N x 2 frames). A flow whose handshake it
+    did not see (older than the program) is left alone.
+
+    The egress hook (towards the instance) carries the ACKs of what the instance sends, so it clamps
+    with the rate from the instance; the ingress hook with the rate towards it. An unshaped direction's
+    hook has rate 0: it only times the handshakes."""
+    objects: list[KernelObject] = [Qdisc(dev, "ingress", "ffff:", "clsact")]
+    for parent, rate in ((CLSACT_INGRESS, towards_bps), (CLSACT_EGRESS, from_bps)):
+        kmin = clamp_kmin(rate, mtu, profile) if rate else 2
+        objects.append(WindowClamp(dev, parent, CLAMP_PRIO, "all", rate_bytes=(rate or 0) // 8,
+                                   target_ns=profile.clamp_target_us * 1000, kmin=kmin))
+    return objects
 
 
 def _u32_selectors(match: TrafficMatch) -> list[tuple[str, tuple[str, ...]]]:

@@ -22,6 +22,7 @@ from vmqos.core.plan.objects import (
     NftSet,
     Aqm,
     Policer,
+    WindowClamp,
     Qdisc,
     TcFilter,
     U32Filter,
@@ -38,6 +39,8 @@ def _q(text: str) -> str:
 
 def _qdisc(op: str, q: Qdisc) -> str:
     where = {"root": "root", "ingress": "handle ffff: ingress"}.get(q.parent, f"parent {q.parent}")
+    if q.qdisc_kind == "clsact":
+        return f"tc qdisc {op} dev {_q(q.dev)} clsact"
     if q.parent == "ingress":
         return f"tc qdisc {op} dev {_q(q.dev)} {where}"
     if op == "del":
@@ -120,6 +123,14 @@ def aqm_line(a: Aqm) -> str:
             f"{a.bucket_bytes} bytes, target {a.target_ns / 1e6:g} ms, interval {a.interval_ns / 1e6:g} ms, no drops")
 
 
+def clamp_line(c: WindowClamp) -> str:
+    """What `vmqos plan` shows for one hook of a port's window clamp; loaded as the police program is."""
+    rate = (f"windows lowered to {c.rate_bytes} bytes/s x (handshake RTT + {c.target_ns / 1e6:g} ms), at least "
+            f"{c.kmin} segments") if c.rate_bytes else "handshakes timed, windows left alone"
+    return (f"{POLICER_COMMENT} vmqos window clamp program on {_q(c.dev)} (tc filter parent {c.parent} prio {c.prio} bpf "
+            f"direct-action): {rate}")
+
+
 def tc_commands(op: Operation) -> list[str]:
     """The `ip`/`tc` commands of one operation on a device or its queues."""
     obj = op.obj
@@ -144,6 +155,8 @@ def tc_commands(op: Operation) -> list[str]:
         return [policer_line(obj)]
     if isinstance(obj, Aqm) and op.action != "delete":
         return [aqm_line(obj)]
+    if isinstance(obj, WindowClamp) and op.action != "delete":
+        return [clamp_line(obj)]
     if isinstance(obj, TcFilter):
         if op.action == "delete":
             return [_filter("del", obj)]

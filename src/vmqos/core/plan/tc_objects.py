@@ -240,12 +240,38 @@ class Aqm(TcFilter):
                 f"interval {self.interval_ns / 1e6:g} ms")
 
 
+CLAMP_PRIO = 1  # the window clamp's place on each hook of the port's clsact (it has no other filter)
+CLSACT_INGRESS, CLSACT_EGRESS = "ffff:fff2", "ffff:fff3"  # a clsact's two hooks, as tc names its filters' parents
+
+
+@dataclass(frozen=True)
+class WindowClamp(TcFilter):
+    """One hook of a port's receive-window clamp: vmqos's eBPF program on the port's clsact (cls_bpf,
+    direct action), which lowers the window of the TCP segments passing that hook to about
+    `rate_bytes` x (the flow's handshake RTT + `target_ns`), never below `kmin` segments, so that the
+    sender on the other side cannot keep more than that queued at the port's shaper (`drivers/bpf_rwnd`;
+    why: `queues.window_clamps`). The hook on the clsact's egress (packets towards the instance) clamps
+    with the rate *from* the instance and the one on its ingress with the rate *towards* it: a window
+    governs what its receiver's peer sends. A rate of 0 leaves that hook's windows alone (it still
+    times the handshakes the other hook needs). Both hooks share one flow map; the configuration lives
+    in a map that a change rewrites in place, the flows kept."""
+
+    rate_bytes: int = 0  # L2 bytes/s of the direction the windows govern
+    target_ns: int = 0
+    kmin: int = 2
+
+    def describe(self) -> str:
+        hook = "egress" if self.parent == CLSACT_EGRESS else "ingress"
+        return (f"window clamp {self.dev} {hook} {self.rate_bytes} bytes/s target {self.target_ns / 1e6:g} ms "
+                f"kmin {self.kmin}")
+
+
 def is_program(obj: KernelObject) -> bool:
     """A filter whose program vmqos loads itself over bpf(2) and netlink (tc cannot without an object file)."""
-    return isinstance(obj, (Policer, Aqm))
+    return isinstance(obj, (Policer, Aqm, WindowClamp))
 
 
-OWN_QDISC_KINDS = ("htb", "bfifo", "tbf", "ingress")
+OWN_QDISC_KINDS = ("htb", "bfifo", "tbf", "ingress", "clsact")
 
 
 def is_foreign(obj: KernelObject) -> bool:
@@ -262,6 +288,6 @@ def is_foreign(obj: KernelObject) -> bool:
 
 def live_replaceable(obj: KernelObject) -> bool:
     """What a live rate change touches, and one netlink request changes in place: HTB classes,
-    the leaves' queues (bfifo or segmenting TBF), police mode's bucket and the AQM's map."""
-    return isinstance(obj, (HtbClass, Policer, Aqm)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
+    the leaves' queues (bfifo or segmenting TBF), police mode's bucket, the AQM's and the window clamp's maps."""
+    return isinstance(obj, (HtbClass, Policer, Aqm, WindowClamp)) or (isinstance(obj, Qdisc) and obj.qdisc_kind in ("bfifo", "tbf")
                                                      and obj.parent not in ("root", "ingress"))

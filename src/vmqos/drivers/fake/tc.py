@@ -17,7 +17,7 @@ from vmqos.core.errors import KernelError, NotFound
 from vmqos.core.observed import TcStats
 from vmqos.core.plan.batch_line import batch_words, unfit_for_batch
 from vmqos.core.plan.diff import Operation
-from vmqos.core.plan.tc_objects import live_replaceable
+from vmqos.core.plan.tc_objects import CLSACT_EGRESS, CLSACT_INGRESS, live_replaceable
 from vmqos.core.plan.objects import HtbClass, IfbLink, KernelObject, Qdisc, TcFilter, U32Filter, is_program
 from vmqos.core.plan.render import tc_commands
 from vmqos.core.units import parse_rate, parse_size
@@ -120,7 +120,9 @@ class FakeBatch:
             raise Refused(f'Object "{what}" is unknown, try "tc help".', errnos.EINVAL)
 
     def put_qdisc(self, device: Device, verb: str, w: list[str], opts: dict[str, str]) -> None:
-        if "ingress" in w:
+        if "clsact" in w:  # the kernel keeps it where an ingress qdisc goes: one or the other
+            new = Qdisc(device.name, "ingress", "ffff:", "clsact")
+        elif "ingress" in w:
             new = Qdisc(device.name, "ingress", "ffff:", "ingress")
         elif "root" in w:
             new = self._qdisc_of(device.name, "root", w, opts)
@@ -269,7 +271,7 @@ class FakeTc:
                 if injected is not None:
                     raise Refused(injected.message, injected.errno)
                 if isinstance(obj, TcFilter) and is_program(obj):  # as the driver: on its qdisc (ingress, HTB root), map changed in place
-                    if not any(isinstance(o, Qdisc) and o.handle == obj.parent for o in device.objects.values()):
+                    if not any(isinstance(o, Qdisc) and _holds(o, obj) for o in device.objects.values()):
                         raise Refused(ENOENT, errnos.ENOENT)
                     device.objects[obj.key] = obj
                 elif isinstance(obj, HtbClass):
@@ -294,3 +296,10 @@ class FakeTc:
 
     def close(self) -> None:
         pass
+
+
+def _holds(qdisc: Qdisc, flt: TcFilter) -> bool:
+    """Whether a qdisc has the hook a filter names: a clsact's two (ffff:fff2, ffff:fff3), or its handle."""
+    if qdisc.qdisc_kind == "clsact":
+        return flt.parent in (CLSACT_INGRESS, CLSACT_EGRESS)
+    return qdisc.handle == flt.parent
