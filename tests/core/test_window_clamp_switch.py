@@ -1,22 +1,30 @@
 """The per-port `window_clamp` switch, carried from the front ends to the planner as egress_mode is.
 
 The planner's use of it (`plan_port(..., window_clamp=...)`) is tested with the planner; here: a
-port's change keeps, sets or clears it, and the host's planning hands each port's switch to
-plan_port, with and without an uplink (whose guaranteed ports are planned a second time).
+port's change keeps, sets or clears it, the host's planning hands each port's switch to plan_port
+(with and without an uplink, whose guaranteed ports are planned a second time), `port set
+--window-clamp` stores it and `port show --json` shows it (on the golden transcripts' fake kernel),
+and `vmqos plan --window-clamp` hands it to plan_port. The host file and the store: their own tests.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from test_golden_output import fake_kernel  # noqa: F401 (a fixture: the fake reconciler of the transcripts)
 
+import vmqos.cli.plan as plan_cli
 import vmqos.core.plan.host as plan_host_module
+from vmqos.cli.main import main
 from vmqos.core.desired.ports import PortChange, changed_port
 from vmqos.core.model.host import HostState, InstanceSpec, Policy, PortSpec, UplinkSpec
 from vmqos.core.model.network import DirectionQos, NetworkQos
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.planner import plan_port
+from vmqos.store import Store
 
 MBIT = 1_000_000
 
@@ -69,3 +77,55 @@ def test_plan_host_hands_each_ports_window_clamp_to_plan_port(plan_port_calls: A
     assert [(c["window_clamp"], c["uplink"]) for c in plan_port_calls["tap-wc-on"]] == [(True, None), (True, "wan0")]
     assert [(c["window_clamp"], c["uplink"]) for c in plan_port_calls["tap-wc-off"]] == [(False, None),
                                                                                        (False, "wan0")]
+
+
+def _vmqos(*args: str) -> Any:
+    try:
+        return main(list(args))
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_port_set_window_clamp_is_stored_kept_and_shown(fake_kernel: Any, capsys: Any,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    db = ["--db", url]
+
+    def stored() -> bool:
+        with Store(url) as store:
+            return _port(store.load(""), "tap-wc").window_clamp
+
+    def shown() -> Any:
+        capsys.readouterr()
+        assert _vmqos("port", "show", "tap-wc", "--json", *db) == 0
+        return json.loads(capsys.readouterr().out)["window_clamp"]
+
+    assert _vmqos("port", "set", "tap-wc", "--outbound", "12800,0,0", "--window-clamp", "on", "--json", *db) == 0
+    assert stored() is True and shown() is True
+    assert _vmqos("port", "set", "tap-wc", "--outbound", "6400,0,0", *db) == 0
+    assert stored() is True  # left out: unchanged
+    assert _vmqos("port", "set", "tap-wc", "--window-clamp", "off", *db) == 0
+    assert stored() is False and shown() is False
+    capsys.readouterr()
+    assert _vmqos("port", "set", "tap-wc", "--window-clamp", "maybe", *db) == 2
+    assert "'maybe' is not one of 'on', 'off'" in capsys.readouterr().err
+
+
+def test_port_set_help_says_the_window_clamp_is_opt_in_with_an_example(capsys: Any) -> None:
+    assert _vmqos("port", "set", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--window-clamp [on|off]" in text and "opt-in" in text and "shape mode only" in text
+    assert "vmqos port set tap-vm1 --window-clamp on" in text
+
+
+def test_plan_window_clamp_reaches_plan_port(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    seen: list[bool] = []
+
+    def spy(device: str, effective: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["window_clamp"])
+        return plan_port(device, effective, **kwargs)
+
+    monkeypatch.setattr(plan_cli, "plan_port", spy)
+    assert _vmqos("plan", "--port", "tap-wc", "--outbound", "12800,0,0", "--window-clamp", "on", "--json") == 0
+    assert _vmqos("plan", "--port", "tap-wc", "--outbound", "12800,0,0", "--json") == 0
+    assert seen == [True, False]  # off unless asked
