@@ -58,6 +58,8 @@ def test_a_policy_id_makes_the_port_follow_that_policy_whatever_it_held():
     (PortChange(policy_name="gold", inbound="125,0,0"), "--policy: 'gold' is not valid: with a policy's id leave "
                                                         "--inbound/--outbound out"),
     (PortChange(egress_mode=EgressMode.POLICE), "--egress-mode: 'police' is not valid: leave it out with --server"),
+    (PortChange(window_clamp=True), "--window-clamp: 'on' is not valid: leave it out with --server"),
+    (PortChange(window_clamp=False), "--window-clamp: 'off' is not valid: leave it out with --server"),
 ])
 def test_what_the_server_cannot_hold_or_the_local_command_refuses_is_refused(change, message):
     with pytest.raises(VmqosError) as caught:

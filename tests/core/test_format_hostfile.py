@@ -287,6 +287,15 @@ ERRORS = [
         version: 1
         instances:
           vm1:
+            ports:
+              - device: t
+                window_clamp: maybe
+        """, 6, ["instances.vm1.ports[0].window_clamp: expected true or false, got 'maybe'"], id="window-clamp"),
+    pytest.param(
+        """
+        version: 1
+        instances:
+          vm1:
             ports: tap1
         """, 4, ["instances.vm1.ports: expected a list"], id="not-a-list"),
     pytest.param(
@@ -748,6 +757,25 @@ def test_write_host_writes_vmqos_style_with_tc_units() -> None:
     assert hostfile.read_host(text) == state
 
 
+def test_a_ports_window_clamp_round_trips_and_its_default_is_not_written() -> None:
+    text = y("""
+        version: 1
+        instances:
+          vm1:
+            ports:
+              - {device: tap1, window_clamp: true}
+              - {device: tap2, window_clamp: false}
+              - {device: tap3}
+        """)
+    state = hostfile.read_host(text)
+    assert [p.window_clamp for p in state.instances["vm1"].ports] == [True, False, False]
+    written = hostfile.write_host(state)
+    assert "{device: tap1, window_clamp: true}" in written
+    assert written.count("window_clamp") == 1  # off, the default, is left out as egress_mode's shape is
+    assert hostfile.read_host(written) == state
+    assert hostfile.read_host(json.dumps(yaml.safe_load(written))) == state
+
+
 # -------------------------------------------------------------------------------------------- schema
 
 
@@ -887,7 +915,7 @@ def hosts(draw: st.DrawFn) -> HostState:
             PortSpec(device=d, network=draw(st.none() | st.sampled_from(list(nets))) if nets else None,
                      policy=draw(st.none() | st.sampled_from(policy_names)) if policy_names else None,
                      limits=draw(st.none() | networks()), egress_mode=draw(st.sampled_from(EgressMode)),
-                     mtu=draw(st.integers(68, 65535)))
+                     window_clamp=draw(st.booleans()), mtu=draw(st.integers(68, 65535)))
             for d in devices if owner[d] == name)
         instances[name] = InstanceSpec(
             name=name, flavor=draw(st.none() | st.sampled_from(list(flavors))) if flavors else None,

@@ -273,6 +273,27 @@ def test_a_policy_shared_before_rbac_keeps_being_shared(db_url: str) -> None:
         assert {p.id: p.shared for p in qos.list_policies(store)} == {"p-shared": True, "p-private": False}
 
 
+def test_ports_stored_before_the_window_clamp_have_it_off(db_url: str) -> None:
+    """0015 adds `ports.window_clamp`: a port already stored reads back with the clamp off, as it was."""
+    from alembic import command
+
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(upgrade.config(conn), "0014_uplink_api")
+        conn.execute(text("INSERT INTO instances (scope, name, flavor, cpu, disks) "
+                          "VALUES ('', 'vm1', NULL, NULL, '{}')"))
+        conn.execute(text("INSERT INTO ports (scope, device, instance, network, policy, limits, egress_mode, mtu, "
+                          "position) VALUES ('', 'tap1', 'vm1', NULL, NULL, NULL, 'police', 9000, 0)"))
+    engine.dispose()
+    with Store(db_url) as store:
+        assert version(store) == HEAD
+        assert differences(store) == []
+        [port] = store.load("").instances["vm1"].ports
+    assert (port.device, port.egress_mode.value, port.mtu, port.window_clamp) == ("tap1", "police", 9000, False)
+
+
 def test_networks_and_ports_made_before_tags_have_none(db_url: str) -> None:
     """0004 adds `tags` to neutron_networks and neutron_ports: the rows already there read back with none."""
     from alembic import command

@@ -139,6 +139,16 @@ def test_port_spec_checks_its_name_mtu_and_egress_mode():
             PortSpec(**bad)
 
 
+def test_port_spec_window_clamp_is_off_unless_asked_and_a_bool():
+    from vmqos.core.model.host import PortSpec
+
+    assert PortSpec("tap-a").window_clamp is False  # opt-in: it rewrites the tenant's TCP headers
+    assert PortSpec("tap-a", window_clamp=True).window_clamp is True
+    for bad in ("on", 1, None):
+        with pytest.raises(InvalidValue, match=r"^port tap-a\.window_clamp: .* is not valid: use true or false$"):
+            PortSpec("tap-a", window_clamp=bad)
+
+
 def test_a_device_name_refuses_exactly_what_the_per_character_check_refused():
     """check_device_name tests the whole name with isprintable() and a set (the agent checks every row's
     device); the per-character test it replaced, over every code point, in the middle of a good name."""

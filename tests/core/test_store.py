@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,6 +111,22 @@ def test_full_state_round_trips_with_port_order(store: Store) -> None:
     assert loaded == state
     assert [p.device for p in loaded.instances["vm1"].ports] == ["tap-z", "tap-a", "tap-m"]
     assert loaded.instances["vm1"].ports[1].egress_mode is EgressMode.POLICE
+
+
+def test_a_ports_window_clamp_is_stored_and_read_back(store: Store) -> None:
+    state = full_state()
+    vm1 = state.instances["vm1"]
+    clamped = replace(vm1, ports=(replace(vm1.ports[0], window_clamp=True), *vm1.ports[1:]))
+    state = replace(state, instances={**state.instances, "vm1": clamped})
+    store.save("", state)
+    loaded = store.load("")
+    assert loaded == state
+    assert [p.window_clamp for p in loaded.instances["vm1"].ports] == [True, False, False]
+    rows = _sql(store, "SELECT device, window_clamp FROM ports ORDER BY device")
+    assert [(device, bool(on)) for device, on in rows] == [
+        ("tap-a", False), ("tap-m", False), ("tap-vm2", False), ("tap-z", True)]
+    store.save("", full_state())  # switched off again: the row's update, not only its insert, carries it
+    assert [p.window_clamp for p in store.load("").instances["vm1"].ports] == [False, False, False]
 
 
 def test_nothing_stored_loads_an_empty_state(store: Store) -> None:

@@ -134,10 +134,13 @@ def _from_host_file(path: str, device: str | None) -> PortPlan:
               help="The instance's flavor extra specs (key=value lines or JSON).")
 @click.option("--egress-mode", type=click.Choice([m.value for m in EgressMode]), default="shape", show_default=True,
               help="Limit traffic from the instance by shaping (IFB + HTB) or policing (nftables).")
+@click.option("--window-clamp", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="The port's opt-in receive-window clamp (rewrites the window of the TCP ACKs it forwards; shape "
+              "mode only).")
 @click.option("--mtu", type=click.IntRange(68, 65535), default=1500, show_default=True, help="The port's MTU.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def plan(device: str | None, host_file: str | None, inbound: str | None, outbound: str | None, policy: str | None,
-         flavor: str | None, egress_mode: str, mtu: int, as_json: bool) -> None:
+         flavor: str | None, egress_mode: str, window_clamp: str, mtu: int, as_json: bool) -> None:
     """Show what vmqos would enforce on one port, and the exact tc/nft commands (a dry run).
 
     Sources combine as Neutron does (the port's policy) and per direction the most restrictive
@@ -148,6 +151,7 @@ def plan(device: str | None, host_file: str | None, inbound: str | None, outboun
       vmqos plan --port tap6ffab502-4a --outbound 12800,0,0
       vmqos plan --port tap-vm1 --flavor m1.resquota.specs
       vmqos plan --port tap-vm2 --policy bw-limiter.json --egress-mode police --json
+      vmqos plan --port tap-vm3 --outbound 12800,0,0 --window-clamp on
       vmqos plan --uplink-of host.yaml
     """
     if host_file is not None:
@@ -165,7 +169,8 @@ def plan(device: str | None, host_file: str | None, inbound: str | None, outboun
     check_device_name(device, "--port")
     sources, notes = build_sources(inbound, outbound, policy, flavor)
     effective = combine(sources, mtu=mtu)
-    result = plan_port(device, effective, egress_mode=EgressMode(egress_mode), mtu=mtu)
+    result = plan_port(device, effective, egress_mode=EgressMode(egress_mode), mtu=mtu,
+                       window_clamp=window_clamp == "on")
     commands = render(diff(result.objects, []))
     all_notes = notes + list(result.notes)
     if as_json:

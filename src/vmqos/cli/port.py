@@ -115,6 +115,10 @@ def port() -> None:
 @click.option("--egress-mode", type=click.Choice([m.value for m in EgressMode]),
               help="shape (IFB queue, the default: exact, TCP-friendly) or police (drops above the "
               "rate; the bucket is the burst, 1 s of traffic unless given)")
+@click.option("--window-clamp", type=click.Choice(["on", "off"]),
+              help="opt-in receive-window clamp: rewrites the window of the TCP ACKs the port forwards so that one "
+              "bulk flow without ECN (BBR, cubic) keeps a short queue at the shaper; shape mode only; off by default "
+              "(e.g. --window-clamp on)")
 @click.option("--live", is_flag=True, help="change the kernel now (with neither flag: both)")
 @click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")
 @click.option("--force", is_flag=True, help="replace qdiscs or filters on the port that vmqos did not make")
@@ -122,8 +126,8 @@ def port() -> None:
 @server_options()
 @kernel_options
 def port_set(device: str, inbound: str | None, outbound: str | None, policy: str | None, egress_mode: str | None,
-             live: bool, config: bool, force: bool, as_json: bool, server: str | None, host: str | None,
-             netns: str | None, db: str | None) -> None:
+             window_clamp: str | None, live: bool, config: bool, force: bool, as_json: bool, server: str | None,
+             host: str | None, netns: str | None, db: str | None) -> None:
     """Set a port's limits, with virsh domiftune's syntax and meaning.
 
     The limits add to the port's policy and its instance's flavor; the lowest value of each
@@ -138,10 +142,12 @@ def port_set(device: str, inbound: str | None, outbound: str | None, policy: str
     Examples:
       vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --inbound 12800,0,0
       vmqos port set tap-vm1 --server http://ctl:9696 --host compute1 --policy 5f0c...-policy-id
+      vmqos port set tap-vm1 --window-clamp on --netns lab-host
     """
     pol, name = _policy(policy)
     change = PortChange(inbound=inbound, outbound=outbound, policy=pol, policy_name=name,
-                        egress_mode=EgressMode(egress_mode) if egress_mode else None)
+                        egress_mode=EgressMode(egress_mode) if egress_mode else None,
+                        window_clamp=None if window_clamp is None else window_clamp == "on")
     if remote(server, host, netns, db, live or config or force):
         from vmqos.cli.fleet import set_remote
 

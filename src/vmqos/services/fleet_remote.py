@@ -15,7 +15,7 @@ then follows that policy, and every change of it; it is written whole, unconditi
 be combined with --inbound/--outbound (the limits are the policy's: change the policy instead).
 
 What the server's native form cannot hold is refused here, in one line, rather than dropped: an
-egress mode (a desired row has none).
+egress mode or a window clamp (a desired row has neither).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def native_body(current: Port | None, change: PortChange) -> NativePort:
     if change.egress_mode is not None:
         raise InvalidValue("--egress-mode", change.egress_mode.value, "leave it out with --server: the server's "
                            "desired state has no egress mode per port (the agent's host decides)")
+    if change.window_clamp is not None:
+        raise InvalidValue("--window-clamp", "on" if change.window_clamp else "off", "leave it out with --server: "
+                           "the server's desired state has no window clamp per port (the agent's host decides)")
     if change.policy_name is not None:
         if change.inbound is not None or change.outbound is not None:
             raise InvalidValue("--policy", change.policy_name, "with a policy's id leave --inbound/--outbound out: "

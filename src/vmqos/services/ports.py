@@ -207,6 +207,7 @@ def show_port(store: Store, netns: str | None, device: str) -> PortShow:
     return PortShow(
         port=device, netns=netns, instance=found[0].name if found else None,
         egress_mode=found[1].egress_mode if found else None,
+        window_clamp=found[1].window_clamp if found else None,
         desired=PortDesired(plan.ingress, plan.egress),
         kernel=PortKernel(in_sync=not ops and device not in seen.missing, missing_device=device in seen.missing,
                           operations_needed=tuple(op.describe() for op in ops),

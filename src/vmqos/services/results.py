@@ -107,6 +107,7 @@ class PortShow:
     netns: str | None
     instance: str | None
     egress_mode: EgressMode | None
+    window_clamp: bool | None  # the port's receive-window clamp; None, as egress_mode, for a port no longer desired
     desired: PortDesired
     kernel: PortKernel
     counters: dict[str, Flow]  # per direction present: offered, delivered, dropped

@@ -109,7 +109,8 @@ def encode(scope: str, state: HostState, only: Changed | None = None) -> dict[st
                 rows["ports"].append({
                     "scope": scope, "device": port.device, "instance": name, "network": network_ref,
                     "policy": policy_ref, "limits": network(port.limits),
-                    "egress_mode": EgressMode(port.egress_mode).value, "mtu": port.mtu, "position": position,
+                    "egress_mode": EgressMode(port.egress_mode).value, "window_clamp": port.window_clamp,
+                    "mtu": port.mtu, "position": position,
                 })
                 if port.addresses:
                     rows["port_addresses"].append({"scope": scope, "device": port.device,
@@ -156,7 +157,8 @@ class Decoder:
             "flavors": select(f.name, f.doc).where(f.scope == scope).order_by(f.name),
             "networks": select(n.name, n.policy).where(n.scope == scope).order_by(n.name),
             "instances": select(i.name, i.flavor, i.cpu, i.disks).where(i.scope == scope).order_by(i.name),
-            "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode, o.mtu)
+            "ports": select(o.instance, o.device, o.network, o.policy, o.limits, o.egress_mode,
+                            o.window_clamp, o.mtu)
             .where(o.scope == scope).order_by(o.instance, o.position),
             "port_addresses": select(a.device, a.addresses).where(a.scope == scope),
             "uplinks": select(u.device, u.capacity_bps, u.oversubscribe).where(u.scope == scope),
@@ -180,11 +182,12 @@ class Decoder:
         networks = {name: NetworkSpec(name, policy) for name, policy in rows["networks"]}
         ports: dict[str, list[PortSpec]] = {}
         addresses_of = {device: tuple(json.loads(text)) for device, text in rows.get("port_addresses", ())}
-        for instance, device, network, policy, limits, egress_mode, mtu in rows["ports"]:
+        for instance, device, network, policy, limits, egress_mode, window_clamp, mtu in rows["ports"]:
             own = ports.setdefault(instance, [])
             if limits is not None:
                 limits = self.part(NetworkQos, limits, "instances", instance, "ports", len(own), "limits")
-            own.append(PortSpec(device, network, policy, limits, egress_mode, mtu, addresses_of.get(device, ())))
+            own.append(PortSpec(device, network, policy, limits, egress_mode, bool(window_clamp), mtu,
+                                addresses_of.get(device, ())))
         instances = {}
         for name, flavor, cpu, disks in rows["instances"]:
             if cpu is not None:

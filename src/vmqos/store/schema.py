@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKeyConstraint, Index, Integer, String, Table, Text, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -101,6 +101,7 @@ class PortRow(Base):
     policy: Mapped[str | None] = mapped_column(String)
     limits: Mapped[str | None] = mapped_column(Text)  # JSON of the port's own limits, NULL: none
     egress_mode: Mapped[str] = mapped_column(String)
+    window_clamp: Mapped[bool] = mapped_column(Boolean, server_default=false())  # false: rows before 0015
     mtu: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)  # the port's index in its instance
 

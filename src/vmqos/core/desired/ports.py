@@ -90,6 +90,7 @@ class PortChange:
     policy: Policy | None = None  # a policy read from a file, stored under its name
     policy_name: str | None = None  # a policy the store already has
     egress_mode: EgressMode | None = None
+    window_clamp: bool | None = None  # the port's receive-window clamp (None: unchanged)
     addresses: tuple[str, ...] | None = None  # the instance's addresses on the port (None: unchanged)
 
 
@@ -112,6 +113,7 @@ def changed_port(state: HostState, device: str, change: PortChange) -> tuple[Hos
         policy = change.policy_name
     port = replace(port, limits=None if limits.is_empty else limits, policy=policy,
                    egress_mode=change.egress_mode or port.egress_mode,
+                   window_clamp=change.window_clamp if change.window_clamp is not None else port.window_clamp,
                    addresses=port.addresses if change.addresses is None else change.addresses)
     state = replace(state, policies=policies)
     return with_port(state, port), port

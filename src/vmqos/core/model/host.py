@@ -144,6 +144,10 @@ class PortSpec:
     policy: str | None = None
     limits: NetworkQos | None = None  # set on the port itself (domiftune, `port set`)
     egress_mode: EgressMode = EgressMode.SHAPE
+    # The receive-window clamp (shape mode only): lowers the TCP window in the ACKs the port forwards,
+    # so that a sender without ECN (BBR, cubic) cannot keep a long queue at the port's shaper. Opt-in,
+    # since it rewrites the tenant's TCP headers.
+    window_clamp: bool = False
     mtu: int = 1500
     # The instance's addresses on this port (Neutron's fixed_ips): how the uplink's plan finds the
     # traffic towards the instance, whose guarantee it holds. Canonical text, IPv4 and IPv6.
@@ -156,6 +160,8 @@ class PortSpec:
             object.__setattr__(self, "egress_mode", EgressMode(self.egress_mode))
         except ValueError:
             raise InvalidValue(f"port {self.device}.egress_mode", self.egress_mode, "use shape or police") from None
+        if not isinstance(self.window_clamp, bool):
+            raise InvalidValue(f"port {self.device}.window_clamp", self.window_clamp, "use true or false")
         if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 68 <= self.mtu <= 65535:
             raise InvalidValue(f"port {self.device}.mtu", self.mtu, "an MTU is from 68 to 65535 bytes")
 

@@ -17,10 +17,11 @@ from vmqos.core.plan.uplink import Member, assign_minors, plan_uplink, uplink_ma
 
 
 @lru_cache(maxsize=1 << 16)
-def _plan(device: str, sources: tuple[QosSource, ...], mode: EgressMode, mtu: int,
+def _plan(device: str, sources: tuple[QosSource, ...], mode: EgressMode, mtu: int, window_clamp: bool,
           uplink: str | None = None, mark: int | None = None) -> PortPlan:
     """plan_port is pure: a long-lived reconciler plans each distinct port once, not on every pass."""
-    return plan_port(device, combine(sources, mtu=mtu), egress_mode=mode, mtu=mtu, uplink=uplink, uplink_mark=mark)
+    return plan_port(device, combine(sources, mtu=mtu), egress_mode=mode, mtu=mtu, uplink=uplink, uplink_mark=mark,
+                     window_clamp=window_clamp)
 
 
 def plan_host(state: HostState, ports: Iterable[str] | None = None,
@@ -32,7 +33,7 @@ def plan_host(state: HostState, ports: Iterable[str] | None = None,
     state, its plan too (whatever `ports` says: a port's guarantee changes the uplink's classes)."""
     wanted = set(ports) if ports is not None else None
     up = state.uplink.device if uplink and state.uplink is not None else None
-    everything: dict[str, tuple[tuple[QosSource, ...], EgressMode, int]] = {}
+    everything: dict[str, tuple[tuple[QosSource, ...], EgressMode, int, bool]] = {}
     for inst, port in state.ports():
         if up is None and wanted is not None and port.device not in wanted:
             continue
@@ -40,7 +41,7 @@ def plan_host(state: HostState, ports: Iterable[str] | None = None,
         if overlays and port.device in overlays:
             sources = (overlays[port.device], *sources)
         mode = (egress_modes or {}).get(port.device, port.egress_mode)
-        everything[port.device] = (sources, mode, port.mtu)
+        everything[port.device] = (sources, mode, port.mtu, port.window_clamp)
     plans = {dev: _plan(dev, *args) for dev, args in everything.items()}
     if up is not None and state.uplink is not None:
         specs = {port.device: port for _, port in state.ports()}

@@ -21,6 +21,7 @@
         ports:
           - {device: tap-vm1, network: private, policy: bw-limiter, egress_mode: shape, mtu: 1500,
              limits: {egress: {rate: 100mbit}}}
+          - {device: tap-vm1b, window_clamp: true}   # opt-in: rewrites the window of the TCP ACKs it forwards
 
 Rates are tc rates (`100mbit`, `12500kbps` = 100 Mbit/s) or integers in bit/s; sizes are tc
 sizes (`64kb` = 65536 bytes) or integers in bytes; `period_us`/`quota_us` accept tc times. A

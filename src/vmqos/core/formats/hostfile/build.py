@@ -228,6 +228,7 @@ class Builder:
         with self.lines.at(path):
             return PortSpec(device=wire.device, network=wire.network, policy=wire.policy, limits=limits,
                             egress_mode=EgressMode(wire.egress_mode or EgressMode.SHAPE.value),
+                            window_clamp=bool(wire.window_clamp),
                             mtu=DEFAULT_MTU if wire.mtu is None else wire.mtu,
                             addresses=tuple(wire.addresses or ()))
 

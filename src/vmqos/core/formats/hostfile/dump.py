@@ -129,6 +129,8 @@ def dump_port(port: PortSpec) -> dict[str, Any]:
         out["policy"] = port.policy
     if port.egress_mode is not EgressMode.SHAPE:
         out["egress_mode"] = EgressMode(port.egress_mode).value
+    if port.window_clamp:
+        out["window_clamp"] = True
     if port.mtu != DEFAULT_MTU:
         out["mtu"] = port.mtu
     if port.limits is not None:

@@ -17,6 +17,7 @@ from vmqos.core.formats.hostfile.wire import HostFileWire, keys_at
 
 _TYPES = {
     "int_type": "expected an integer",
+    "bool_type": "expected true or false",
     "string_type": "expected a string",
     "dict_type": "expected a mapping (key: value)",
     "model_type": "expected a mapping (key: value)",

@@ -189,6 +189,8 @@ class PortWire(Wire):
     network: str | None = None
     policy: str | None = Field(default=None, description="the port's own policy; wins over its network's")
     egress_mode: Literal["shape", "police"] | None = None
+    window_clamp: bool | None = Field(default=None, description="opt-in: lower the TCP window in the ACKs the port "
+                                                                "forwards, for a short queue (shape mode only)")
     mtu: int | None = None
     limits: QosWire | None = Field(default=None, description="limits set on the port itself")
     addresses: list[str] | None = Field(default=None, description="the instance's IPv4/IPv6 addresses on this port "

@@ -4,4 +4,4 @@ HEAD names the newest: opening a database at HEAD compares one row with it and l
 (tests/core/test_migrations.py checks that it is Alembic's head; a new revision moves it).
 """
 
-HEAD = "0014_uplink_api"
+HEAD = "0015_port_window_clamp"
