@@ -16,6 +16,8 @@ host namespace, sends one TCP flow for --seconds (iperf3, BBR or cubic) and remo
 Limiters, all at the same frame rate (average = peak, the limiter's own default burst):
   vmqos-shape   `set_port` with a vmqos policy: HTB tree, segmenting TBF leaves under ~52 Mbit/s,
                 the sparse class; IFB + the same tree from the instance
+  vmqos-clamp   vmqos-shape on a port with the window clamp on (`PortChange(window_clamp=True)`): the
+                ACKs' windows lowered to rate x (handshake RTT + 3 ms), at least 2-3 segments
   vmqos-police  from the instance only: the eBPF token bucket (burst + 1 s) and nft's drop
   tbf-seed      `tbf rate R burst 1540 latency 50ms` (seed 004's burst; seed 002 writes the same
                 TBF with a peak), on the tap; from the instance behind a u32 redirect to an IFB
@@ -65,7 +67,7 @@ from vmqos.store import Store
 MBIT = 1_000_000
 GOODPUT_PER_FRAME = 1448 / 1514
 RATES = (1, 3, 10, 100, 1000)
-SYSTEMS = ("vmqos-shape", "vmqos-police", "tbf-seed", "libvirt", "cni")
+SYSTEMS = ("vmqos-shape", "vmqos-clamp", "vmqos-police", "tbf-seed", "libvirt", "cni")
 CNI = Path("/usr/lib/cni/bandwidth")
 KUBELET_BURST_BITS = 2**32 - 1
 IFB = "vqbifb0"
@@ -91,16 +93,20 @@ class Limiters:
         return getattr(self, system.replace("-", "_"))(direction, rate)
 
     # vmqos
-    def _vmqos(self, direction: str, rate: int, mode: EgressMode) -> Undo:
+    def _vmqos(self, direction: str, rate: int, mode: EgressMode, clamp: bool = False) -> Undo:
         side = DirectionQos(bandwidth=BandwidthLimit(rate))
         qos = NetworkQos(ingress=side) if direction == "to" else NetworkQos(egress=side)
         report = set_port(self.store, self.lab.host_ns, self.vm.port,
-                          PortChange(policy=Policy(f"bench-{uuid.uuid4().hex[:6]}", qos), egress_mode=mode))
+                          PortChange(policy=Policy(f"bench-{uuid.uuid4().hex[:6]}", qos), egress_mode=mode,
+                                     window_clamp=clamp))
         assert report is not None and report.ok, report
         return lambda: clear_port(self.store, self.lab.host_ns, self.vm.port)
 
     def vmqos_shape(self, direction: str, rate: int) -> Undo:
         return self._vmqos(direction, rate, EgressMode.SHAPE)
+
+    def vmqos_clamp(self, direction: str, rate: int) -> Undo:
+        return self._vmqos(direction, rate, EgressMode.SHAPE, clamp=True)
 
     def vmqos_police(self, direction: str, rate: int) -> Undo | None:
         return self._vmqos(direction, rate, EgressMode.POLICE) if direction == "from" else None
@@ -382,7 +388,8 @@ def plot(doc: dict[str, Any], where: Path) -> list[Path]:
     for metric, title in METRICS:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         for ax, direction in zip(axes, ("to", "from")):
-            for system, color in zip(SYSTEMS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+            for system, color in zip(SYSTEMS, ("tab:blue", "tab:cyan", "tab:orange", "tab:green", "tab:red",
+                                                 "tab:purple")):
                 for cc, style in (("cubic", "-"), ("bbr", "--")):
                     pts = sorted((k[3], v[metric]) for k, v in med.items()
                                  if k[:3] == (system, direction, cc) and v[metric] is not None)
