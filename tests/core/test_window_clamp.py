@@ -152,3 +152,19 @@ def test_a_hook_whose_program_was_removed_by_hand_is_put_back(rec):
     assert not in_sync(r, state(3_000_000, 3_000_000))
     settle(r, state(3_000_000, 3_000_000))
     assert in_sync(r, state(3_000_000, 3_000_000))
+
+
+def test_a_clsact_that_holds_another_tools_program_is_not_deleted_without_force(rec):
+    """A clsact is one of vmqos's kinds now; one someone else hung a program on stays drift until forced."""
+    from vmqos.core.plan.objects import ForeignFilter
+
+    kernel, r = rec
+    settle(r, state(3_000_000, 3_000_000))
+    objects = kernel.devices["tap0"].objects
+    foreign = ForeignFilter("tap0", CLSACT_INGRESS, 7, "all", "bpf")
+    objects[foreign.key] = foreign
+    results, _ = r.reconcile(plan_host(state(3_000_000, 3_000_000, clamp=False)))
+    assert results[0].error and "drift" in results[0].error
+    assert ("qdisc", "tap0", "ingress") in objects
+    settle(r, state(3_000_000, 3_000_000, clamp=False), force=True)
+    assert ("qdisc", "tap0", "ingress") not in objects

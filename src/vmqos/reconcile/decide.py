@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from vmqos.core.observed import ForeignHook, NftState
-from vmqos.core.plan.diff import Operation, diff
+from vmqos.core.plan.diff import Operation, contains, diff
 from vmqos.core.plan.names import chain_owners, counter_port, ifb_name
 from vmqos.core.plan.objects import (
     IfbLink,
@@ -128,6 +128,14 @@ def hooks_message(port: str, hooks: Sequence[ForeignHook]) -> str:
             "check`; `--force` applies the limits beside it, leaving it in place)")
 
 
+def holds_foreign(op: Operation, before: Sequence[KernelObject]) -> bool:
+    """Whether deleting (or recreating) a qdisc of vmqos's kinds would take objects vmqos did not make with
+    it: a clsact or an ingress qdisc that another tool's filters hang on (a port that had the window clamp,
+    then a foreign program beside it)."""
+    gone = op.old if op.action == "recreate" else op.obj if op.action == "delete" else None
+    return gone is not None and any(is_foreign(o) and contains(gone, o) for o in before)
+
+
 def decide_port(port: str, planned: Sequence[KernelObject], *, read: Sequence[str],
                 seen_tc: list[KernelObject] | None, seen_nft: list[KernelObject] | None, missing: bool,
                 force: bool, netns: str | None, foreign_hooks: Sequence[ForeignHook] = ()) -> PortDecision:
@@ -149,7 +157,7 @@ def decide_port(port: str, planned: Sequence[KernelObject], *, read: Sequence[st
     before = (seen_tc or []) + trusted_tc + \
         (seen_nft if seen_nft is not None else [o for o in planned if is_nft(o)])
     ops = diff(planned, before)
-    blocked = [op for op in ops if op.disruptive or is_foreign(op.old or op.obj)]
+    blocked = [op for op in ops if op.disruptive or is_foreign(op.old or op.obj) or holds_foreign(op, before)]
     if blocked and not force:
         return PortDecision(port, ops, drift_message(blocked), before)
     return PortDecision(port, ops, None, before)
