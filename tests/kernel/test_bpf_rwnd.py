@@ -95,7 +95,9 @@ def test_a_seen_handshake_is_timed_and_the_receivers_window_is_lowered_with_a_va
     window, ok = _window_and_checksum_ok(out)
     # the BDP of the timed path plus the queue allowed (at least two segments)
     expected = RATE * seen[(server, 5201)].rtt_ns // 10**9 + max(2 * 1460, RATE * TARGET_NS // 10**9)
-    assert window == -(-expected // 128), f"window {window} << 7, expected {expected} bytes rounded up"
+    assert window == bpf_rwnd.window_field(RATE, seen[(server, 5201)].rtt_ns, TARGET_NS, 2, 1460, 7), \
+        f"window {window} << 7, expected {expected} bytes rounded up (or down to whole segments)"
+    assert abs(window * 128 - expected) < 1448 + 128
     assert ok, "the TCP checksum must hold after the rewrite"
     small = _run(prog, _segment(server, client, 5201, 40000, 0x10, 3))
     assert _window_and_checksum_ok(small) == (3, True), "a window below the clamp is never raised"
@@ -129,5 +131,25 @@ def test_a_reply_without_window_scaling_turns_the_clients_shift_off(loaded):
     assert shifts == {("10.1.0.5", 40002): 0, ("10.1.0.6", 80): 0}
     out = _run(prog, _segment("10.1.0.6", "10.1.0.5", 80, 40002, 0x10, 60000))
     rtt = next(f.rtt_ns for f in bpf_rwnd.flows(loaded.flows_fd) if f.sport == 80)
-    expected = RATE * rtt // 10**9 + 2 * 1460
+    expected = bpf_rwnd.window_field(RATE, rtt, TARGET_NS, 2, 1460, 0)
     assert _window_and_checksum_ok(out) == (expected, True), "unscaled: BDP + two segments, in bytes"
+    # two segments of 1460 hold 24 bytes (and the BDP) beyond two full 1448-byte ones: cut to whole segments
+    assert RATE * rtt // 10**9 > 200 or expected == 2 * 1448
+
+
+@pytest.mark.parametrize("shift,field", [(10, 2), (7, 22)])
+def test_a_window_that_would_split_off_a_tiny_segment_is_cut_to_whole_segments(loaded, shift, field):
+    """1 Mbit/s, two segments of MSS 1460 at a 0.1 ms path: 2920 bytes rounded up to the scale is 3072
+    (WS 10) or 2944 (WS 7), two full 1448-byte segments and 176 or 48 bytes, which the sender splits off
+    and the sparse class sends ahead. Rounded down from whole segments instead: 2048 (one full segment
+    and 600 bytes) or 2816 (one and 1368)."""
+    prog = loaded.towards_fd
+    options = struct.pack(">BBH", 2, 4, 1460) + b"\x01" + struct.pack(">BBB", 3, 3, shift)
+    _run(prog, _segment("10.1.0.7", "10.1.0.8", 40003, 5201, 0x02, 64240, options))
+    _run(prog, _segment("10.1.0.8", "10.1.0.7", 5201, 40003, 0x12, 65160, options))
+    _run(prog, _segment("10.1.0.7", "10.1.0.8", 40003, 5201, 0x10, 502))
+    rtt = next(f.rtt_ns for f in bpf_rwnd.flows(loaded.flows_fd) if f.sport == 5201)
+    out = _run(prog, _segment("10.1.0.8", "10.1.0.7", 5201, 40003, 0x10, 0xFFFF))
+    assert RATE * rtt // 10**9 < 24, "the test's handshake must be quick (BDP of a few bytes)"
+    assert _window_and_checksum_ok(out) == (field, True)
+    assert bpf_rwnd.window_field(RATE, rtt, TARGET_NS, 2, 1460, shift) == field

@@ -52,7 +52,8 @@ from vmqos.drivers.bpf_police import (
     _address, _bpf, _name, load_program, program_id,
 )
 from vmqos.drivers.bpf_rwnd_program import (
-    _MAP_TYPE_LRU_HASH, CLAMPED, CONFIG_SIZE, FLOW_SIZE, FLOWS, FROM, KEY_SIZE, TC_ACT_UNSPEC, TOWARDS, program,
+    _MAP_TYPE_LRU_HASH, CLAMPED, CONFIG_SIZE, FLOW_SIZE, FLOWS, FROM, KEY_SIZE, NSEC, SMALL_PARTIAL, TC_ACT_UNSPEC,
+    TIMESTAMPS_OPTION, TOWARDS, program,
 )
 
 PROGRAM_NAME = "vmqos_rwnd"
@@ -61,7 +62,7 @@ HOOK_NAMES = {TOWARDS: "vmqos_rwnd_to", FROM: "vmqos_rwnd_from"}
 FLOWS_MAP, CONFIG_MAP = "vmqos_rwnd_flow", "vmqos_rwnd_cfg"  # map names: 15 bytes at most
 _GET_NEXT_KEY = 4
 __all__ = ["FROM", "HOOK_NAMES", "PROGRAM_NAME", "TC_ACT_UNSPEC", "TOWARDS", "ClampConfig", "ClampCounters", "Flow",
-           "Loaded", "configure", "counters", "flows", "load", "observed", "prog_id", "put"]
+           "Loaded", "configure", "counters", "flows", "load", "observed", "prog_id", "put", "window_field"]
 
 
 # -- maps, loading, reading back ------------------------------------------------------------------
@@ -111,6 +112,20 @@ class Loaded:
     def close(self) -> None:
         for fd in (self.towards_fd, self.from_fd, self.flows_fd, self.config_fd):
             os.close(fd)
+
+
+def window_field(rate_bytes: int, rtt_ns: int, target_ns: int, kmin: int, mss: int, shift: int) -> int:
+    """The window field the program allows a flow (it never raises a smaller one), in the program's integer
+    steps: W = rate x RTT + max(kmin x MSS, rate x target), rounded up to the window scale; but where that
+    leaves fewer than SMALL_PARTIAL bytes beyond the last whole segment (a tiny segment the sender would
+    split off, which the sparse class sends ahead of the full ones), whole segments rounded down instead."""
+    field = (rate_bytes * rtt_ns // NSEC + max(kmin * mss, rate_bytes * target_ns // NSEC) + (1 << shift) - 1) >> shift
+    payload = mss - TIMESTAMPS_OPTION
+    if payload >= SMALL_PARTIAL:
+        extra = (field << shift) % payload
+        if 0 < extra < SMALL_PARTIAL and ((field << shift) - extra) >> shift << shift >= payload:
+            field = ((field << shift) - extra) >> shift
+    return field
 
 
 def _update(fd: int, key: bytes, value: bytes) -> None:
