@@ -425,15 +425,15 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def shape_table(doc: dict[str, Any]) -> str:
-    """vmqos shape alone, one row a rate: what the README shows."""
+def shape_table(doc: dict[str, Any], system: str = "vmqos-shape") -> str:
+    """One vmqos system alone, one row a rate: what the README shows."""
     med = medians(doc)
     cols = [(d, cc) for d in ("to", "from") for cc in ("cubic", "bbr")]
     lines = ["| limit | " + " | ".join(f"{d} the instance, {cc}" for d, cc in cols) + " |", "|---|" + "---|" * len(cols)]
-    for rate in sorted({k[3] for k in med if k[0] == "vmqos-shape"}):
+    for rate in sorted({k[3] for k in med if k[0] == system}):
         cells = []
         for d, cc in cols:
-            m = med.get(("vmqos-shape", d, cc, rate))
+            m = med.get((system, d, cc, rate))
             cells.append("–" if m is None else f"{m['steady_pct']:+.2f} % / {m['first_s_pct']:+.1f} % / "
                          f"{max(m['ping_ms'] or 0, 0):.1f} ms / {max(m['own_rtt_ms'], 0):.1f} ms")
         lines.append(f"| {rate:g} Mbit/s | " + " | ".join(cells) + " |")
@@ -487,7 +487,8 @@ def main() -> int:
     parser.add_argument("--table", type=Path, nargs="+", help="print the tables of saved results (a JSON document "
                         "each, or the printed lines of runs: one JSON object a line), merged")
     parser.add_argument("--plot", type=Path, nargs="+", help="plot saved results, merged")
-    parser.add_argument("--shape-only", action="store_true", help="with --table: vmqos shape alone, for the README")
+    parser.add_argument("--shape-only", nargs="?", const="vmqos-shape", choices=["vmqos-shape", "vmqos-clamp"],
+                        help="with --table: one vmqos system alone (vmqos-shape unless named), for the README")
     parser.add_argument("--plot-dir", type=Path, default=Path("docs/img"))
     args = parser.parse_args()
     if args.table or args.plot:
@@ -496,7 +497,7 @@ def main() -> int:
             for path in plot(doc, args.plot_dir):
                 print(path)
         elif args.shape_only:
-            print(shape_table(doc))
+            print(shape_table(doc, args.shape_only))
         else:
             print(table(doc))
         return 0

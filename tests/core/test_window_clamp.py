@@ -164,7 +164,7 @@ def test_a_clsact_that_holds_another_tools_program_is_not_deleted_without_force(
     foreign = ForeignFilter("tap0", CLSACT_INGRESS, 7, "all", "bpf")
     objects[foreign.key] = foreign
     results, _ = r.reconcile(plan_host(state(3_000_000, 3_000_000, clamp=False)))
-    assert results[0].error and "drift" in results[0].error
+    assert results[0].error and "drift" in results[0].error and "would take" in results[0].error
     assert ("qdisc", "tap0", "ingress") in objects
     settle(r, state(3_000_000, 3_000_000, clamp=False), force=True)
     assert ("qdisc", "tap0", "ingress") not in objects

@@ -18,8 +18,11 @@ of the port, the tap's clsact ingress and egress; it never drops or classifies: 
 - on any later segment of a flow with a known RTT it computes W = rate x RTT + max(kmin x MSS, rate x
   target) — the path's BDP plus the queue allowed, never less than kmin segments (a receiver ACKs every
   second segment) — with the rate of the direction the window governs (the other one: the config slot
-  given when loaded), rounds it *up* to the window scale (a window cut below a whole segment stalls the sender), and if the
-  segment's window is larger rewrites it (bpf_skb_store_bytes) and fixes the TCP checksum
+  given when loaded), rounds it *up* to the window scale (a window cut below a whole segment stalls the sender) — or,
+  where that would leave a last segment under SMALL_PARTIAL bytes (the sender splits it off, the sparse
+  class sends it ahead of the full ones: reordering, and the RTT of 1 Mbit/s at 32 ms instead of 17),
+  cuts it to whole segments and rounds *down* (`window_field`) — and if the segment's window is larger
+  rewrites it (bpf_skb_store_bytes) and fixes the TCP checksum
   (bpf_l4_csum_replace: a no-op on CHECKSUM_PARTIAL skbs, which is right, their checksum is not yet
   computed). The window is only ever lowered. A flow whose handshake it did not see is left alone.
 

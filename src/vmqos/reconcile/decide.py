@@ -20,6 +20,7 @@ from vmqos.core.plan.objects import (
     NftChain,
     NftCounter,
     NftLimit,
+    Qdisc,
     is_foreign,
     is_nft,
     is_program,
@@ -116,10 +117,13 @@ def missing_device(port: str, netns: str | None) -> str:
     return f"device {port} does not exist" + (f" in netns {netns}" if netns else "")
 
 
-def drift_message(blocked: Sequence[Operation]) -> str:
-    return ("drift: " + "; ".join(f"{op.describe()} replaces {(op.old or op.obj).describe()}"
-                                  f" that vmqos did not make" for op in blocked)
-            + " (run `vmqos check`; `--force` replaces it)")
+def drift_message(blocked: Sequence[Operation], before: Sequence[KernelObject] = ()) -> str:
+    def one(op: Operation) -> str:
+        taken = [o.describe() for o in before if _foreign_inside(op, o)]
+        if taken:
+            return f"{op.describe()} would take {', '.join(taken)} that vmqos did not make with it"
+        return f"{op.describe()} replaces {(op.old or op.obj).describe()} that vmqos did not make"
+    return "drift: " + "; ".join(one(op) for op in blocked) + " (run `vmqos check`; `--force` replaces it)"
 
 
 def hooks_message(port: str, hooks: Sequence[ForeignHook]) -> str:
@@ -128,12 +132,16 @@ def hooks_message(port: str, hooks: Sequence[ForeignHook]) -> str:
             "check`; `--force` applies the limits beside it, leaving it in place)")
 
 
-def holds_foreign(op: Operation, before: Sequence[KernelObject]) -> bool:
-    """Whether deleting (or recreating) a qdisc of vmqos's kinds would take objects vmqos did not make with
-    it: a clsact or an ingress qdisc that another tool's filters hang on (a port that had the window clamp,
-    then a foreign program beside it)."""
+def _foreign_inside(op: Operation, obj: KernelObject) -> bool:
     gone = op.old if op.action == "recreate" else op.obj if op.action == "delete" else None
-    return gone is not None and any(is_foreign(o) and contains(gone, o) for o in before)
+    return (isinstance(gone, Qdisc) and gone.parent == "ingress" and is_foreign(obj) and contains(gone, obj))
+
+
+def holds_foreign(op: Operation, before: Sequence[KernelObject]) -> bool:
+    """Whether deleting (or recreating) the port's ingress-hook qdisc (a clsact, police mode's ingress
+    qdisc) would take filters vmqos did not make with it: that hook is where other tools hang their
+    programs, and a clsact is one of vmqos's kinds since the window clamp."""
+    return any(_foreign_inside(op, o) for o in before)
 
 
 def decide_port(port: str, planned: Sequence[KernelObject], *, read: Sequence[str],
@@ -159,7 +167,7 @@ def decide_port(port: str, planned: Sequence[KernelObject], *, read: Sequence[st
     ops = diff(planned, before)
     blocked = [op for op in ops if op.disruptive or is_foreign(op.old or op.obj) or holds_foreign(op, before)]
     if blocked and not force:
-        return PortDecision(port, ops, drift_message(blocked), before)
+        return PortDecision(port, ops, drift_message(blocked, before), before)
     return PortDecision(port, ops, None, before)
 
 

@@ -167,12 +167,14 @@ def window_clamps(dev: str, towards_bps: int | None, from_bps: int | None, mtu: 
     kernel does for one that does not (BBR v1 ignores CE, and drops cost it 10-25 % of its rate). A
     sender never has more in flight than the window its receiver advertises, and the host forwards the
     receiver's ACKs: lowering their window to rate x (handshake RTT + 3 ms) bounds the queue any sender
-    keeps at the port. Measured on 6.18 (docs/benchmarks.md §11, one flow without ECN, BBR and cubic,
-    both directions): the flow's own added RTT 8.6 ms at 3 Mbit/s (24-32 without), 4.2 at 10 (12-17),
-    3.4-4.0 at 100 (7.5-18), the rate within -1.8...0 %; 1 Mbit/s 32 ms over a 0.1 ms path, 28 over a
-    20 ms one. Opt-in, because it rewrites the tenant's TCP headers, and because one window per flow
-    cannot bound several flows' queue (N flows keep at least N x 2 frames). A flow whose handshake it
-    did not see (older than the program) is left alone.
+    keeps at the port. Measured on 6.18 (docs/benchmarks.md §11, "The window clamp in the planner": one
+    flow without ECN, BBR and cubic, both directions, 3 runs each): the flow's own added RTT 17 ms at
+    1 Mbit/s (66-89 without), 14 at 3 (24-31), 4.2 at 10 (12-19), 2.7-3.1 at 100 (7-17), 1.1-2.6 at
+    1 Gbit/s (1-17), the frame rate within -1.0...+0.2 %, no retransmissions from 3 Mbit/s up.
+    Opt-in, because it rewrites the tenant's TCP headers, because the window rests on the handshake's
+    RTT (a path whose RTT later grows, a client's bloated uplink, holds the flow below its rate), and
+    because one window per flow cannot bound several flows' queue (N flows keep at least N x 2 frames).
+    A flow whose handshake it did not see (older than the program) is left alone.
 
     The egress hook (towards the instance) carries the ACKs of what the instance sends, so it clamps
     with the rate from the instance; the ingress hook with the rate towards it. An unshaped direction's
