@@ -17,12 +17,13 @@ from vmqos.core.model.network import (
     TrafficClass,
     TrafficMatch,
 )
-from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import chain_from, chain_to, ifb_name
 from vmqos.core.plan.objects import ForeignFilter, IfbLink, NftChain, NftRule, NftSet, Qdisc
 from vmqos.drivers.fake import FakeKernel, fake_drivers
 from vmqos.reconcile.execute import Reconciler
+
+from tests.reconcile_steps import in_sync, settle
 
 PORTS = ("tap0", "tap1")
 
@@ -41,18 +42,6 @@ def state(rate: int, devices=PORTS, mode: EgressMode = EgressMode.SHAPE, pps: in
 def reconciler(kernel: FakeKernel, netns: str | None = None) -> Reconciler:
     tc, nft, batch = fake_drivers(kernel, netns)
     return Reconciler(netns, tc=tc, nft=nft, batch=batch)
-
-
-def settle(rec: Reconciler, st: HostState, **kw):
-    results, record = rec.reconcile(plan_host(st), **kw)
-    assert all(r.error is None for r in results), [r.error for r in results]
-    return results, record
-
-
-def in_sync(rec: Reconciler, st: HostState) -> bool:
-    plans = plan_host(st)
-    seen = rec.observe(sorted(plans))
-    return all(not diff(plans[p].objects, seen.objects[p]) for p in plans)
 
 
 def left(rec: Reconciler, port: str) -> list:

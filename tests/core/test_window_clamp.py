@@ -19,6 +19,8 @@ from vmqos.core.plan.tc_objects import CLSACT_EGRESS, CLSACT_INGRESS
 from vmqos.drivers.fake import FakeKernel, fake_drivers
 from vmqos.reconcile.execute import Reconciler
 
+from tests.reconcile_steps import in_sync, settle
+
 
 def qos(towards: int | None, from_: int | None) -> NetworkQos:
     return NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(towards) if towards else None),
@@ -110,18 +112,6 @@ def rec() -> tuple[FakeKernel, Reconciler]:
     kernel = FakeKernel(["tap0"])
     tc, nft, batch = fake_drivers(kernel)
     return kernel, Reconciler(None, tc=tc, nft=nft, batch=batch)
-
-
-def settle(r: Reconciler, st: HostState, **kw):
-    results, record = r.reconcile(plan_host(st), **kw)
-    assert all(x.error is None for x in results), [x.error for x in results]
-    return results, record
-
-
-def in_sync(r: Reconciler, st: HostState) -> bool:
-    plans = plan_host(st)
-    seen = r.observe(sorted(plans))
-    return all(not diff(plans[p].objects, seen.objects[p]) for p in plans)
 
 
 def test_applied_adopted_changed_in_place_and_removed(rec):

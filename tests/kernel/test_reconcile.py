@@ -10,6 +10,7 @@ import pytest
 from vmqos.reconcile.execute import Reconciler
 
 from tests.kernel.conftest import sh
+from tests.reconcile_steps import in_sync, settle
 from vmqos.cli.main import main
 from vmqos.core.errors import ToolTimeout
 from vmqos.core.model.host import EgressMode, HostState, InstanceSpec, PortSpec
@@ -19,7 +20,6 @@ from vmqos.core.model.network import (
     NetworkQos,
     PacketRateLimit,
 )
-from vmqos.core.plan.diff import diff
 from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.names import ifb_name
 from vmqos.core.plan.objects import (
@@ -54,18 +54,6 @@ def state(rate: int, mode: EgressMode = EgressMode.SHAPE, devices=("vqa0", "vqa1
         egress=DirectionQos(bandwidth=BandwidthLimit(rate // 2), dscp=18))
     return HostState(instances={d: InstanceSpec(d, ports=(PortSpec(d, limits=qos, egress_mode=mode),))
                                 for d in devices})
-
-
-def settle(rec: Reconciler, st: HostState, **kw):
-    results, record = rec.reconcile(plan_host(st), **kw)
-    assert all(r.error is None for r in results), [r.error for r in results]
-    return results, record
-
-
-def in_sync(rec: Reconciler, st: HostState) -> bool:
-    plans = plan_host(st)
-    seen = rec.observe(sorted(plans))
-    return all(not diff(plans[p].objects, seen.objects[p]) for p in plans)
 
 
 def test_apply_reads_back_exactly_and_reapply_writes_nothing(ports):

@@ -10,10 +10,9 @@ import subprocess
 import pytest
 
 from tests.kernel.conftest import sh
+from tests.reconcile_steps import in_sync, settle
 from vmqos.core.model.host import HostState, InstanceSpec, PortSpec
 from vmqos.core.model.network import BandwidthLimit, DirectionQos, NetworkQos
-from vmqos.core.plan.diff import diff
-from vmqos.core.plan.host import plan_host
 from vmqos.core.plan.objects import WindowClamp
 from vmqos.core.plan.tc_objects import CLSACT_EGRESS, CLSACT_INGRESS
 from vmqos.drivers import bpf_rwnd
@@ -39,18 +38,6 @@ def state(towards: int, from_: int, clamp: bool = True) -> HostState:
     qos = NetworkQos(ingress=DirectionQos(bandwidth=BandwidthLimit(towards)),
                      egress=DirectionQos(bandwidth=BandwidthLimit(from_)))
     return HostState(instances={"vm": InstanceSpec("vm", ports=(PortSpec("vqc0", limits=qos, window_clamp=clamp),))})
-
-
-def settle(rec: Reconciler, st: HostState, **kw):
-    results, record = rec.reconcile(plan_host(st), **kw)
-    assert all(r.error is None for r in results), [r.error for r in results]
-    return results, record
-
-
-def in_sync(rec: Reconciler, st: HostState) -> bool:
-    plans = plan_host(st)
-    seen = rec.observe(sorted(plans))
-    return all(not diff(plans[p].objects, seen.objects[p]) for p in plans)
 
 
 def hooks(ns: str) -> dict[str, dict]:

@@ -111,24 +111,7 @@ def test_the_aqm_keeps_an_ecn_flows_own_queue_short_at_its_rate(lab, ports, ecn,
     near CoDel's target (measured 23-26 ms at 1 Mbit/s, 8 at 3, 2.4 at 10, where the leaf queue alone
     gave it 85-88, 26-29 and 12-17 ms) and its rate. The bounds are about twice what was measured and
     below what the leaf queue alone gives."""
-    vm1 = lab.instance(1)
-    limit = mbit * MBIT
-    side = DirectionQos(bandwidth=BandwidthLimit(limit))
-    qos = NetworkQos(ingress=side) if direction == "to" else NetworkQos(egress=side)
-    ports.set(vm1.port, PortChange(policy=Policy(f"aqm-{direction}", qos), egress_mode=EgressMode.SHAPE))
-    idle = median(ping_rtts(start_ping(lab.wan_ns, vm1.address, count=5, interval=0.1)))
-    if direction == "to":
-        sent, got, _ = _run(lab.wan_ns, vm1.netns, vm1.address, "cubic", lab.wan_ns, vm1.address)
-    else:
-        sent, got, _ = _run(vm1.netns, lab.wan_ns, lab.wan_address, "cubic", lab.wan_ns, vm1.address)
-    steady = [i["sum"] for i in got["intervals"] if i["sum"]["start"] >= 2.0 - 1e-3]
-    rate = sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / TCP_GOODPUT_PER_FRAME
-    own_ms = sent["end"]["streams"][0]["sender"]["mean_rtt"] / 1000 - idle
-    log(f"aqm {direction} vm1 {mbit} Mbit/s cubic+ECN: frame rate {rate / MBIT:.3f} Mbit/s ({rate / limit - 1:+.2%}), "
-        f"the flow's own added RTT {own_ms:.1f} ms (bound {bound_ms}), retransmits "
-        f"{sent['end']['sum_sent'].get('retransmits')}")
-    assert abs(rate - limit) <= 0.05 * limit, f"frame rate {rate / MBIT:.3f} Mbit/s against {mbit}"
-    assert own_ms <= bound_ms, f"the flow's own added RTT {own_ms:.1f} ms, more than {bound_ms} ms"
+    _own_queue_is_short(lab, ports, mbit, direction, "cubic", bound_ms, "aqm", "cubic+ECN")
 
 
 @pytest.mark.parametrize("mbit,direction,cc,bound_ms", [(1, "from", "bbr", 30), (3, "to", "bbr", 20),
@@ -139,12 +122,19 @@ def test_the_window_clamp_keeps_the_own_queue_of_a_flow_without_ecn_short(lab, p
     added RTT near rate x 3 ms or two to three segments (measured 17 ms at 1 Mbit/s, 14 at 3 and 4.2 at
     10, where the leaf queue alone gave it 65-89, 23-30 and 12-18 ms), at its rate. The bounds are below what the leaf
     alone gives, so the test fails without the clamp."""
+    _own_queue_is_short(lab, ports, mbit, direction, cc, bound_ms, "clamp", f"{cc} without ECN", window_clamp=True)
+
+
+def _own_queue_is_short(lab, ports, mbit: int, direction: str, cc: str, bound_ms: float, name: str, flow: str,
+                        window_clamp: bool = False) -> None:
+    """One flow through vm1's port shaped at `mbit` in `direction`: its frame rate within 5 % of the limit and
+    its own added RTT (iperf3's mean_rtt at the sender, minus the idle ping) at most `bound_ms`."""
     vm1 = lab.instance(1)
     limit = mbit * MBIT
     side = DirectionQos(bandwidth=BandwidthLimit(limit))
     qos = NetworkQos(ingress=side) if direction == "to" else NetworkQos(egress=side)
-    ports.set(vm1.port, PortChange(policy=Policy(f"clamp-{direction}", qos), egress_mode=EgressMode.SHAPE,
-                                   window_clamp=True))
+    ports.set(vm1.port, PortChange(policy=Policy(f"{name}-{direction}", qos), egress_mode=EgressMode.SHAPE,
+                                   window_clamp=window_clamp))
     idle = median(ping_rtts(start_ping(lab.wan_ns, vm1.address, count=5, interval=0.1)))
     if direction == "to":
         sent, got, _ = _run(lab.wan_ns, vm1.netns, vm1.address, cc, lab.wan_ns, vm1.address)
@@ -153,8 +143,8 @@ def test_the_window_clamp_keeps_the_own_queue_of_a_flow_without_ecn_short(lab, p
     steady = [i["sum"] for i in got["intervals"] if i["sum"]["start"] >= 2.0 - 1e-3]
     rate = sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / TCP_GOODPUT_PER_FRAME
     own_ms = sent["end"]["streams"][0]["sender"]["mean_rtt"] / 1000 - idle
-    log(f"clamp {direction} vm1 {mbit} Mbit/s {cc} without ECN: frame rate {rate / MBIT:.3f} Mbit/s "
-        f"({rate / limit - 1:+.2%}), the flow's own added RTT {own_ms:.1f} ms (bound {bound_ms}), retransmits "
+    log(f"{name} {direction} vm1 {mbit} Mbit/s {flow}: frame rate {rate / MBIT:.3f} Mbit/s ({rate / limit - 1:+.2%}), "
+        f"the flow's own added RTT {own_ms:.1f} ms (bound {bound_ms}), retransmits "
         f"{sent['end']['sum_sent'].get('retransmits')}")
     assert abs(rate - limit) <= 0.05 * limit, f"frame rate {rate / MBIT:.3f} Mbit/s against {mbit}"
     assert own_ms <= bound_ms, f"the flow's own added RTT {own_ms:.1f} ms, more than {bound_ms} ms"
