@@ -6,7 +6,9 @@ IPv4 packets that reach the wan's `eth0` from the instances' subnet are redirect
 (u32 + mirred) to a tun device `vqdl0` this process owns, held for --delay-ms, and written back into the
 tun, so the wan's stack receives them --delay-ms later (rp_filter off in this namespace: they come in
 on vqdl0). One direction delayed is enough to add the delay to every round trip through the port.
-SIGTERM removes the ingress qdisc; the tun goes with the process.
+With --on-signal the line starts at no delay and takes --delay-ms at SIGUSR1: a path whose RTT grows
+after a flow's handshake (bench/clamp_rtt_growth.py). SIGTERM removes the ingress qdisc; the tun goes
+with the process.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, required=True)
     parser.add_argument("--dev", default="eth0")
     parser.add_argument("--src", default="10.247.0.0/25", help="the instances' subnet (lab/topology.py)")
+    parser.add_argument("--on-signal", action="store_true", help="no delay until SIGUSR1, then --delay-ms")
     args = parser.parse_args()
-    delay = args.delay_ms / 1000
+    delay = [0.0 if args.on_signal else args.delay_ms / 1000]
+    signal.signal(signal.SIGUSR1, lambda *_: delay.__setitem__(0, args.delay_ms / 1000))
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", DEV.encode(), IFF_TUN | IFF_NO_PI))
     stop = []
@@ -60,7 +64,7 @@ def main() -> int:
             now = time.monotonic()
             while readable:
                 try:
-                    held.append((now + delay, os.read(fd, 65536)))
+                    held.append((now + delay[0], os.read(fd, 65536)))
                 except BlockingIOError:
                     break
             while held and held[0][0] <= now:
