@@ -47,6 +47,7 @@ def test_off_by_default_and_on_a_clsact_with_one_program_per_hook_when_asked():
     assert hooks[CLSACT_EGRESS].rate_bytes == 10_000_000 // 8
     assert {h.target_ns for h in hooks.values()} == {3_000_000}
     assert "window clamp" in (plan.ingress.mechanism or "") and "window clamp" in (plan.egress.mechanism or "")
+    assert any(n.field == "window_clamp" and "RTT grows" in n.message for n in plan.notes)
     # created after the port's nft chains (so a policed port's ingress qdisc goes only once the chain forwards)
     kinds = [type(o).__name__ for o in plan.objects]
     assert kinds.index("Qdisc", kinds.index("NftChain")) > max(i for i, k in enumerate(kinds) if k == "NftChain")

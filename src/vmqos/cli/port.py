@@ -117,7 +117,8 @@ def port() -> None:
               "rate; the bucket is the burst, 1 s of traffic unless given)")
 @click.option("--window-clamp", type=click.Choice(["on", "off"]),
               help="opt-in receive-window clamp: rewrites the window of the TCP ACKs the port forwards so that one "
-              "bulk flow without ECN (BBR, cubic) keeps a short queue at the shaper; shape mode only; off by default "
+              "bulk flow without ECN (BBR, cubic) keeps a short queue at the shaper; a flow whose path RTT grows "
+              "after its handshake then runs below the limit; shape mode only; off by default "
               "(e.g. --window-clamp on)")
 @click.option("--live", is_flag=True, help="change the kernel now (with neither flag: both)")
 @click.option("--config", is_flag=True, help="change the stored desired state (with neither flag: both)")

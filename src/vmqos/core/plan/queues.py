@@ -172,7 +172,7 @@ def window_clamps(dev: str, towards_bps: int | None, from_bps: int | None, mtu: 
     1 Mbit/s (66-89 without), 14 at 3 (24-31), 4.2 at 10 (12-19), 2.7-3.1 at 100 (7-17), 1.1-2.6 at
     1 Gbit/s (1-17), the frame rate within -1.0...+0.2 %, no retransmissions from 3 Mbit/s up.
     Opt-in, because it rewrites the tenant's TCP headers, because the window rests on the handshake's
-    RTT (a path whose RTT later grows, a client's bloated uplink, holds the flow below its rate), and
+    RTT (a path whose RTT grows 20 ms after it ran at 70 % of 3 Mbit/s, 21 % of 10, 16 % of 100), and
     because one window per flow cannot bound several flows' queue (N flows keep at least N x 2 frames).
     A flow whose handshake it did not see (older than the program) is left alone.
 
