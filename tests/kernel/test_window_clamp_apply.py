@@ -125,3 +125,36 @@ def test_the_applied_programs_time_a_real_handshake_and_lower_the_windows(port, 
         import os
         os.close(flows_fd)
         os.close(config_fd)
+
+
+def test_the_other_hooks_program_on_a_hook_is_drift_and_put_right(port):
+    """The slot a program reads is in its bytecode: `vmqos_rwnd_to` hung on the ingress hook (by hand) reads
+    as an empty clamp there, and the next reconcile attaches `vmqos_rwnd_from` in its place."""
+    import os
+    import struct
+
+    from pyroute2 import IPRoute
+    from pyroute2.protocols import ETH_P_ALL
+
+    from vmqos.core.plan.handles import handle_int
+    from vmqos.drivers.bpf_police import _PROG_GET_FD_BY_ID, _bpf
+    from vmqos.drivers.privileges import open_in_netns
+
+    with Reconciler(port) as rec:
+        settle(rec, state(3_000_000, 3_000_000))
+    egress_id = hooks(port)["egress"]["prog"]["id"]
+    prog_fd = _bpf(_PROG_GET_FD_BY_ID, struct.pack("<III", egress_id, 0, 0))
+    try:
+        with open_in_netns(port, IPRoute) as ipr:
+            idx = ipr.link_lookup(ifname="vqc0")[0]
+            ipr.tc("replace-filter", "bpf", idx, 1, parent=handle_int(CLSACT_INGRESS), prio=1, protocol=ETH_P_ALL,
+                   fd=prog_fd, name="vmqos_rwnd_to", direct_action=True)
+    finally:
+        os.close(prog_fd)
+    assert hooks(port)["ingress"]["bpf_name"] == "vmqos_rwnd_to"
+    with Reconciler(port) as rec:
+        seen = {o.parent: o for o in rec.observe(["vqc0"]).objects["vqc0"] if isinstance(o, WindowClamp)}
+        assert seen[CLSACT_INGRESS].rate_bytes == 0 and not in_sync(rec, state(3_000_000, 3_000_000))
+        settle(rec, state(3_000_000, 3_000_000))
+        assert in_sync(rec, state(3_000_000, 3_000_000))
+    assert hooks(port)["ingress"]["bpf_name"] == "vmqos_rwnd_from"

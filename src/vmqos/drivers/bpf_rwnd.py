@@ -233,6 +233,11 @@ def prog_id(msg: Any) -> int | None:
 
 def _maps_of(prog: int) -> tuple[int, int]:
     """(flows_fd, config_fd) of clamp program `prog`, by their names; the caller closes them."""
+    return _program(prog)[1:]
+
+
+def _program(prog: int) -> tuple[str, int, int]:
+    """(name, flows_fd, config_fd) of clamp program `prog`; the caller closes the fds."""
     try:
         prog_fd = _bpf(_PROG_GET_FD_BY_ID, struct.pack("<III", prog, 0, 0))
     except OSError as exc:
@@ -243,6 +248,7 @@ def _maps_of(prog: int) -> tuple[int, int]:
         info = ctypes.create_string_buffer(struct.pack("<IIQIIQQQIIQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, _address(ids)), 96)
         _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", prog_fd, 96, _address(info)))
         count = min(struct.unpack_from("<I", info.raw, 52)[0], 4)
+        name = info.raw[64:80].rstrip(b"\0").decode(errors="replace")
         for map_id in struct.unpack_from(f"<{count}I", ids.raw, 0):
             fd = _bpf(_MAP_GET_FD_BY_ID, struct.pack("<III", map_id, 0, 0))
             map_info = ctypes.create_string_buffer(88)
@@ -258,18 +264,21 @@ def _maps_of(prog: int) -> tuple[int, int]:
         for fd in found.values():
             os.close(fd)
         raise KernelError(f"program {prog} does not hold the window clamp's maps ({sorted(found)})")
-    return found[FLOWS_MAP], found[CONFIG_MAP]
+    return name, found[FLOWS_MAP], found[CONFIG_MAP]
 
 
 def observed(dev: str, parent: str, prio: int, protocol: str, program: int) -> WindowClamp:
-    """The clamp a hook holds, as its config slot says (a program on the wrong hook reads as rate 0)."""
-    flows_fd, config_fd = _maps_of(program)
+    """The clamp a hook holds, as its config slot says. The slot a program reads is in its bytecode, and
+    its name says which: the other hook's program on this one reads as an empty clamp (a change to make,
+    which attaches the right one)."""
+    name, flows_fd, config_fd = _program(program)
     os.close(flows_fd)
+    slot = TOWARDS if parent == CLSACT_EGRESS else FROM
     try:
-        raw = _lookup(config_fd, struct.pack("<I", TOWARDS if parent == CLSACT_EGRESS else FROM), CONFIG_SIZE)
+        raw = _lookup(config_fd, struct.pack("<I", slot), CONFIG_SIZE)
     finally:
         os.close(config_fd)
-    rate, target, kmin = struct.unpack_from("<QQQ", raw, 0)
+    rate, target, kmin = struct.unpack_from("<QQQ", raw, 0) if name == HOOK_NAMES[slot] else (0, 0, 0)
     return WindowClamp(dev, parent, prio, protocol, rate_bytes=rate, target_ns=target, kmin=kmin)
 
 
