@@ -252,8 +252,16 @@ def _program(prog: int) -> tuple[str, int, int]:
         for map_id in struct.unpack_from(f"<{count}I", ids.raw, 0):
             fd = _bpf(_MAP_GET_FD_BY_ID, struct.pack("<III", map_id, 0, 0))
             map_info = ctypes.create_string_buffer(88)
-            _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, 88, _address(map_info)))
-            found[map_info.raw[24:40].rstrip(b"\0").decode(errors="replace")] = fd
+            try:
+                _bpf(_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, 88, _address(map_info)))
+            except OSError:
+                os.close(fd)
+                raise
+            map_name = map_info.raw[24:40].rstrip(b"\0").decode(errors="replace")
+            if map_name in found:
+                os.close(fd)
+            else:
+                found[map_name] = fd
     except OSError as exc:
         for fd in found.values():
             os.close(fd)
